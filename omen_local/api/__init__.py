@@ -1,0 +1,1 @@
+"""The OpenAI wire format on our side: request validation, hints, response shapes."""

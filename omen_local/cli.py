@@ -1,0 +1,165 @@
+"""The ``omen`` command: serve headless, manage tokens and keys, show config.
+
+``omen`` alone will start the tray app once it exists; until then it prints help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import ConfigError, default_config_path, load_config
+from .secrets import SecretStore
+from .tokens import TokenBook
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .service import OmenService
+
+    overrides: dict[str, dict[str, object]] = {"server": {}}
+    if args.host:
+        overrides["server"]["host"] = args.host
+    if args.port is not None:
+        overrides["server"]["port"] = args.port
+    config = load_config(args.config, overrides=overrides)
+    service = OmenService(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+    except OSError as exc:
+        print(f"omen: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"OMEN {__version__} serving the OpenAI API at {service.url}/v1", flush=True)
+    print(f"  token: run `omen token` (secrets: {service.secrets.backend})", flush=True)
+    for name, info in service.status()["providers"].items():
+        state = "ready" if info["usable"] else info["reason"]
+        print(f"  provider {name} ({info['kind']}, {info['base_url']}): {state}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        return asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _stores(args: argparse.Namespace) -> tuple[SecretStore, Path]:
+    config = load_config(args.config)
+    return SecretStore(config.data_dir), config.data_dir
+
+
+def _token(args: argparse.Namespace) -> int:
+    store, data_dir = _stores(args)
+    book = TokenBook(data_dir, store)
+    action = args.action or "show"
+    if action == "show":
+        print(book.owner_token)
+    elif action == "create":
+        if not args.user:
+            print("omen token create: --user is required", file=sys.stderr)
+            return 2
+        print(book.create(args.user, args.workspace, args.label))
+    elif action == "list":
+        for entry in book.list():
+            print("  ".join(f"{k}={v}" for k, v in entry.items() if v))
+    elif action == "revoke":
+        if not args.user:
+            print("omen token revoke: name a user or token prefix with --user", file=sys.stderr)
+            return 2
+        print(f"revoked {book.revoke(args.user)} token(s)")
+    return 0
+
+
+def _key(args: argparse.Namespace) -> int:
+    store, _ = _stores(args)
+    if args.action == "set":
+        value = getpass.getpass(f"API key for {args.name}: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+        if not value:
+            print("omen key set: empty key, nothing stored", file=sys.stderr)
+            return 2
+        store.set(args.name, value)
+        print(f"stored the key for {args.name} in {store.backend}")
+    else:
+        print("set" if store.get(args.name) else "not set")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"config file: {config.source or '(none; shipped defaults) would be ' + str(default_config_path())}")
+    print(f"data dir:    {config.data_dir}")
+    print(f"listen:      {config.server.host}:{config.server.port}")
+    for name, pc in config.providers.items():
+        print(f"provider {name}: kind={pc.kind} base_url={pc.base_url} enabled={pc.enabled}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omen", description="OMEN Local: a local-first LLM router and meter.")
+    parser.add_argument("--version", action="version", version=f"omen {__version__}")
+    parser.add_argument("--config", type=Path, help="config file (default: $OMEN_CONFIG or the platform config dir)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the router headless")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8765; 0 picks a free one)")
+
+    token = sub.add_parser("token", help="print the owner's token, or create/list/revoke client tokens")
+    token.add_argument("action", nargs="?", choices=["show", "create", "list", "revoke"])
+    token.add_argument("--user", help="the user a new token names (create), or user/prefix to revoke")
+    token.add_argument("--workspace", help="default workspace for a new token")
+    token.add_argument("--label", help="a note to recognise the token by (e.g. the client)")
+
+    key = sub.add_parser("key", help="store a provider API key in the keyring (read from the terminal or stdin)")
+    key.add_argument("action", choices=["set", "check"])
+    key.add_argument("name", help="the key name a provider's config refers to, e.g. openai for keyring:openai")
+
+    sub.add_parser("config", help="show where the config and data live")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    handlers = {"serve": _run_serve, "token": _token, "key": _key, "config": _config}
+    if args.command is None:
+        parser.print_help()
+        print("\nThe tray app is not part of this version; `omen serve` runs the router headless.")
+        return 0
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"omen: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

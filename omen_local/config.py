@@ -1,0 +1,355 @@
+"""Configuration: one TOML file, deep-merged over the shipped defaults.
+
+A user's file only states what differs from ``resources/default_config.toml``; the
+pricing table (``resources/pricing.toml``) supplies prices for models that do not
+carry their own. Loading is pure apart from reading the files, and every mistake is
+reported as a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+APP_NAME = "omen-local"
+PROVIDER_KINDS = ("ollama", "openai", "anthropic")
+STRATEGIES = ("single", "race", "speculate_k", "parallel_merge")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+FREE = Price()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    context_window: int | None = None
+    price: Price | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str
+    enabled: bool = True
+    key: tuple[str, ...] = ()
+    models: tuple[ModelSpec, ...] = ()
+    discover: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    anthropic_version: str = "2023-06-01"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_body_bytes: int = 20 * 1024 * 1024
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    strategy: str = "single"
+    intent: str = "chat"
+    k: int = 2
+    connect_timeout_s: float = 5.0
+    first_token_timeout_s: float = 120.0
+    idle_timeout_s: float = 120.0
+    request_timeout_s: float = 900.0
+    budget_usd: float | None = None
+    health_interval_s: float = 15.0
+    failure_cooldown_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    defaults: Defaults
+    providers: dict[str, ProviderConfig]
+    intents: dict[str, tuple[str, ...]]
+    pricing: dict[str, Price]
+    data_dir: Path
+    config_dir: Path
+    source: Path | None = None
+
+    def price_for(self, provider: str, model: str) -> Price:
+        """The price of ``model`` as served by ``provider``; local models are free unless priced."""
+        pc = self.providers.get(provider)
+        if pc is not None:
+            for spec in pc.models:
+                if spec.name == model and spec.price is not None:
+                    return spec.price
+        explicit = self.pricing.get(f"{provider}/{model}") or self.pricing.get(model)
+        if explicit is not None:
+            return explicit
+        return FREE
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("OMEN_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def _shipped(name: str) -> dict[str, Any]:
+    text = resources.files("omen_local.resources").joinpath(name).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: Path | str | None = None, *, overrides: dict[str, Any] | None = None) -> Config:
+    """Load the shipped defaults, merge the user's file (if any) and ``overrides`` over them.
+
+    ``path=None`` means the default location, which may be absent; an explicit path
+    that does not exist is an error.
+    """
+    raw = _shipped("default_config.toml")
+    source: Path | None = None
+    if path is None:
+        candidate = default_config_path()
+        if candidate.is_file():
+            source = candidate
+        elif os.environ.get("OMEN_CONFIG"):
+            raise ConfigError(f"OMEN_CONFIG points to {candidate}, which does not exist")
+    else:
+        source = Path(path).expanduser()
+        if not source.is_file():
+            raise ConfigError(f"config file {source} does not exist")
+    if source is not None:
+        try:
+            user = tomllib.loads(source.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+        raw = _merge(raw, user)
+    if overrides:
+        raw = _merge(raw, overrides)
+    pricing_raw = _merge(_shipped("pricing.toml"), raw.pop("pricing", {}) or {})
+    return parse_config(raw, pricing_raw, source=source)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _table(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    return raw
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _num(table: dict[str, Any], key: str, where: str, default: float, *, minimum: float = 0.0) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise ConfigError(f"{where}.{key} must be a number >= {minimum:g}")
+    return float(value)
+
+
+def _int(table: dict[str, Any], key: str, where: str, default: int, *, minimum: int = 0) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}.{key} must be an integer >= {minimum}")
+    return value
+
+
+def _str(table: dict[str, Any], key: str, where: str, default: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+def _strs(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}.{key} must be a list of strings")
+    return tuple(value)
+
+
+def _price(raw: Any, where: str) -> Price:
+    table = _table(raw, where)
+    _check_keys(table, {"input", "output", "cached_input", "cache_write"}, where)
+    cached = table.get("cached_input")
+    write = table.get("cache_write")
+    return Price(
+        input=_num(table, "input", where, 0.0),
+        output=_num(table, "output", where, 0.0),
+        cached_input=None if cached is None else _num(table, "cached_input", where, 0.0),
+        cache_write=None if write is None else _num(table, "cache_write", where, 0.0),
+    )
+
+
+def _model(raw: Any, where: str) -> ModelSpec:
+    if isinstance(raw, str):
+        return ModelSpec(name=raw)
+    table = _table(raw, where)
+    _check_keys(
+        table,
+        {"name", "context_window", "input", "output", "cached_input", "cache_write"},
+        where,
+    )
+    name = table.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name must be a non-empty string")
+    price_keys = {k: table[k] for k in ("input", "output", "cached_input", "cache_write") if k in table}
+    window = table.get("context_window")
+    if window is not None:
+        window = _int(table, "context_window", where, 0, minimum=1)
+    return ModelSpec(name=name, context_window=window, price=_price(price_keys, where) if price_keys else None)
+
+
+def _provider(name: str, raw: Any) -> ProviderConfig:
+    where = f"providers.{name}"
+    table = _table(raw, where)
+    _check_keys(
+        table,
+        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version"},
+        where,
+    )
+    if "/" in name or not name:
+        raise ConfigError(f"provider name {name!r} must be non-empty and contain no '/'")
+    kind = table.get("kind")
+    if kind not in PROVIDER_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(PROVIDER_KINDS)}")
+    base_url = _str(table, "base_url", where, "").rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.base_url must be an http(s) URL")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled must be true or false")
+    models_raw = table.get("models", [])
+    if not isinstance(models_raw, list):
+        raise ConfigError(f"{where}.models must be a list")
+    headers = _table(table.get("headers"), f"{where}.headers")
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"{where}.headers values must be strings")
+    discover = table.get("discover", kind == "ollama")
+    if not isinstance(discover, bool):
+        raise ConfigError(f"{where}.discover must be true or false")
+    keys = _strs(table, "key", where)
+    for ref in keys:
+        scheme, _, rest = ref.partition(":")
+        if scheme not in ("keyring", "env") or not rest:
+            raise ConfigError(
+                f"{where}.key entries must be 'keyring:NAME' or 'env:VARIABLE' (never the key itself)"
+            )
+    return ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url,
+        enabled=enabled,
+        key=keys,
+        models=tuple(_model(m, f"{where}.models[{i}]") for i, m in enumerate(models_raw)),
+        discover=discover,
+        headers=dict(headers),
+        anthropic_version=_str(table, "anthropic_version", where, "2023-06-01"),
+    )
+
+
+def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Path | None = None) -> Config:
+    _check_keys(raw, {"server", "defaults", "providers", "intents", "storage"}, "config")
+    srv = _table(raw.get("server"), "server")
+    _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins"}, "server")
+    server = ServerConfig(
+        host=_str(srv, "host", "server", "127.0.0.1"),
+        port=_int(srv, "port", "server", 8765),
+        max_body_bytes=int(_num(srv, "max_body_mb", "server", 20.0, minimum=0.001) * 1024 * 1024),
+        allowed_hosts=tuple(h.lower() for h in _strs(srv, "allowed_hosts", "server")),
+        allowed_origins=_strs(srv, "allowed_origins", "server"),
+    )
+    if server.port > 65535:
+        raise ConfigError("server.port must be <= 65535")
+
+    d = _table(raw.get("defaults"), "defaults")
+    dd = Defaults()
+    _check_keys(d, set(Defaults.__dataclass_fields__), "defaults")
+    strategy = _str(d, "strategy", "defaults", dd.strategy)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"defaults.strategy must be one of {', '.join(STRATEGIES)}")
+    budget = d.get("budget_usd")
+    defaults = Defaults(
+        strategy=strategy,
+        intent=_str(d, "intent", "defaults", dd.intent),
+        k=_int(d, "k", "defaults", dd.k, minimum=1),
+        connect_timeout_s=_num(d, "connect_timeout_s", "defaults", dd.connect_timeout_s, minimum=0.001),
+        first_token_timeout_s=_num(d, "first_token_timeout_s", "defaults", dd.first_token_timeout_s, minimum=0.001),
+        idle_timeout_s=_num(d, "idle_timeout_s", "defaults", dd.idle_timeout_s, minimum=0.001),
+        request_timeout_s=_num(d, "request_timeout_s", "defaults", dd.request_timeout_s, minimum=0.001),
+        budget_usd=None if budget is None else _num(d, "budget_usd", "defaults", 0.0),
+        health_interval_s=_num(d, "health_interval_s", "defaults", dd.health_interval_s, minimum=0.1),
+        failure_cooldown_s=_num(d, "failure_cooldown_s", "defaults", dd.failure_cooldown_s),
+    )
+
+    providers_raw = _table(raw.get("providers"), "providers")
+    providers = {name: _provider(name, value) for name, value in providers_raw.items()}
+
+    intents_raw = _table(raw.get("intents"), "intents")
+    intents: dict[str, tuple[str, ...]] = {}
+    for intent, refs in intents_raw.items():
+        refs_t = _strs(intents_raw, intent, "intents")
+        for ref in refs_t:
+            prov = ref.split("/", 1)[0]
+            if "/" not in ref or prov not in providers:
+                raise ConfigError(
+                    f"intents.{intent}: {ref!r} must be 'provider/model' with a configured provider"
+                )
+        intents[intent] = refs_t
+    if defaults.intent not in intents:
+        raise ConfigError(f"defaults.intent {defaults.intent!r} has no [intents] entry")
+
+    pricing = {model: _price(value, f"pricing.{model}") for model, value in pricing_raw.items()}
+
+    storage = _table(raw.get("storage"), "storage")
+    _check_keys(storage, {"data_dir"}, "storage")
+    data_dir_s = _str(storage, "data_dir", "storage", "")
+    data_dir = Path(data_dir_s).expanduser() if data_dir_s else Path(platformdirs.user_data_dir(APP_NAME))
+    config_dir = source.parent if source is not None else default_config_path().parent
+    return Config(
+        server=server,
+        defaults=defaults,
+        providers=providers,
+        intents=intents,
+        pricing=pricing,
+        data_dir=data_dir,
+        config_dir=config_dir,
+        source=source,
+    )

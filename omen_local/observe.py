@@ -1,0 +1,82 @@
+"""In-process observation: the tray app (or anything hosting OMEN) sees usage and health live.
+
+Listeners are plain callables run on the server's loop; they must be quick (queue the
+event, update a chart). A failing listener is logged and never breaks a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .providers.base import Usage
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("ok", "error", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One upstream attempt: what it was for, what it cost, how it ended."""
+
+    request_id: str
+    user: str
+    workspace: str | None
+    client: str | None
+    session: str | None
+    provider: str
+    model: str
+    strategy: str
+    usage: Usage
+    cost_usd: float
+    ttft_ms: float | None
+    total_ms: float
+    outcome: str
+    estimated: bool = False
+    error: str | None = None
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """A provider's health changed (up, down, models discovered)."""
+
+    provider: str
+    state: str
+    detail: str | None = None
+    time: float = field(default_factory=time.time)
+
+
+Event = UsageEvent | HealthEvent
+Listener = Callable[[Event], None]
+
+
+class Hub:
+    """Fan-out of events to listeners, plus a short memory of recent usage."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self._listeners: list[Listener] = []
+        self.recent: deque[UsageEvent] = deque(maxlen=keep)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add a listener; call the returned function to remove it."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, UsageEvent):
+            self.recent.append(event)
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("an event listener failed")

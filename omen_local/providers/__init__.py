@@ -1,0 +1,1 @@
+"""Provider adapters: each speaks one upstream API and yields normalized events."""

@@ -1,0 +1,147 @@
+"""Transport helpers shared by the adapters: one POST, one error mapping.
+
+Upstream failures become :class:`UpstreamError` with the provider's own message (keys
+redacted) so the router can decide on failover without knowing any wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
+from time import time
+from typing import Any
+
+import aiohttp
+
+from .. import jsonutil
+from .base import Provider, UpstreamError
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+    except (TypeError, ValueError):
+        return None
+
+
+def error_message(payload: Any) -> str | None:
+    """The human message in OpenAI, Anthropic or Ollama error bodies."""
+    if isinstance(payload, dict):
+        err = payload.get("error")
+        if isinstance(err, dict):
+            msg = err.get("message")
+            return msg if isinstance(msg, str) else None
+        if isinstance(err, str):
+            return err
+        msg = payload.get("message")
+        return msg if isinstance(msg, str) else None
+    return None
+
+
+async def _http_error(provider: Provider, resp: aiohttp.ClientResponse) -> UpstreamError:
+    try:
+        raw = await resp.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raw = b""
+    try:
+        message = error_message(jsonutil.loads(raw)) if raw else None
+    except jsonutil.JSONDecodeError:
+        message = None
+    if message is None:
+        message = raw.decode("utf-8", "replace")[:500].strip() or resp.reason or "no body"
+    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    if retry_after is None:
+        # OpenAI also sends this header with milliseconds.
+        ms = resp.headers.get("retry-after-ms")
+        if ms:
+            try:
+                retry_after = float(ms) / 1000
+            except ValueError:
+                retry_after = None
+    return UpstreamError(
+        provider.name,
+        "http",
+        provider.redact(f"{provider.name} returned HTTP {resp.status}: {message}"),
+        status=resp.status,
+        retry_after=retry_after,
+    )
+
+
+def translate(provider: Provider, exc: BaseException, *, midstream: bool = False) -> UpstreamError:
+    """Map a client-side exception to an :class:`UpstreamError` (never leaks the key)."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError):
+        what = "stopped sending" if midstream else "did not answer in time"
+        return UpstreamError(provider.name, "midstream" if midstream else "timeout", f"{provider.name} {what}")
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError) and not midstream:
+        return UpstreamError(provider.name, "connect", provider.redact(f"cannot reach {provider.name}: {exc}"))
+    kind = "midstream" if midstream else "connect"
+    return UpstreamError(provider.name, kind, provider.redact(f"{provider.name} connection failed: {exc}"))
+
+
+@asynccontextmanager
+async def post(
+    provider: Provider, url: str, body: dict[str, Any], headers: Mapping[str, str]
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST ``body`` as JSON; yield the response if 2xx, raise UpstreamError otherwise.
+
+    The connection goes back to the pool only when the body was read to the end; on
+    any error or cancellation it is closed, so the upstream stops generating at once.
+    """
+    try:
+        resp = await provider.session.post(
+            url,
+            data=jsonutil.dumps(body),
+            headers={"Content-Type": "application/json", **headers},
+            timeout=provider._client_timeout,
+        )
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise translate(provider, exc) from None
+    ok = False
+    try:
+        if resp.status >= 400:
+            raise await _http_error(provider, resp)
+        yield resp
+        ok = True
+    finally:
+        if ok:
+            resp.release()
+        else:
+            resp.close()
+
+
+async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
+    try:
+        raw = await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise translate(provider, exc, midstream=True) from None
+    try:
+        return jsonutil.loads(raw)
+    except jsonutil.JSONDecodeError:
+        raise UpstreamError(provider.name, "protocol", f"{provider.name} sent a body that is not JSON") from None
+
+
+async def iter_lines(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Lines of a streamed body without their line ending, mapping transport errors."""
+    content = resp.content
+    while True:
+        try:
+            line = await content.readline()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise translate(provider, exc, midstream=True) from None
+        if not line:
+            return
+        yield line.rstrip(b"\r\n")

@@ -1,0 +1,521 @@
+"""Anthropic through its native Messages API (``POST /v1/messages``).
+
+Anthropic's OpenAI shim drops cache accounting, thinking and tool details, so we
+translate ourselves. The translation is a set of pure functions (request: OpenAI chat
+body -> Messages body; response: Message -> ``chat.completion``) plus
+:class:`StreamTranslator` for SSE events, all testable without a socket.
+
+Choices where the two APIs do not line up:
+
+* ``system``/``developer`` messages anywhere in the conversation are hoisted, in order,
+  into the top-level ``system`` (Anthropic has no system role in ``messages``).
+* Consecutive same-role messages are merged (tool results become ``tool_result``
+  blocks of a user message), and in a user message ``tool_result`` blocks go first,
+  which Anthropic requires.
+* ``response_format`` (json_object / json_schema) has no Messages equivalent, so it
+  becomes an extra system instruction; the answer is not validated against the schema.
+* ``temperature`` is clamped to Anthropic's 0..1; when both ``temperature`` and
+  ``top_p`` are given only ``temperature`` is sent (current Claude models reject both).
+* ``reasoning_effort`` enables extended thinking with a token budget (dropping
+  temperature/top_p, which thinking forbids), except when a tool is forced or in the
+  middle of a tool loop: OpenAI histories carry no thinking signatures, and Anthropic
+  rejects a thinking-enabled tool loop whose last assistant turn lacks them.
+* ``n > 1`` and content parts Anthropic cannot take raise ``UpstreamError`` of kind
+  ``unsupported`` so the router can try another provider.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from .. import jsonutil
+from . import _http, _sse
+from .base import Chunk, Completion, Provider, UpstreamError, Usage
+
+DEFAULT_MAX_TOKENS = 4096
+"""Anthropic requires ``max_tokens``; OpenAI clients usually omit it."""
+
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+# reasoning_effort -> thinking budget_tokens.
+THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+MIN_THINKING_BUDGET = 1024
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+JSON_OBJECT_INSTRUCTION = (
+    "Respond with a single valid JSON object and nothing else: no prose, no Markdown code fences."
+)
+
+
+def _unsupported(provider: str, message: str) -> UpstreamError:
+    return UpstreamError(provider, "unsupported", message, status=400)
+
+
+# ---------------------------------------------------------------- request
+
+
+def _data_url(provider: str, url: str) -> tuple[str, str]:
+    """``data:<type>;base64,<data>`` -> (media type, base64 data)."""
+    head, sep, data = url.partition(",")
+    if not sep or not head.endswith(";base64"):
+        raise _unsupported(provider, "Anthropic needs data: URLs to be base64-encoded")
+    return head[len("data:") : -len(";base64")].split(";")[0].strip().lower(), data
+
+
+def _image_block(provider: str, part: dict[str, Any]) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise _unsupported(provider, "image_url part without a url")
+    if url.startswith("data:"):
+        media_type, data = _data_url(provider, url)
+        if media_type not in IMAGE_MEDIA_TYPES:
+            raise _unsupported(provider, f"Anthropic cannot take images of type {media_type!r}")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _unsupported(provider, "Anthropic takes images as base64 data: URLs or http(s) URLs")
+
+
+def _file_block(provider: str, part: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI ``file`` parts with inline PDF data become Anthropic ``document`` blocks."""
+    file = part.get("file") or {}
+    data_url = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(data_url, str) or not data_url.startswith("data:"):
+        raise _unsupported(provider, "Anthropic takes file parts only as inline base64 file_data")
+    media_type, data = _data_url(provider, data_url)
+    if media_type != "application/pdf":
+        raise _unsupported(provider, f"Anthropic cannot take files of type {media_type!r}")
+    block: dict[str, Any] = {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if isinstance(file.get("filename"), str):
+        block["title"] = file["filename"]
+    return block
+
+
+def _blocks(provider: str, content: Any, *, allow_media: bool = True) -> list[dict[str, Any]]:
+    """OpenAI message content (string or parts) -> Anthropic content blocks.
+
+    Empty text is dropped because Anthropic rejects empty text blocks. A part's
+    ``cache_control`` (an Anthropic extension some clients send) is kept.
+    """
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise _unsupported(provider, f"message content of type {type(content).__name__} is not supported")
+    out: list[dict[str, Any]] = []
+    for part in content:
+        if not isinstance(part, dict):
+            raise _unsupported(provider, "content parts must be objects")
+        kind = part.get("type")
+        block: dict[str, Any]
+        if kind == "text" or kind == "refusal":
+            text = part.get(kind) or ""
+            if not text:
+                continue
+            block = {"type": "text", "text": text}
+        elif kind == "image_url" and allow_media:
+            block = _image_block(provider, part)
+        elif kind == "file" and allow_media:
+            block = _file_block(provider, part)
+        else:
+            raise _unsupported(provider, f"Anthropic cannot take content parts of type {kind!r} here")
+        if isinstance(part.get("cache_control"), dict):
+            block["cache_control"] = part["cache_control"]
+        out.append(block)
+    return out
+
+
+def _tool_use(provider: str, call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    raw = fn.get("arguments") or "{}"
+    try:
+        args = jsonutil.loads(raw) if isinstance(raw, str) else raw
+    except jsonutil.JSONDecodeError:
+        raise _unsupported(provider, "a tool call's arguments are not valid JSON, which Anthropic cannot take") from None
+    if not isinstance(args, dict):
+        raise _unsupported(provider, "Anthropic needs tool call arguments to be a JSON object")
+    return {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or "", "input": args}
+
+
+def _tool_result(provider: str, m: dict[str, Any]) -> dict[str, Any]:
+    content = m.get("content")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.get("tool_call_id") or ""}
+    if isinstance(content, str):
+        block["content"] = content
+    elif content is not None:
+        block["content"] = _blocks(provider, content)
+    return block
+
+
+def _messages(provider: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split OpenAI messages into (system blocks, alternating Anthropic messages)."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for m in body.get("messages") or []:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.extend(_blocks(provider, m.get("content"), allow_media=False))
+            continue
+        if role == "user":
+            role, blocks = "user", _blocks(provider, m.get("content"))
+        elif role == "assistant":
+            blocks = _blocks(provider, m.get("content"), allow_media=False)
+            blocks += [_tool_use(provider, c) for c in m.get("tool_calls") or []]
+        elif role == "tool":
+            role, blocks = "user", [_tool_result(provider, m)]
+        else:
+            raise _unsupported(provider, f"Anthropic cannot take messages with role {role!r}")
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":
+            # Anthropic wants tool results before any other content of the user turn.
+            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+    if turns and turns[-1]["role"] == "assistant":
+        # A final assistant turn is a prefill, which Anthropic rejects with trailing whitespace.
+        last = turns[-1]["content"][-1]
+        if last["type"] == "text":
+            last["text"] = last["text"].rstrip()
+            if not last["text"]:
+                turns[-1]["content"].pop()
+                if not turns[-1]["content"]:
+                    turns.pop()
+    return system, turns
+
+
+def _response_format_instruction(body: dict[str, Any]) -> str | None:
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_object":
+        return JSON_OBJECT_INSTRUCTION
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        schema = jsonutil.dumps(spec.get("schema") or {}).decode()
+        return f"{JSON_OBJECT_INSTRUCTION} The object must conform to this JSON Schema:\n{schema}"
+    return None
+
+
+def _tools(provider: str, tools: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise _unsupported(provider, "Anthropic takes only function tools")
+        fn = tool.get("function") or {}
+        spec: dict[str, Any] = {
+            "name": fn.get("name") or "",
+            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if fn.get("description"):
+            spec["description"] = fn["description"]
+        out.append(spec)
+    return out
+
+
+def _tool_choice(provider: str, choice: Any) -> dict[str, Any]:
+    if choice is None or choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if isinstance(name, str) and name:
+            return {"type": "tool", "name": name}
+    raise _unsupported(provider, f"Anthropic cannot take tool_choice {choice!r}")
+
+
+def _in_tool_loop(turns: list[dict[str, Any]]) -> bool:
+    """True when the last assistant turn called tools (its thinking would be needed)."""
+    for turn in reversed(turns):
+        if turn["role"] == "assistant":
+            return any(b["type"] == "tool_use" for b in turn["content"])
+    return False
+
+
+def _thinking_budget(
+    body: dict[str, Any], out: dict[str, Any], turns: list[dict[str, Any]], *, explicit_max: bool
+) -> int | None:
+    """The thinking budget for ``reasoning_effort``, raising a defaulted ``max_tokens`` to fit it.
+
+    OpenAI counts reasoning inside ``max_completion_tokens`` as Anthropic counts thinking
+    inside ``max_tokens``, so an explicit limit is kept and the budget shrinks to fit.
+    """
+    effort = body.get("reasoning_effort")
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    if budget is None or _in_tool_loop(turns):
+        return None
+    if not explicit_max:
+        out["max_tokens"] = budget + DEFAULT_MAX_TOKENS
+    budget = min(budget, out["max_tokens"] - 1)
+    return budget if budget >= MIN_THINKING_BUDGET else None
+
+
+def to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """Translate an OpenAI chat body into an Anthropic Messages body."""
+    if (body.get("n") or 1) > 1:
+        raise _unsupported(provider, "Anthropic returns one choice per request (n > 1)")
+    system, turns = _messages(provider, body)
+    instruction = _response_format_instruction(body)
+    if instruction:
+        system.append({"type": "text", "text": instruction})
+
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    out: dict[str, Any] = {"model": model, "messages": turns, "max_tokens": max_tokens or DEFAULT_MAX_TOKENS}
+    if system:
+        plain = len(system) == 1 and set(system[0]) == {"type", "text"}
+        out["system"] = system[0]["text"] if plain else system
+    if stream:
+        out["stream"] = True
+
+    choice: dict[str, Any] | None = None
+    if body.get("tools"):
+        out["tools"] = _tools(provider, body["tools"])
+        choice = _tool_choice(provider, body.get("tool_choice"))
+        if body.get("parallel_tool_calls") is False and choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+        if choice != {"type": "auto"}:
+            out["tool_choice"] = choice
+
+    # Thinking cannot be combined with a forced tool, which wins as the stricter request.
+    forced = choice is not None and choice["type"] in ("any", "tool")
+    budget = None if forced else _thinking_budget(body, out, turns, explicit_max=max_tokens is not None)
+    if budget is not None:
+        # Thinking also requires the default sampling parameters.
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    elif body.get("temperature") is not None:
+        out["temperature"] = min(max(float(body["temperature"]), 0.0), 1.0)
+    elif body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
+
+    stop = body.get("stop")
+    sequences = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
+    if any(sequences):
+        out["stop_sequences"] = [s for s in sequences if s]
+
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+    return out
+
+
+# ---------------------------------------------------------------- response
+
+
+def finish_reason(stop_reason: Any) -> str:
+    """Anthropic ``stop_reason`` -> OpenAI ``finish_reason`` (unknown reasons count as stop)."""
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def _int(raw: dict[str, Any], key: str) -> int:
+    value = raw.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_from_anthropic(raw: Any) -> Usage:
+    """Anthropic usage -> :class:`Usage`; prompt tokens include cache reads and writes."""
+    if not isinstance(raw, dict):
+        return Usage()
+    cached = _int(raw, "cache_read_input_tokens")
+    written = _int(raw, "cache_creation_input_tokens")
+    details = raw.get("output_tokens_details")
+    return Usage(
+        prompt_tokens=_int(raw, "input_tokens") + cached + written,
+        completion_tokens=_int(raw, "output_tokens"),
+        cached_tokens=cached,
+        cache_write_tokens=written,
+        reasoning_tokens=_int(details, "thinking_tokens") if isinstance(details, dict) else 0,
+    )
+
+
+def _arguments(value: Any) -> str:
+    return jsonutil.dumps(value if value is not None else {}).decode()
+
+
+def from_anthropic_message(data: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+    """An Anthropic ``message`` object -> (OpenAI ``chat.completion`` body, usage)."""
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in data.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "thinking":
+            thinking.append(block.get("thinking") or "")
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id") or "",
+                    "type": "function",
+                    "function": {"name": block.get("name") or "", "arguments": _arguments(block.get("input"))},
+                }
+            )
+        # redacted_thinking and server-side tool blocks have no OpenAI counterpart.
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    if thinking:
+        message["reasoning_content"] = "".join(thinking)
+    usage = usage_from_anthropic(data.get("usage"))
+    body = {
+        "id": data.get("id") or "",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("model") or "",
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason(data.get("stop_reason")), "logprobs": None}
+        ],
+        "usage": usage.to_openai(),
+    }
+    return body, usage
+
+
+class StreamTranslator:
+    """Turns Anthropic stream events into :class:`Chunk` objects, one event at a time.
+
+    OpenAI numbers tool calls 0, 1, ... while Anthropic numbers all content blocks, so
+    the block index of each ``tool_use`` is mapped to its tool-call index.
+    """
+
+    def __init__(self, provider: str, redact: Callable[[str], str] | None = None) -> None:
+        self.provider = provider
+        self._redact = redact or (lambda text: text)
+        self.model: str | None = None
+        self.usage = Usage()
+        self.stop_reason: str | None = None
+        self.done = False
+        self._tool_index: dict[int, int] = {}
+
+    def _update_usage(self, raw: Any) -> None:
+        """Merge a usage object; message_delta counts are cumulative and may omit input."""
+        if not isinstance(raw, dict):
+            return
+        new = usage_from_anthropic(raw)
+        u = self.usage
+        if any(raw.get(k) is not None for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")):
+            u.prompt_tokens, u.cached_tokens, u.cache_write_tokens = new.prompt_tokens, new.cached_tokens, new.cache_write_tokens
+        if raw.get("output_tokens") is not None:
+            u.completion_tokens = new.completion_tokens
+        if new.reasoning_tokens:
+            u.reasoning_tokens = new.reasoning_tokens
+
+    def _tool_delta(self, block_index: int, fields: dict[str, Any]) -> Chunk | None:
+        index = self._tool_index.get(block_index)
+        if index is None:
+            return None
+        return Chunk(delta={"tool_calls": [{"index": index, **fields}]})
+
+    def feed(self, event: str, data: dict[str, Any]) -> Chunk | None:
+        """Translate one event; returns a chunk to yield, if any. Raises on ``error``."""
+        kind = data.get("type") or event
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.model = message.get("model") or self.model
+            self._update_usage(message.get("usage"))
+        elif kind == "content_block_start":
+            block = data.get("content_block") or {}
+            index = data.get("index")
+            btype = block.get("type")
+            if btype == "text" and block.get("text"):
+                return Chunk(delta={"content": block["text"]})
+            if btype == "thinking" and block.get("thinking"):
+                return Chunk(delta={"reasoning_content": block["thinking"]})
+            if btype == "tool_use" and isinstance(index, int):
+                self._tool_index[index] = len(self._tool_index)
+                initial = block.get("input")
+                args = _arguments(initial) if initial else ""
+                return self._tool_delta(
+                    index,
+                    {"id": block.get("id") or "", "type": "function", "function": {"name": block.get("name") or "", "arguments": args}},
+                )
+        elif kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta" and delta.get("text"):
+                return Chunk(delta={"content": delta["text"]})
+            if dtype == "thinking_delta" and delta.get("thinking"):
+                return Chunk(delta={"reasoning_content": delta["thinking"]})
+            if dtype == "input_json_delta" and delta.get("partial_json") and isinstance(data.get("index"), int):
+                return self._tool_delta(data["index"], {"function": {"arguments": delta["partial_json"]}})
+            # signature_delta and citations_delta have no OpenAI counterpart.
+        elif kind == "message_delta":
+            self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
+            self._update_usage(data.get("usage"))
+        elif kind == "message_stop":
+            self.done = True
+            return Chunk(finish_reason=finish_reason(self.stop_reason), usage=self.usage)
+        elif kind == "error":
+            err = data.get("error") or {}
+            message = _http.error_message(data) or "error event"
+            etype = err.get("type") if isinstance(err, dict) else None
+            suffix = f" ({etype})" if isinstance(etype, str) else ""
+            raise UpstreamError(self.provider, "midstream", self._redact(f"{self.provider}: {message}{suffix}"))
+        # ping, content_block_stop and event types added later carry nothing for us.
+        return None
+
+
+# ---------------------------------------------------------------- transport
+
+
+class AnthropicProvider(Provider):
+    kind = "anthropic"
+
+    @property
+    def _url(self) -> str:
+        base = self.config.base_url.rstrip("/")
+        return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": self.config.anthropic_version, **self.config.headers}
+        if self.key:
+            headers["x-api-key"] = self.key
+        return headers
+
+    async def complete(self, model: str, body: dict[str, Any]) -> Completion:
+        request = to_anthropic(self.name, model, body, False)
+        async with _http.post(self, self._url, request, self._headers()) as resp:
+            data = await _http.read_json(self, resp)
+        if not isinstance(data, dict) or data.get("type") != "message" or not isinstance(data.get("content"), list):
+            raise UpstreamError(self.name, "protocol", f"{self.name} sent an answer that is not a message")
+        data.setdefault("model", model)
+        out, usage = from_anthropic_message(data)
+        return Completion(body=out, usage=usage)
+
+    async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        request = to_anthropic(self.name, model, body, True)
+        translator = StreamTranslator(self.name, self.redact)
+        async with _http.post(self, self._url, request, self._headers()) as resp:
+            async for event in _sse.decode(_http.iter_lines(self, resp)):
+                try:
+                    data = jsonutil.loads(event.data)
+                except jsonutil.JSONDecodeError:
+                    raise UpstreamError(self.name, "protocol", f"{self.name} sent an event that is not JSON") from None
+                if not isinstance(data, dict):
+                    continue
+                chunk = translator.feed(event.event, data)
+                if chunk is not None:
+                    yield chunk
+                if translator.done:
+                    return
+            raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before message_stop")

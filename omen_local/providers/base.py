@@ -1,0 +1,182 @@
+"""The one interface the router sees: a provider that completes or streams a chat.
+
+Requests arrive as validated OpenAI chat bodies (a ``dict``); adapters translate them
+to their upstream API and translate answers back into the OpenAI shape. Streaming
+yields :class:`Chunk` events whose ``delta`` is an OpenAI ``choices[0].delta`` (without
+``role``), so the router writes one SSE format whatever the provider.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ..config import Price, ProviderConfig
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts in OpenAI's sense: ``prompt_tokens`` includes cached and cache-written tokens."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def cost(self, price: Price) -> float:
+        """USD for these tokens at ``price`` (per million tokens)."""
+        fresh = max(0, self.prompt_tokens - self.cached_tokens - self.cache_write_tokens)
+        cached_rate = price.input if price.cached_input is None else price.cached_input
+        write_rate = price.input if price.cache_write is None else price.cache_write
+        return (
+            fresh * price.input
+            + self.cached_tokens * cached_rate
+            + self.cache_write_tokens * write_rate
+            + self.completion_tokens * price.output
+        ) / 1_000_000
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+        if self.cache_write_tokens:
+            out["prompt_tokens_details"]["cache_write_tokens"] = self.cache_write_tokens
+        return out
+
+    @classmethod
+    def from_openai(cls, raw: Any) -> Usage:
+        if not isinstance(raw, dict):
+            return cls()
+        pd = raw.get("prompt_tokens_details") or {}
+        cd = raw.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            cached_tokens=int(pd.get("cached_tokens") or 0) if isinstance(pd, dict) else 0,
+            cache_write_tokens=int(pd.get("cache_write_tokens") or 0) if isinstance(pd, dict) else 0,
+            reasoning_tokens=int(cd.get("reasoning_tokens") or 0) if isinstance(cd, dict) else 0,
+        )
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One streamed event: an OpenAI delta (no role), maybe a finish reason, maybe usage."""
+
+    delta: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+    @property
+    def has_content(self) -> bool:
+        d = self.delta
+        return bool(d.get("content") or d.get("tool_calls") or d.get("reasoning_content") or d.get("refusal"))
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole answer: ``body`` is an OpenAI ``chat.completion`` object."""
+
+    body: dict[str, Any]
+    usage: Usage
+
+
+class UpstreamError(Exception):
+    """An upstream attempt failed. ``retryable`` says whether another candidate may be tried.
+
+    ``kind`` is one of: connect, timeout, http, protocol, midstream, unsupported (this
+    provider cannot take the request, another may).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Failover applies to connection trouble, timeouts, 429, 5xx and a misconfigured provider."""
+        if self.kind in ("connect", "timeout", "protocol", "unsupported"):
+            return True
+        if self.kind == "http" and self.status is not None:
+            return self.status in (401, 403, 404, 408, 409, 429) or self.status >= 500
+        return False
+
+    def __repr__(self) -> str:
+        return f"UpstreamError({self.provider!r}, {self.kind!r}, {self.message!r}, status={self.status})"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    idle: float = 120.0
+    total: float = 900.0
+
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.idle)
+
+
+class Provider(ABC):
+    """An upstream LLM API. Subclasses hold no routing logic, only translation and transport."""
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        session: aiohttp.ClientSession,
+        *,
+        key: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.session = session
+        self.key = key
+        self.timeouts = timeouts or Timeouts()
+        self._client_timeout = self.timeouts.client_timeout()
+
+    @property
+    def secrets(self) -> Sequence[str]:
+        """Strings that must never reach a log or a client (the API key)."""
+        return (self.key,) if self.key else ()
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    async def discover(self) -> list[str]:
+        """Model names this provider serves now; configured ones unless the API lists them."""
+        return [m.name for m in self.config.models]
+
+    async def probe(self) -> None:
+        """Raise :class:`UpstreamError` if the provider cannot be reached. Cloud ones are not probed."""
+
+    @abstractmethod
+    async def complete(self, model: str, body: dict[str, Any]) -> Completion:
+        """Answer the OpenAI chat ``body`` with ``model`` (non-streaming)."""
+
+    @abstractmethod
+    def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        """Stream the answer. Raises :class:`UpstreamError`; closing the iterator closes the upstream."""

@@ -1,0 +1,217 @@
+"""Local Ollama through its native API (/api/chat NDJSON streams, /api/tags discovery).
+
+The native API reports real token counts (``prompt_eval_count``/``eval_count``) and
+loads models on demand, which the OpenAI shim hides; so we translate ourselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from .. import jsonutil
+from . import _http
+from .base import Chunk, Completion, Provider, UpstreamError, Usage
+
+_OPTION_MAP = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+}
+
+
+def _unsupported(provider: str, message: str) -> UpstreamError:
+    return UpstreamError(provider, "unsupported", message, status=400)
+
+
+def _content(provider: str, content: Any) -> tuple[str, list[str]]:
+    """OpenAI content (string or parts) -> Ollama text and base64 images."""
+    if content is None:
+        return "", []
+    if isinstance(content, str):
+        return content, []
+    texts: list[str] = []
+    images: list[str] = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(part.get("text", ""))
+        elif kind == "image_url":
+            url = (part.get("image_url") or {}).get("url", "")
+            if not url.startswith("data:") or ";base64," not in url:
+                raise _unsupported(provider, "Ollama needs images inline as base64 data: URLs")
+            images.append(url.split(";base64,", 1)[1])
+        else:
+            raise _unsupported(provider, f"Ollama cannot take content parts of type {kind!r}")
+    return "\n".join(texts), images
+
+
+def to_ollama(provider: str, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """Translate an OpenAI chat body into an Ollama /api/chat body."""
+    tool_names: dict[str, str] = {}
+    messages: list[dict[str, Any]] = []
+    for m in body["messages"]:
+        role = "system" if m["role"] == "developer" else m["role"]
+        text, images = _content(provider, m.get("content"))
+        out: dict[str, Any] = {"role": role, "content": text}
+        if images:
+            out["images"] = images
+        if m.get("tool_calls"):
+            calls = []
+            for call in m["tool_calls"]:
+                fn = call.get("function") or {}
+                tool_names[call.get("id", "")] = fn.get("name", "")
+                try:
+                    args = jsonutil.loads(fn.get("arguments") or "{}")
+                except jsonutil.JSONDecodeError:
+                    args = {}
+                calls.append({"function": {"name": fn.get("name", ""), "arguments": args}})
+            out["tool_calls"] = calls
+        if role == "tool" and m.get("tool_call_id") in tool_names:
+            out["tool_name"] = tool_names[m["tool_call_id"]]
+        messages.append(out)
+
+    options: dict[str, Any] = {key: body[src] for src, key in _OPTION_MAP.items() if body.get(src) is not None}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    stop = body.get("stop")
+    if stop is not None:
+        options["stop"] = [stop] if isinstance(stop, str) else stop
+
+    out_body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    if options:
+        out_body["options"] = options
+    if body.get("tools") and body.get("tool_choice") != "none":
+        out_body["tools"] = body["tools"]
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_object":
+        out_body["format"] = "json"
+    elif fmt.get("type") == "json_schema":
+        out_body["format"] = (fmt.get("json_schema") or {}).get("schema", {})
+    return out_body
+
+
+def _tool_calls(raw: Any, start: int) -> list[dict[str, Any]]:
+    calls = []
+    for i, call in enumerate(raw or []):
+        fn = call.get("function") or {}
+        args = fn.get("arguments", {})
+        calls.append(
+            {
+                "index": start + i,
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {
+                    "name": fn.get("name", ""),
+                    "arguments": args if isinstance(args, str) else jsonutil.dumps(args).decode(),
+                },
+            }
+        )
+    return calls
+
+
+def _usage(data: dict[str, Any]) -> Usage:
+    return Usage(
+        prompt_tokens=int(data.get("prompt_eval_count") or 0),
+        completion_tokens=int(data.get("eval_count") or 0),
+    )
+
+
+def _finish(data: dict[str, Any], had_tools: bool) -> str:
+    if had_tools:
+        return "tool_calls"
+    return "length" if data.get("done_reason") == "length" else "stop"
+
+
+class OllamaProvider(Provider):
+    kind = "ollama"
+
+    async def discover(self) -> list[str]:
+        url = f"{self.config.base_url}/api/tags"
+        try:
+            async with self.session.get(url, timeout=self._client_timeout) as resp:
+                if resp.status >= 400:
+                    raise UpstreamError(self.name, "http", f"{self.name} /api/tags: HTTP {resp.status}", status=resp.status)
+                data = await resp.json(loads=jsonutil.loads, content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise _http.translate(self, exc) from None
+        except ValueError:
+            raise UpstreamError(self.name, "protocol", f"{self.name} /api/tags is not JSON") from None
+        names = [m.get("name") or m.get("model") for m in (data or {}).get("models", [])]
+        configured = [m.name for m in self.config.models]
+        return configured + [n for n in names if isinstance(n, str) and n not in configured]
+
+    async def probe(self) -> None:
+        await self.discover()
+
+    async def complete(self, model: str, body: dict[str, Any]) -> Completion:
+        url = f"{self.config.base_url}/api/chat"
+        async with _http.post(self, url, to_ollama(self.name, model, body, False), self.config.headers) as resp:
+            data = await _http.read_json(self, resp)
+        if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+            raise UpstreamError(self.name, "protocol", f"{self.name} sent an answer without a message")
+        msg = data["message"]
+        message: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or None}
+        calls = _tool_calls(msg.get("tool_calls"), 0)
+        if calls:
+            for c in calls:
+                del c["index"]
+            message["tool_calls"] = calls
+        if msg.get("thinking"):
+            message["reasoning_content"] = msg["thinking"]
+        if message["content"] is None and not calls:
+            message["content"] = ""
+        usage = _usage(data)
+        return Completion(
+            body={
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": data.get("model", model),
+                "choices": [{"index": 0, "message": message, "finish_reason": _finish(data, bool(calls)), "logprobs": None}],
+                "usage": usage.to_openai(),
+            },
+            usage=usage,
+        )
+
+    async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        url = f"{self.config.base_url}/api/chat"
+        async with _http.post(self, url, to_ollama(self.name, model, body, True), self.config.headers) as resp:
+            n_calls = 0
+            async for line in _http.iter_lines(self, resp):
+                if not line.strip():
+                    continue
+                try:
+                    data = jsonutil.loads(line)
+                except jsonutil.JSONDecodeError:
+                    raise UpstreamError(self.name, "protocol", f"{self.name} sent a line that is not JSON") from None
+                if not isinstance(data, dict):
+                    continue
+                if data.get("error") is not None:
+                    raise UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {data['error']}"))
+                msg = data.get("message") or {}
+                delta: dict[str, Any] = {}
+                if msg.get("content"):
+                    delta["content"] = msg["content"]
+                if msg.get("thinking"):
+                    delta["reasoning_content"] = msg["thinking"]
+                calls = _tool_calls(msg.get("tool_calls"), n_calls)
+                if calls:
+                    delta["tool_calls"] = calls
+                    n_calls += len(calls)
+                if data.get("done"):
+                    if delta:
+                        yield Chunk(delta=delta)
+                    yield Chunk(finish_reason=_finish(data, n_calls > 0), usage=_usage(data))
+                    return
+                if delta:
+                    yield Chunk(delta=delta)
+            raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was done")

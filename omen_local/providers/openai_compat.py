@@ -1,0 +1,76 @@
+"""OpenAI and every OpenAI-compatible server (OpenRouter, Groq, LM Studio, vLLM, llama.cpp).
+
+The body passes through as is, with the model replaced and ``stream_options.include_usage``
+forced on for streams so usage is always known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import jsonutil
+from . import _http, _sse
+from .base import Chunk, Completion, Provider, UpstreamError, Usage
+
+
+class OpenAICompatProvider(Provider):
+    kind = "openai"
+
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self.config.headers)
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        return headers
+
+    def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        out = dict(body)
+        out["model"] = model
+        out["stream"] = stream
+        if stream:
+            opts = dict(out.get("stream_options") or {})
+            opts["include_usage"] = True
+            out["stream_options"] = opts
+        else:
+            out.pop("stream_options", None)
+        return out
+
+    async def complete(self, model: str, body: dict[str, Any]) -> Completion:
+        url = f"{self.config.base_url}/chat/completions"
+        async with _http.post(self, url, self._body(model, body, False), self._headers()) as resp:
+            data = await _http.read_json(self, resp)
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise UpstreamError(self.name, "protocol", f"{self.name} sent a completion without choices")
+        data.setdefault("model", model)
+        return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
+
+    async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        url = f"{self.config.base_url}/chat/completions"
+        async with _http.post(self, url, self._body(model, body, True), self._headers()) as resp:
+            finished = False
+            async for event in _sse.decode(_http.iter_lines(self, resp)):
+                if event.data == "[DONE]":
+                    return
+                try:
+                    data = jsonutil.loads(event.data)
+                except jsonutil.JSONDecodeError:
+                    raise UpstreamError(self.name, "protocol", f"{self.name} sent a chunk that is not JSON") from None
+                if not isinstance(data, dict):
+                    continue
+                if data.get("error") is not None:
+                    message = _http.error_message(data) or "error event"
+                    raise UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {message}"))
+                usage = Usage.from_openai(data["usage"]) if data.get("usage") else None
+                choices = data.get("choices") or []
+                if not choices:
+                    if usage is not None:
+                        yield Chunk(usage=usage)
+                    continue
+                choice = choices[0]
+                delta = dict(choice.get("delta") or {})
+                delta.pop("role", None)
+                reason = choice.get("finish_reason")
+                finished = finished or reason is not None
+                yield Chunk(delta=delta, finish_reason=reason, usage=usage)
+            if not finished:
+                raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was complete")

@@ -1,0 +1,1 @@
+"""Routing: which provider and model answer a request, and what happens when one fails."""

@@ -1,0 +1,112 @@
+"""Secrets (provider keys, the server token) in the OS keyring, or a private file.
+
+Where no keyring backend exists (headless Linux), secrets go to a file only the user
+can read, and we say so once. keyring calls block (D-Bus, Keychain), so they happen at
+start-up and in the CLI, never on a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from . import jsonutil
+
+log = logging.getLogger(__name__)
+SERVICE = "omen-local"
+
+
+class SecretStore:
+    """Get and set named secrets; ``use_keyring=False`` forces the file (tests, OMEN_SECRETS=file)."""
+
+    def __init__(self, data_dir: Path, *, use_keyring: bool | None = None) -> None:
+        self.file = data_dir / "secrets.json"
+        if use_keyring is None:
+            use_keyring = os.environ.get("OMEN_SECRETS", "keyring") != "file"
+        self._keyring_ok = use_keyring and self._probe_keyring()
+        self._warned = False
+
+    @staticmethod
+    def _probe_keyring() -> bool:
+        try:
+            import keyring
+            from keyring.backends import fail
+
+            return not isinstance(keyring.get_keyring(), fail.Keyring)
+        except Exception:  # a broken backend is the same as none
+            return False
+
+    @property
+    def backend(self) -> str:
+        """Where secrets live, for status pages and the CLI."""
+        if self._keyring_ok:
+            import keyring
+
+            return f"OS keyring ({type(keyring.get_keyring()).__name__})"
+        return f"file {self.file} (no OS keyring backend)"
+
+    def _warn_file(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "no OS keyring backend is available: secrets are kept in %s, readable only by you",
+                self.file,
+            )
+
+    def _read_file(self) -> dict[str, str]:
+        try:
+            data = jsonutil.loads(self.file.read_bytes())
+        except FileNotFoundError:
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+    def get(self, name: str) -> str | None:
+        if self._keyring_ok:
+            import keyring
+            from keyring.errors import KeyringError
+
+            try:
+                return keyring.get_password(SERVICE, name)
+            except KeyringError as exc:
+                log.warning("keyring read of %r failed (%s); trying the secrets file", name, type(exc).__name__)
+        return self._read_file().get(name)
+
+    def set(self, name: str, value: str) -> None:
+        if self._keyring_ok:
+            import keyring
+            from keyring.errors import KeyringError
+
+            try:
+                keyring.set_password(SERVICE, name, value)
+                return
+            except KeyringError as exc:
+                log.warning("keyring write of %r failed (%s); using the secrets file", name, type(exc).__name__)
+        self._warn_file()
+        data = self._read_file()
+        data[name] = value
+        write_private(self.file, jsonutil.dumps(data))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically to a file only the owner can read (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def resolve_key(refs: tuple[str, ...], store: SecretStore) -> str | None:
+    """The first key found among refs like ``keyring:openai`` or ``env:OPENAI_API_KEY``."""
+    for ref in refs:
+        scheme, _, name = ref.partition(":")
+        value = store.get(name) if scheme == "keyring" else os.environ.get(name) if scheme == "env" else None
+        if value:
+            return value
+    return None

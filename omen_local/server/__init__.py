@@ -1,0 +1,1 @@
+"""The HTTP edge: aiohttp app, security checks, routes and the SSE writer."""

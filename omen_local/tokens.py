@@ -1,0 +1,123 @@
+"""Client tokens: who is calling.
+
+The owner's token is a secret (keyring or private file), created on first run and
+printed by ``omen token``. Extra tokens, one per client or user, are stored only as
+SHA-256 hashes in ``tokens.json``; the token itself is shown once, when created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import jsonutil
+from .secrets import SecretStore, write_private
+
+OWNER_SECRET = "server-token"
+OWNER_USER = "owner"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    workspace: str | None = None
+    label: str | None = None
+
+
+def new_token() -> str:
+    return "omen-" + secrets.token_urlsafe(32)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenBook:
+    """Maps bearer tokens to identities. Reloads ``tokens.json`` when it changes on disk."""
+
+    def __init__(self, data_dir: Path, store: SecretStore, *, owner_token: str | None = None) -> None:
+        self.file = data_dir / "tokens.json"
+        self.store = store
+        self.owner_token = owner_token or os.environ.get("OMEN_TOKEN") or self._owner_from_store()
+        self._owner = Identity(OWNER_USER)
+        self._by_hash: dict[str, Identity] = {}
+        self._mtime = -1.0
+        self._checked = 0.0
+        self._reload()
+
+    def _owner_from_store(self) -> str:
+        token = self.store.get(OWNER_SECRET)
+        if not token:
+            token = new_token()
+            self.store.set(OWNER_SECRET, token)
+        return token
+
+    def _entries(self) -> list[dict[str, str]]:
+        try:
+            data = jsonutil.loads(self.file.read_bytes())
+        except FileNotFoundError:
+            return []
+        entries = data.get("tokens", []) if isinstance(data, dict) else []
+        return [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
+
+    def _reload(self) -> None:
+        try:
+            self._mtime = self.file.stat().st_mtime
+        except FileNotFoundError:
+            self._mtime = 0.0
+        self._by_hash = {
+            e["sha256"]: Identity(e.get("user") or "unknown", e.get("workspace") or None, e.get("label") or None)
+            for e in self._entries()
+        }
+
+    def identify(self, token: str) -> Identity | None:
+        """The identity for ``token``, or None. New tokens made by the CLI are seen within a second."""
+        if hmac.compare_digest(token.encode(), self.owner_token.encode()):
+            return self._owner
+        found = self._by_hash.get(_digest(token))
+        if found is None:
+            now = time.monotonic()
+            if now - self._checked >= 1.0:
+                self._checked = now
+                try:
+                    mtime = self.file.stat().st_mtime
+                except FileNotFoundError:
+                    mtime = 0.0
+                if mtime != self._mtime:
+                    self._reload()
+                    found = self._by_hash.get(_digest(token))
+        return found
+
+    def create(self, user: str, workspace: str | None = None, label: str | None = None) -> str:
+        """Make a token for ``user``; return it (it is not stored, only its hash)."""
+        token = new_token()
+        entries = self._entries()
+        entries.append(
+            {
+                "sha256": _digest(token),
+                "user": user,
+                "workspace": workspace or "",
+                "label": label or "",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "prefix": token[:9],
+            }
+        )
+        write_private(self.file, jsonutil.dumps({"tokens": entries}))
+        self._reload()
+        return token
+
+    def list(self) -> list[dict[str, str]]:
+        return [{k: v for k, v in e.items() if k != "sha256"} for e in self._entries()]
+
+    def revoke(self, prefix_or_user: str) -> int:
+        """Remove tokens whose prefix or user matches; return how many were removed."""
+        entries = self._entries()
+        keep = [e for e in entries if prefix_or_user not in (e.get("prefix"), e.get("user"))]
+        write_private(self.file, jsonutil.dumps({"tokens": keep}))
+        self._reload()
+        return len(entries) - len(keep)

@@ -1,0 +1,1 @@
+"""Shipped defaults (installed as ``omen_local.resources``): config and pricing table."""

@@ -1,0 +1,112 @@
+"""Scriptable fake upstreams: real aiohttp servers on 127.0.0.1 that record what they saw.
+
+A test queues :class:`Reply` scripts; each request takes the next one (or the default).
+``closed_at`` records when the server saw a request's connection go away, so tests can
+check that OMEN cancels upstream work promptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    text: str = "Hello from the fake upstream."
+    pieces: int = 3  # how many content deltas the text is streamed in
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments JSON)
+    status: int | None = None  # an HTTP error status instead of an answer
+    error_message: str = "fake upstream error"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # before the response starts
+    chunk_delay_s: float = 0.0  # between streamed pieces
+    fail_after: int | None = None  # stream: send N content pieces, then an in-stream error
+    cut_after: int | None = None  # stream: send N content pieces, then drop the connection
+    hang: bool = False  # never answer (disconnect tests)
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+    cached_tokens: int = 0
+    finish_reason: str = "stop"
+    model: str | None = None  # the model the upstream says answered
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    started: float
+    closed_at: float | None = None
+    finished: bool = False
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.script: list[Reply] = []
+        self.default = Reply()
+        self.seen: list[Seen] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    def queue(self, *replies: Reply) -> None:
+        self.script.extend(replies)
+
+    def next_reply(self) -> Reply:
+        return self.script.pop(0) if self.script else self.default
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> FakeServer:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.routes(app)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def record(self, request: web.Request) -> Seen:
+        body = await request.json() if request.can_read_body else None
+        seen = Seen(request.path, dict(request.headers), body, time.perf_counter())
+        self.seen.append(seen)
+        return seen
+
+    async def wait_closed(self, seen: Seen, timeout: float = 2.0) -> float:
+        """Wait until the server saw ``seen``'s connection close; return that time."""
+        deadline = time.perf_counter() + timeout
+        while seen.closed_at is None and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+        assert seen.closed_at is not None, "the upstream connection was never closed"
+        return seen.closed_at
+
+
+def split(text: str, pieces: int) -> list[str]:
+    """``text`` in ``pieces`` roughly equal, non-empty parts."""
+    if not text:
+        return []
+    pieces = max(1, min(pieces, len(text)))
+    size = -(-len(text) // pieces)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+async def guarded(seen: Seen, work: Any) -> Any:
+    """Run a handler body; record when the client (OMEN) went away."""
+    try:
+        result = await work
+        seen.finished = True
+        return result
+    except (asyncio.CancelledError, ConnectionResetError):
+        seen.closed_at = time.perf_counter()
+        raise

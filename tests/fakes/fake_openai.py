@@ -1,0 +1,147 @@
+"""A fake OpenAI Chat Completions API, following the public API reference's wire format.
+
+Non-streamed answers are ``chat.completion`` objects; streams are ``data: {chunk}\\n\\n``
+frames ending in ``data: [DONE]``, with the usage chunk (empty ``choices``) before it
+when ``stream_options.include_usage`` is set. Errors use OpenAI's error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .base import FakeServer, Reply, Seen, guarded, split
+
+ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", None),
+}
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    etype, code = ERROR_TYPES.get(status, ("server_error", None))
+    return {"error": {"message": message, "type": etype, "param": None, "code": code}}
+
+
+def _usage(r: Reply) -> dict[str, Any]:
+    return {
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "total_tokens": r.prompt_tokens + r.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": r.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+class FakeOpenAI(FakeServer):
+    api_key = "sk-fake-openai-key-1234567890"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "system"}]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        seen = await self.record(request)
+        reply = self.next_reply()
+        return await guarded(seen, self._answer(request, seen, reply))
+
+    async def _answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response(
+                error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401
+            )
+        if r.hang:
+            await asyncio.sleep(3600)
+        if r.delay_s:
+            await asyncio.sleep(r.delay_s)
+        if r.status:
+            return web.json_response(error_body(r.status, r.error_message), status=r.status, headers=r.headers)
+        body = seen.body
+        model = r.model or body["model"]
+        cid = "chatcmpl-fake" + str(len(self.seen))
+        created = int(time.time())
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": r.text or None, "refusal": None, "annotations": []}
+            if r.tool_calls:
+                message["tool_calls"] = [
+                    {"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": a}}
+                    for i, (n, a) in enumerate(r.tool_calls)
+                ]
+            return web.json_response(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": r.finish_reason}],
+                    "usage": _usage(r),
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await resp.prepare(request)
+
+        def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            chunk = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+            if (body.get("stream_options") or {}).get("include_usage"):
+                chunk["usage"] = None
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+        await resp.write(frame({"role": "assistant", "content": "", "refusal": None}))
+        sent = 0
+        for piece in split(r.text, r.pieces):
+            if r.fail_after is not None and sent >= r.fail_after:
+                await resp.write(b"data: " + json.dumps(error_body(500, r.error_message)).encode() + b"\n\n")
+                return resp
+            if r.cut_after is not None and sent >= r.cut_after:
+                request.transport.close()  # type: ignore[union-attr]
+                return resp
+            if r.chunk_delay_s:
+                await asyncio.sleep(r.chunk_delay_s)
+            await resp.write(frame({"content": piece}))
+            sent += 1
+        for i, (name, args) in enumerate(r.tool_calls):
+            await resp.write(
+                frame({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": ""}}]})
+            )
+            for part in split(args, 3):
+                await resp.write(frame({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
+        await resp.write(frame({}, r.finish_reason))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage_chunk = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [],
+                "usage": _usage(r),
+            }
+            await resp.write(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
