@@ -121,34 +121,45 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omen", description="OMEN Local: a local-first LLM router and meter.")
+    # --config and --log-level work before or after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help="config file (default: $OMEN_CONFIG or the platform config dir)"
+    )
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+    parser = argparse.ArgumentParser(
+        prog="omen", description="OMEN Local: a local-first LLM router and meter.", parents=[common]
+    )
     parser.add_argument("--version", action="version", version=f"omen {__version__}")
-    parser.add_argument("--config", type=Path, help="config file (default: $OMEN_CONFIG or the platform config dir)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command")
 
-    serve = sub.add_parser("serve", help="run the router headless")
+    serve = sub.add_parser("serve", help="run the router headless", parents=[common])
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8765; 0 picks a free one)")
 
-    token = sub.add_parser("token", help="print the owner's token, or create/list/revoke client tokens")
+    token = sub.add_parser(
+        "token", help="print the owner's token, or create/list/revoke client tokens", parents=[common]
+    )
     token.add_argument("action", nargs="?", choices=["show", "create", "list", "revoke"])
     token.add_argument("--user", help="the user a new token names (create), or user/prefix to revoke")
     token.add_argument("--workspace", help="default workspace for a new token")
     token.add_argument("--label", help="a note to recognise the token by (e.g. the client)")
 
-    key = sub.add_parser("key", help="store a provider API key in the keyring (read from the terminal or stdin)")
+    key = sub.add_parser(
+        "key", help="store a provider API key in the keyring (read from the terminal or stdin)", parents=[common]
+    )
     key.add_argument("action", choices=["set", "check"])
     key.add_argument("name", help="the key name a provider's config refers to, e.g. openai for keyring:openai")
 
-    sub.add_parser("config", help="show where the config and data live")
+    sub.add_parser("config", help="show where the config and data live", parents=[common])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    args.config = getattr(args, "config", None)
+    _setup_logging(getattr(args, "log_level", "info"))
     handlers = {"serve": _run_serve, "token": _token, "key": _key, "config": _config}
     if args.command is None:
         parser.print_help()

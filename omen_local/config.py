@@ -154,7 +154,8 @@ def load_config(path: Path | str | None = None, *, overrides: dict[str, Any] | N
         raw = _merge(raw, user)
     if overrides:
         raw = _merge(raw, overrides)
-    pricing_raw = _merge(_shipped("pricing.toml"), raw.pop("pricing", {}) or {})
+    # A user's price entry replaces the shipped one whole (no stale cache rates left behind).
+    pricing_raw = {**_shipped("pricing.toml"), **_table(raw.pop("pricing", {}), "pricing")}
     return parse_config(raw, pricing_raw, source=source)
 
 
@@ -324,7 +325,7 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
 
     intents_raw = _table(raw.get("intents"), "intents")
     intents: dict[str, tuple[str, ...]] = {}
-    for intent, refs in intents_raw.items():
+    for intent in intents_raw:
         refs_t = _strs(intents_raw, intent, "intents")
         for ref in refs_t:
             prov = ref.split("/", 1)[0]

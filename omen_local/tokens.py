@@ -46,8 +46,7 @@ class TokenBook:
         self.owner_token = owner_token or os.environ.get("OMEN_TOKEN") or self._owner_from_store()
         self._owner = Identity(OWNER_USER)
         self._by_hash: dict[str, Identity] = {}
-        self._mtime = -1.0
-        self._checked = 0.0
+        self._seen = (-1, -1)
         self._reload()
 
     def _owner_from_store(self) -> str:
@@ -65,32 +64,28 @@ class TokenBook:
         entries = data.get("tokens", []) if isinstance(data, dict) else []
         return [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
 
-    def _reload(self) -> None:
+    def _stamp(self) -> tuple[int, int]:
         try:
-            self._mtime = self.file.stat().st_mtime
+            st = self.file.stat()
         except FileNotFoundError:
-            self._mtime = 0.0
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
+
+    def _reload(self) -> None:
+        self._seen = self._stamp()
         self._by_hash = {
             e["sha256"]: Identity(e.get("user") or "unknown", e.get("workspace") or None, e.get("label") or None)
             for e in self._entries()
         }
 
     def identify(self, token: str) -> Identity | None:
-        """The identity for ``token``, or None. New tokens made by the CLI are seen within a second."""
+        """The identity for ``token``, or None. Tokens the CLI adds while we run are seen at once."""
         if hmac.compare_digest(token.encode(), self.owner_token.encode()):
             return self._owner
         found = self._by_hash.get(_digest(token))
-        if found is None:
-            now = time.monotonic()
-            if now - self._checked >= 1.0:
-                self._checked = now
-                try:
-                    mtime = self.file.stat().st_mtime
-                except FileNotFoundError:
-                    mtime = 0.0
-                if mtime != self._mtime:
-                    self._reload()
-                    found = self._by_hash.get(_digest(token))
+        if found is None and self._stamp() != self._seen:
+            self._reload()
+            found = self._by_hash.get(_digest(token))
         return found
 
     def create(self, user: str, workspace: str | None = None, label: str | None = None) -> str:

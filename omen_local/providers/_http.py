@@ -53,7 +53,7 @@ def error_message(payload: Any) -> str | None:
 async def _http_error(provider: Provider, resp: aiohttp.ClientResponse) -> UpstreamError:
     try:
         raw = await resp.content.read(_MAX_ERROR_BODY)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         raw = b""
     try:
         message = error_message(jsonutil.loads(raw)) if raw else None
@@ -108,7 +108,7 @@ async def post(
             headers={"Content-Type": "application/json", **headers},
             timeout=provider._client_timeout,
         )
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise translate(provider, exc) from None
     ok = False
     try:
@@ -126,7 +126,7 @@ async def post(
 async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
     try:
         raw = await resp.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise translate(provider, exc, midstream=True) from None
     try:
         return jsonutil.loads(raw)
@@ -140,7 +140,7 @@ async def iter_lines(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncI
     while True:
         try:
             line = await content.readline()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise translate(provider, exc, midstream=True) from None
         if not line:
             return

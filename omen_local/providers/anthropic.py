@@ -82,7 +82,10 @@ def _image_block(provider: str, part: dict[str, Any]) -> dict[str, Any]:
         media_type, data = _data_url(provider, url)
         if media_type not in IMAGE_MEDIA_TYPES:
             raise _unsupported(provider, f"Anthropic cannot take images of type {media_type!r}")
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     raise _unsupported(provider, "Anthropic takes images as base64 data: URLs or http(s) URLs")
@@ -97,7 +100,10 @@ def _file_block(provider: str, part: dict[str, Any]) -> dict[str, Any]:
     media_type, data = _data_url(provider, data_url)
     if media_type != "application/pdf":
         raise _unsupported(provider, f"Anthropic cannot take files of type {media_type!r}")
-    block: dict[str, Any] = {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    block: dict[str, Any] = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": media_type, "data": data},
+    }
     if isinstance(file.get("filename"), str):
         block["title"] = file["filename"]
     return block
@@ -114,7 +120,9 @@ def _blocks(provider: str, content: Any, *, allow_media: bool = True) -> list[di
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
-        raise _unsupported(provider, f"message content of type {type(content).__name__} is not supported")
+        raise _unsupported(
+            provider, f"message content of type {type(content).__name__} is not supported"
+        )
     out: list[dict[str, Any]] = []
     for part in content:
         if not isinstance(part, dict):
@@ -131,7 +139,9 @@ def _blocks(provider: str, content: Any, *, allow_media: bool = True) -> list[di
         elif kind == "file" and allow_media:
             block = _file_block(provider, part)
         else:
-            raise _unsupported(provider, f"Anthropic cannot take content parts of type {kind!r} here")
+            raise _unsupported(
+                provider, f"Anthropic cannot take content parts of type {kind!r} here"
+            )
         if isinstance(part.get("cache_control"), dict):
             block["cache_control"] = part["cache_control"]
         out.append(block)
@@ -144,10 +154,17 @@ def _tool_use(provider: str, call: dict[str, Any]) -> dict[str, Any]:
     try:
         args = jsonutil.loads(raw) if isinstance(raw, str) else raw
     except jsonutil.JSONDecodeError:
-        raise _unsupported(provider, "a tool call's arguments are not valid JSON, which Anthropic cannot take") from None
+        raise _unsupported(
+            provider, "a tool call's arguments are not valid JSON, which Anthropic cannot take"
+        ) from None
     if not isinstance(args, dict):
         raise _unsupported(provider, "Anthropic needs tool call arguments to be a JSON object")
-    return {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or "", "input": args}
+    return {
+        "type": "tool_use",
+        "id": call.get("id") or "",
+        "name": fn.get("name") or "",
+        "input": args,
+    }
 
 
 def _tool_result(provider: str, m: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +177,9 @@ def _tool_result(provider: str, m: dict[str, Any]) -> dict[str, Any]:
     return block
 
 
-def _messages(provider: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _messages(
+    provider: str, body: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split OpenAI messages into (system blocks, alternating Anthropic messages)."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
@@ -279,7 +298,11 @@ def to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool) 
         system.append({"type": "text", "text": instruction})
 
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    out: dict[str, Any] = {"model": model, "messages": turns, "max_tokens": max_tokens or DEFAULT_MAX_TOKENS}
+    out: dict[str, Any] = {
+        "model": model,
+        "messages": turns,
+        "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+    }
     if system:
         plain = len(system) == 1 and set(system[0]) == {"type", "text"}
         out["system"] = system[0]["text"] if plain else system
@@ -297,7 +320,9 @@ def to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool) 
 
     # Thinking cannot be combined with a forced tool, which wins as the stricter request.
     forced = choice is not None and choice["type"] in ("any", "tool")
-    budget = None if forced else _thinking_budget(body, out, turns, explicit_max=max_tokens is not None)
+    budget = (
+        None if forced else _thinking_budget(body, out, turns, explicit_max=max_tokens is not None)
+    )
     if budget is not None:
         # Thinking also requires the default sampling parameters.
         out["thinking"] = {"type": "enabled", "budget_tokens": budget}
@@ -368,11 +393,17 @@ def from_anthropic_message(data: dict[str, Any]) -> tuple[dict[str, Any], Usage]
                 {
                     "id": block.get("id") or "",
                     "type": "function",
-                    "function": {"name": block.get("name") or "", "arguments": _arguments(block.get("input"))},
+                    "function": {
+                        "name": block.get("name") or "",
+                        "arguments": _arguments(block.get("input")),
+                    },
                 }
             )
         # redacted_thinking and server-side tool blocks have no OpenAI counterpart.
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+    }
     if calls:
         message["tool_calls"] = calls
     if thinking:
@@ -384,7 +415,12 @@ def from_anthropic_message(data: dict[str, Any]) -> tuple[dict[str, Any], Usage]
         "created": int(time.time()),
         "model": data.get("model") or "",
         "choices": [
-            {"index": 0, "message": message, "finish_reason": finish_reason(data.get("stop_reason")), "logprobs": None}
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason(data.get("stop_reason")),
+                "logprobs": None,
+            }
         ],
         "usage": usage.to_openai(),
     }
@@ -413,8 +449,15 @@ class StreamTranslator:
             return
         new = usage_from_anthropic(raw)
         u = self.usage
-        if any(raw.get(k) is not None for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")):
-            u.prompt_tokens, u.cached_tokens, u.cache_write_tokens = new.prompt_tokens, new.cached_tokens, new.cache_write_tokens
+        if any(
+            raw.get(k) is not None
+            for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        ):
+            u.prompt_tokens, u.cached_tokens, u.cache_write_tokens = (
+                new.prompt_tokens,
+                new.cached_tokens,
+                new.cache_write_tokens,
+            )
         if raw.get("output_tokens") is not None:
             u.completion_tokens = new.completion_tokens
         if new.reasoning_tokens:
@@ -447,7 +490,11 @@ class StreamTranslator:
                 args = _arguments(initial) if initial else ""
                 return self._tool_delta(
                     index,
-                    {"id": block.get("id") or "", "type": "function", "function": {"name": block.get("name") or "", "arguments": args}},
+                    {
+                        "id": block.get("id") or "",
+                        "type": "function",
+                        "function": {"name": block.get("name") or "", "arguments": args},
+                    },
                 )
         elif kind == "content_block_delta":
             delta = data.get("delta") or {}
@@ -456,8 +503,14 @@ class StreamTranslator:
                 return Chunk(delta={"content": delta["text"]})
             if dtype == "thinking_delta" and delta.get("thinking"):
                 return Chunk(delta={"reasoning_content": delta["thinking"]})
-            if dtype == "input_json_delta" and delta.get("partial_json") and isinstance(data.get("index"), int):
-                return self._tool_delta(data["index"], {"function": {"arguments": delta["partial_json"]}})
+            if (
+                dtype == "input_json_delta"
+                and delta.get("partial_json")
+                and isinstance(data.get("index"), int)
+            ):
+                return self._tool_delta(
+                    data["index"], {"function": {"arguments": delta["partial_json"]}}
+                )
             # signature_delta and citations_delta have no OpenAI counterpart.
         elif kind == "message_delta":
             self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
@@ -470,7 +523,9 @@ class StreamTranslator:
             message = _http.error_message(data) or "error event"
             etype = err.get("type") if isinstance(err, dict) else None
             suffix = f" ({etype})" if isinstance(etype, str) else ""
-            raise UpstreamError(self.provider, "midstream", self._redact(f"{self.provider}: {message}{suffix}"))
+            raise UpstreamError(
+                self.provider, "midstream", self._redact(f"{self.provider}: {message}{suffix}")
+            )
         # ping, content_block_stop and event types added later carry nothing for us.
         return None
 
@@ -496,8 +551,14 @@ class AnthropicProvider(Provider):
         request = to_anthropic(self.name, model, body, False)
         async with _http.post(self, self._url, request, self._headers()) as resp:
             data = await _http.read_json(self, resp)
-        if not isinstance(data, dict) or data.get("type") != "message" or not isinstance(data.get("content"), list):
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent an answer that is not a message")
+        if (
+            not isinstance(data, dict)
+            or data.get("type") != "message"
+            or not isinstance(data.get("content"), list)
+        ):
+            raise UpstreamError(
+                self.name, "protocol", f"{self.name} sent an answer that is not a message"
+            )
         data.setdefault("model", model)
         out, usage = from_anthropic_message(data)
         return Completion(body=out, usage=usage)
@@ -510,7 +571,9 @@ class AnthropicProvider(Provider):
                 try:
                     data = jsonutil.loads(event.data)
                 except jsonutil.JSONDecodeError:
-                    raise UpstreamError(self.name, "protocol", f"{self.name} sent an event that is not JSON") from None
+                    raise UpstreamError(
+                        self.name, "protocol", f"{self.name} sent an event that is not JSON"
+                    ) from None
                 if not isinstance(data, dict):
                     continue
                 chunk = translator.feed(event.event, data)
@@ -518,4 +581,6 @@ class AnthropicProvider(Provider):
                     yield chunk
                 if translator.done:
                     return
-            raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before message_stop")
+            raise UpstreamError(
+                self.name, "midstream", f"{self.name} ended the stream before message_stop"
+            )

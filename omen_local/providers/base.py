@@ -170,9 +170,6 @@ class Provider(ABC):
         """Model names this provider serves now; configured ones unless the API lists them."""
         return [m.name for m in self.config.models]
 
-    async def probe(self) -> None:
-        """Raise :class:`UpstreamError` if the provider cannot be reached. Cloud ones are not probed."""
-
     @abstractmethod
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         """Answer the OpenAI chat ``body`` with ``model`` (non-streaming)."""

@@ -6,7 +6,6 @@ loads models on demand, which the OpenAI shim hides; so we translate ourselves.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -141,16 +140,13 @@ class OllamaProvider(Provider):
                 if resp.status >= 400:
                     raise UpstreamError(self.name, "http", f"{self.name} /api/tags: HTTP {resp.status}", status=resp.status)
                 data = await resp.json(loads=jsonutil.loads, content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _http.translate(self, exc) from None
         except ValueError:
             raise UpstreamError(self.name, "protocol", f"{self.name} /api/tags is not JSON") from None
         names = [m.get("name") or m.get("model") for m in (data or {}).get("models", [])]
         configured = [m.name for m in self.config.models]
         return configured + [n for n in names if isinstance(n, str) and n not in configured]
-
-    async def probe(self) -> None:
-        await self.discover()
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         url = f"{self.config.base_url}/api/chat"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 from .. import estimate
 from ..api.request import ChatRequest
@@ -31,7 +31,6 @@ class RequestContext:
     request_id: str
     identity: Identity
     client: str | None = None
-    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +166,16 @@ class Router:
 
     # ------------------------------------------------------------ execution
 
+    def _live(self, plan: Plan) -> Iterator[Target]:
+        """The plan's targets, skipping providers that went down during this request."""
+        for i, target in enumerate(plan.targets):
+            if i == 0 or self.health.available(target.provider):
+                yield target
+
     async def complete(self, req: ChatRequest, ctx: RequestContext) -> tuple[Plan, Target, Completion]:
         plan = self.plan(req)
         errors: list[UpstreamError] = []
-        for target in plan.targets:
+        for target in self._live(plan):
             t0 = time.perf_counter()
             try:
                 done = await self.providers[target.provider].complete(target.model, req.body)
@@ -195,7 +200,7 @@ class Router:
         plan = self.plan(req)
         errors: list[UpstreamError] = []
         first_token = self.config.defaults.first_token_timeout_s
-        for target in plan.targets:
+        for target in self._live(plan):
             t0 = time.perf_counter()
             agen = self.providers[target.provider].stream(target.model, req.body)
             session = StreamSession(self, ctx, req, plan, target, agen, t0)
@@ -328,6 +333,8 @@ def final_error(errors: list[UpstreamError]) -> OmenError:
             code="upstream_rate_limited",
             retry_after=min(waits) if waits else None,
         )
+    if all(e.kind == "http" and e.status == 404 for e in errors):
+        return OmenError(404, f"model not found upstream: {summary}", code="model_not_found", param="model")
     if last.kind == "timeout":
         return OmenError(504, f"upstream timed out: {summary}", code="upstream_timeout")
     if all(e.kind == "connect" for e in errors):

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 from aiohttp import web
 
-from .. import __version__, estimate, jsonutil
+from .. import estimate, jsonutil
 from ..api.request import parse_chat_request
 from ..errors import OmenError, invalid
 from ..providers.base import UpstreamError, Usage
@@ -81,7 +80,8 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
                     f"the request body is larger than the limit of {max_body / 1048576:g} MB (server.max_body_mb)",
                     code="request_too_large",
                 )
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
         except OmenError as err:
             return error_response(err)
         except web.HTTPException as exc:

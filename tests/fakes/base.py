@@ -43,6 +43,7 @@ class Seen:
     started: float
     closed_at: float | None = None
     finished: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FakeServer:
@@ -83,12 +84,14 @@ class FakeServer:
         self.seen.append(seen)
         return seen
 
-    async def wait_closed(self, seen: Seen, timeout: float = 2.0) -> float:
-        """Wait until the server saw ``seen``'s connection close; return that time."""
-        deadline = time.perf_counter() + timeout
-        while seen.closed_at is None and time.perf_counter() < deadline:
-            await asyncio.sleep(0.005)
-        assert seen.closed_at is not None, "the upstream connection was never closed"
+    async def wait_closed(self, seen: Seen) -> float:
+        """Wait (2 s at most) until the server saw ``seen``'s connection close; return when."""
+        try:
+            async with asyncio.timeout(2.0):
+                await seen.closed.wait()
+        except TimeoutError:
+            raise AssertionError("the upstream connection was never closed") from None
+        assert seen.closed_at is not None
         return seen.closed_at
 
 
@@ -109,4 +112,5 @@ async def guarded(seen: Seen, work: Any) -> Any:
         return result
     except (asyncio.CancelledError, ConnectionResetError):
         seen.closed_at = time.perf_counter()
+        seen.closed.set()
         raise

@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import json
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,9 +38,15 @@ DEFAULT_KEY = "sk-ant-test-123"
 
 # Documented error type per status, with a typical message.
 ERRORS: dict[int, tuple[str, str]] = {
-    400: ("invalid_request_error", "There was an issue with the format or content of your request."),
+    400: (
+        "invalid_request_error",
+        "There was an issue with the format or content of your request.",
+    ),
     401: ("authentication_error", "invalid x-api-key"),
-    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+    403: (
+        "permission_error",
+        "Your API key does not have permission to use the specified resource.",
+    ),
     404: ("not_found_error", "The requested resource could not be found."),
     413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
     429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
@@ -152,24 +159,37 @@ def tool_reply(name: str, input: dict[str, Any], *, text: str | None = None, **k
 
 
 def http_error(
-    status: int, message: str | None = None, *, error_type: str | None = None, retry_after: str | None = None
+    status: int,
+    message: str | None = None,
+    *,
+    error_type: str | None = None,
+    retry_after: str | None = None,
 ) -> Reply:
     if status == 429 and retry_after is None:
         retry_after = "7"
     return Reply(
-        http_status=status, http_error_type=error_type, http_error_message=message, retry_after=retry_after
+        http_status=status,
+        http_error_type=error_type,
+        http_error_message=message,
+        retry_after=retry_after,
     )
 
 
 @dataclass
 class Received:
-    """One request as the fake saw it."""
+    """One request as the fake saw it.
+
+    ``closed_at`` (``time.perf_counter()``) is set when the connection went away before
+    the answer was complete, so tests can check that a client cancels upstream work.
+    """
 
     method: str
     path: str
     headers: CIMultiDict[str]
     raw: bytes
     body: Any
+    closed_at: float | None = None
+    finished: bool = False
 
 
 class _BadRequest(Exception):
@@ -186,12 +206,16 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 def _check_body(body: Any) -> None:
     """The request validation the real API documents, enough to catch translation bugs."""
     if not isinstance(body, dict):
-        raise _BadRequest(400, "There was an issue with the format or content of your request body.")
+        raise _BadRequest(
+            400, "There was an issue with the format or content of your request body."
+        )
     for key in ("model", "max_tokens", "messages"):
         if key not in body:
             raise _BadRequest(400, f"{key}: Field required")
     if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
-        raise _BadRequest(400, "max_tokens: Input should be a valid integer greater than or equal to 1")
+        raise _BadRequest(
+            400, "max_tokens: Input should be a valid integer greater than or equal to 1"
+        )
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
         raise _BadRequest(400, "messages: at least one message is required")
@@ -201,7 +225,7 @@ def _check_body(body: Any) -> None:
             raise _BadRequest(
                 400,
                 'messages: Unexpected role "system". The Messages API accepts a top-level `system` parameter, '
-                "not \"system\" as an input message role.",
+                'not "system" as an input message role.',
             )
         if role not in ("user", "assistant"):
             raise _BadRequest(400, f"messages.{i}.role: Input should be 'user' or 'assistant'")
@@ -210,10 +234,14 @@ def _check_body(body: Any) -> None:
         if not isinstance(blocks, list):
             raise _BadRequest(400, f"messages.{i}.content: Input should be a valid list")
         for j, block in enumerate(blocks):
-            if block.get("type") == "text" and not block.get("text") and not (
-                i == len(messages) - 1 and role == "assistant"
+            if (
+                block.get("type") == "text"
+                and not block.get("text")
+                and not (i == len(messages) - 1 and role == "assistant")
             ):
-                raise _BadRequest(400, f"messages.{i}.content.{j}.text: text content blocks must be non-empty")
+                raise _BadRequest(
+                    400, f"messages.{i}.content.{j}.text: text content blocks must be non-empty"
+                )
         if role == "assistant":
             uses = [b["id"] for b in blocks if b.get("type") == "tool_use"]
             if uses:
@@ -262,7 +290,9 @@ class FakeAnthropic:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+        self._runner = web.AppRunner(
+            app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -279,13 +309,18 @@ class FakeAnthropic:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
     # ---------------------------------------------------------------- server
 
-    def _error(self, status: int, error_type: str | None = None, message: str | None = None) -> web.Response:
+    def _error(
+        self, status: int, error_type: str | None = None, message: str | None = None
+    ) -> web.Response:
         default_type, default_message = ERRORS.get(status, ("api_error", "Internal server error"))
         body = {
             "type": "error",
@@ -326,7 +361,20 @@ class FakeAnthropic:
             }
         if block.id is None:
             block.id = f"toolu_fake{next(self._ids):06d}"
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input if complete else {}}
+        return {
+            "type": "tool_use",
+            "id": block.id,
+            "name": block.name,
+            "input": block.input if complete else {},
+        }
+
+    async def wait_closed(self, seen: Received, within: float = 2.0) -> float:
+        """Wait until ``seen``'s connection went away; return when that happened."""
+        deadline = time.perf_counter() + within
+        while seen.closed_at is None and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        assert seen.closed_at is not None, "the client never closed the upstream connection"
+        return seen.closed_at
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -334,8 +382,17 @@ class FakeAnthropic:
             body: Any = json.loads(raw)
         except ValueError:
             body = None
-        self.requests.append(Received(request.method, request.path, CIMultiDict(request.headers), raw, body))
+        seen = Received(request.method, request.path, CIMultiDict(request.headers), raw, body)
+        self.requests.append(seen)
+        try:
+            resp = await self._answer(request, body)
+        except (asyncio.CancelledError, ConnectionResetError):
+            seen.closed_at = time.perf_counter()
+            raise
+        seen.finished = True
+        return resp
 
+    async def _answer(self, request: web.Request, body: Any) -> web.StreamResponse:
         key = request.headers.get("x-api-key")
         auth = request.headers.get("Authorization", "")
         if key is None and self.accept_bearer and auth.startswith("Bearer "):
@@ -363,7 +420,10 @@ class FakeAnthropic:
 
     async def _stream(self, request: web.Request, reply: Reply, model: str) -> web.StreamResponse:
         resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            }
         )
         resp.headers["request-id"] = f"req_fake{next(self._ids):06d}"
         await resp.prepare(request)
@@ -374,13 +434,27 @@ class FakeAnthropic:
             nonlocal sent
             if reply.delta_delay:
                 await asyncio.sleep(reply.delta_delay)
-            await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": payload}))
+            await resp.write(
+                _sse(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": payload},
+                )
+            )
             sent += 1
             return not self._cut_here(sent, reply)
 
-        await resp.write(_sse("message_start", {"type": "message_start", "message": self._message(reply, model, streaming=True)}))
+        await resp.write(
+            _sse(
+                "message_start",
+                {"type": "message_start", "message": self._message(reply, model, streaming=True)},
+            )
+        )
         for index, block in enumerate(reply.content):
-            start = {"type": "content_block_start", "index": index, "content_block": self._block(block, complete=False)}
+            start = {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": self._block(block, complete=False),
+            }
             await resp.write(_sse("content_block_start", start))
             if index == 0:
                 await resp.write(_sse("ping", {"type": "ping"}))
@@ -394,15 +468,22 @@ class FakeAnthropic:
                 if not await delta(index, payload):
                     return await self._stop(request, resp, reply)
             if isinstance(block, Thinking):
-                if not await delta(index, {"type": "signature_delta", "signature": block.signature}):
+                if not await delta(
+                    index, {"type": "signature_delta", "signature": block.signature}
+                ):
                     return await self._stop(request, resp, reply)
-            await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+            await resp.write(
+                _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+            )
         await resp.write(
             _sse(
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": reply.final_stop_reason, "stop_sequence": reply.stop_sequence},
+                    "delta": {
+                        "stop_reason": reply.final_stop_reason,
+                        "stop_sequence": reply.stop_sequence,
+                    },
                     "usage": {"output_tokens": reply.final_output_tokens},
                 },
             )
@@ -413,9 +494,14 @@ class FakeAnthropic:
 
     @staticmethod
     def _cut_here(sent: int, reply: Reply) -> bool:
-        return any(n is not None and sent >= n for n in (reply.error_after, reply.close_after, reply.end_after))
+        return any(
+            n is not None and sent >= n
+            for n in (reply.error_after, reply.close_after, reply.end_after)
+        )
 
-    async def _stop(self, request: web.Request, resp: web.StreamResponse, reply: Reply) -> web.StreamResponse:
+    async def _stop(
+        self, request: web.Request, resp: web.StreamResponse, reply: Reply
+    ) -> web.StreamResponse:
         """End a stream early the way the reply's script says."""
         sent_error = reply.error_after is not None
         if reply.close_after is not None and not sent_error:
@@ -424,7 +510,10 @@ class FakeAnthropic:
             request.transport.close()
             raise asyncio.CancelledError
         if sent_error:
-            error = {"type": "error", "error": {"type": reply.error_type, "message": reply.error_message}}
+            error = {
+                "type": "error",
+                "error": {"type": reply.error_type, "message": reply.error_message},
+            }
             await resp.write(_sse("error", error))
         await resp.write_eof()
         return resp
