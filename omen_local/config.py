@@ -80,6 +80,7 @@ class Defaults:
     budget_usd: float | None = None
     health_interval_s: float = 15.0
     failure_cooldown_s: float = 10.0
+    assumed_output_tokens: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +319,7 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         budget_usd=None if budget is None else _num(d, "budget_usd", "defaults", 0.0),
         health_interval_s=_num(d, "health_interval_s", "defaults", dd.health_interval_s, minimum=0.1),
         failure_cooldown_s=_num(d, "failure_cooldown_s", "defaults", dd.failure_cooldown_s),
+        assumed_output_tokens=_int(d, "assumed_output_tokens", "defaults", dd.assumed_output_tokens, minimum=1),
     )
 
     providers_raw = _table(raw.get("providers"), "providers")

@@ -69,11 +69,16 @@ class Usage:
 
 @dataclass(slots=True)
 class Chunk:
-    """One streamed event: an OpenAI delta (no role), maybe a finish reason, maybe usage."""
+    """One streamed event: an OpenAI delta (no role), maybe a finish reason, maybe usage.
+
+    ``omen`` is OMEN's own machine-readable note on a chunk (a budget cut, a stream
+    swap); it goes out as a top-level ``omen`` field that OpenAI clients ignore.
+    """
 
     delta: dict[str, Any] = field(default_factory=dict)
     finish_reason: str | None = None
     usage: Usage | None = None
+    omen: dict[str, Any] | None = None
 
     @property
     def has_content(self) -> bool:
@@ -93,7 +98,8 @@ class UpstreamError(Exception):
     """An upstream attempt failed. ``retryable`` says whether another candidate may be tried.
 
     ``kind`` is one of: connect, timeout, http, protocol, midstream, unsupported (this
-    provider cannot take the request, another may).
+    provider cannot take the request, another may), limit (OMEN's own provider rate
+    limit kept the request from being sent).
     """
 
     def __init__(
@@ -115,7 +121,7 @@ class UpstreamError(Exception):
     @property
     def retryable(self) -> bool:
         """Failover applies to connection trouble, timeouts, 429, 5xx and a misconfigured provider."""
-        if self.kind in ("connect", "timeout", "protocol", "unsupported"):
+        if self.kind in ("connect", "timeout", "protocol", "unsupported", "limit"):
             return True
         if self.kind == "http" and self.status is not None:
             return self.status in (401, 403, 404, 408, 409, 429) or self.status >= 500

@@ -1,25 +1,28 @@
-"""The router: plan the candidates for a request, then drive them with failover.
+"""The router: plan the candidates for a request, admit it, then drive the candidates.
 
 Strategy ``single``: one candidate at a time. A connect error, timeout, 429 or 5xx
 before the first token moves on to the next candidate; once content has reached the
 client, a failure ends the stream with an error event (the server's job). Every
-upstream attempt, failed or cancelled too, is reported to the hub as a UsageEvent.
+upstream attempt, failed or cancelled too, is reported as a UsageEvent (attempt.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .. import estimate
 from ..api.request import ChatRequest
 from ..config import Config
 from ..errors import OmenError
-from ..observe import HealthEvent, Hub, UsageEvent
-from ..providers.base import Chunk, Completion, Provider, UpstreamError, Usage
+from ..observe import HealthEvent, Hub
+from ..policy import CostBound, NoPolicy, Policy
+from ..providers.base import Chunk, Completion, Provider, UpstreamError
 from ..tokens import Identity
+from . import budget as budgets
+from .attempt import Attempt
 from .catalog import Catalog, Target
 from .health import HealthBook
 
@@ -28,9 +31,16 @@ IMPLEMENTED_STRATEGIES = ("single",)
 
 @dataclass(slots=True)
 class RequestContext:
+    """Who asked, and what the request has spent so far across its attempts."""
+
     request_id: str
     identity: Identity
     client: str | None = None
+    workspace: str | None = None
+    session: str | None = None
+    spent_usd: float = 0.0
+    spent_tokens: int = 0
+    admitted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,8 @@ class Plan:
     strategy: str
     intent: str | None
     targets: list[Target]
+    bound: CostBound
+    budget_usd: float | None = None
 
 
 class Router:
@@ -48,28 +60,20 @@ class Router:
         catalog: Catalog,
         health: HealthBook,
         hub: Hub,
+        policy: Policy | None = None,
     ) -> None:
         self.config = config
         self.providers = providers
         self.catalog = catalog
         self.health = health
         self.hub = hub
+        self.policy: Policy = policy or NoPolicy()
 
     # ------------------------------------------------------------ planning
 
-    def plan(self, req: ChatRequest) -> Plan:
-        """Candidates in order: explicit model or intent bucket, then allowlist, usability, health."""
+    def _candidates(self, req: ChatRequest) -> tuple[str | None, list[Target]]:
+        """Explicit model or intent bucket, then the allowlist."""
         hints = req.hints
-        strategy = hints.strategy or self.config.defaults.strategy
-        if strategy not in IMPLEMENTED_STRATEGIES:
-            raise OmenError(
-                400,
-                f"strategy '{strategy}' is not available in this version of OMEN (available: "
-                + ", ".join(IMPLEMENTED_STRATEGIES)
-                + ")",
-                code="strategy_unavailable",
-                param="omen.strategy",
-            )
         intent: str | None = None
         if req.model == "auto":
             intent = hints.intent or self.config.defaults.intent
@@ -87,6 +91,10 @@ class Router:
                     param="omen.providers",
                 )
             targets = allowed
+        return intent, targets
+
+    def _available(self, req: ChatRequest, intent: str | None, targets: list[Target]) -> list[Target]:
+        """Usable (enabled, keyed) and healthy targets; 503 naming why when none is."""
         reasons: list[str] = []
         usable = []
         for t in targets:
@@ -96,65 +104,78 @@ class Router:
             else:
                 reasons.append(f"{t.provider}: {why}")
         healthy = [t for t in usable if self.health.available(t.provider)]
-        if not healthy:
-            if usable:
-                wait = min(self.health.retry_in(t.provider) for t in usable)
-                errors = "; ".join(
-                    f"{t.provider}: {self.health.get(t.provider).last_error}" for t in usable[:3]
-                )
+        if healthy:
+            return healthy
+        if usable:
+            wait = min(self.health.retry_in(t.provider) for t in usable)
+            errors = "; ".join(f"{t.provider}: {self.health.get(t.provider).last_error}" for t in usable[:3])
+            raise OmenError(
+                503, f"no provider is available right now ({errors})", code="no_provider_available", retry_after=wait
+            )
+        detail = "; ".join(dict.fromkeys(reasons)) or "no candidates are configured for it"
+        what = f"intent '{intent}'" if intent else f"model '{req.model}'"
+        raise OmenError(503, f"no provider can serve {what}: {detail}", code="no_provider_available")
+
+    def plan(self, req: ChatRequest) -> Plan:
+        """Candidates in order, filtered by allowlist, usability, health and budget."""
+        strategy = req.hints.strategy or self.config.defaults.strategy
+        if strategy not in IMPLEMENTED_STRATEGIES:
+            raise OmenError(
+                400,
+                f"strategy '{strategy}' is not available in this version of OMEN (available: "
+                + ", ".join(IMPLEMENTED_STRATEGIES)
+                + ")",
+                code="strategy_unavailable",
+                param="omen.strategy",
+            )
+        intent, targets = self._candidates(req)
+        targets = self._available(req, intent, targets)
+
+        prompt = estimate.prompt_tokens(req.body)
+        cap = budgets.requested_output_cap(req.body) or self.config.defaults.assumed_output_tokens
+        budget = req.hints.budget_usd if req.hints.budget_usd is not None else self.config.defaults.budget_usd
+        worst: dict[Target, float] = {
+            t: budgets.worst_cost(self.config.price_for(t.provider, t.model), prompt, cap) for t in targets
+        }
+        if budget is not None:
+            fits = [
+                t
+                for t in targets
+                if budgets.affordable_output(self.config.price_for(t.provider, t.model), prompt, budget) != 0
+            ]
+            if not fits:
+                cheapest = min(targets, key=lambda t: worst[t])
                 raise OmenError(
-                    503,
-                    f"no provider is available right now ({errors})",
-                    code="no_provider_available",
-                    retry_after=wait,
+                    402,
+                    f"omen.budget_usd {budget:g} does not cover the prompt (about {prompt} tokens) on any "
+                    f"candidate; the cheapest, {cheapest}, needs more",
+                    code="budget_exceeded",
+                    param="omen.budget_usd",
                 )
-            detail = "; ".join(dict.fromkeys(reasons)) or "no candidates are configured for it"
-            what = f"intent '{intent}'" if intent else f"model '{req.model}'"
-            raise OmenError(503, f"no provider can serve {what}: {detail}", code="no_provider_available")
-        return Plan(strategy=strategy, intent=intent, targets=healthy)
+            targets = fits
+        bound = CostBound(prompt, cap, max(worst[t] for t in targets))
+        return Plan(strategy=strategy, intent=intent, targets=targets, bound=bound, budget_usd=budget)
 
-    # ------------------------------------------------------------ metering
-
-    def _report(
-        self,
-        ctx: RequestContext,
-        req: ChatRequest,
-        plan: Plan,
-        target: Target,
-        *,
-        outcome: str,
-        usage: Usage | None,
-        t0: float,
-        ttft: float | None,
-        error: str | None = None,
-        output_chars: int = 0,
-    ) -> None:
-        estimated = usage is None
-        if usage is None:
-            usage = Usage(
-                prompt_tokens=estimate.prompt_tokens(req.body),
-                completion_tokens=(output_chars + 3) // 4,
-            )
+    def body_for(self, req: ChatRequest, plan: Plan, target: Target) -> dict[str, Any]:
+        """The body sent to ``target``: the request's, with the output capped to what the budget buys."""
+        if plan.budget_usd is None:
+            return req.body
         price = self.config.price_for(target.provider, target.model)
-        self.hub.emit(
-            UsageEvent(
-                request_id=ctx.request_id,
-                user=ctx.identity.user,
-                workspace=req.hints.workspace or ctx.identity.workspace,
-                client=ctx.client,
-                session=req.hints.session,
-                provider=target.provider,
-                model=target.model,
-                strategy=plan.strategy,
-                usage=usage,
-                cost_usd=usage.cost(price),
-                ttft_ms=None if ttft is None else (ttft - t0) * 1000,
-                total_ms=(time.perf_counter() - t0) * 1000,
-                outcome=outcome,
-                estimated=estimated,
-                error=error,
-            )
-        )
+        cap = budgets.affordable_output(price, plan.bound.prompt_tokens, plan.budget_usd)
+        return req.body if cap is None else budgets.with_output_cap(req.body, max(1, cap))
+
+    # ------------------------------------------------------------ policy
+
+    async def admit(self, ctx: RequestContext, req: ChatRequest, plan: Plan) -> None:
+        await self.policy.admit(ctx, req, plan.bound)
+        ctx.admitted = True
+
+    def settle(self, ctx: RequestContext) -> None:
+        if ctx.admitted:
+            ctx.admitted = False
+            self.policy.settle(ctx)
+
+    # ------------------------------------------------------------ health
 
     def _failed(self, err: UpstreamError) -> None:
         if self.health.failed(err):
@@ -164,152 +185,134 @@ class Router:
         if self.health.ok(provider, latency_ms):
             self.hub.emit(HealthEvent(provider, "up"))
 
-    # ------------------------------------------------------------ execution
-
-    def _live(self, plan: Plan) -> Iterator[Target]:
-        """The plan's targets, skipping providers that went down during this request."""
+    def _live(self, plan: Plan, errors: list[UpstreamError]) -> Iterator[Target]:
+        """The plan's targets, skipping providers that went down or are over OMEN's limits."""
         for i, target in enumerate(plan.targets):
-            if i == 0 or self.health.available(target.provider):
-                yield target
+            if i > 0 and not self.health.available(target.provider):
+                continue
+            wait = self.policy.provider_wait(target.provider)
+            if wait > 0:
+                errors.append(
+                    UpstreamError(
+                        target.provider,
+                        "limit",
+                        f"{target.provider} is at its configured rate limit",
+                        status=429,
+                        retry_after=wait,
+                    )
+                )
+                continue
+            yield target
+
+    # ------------------------------------------------------------ execution
 
     async def complete(self, req: ChatRequest, ctx: RequestContext) -> tuple[Plan, Target, Completion]:
         plan = self.plan(req)
-        errors: list[UpstreamError] = []
-        for target in self._live(plan):
-            t0 = time.perf_counter()
-            try:
-                done = await self.providers[target.provider].complete(target.model, req.body)
-            except UpstreamError as err:
-                self._failed(err)
-                self._report(ctx, req, plan, target, outcome="error", usage=Usage(), t0=t0, ttft=None, error=err.message)
-                errors.append(err)
-                if not err.retryable:
-                    break
-                continue
-            except asyncio.CancelledError:
-                self._report(ctx, req, plan, target, outcome="cancelled", usage=None, t0=t0, ttft=None)
-                raise
-            now = time.perf_counter()
-            self._succeeded(target.provider, (now - t0) * 1000)
-            self._report(ctx, req, plan, target, outcome="ok", usage=done.usage, t0=t0, ttft=now)
-            return plan, target, done
-        raise final_error(errors)
+        await self.admit(ctx, req, plan)
+        try:
+            errors: list[UpstreamError] = []
+            for target in self._live(plan, errors):
+                attempt = Attempt(self, ctx, plan, target, self.body_for(req, plan, target))
+                try:
+                    done = await attempt.complete()
+                except UpstreamError as err:
+                    self._failed(err)
+                    attempt.report("error", err.message)
+                    errors.append(err)
+                    if not err.retryable:
+                        break
+                    continue
+                except asyncio.CancelledError:
+                    attempt.report("cancelled")
+                    raise
+                self._succeeded(target.provider, attempt.latency_ms)
+                attempt.report("ok")
+                return plan, target, done
+            raise final_error(errors)
+        finally:
+            self.settle(ctx)
 
     async def open_stream(self, req: ChatRequest, ctx: RequestContext) -> StreamSession:
-        """Find the first candidate that produces content; return its stream, unread parts buffered."""
+        """Find the first candidate that produces content; return the response stream."""
         plan = self.plan(req)
-        errors: list[UpstreamError] = []
-        first_token = self.config.defaults.first_token_timeout_s
-        for target in self._live(plan):
-            t0 = time.perf_counter()
-            agen = self.providers[target.provider].stream(target.model, req.body)
-            session = StreamSession(self, ctx, req, plan, target, agen, t0)
-            try:
-                async with asyncio.timeout(first_token):
-                    await session.prime()
-            except (UpstreamError, TimeoutError) as exc:
-                err = (
-                    exc
-                    if isinstance(exc, UpstreamError)
-                    else UpstreamError(target.provider, "timeout", f"{target.provider} sent no token within {first_token:g}s")
-                )
-                await session.finish("error", err.message)
-                self._failed(err)
-                errors.append(err)
-                if not err.retryable:
-                    break
-                continue
-            except asyncio.CancelledError:
-                await session.finish("cancelled")
-                raise
-            self._succeeded(target.provider, (time.perf_counter() - t0) * 1000)
-            return session
-        raise final_error(errors)
+        await self.admit(ctx, req, plan)
+        try:
+            errors: list[UpstreamError] = []
+            first_token = self.config.defaults.first_token_timeout_s
+            for target in self._live(plan, errors):
+                attempt = Attempt(self, ctx, plan, target, self.body_for(req, plan, target))
+                try:
+                    async with asyncio.timeout(first_token):
+                        await attempt.open()
+                except (UpstreamError, TimeoutError) as exc:
+                    err = (
+                        exc
+                        if isinstance(exc, UpstreamError)
+                        else UpstreamError(
+                            target.provider, "timeout", f"{target.provider} sent no token within {first_token:g}s"
+                        )
+                    )
+                    await attempt.close("error", err.message)
+                    self._failed(err)
+                    errors.append(err)
+                    if not err.retryable:
+                        break
+                    continue
+                except asyncio.CancelledError:
+                    await attempt.close("cancelled")
+                    raise
+                self._succeeded(target.provider, attempt.latency_ms)
+                return StreamSession(self, ctx, req, plan, attempt)
+            raise final_error(errors)
+        except BaseException:
+            self.settle(ctx)
+            raise
 
 
 class StreamSession:
-    """A started upstream stream: buffered first chunks, the rest, and its accounting."""
+    """The response stream the client sees: the winning attempt, within the budget."""
 
-    def __init__(
-        self,
-        router: Router,
-        ctx: RequestContext,
-        req: ChatRequest,
-        plan: Plan,
-        target: Target,
-        agen: AsyncIterator[Chunk],
-        t0: float,
-    ) -> None:
-        self.router, self.ctx, self.req, self.plan, self.target = router, ctx, req, plan, target
-        self._agen = agen
-        self._t0 = t0
-        self._buffer: list[Chunk] = []
-        self._exhausted = False
-        self.ttft: float | None = None
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.output_chars = 0
-        self._finished = False
+    def __init__(self, router: Router, ctx: RequestContext, req: ChatRequest, plan: Plan, attempt: Attempt) -> None:
+        self.router, self.ctx, self.req, self.plan = router, ctx, req, plan
+        self.attempt = attempt
+        self.budget_cut = False
 
-    async def prime(self) -> None:
-        """Read until the first content (or the end), keeping what was read."""
-        while True:
-            try:
-                chunk = await anext(self._agen)
-            except StopAsyncIteration:
-                self._exhausted = True
-                return
-            self._buffer.append(chunk)
-            if chunk.has_content or chunk.finish_reason is not None:
-                self.ttft = time.perf_counter()
-                return
+    @property
+    def target(self) -> Target:
+        return self.attempt.target
 
-    def _account(self, chunk: Chunk) -> None:
-        content = chunk.delta.get("content")
-        if content:
-            self.output_chars += len(content)
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
+    @property
+    def usage(self) -> Any:
+        return self.attempt.usage
+
+    @property
+    def output_chars(self) -> int:
+        return self.attempt.output_chars
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
-        for chunk in self._buffer:
-            self._account(chunk)
-            yield chunk
-        self._buffer.clear()
-        if self._exhausted:
-            return
-        async for chunk in self._agen:
-            self._account(chunk)
+        budget = self.plan.budget_usd
+        spent_before = self.ctx.spent_usd
+        async for chunk in self.attempt.chunks():
+            if budget is not None and chunk.finish_reason is None and chunk.has_content:
+                spent = spent_before + self.attempt.spent_estimate()
+                if spent >= budget:
+                    yield chunk
+                    self.budget_cut = True
+                    yield Chunk(
+                        finish_reason="length",
+                        omen={"budget_cut": {"budget_usd": budget, "spent_usd": round(spent, 8)}},
+                    )
+                    return
             yield chunk
 
     async def finish(self, outcome: str, error: str | None = None) -> None:
-        """Close the upstream (at once, if unfinished) and report this attempt, exactly once."""
-        if self._finished:
-            return
-        self._finished = True
-        aclose = getattr(self._agen, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception:  # closing a failed upstream must not hide the first error
-                pass
-        usage = self.usage
-        if usage is not None and outcome != "ok" and usage.completion_tokens == 0 and self.output_chars:
-            usage = None  # partial stream: the prompt count alone would undercount
-        self.router._report(
-            self.ctx,
-            self.req,
-            self.plan,
-            self.target,
-            outcome=outcome,
-            usage=usage,
-            t0=self._t0,
-            ttft=self.ttft,
-            error=error,
-            output_chars=self.output_chars,
-        )
+        """Close the upstream and report; settle the request's quota reservation."""
+        if outcome == "ok" and self.budget_cut:
+            outcome = "budget_cut"
+        try:
+            await self.attempt.close(outcome, error)
+        finally:
+            self.router.settle(self.ctx)
 
 
 def final_error(errors: list[UpstreamError]) -> OmenError:
@@ -323,9 +326,14 @@ def final_error(errors: list[UpstreamError]) -> OmenError:
         if last.kind == "unsupported" or status in (400, 413, 422):
             return OmenError(400, last.message, code="upstream_rejected")
         return OmenError(502, f"upstream error: {summary}", code="upstream_error")
+    if all(e.kind == "limit" for e in errors):
+        waits = [e.retry_after for e in errors if e.retry_after is not None]
+        return OmenError(
+            429, f"rate limited: {summary}", code="rate_limited", retry_after=min(waits) if waits else None
+        )
     if all(e.kind == "unsupported" for e in errors):
         return OmenError(400, f"no provider can take this request: {summary}", code="unsupported_request")
-    if all(e.kind == "http" and e.status == 429 for e in errors):
+    if all(e.status == 429 for e in errors):
         waits = [e.retry_after for e in errors if e.retry_after is not None]
         return OmenError(
             429,

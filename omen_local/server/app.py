@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import estimate, jsonutil
+from .. import jsonutil
 from ..api.request import parse_chat_request
 from ..errors import OmenError, invalid
 from ..providers.base import UpstreamError, Usage
@@ -127,10 +127,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     router = request.app[ROUTER]
     request_id = _request_id()
     identity: Identity = request[IDENTITY]
-    ctx = RequestContext(request_id, identity, client=request.headers.get("User-Agent"))
     try:
         raw = await _read_json(request)
         req = parse_chat_request(raw, intents=tuple(router.config.intents), providers=tuple(router.config.providers))
+        headers = request.headers
+        ctx = RequestContext(
+            request_id,
+            identity,
+            client=headers.get("User-Agent"),
+            workspace=req.hints.workspace or headers.get("x-omen-workspace") or identity.workspace,
+            session=req.hints.session or headers.get("x-omen-session"),
+        )
         if not req.stream:
             plan, target, done = await router.complete(req, ctx)
             return web.Response(
@@ -163,8 +170,8 @@ async def _stream(request: web.Request, session: StreamSession, request_id: str)
                 await resp.write(enc.chunk(chunk))
         if req.include_usage:
             usage = session.usage or Usage(
-                prompt_tokens=estimate.prompt_tokens(req.body),
-                completion_tokens=estimate.text_tokens("x" * session.output_chars),
+                prompt_tokens=session.attempt.prompt_estimate,
+                completion_tokens=(session.output_chars + 3) // 4,
             )
             await resp.write(enc.usage(usage))
         await resp.write(DONE)

@@ -31,15 +31,16 @@ class ChunkEncoder:
             delta = {"role": "assistant", **delta}
             if "content" not in delta and "tool_calls" not in delta:
                 delta["content"] = ""
-        return self._frame(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": chunk.finish_reason}],
-            }
-        )
+        frame: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": chunk.finish_reason}],
+        }
+        if chunk.omen is not None:
+            frame["omen"] = chunk.omen
+        return self._frame(frame)
 
     def usage(self, usage: Usage) -> bytes:
         return self._frame(

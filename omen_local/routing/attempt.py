@@ -1,0 +1,155 @@
+"""One upstream attempt: dispatch to one target, watch it, report it exactly once.
+
+An attempt owns the provider's stream iterator; closing the attempt closes the
+upstream connection at once. Its :class:`~omen_local.observe.UsageEvent` carries the
+provider's usage or, where a stream was cut before the provider reported any, an
+offline estimate marked ``estimated``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from .. import estimate
+from ..config import Price
+from ..observe import UsageEvent
+from ..providers.base import Chunk, Completion, Provider, Usage
+from .catalog import Target
+
+if TYPE_CHECKING:
+    from .router import Plan, RequestContext, Router
+
+
+class Attempt:
+    def __init__(
+        self,
+        router: Router,
+        ctx: RequestContext,
+        plan: Plan,
+        target: Target,
+        body: dict[str, Any],
+    ) -> None:
+        self.router, self.ctx, self.plan, self.target, self.body = router, ctx, plan, target, body
+        self.provider: Provider = router.providers[target.provider]
+        self.price: Price = router.config.price_for(target.provider, target.model)
+        self.t0 = time.perf_counter()
+        self.ttft: float | None = None
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.output_chars = 0
+        self._agen: AsyncIterator[Chunk] | None = None
+        self._buffer: list[Chunk] = []
+        self._exhausted = False
+        self._reported = False
+        self.prompt_estimate = estimate.prompt_tokens(body)
+
+    @property
+    def latency_ms(self) -> float:
+        """Time to the first token (streams) or to the whole answer."""
+        return ((self.ttft or time.perf_counter()) - self.t0) * 1000
+
+    # ------------------------------------------------------------ non-streamed
+
+    async def complete(self) -> Completion:
+        done = await self.provider.complete(self.target.model, self.body)
+        self.ttft = time.perf_counter()
+        self.usage = done.usage
+        return done
+
+    # ------------------------------------------------------------ streamed
+
+    async def open(self) -> None:
+        """Start the stream and read until the first content (or its end), keeping what was read."""
+        self._agen = self.provider.stream(self.target.model, self.body)
+        while True:
+            try:
+                chunk = await anext(self._agen)
+            except StopAsyncIteration:
+                self._exhausted = True
+                self.ttft = time.perf_counter()
+                return
+            self._buffer.append(chunk)
+            if chunk.has_content or chunk.finish_reason is not None:
+                self.ttft = time.perf_counter()
+                return
+
+    def _account(self, chunk: Chunk) -> None:
+        content = chunk.delta.get("content")
+        if content:
+            self.output_chars += len(content)
+        for call in chunk.delta.get("tool_calls") or ():
+            args = (call.get("function") or {}).get("arguments")
+            if args:
+                self.output_chars += len(args)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """The buffered chunks, then the rest of the stream; raises UpstreamError mid-stream."""
+        assert self._agen is not None, "open() first"
+        buffered, self._buffer = self._buffer, []
+        for chunk in buffered:
+            self._account(chunk)
+            yield chunk
+        if self._exhausted:
+            return
+        async for chunk in self._agen:
+            self._account(chunk)
+            yield chunk
+
+    def spent_estimate(self) -> float:
+        """USD spent so far by this attempt, from reported usage or the characters seen."""
+        if self.usage is not None and self.usage.completion_tokens:
+            return self.usage.cost(self.price)
+        return Usage(self.prompt_estimate, (self.output_chars + 3) // 4).cost(self.price)
+
+    # ------------------------------------------------------------ end
+
+    async def close(self, outcome: str, error: str | None = None) -> None:
+        """Close the upstream (at once, if unfinished) and report this attempt, exactly once."""
+        if self._reported:
+            return
+        self._reported = True
+        aclose = getattr(self._agen, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:  # closing a failed upstream must not hide the first error
+                pass
+        self.report(outcome, error)
+
+    def report(self, outcome: str, error: str | None = None) -> None:
+        self._reported = True
+        usage = self.usage
+        if usage is not None and outcome != "ok" and usage.completion_tokens == 0 and self.output_chars:
+            usage = None  # a cut stream: the prompt count alone would undercount
+        estimated = usage is None
+        if usage is None:
+            usage = Usage(self.prompt_estimate, (self.output_chars + 3) // 4)
+        cost = usage.cost(self.price)
+        ctx = self.ctx
+        ctx.spent_usd += cost
+        ctx.spent_tokens += usage.prompt_tokens + usage.completion_tokens
+        self.router.hub.emit(
+            UsageEvent(
+                request_id=ctx.request_id,
+                user=ctx.identity.user,
+                workspace=ctx.workspace,
+                client=ctx.client,
+                session=ctx.session,
+                provider=self.target.provider,
+                model=self.target.model,
+                strategy=self.plan.strategy,
+                usage=usage,
+                cost_usd=cost,
+                ttft_ms=None if self.ttft is None else (self.ttft - self.t0) * 1000,
+                total_ms=(time.perf_counter() - self.t0) * 1000,
+                outcome=outcome,
+                estimated=estimated,
+                error=error,
+            )
+        )
