@@ -16,13 +16,35 @@ from .providers.base import Usage
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("ok", "error", "cancelled")
+OUTCOMES = ("ok", "error", "cancelled", "budget_cut")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    """A stream began reaching the client: its UsageEvent will follow, unless the process dies.
+
+    A durable store records it first, so that after a crash the attempt can still be
+    charged (estimated from ``prompt_tokens`` and what was streamed).
+    """
+
+    attempt_id: str
+    request_id: str
+    user: str
+    workspace: str | None
+    client: str | None
+    session: str | None
+    provider: str
+    model: str
+    strategy: str
+    prompt_tokens: int
+    time: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True, slots=True)
 class UsageEvent:
     """One upstream attempt: what it was for, what it cost, how it ended."""
 
+    attempt_id: str
     request_id: str
     user: str
     workspace: str | None
@@ -51,7 +73,7 @@ class HealthEvent:
     time: float = field(default_factory=time.time)
 
 
-Event = UsageEvent | HealthEvent
+Event = UsageEvent | HealthEvent | AttemptStarted
 Listener = Callable[[Event], None]
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import estimate
 from ..config import Price
-from ..observe import UsageEvent
+from ..observe import AttemptStarted, UsageEvent
 from ..providers.base import Chunk, Completion, Provider, Usage
 from .catalog import Target
 
@@ -44,6 +44,8 @@ class Attempt:
         self._exhausted = False
         self._reported = False
         self.prompt_estimate = estimate.prompt_tokens(body)
+        self.id = f"{ctx.request_id}.{ctx.attempts}"
+        ctx.attempts += 1
 
     @property
     def latency_ms(self) -> float:
@@ -101,6 +103,24 @@ class Attempt:
             self._account(chunk)
             yield chunk
 
+    def announce(self) -> None:
+        """Tell the hub this stream is reaching the client (before the first byte is sent)."""
+        ctx = self.ctx
+        self.router.hub.emit(
+            AttemptStarted(
+                attempt_id=self.id,
+                request_id=ctx.request_id,
+                user=ctx.identity.user,
+                workspace=ctx.workspace,
+                client=ctx.client,
+                session=ctx.session,
+                provider=self.target.provider,
+                model=self.target.model,
+                strategy=self.plan.strategy,
+                prompt_tokens=self.prompt_estimate,
+            )
+        )
+
     def spent_estimate(self) -> float:
         """USD spent so far by this attempt, from reported usage or the characters seen."""
         if self.usage is not None and self.usage.completion_tokens:
@@ -136,6 +156,7 @@ class Attempt:
         ctx.spent_tokens += usage.prompt_tokens + usage.completion_tokens
         self.router.hub.emit(
             UsageEvent(
+                attempt_id=self.id,
                 request_id=ctx.request_id,
                 user=ctx.identity.user,
                 workspace=ctx.workspace,

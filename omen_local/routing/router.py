@@ -41,6 +41,7 @@ class RequestContext:
     spent_usd: float = 0.0
     spent_tokens: int = 0
     admitted: bool = False
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +263,7 @@ class Router:
                     await attempt.close("cancelled")
                     raise
                 self._succeeded(target.provider, attempt.latency_ms)
+                attempt.announce()
                 return StreamSession(self, ctx, req, plan, attempt)
             raise final_error(errors)
         except BaseException:
