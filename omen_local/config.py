@@ -81,6 +81,13 @@ class Defaults:
     health_interval_s: float = 15.0
     failure_cooldown_s: float = 10.0
     assumed_output_tokens: int = 4096
+    guess_intent: bool = True
+    stickiness: str = "none"
+    sticky_ttl_s: float = 3600.0
+    breaker_failures: int = 3
+    speculation_window_ms: int = 2000
+    merge_wait_ms: int = 60000
+    merge_model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +202,20 @@ def _str(table: dict[str, Any], key: str, where: str, default: str) -> str:
     value = table.get(key, default)
     if not isinstance(value, str):
         raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+def _bool(table: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be true or false")
+    return value
+
+
+def _choice(table: dict[str, Any], key: str, where: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _str(table, key, where, default)
+    if value not in choices:
+        raise ConfigError(f"{where}.{key} must be one of {', '.join(choices)}")
     return value
 
 
@@ -320,6 +341,13 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         health_interval_s=_num(d, "health_interval_s", "defaults", dd.health_interval_s, minimum=0.1),
         failure_cooldown_s=_num(d, "failure_cooldown_s", "defaults", dd.failure_cooldown_s),
         assumed_output_tokens=_int(d, "assumed_output_tokens", "defaults", dd.assumed_output_tokens, minimum=1),
+        guess_intent=_bool(d, "guess_intent", "defaults", dd.guess_intent),
+        stickiness=_choice(d, "stickiness", "defaults", dd.stickiness, ("none", "session")),
+        sticky_ttl_s=_num(d, "sticky_ttl_s", "defaults", dd.sticky_ttl_s, minimum=1.0),
+        breaker_failures=_int(d, "breaker_failures", "defaults", dd.breaker_failures, minimum=1),
+        speculation_window_ms=_int(d, "speculation_window_ms", "defaults", dd.speculation_window_ms, minimum=1),
+        merge_wait_ms=_int(d, "merge_wait_ms", "defaults", dd.merge_wait_ms, minimum=1),
+        merge_model=_str(d, "merge_model", "defaults", dd.merge_model),
     )
 
     providers_raw = _table(raw.get("providers"), "providers")
@@ -336,6 +364,8 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
                     f"intents.{intent}: {ref!r} must be 'provider/model' with a configured provider"
                 )
         intents[intent] = refs_t
+    if defaults.merge_model and defaults.merge_model.split("/", 1)[0] not in providers:
+        raise ConfigError("defaults.merge_model must be 'provider/model' with a configured provider")
     if defaults.intent not in intents:
         raise ConfigError(f"defaults.intent {defaults.intent!r} has no [intents] entry")
 

@@ -52,7 +52,7 @@ class OmenService:
         self.secrets = secrets or SecretStore(config.data_dir)
         self.tokens = tokens or TokenBook(config.data_dir, self.secrets)
         self.hub = hub or Hub()
-        self.health = HealthBook(config.defaults.failure_cooldown_s)
+        self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
         self._keys = {name: resolve_key(pc.key, self.secrets) for name, pc in config.providers.items()}
         self.catalog = Catalog(config, {name: bool(k) for name, k in self._keys.items()})
         self.session: aiohttp.ClientSession | None = None
@@ -129,7 +129,7 @@ class OmenService:
         try:
             models = await provider.discover()
         except UpstreamError as err:
-            if self.health.failed(err):
+            if self.health.provider_failed(err):
                 self.hub.emit(HealthEvent(provider.name, "down", err.message))
             return
         changed = models != self.catalog.models.get(provider.name)
@@ -171,7 +171,7 @@ class OmenService:
                 "usable": why is None,
                 "reason": why,
                 "models": self.catalog.models.get(name, []),
-                **self.health.snapshot(name),
+                **{("model_health" if k == "models" else k): v for k, v in self.health.snapshot(name).items()},
             }
         return {
             "version": __version__,

@@ -28,14 +28,16 @@ def outcomes(stack: Stack) -> list[tuple[str, str]]:
 
 
 async def test_5xx_before_first_token_fails_over(stack: Stack) -> None:
-    stack.ollama.queue(Reply(status=500, error_message="out of memory"))
+    # A 5xx is the model's trouble, not the provider's: the next Ollama model is tried too.
+    stack.ollama.queue(Reply(status=500, error_message="out of memory"), Reply(status=500, error_message="out of memory"))
     stack.anthropic.enqueue(text_reply("from claude"))
     raw = await stack.client.chat.completions.with_raw_response.create(model="auto", messages=MSG)
     assert raw.parse().choices[0].message.content == "from claude"
     assert raw.headers["x-omen-provider"] == "anthropic"
-    assert outcomes(stack) == [("ollama", "error"), ("anthropic", "ok")]
-    status = stack.service.status()["providers"]["ollama"]
-    assert status["state"] == "down" and "out of memory" in status["last_error"]
+    assert outcomes(stack) == [("ollama", "error"), ("ollama", "error"), ("anthropic", "ok")]
+    models = stack.service.status()["providers"]["ollama"]["model_health"]
+    assert "out of memory" in models["llama3.2:latest"]["last_error"]
+    assert models["llama3.2:latest"]["error_rate"] == 1.0 and models["llama3.2:latest"]["breaker"] == "closed"
 
 
 async def test_streamed_failover_is_invisible_to_the_client(stack: Stack) -> None:
@@ -95,12 +97,14 @@ async def test_everything_unreachable_is_503(tmp_path: Path) -> None:
 
 
 async def test_first_token_timeout_fails_over(quick: Stack) -> None:
-    quick.ollama.queue(Reply(delay_s=2.0))
+    quick.openai.queue(Reply(delay_s=2.0))
     quick.anthropic.enqueue(text_reply("fast one"))
-    stream = await quick.client.chat.completions.create(model="auto", messages=MSG, stream=True)
+    stream = await quick.client.chat.completions.create(
+        model="auto", messages=MSG, stream=True, extra_body={"omen": {"intent": "cloud"}}
+    )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "fast one"
-    assert outcomes(quick)[0] == ("ollama", "error")
+    assert outcomes(quick)[0] == ("openai", "error")
 
 
 async def test_timeout_everywhere_is_504(quick: Stack) -> None:

@@ -15,12 +15,12 @@ async def test_listeners_see_usage_and_health_live(stack: Stack) -> None:
         raise RuntimeError("a bad listener")
 
     stack.service.hub.subscribe(broken)
-    stack.ollama.queue(Reply(status=500))
+    stack.ollama.queue(Reply(status=429), Reply(status=500))
     await stack.client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
     kinds = [(type(e).__name__, getattr(e, "provider", None)) for e in seen]
     assert ("HealthEvent", "ollama") in kinds
     usage = [e for e in seen if isinstance(e, UsageEvent)]
-    assert [(u.provider, u.outcome) for u in usage] == [("ollama", "error"), ("anthropic", "ok")]
+    assert [(u.provider, u.outcome) for u in usage] == [("ollama", "error"), ("anthropic", "ok")]  # 429: whole provider skipped
     assert usage[1].cost_usd > 0 and usage[1].user == "owner" and usage[1].strategy == "single"
     assert usage[0].request_id == usage[1].request_id
     unsubscribe()

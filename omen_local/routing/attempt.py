@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import estimate
 from ..config import Price
 from ..observe import AttemptStarted, UsageEvent
-from ..providers.base import Chunk, Completion, Provider, Usage
+from ..providers.base import Chunk, Completion, Provider, UpstreamError, Usage
 from .catalog import Target
 
 if TYPE_CHECKING:
@@ -43,9 +43,20 @@ class Attempt:
         self._buffer: list[Chunk] = []
         self._exhausted = False
         self._reported = False
+        self.whole = False  # the upstream finished its answer
+        self.outcome: str | None = None
+        self.cost_usd = 0.0
+        self.ended: float | None = None
         self.prompt_estimate = estimate.prompt_tokens(body)
         self.id = f"{ctx.request_id}.{ctx.attempts}"
         ctx.attempts += 1
+
+    @property
+    def generation_s(self) -> float | None:
+        """Seconds from the first token to the end (for tokens per second)."""
+        if self.ttft is None or self.ended is None:
+            return None
+        return self.ended - self.ttft
 
     @property
     def latency_ms(self) -> float:
@@ -58,6 +69,9 @@ class Attempt:
         done = await self.provider.complete(self.target.model, self.body)
         self.ttft = time.perf_counter()
         self.usage = done.usage
+        self.whole = True
+        choices = done.body.get("choices") or [{}]
+        self.finish_reason = choices[0].get("finish_reason")
         return done
 
     # ------------------------------------------------------------ streamed
@@ -89,6 +103,7 @@ class Attempt:
             self.usage = chunk.usage
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
+            self.whole = True
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """The buffered chunks, then the rest of the stream; raises UpstreamError mid-stream."""
@@ -129,7 +144,7 @@ class Attempt:
 
     # ------------------------------------------------------------ end
 
-    async def close(self, outcome: str, error: str | None = None) -> None:
+    async def close(self, outcome: str, err: UpstreamError | None = None) -> None:
         """Close the upstream (at once, if unfinished) and report this attempt, exactly once."""
         if self._reported:
             return
@@ -140,10 +155,15 @@ class Attempt:
                 await aclose()
             except Exception:  # closing a failed upstream must not hide the first error
                 pass
-        self.report(outcome, error)
+        self.report(outcome, err)
 
-    def report(self, outcome: str, error: str | None = None) -> None:
+    def report(self, outcome: str, err: UpstreamError | None = None) -> None:
+        """Publish this attempt's UsageEvent and update health. A whole answer that was not
+        used (a race tie, a speculation that lost) still counts as ``ok``: it was paid for."""
         self._reported = True
+        self.ended = time.perf_counter()
+        if outcome == "cancelled" and self.whole:
+            outcome = "ok"
         usage = self.usage
         if usage is not None and outcome != "ok" and usage.completion_tokens == 0 and self.output_chars:
             usage = None  # a cut stream: the prompt count alone would undercount
@@ -151,6 +171,7 @@ class Attempt:
         if usage is None:
             usage = Usage(self.prompt_estimate, (self.output_chars + 3) // 4)
         cost = usage.cost(self.price)
+        self.outcome, self.cost_usd = outcome, cost
         ctx = self.ctx
         ctx.spent_usd += cost
         ctx.spent_tokens += usage.prompt_tokens + usage.completion_tokens
@@ -171,6 +192,7 @@ class Attempt:
                 total_ms=(time.perf_counter() - self.t0) * 1000,
                 outcome=outcome,
                 estimated=estimated,
-                error=error,
+                error=None if err is None else err.message,
             )
         )
+        self.router.attempt_ended(self, outcome, err)

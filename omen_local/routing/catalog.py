@@ -55,6 +55,11 @@ class Catalog:
             return "no API key (set it with `omen key set " + provider + "` or the environment)"
         return None
 
+    def is_local(self, provider: str) -> bool:
+        """Runs on this machine (Ollama, or an OpenAI-compatible server on loopback)."""
+        pc = self.config.providers.get(provider)
+        return pc is not None and (pc.kind == "ollama" or is_loopback_url(pc.base_url))
+
     def expand(self, ref: str) -> list[Target]:
         provider, _, model = ref.partition("/")
         if model == "*":

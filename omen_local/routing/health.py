@@ -1,7 +1,16 @@
-"""Provider health from what requests and probes observe: up, down until when, and why.
+"""Health as requests and probes observe it, per provider and per provider+model.
 
-A provider that refused connections, timed out or answered 5xx is skipped for a
-cool-down; a 429 is skipped for as long as its Retry-After asks.
+Two scopes, because failures mean different things:
+
+* provider scope (reachability): a refused connection, a 401/403, a 429 or a 503 concerns
+  the whole provider, which is skipped for a cool-down (429/503: as long as Retry-After says);
+* model scope (a circuit breaker per provider+model): 5xx, first-token timeouts and cut
+  streams count; after ``breaker_failures`` in a row the breaker opens for a cool-down
+  that doubles on each re-open (up to ``max_cooldown_s``), then lets one trial request
+  through (half-open); its success closes the breaker.
+
+Moving averages (EWMA) of time to first token, tokens per second and error rate feed the
+latency deadline and ``/v1/omen/status``. Pure bookkeeping: the clock is injected.
 """
 
 from __future__ import annotations
@@ -12,6 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..providers.base import UpstreamError
+from .catalog import Target
+
+ALPHA = 0.3  # weight of the newest sample in the moving averages
+
+
+def _ewma(old: float | None, sample: float) -> float:
+    return sample if old is None else old + ALPHA * (sample - old)
 
 
 @dataclass(slots=True)
@@ -25,26 +41,52 @@ class ProviderHealth:
     failures: int = 0
 
 
+@dataclass(slots=True)
+class ModelHealth:
+    breaker: str = "closed"  # closed | open | half_open
+    open_until: float = 0.0
+    cooldown_s: float = 0.0
+    consecutive_failures: int = 0
+    trial_in_flight: bool = False
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    error_rate: float | None = None
+    samples: int = 0
+    last_error: str | None = None
+
+
 class HealthBook:
-    def __init__(self, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cooldown_s: float,
+        *,
+        breaker_failures: int = 3,
+        max_cooldown_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cooldown_s = cooldown_s
+        self.breaker_failures = breaker_failures
+        self.max_cooldown_s = max_cooldown_s
         self.clock = clock
-        self._by_provider: dict[str, ProviderHealth] = {}
+        self._providers: dict[str, ProviderHealth] = {}
+        self._models: dict[Target, ModelHealth] = {}
+
+    # ------------------------------------------------------------ provider scope
 
     def get(self, provider: str) -> ProviderHealth:
-        h = self._by_provider.get(provider)
+        h = self._providers.get(provider)
         if h is None:
-            h = self._by_provider[provider] = ProviderHealth()
+            h = self._providers[provider] = ProviderHealth()
         return h
 
-    def available(self, provider: str) -> bool:
+    def provider_available(self, provider: str) -> bool:
         return self.get(provider).down_until <= self.clock()
 
-    def retry_in(self, provider: str) -> float:
+    def provider_retry_in(self, provider: str) -> float:
         return max(0.0, self.get(provider).down_until - self.clock())
 
     def ok(self, provider: str, latency_ms: float | None = None) -> bool:
-        """Record a success; True if the provider was not up before."""
+        """The provider answered (a request or a probe); True if it was not up before."""
         h = self.get(provider)
         changed = h.state != "up"
         h.state, h.down_until, h.successes = "up", 0.0, h.successes + 1
@@ -53,38 +95,133 @@ class HealthBook:
             h.last_latency_ms = round(latency_ms, 2)
         return changed
 
-    def failed(self, err: UpstreamError) -> bool:
-        """Record a failure; True if the provider is now down (skipped for a while)."""
+    def provider_failed(self, err: UpstreamError) -> bool:
+        """Record a provider-wide failure; True if the provider is now skipped for a while."""
         h = self.get(err.provider)
         h.failures += 1
         h.last_error = err.message
-        pause = self._pause(err)
-        if pause <= 0:
+        pause = self._provider_pause(err)
+        if pause is None:
             return False
         h.state = "down"
         h.down_until = max(h.down_until, self.clock() + pause)
         return True
 
-    def _pause(self, err: UpstreamError) -> float:
-        if err.kind in ("connect", "timeout"):
+    def _provider_pause(self, err: UpstreamError) -> float | None:
+        if err.kind == "connect":
             return self.cooldown_s
         if err.kind == "http" and err.status is not None:
-            if err.status == 429:
+            if err.status in (429, 503):  # the server as a whole is saturated
                 return err.retry_after if err.retry_after is not None else self.cooldown_s
             if err.status in (401, 403):
                 return max(self.cooldown_s, 60.0)
-            if err.status >= 500:
-                return err.retry_after if err.retry_after is not None else self.cooldown_s
-        return 0.0
+        return None
+
+    # ------------------------------------------------------------ model scope
+
+    def model(self, target: Target) -> ModelHealth:
+        m = self._models.get(target)
+        if m is None:
+            m = self._models[target] = ModelHealth()
+        return m
+
+    def available(self, target: Target) -> bool:
+        """May a request go to ``target`` now? (provider up, breaker closed or trial free)"""
+        if not self.provider_available(target.provider):
+            return False
+        m = self._models.get(target)
+        if m is None or m.breaker == "closed":
+            return True
+        if m.breaker == "open" and self.clock() >= m.open_until:
+            m.breaker = "half_open"
+        return m.breaker == "half_open" and not m.trial_in_flight
+
+    def retry_in(self, target: Target) -> float:
+        m = self._models.get(target)
+        model_wait = max(0.0, m.open_until - self.clock()) if m is not None and m.breaker == "open" else 0.0
+        return max(self.provider_retry_in(target.provider), model_wait)
+
+    def begin(self, target: Target) -> None:
+        """A request is being sent to ``target``; in half-open state it is the one trial."""
+        m = self._models.get(target)
+        if m is not None and m.breaker == "half_open":
+            m.trial_in_flight = True
+
+    def release(self, target: Target) -> None:
+        """A request ended without a verdict (the client left): free the trial slot."""
+        m = self._models.get(target)
+        if m is not None:
+            m.trial_in_flight = False
+
+    def first_token(self, target: Target, ttft_ms: float) -> bool:
+        """``target`` answered; closes its breaker. True if the provider was not up before."""
+        m = self.model(target)
+        m.breaker, m.consecutive_failures, m.trial_in_flight, m.cooldown_s = "closed", 0, False, 0.0
+        m.ttft_ms = _ewma(m.ttft_ms, ttft_ms)
+        m.error_rate = _ewma(m.error_rate, 0.0)
+        m.samples += 1
+        return self.ok(target.provider, ttft_ms)
+
+    def finished(self, target: Target, completion_tokens: int, generation_s: float) -> None:
+        """A whole answer arrived: update the generation speed."""
+        if completion_tokens > 0 and generation_s > 0:
+            m = self.model(target)
+            m.tokens_per_s = _ewma(m.tokens_per_s, completion_tokens / generation_s)
+
+    def failed(self, target: Target, err: UpstreamError) -> bool:
+        """Record a failure of ``target``; True if it (or its provider) is now skipped."""
+        if self.provider_failed(err):
+            self.release(target)
+            return True
+        if err.kind in ("unsupported", "limit") or (err.kind == "http" and err.status is not None and err.status < 500):
+            self.release(target)
+            return False
+        m = self.model(target)
+        m.trial_in_flight = False
+        m.last_error = err.message
+        m.error_rate = _ewma(m.error_rate, 1.0)
+        m.samples += 1
+        m.consecutive_failures += 1
+        if m.breaker == "half_open" or m.consecutive_failures >= self.breaker_failures:
+            m.cooldown_s = min(self.max_cooldown_s, m.cooldown_s * 2 if m.cooldown_s else self.cooldown_s)
+            if err.retry_after is not None:
+                m.cooldown_s = max(m.cooldown_s, err.retry_after)
+            m.breaker = "open"
+            m.open_until = self.clock() + m.cooldown_s
+            return True
+        return False
+
+    def ttft_estimate(self, target: Target) -> float | None:
+        m = self._models.get(target)
+        return None if m is None else m.ttft_ms
+
+    # ------------------------------------------------------------ status
 
     def snapshot(self, provider: str) -> dict[str, Any]:
         h = self.get(provider)
+        now = self.clock()
+        models = {}
+        for target, m in self._models.items():
+            if target.provider != provider:
+                continue
+            if m.breaker == "open" and now >= m.open_until:
+                m.breaker = "half_open"
+            models[target.model] = {
+                "breaker": m.breaker,
+                "retry_in_s": round(max(0.0, m.open_until - now), 3) if m.breaker == "open" else 0.0,
+                "ttft_ms": None if m.ttft_ms is None else round(m.ttft_ms, 2),
+                "tokens_per_s": None if m.tokens_per_s is None else round(m.tokens_per_s, 2),
+                "error_rate": None if m.error_rate is None else round(m.error_rate, 4),
+                "samples": m.samples,
+                "last_error": m.last_error,
+            }
         return {
-            "state": h.state if self.available(provider) or h.state != "up" else "down",
-            "retry_in_s": round(self.retry_in(provider), 3),
+            "state": h.state if h.down_until <= now or h.state != "up" else "down",
+            "retry_in_s": round(self.provider_retry_in(provider), 3),
             "last_error": h.last_error,
             "last_latency_ms": h.last_latency_ms,
             "last_ok": h.last_ok,
             "successes": h.successes,
             "failures": h.failures,
+            "models": models,
         }

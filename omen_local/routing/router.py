@@ -1,15 +1,14 @@
-"""The router: plan the candidates for a request, admit it, then drive the candidates.
+"""The router: plan the candidates for a request, admit it, run its strategy.
 
-Strategy ``single``: one candidate at a time. A connect error, timeout, 429 or 5xx
-before the first token moves on to the next candidate; once content has reached the
-client, a failure ends the stream with an error event (the server's job). Every
-upstream attempt, failed or cancelled too, is reported as a UsageEvent (attempt.py).
+The Router is the strategies' toolbox: it makes attempts, opens or completes them with
+the timeouts and health bookkeeping, and turns the outcome of a request into usage,
+stickiness and a settled quota. The strategies themselves live in strategies.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +18,18 @@ from ..config import Config
 from ..errors import OmenError
 from ..observe import HealthEvent, Hub
 from ..policy import CostBound, NoPolicy, Policy
-from ..providers.base import Chunk, Completion, Provider, UpstreamError
+from ..providers.base import Completion, Provider, UpstreamError
 from ..tokens import Identity
 from . import budget as budgets
 from .attempt import Attempt
 from .catalog import Catalog, Target
 from .health import HealthBook
+from .intent import guess_intent
+from .session import StreamSession
+from .sticky import StickyMap
+from .strategies import STRATEGIES, final_error
 
-IMPLEMENTED_STRATEGIES = ("single",)
+__all__ = ["Plan", "RequestContext", "Router", "final_error"]
 
 
 @dataclass(slots=True)
@@ -48,9 +51,11 @@ class RequestContext:
 class Plan:
     strategy: str
     intent: str | None
+    intent_guessed: bool
     targets: list[Target]
     bound: CostBound
     budget_usd: float | None = None
+    sticky: bool = False
 
 
 class Router:
@@ -69,15 +74,21 @@ class Router:
         self.health = health
         self.hub = hub
         self.policy: Policy = policy or NoPolicy()
+        self.sticky = StickyMap(ttl_s=config.defaults.sticky_ttl_s)
 
     # ------------------------------------------------------------ planning
 
-    def _candidates(self, req: ChatRequest) -> tuple[str | None, list[Target]]:
-        """Explicit model or intent bucket, then the allowlist."""
+    def _candidates(self, req: ChatRequest) -> tuple[str | None, bool, list[Target]]:
+        """Explicit model or intent bucket (named or guessed), then the allowlist."""
         hints = req.hints
         intent: str | None = None
+        guessed = False
         if req.model == "auto":
-            intent = hints.intent or self.config.defaults.intent
+            intent = hints.intent
+            if intent is None:
+                default = self.config.defaults.intent
+                intent = guess_intent(req.body, self.config.intents, default) if self.config.defaults.guess_intent else default
+                guessed = True
             targets = self.catalog.for_intent(intent)
         else:
             targets = self.catalog.resolve(req.model)
@@ -86,13 +97,12 @@ class Router:
             if not allowed and targets:
                 raise OmenError(
                     400,
-                    f"no candidate for '{req.model}' is served by the allowed providers "
-                    f"({', '.join(hints.providers)})",
+                    f"no candidate for '{req.model}' is served by the allowed providers ({', '.join(hints.providers)})",
                     code="no_allowed_provider",
                     param="omen.providers",
                 )
             targets = allowed
-        return intent, targets
+        return intent, guessed, targets
 
     def _available(self, req: ChatRequest, intent: str | None, targets: list[Target]) -> list[Target]:
         """Usable (enabled, keyed) and healthy targets; 503 naming why when none is."""
@@ -104,12 +114,14 @@ class Router:
                 usable.append(t)
             else:
                 reasons.append(f"{t.provider}: {why}")
-        healthy = [t for t in usable if self.health.available(t.provider)]
+        healthy = [t for t in usable if self.health.available(t)]
         if healthy:
             return healthy
         if usable:
-            wait = min(self.health.retry_in(t.provider) for t in usable)
-            errors = "; ".join(f"{t.provider}: {self.health.get(t.provider).last_error}" for t in usable[:3])
+            wait = min(self.health.retry_in(t) for t in usable)
+            errors = "; ".join(
+                f"{t}: {self.health.model(t).last_error or self.health.get(t.provider).last_error}" for t in usable[:3]
+            )
             raise OmenError(
                 503, f"no provider is available right now ({errors})", code="no_provider_available", retry_after=wait
             )
@@ -117,27 +129,52 @@ class Router:
         what = f"intent '{intent}'" if intent else f"model '{req.model}'"
         raise OmenError(503, f"no provider can serve {what}: {detail}", code="no_provider_available")
 
-    def plan(self, req: ChatRequest) -> Plan:
-        """Candidates in order, filtered by allowlist, usability, health and budget."""
-        strategy = req.hints.strategy or self.config.defaults.strategy
-        if strategy not in IMPLEMENTED_STRATEGIES:
+    def _within_deadline(self, req: ChatRequest, targets: list[Target]) -> list[Target]:
+        """Drop candidates whose measured time to first token cannot meet ``max_latency_ms``."""
+        deadline = req.hints.max_latency_ms
+        if deadline is None:
+            return targets
+        fast = [t for t in targets if (self.health.ttft_estimate(t) or 0.0) <= deadline]
+        if not fast:
+            slowest = ", ".join(f"{t} ~{self.health.ttft_estimate(t):.0f} ms" for t in targets[:3])
             raise OmenError(
-                400,
-                f"strategy '{strategy}' is not available in this version of OMEN (available: "
-                + ", ".join(IMPLEMENTED_STRATEGIES)
-                + ")",
-                code="strategy_unavailable",
-                param="omen.strategy",
+                504,
+                f"no candidate can answer within omen.max_latency_ms={deadline} (recent time to first token: {slowest})",
+                code="deadline_exceeded",
+                param="omen.max_latency_ms",
             )
-        intent, targets = self._candidates(req)
+        return fast
+
+    def _stick(self, req: ChatRequest, ctx: RequestContext, targets: list[Target]) -> tuple[list[Target], bool]:
+        """With ``stickiness: session``, the session's model goes first while it is a candidate."""
+        if (req.hints.stickiness or self.config.defaults.stickiness) != "session":
+            return targets, False
+        if ctx.session is None:
+            if req.hints.stickiness == "session":
+                raise OmenError(
+                    400,
+                    "omen.stickiness 'session' needs a session id (omen.session or the x-omen-session header)",
+                    param="omen.session",
+                )
+            return targets, False
+        held = self.sticky.get(ctx.identity.user, ctx.session)
+        if held is not None and held in targets:
+            return [held, *[t for t in targets if t != held]], True
+        return targets, True
+
+    def plan(self, req: ChatRequest, ctx: RequestContext) -> Plan:
+        """Candidates in order, filtered by allowlist, usability, health, deadline and budget."""
+        strategy = req.hints.strategy or self.config.defaults.strategy
+        intent, guessed, targets = self._candidates(req)
         targets = self._available(req, intent, targets)
+        targets = self._within_deadline(req, targets)
+        targets, sticky = self._stick(req, ctx, targets)
 
         prompt = estimate.prompt_tokens(req.body)
-        cap = budgets.requested_output_cap(req.body) or self.config.defaults.assumed_output_tokens
+        requested = budgets.requested_output_cap(req.body)
+        cap = requested or self.config.defaults.assumed_output_tokens
         budget = req.hints.budget_usd if req.hints.budget_usd is not None else self.config.defaults.budget_usd
-        worst: dict[Target, float] = {
-            t: budgets.worst_cost(self.config.price_for(t.provider, t.model), prompt, cap) for t in targets
-        }
+        worst = {t: budgets.worst_cost(self.config.price_for(t.provider, t.model), prompt, cap) for t in targets}
         if budget is not None:
             fits = [
                 t
@@ -155,7 +192,7 @@ class Router:
                 )
             targets = fits
         bound = CostBound(prompt, cap, max(worst[t] for t in targets))
-        return Plan(strategy=strategy, intent=intent, targets=targets, bound=bound, budget_usd=budget)
+        return Plan(strategy, intent, guessed, targets, bound, budget, sticky)
 
     def body_for(self, req: ChatRequest, plan: Plan, target: Target) -> dict[str, Any]:
         """The body sent to ``target``: the request's, with the output capped to what the budget buys."""
@@ -165,188 +202,136 @@ class Router:
         cap = budgets.affordable_output(price, plan.bound.prompt_tokens, plan.budget_usd)
         return req.body if cap is None else budgets.with_output_cap(req.body, max(1, cap))
 
-    # ------------------------------------------------------------ policy
+    def merge_target(self) -> Target | None:
+        ref = self.config.defaults.merge_model
+        if not ref:
+            return None
+        target = self.catalog.expand(ref)[0]
+        return target if self.catalog.usable(target.provider) is None and self.health.available(target) else None
 
-    async def admit(self, ctx: RequestContext, req: ChatRequest, plan: Plan) -> None:
+    # ------------------------------------------------------------ running a request
+
+    async def complete(self, req: ChatRequest, ctx: RequestContext) -> tuple[Plan, Target, Completion]:
+        """A whole answer for a non-streamed request."""
+        plan, result = await self._run(req, ctx, stream=False)
+        assert isinstance(result, tuple)
+        return plan, *result
+
+    async def stream(self, req: ChatRequest, ctx: RequestContext) -> tuple[Plan, StreamSession]:
+        """The response stream for a streamed request (its first content is already in)."""
+        plan, result = await self._run(req, ctx, stream=True)
+        assert isinstance(result, StreamSession)
+        return plan, result
+
+    async def _run(
+        self, req: ChatRequest, ctx: RequestContext, *, stream: bool
+    ) -> tuple[Plan, tuple[Target, Completion] | StreamSession]:
+        """Plan, admit and run the request's strategy, within ``max_latency_ms`` if given."""
+        plan = self.plan(req, ctx)
         await self.policy.admit(ctx, req, plan.bound)
         ctx.admitted = True
+        strategy = STRATEGIES[plan.strategy]
+        deadline = req.hints.max_latency_ms
+        try:
+            if deadline is None:
+                result = await strategy(self, ctx, req, plan, stream)
+            else:
+                try:
+                    async with asyncio.timeout(deadline / 1000):
+                        result = await strategy(self, ctx, req, plan, stream)
+                except TimeoutError:
+                    raise OmenError(
+                        504,
+                        f"no answer within omen.max_latency_ms={deadline}",
+                        code="deadline_exceeded",
+                        param="omen.max_latency_ms",
+                    ) from None
+        except BaseException:
+            self.finish_request(ctx, None)
+            raise
+        if not isinstance(result, StreamSession):
+            self.finish_request(ctx, result[0])
+        return plan, result
 
-    def settle(self, ctx: RequestContext) -> None:
+    def finish_request(self, ctx: RequestContext, served_by: Target | None) -> None:
+        """Remember the session's model and settle the quota reservation (once)."""
+        if served_by is not None and ctx.session is not None:
+            self.sticky.remember(ctx.identity.user, ctx.session, served_by)
         if ctx.admitted:
             ctx.admitted = False
             self.policy.settle(ctx)
 
-    # ------------------------------------------------------------ health
+    # ------------------------------------------------------------ attempts (the strategies' toolbox)
 
-    def _failed(self, err: UpstreamError) -> None:
-        if self.health.failed(err):
-            self.hub.emit(HealthEvent(err.provider, "down", err.message))
+    def admissible(self, target: Target, errors: list[UpstreamError]) -> bool:
+        """May one more request go to ``target`` under OMEN's own provider limits?"""
+        wait = self.policy.provider_wait(target.provider)
+        if wait > 0:
+            errors.append(
+                UpstreamError(target.provider, "limit", f"{target.provider} is at its configured rate limit", status=429, retry_after=wait)
+            )
+            return False
+        return True
 
-    def _succeeded(self, provider: str, latency_ms: float) -> None:
-        if self.health.ok(provider, latency_ms):
-            self.hub.emit(HealthEvent(provider, "up"))
-
-    def _live(self, plan: Plan, errors: list[UpstreamError]) -> Iterator[Target]:
-        """The plan's targets, skipping providers that went down or are over OMEN's limits."""
+    def live(self, plan: Plan, errors: list[UpstreamError]) -> Iterator[Target]:
+        """The plan's targets, skipping those that went down during this request or are over limits."""
         for i, target in enumerate(plan.targets):
-            if i > 0 and not self.health.available(target.provider):
+            if i > 0 and not self.health.available(target):
                 continue
-            wait = self.policy.provider_wait(target.provider)
-            if wait > 0:
-                errors.append(
-                    UpstreamError(
-                        target.provider,
-                        "limit",
-                        f"{target.provider} is at its configured rate limit",
-                        status=429,
-                        retry_after=wait,
-                    )
-                )
-                continue
-            yield target
+            if self.admissible(target, errors):
+                yield target
 
-    # ------------------------------------------------------------ execution
+    def attempt(
+        self, ctx: RequestContext, req: ChatRequest, plan: Plan, target: Target, *, body: dict[str, Any] | None = None
+    ) -> Attempt:
+        self.health.begin(target)
+        return Attempt(self, ctx, plan, target, body if body is not None else self.body_for(req, plan, target))
 
-    async def complete(self, req: ChatRequest, ctx: RequestContext) -> tuple[Plan, Target, Completion]:
-        plan = self.plan(req)
-        await self.admit(ctx, req, plan)
+    async def open_attempt(self, attempt: Attempt) -> None:
+        """Open a stream up to its first content; on failure the attempt is closed and reported."""
+        first_token = self.config.defaults.first_token_timeout_s
         try:
-            errors: list[UpstreamError] = []
-            for target in self._live(plan, errors):
-                attempt = Attempt(self, ctx, plan, target, self.body_for(req, plan, target))
-                try:
-                    done = await attempt.complete()
-                except UpstreamError as err:
-                    self._failed(err)
-                    attempt.report("error", err.message)
-                    errors.append(err)
-                    if not err.retryable:
-                        break
-                    continue
-                except asyncio.CancelledError:
-                    attempt.report("cancelled")
-                    raise
-                self._succeeded(target.provider, attempt.latency_ms)
-                attempt.report("ok")
-                return plan, target, done
-            raise final_error(errors)
-        finally:
-            self.settle(ctx)
-
-    async def open_stream(self, req: ChatRequest, ctx: RequestContext) -> StreamSession:
-        """Find the first candidate that produces content; return the response stream."""
-        plan = self.plan(req)
-        await self.admit(ctx, req, plan)
-        try:
-            errors: list[UpstreamError] = []
-            first_token = self.config.defaults.first_token_timeout_s
-            for target in self._live(plan, errors):
-                attempt = Attempt(self, ctx, plan, target, self.body_for(req, plan, target))
-                try:
-                    async with asyncio.timeout(first_token):
-                        await attempt.open()
-                except (UpstreamError, TimeoutError) as exc:
-                    err = (
-                        exc
-                        if isinstance(exc, UpstreamError)
-                        else UpstreamError(
-                            target.provider, "timeout", f"{target.provider} sent no token within {first_token:g}s"
-                        )
-                    )
-                    await attempt.close("error", err.message)
-                    self._failed(err)
-                    errors.append(err)
-                    if not err.retryable:
-                        break
-                    continue
-                except asyncio.CancelledError:
-                    await attempt.close("cancelled")
-                    raise
-                self._succeeded(target.provider, attempt.latency_ms)
-                attempt.announce()
-                return StreamSession(self, ctx, req, plan, attempt)
-            raise final_error(errors)
-        except BaseException:
-            self.settle(ctx)
+            async with asyncio.timeout(first_token):
+                await attempt.open()
+        except TimeoutError:
+            err = UpstreamError(attempt.target.provider, "timeout", f"{attempt.target} sent no token within {first_token:g}s")
+            await attempt.close("error", err)
+            raise err from None
+        except UpstreamError as err:
+            await attempt.close("error", err)
             raise
+        except asyncio.CancelledError:
+            await attempt.close("cancelled")
+            raise
+        self.first_token(attempt)
+        attempt.announce()
 
-
-class StreamSession:
-    """The response stream the client sees: the winning attempt, within the budget."""
-
-    def __init__(self, router: Router, ctx: RequestContext, req: ChatRequest, plan: Plan, attempt: Attempt) -> None:
-        self.router, self.ctx, self.req, self.plan = router, ctx, req, plan
-        self.attempt = attempt
-        self.budget_cut = False
-
-    @property
-    def target(self) -> Target:
-        return self.attempt.target
-
-    @property
-    def usage(self) -> Any:
-        return self.attempt.usage
-
-    @property
-    def output_chars(self) -> int:
-        return self.attempt.output_chars
-
-    async def __aiter__(self) -> AsyncIterator[Chunk]:
-        budget = self.plan.budget_usd
-        spent_before = self.ctx.spent_usd
-        async for chunk in self.attempt.chunks():
-            if budget is not None and chunk.finish_reason is None and chunk.has_content:
-                spent = spent_before + self.attempt.spent_estimate()
-                if spent >= budget:
-                    yield chunk
-                    self.budget_cut = True
-                    yield Chunk(
-                        finish_reason="length",
-                        omen={"budget_cut": {"budget_usd": budget, "spent_usd": round(spent, 8)}},
-                    )
-                    return
-            yield chunk
-
-    async def finish(self, outcome: str, error: str | None = None) -> None:
-        """Close the upstream and report; settle the request's quota reservation."""
-        if outcome == "ok" and self.budget_cut:
-            outcome = "budget_cut"
+    async def complete_attempt(self, attempt: Attempt) -> Completion:
+        """A whole answer; on failure the attempt is reported."""
         try:
-            await self.attempt.close(outcome, error)
-        finally:
-            self.router.settle(self.ctx)
+            done = await attempt.complete()
+        except UpstreamError as err:
+            attempt.report("error", err)
+            raise
+        except asyncio.CancelledError:
+            attempt.report("cancelled")
+            raise
+        self.first_token(attempt)
+        attempt.report("ok")
+        return done
 
+    # ------------------------------------------------------------ health bookkeeping
 
-def final_error(errors: list[UpstreamError]) -> OmenError:
-    """One client-facing error for a request whose candidates all failed."""
-    if not errors:
-        return OmenError(503, "no provider is available", code="no_provider_available")
-    summary = "; ".join(e.message for e in errors)
-    last = errors[-1]
-    if not last.retryable:
-        status = last.status or 502
-        if last.kind == "unsupported" or status in (400, 413, 422):
-            return OmenError(400, last.message, code="upstream_rejected")
-        return OmenError(502, f"upstream error: {summary}", code="upstream_error")
-    if all(e.kind == "limit" for e in errors):
-        waits = [e.retry_after for e in errors if e.retry_after is not None]
-        return OmenError(
-            429, f"rate limited: {summary}", code="rate_limited", retry_after=min(waits) if waits else None
-        )
-    if all(e.kind == "unsupported" for e in errors):
-        return OmenError(400, f"no provider can take this request: {summary}", code="unsupported_request")
-    if all(e.status == 429 for e in errors):
-        waits = [e.retry_after for e in errors if e.retry_after is not None]
-        return OmenError(
-            429,
-            f"every provider is rate limiting: {summary}",
-            code="upstream_rate_limited",
-            retry_after=min(waits) if waits else None,
-        )
-    if all(e.kind == "http" and e.status == 404 for e in errors):
-        return OmenError(404, f"model not found upstream: {summary}", code="model_not_found", param="model")
-    if last.kind == "timeout":
-        return OmenError(504, f"upstream timed out: {summary}", code="upstream_timeout")
-    if all(e.kind == "connect" for e in errors):
-        return OmenError(503, f"no provider is reachable: {summary}", code="no_provider_available")
-    return OmenError(502, f"upstream error: {summary}", code="upstream_error")
+    def first_token(self, attempt: Attempt) -> None:
+        if self.health.first_token(attempt.target, attempt.latency_ms):
+            self.hub.emit(HealthEvent(attempt.target.provider, "up"))
+
+    def attempt_ended(self, attempt: Attempt, outcome: str, err: UpstreamError | None) -> None:
+        """Called once per attempt (from Attempt.report): health follows the outcome."""
+        if err is not None:
+            if self.health.failed(attempt.target, err):
+                self.hub.emit(HealthEvent(attempt.target.provider, "down", err.message))
+        elif outcome in ("ok", "budget_cut") and attempt.usage is not None and attempt.generation_s is not None:
+            self.health.finished(attempt.target, attempt.usage.completion_tokens, attempt.generation_s)
+        else:
+            self.health.release(attempt.target)

@@ -16,7 +16,9 @@ from .. import jsonutil
 from ..api.request import parse_chat_request
 from ..errors import OmenError, invalid
 from ..providers.base import UpstreamError, Usage
-from ..routing.router import RequestContext, Router, StreamSession
+from ..routing.catalog import Target
+from ..routing.router import Plan, RequestContext, Router
+from ..routing.session import StreamSession
 from ..tokens import Identity, TokenBook
 from .security import bearer, check_host, check_origin
 from .sse import DONE, ChunkEncoder
@@ -114,13 +116,16 @@ async def _read_json(request: web.Request) -> Any:
         raise invalid(f"the request body is not valid JSON: {exc}") from None
 
 
-def _headers(request_id: str, provider: str, model: str, strategy: str) -> dict[str, str]:
-    return {
+def _headers(request_id: str, target: Target, plan: Plan) -> dict[str, str]:
+    headers = {
         "x-omen-request-id": request_id,
-        "x-omen-provider": provider,
-        "x-omen-model": model,
-        "x-omen-strategy": strategy,
+        "x-omen-provider": target.provider,
+        "x-omen-model": target.model,
+        "x-omen-strategy": plan.strategy,
     }
+    if plan.intent is not None:
+        headers["x-omen-intent"] = plan.intent + (" (guessed)" if plan.intent_guessed else "")
+    return headers
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -143,42 +148,45 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return web.Response(
                 body=jsonutil.dumps(done.body),
                 content_type="application/json",
-                headers=_headers(request_id, target.provider, target.model, plan.strategy),
+                headers=_headers(request_id, target, plan),
             )
-        session = await router.open_stream(req, ctx)
+        plan, session = await router.stream(req, ctx)
     except OmenError as err:
         return error_response(err, request_id)
-    return await _stream(request, session, request_id)
+    return await _stream(request, session, request_id, req.include_usage)
 
 
-async def _stream(request: web.Request, session: StreamSession, request_id: str) -> web.StreamResponse:
-    target, req = session.target, session.req
+async def _stream(
+    request: web.Request, session: StreamSession, request_id: str, include_usage: bool
+) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
-            **_headers(request_id, target.provider, target.model, session.plan.strategy),
+            **_headers(request_id, session.target, session.plan),
         }
     )
-    enc = ChunkEncoder("chatcmpl-" + request_id[4:], target.model)
-    outcome, error = "cancelled", None
+    enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
+    outcome: str = "cancelled"
+    error: UpstreamError | None = None
     try:
         await resp.prepare(request)
         async for chunk in session:
-            if chunk.delta or chunk.finish_reason is not None:
+            if chunk.omen is not None and "swap" in chunk.omen:
+                enc.model = session.target.model
+            if chunk.delta or chunk.finish_reason is not None or chunk.omen is not None:
                 await resp.write(enc.chunk(chunk))
-        if req.include_usage:
+        if include_usage:
             usage = session.usage or Usage(
-                prompt_tokens=session.attempt.prompt_estimate,
+                prompt_tokens=session.prompt_estimate,
                 completion_tokens=(session.output_chars + 3) // 4,
             )
             await resp.write(enc.usage(usage))
         await resp.write(DONE)
         outcome = "ok"
     except UpstreamError as err:
-        outcome, error = "error", err.message
-        session.router._failed(err)
+        outcome, error = "error", err
         failure = OmenError(
             502,
             f"{err.message}; the answer above is incomplete",

@@ -1,0 +1,189 @@
+"""Response streams: what the client reads, whichever attempts feed it.
+
+:class:`StreamSession` streams one attempt and enforces the request's budget;
+:class:`SpeculativeSession` streams the fast attempt and may swap to a preferred one
+mid-flight; :class:`CompletedSession` streams an answer that is already whole (the
+merged answer of ``parallel_merge``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..providers.base import Chunk, Completion, UpstreamError, Usage
+from .attempt import Attempt
+from .catalog import Target
+
+if TYPE_CHECKING:
+    from .router import Plan, RequestContext, Router
+
+
+class StreamSession:
+    """One attempt's stream, cut with ``finish_reason: "length"`` when the budget is spent."""
+
+    def __init__(self, router: Router, ctx: RequestContext, plan: Plan, attempt: Attempt) -> None:
+        self.router, self.ctx, self.plan = router, ctx, plan
+        self.attempt = attempt
+        self.budget_cut = False
+
+    @property
+    def target(self) -> Target:
+        return self.attempt.target
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.attempt.usage
+
+    @property
+    def prompt_estimate(self) -> int:
+        return self.attempt.prompt_estimate
+
+    @property
+    def output_chars(self) -> int:
+        return self.attempt.output_chars
+
+    async def _budgeted(self, attempt: Attempt) -> AsyncIterator[Chunk]:
+        budget = self.plan.budget_usd
+        spent_before = self.ctx.spent_usd
+        async for chunk in attempt.chunks():
+            yield chunk
+            if budget is not None and chunk.finish_reason is None and chunk.has_content:
+                spent = spent_before + attempt.spent_estimate()
+                if spent >= budget:
+                    self.budget_cut = True
+                    yield Chunk(
+                        finish_reason="length",
+                        omen={"budget_cut": {"budget_usd": budget, "spent_usd": round(spent, 8)}},
+                    )
+                    return
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._budgeted(self.attempt)
+
+    async def finish(self, outcome: str, err: UpstreamError | None = None) -> None:
+        """Close the upstream(s) and report; settle the request's quota reservation."""
+        if outcome == "ok" and self.budget_cut:
+            outcome = "budget_cut"
+        try:
+            await self.attempt.close(outcome, err)
+        finally:
+            self.router.finish_request(self.ctx, self.target if outcome in ("ok", "budget_cut") else None)
+
+
+class SpeculativeSession(StreamSession):
+    """Streams the fast attempt; swaps to a preferred attempt that gets ready within the window.
+
+    The swap is announced by a chunk with an empty delta and a top-level
+    ``omen: {"swap": {"from", "to", "discard_chars"}}``: the client should drop the last
+    ``discard_chars`` characters of content it showed and continue with what follows.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        ctx: RequestContext,
+        plan: Plan,
+        fast: Attempt,
+        pending: dict[asyncio.Task[None], Attempt],
+        window_end: float,
+    ) -> None:
+        super().__init__(router, ctx, plan, fast)
+        self.pending = pending
+        self.window_end = window_end
+        self.swapped_from: Target | None = None
+
+    async def _drop_pending(self) -> None:
+        """Cancel the preferred candidates still opening, and close those already open."""
+        pending = dict(self.pending)
+        self.pending.clear()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for attempt in pending.values():
+            await attempt.close("cancelled")
+
+    async def _stream(self) -> AsyncIterator[Chunk]:
+        fast = self.attempt
+        fast_chunks = self._budgeted(fast)
+        next_chunk: asyncio.Future[Chunk] = asyncio.ensure_future(anext(fast_chunks))
+        shown = 0
+        try:
+            while True:
+                timeout = max(0.0, self.window_end - time.perf_counter()) if self.pending else None
+                waiting: set[asyncio.Future[Any]] = {next_chunk, *self.pending}
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                ready = [t for t in done if t in self.pending and not t.cancelled() and t.exception() is None]
+                for task in [t for t in done if t in self.pending]:
+                    attempt = self.pending.pop(task)
+                    if task in ready and not next_chunk.done():
+                        await self._swap(fast, attempt, next_chunk, shown)
+                        yield Chunk(omen={"swap": {"from": str(fast.target), "to": str(attempt.target), "discard_chars": shown}})
+                        async for chunk in self._budgeted(attempt):
+                            yield chunk
+                        return
+                    if task in ready:  # the fast chunk is already in: too late to swap
+                        await attempt.close("cancelled")
+                if self.pending and time.perf_counter() >= self.window_end:
+                    await self._drop_pending()
+                if next_chunk.done():
+                    try:
+                        chunk = next_chunk.result()
+                    except StopAsyncIteration:
+                        await self._drop_pending()
+                        return
+                    if chunk.finish_reason is not None:
+                        await self._drop_pending()  # the fast answer is whole: nothing to swap to
+                    shown += len(chunk.delta.get("content") or "")
+                    yield chunk
+                    next_chunk = asyncio.ensure_future(anext(fast_chunks))
+        finally:
+            if not next_chunk.done():
+                next_chunk.cancel()
+                await asyncio.gather(next_chunk, return_exceptions=True)
+            await self._drop_pending()
+
+    async def _swap(self, fast: Attempt, to: Attempt, next_chunk: asyncio.Future[Chunk], shown: int) -> None:
+        next_chunk.cancel()
+        await asyncio.gather(next_chunk, return_exceptions=True)
+        await fast.close("cancelled")
+        await self._drop_pending()
+        self.swapped_from = fast.target
+        self.attempt = to
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._stream()
+
+    async def finish(self, outcome: str, err: UpstreamError | None = None) -> None:
+        try:
+            await self._drop_pending()
+        finally:
+            await super().finish(outcome, err)
+
+
+class CompletedSession(StreamSession):
+    """A whole answer streamed as chunks (role and content, tool calls, finish, omen note)."""
+
+    def __init__(self, router: Router, ctx: RequestContext, plan: Plan, attempt: Attempt, done: Completion) -> None:
+        super().__init__(router, ctx, plan, attempt)
+        self.done = done
+
+    async def _chunks(self) -> AsyncIterator[Chunk]:
+        choice = self.done.body["choices"][0]
+        message: dict[str, Any] = choice.get("message") or {}
+        delta: dict[str, Any] = {}
+        if message.get("content"):
+            delta["content"] = message["content"]
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        if delta:
+            yield Chunk(delta=delta)
+        yield Chunk(finish_reason=choice.get("finish_reason") or "stop", usage=self.done.usage, omen=self.done.body.get("omen"))
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._chunks()
+
+    async def finish(self, outcome: str, err: UpstreamError | None = None) -> None:
+        self.router.finish_request(self.ctx, self.target if outcome == "ok" else None)
