@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import estimate
 from ..config import Price
-from ..observe import AttemptStarted, UsageEvent
+from ..observe import PROGRESS_CHARS, AttemptProgress, AttemptStarted, UsageEvent
 from ..providers.base import Chunk, Completion, Provider, UpstreamError, Usage
 from .catalog import Target
 
@@ -47,6 +47,7 @@ class Attempt:
         self.outcome: str | None = None
         self.cost_usd = 0.0
         self.ended: float | None = None
+        self._progress_at: int | None = None  # output_chars due for the next AttemptProgress, once announced
         self.prompt_estimate = estimate.prompt_tokens(body)
         self.id = f"{ctx.request_id}.{ctx.attempts}"
         ctx.attempts += 1
@@ -99,6 +100,9 @@ class Attempt:
             args = (call.get("function") or {}).get("arguments")
             if args:
                 self.output_chars += len(args)
+        if self._progress_at is not None and self.output_chars >= self._progress_at:
+            self._progress_at = self.output_chars + PROGRESS_CHARS
+            self.router.hub.emit(AttemptProgress(self.id, self.output_chars))
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.finish_reason is not None:
@@ -121,6 +125,7 @@ class Attempt:
     def announce(self) -> None:
         """Tell the hub this stream is reaching the client (before the first byte is sent)."""
         ctx = self.ctx
+        self._progress_at = self.output_chars + PROGRESS_CHARS
         self.router.hub.emit(
             AttemptStarted(
                 attempt_id=self.id,

@@ -27,7 +27,7 @@ from .health import HealthBook
 from .intent import guess_intent
 from .session import StreamSession
 from .sticky import StickyMap
-from .strategies import STRATEGIES, final_error
+from .strategies import SELF_TIMED, STRATEGIES, final_error
 
 __all__ = ["Plan", "RequestContext", "Router", "final_error"]
 
@@ -231,7 +231,7 @@ class Router:
         await self.policy.admit(ctx, req, plan.bound)
         ctx.admitted = True
         strategy = STRATEGIES[plan.strategy]
-        deadline = req.hints.max_latency_ms
+        deadline = None if plan.strategy in SELF_TIMED else req.hints.max_latency_ms
         try:
             if deadline is None:
                 result = await strategy(self, ctx, req, plan, stream)

@@ -115,17 +115,15 @@ class SpeculativeSession(StreamSession):
                 timeout = max(0.0, self.window_end - time.perf_counter()) if self.pending else None
                 waiting: set[asyncio.Future[Any]] = {next_chunk, *self.pending}
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                ready = [t for t in done if t in self.pending and not t.cancelled() and t.exception() is None]
                 for task in [t for t in done if t in self.pending]:
                     attempt = self.pending.pop(task)
-                    if task in ready and not next_chunk.done():
+                    if not task.cancelled() and task.exception() is None:
+                        # A fast chunk that arrived meanwhile is dropped unseen.
                         await self._swap(fast, attempt, next_chunk, shown)
                         yield Chunk(omen={"swap": {"from": str(fast.target), "to": str(attempt.target), "discard_chars": shown}})
                         async for chunk in self._budgeted(attempt):
                             yield chunk
                         return
-                    if task in ready:  # the fast chunk is already in: too late to swap
-                        await attempt.close("cancelled")
                 if self.pending and time.perf_counter() >= self.window_end:
                     await self._drop_pending()
                 if next_chunk.done():

@@ -253,7 +253,7 @@ def _norm(done: Completion) -> str:
     text = message.get("content") or ""
     calls = message.get("tool_calls") or []
     tools = ";".join(f"{(c.get('function') or {}).get('name')}:{(c.get('function') or {}).get('arguments')}" for c in calls)
-    return _SPACE.sub(" ", f"{text}|{tools}").strip().lower()
+    return f"{_SPACE.sub(' ', text).strip().lower()}|{tools}"
 
 
 def pick_best(answers: list[tuple[Attempt, Completion]]) -> tuple[int, str]:
@@ -356,6 +356,9 @@ async def parallel_merge(router: Router, ctx: RequestContext, req: ChatRequest, 
         return CompletedSession(router, ctx, plan, chosen_attempt, merged)
     return chosen_attempt.target, merged
 
+
+# Strategies that apply max_latency_ms themselves (the router's deadline would pre-empt them).
+SELF_TIMED = frozenset({"parallel_merge"})
 
 STRATEGIES: dict[str, Callable[..., Awaitable[Result | StreamSession]]] = {
     "single": single,

@@ -44,11 +44,13 @@ class Seen:
     closed_at: float | None = None
     finished: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    first_byte_at: float | None = None  # when the first content piece was written
 
 
 class FakeServer:
     def __init__(self) -> None:
         self.script: list[Reply] = []
+        self.by_model: dict[str, list[Reply]] = {}
         self.default = Reply()
         self.seen: list[Seen] = []
         self.url = ""
@@ -57,7 +59,14 @@ class FakeServer:
     def queue(self, *replies: Reply) -> None:
         self.script.extend(replies)
 
-    def next_reply(self) -> Reply:
+    def queue_for(self, model: str, *replies: Reply) -> None:
+        """Script replies for requests naming ``model`` (checked before the general queue)."""
+        self.by_model.setdefault(model, []).extend(replies)
+
+    def next_reply(self, model: str | None = None) -> Reply:
+        own = self.by_model.get(model or "")
+        if own:
+            return own.pop(0)
         return self.script.pop(0) if self.script else self.default
 
     def routes(self, app: web.Application) -> None:

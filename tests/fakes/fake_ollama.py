@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -45,7 +46,7 @@ class FakeOllama(FakeServer):
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         seen = await self.record(request)
-        return await guarded(seen, self._answer(request, seen, self.next_reply()))
+        return await guarded(seen, self._answer(request, seen, self.next_reply((seen.body or {}).get("model"))))
 
     def _final(self, model: str, r: Reply, calls: bool) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": ""}
@@ -94,6 +95,8 @@ class FakeOllama(FakeServer):
                 await asyncio.sleep(r.chunk_delay_s)
             line = {"model": model, "created_at": CREATED_AT, "message": {"role": "assistant", "content": piece}, "done": False}
             await resp.write(json.dumps(line).encode() + b"\n")
+            if seen.first_byte_at is None:
+                seen.first_byte_at = time.perf_counter()
             sent += 1
         if r.tool_calls:
             line = {

@@ -58,7 +58,7 @@ class FakeOpenAI(FakeServer):
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         seen = await self.record(request)
-        reply = self.next_reply()
+        reply = self.next_reply((seen.body or {}).get("model"))
         return await guarded(seen, self._answer(request, seen, reply))
 
     async def _answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
@@ -123,6 +123,8 @@ class FakeOpenAI(FakeServer):
             if r.chunk_delay_s:
                 await asyncio.sleep(r.chunk_delay_s)
             await resp.write(frame({"content": piece}))
+            if seen.first_byte_at is None:
+                seen.first_byte_at = time.perf_counter()
             sent += 1
         for i, (name, args) in enumerate(r.tool_calls):
             await resp.write(
