@@ -94,3 +94,31 @@ async def test_server_keeps_serving_after_disconnects(stack: Stack) -> None:
     await _post_then_abandon(stack, body(False), 0.1)
     done = await stack.client.chat.completions.create(model="auto", messages=MSG)
     assert done.choices[0].message.content
+
+
+async def test_disconnect_during_a_race_closes_every_candidate(stack: Stack) -> None:
+    from tests.fakes.fake_anthropic import text_reply
+
+    stack.openai.queue(Reply(hang=True))
+    stack.anthropic.enqueue(text_reply("never", delay=30))
+    payload = {**body(True), "omen": {"strategy": "race", "intent": "cloud"}}
+    closed = await _post_then_abandon(stack, payload, 0.3)
+    assert await stack.openai.wait_closed(stack.openai.seen[-1]) - closed < LIMIT_S
+    assert await stack.anthropic.wait_closed(stack.anthropic.last) - closed < LIMIT_S
+    await asyncio.sleep(0.05)
+    assert sorted(e.outcome for e in stack.service.hub.recent) == ["cancelled", "cancelled"]
+
+
+async def test_disconnect_during_speculation_closes_fast_and_preferred(stack: Stack) -> None:
+    from tests.fakes.fake_anthropic import text_reply
+
+    stack.ollama.queue_for("llama3.2:latest", Reply(text="x" * 100, pieces=50, chunk_delay_s=0.05))
+    stack.anthropic.enqueue(text_reply("late", delay=30))
+    payload = {**body(True), "omen": {"strategy": "speculate_k", "providers": ["ollama", "anthropic"]}}
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(f"{stack.base}/v1/chat/completions", json=payload, headers=stack.auth())
+        await resp.content.readline()
+        closed = time.perf_counter()
+        resp.close()
+    assert await stack.ollama.wait_closed(stack.ollama.seen[-1]) - closed < LIMIT_S
+    assert await stack.anthropic.wait_closed(stack.anthropic.last) - closed < LIMIT_S
