@@ -371,3 +371,16 @@ async def test_guessed_intent_picks_the_bucket(stack: Stack) -> None:
         model="auto", messages=MSG, extra_body=hints(intent="cloud")
     )
     assert named.headers["x-omen-intent"] == "cloud"
+
+
+async def test_speculate_without_swap_when_the_preferred_answers_first(stack: Stack) -> None:
+    stack.ollama.queue_for(LLAMA, Reply(text="slow local", delay_s=1.0))
+    stack.anthropic.enqueue(text_reply("strong and quick", delay=0.1))
+    headers, frames, _ = await sse(
+        stack, {"model": "auto", "messages": MSG, "omen": {"strategy": "speculate_k", "providers": ["ollama", "anthropic"]}}
+    )
+    assert headers["x-omen-provider"] == "anthropic" and text_of(frames) == "strong and quick"
+    assert not [f for f in frames if "omen" in f]
+    seen = next(s for s in stack.ollama.seen if s.body["model"] == LLAMA)
+    closed = await stack.ollama.wait_closed(seen)
+    assert not seen.finished and closed - seen.started < 0.5  # cancelled, not left running

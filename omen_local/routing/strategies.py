@@ -194,7 +194,7 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
         if router.admissible(t, errors):
             a = router.attempt(ctx, req, plan, t)
             pending[asyncio.create_task(run(a))] = a
-    handed_over = False
+    keep_fast = keep_pending = False  # what the caller takes over; the rest is closed below
     try:
         # Phase 1: until the fast one or a preferred one is ready.
         while fast_task is None or not fast_task.done() or fast_task.exception() is not None:
@@ -206,7 +206,6 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
                 attempt = pending.pop(task)
                 exc = task.exception()
                 if exc is None:  # a preferred candidate is ready first: nothing to speculate on
-                    handed_over = True
                     return StreamSession(router, ctx, plan, attempt) if stream else (attempt.target, task.result())
                 errors.append(exc)  # type: ignore[arg-type]
             if fast_task is not None and fast_task in done and fast_task.exception() is not None:
@@ -214,7 +213,7 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
                 fast_task = None
         # Phase 2: the fast one is ready; the preferred ones get the rest of the window.
         if stream:
-            handed_over = True
+            keep_fast = keep_pending = True
             return SpeculativeSession(router, ctx, plan, fast, pending, window_end)
         left = window_end - time.perf_counter()
         while pending and left > 0:
@@ -222,19 +221,17 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
             for task in done:
                 attempt = pending.pop(task)
                 if task.exception() is None:
-                    await fast.close("cancelled")
-                    handed_over = True
                     return attempt.target, task.result()
             left = window_end - time.perf_counter()
-        handed_over = True
+        keep_fast = True
         return fast.target, fast_task.result()
     finally:
-        if not handed_over:
+        if not keep_fast:
             if fast_task is not None:
                 fast_task.cancel()
                 await asyncio.gather(fast_task, return_exceptions=True)
             await fast.close("cancelled")
-        if not (handed_over and stream):
+        if not keep_pending:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
