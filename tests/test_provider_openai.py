@@ -87,3 +87,16 @@ async def test_openai_midstream_failure_through_omen(stack: Stack) -> None:
         async for _ in stream:
             pass
     assert err.value.body["code"] == "upstream_stream_error"  # type: ignore[index]
+
+
+def test_proxy_from_environment_is_read_once_and_skips_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omen_local.providers.base import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert env_proxy("https://api.openai.com/v1") == "http://proxy.corp:3128"
+    assert env_proxy("https://llm.internal.example/v1") is None
+    assert env_proxy("http://127.0.0.1:11434") is None
+    assert env_proxy("http://localhost:1234/v1") is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert env_proxy("https://api.openai.com/v1") is None

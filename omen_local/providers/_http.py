@@ -107,6 +107,7 @@ async def post(
             data=jsonutil.dumps(body),
             headers={"Content-Type": "application/json", **headers},
             timeout=provider._client_timeout,
+            proxy=provider.proxy,
         )
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise translate(provider, exc) from None

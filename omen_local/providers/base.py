@@ -8,10 +8,12 @@ yields :class:`Chunk` events whose ``delta`` is an OpenAI ``choices[0].delta`` (
 
 from __future__ import annotations
 
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -141,6 +143,24 @@ class Timeouts:
         return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.idle)
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) asks for ``url``.
+
+    Read once per provider: aiohttp's ``trust_env`` would re-read the environment and
+    netrc in worker threads on every request, which costs more than the rest of a request.
+    Loopback upstreams never go through a proxy.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".localhost"):
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    return proxy
+
+
 class Provider(ABC):
     """An upstream LLM API. Subclasses hold no routing logic, only translation and transport."""
 
@@ -160,6 +180,7 @@ class Provider(ABC):
         self.key = key
         self.timeouts = timeouts or Timeouts()
         self._client_timeout = self.timeouts.client_timeout()
+        self.proxy = env_proxy(config.base_url)
 
     @property
     def secrets(self) -> Sequence[str]:

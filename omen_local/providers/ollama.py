@@ -136,7 +136,7 @@ class OllamaProvider(Provider):
     async def discover(self) -> list[str]:
         url = f"{self.config.base_url}/api/tags"
         try:
-            async with self.session.get(url, timeout=self._client_timeout) as resp:
+            async with self.session.get(url, timeout=self._client_timeout, proxy=self.proxy) as resp:
                 if resp.status >= 400:
                     raise UpstreamError(self.name, "http", f"{self.name} /api/tags: HTTP {resp.status}", status=resp.status)
                 data = await resp.json(loads=jsonutil.loads, content_type=None)
