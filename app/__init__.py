@@ -1,0 +1,1 @@
+"""The Qt tray app: hosts OMEN and Glyph, shows their state, asks the user for consent."""

@@ -1,0 +1,234 @@
+"""The tray app's consent prompt: a Qt dialog, and the Glyph prompter that shows it.
+
+The dialog shows who asks (client), the server and tool, why Glyph asks, and the full
+arguments in a monospace read-only view where file contents and patches are blocks and
+old/new text pairs are unified diffs (``glyph.render``). One button per scope. It fails
+closed: closing it, pressing Escape, or letting the countdown run out is a denial.
+
+:class:`QtPrompter` implements ``glyph.consent.Prompter``. It lives in the GUI thread;
+``ask`` may be awaited on the GUI thread's loop (qasync) or from Glyph running in another
+thread: the dialog is always created on the GUI thread (a queued signal) and the answer is
+handed back to the asking loop thread-safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Callable
+from typing import cast
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QCloseEvent,
+    QColor,
+    QFontDatabase,
+    QSyntaxHighlighter,
+    QTextCharFormat,
+    QTextDocument,
+)
+from PySide6.QtWidgets import (
+    QDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from glyph.consent import ConsentRequest, Decision, Scope
+from glyph.render import render_arguments
+
+SCOPE_ORDER = (Scope.ONCE, Scope.SESSION, Scope.ALWAYS, Scope.DENY, Scope.DENY_ALWAYS)
+
+
+def _format(color: str) -> QTextCharFormat:
+    fmt = QTextCharFormat()
+    fmt.setForeground(QColor(color))
+    return fmt
+
+
+class DiffHighlighter(QSyntaxHighlighter):
+    """Colours +/-/@@ lines, only inside the diff sections ``glyph.render`` writes."""
+
+    ADDED, REMOVED, HUNK = _format("#1b5e20"), _format("#b00020"), _format("#6a1b9a")
+
+    def __init__(self, document: QTextDocument) -> None:
+        super().__init__(document)
+
+    def highlightBlock(self, text: str) -> None:
+        in_diff = self.previousBlockState() == 1
+        if text == "Diff:" or text.startswith("TOOL DEFINITION CHANGED"):
+            in_diff = True
+        elif not text:
+            in_diff = False
+        elif in_diff and not text.startswith(("+++", "---")):
+            fmt = {"+": self.ADDED, "-": self.REMOVED, "@": self.HUNK}.get(text[0])
+            if fmt is not None:
+                self.setFormat(0, len(text), fmt)
+        self.setCurrentBlockState(1 if in_diff else 0)
+
+
+class ConsentDialog(QDialog):
+    """Allow or deny one tool call. ``decided`` fires exactly once, with the Decision."""
+
+    decided = Signal(object)
+
+    def __init__(self, request: ConsentRequest, timeout_s: float | None = 120.0,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.request = request
+        self._decision: Decision | None = None
+        self._deadline = time.monotonic() + timeout_s if timeout_s else None
+        self.setWindowTitle(f"Glyph: allow {request.tool}?")
+        self.setObjectName("glyph-consent")
+        self.resize(760, 560)
+
+        layout = QVBoxLayout(self)
+        e = html.escape
+        header = QLabel(
+            f"<b>{e(request.client)}</b> wants to run <b>{e(request.tool)}</b> on server "
+            f"<b>{e(request.server)}</b> <span style='color:gray'>({e(request.exposed)})</span>")
+        header.setTextFormat(Qt.TextFormat.RichText)
+        header.setWordWrap(True)
+        layout.addWidget(header)
+
+        hints = [h for h, on in (("read-only", request.read_only), ("destructive", request.destructive)) if on]
+        why = QLabel(f"Why you are asked: {e(request.reason)}" + (f" · {', '.join(hints)}" if hints else ""))
+        why.setTextFormat(Qt.TextFormat.RichText)
+        why.setWordWrap(True)
+        layout.addWidget(why)
+        if request.changed is not None:
+            warning = QLabel("<b style='color:#b00020'>This tool's definition changed since it was approved."
+                             " Review the difference below.</b>")
+            warning.setTextFormat(Qt.TextFormat.RichText)
+            layout.addWidget(warning)
+
+        self.details = QPlainTextEdit(render_arguments(request))
+        self.details.setObjectName("arguments")
+        self.details.setReadOnly(True)
+        self.details.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.details.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self._highlighter = DiffHighlighter(self.details.document())
+        layout.addWidget(self.details, 1)
+
+        self.countdown = QLabel("")
+        self.countdown.setObjectName("countdown")
+        layout.addWidget(self.countdown)
+
+        row = QHBoxLayout()
+        self._buttons: dict[Scope, QPushButton] = {}
+        for scope in SCOPE_ORDER:
+            button = QPushButton(scope.label)
+            button.setObjectName(f"scope-{scope.value}")
+            button.setAutoDefault(False)
+            button.clicked.connect(self._chooser(scope))
+            row.addWidget(button)
+            self._buttons[scope] = button
+        layout.addLayout(row)
+        deny = self._buttons[Scope.DENY]
+        deny.setDefault(True)  # Enter is the safe answer
+        deny.setFocus()
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(self._tick)
+        if self._deadline is not None:
+            self._timer.start()
+            self._tick()
+
+    @property
+    def decision(self) -> Decision | None:
+        return self._decision
+
+    def button(self, scope: Scope) -> QPushButton:
+        return self._buttons[scope]
+
+    def _chooser(self, scope: Scope) -> Callable[[], None]:
+        return lambda: self.finish(Decision(scope, "user:qt"))
+
+    def _tick(self) -> None:
+        if self._deadline is None:
+            return
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            self.finish(Decision(Scope.DENY, "fail-closed:timeout"))
+        else:
+            self.countdown.setText(f"Denied automatically in {int(left + 0.999)} s")
+
+    def finish(self, decision: Decision) -> None:
+        """Record the answer (the first one wins) and close."""
+        if self._decision is not None:
+            return
+        self._decision = decision
+        self._timer.stop()
+        self.decided.emit(decision)
+        self.done(QDialog.DialogCode.Accepted if decision.allows else QDialog.DialogCode.Rejected)
+
+    def reject(self) -> None:  # Escape, or the window's close button
+        self.finish(Decision(Scope.DENY, "fail-closed:dismissed"))  # closes the dialog
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.finish(Decision(Scope.DENY, "fail-closed:dismissed"))
+        super().closeEvent(event)
+
+
+class QtPrompter(QObject):
+    """Glyph's prompter for the tray app: one ConsentDialog per question."""
+
+    name = "qt"
+    _show = Signal(object)
+    _cancel = Signal(str)
+
+    def __init__(self, timeout_s: float | None = 120.0, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.timeout_s = timeout_s
+        self.dialogs: dict[str, ConsentDialog] = {}
+        self._show.connect(self._on_show)
+        self._cancel.connect(self._on_cancel)
+
+    @property
+    def current(self) -> ConsentDialog | None:
+        """The newest open dialog (for tests and the tray icon's "pending" badge)."""
+        return next(reversed(self.dialogs.values()), None)
+
+    async def ask(self, request: ConsentRequest) -> Decision:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Decision] = loop.create_future()
+
+        def resolve(decision: Decision) -> None:
+            if not answer.done():
+                answer.set_result(decision)
+
+        def deliver(decision: object) -> None:
+            if isinstance(decision, Decision):
+                loop.call_soon_threadsafe(resolve, decision)
+
+        self._show.emit((request, deliver))
+        try:
+            return await answer
+        finally:
+            self._cancel.emit(request.id)  # Glyph gave up (timeout, shutdown): close the dialog
+
+    def _on_show(self, payload: object) -> None:
+        request, deliver = cast("tuple[ConsentRequest, Callable[[object], None]]", payload)
+        dialog = ConsentDialog(request, self.timeout_s)
+        dialog.decided.connect(deliver)
+        dialog.finished.connect(lambda _result: self._forget(request.id))
+        self.dialogs[request.id] = dialog
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+
+    def _on_cancel(self, request_id: str) -> None:
+        dialog = self.dialogs.get(request_id)
+        if dialog is not None and dialog.decision is None:
+            dialog.finish(Decision(Scope.DENY, "fail-closed:cancelled"))
+        self._forget(request_id)
+
+    def _forget(self, request_id: str) -> None:
+        dialog = self.dialogs.pop(request_id, None)
+        if dialog is not None:
+            dialog.deleteLater()

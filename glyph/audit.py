@@ -1,0 +1,137 @@
+"""The audit log: every call, allowed or denied, append-only and tamper-evident.
+
+Each row's ``hash`` is ``sha256(prev_hash + canonical JSON of the row)``, where the row
+includes its own ``id`` and ``prev_hash`` and the first row's ``prev_hash`` is 64 zeros.
+Editing any field of any row breaks that row's hash; deleting a row breaks the next row's
+``prev_hash`` and the id sequence. Deleting rows at the *end* leaves a shorter valid chain,
+so :func:`verify` also accepts a head (id and hash) recorded earlier and checks that it is
+still in the chain. Arguments are redacted (``glyph.redact``) before they are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from glyph.db import AuditRow, Store
+from glyph.redact import redact
+
+GENESIS = "0" * 64
+HASHED_FIELDS = ("id", "ts", "kind", "client", "server", "tool", "arguments", "decision", "decided_by",
+                 "outcome", "duration_us", "result_bytes", "detail", "prev_hash")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(fields: dict[str, Any]) -> str:
+    body = {k: fields[k] for k in HASHED_FIELDS}
+    return hashlib.sha256((fields["prev_hash"] + canonical_json(body)).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class AuditEntry:
+    """What to record; ``arguments`` are the real ones and get redacted on the way in."""
+
+    kind: str = "call"
+    client: str = ""
+    server: str = ""
+    tool: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    decision: str = ""
+    decided_by: str = ""
+    outcome: str = ""
+    duration_us: int = 0
+    result_bytes: int = 0
+    detail: str = ""
+    ts: str = field(default_factory=now_iso)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    count: int
+    head_id: int = 0
+    head_hash: str = GENESIS
+    bad_id: int | None = None
+    problem: str = ""
+
+
+class AuditLog:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def record(self, entry: AuditEntry) -> dict[str, Any]:
+        return await self.store.run(self.append, entry)
+
+    def append(self, entry: AuditEntry) -> dict[str, Any]:
+        """Chain and insert one row (blocking). IMMEDIATE: other Glyph processes wait."""
+        Audit = self.store.Audit
+        with self.store.db.atomic("IMMEDIATE"):
+            last = Audit.select(Audit.id, Audit.hash).order_by(Audit.id.desc()).first()
+            fields = asdict(entry)
+            fields["arguments"] = canonical_json(redact(entry.arguments))
+            fields["id"] = (last.id + 1) if last is not None else 1
+            fields["prev_hash"] = last.hash if last is not None else GENESIS
+            fields["hash"] = entry_hash(fields)
+            Audit.insert(**fields).execute()
+        return fields
+
+    def rows(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` rows (all when None), oldest first."""
+        Audit = self.store.Audit
+        query = Audit.select().order_by(Audit.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        return [_as_dict(r) for r in reversed(list(query))]
+
+    def verify(self, expect_head: tuple[int, str] | None = None) -> VerifyReport:
+        """Walk the chain from the first row; report the first row that does not check out."""
+        Audit = self.store.Audit
+        prev, count, expected_id = GENESIS, 0, 1
+        seen_head = expect_head is None
+        for row in _iterate(Audit):
+            fields = _as_dict(row)
+            if fields["id"] != expected_id:
+                return VerifyReport(False, count, expected_id - 1, prev, fields["id"],
+                                    f"rows {expected_id}..{fields['id'] - 1} are missing")
+            if fields["prev_hash"] != prev:
+                return VerifyReport(False, count, expected_id - 1, prev, fields["id"],
+                                    "prev_hash does not match the previous row")
+            if entry_hash(fields) != fields["hash"]:
+                return VerifyReport(False, count, expected_id - 1, prev, fields["id"],
+                                    "row content does not match its hash (edited)")
+            if expect_head is not None and fields["id"] == expect_head[0]:
+                if fields["hash"] != expect_head[1]:
+                    return VerifyReport(False, count, expected_id - 1, prev, fields["id"],
+                                        "row differs from the recorded head")
+                seen_head = True
+            prev, count, expected_id = fields["hash"], count + 1, expected_id + 1
+        if not seen_head:
+            assert expect_head is not None
+            return VerifyReport(False, count, expected_id - 1, prev, expect_head[0],
+                                f"the chain ends before the recorded head (row {expect_head[0]}): truncated")
+        return VerifyReport(True, count, expected_id - 1, prev)
+
+
+def _iterate(Audit: type[AuditRow], batch: int = 1000) -> Iterator[AuditRow]:
+    last = 0
+    while True:
+        page = list(Audit.select().where(Audit.id > last).order_by(Audit.id).limit(batch))
+        if not page:
+            return
+        yield from page
+        last = page[-1].id
+
+
+def _as_dict(row: AuditRow) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in (*HASHED_FIELDS, "hash")}

@@ -1,0 +1,173 @@
+"""``glyph``: serve the gateway, read and verify the audit log, manage pins and decisions.
+
+    glyph serve [--config FILE] [--http [--host H] [--port P]] [--prompt auto|tty|deny]
+    glyph audit [--config FILE] [--limit N] [--json] [--verify [--head ID:HASH]]
+    glyph pins [--config FILE] [--approve SERVER__TOOL ...]
+    glyph decisions [--config FILE] [--forget SERVER__TOOL ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+
+from glyph import __version__
+from glyph.audit import AuditLog
+from glyph.config import ConfigError, GlyphConfig, load_config
+from glyph.consent import DenyPrompter, Prompter, TerminalPrompter
+from glyph.db import Store
+from glyph.decisions import DecisionMemory
+from glyph.downstream import SEP
+from glyph.pins import Pins
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="glyph", description="Glyph: MCP tool governance for OMEN Local")
+    parser.add_argument("--version", action="version", version=f"glyph {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the MCP gateway (stdio by default)")
+    serve.add_argument("--config", type=Path, help="config file (TOML or JSON)")
+    serve.add_argument("--http", action="store_true",
+                       help="serve Streamable HTTP instead of stdio (GLYPH_HTTP_TOKEN: require that bearer token)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8767)
+    serve.add_argument("--prompt", choices=("auto", "tty", "deny"), default="auto",
+                       help="who answers consent prompts (auto: this console under --http, else deny)")
+    serve.add_argument("-v", "--verbose", action="store_true")
+
+    audit = sub.add_parser("audit", help="show and verify the audit log")
+    audit.add_argument("--config", type=Path)
+    audit.add_argument("--limit", type=int, default=50, help="newest N entries (0: all)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if broken")
+    audit.add_argument("--head", help="ID:HASH recorded earlier, to detect truncation")
+
+    pins = sub.add_parser("pins", help="list pinned tool definitions; approve changed ones")
+    pins.add_argument("--config", type=Path)
+    pins.add_argument("--approve", nargs="+", metavar="SERVER__TOOL", default=[])
+
+    decisions = sub.add_parser("decisions", help="list remembered always/deny-always decisions")
+    decisions.add_argument("--config", type=Path)
+    decisions.add_argument("--forget", nargs="+", metavar="SERVER__TOOL", default=[])
+
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"glyph: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(config, args)
+    with Store(config.db_path) as store:
+        if args.command == "audit":
+            return _audit(store, args, sys.stdout)
+        if args.command == "pins":
+            return _pins(store, args.approve, sys.stdout)
+        return _decisions(store, args.forget, sys.stdout)
+
+
+def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: TextIO = sys.stderr) -> Prompter:
+    """Under stdio, stdin/stdout are the MCP pipe: only ``--prompt tty`` may use /dev/tty."""
+    if mode == "tty":
+        tty = TerminalPrompter.open_tty()
+        if tty is not None:
+            return tty
+        logging.getLogger("glyph").warning("no terminal to prompt on; every prompt is denied")
+    elif mode == "auto" and http and stdin.isatty():
+        return TerminalPrompter(stdin, stderr)
+    return DenyPrompter()
+
+
+def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="glyph %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mcp", "httpx", "httpx2", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    prompter = choose_prompter(args.prompt, args.http)
+
+    async def run() -> None:
+        from glyph.gateway import Gateway
+        from glyph.server import serve_http, serve_stdio
+
+        async with Gateway(config, prompter) as gateway:
+            logging.getLogger("glyph").info("status %s; prompts: %s", json.dumps(gateway.status()), prompter.name)
+            if args.http:
+                await serve_http(gateway, args.host, args.port, os.environ.get("GLYPH_HTTP_TOKEN") or None)
+            else:
+                await serve_stdio(gateway)
+
+    try:
+        anyio.run(run)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _audit(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    log = AuditLog(store)
+    if args.verify:
+        head = None
+        if args.head:
+            head_id, _, head_hash = args.head.partition(":")
+            head = (int(head_id), head_hash)
+        report = log.verify(expect_head=head)
+        if report.ok:
+            print(f"OK: {report.count} entries, chain intact; head {report.head_id}:{report.head_hash}", file=out)
+            return 0
+        print(f"TAMPERED at row {report.bad_id}: {report.problem} "
+              f"({report.count} entries verified before it)", file=out)
+        return 1
+    rows = log.rows(None if args.limit == 0 else args.limit)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False), file=out)
+        return 0
+    print(f"{'id':>5}  {'time (UTC)':19}  {'kind':6}  {'client':14}  {'tool':32}  {'decision':8}  "
+          f"{'outcome':15}  {'ms':>7}  {'bytes':>7}  decided by", file=out)
+    for r in rows:
+        tool = f"{r['server']}{SEP}{r['tool']}" if r["server"] else r["tool"]
+        print(f"{r['id']:>5}  {r['ts'][:19]:19}  {r['kind']:6}  {r['client'][:14]:14}  {tool[:32]:32}  "
+              f"{r['decision']:8}  {r['outcome'][:15]:15}  {r['duration_us'] / 1000:7.1f}  {r['result_bytes']:>7}  "
+              f"{r['decided_by']}", file=out)
+    return 0
+
+
+def _split(name: str) -> tuple[str, str]:
+    server, sep, tool = name.partition(SEP)
+    if not sep or not tool:
+        raise SystemExit(f"glyph: expected SERVER{SEP}TOOL, got {name!r}")
+    return server, tool
+
+
+def _pins(store: Store, approve: list[str], out: TextIO) -> int:
+    pins = Pins(store)
+    status = 0
+    for name in approve:
+        if pins.approve_pending(*_split(name)):
+            print(f"approved the new definition of {name}", file=out)
+        else:
+            print(f"{name}: no changed definition waiting", file=out)
+            status = 1
+    for p in pins.listing():
+        state = f"CHANGED (new sha256:{p['pending_hash'][:12]}, waiting)" if p["pending_hash"] else "ok"
+        print(f"{p['server']}{SEP}{p['tool']}  sha256:{p['hash'][:12]}  pinned {p['ts'][:19]}  {state}", file=out)
+    return status
+
+
+def _decisions(store: Store, forget: list[str], out: TextIO) -> int:
+    memory = DecisionMemory(store)
+    for name in forget:
+        n = memory.forget(*_split(name))
+        print(f"forgot {n} decision(s) for {name}", file=out)
+    for d in memory.persisted():
+        print(f"{d['server']}{SEP}{d['tool']}  {d['scope']}  by {d['decided_by']}  {d['ts'][:19]}", file=out)
+    return 0

@@ -1,0 +1,137 @@
+"""Which tool arguments are file paths, where they point, and whether that is inside the roots.
+
+Glyph reads paths out of arguments so policy can match them and so calls can be kept inside
+the roots. An argument is a path when its schema property is named like one (``path``,
+``paths``, ``file``, ``directory``, ``source``, ``destination``, ... or a name ending in
+``path``/``file``/``dir``), when its schema says ``"format": "path"`` (or ``file-path``,
+``directory-path``, ``uri`` with a ``file://`` value), or when any string value is a
+``file://`` URI. Nested objects and arrays are walked, so ``edits[].path`` counts too.
+
+Paths are resolved the way a rooted server would: ``~`` expanded, relative paths against
+the first root, then ``realpath`` so ``..`` and symlinks cannot hide an escape. Rune checks
+again on its side; this is Glyph's independent check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+PATH_NAMES = frozenset({
+    "path", "paths", "file", "files", "filename", "filenames", "filepath", "directory",
+    "directories", "dir", "dirs", "folder", "source", "sources", "destination", "src", "dst",
+    "dest", "target", "cwd", "root", "oldpath", "newpath",
+})
+PATH_SUFFIXES = ("path", "paths", "file", "files", "dir", "directory")
+PATH_FORMATS = frozenset({"path", "file-path", "directory-path", "filepath", "file"})
+
+
+def _is_path_name(name: str) -> bool:
+    key = re.sub(r"[_\-\s]", "", name).lower()
+    return key in PATH_NAMES or key.endswith(PATH_SUFFIXES)
+
+
+def _is_path_schema(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    fmt = schema.get("format")
+    if isinstance(fmt, str) and fmt.lower() in PATH_FORMATS:
+        return True
+    items = schema.get("items")
+    return isinstance(items, dict) and isinstance(items.get("format"), str) and items["format"].lower() in PATH_FORMATS
+
+
+def extract_paths(arguments: Any, schema: Any = None) -> list[str]:
+    """Every path-like string in the arguments, in order, without duplicates."""
+    seen: dict[str, None] = {}
+    for value in _walk(arguments, schema, in_path=False):
+        seen.setdefault(value, None)
+    return list(seen)
+
+
+def _walk(value: Any, schema: Any, in_path: bool) -> Iterator[str]:
+    if isinstance(value, str):
+        if in_path or _is_path_schema(schema) or value.startswith("file://"):
+            yield value
+    elif isinstance(value, list):
+        items = schema.get("items") if isinstance(schema, dict) else None
+        for item in value:
+            yield from _walk(item, items, in_path or _is_path_schema(schema))
+    elif isinstance(value, dict):
+        props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+        for key, item in value.items():
+            sub = props.get(key) if isinstance(props, dict) else None
+            yield from _walk(item, sub, _is_path_name(str(key)) and not isinstance(item, dict))
+
+
+def resolve(value: str, roots: Sequence[Path]) -> Path:
+    """Where a path argument points on this machine (relative means: inside the first root)."""
+    if value.startswith("file://"):
+        parsed = urlparse(value)
+        value = url2pathname(unquote(parsed.path))
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = (roots[0] if roots else Path.cwd()) / p
+    return Path(os.path.realpath(p))
+
+
+def inside(path: Path, roots: Sequence[Path]) -> bool:
+    """True when the resolved path is one of the roots or below one."""
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def real_roots(roots: Sequence[Path]) -> tuple[Path, ...]:
+    return tuple(Path(os.path.realpath(r)) for r in roots)
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """``**`` crosses directories, ``*`` and ``?`` do not; ``[...]`` as in fnmatch."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1:end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def path_matches(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
+    """Absolute (or ``~``) patterns match the absolute path; others match it relative to a root."""
+    expanded = os.path.expanduser(pattern)
+    regex = glob_to_regex(expanded.replace(os.sep, "/"))
+    if os.path.isabs(expanded):
+        return regex.match(path.as_posix()) is not None
+    for root in roots:
+        if path.is_relative_to(root):
+            rel = path.relative_to(root).as_posix()
+            if regex.match(rel) is not None:
+                return True
+    return False

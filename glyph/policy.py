@@ -1,0 +1,79 @@
+"""The rules engine: allow, ask or deny one call, from the config alone (pure, no I/O).
+
+Order, first hit wins:
+
+1. A path argument outside every root is denied (``consent.deny_outside_roots``, default on).
+2. The rules that match the call: any ``deny`` wins, then any ``ask``, then any ``allow``.
+   A rule with a ``path`` glob matches a deny/ask when *any* path argument matches it, but an
+   allow only when the call has path arguments and *all* of them match: a call can never
+   sneak an unmatched path in under an allow.
+3. Defaults: read-only tools (``readOnlyHint``) inside the roots are allowed when the user
+   enabled ``consent.auto_allow_read_only``; "inside" means every path argument is inside a
+   root, and a call without path arguments only counts for a server confined to the roots
+   (``rooted``, which Rune is). Everything else is asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from glyph.config import Action, ConsentSettings, Rule
+from glyph.paths import inside, path_matches
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What policy needs to know about a call; paths are already resolved."""
+
+    server: str
+    tool: str
+    paths: tuple[Path, ...] = ()
+    read_only: bool = False
+    rooted: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reason: str
+
+
+class Policy:
+    def __init__(self, rules: Sequence[Rule], roots: Sequence[Path], consent: ConsentSettings) -> None:
+        self.rules = tuple(rules)
+        self.roots = tuple(roots)
+        self.consent = consent
+
+    def evaluate(self, facts: CallFacts) -> Verdict:
+        if self.consent.deny_outside_roots:
+            outside = [p for p in facts.paths if not inside(p, self.roots)]
+            if outside:
+                return Verdict("deny", f"path outside the roots: {outside[0]}")
+        matched = [r for r in self.rules if self._matches(r, facts)]
+        for action in ("deny", "ask", "allow"):
+            hit = next((r for r in matched if r.action == action), None)
+            if hit is not None:
+                return Verdict(hit.action, f"rule {hit.index} ({describe(hit)})")
+        if self.consent.auto_allow_read_only and facts.read_only:
+            in_roots = all(inside(p, self.roots) for p in facts.paths)
+            if in_roots and (facts.paths or facts.rooted):
+                return Verdict("allow", "read-only inside the roots")
+        return Verdict("ask", "no rule allows it")
+
+    def _matches(self, rule: Rule, facts: CallFacts) -> bool:
+        if not (fnmatchcase(facts.server, rule.server) and fnmatchcase(facts.tool, rule.tool)):
+            return False
+        if rule.path is None:
+            return True
+        hits = [path_matches(rule.path, p, self.roots) for p in facts.paths]
+        if rule.action == "allow":
+            return bool(hits) and all(hits)
+        return any(hits)
+
+
+def describe(rule: Rule) -> str:
+    where = f" path {rule.path}" if rule.path else ""
+    return f"{rule.action} {rule.server}/{rule.tool}{where}"

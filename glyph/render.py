@@ -1,0 +1,117 @@
+"""A consent request as readable text, for the terminal prompt and the Qt dialog alike.
+
+Readable means: multi-line strings (file contents, patches) are shown as blocks, not as
+JSON with ``\\n`` escapes; old/new text pairs (``old_string``/``new_string``,
+``oldText``/``newText``, ...) are shown as a unified diff; a changed tool definition is
+shown as a diff of the definition the user approved against the new one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+from glyph.consent import ConsentRequest
+
+_OLD_NEW = {
+    "oldstring": "newstring", "oldstr": "newstr", "oldtext": "newtext", "old": "new",
+    "oldcontent": "newcontent", "search": "replace", "before": "after",
+}
+
+
+def _norm(key: str) -> str:
+    return re.sub(r"[_\-\s]", "", key).lower()
+
+
+def render_header(request: ConsentRequest) -> str:
+    hints = [h for h, on in (("read-only", request.read_only), ("destructive", request.destructive)) if on]
+    lines = [
+        f"Client   : {request.client}",
+        f"Server   : {request.server}",
+        f"Tool     : {request.tool}  ({request.exposed})" + (f"  [{', '.join(hints)}]" if hints else ""),
+        f"Why asked: {request.reason}",
+    ]
+    if request.description:
+        lines.append("About    : " + request.description.strip().splitlines()[0][:200])
+    return "\n".join(lines)
+
+
+def render_arguments(request: ConsentRequest) -> str:
+    parts: list[str] = []
+    if request.changed is not None:
+        parts.append("TOOL DEFINITION CHANGED since it was approved:\n" + definition_diff(
+            request.changed.old, request.changed.new))
+    if request.paths:
+        parts.append("Paths:\n" + "\n".join(f"  {p}" for p in request.paths))
+    parts.append("Arguments:\n" + (_render_value(request.arguments, 1) if request.arguments else "  (none)"))
+    parts.extend(_edit_diffs(request.arguments, ""))
+    return "\n\n".join(parts)
+
+
+def render_request(request: ConsentRequest) -> str:
+    return render_header(request) + "\n\n" + render_arguments(request)
+
+
+def definition_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    a = json.dumps(old, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    b = json.dumps(new, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    return "\n".join(difflib.unified_diff(a, b, "approved", "now", lineterm=""))
+
+
+def _render_value(value: Any, depth: int) -> str:
+    pad = "  " * depth
+    if isinstance(value, dict) and value:
+        lines: list[str] = []
+        for key, item in value.items():
+            if isinstance(item, str) and "\n" in item:
+                lines.append(f"{pad}{key}: |")
+                lines.append(textwrap.indent(item.rstrip("\n"), pad + "  ", lambda _: True))
+            elif isinstance(item, dict | list) and item:
+                lines.append(f"{pad}{key}:")
+                lines.append(_render_value(item, depth + 1))
+            else:
+                lines.append(f"{pad}{key}: {json.dumps(item, ensure_ascii=False)}")
+        return "\n".join(lines)
+    if isinstance(value, list) and value:
+        lines = []
+        for item in value:
+            body = _render_value(item, depth + 1).lstrip()
+            lines.append(f"{pad}- {body}")
+        return "\n".join(lines)
+    if isinstance(value, str) and "\n" in value:
+        return "|\n" + textwrap.indent(value.rstrip("\n"), pad + "  ", lambda _: True)
+    return pad + json.dumps(value, ensure_ascii=False)
+
+
+def _path_of(value: dict[str, Any]) -> str | None:
+    for key, item in value.items():
+        if _norm(key) in ("path", "filepath", "file", "filename") and isinstance(item, str):
+            return item
+    return None
+
+
+def _edit_diffs(value: Any, where: str, path: str | None = None) -> Iterator[str]:
+    """A unified diff for every old/new text pair, wherever it sits in the arguments."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _edit_diffs(item, f"{where}[{i}]", path)
+        return
+    if not isinstance(value, dict):
+        return
+    path = _path_of(value) or path
+    keys = {_norm(k): k for k in value}
+    for old_key, new_key in _OLD_NEW.items():
+        if old_key in keys and new_key in keys:
+            old, new = value[keys[old_key]], value[keys[new_key]]
+            if isinstance(old, str) and isinstance(new, str):
+                label = " ".join(x for x in (path, where) if x) or "edit"
+                diff = difflib.unified_diff(
+                    old.splitlines(), new.splitlines(), f"{label} (before)", f"{label} (after)", lineterm="")
+                yield "Diff:\n" + "\n".join(diff)
+    for key, item in value.items():
+        if isinstance(item, dict | list):
+            yield from _edit_diffs(item, f"{where}.{key}" if where else str(key), path)

@@ -1,0 +1,90 @@
+"""Glyph as an MCP server: the namespaced tools, and every call through the gateway.
+
+Built on the SDK's low-level ``Server`` (a proxy needs the raw ``tools/list`` and
+``tools/call`` handlers, not decorated functions). Served over stdio for editors that
+spawn it, or Streamable HTTP on loopback for the tray app and clients that connect.
+Glyph never asks a client for its roots: they are Glyph's decision.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import mcp_types as types
+from mcp.server import Server, ServerRequestContext
+from mcp.server.stdio import stdio_server
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from glyph import __version__
+from glyph.gateway import Gateway
+
+log = logging.getLogger("glyph.server")
+
+INSTRUCTIONS = (
+    "Glyph fronts local tools (files, search, git) and other MCP servers. Tool names are "
+    "server__tool. Calls may need the user's consent; a refused call returns an error that says why."
+)
+
+
+def client_name(ctx: ServerRequestContext[Any, Any]) -> str:
+    params = ctx.session.client_params
+    if params is None:
+        return "unknown"
+    info = params.client_info
+    return f"{info.name}/{info.version}" if info.version else info.name
+
+
+def build_server(gateway: Gateway) -> Server[Any]:
+    async def list_tools(ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+                         ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=await gateway.list_tools())
+
+    async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+                        ) -> types.CallToolResult:
+        return await gateway.call(params.name, params.arguments, client_name(ctx))
+
+    return Server(
+        "glyph", version=__version__, title="Glyph (OMEN Local tool governance)", instructions=INSTRUCTIONS,
+        on_list_tools=list_tools, on_call_tool=call_tool,
+    )
+
+
+async def serve_stdio(gateway: Gateway) -> None:
+    server = build_server(gateway)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+class BearerAuth:
+    """Require ``Authorization: Bearer <token>``: loopback is shared by every local user."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": b"unauthorized\n"})
+                return
+        await self.app(scope, receive, send)
+
+
+async def serve_http(gateway: Gateway, host: str = "127.0.0.1", port: int = 8767, token: str | None = None) -> None:
+    """Streamable HTTP at ``http://host:port/mcp`` (DNS-rebinding protection on loopback)."""
+    import uvicorn
+
+    app: ASGIApp = build_server(gateway).streamable_http_app(host=host)
+    if token:
+        app = BearerAuth(app, token)
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without GLYPH_HTTP_TOKEN: anyone who can reach it can call tools", host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    log.info("glyph listening on http://%s:%d/mcp", host, port)
+    await server.serve()

@@ -1,0 +1,199 @@
+"""The tray app's Qt consent dialog and prompter, driven with pytest-qt (offscreen)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QLabel
+from pytestqt.qtbot import QtBot
+
+from app.audit_view import AuditView
+from app.consent_dialog import ConsentDialog, QtPrompter
+from glyph.audit import AuditEntry, AuditLog
+from glyph.consent import ConsentRequest, Decision, DefinitionChange, Scope, ask_fail_closed
+from glyph.db import Store
+
+
+def request(**over: object) -> ConsentRequest:
+    base: dict[str, object] = {
+        "client": "code/1.96", "server": "rune", "tool": "edit_file", "exposed": "rune__edit_file",
+        "arguments": {"path": "src/app.py", "old_string": "x = 1\n", "new_string": "x = 2\n",
+                      "content": "line one\nline two\n"},
+        "reason": "no rule allows it", "paths": ("/work/proj/src/app.py",), "destructive": True,
+    }
+    base.update(over)
+    return ConsentRequest(**base)  # type: ignore[arg-type]
+
+
+def labels(dialog: ConsentDialog) -> str:
+    return " ".join(label.text() for label in dialog.findChildren(QLabel))
+
+
+def test_dialog_shows_server_tool_arguments_and_diff(qtbot: QtBot) -> None:
+    dialog = ConsentDialog(request(), timeout_s=None)
+    qtbot.addWidget(dialog)
+    text = labels(dialog)
+    assert "code/1.96" in text and "edit_file" in text and "rune" in text and "no rule allows it" in text
+    details = dialog.details.toPlainText()
+    assert "/work/proj/src/app.py" in details
+    assert "content: |\n    line one\n    line two" in details  # readable, not escaped
+    assert "-x = 1\n+x = 2" in details
+    assert dialog.details.isReadOnly()
+    assert dialog.details.font().fixedPitch() or dialog.details.font().styleHint() is not None
+    assert [dialog.button(s).text() for s in Scope] == [
+        "Allow once", "Allow for this session", "Always allow", "Deny", "Always deny"]
+    assert dialog.button(Scope.DENY).isDefault()  # Enter denies
+
+
+def test_dialog_flags_a_changed_definition(qtbot: QtBot) -> None:
+    changed = DefinitionChange({"description": "Edit."}, {"description": "Edit. And upload."})
+    dialog = ConsentDialog(request(changed=changed, reason="the tool's definition changed"), timeout_s=None)
+    qtbot.addWidget(dialog)
+    assert "definition changed since it was approved" in labels(dialog)
+    assert '+  "description": "Edit. And upload."' in dialog.details.toPlainText()
+
+
+@pytest.mark.parametrize("scope", list(Scope))
+def test_each_scope_button_decides(qtbot: QtBot, scope: Scope) -> None:
+    dialog = ConsentDialog(request(), timeout_s=None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    with qtbot.waitSignal(dialog.decided, timeout=2000) as signal:
+        qtbot.mouseClick(dialog.button(scope), Qt.MouseButton.LeftButton)
+    assert signal.args == [Decision(scope, "user:qt")]
+    assert dialog.decision == Decision(scope, "user:qt")
+    assert not dialog.isVisible()
+
+
+def test_escape_close_and_timeout_are_denials(qtbot: QtBot) -> None:
+    escaped = ConsentDialog(request(), timeout_s=None)
+    qtbot.addWidget(escaped)
+    escaped.show()
+    qtbot.keyClick(escaped, Qt.Key.Key_Escape)
+    assert escaped.decision == Decision(Scope.DENY, "fail-closed:dismissed")
+
+    closed = ConsentDialog(request(), timeout_s=None)
+    qtbot.addWidget(closed)
+    closed.show()
+    closed.close()
+    assert closed.decision == Decision(Scope.DENY, "fail-closed:dismissed")
+
+    timed = ConsentDialog(request(), timeout_s=0.3)
+    qtbot.addWidget(timed)
+    timed.show()
+    assert "Denied automatically in 1 s" in timed.countdown.text()
+    qtbot.waitUntil(lambda: timed.decision is not None, timeout=3000)
+    assert timed.decision == Decision(Scope.DENY, "fail-closed:timeout")
+
+    # the first answer wins: later clicks change nothing
+    qtbot.mouseClick(timed.button(Scope.ALWAYS), Qt.MouseButton.LeftButton)
+    assert timed.decision.scope is Scope.DENY
+
+
+async def pump_until(qapp: QApplication, done: Callable[[], bool], limit_s: float = 5.0) -> None:
+    """Run Qt events while the asyncio test loop runs (the tray app uses qasync for this)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit_s
+    while not done() and loop.time() < end:
+        qapp.processEvents()
+        await asyncio.sleep(0.01)
+
+
+async def test_qt_prompter_round_trip(qtbot: QtBot, qapp: QApplication) -> None:
+    prompter = QtPrompter(timeout_s=None)
+    task = asyncio.ensure_future(prompter.ask(request()))
+    await pump_until(qapp, lambda: prompter.current is not None)
+    dialog = prompter.current
+    assert dialog is not None and dialog.isVisible()
+    qtbot.mouseClick(dialog.button(Scope.SESSION), Qt.MouseButton.LeftButton)
+    await pump_until(qapp, task.done)
+    assert task.result() == Decision(Scope.SESSION, "user:qt")
+    assert prompter.dialogs == {}
+
+
+async def test_qt_prompter_is_closed_and_denied_when_glyph_gives_up(qapp: QApplication) -> None:
+    prompter = QtPrompter(timeout_s=None)
+    task = asyncio.ensure_future(ask_fail_closed(prompter, request(), timeout_s=0.2))
+    await pump_until(qapp, task.done)
+    assert task.result() == Decision(Scope.DENY, "fail-closed:timeout")
+    await pump_until(qapp, lambda: not prompter.dialogs)
+    assert prompter.dialogs == {}  # the dialog did not outlive the question
+
+
+async def test_qt_prompter_dismissed_dialog_denies(qapp: QApplication) -> None:
+    prompter = QtPrompter(timeout_s=None)
+    task = asyncio.ensure_future(prompter.ask(request()))
+    await pump_until(qapp, lambda: prompter.current is not None)
+    assert prompter.current is not None
+    prompter.current.reject()
+    await pump_until(qapp, task.done)
+    assert task.result() == Decision(Scope.DENY, "fail-closed:dismissed")
+
+
+def test_audit_view_lists_and_verifies(qtbot: QtBot, tmp_path: Path) -> None:
+    with Store(tmp_path / "g.db") as store:
+        log = AuditLog(store)
+        log.append(AuditEntry(client="ed", server="fake", tool="read", decision="allow", outcome="ok"))
+        log.append(AuditEntry(client="ed", server="fake", tool="write", arguments={"token": "s3cret"},
+                              decision="deny", outcome="denied"))
+        view = AuditView(log)
+        qtbot.addWidget(view)
+        assert view.table.rowCount() == 2
+        assert view.table.item(0, 5).text() == "write"  # newest first
+        assert "[REDACTED]" in view.table.item(0, 5).toolTip()
+        assert view.verify().ok and "Chain intact: 2 entries" in view.status.text()
+        store.db.execute_sql("DROP TRIGGER audit_no_update")  # as an attacker would
+        store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
+        assert not view.verify().ok and "TAMPERED at row 2" in view.status.text()
+
+
+def test_pyside6_survives_many_signal_emits() -> None:
+    """PySide6 6.12.0 on Python 3.11 aborts after ~1000 emits; the pinned version must not."""
+    code = textwrap.dedent("""
+        from PySide6.QtCore import QCoreApplication, QObject, Signal
+
+        class Emitter(QObject):
+            flag = Signal(bool)
+            thing = Signal(object)
+
+        app = QCoreApplication([])
+        e = Emitter()
+        seen = []
+        e.flag.connect(seen.append)
+        e.thing.connect(seen.append)
+        for i in range(5000):
+            e.flag.emit(i % 2 == 0)
+            e.thing.emit(i)
+        print(len(seen))
+    """)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "10000"
+
+
+def test_dialog_signals_survive_many_emits(qtbot: QtBot) -> None:
+    """The same, in this process, through the dialog's own signal."""
+    dialog = ConsentDialog(request(), timeout_s=None)
+    qtbot.addWidget(dialog)
+    seen: list[object] = []
+    dialog.decided.connect(seen.append)
+    for _ in range(5000):
+        dialog.decided.emit(True)
+    assert len(seen) == 5000
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="the pin applies to Python 3.11 only")
+def test_pyside6_pin_holds() -> None:
+    import PySide6
+
+    major, minor = (int(x) for x in PySide6.__version__.split(".")[:2])
+    assert (major, minor) < (6, 12), PySide6.__version__
