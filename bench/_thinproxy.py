@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 
 import aiohttp
 from aiohttp import web
@@ -25,9 +26,13 @@ async def forward(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     session = request.app[SESSION]
     headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
-    async with session.post(request.app[UPSTREAM] + "/chat/completions", data=body, headers=headers) as up:
+    async with session.post(
+        request.app[UPSTREAM] + "/chat/completions", data=body, headers=headers
+    ) as up:
         if up.headers.get("Content-Type", "").startswith("text/event-stream"):
-            resp = web.StreamResponse(status=up.status, headers={"Content-Type": "text/event-stream"})
+            resp = web.StreamResponse(
+                status=up.status, headers={"Content-Type": "text/event-stream"}
+            )
             await resp.prepare(request)
             async for data in up.content.iter_any():
                 await resp.write(data)
@@ -46,8 +51,7 @@ async def serve(host: str, port: int, upstream: str) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or ()
+    sockets: list[socket.socket] = list(getattr(site._server, "sockets", None) or [])
     print(f"READY {sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -80,7 +80,9 @@ def _chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
 
 def stream_frames() -> list[bytes]:
     """The canned SSE frames: role, content parts, finish, usage, [DONE]."""
-    events: list[dict[str, Any]] = [_chunk({"role": "assistant", "content": "", "refusal": None}, None)]
+    events: list[dict[str, Any]] = [
+        _chunk({"role": "assistant", "content": "", "refusal": None}, None)
+    ]
     events += [_chunk({"content": part}, None) for part in TEXT_PARTS]
     events.append(_chunk({}, "stop"))
     usage = _chunk({}, None)
@@ -103,7 +105,9 @@ def _responses() -> tuple[bytes, bytes, bytes]:
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
     )
-    missing = b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    missing = (
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    )
     return plain, stream, missing
 
 
@@ -169,7 +173,9 @@ class UpstreamProtocol(asyncio.Protocol):
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(UpstreamProtocol, host, port, backlog=1024, reuse_address=True)
+    server = await loop.create_server(
+        UpstreamProtocol, host, port, backlog=1024, reuse_address=True
+    )
     bound = server.sockets[0].getsockname()[1]
     print(f"READY {bound}", flush=True)
     stop = asyncio.Event()

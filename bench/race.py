@@ -23,13 +23,13 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omen_local.config import load_config  # noqa: E402
-from omen_local.observe import UsageEvent  # noqa: E402
-from omen_local.secrets import SecretStore  # noqa: E402
-from omen_local.service import OmenService  # noqa: E402
-from omen_local.tokens import TokenBook  # noqa: E402
-from tests.fakes.base import Reply  # noqa: E402
-from tests.fakes.fake_openai import FakeOpenAI  # noqa: E402
+from omen_local.config import load_config
+from omen_local.observe import UsageEvent
+from omen_local.secrets import SecretStore
+from omen_local.service import OmenService
+from omen_local.tokens import TokenBook
+from tests.fakes.base import Reply
+from tests.fakes.fake_openai import FakeOpenAI
 
 FAST_S, SLOW_S = 0.020, 0.060
 
@@ -103,7 +103,7 @@ chat = ["slow/gpt-4o-mini", "fast/gpt-4o-mini"]
         }
         times: dict[str, list[float]] = {name: [] for name in scenarios}
         async with aiohttp.ClientSession() as http:
-            for name, body in scenarios.items():  # warm-up
+            for body in scenarios.values():  # warm-up
                 await ttft(http, url, token, body)
             events.clear()
             for _ in range(rounds):
