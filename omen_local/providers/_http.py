@@ -7,7 +7,7 @@ redacted) so the router can decide on failover without knowing any wire format.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from time import time
@@ -93,9 +93,7 @@ def translate(provider: Provider, exc: BaseException, *, midstream: bool = False
 
 
 @asynccontextmanager
-async def post(
-    provider: Provider, url: str, body: dict[str, Any], headers: Mapping[str, str]
-) -> AsyncIterator[aiohttp.ClientResponse]:
+async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST ``body`` as JSON; yield the response if 2xx, raise UpstreamError otherwise.
 
     The connection goes back to the pool only when the body was read to the end; on
@@ -105,7 +103,7 @@ async def post(
         resp = await provider.session.post(
             url,
             data=jsonutil.dumps(body),
-            headers={"Content-Type": "application/json", **headers},
+            headers=provider.headers,
             timeout=provider._client_timeout,
             proxy=provider.proxy,
         )

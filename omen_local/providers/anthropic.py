@@ -541,15 +541,15 @@ class AnthropicProvider(Provider):
         base = self.config.base_url.rstrip("/")
         return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"anthropic-version": self.config.anthropic_version, **self.config.headers}
+    def auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": self.config.anthropic_version}
         if self.key:
             headers["x-api-key"] = self.key
         return headers
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         request = to_anthropic(self.name, model, body, False)
-        async with _http.post(self, self._url, request, self._headers()) as resp:
+        async with _http.post(self, self._url, request) as resp:
             data = await _http.read_json(self, resp)
         if (
             not isinstance(data, dict)
@@ -566,7 +566,7 @@ class AnthropicProvider(Provider):
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         request = to_anthropic(self.name, model, body, True)
         translator = StreamTranslator(self.name, self.redact)
-        async with _http.post(self, self._url, request, self._headers()) as resp:
+        async with _http.post(self, self._url, request) as resp:
             async for event in _sse.decode(_http.iter_lines(self, resp)):
                 try:
                     data = jsonutil.loads(event.data)

@@ -181,6 +181,7 @@ class Provider(ABC):
         self.timeouts = timeouts or Timeouts()
         self._client_timeout = self.timeouts.client_timeout()
         self.proxy = env_proxy(config.base_url)
+        self.headers = {"Content-Type": "application/json", **config.headers, **self.auth_headers()}
 
     @property
     def secrets(self) -> Sequence[str]:
@@ -192,6 +193,10 @@ class Provider(ABC):
             if secret and secret in text:
                 text = text.replace(secret, "[redacted]")
         return text
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate (and version) every request; built once."""
+        return {}
 
     async def discover(self) -> list[str]:
         """Model names this provider serves now; configured ones unless the API lists them."""

@@ -17,11 +17,8 @@ from .base import Chunk, Completion, Provider, UpstreamError, Usage
 class OpenAICompatProvider(Provider):
     kind = "openai"
 
-    def _headers(self) -> dict[str, str]:
-        headers = dict(self.config.headers)
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        return headers
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
     def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         out = dict(body)
@@ -37,7 +34,7 @@ class OpenAICompatProvider(Provider):
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         url = f"{self.config.base_url}/chat/completions"
-        async with _http.post(self, url, self._body(model, body, False), self._headers()) as resp:
+        async with _http.post(self, url, self._body(model, body, False)) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise UpstreamError(self.name, "protocol", f"{self.name} sent a completion without choices")
@@ -46,7 +43,7 @@ class OpenAICompatProvider(Provider):
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         url = f"{self.config.base_url}/chat/completions"
-        async with _http.post(self, url, self._body(model, body, True), self._headers()) as resp:
+        async with _http.post(self, url, self._body(model, body, True)) as resp:
             finished = False
             async for event in _sse.decode(_http.iter_lines(self, resp)):
                 if event.data == "[DONE]":

@@ -36,6 +36,7 @@ class Catalog:
     def __init__(self, config: Config, keys: dict[str, bool]) -> None:
         self.config = config
         self.keys = keys
+        self._usable: dict[str, str | None] = {}  # config and keys are fixed for a Catalog's life
         self.models: dict[str, list[str]] = {
             name: [m.name for m in pc.models] for name, pc in config.providers.items()
         }
@@ -45,6 +46,13 @@ class Catalog:
 
     def usable(self, provider: str) -> str | None:
         """None if the provider may be used, else why not (disabled, no key)."""
+        try:
+            return self._usable[provider]
+        except KeyError:
+            why = self._usable[provider] = self._why_unusable(provider)
+            return why
+
+    def _why_unusable(self, provider: str) -> str | None:
         pc = self.config.providers.get(provider)
         if pc is None:
             return "not configured"

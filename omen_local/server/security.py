@@ -6,6 +6,7 @@ drive-by page's requests carry its Origin. Both are refused before anything else
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from ..errors import OmenError
@@ -32,11 +33,17 @@ def is_loopback_host(name: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=512)
+def _host_ok(host_header: str, allowed: tuple[str, ...]) -> tuple[bool, str]:
+    name = host_name(host_header)
+    return is_loopback_host(name) or name in allowed, name
+
+
 def check_host(host_header: str | None, allowed: tuple[str, ...]) -> None:
     if not host_header:
         raise OmenError(403, "a Host header is required", code="forbidden_host")
-    name = host_name(host_header)
-    if not (is_loopback_host(name) or name in allowed):
+    ok, name = _host_ok(host_header, allowed)
+    if not ok:
         raise OmenError(
             403,
             f"Host '{name}' is not allowed: OMEN answers loopback names only (add it to server.allowed_hosts)",
