@@ -16,6 +16,8 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, default_config_path, load_config
+from .metering import MeteringError
+from .metering import cli as metering_cli
 from .secrets import SecretStore
 from .tokens import TokenBook
 
@@ -41,6 +43,9 @@ async def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         await service.start()
+    except MeteringError as exc:
+        print(f"omen: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"omen: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -152,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("name", help="the key name a provider's config refers to, e.g. openai for keyring:openai")
 
     sub.add_parser("config", help="show where the config and data live", parents=[common])
+    metering_cli.add_parsers(sub, common)
     return parser
 
 
@@ -160,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.config = getattr(args, "config", None)
     _setup_logging(getattr(args, "log_level", "info"))
-    handlers = {"serve": _run_serve, "token": _token, "key": _key, "config": _config}
+    handlers = {
+        "serve": _run_serve,
+        "token": _token,
+        "key": _key,
+        "config": _config,
+        "usage": metering_cli.usage_command,
+        "quota": metering_cli.quota_command,
+    }
     if args.command is None:
         parser.print_help()
         print("\nThe tray app is not part of this version; `omen serve` runs the router headless.")

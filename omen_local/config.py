@@ -90,6 +90,44 @@ class Defaults:
     merge_model: str = ""
 
 
+UNLIMITED = float("inf")  # "none" in the config or `omen quota set`: no limit, even over a default
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimits:
+    """Spend allowed per UTC day / month; None inherits (from the default), inf is unlimited."""
+
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    daily_tokens: float | None = None
+    monthly_tokens: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Requests and tokens per sliding minute; None inherits, inf is unlimited."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    default_user: QuotaLimits = QuotaLimits()
+    default_workspace: QuotaLimits = QuotaLimits()
+    users: dict[str, QuotaLimits] = field(default_factory=dict)
+    workspaces: dict[str, QuotaLimits] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    default_user: RateLimits = RateLimits()
+    default_workspace: RateLimits = RateLimits()
+    users: dict[str, RateLimits] = field(default_factory=dict)
+    workspaces: dict[str, RateLimits] = field(default_factory=dict)
+    providers: dict[str, RateLimits] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
@@ -100,6 +138,8 @@ class Config:
     data_dir: Path
     config_dir: Path
     source: Path | None = None
+    quotas: QuotaConfig = QuotaConfig()
+    limits: LimitConfig = LimitConfig()
 
     def price_for(self, provider: str, model: str) -> Price:
         """The price of ``model`` as served by ``provider``; local models are free unless priced."""
@@ -308,8 +348,71 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     )
 
 
+def _limit(table: dict[str, Any], key: str, where: str, *, integer: bool) -> float | None:
+    """A limit value: a number >= 0, or "none" for no limit (overriding a default)."""
+    value = table.get(key)
+    if value is None:
+        return None
+    if value == "none":
+        return UNLIMITED
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (integer and not isinstance(value, int)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f'{where}.{key} must be {kind} >= 0, or "none" for no limit')
+    return float(value)
+
+
+def _quota_limits(raw: Any, where: str) -> QuotaLimits:
+    table = _table(raw, where)
+    _check_keys(table, set(QuotaLimits.__dataclass_fields__), where)
+    return QuotaLimits(
+        daily_usd=_limit(table, "daily_usd", where, integer=False),
+        monthly_usd=_limit(table, "monthly_usd", where, integer=False),
+        daily_tokens=_limit(table, "daily_tokens", where, integer=True),
+        monthly_tokens=_limit(table, "monthly_tokens", where, integer=True),
+    )
+
+
+def _rate_limits(raw: Any, where: str) -> RateLimits:
+    table = _table(raw, where)
+    _check_keys(table, set(RateLimits.__dataclass_fields__), where)
+    return RateLimits(rpm=_limit(table, "rpm", where, integer=True), tpm=_limit(table, "tpm", where, integer=True))
+
+
+def _quotas(raw: Any) -> QuotaConfig:
+    table = _table(raw, "quotas")
+    _check_keys(table, {"default_user", "default_workspace", "users", "workspaces"}, "quotas")
+    return QuotaConfig(
+        default_user=_quota_limits(table.get("default_user"), "quotas.default_user"),
+        default_workspace=_quota_limits(table.get("default_workspace"), "quotas.default_workspace"),
+        users={k: _quota_limits(v, f"quotas.users.{k}") for k, v in _table(table.get("users"), "quotas.users").items()},
+        workspaces={
+            k: _quota_limits(v, f"quotas.workspaces.{k}")
+            for k, v in _table(table.get("workspaces"), "quotas.workspaces").items()
+        },
+    )
+
+
+def _limits(raw: Any, providers: dict[str, ProviderConfig]) -> LimitConfig:
+    table = _table(raw, "limits")
+    _check_keys(table, {"default_user", "default_workspace", "users", "workspaces", "providers"}, "limits")
+    per_provider = _table(table.get("providers"), "limits.providers")
+    for name in per_provider:
+        if name not in providers:
+            raise ConfigError(f"limits.providers.{name}: no provider named {name!r} is configured")
+    return LimitConfig(
+        default_user=_rate_limits(table.get("default_user"), "limits.default_user"),
+        default_workspace=_rate_limits(table.get("default_workspace"), "limits.default_workspace"),
+        users={k: _rate_limits(v, f"limits.users.{k}") for k, v in _table(table.get("users"), "limits.users").items()},
+        workspaces={
+            k: _rate_limits(v, f"limits.workspaces.{k}")
+            for k, v in _table(table.get("workspaces"), "limits.workspaces").items()
+        },
+        providers={k: _rate_limits(v, f"limits.providers.{k}") for k, v in per_provider.items()},
+    )
+
+
 def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Path | None = None) -> Config:
-    _check_keys(raw, {"server", "defaults", "providers", "intents", "storage"}, "config")
+    _check_keys(raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits"}, "config")
     srv = _table(raw.get("server"), "server")
     _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins"}, "server")
     server = ServerConfig(
@@ -385,4 +488,6 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         data_dir=data_dir,
         config_dir=config_dir,
         source=source,
+        quotas=_quotas(raw.get("quotas")),
+        limits=_limits(raw.get("limits"), providers),
     )

@@ -41,6 +41,22 @@ class AttemptStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptProgress:
+    """A started stream has sent ``output_chars`` characters so far (every ``PROGRESS_CHARS``).
+
+    Only the durable store cares: if the process dies mid-stream, the attempt is
+    charged for what had been streamed up to its last progress note.
+    """
+
+    attempt_id: str
+    output_chars: int
+    time: float = field(default_factory=time.time)
+
+
+PROGRESS_CHARS = 512  # about 128 tokens between progress notes
+
+
+@dataclass(frozen=True, slots=True)
 class UsageEvent:
     """One upstream attempt: what it was for, what it cost, how it ended."""
 
@@ -73,7 +89,7 @@ class HealthEvent:
     time: float = field(default_factory=time.time)
 
 
-Event = UsageEvent | HealthEvent | AttemptStarted
+Event = UsageEvent | HealthEvent | AttemptStarted | AttemptProgress
 Listener = Callable[[Event], None]
 
 

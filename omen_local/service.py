@@ -18,6 +18,7 @@ from aiohttp import web
 
 from . import __version__
 from .config import Config
+from .metering import Metering
 from .observe import HealthEvent, Hub
 from .providers.anthropic import AnthropicProvider
 from .providers.base import Provider, Timeouts, UpstreamError
@@ -28,6 +29,7 @@ from .routing.health import HealthBook
 from .routing.router import Router
 from .secrets import SecretStore, resolve_key
 from .server.app import make_app
+from .server.usage_routes import add_usage_routes
 from .tokens import TokenBook
 
 log = logging.getLogger(__name__)
@@ -47,11 +49,14 @@ class OmenService:
         secrets: SecretStore | None = None,
         tokens: TokenBook | None = None,
         hub: Hub | None = None,
+        metering: bool = True,
     ) -> None:
         self.config = config
         self.secrets = secrets or SecretStore(config.data_dir)
         self.tokens = tokens or TokenBook(config.data_dir, self.secrets)
         self.hub = hub or Hub()
+        # Usage store, quotas and rate limits (metering=False: routing alone, for benchmarks).
+        self.metering: Metering | None = Metering(config, self.hub) if metering else None
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
         self._keys = {name: resolve_key(pc.key, self.secrets) for name, pc in config.providers.items()}
         self.catalog = Catalog(config, {name: bool(k) for name, k in self._keys.items()})
@@ -70,19 +75,24 @@ class OmenService:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
+        if self.metering is not None:
+            await self.metering.start()  # replays a crashed server's journal before taking requests
         d = self.config.defaults
         timeouts = Timeouts(connect=d.connect_timeout_s, idle=d.idle_timeout_s, total=d.request_timeout_s)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            trust_env=True,
+            trust_env=False,  # proxies are resolved once per provider (Provider.proxy), not per request
             auto_decompress=True,
         )
         providers = {
             name: PROVIDER_CLASSES[pc.kind](pc, self.session, key=self._keys[name], timeouts=timeouts)
             for name, pc in self.config.providers.items()
         }
-        self.router = Router(self.config, providers, self.catalog, self.health, self.hub)
+        policy = self.metering.policy if self.metering is not None else None
+        self.router = Router(self.config, providers, self.catalog, self.health, self.hub, policy=policy)
         app = make_app(self.router, self.tokens, self.status)
+        if self.metering is not None:
+            add_usage_routes(app, self.metering)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, backlog=1024)
@@ -115,6 +125,8 @@ class OmenService:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self.metering is not None:
+            await self.metering.stop()  # after the server: in-flight requests have reported
 
     async def __aenter__(self) -> OmenService:
         await self.start()

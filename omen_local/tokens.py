@@ -78,6 +78,10 @@ class TokenBook:
             for e in self._entries()
         }
 
+    def is_owner(self, identity: Identity) -> bool:
+        """The owner's own token (not a client token that happens to name the same user)."""
+        return identity is self._owner
+
     def identify(self, token: str) -> Identity | None:
         """The identity for ``token``, or None. Tokens the CLI adds while we run are seen at once."""
         if hmac.compare_digest(token.encode(), self.owner_token.encode()):

@@ -172,6 +172,8 @@ class Attempt:
         usage = self.usage
         if usage is not None and outcome != "ok" and usage.completion_tokens == 0 and self.output_chars:
             usage = None  # a cut stream: the prompt count alone would undercount
+        if usage is None and err is not None and not self.output_chars and err.kind in ("connect", "http", "limit", "unsupported"):
+            usage = Usage()  # refused before any work (an error status, no connection): providers bill nothing
         estimated = usage is None
         if usage is None:
             usage = Usage(self.prompt_estimate, (self.output_chars + 3) // 4)

@@ -176,22 +176,31 @@ class Router:
         budget = req.hints.budget_usd if req.hints.budget_usd is not None else self.config.defaults.budget_usd
         worst = {t: budgets.worst_cost(self.config.price_for(t.provider, t.model), prompt, cap) for t in targets}
         if budget is not None:
-            fits = [
-                t
-                for t in targets
-                if budgets.affordable_output(self.config.price_for(t.provider, t.model), prompt, budget) != 0
-            ]
+            if requested is not None:  # the client's own output cap: its worst case must fit
+                need = worst
+                what = f"the prompt (about {prompt} tokens) plus max_tokens {requested}"
+                fits = [t for t in targets if worst[t] <= budget]
+            else:  # no cap given: the prompt must fit; body_for caps the output to what is left
+                need = {t: budgets.worst_cost(self.config.price_for(t.provider, t.model), prompt, 0) for t in targets}
+                what = f"the prompt (about {prompt} tokens) and some output"
+                fits = [
+                    t
+                    for t in targets
+                    if budgets.affordable_output(self.config.price_for(t.provider, t.model), prompt, budget) != 0
+                ]
             if not fits:
-                cheapest = min(targets, key=lambda t: worst[t])
+                cheapest = min(targets, key=lambda t: need[t])
                 raise OmenError(
                     402,
-                    f"omen.budget_usd {budget:g} does not cover the prompt (about {prompt} tokens) on any "
-                    f"candidate; the cheapest, {cheapest}, needs more",
+                    f"omen.budget_usd {budget:g} does not cover {what} on any candidate; the cheapest, "
+                    f"{cheapest}, needs {need[cheapest]:.6g} USD",
                     code="budget_exceeded",
                     param="omen.budget_usd",
                 )
             targets = fits
-        bound = CostBound(prompt, cap, max(worst[t] for t in targets))
+        # With a budget the request cannot cost more than it (body_for caps the output).
+        top = max(worst[t] for t in targets)
+        bound = CostBound(prompt, cap, top if budget is None else min(top, budget))
         return Plan(strategy, intent, guessed, targets, bound, budget, sticky)
 
     def body_for(self, req: ChatRequest, plan: Plan, target: Target) -> dict[str, Any]:

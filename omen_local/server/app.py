@@ -52,7 +52,7 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
             code="request_too_large",
         )
     if exc.status == 404:
-        return OmenError(404, "unknown URL; OMEN serves /v1/chat/completions, /v1/models, /v1/omen/status, /health", code="unknown_url")
+        return OmenError(404, "unknown URL; OMEN serves /v1/chat/completions, /v1/models, /v1/omen/status, /v1/usage, /health", code="unknown_url")
     if exc.status == 405:
         return OmenError(405, f"method not allowed: {exc.reason}", code="method_not_allowed")
     return OmenError(exc.status, exc.reason or "request failed", code="http_error")

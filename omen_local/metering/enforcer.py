@@ -1,0 +1,134 @@
+"""The Policy the router calls: rate limits and quotas, with errors that name the limit.
+
+``admit`` takes the rate limits first (per user, then workspace), then reserves the
+worst case in the quota ledger; if the ledger refuses, the rate-limit counts are
+refunded, so a refused request costs nothing. Nothing awaits in between with the
+in-process ledger and limiter, which is what makes admission atomic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..errors import OmenError
+from ..observe import UsageEvent
+from ..policy import CostBound
+from . import rollup as r
+from .books import LimitBook, QuotaBook
+from .ledger import QuotaExceeded, QuotaLedger, Scope
+from .limits import Grant, RateLimited, RateLimiter
+
+if TYPE_CHECKING:
+    from ..api.request import ChatRequest
+    from ..routing.router import RequestContext
+
+_QUOTA_LABEL = {
+    "daily_usd": ("daily USD quota", "today"),
+    "monthly_usd": ("monthly USD quota", "this month"),
+    "daily_tokens": ("daily token quota", "today"),
+    "monthly_tokens": ("monthly token quota", "this month"),
+}
+
+
+def _amount(key: str, value: float) -> str:
+    return f"{value:.6g} USD" if key.endswith("usd") else f"{math.ceil(value)} tokens"
+
+
+class Enforcer:
+    def __init__(
+        self,
+        quotas: QuotaBook,
+        limits: LimitBook,
+        ledger: QuotaLedger,
+        limiter: RateLimiter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.quotas, self.limits, self.ledger, self.limiter, self.clock = quotas, limits, ledger, limiter, clock
+        self._grants: dict[str, Grant] = {}
+        self._provider: dict[str, dict[str, float]] = {
+            name: lim for name in limits.config.providers if (lim := limits.limits(("provider", name)))
+        }
+        self._provider_tpm = frozenset(name for name, lim in self._provider.items() if "tpm" in lim)
+
+    # ------------------------------------------------------------ Policy
+
+    async def admit(self, ctx: RequestContext, req: ChatRequest, bound: CostBound) -> None:
+        user: Scope = ("user", ctx.identity.user)
+        scopes = [user] if ctx.workspace is None else [user, ("workspace", ctx.workspace)]
+        rate = [(s, lim) for s in scopes if (lim := self.limits.limits(s))]
+        grant = None
+        if rate:
+            try:
+                grant = await self.limiter.acquire(rate, bound.prompt_tokens)
+            except RateLimited as exc:
+                raise self._rate_error(exc) from None
+        self.quotas.refresh()
+        try:
+            await self.ledger.reserve(
+                ctx.request_id, [(s, self.quotas.limits(s)) for s in scopes], bound.worst_usd, bound.worst_tokens
+            )
+        except QuotaExceeded as exc:
+            if grant is not None:
+                self.limiter.refund(grant)
+            raise self._quota_error(exc, bound) from None
+        if grant is not None:
+            self._grants[ctx.request_id] = grant
+
+    def provider_wait(self, provider: str) -> float:
+        limits = self._provider.get(provider)
+        return 0.0 if limits is None else self.limiter.provider_wait(provider, limits)
+
+    def settle(self, ctx: RequestContext) -> None:
+        self.ledger.settle(ctx.request_id, ctx.spent_usd, ctx.spent_tokens)
+        grant = self._grants.pop(ctx.request_id, None)
+        if grant is not None:
+            self.limiter.settle(grant, ctx.spent_tokens)
+
+    def on_usage(self, event: UsageEvent) -> None:
+        """Provider token limits count what each attempt really used."""
+        if event.provider in self._provider_tpm:
+            u = event.usage
+            self.limiter.charge_provider(event.provider, u.prompt_tokens + u.completion_tokens)
+
+    # ------------------------------------------------------------ errors
+
+    def _rate_error(self, exc: RateLimited) -> OmenError:
+        kind, name = exc.scope
+        _, source = self.limits.effective(exc.scope)[exc.key]
+        what = "requests" if exc.key == "rpm" else "tokens"
+        return OmenError(
+            429,
+            f"rate limit reached: {kind} '{name}' may use {exc.limit:g} {what} per minute ({source}); "
+            f"retry in {math.ceil(exc.retry_after)} s",
+            code="rate_limited",
+            param=f"{kind}.{exc.key}",
+            retry_after=exc.retry_after,
+        )
+
+    def _quota_error(self, exc: QuotaExceeded, bound: CostBound) -> OmenError:
+        kind, name = exc.scope
+        key = exc.key
+        label, period = _QUOTA_LABEL[key]
+        _, source = self.quotas.effective(exc.scope)[key]
+        worst = f"prompt ~{bound.prompt_tokens} tokens + up to {bound.max_output_tokens} output tokens"
+        if exc.limit <= 0:
+            message = f"{kind} '{name}' has a {label} of 0 ({source}): no requests are allowed"
+            retry = None
+        elif exc.need > exc.limit:
+            message = (
+                f"this request may use up to {_amount(key, exc.need)} ({worst}), more than the whole {label} "
+                f"of {kind} '{name}' ({_amount(key, exc.limit)}, {source}); lower max_tokens"
+            )
+            retry = None
+        else:
+            message = (
+                f"the {label} of {kind} '{name}' ({_amount(key, exc.limit)}, {source}) would be exceeded: "
+                f"{_amount(key, exc.used)} used {period} (UTC), {_amount(key, exc.held)} held by requests in "
+                f"flight, and this request may use up to {_amount(key, exc.need)} ({worst}); "
+                f"it resets at {r.iso(exc.resets_at)}"
+            )
+            retry = max(1.0, exc.resets_at - self.clock())
+        return OmenError(402, message, code="quota_exceeded", param=f"{kind}.{key}", retry_after=retry)

@@ -1,0 +1,152 @@
+"""Rate limits: requests and tokens per sliding minute, per user, workspace and provider.
+
+Exact sliding windows (a log of the last 60 s per scope): "60 rpm" means at most 60
+requests in any 60 seconds, and Retry-After is the moment the oldest one leaves the
+window. A request is admitted while the last minute's tokens are under ``tpm``; it counts
+its estimated prompt at once, corrected to the real count when it ends (so one request
+may go over, and the next ones wait until the minute has paid for it). Provider limits
+count every attempt sent to the provider and the tokens it really used.
+
+The in-process limiter is the embedded default; the protocol is async where a shared
+(Redis) limiter would need a round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .ledger import Scope
+
+WINDOW_S = 60.0
+
+
+class RateLimited(Exception):
+    def __init__(self, scope: Scope, key: str, limit: float, retry_after: float) -> None:
+        super().__init__(f"{scope[0]} {scope[1]}: {key}")
+        self.scope, self.key, self.limit, self.retry_after = scope, key, limit, retry_after
+
+
+class Window:
+    """One scope's log of (time, amount) over the last minute; amounts can be corrected later."""
+
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[list[float]] = deque()
+        self.total = 0.0
+
+    def prune(self, now: float) -> None:
+        cutoff = now - WINDOW_S
+        entries = self.entries
+        while entries and entries[0][0] <= cutoff:
+            self.total -= entries.popleft()[1]
+
+    def add(self, now: float, amount: float) -> list[float]:
+        entry = [now, amount]
+        self.entries.append(entry)
+        self.total += amount
+        return entry
+
+    def correct(self, entry: list[float], amount: float) -> None:
+        """Change an entry still in the window (no effect once it left it)."""
+        if self.entries and entry[0] >= self.entries[0][0]:
+            self.total += amount - entry[1]
+        entry[1] = amount
+
+    def wait(self, now: float, room_below: float) -> float:
+        """Seconds until the window total drops below ``room_below``."""
+        total = self.total
+        for t, amount in self.entries:
+            total -= amount
+            if total < room_below:
+                return max(0.001, t + WINDOW_S - now)
+        return WINDOW_S
+
+
+@dataclass(slots=True)
+class Grant:
+    """What an admission added, so that it can be refunded or corrected."""
+
+    requests: list[tuple[Window, list[float]]] = field(default_factory=list)
+    tokens: list[tuple[Window, list[float]]] = field(default_factory=list)
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, scopes: Sequence[tuple[Scope, Mapping[str, float]]], tokens: int) -> Grant:
+        """Count one request (and ``tokens``, estimated) in every scope, or raise RateLimited (counting nothing)."""
+
+    def refund(self, grant: Grant) -> None:
+        """Undo an acquisition (the request was refused by another check)."""
+
+    def settle(self, grant: Grant, tokens: int) -> None:
+        """The request used ``tokens`` in all: correct its estimate."""
+
+    def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
+        """0.0 and count one attempt if ``provider`` is under its limits, else seconds to wait."""
+
+    def charge_provider(self, provider: str, tokens: int) -> None:
+        """An attempt at ``provider`` used ``tokens``."""
+
+
+class LocalRateLimiter:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._windows: dict[tuple[str, str, str], Window] = {}
+
+    def _window(self, scope: Scope, key: str, now: float) -> Window:
+        w = self._windows.get((scope[0], scope[1], key))
+        if w is None:
+            w = self._windows[(scope[0], scope[1], key)] = Window()
+        else:
+            w.prune(now)
+        return w
+
+    async def acquire(self, scopes: Sequence[tuple[Scope, Mapping[str, float]]], tokens: int) -> Grant:
+        now = self.clock()
+        picked: list[tuple[Window, str]] = []
+        for scope, limits in scopes:
+            for key, limit in limits.items():
+                w = self._window(scope, key, now)
+                if key == "rpm" and w.total + 1 > limit:
+                    raise RateLimited(scope, key, limit, w.wait(now, limit))
+                if key == "tpm" and w.total >= limit:
+                    raise RateLimited(scope, key, limit, w.wait(now, limit))
+                picked.append((w, key))
+        grant = Grant()
+        for w, key in picked:
+            if key == "rpm":
+                grant.requests.append((w, w.add(now, 1)))
+            else:
+                grant.tokens.append((w, w.add(now, tokens)))
+        return grant
+
+    def refund(self, grant: Grant) -> None:
+        for w, entry in (*grant.requests, *grant.tokens):
+            w.correct(entry, 0)
+
+    def settle(self, grant: Grant, tokens: int) -> None:
+        for w, entry in grant.tokens:
+            w.correct(entry, tokens)
+
+    def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
+        now = self.clock()
+        scope = ("provider", provider)
+        rpm, tpm = limits.get("rpm"), limits.get("tpm")
+        if tpm is not None:
+            w = self._window(scope, "tpm", now)
+            if w.total >= tpm:
+                return w.wait(now, tpm)
+        if rpm is not None:
+            w = self._window(scope, "rpm", now)
+            if w.total + 1 > rpm:
+                return w.wait(now, rpm)
+            w.add(now, 1)
+        return 0.0
+
+    def charge_provider(self, provider: str, tokens: int) -> None:
+        now = self.clock()
+        self._window(("provider", provider), "tpm", now).add(now, tokens)

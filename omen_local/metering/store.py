@@ -1,0 +1,639 @@
+"""The usage store: raw events and rollups in SQLite (WAL) through peewee.
+
+Writes never happen on the serving loop: the hub listener hands records to
+:meth:`SqliteUsageStore.submit` (a queue put) and one writer thread commits them in
+batches: after the first record it lingers ``LINGER_S`` (the journal already holds
+them), then commits everything queued in one transaction: the events (``executemany``),
+the open-stream table and the journal sequence number. One wake-up and one commit per
+batch keeps the writer from contending for the GIL with the serving loop on every
+request; :meth:`flush` (the usage API's read-your-writes) cuts the linger short.
+
+Rollups (every dimension subset x UTC hour and day, see rollup.py) are folded in bulk:
+every ``COMPACT_EVERY`` events, or after ``COMPACT_AFTER_S`` of quiet, the events past
+the ``rolled_id`` watermark are aggregated once at the finest grain and then upserted
+into all 32 (cube, grain) rows in one ``INSERT .. SELECT .. ON CONFLICT DO UPDATE``.
+Queries read rollup rows plus the raw events past the watermark, in one snapshot, so
+they are exact and never count an event twice. Folding per event instead would rewrite
+32 wide rows on 32 pages per request.
+
+Queries are blocking and meant for a thread (``asyncio.to_thread``): each opens its own
+connection, which WAL lets run alongside the writer (and alongside another process, such
+as ``omen usage``). The SQL is plain (CASE, SUM, CTE, upsert, peewee's placeholder), so
+a PostgreSQL store for a team deployment can reuse it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from peewee import (
+    AutoField,
+    BooleanField,
+    CompositeKey,
+    Database,
+    DoubleField,
+    IntegerField,
+    Model,
+    SqliteDatabase,
+    TextField,
+)
+
+from ..observe import AttemptStarted, UsageEvent
+from . import rollup as r
+from .journal import Record
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+COMPACT_EVERY = 1000  # events past the watermark that trigger a fold into the rollups
+COMPACT_AFTER_S = 5.0  # or this long without new records
+LINGER_S = 0.05  # after a first record, wait this long for more: one commit (and GIL hand-off) per batch
+Item = tuple[str, int, Record]  # (kind, journal seq, record)
+
+
+# ---------------------------------------------------------------- schema
+# Unbound models: every query is bound to its store's database, so stores can coexist.
+
+
+class EventRow(Model):
+    id = AutoField()
+    attempt_id = TextField()
+    request_id = TextField(index=True)
+    time = DoubleField(index=True)
+    hour = IntegerField()
+    user = TextField()
+    workspace = TextField(null=True)
+    client = TextField(null=True)
+    session = TextField(null=True)
+    provider = TextField()
+    model = TextField()
+    strategy = TextField()
+    prompt_tokens = IntegerField()
+    completion_tokens = IntegerField()
+    cached_tokens = IntegerField()
+    cache_write_tokens = IntegerField()
+    reasoning_tokens = IntegerField()
+    cost_usd = DoubleField()
+    ttft_ms = DoubleField(null=True)
+    total_ms = DoubleField()
+    outcome = TextField()
+    estimated = BooleanField()
+    error = TextField(null=True)
+    is_first = BooleanField()  # the request's first attempt: counts the request once
+    lat_bin = IntegerField(null=True)  # latency histogram bin, for served attempts only
+
+    class Meta:
+        table_name = "usage_event"
+        indexes = ((("user", "time"), False),)
+
+
+class RollupRow(Model):
+    grain = IntegerField()  # 0 hour, 1 day
+    cube = IntegerField()  # bit set of the dimensions kept (rollup.DIM_BIT); others are ''
+    period = IntegerField()  # hours or days since the epoch (UTC)
+    user = TextField()
+    workspace = TextField()
+    provider = TextField()
+    model = TextField()
+
+    class Meta:
+        table_name = "usage_rollup"
+        primary_key = CompositeKey("grain", "cube", "period", "user", "workspace", "provider", "model")
+        without_rowid = True
+
+
+for _name in r.METRICS:
+    RollupRow._meta.add_field(_name, DoubleField(default=0) if _name in ("cost_usd", "lat_sum", "ttft_sum") else IntegerField(default=0))
+
+
+class CubeRow(Model):
+    grain = IntegerField()
+    cube = IntegerField()
+
+    class Meta:
+        table_name = "usage_cube"
+        primary_key = CompositeKey("grain", "cube")
+
+
+class OpenAttemptRow(Model):
+    """A stream that reached its client and has not reported yet."""
+
+    attempt_id = TextField(primary_key=True)
+    request_id = TextField()
+    user = TextField()
+    workspace = TextField(null=True)
+    client = TextField(null=True)
+    session = TextField(null=True)
+    provider = TextField()
+    model = TextField()
+    strategy = TextField()
+    prompt_tokens = IntegerField()
+    output_chars = IntegerField()
+    time = DoubleField()
+    last_time = DoubleField()
+
+    class Meta:
+        table_name = "usage_open_attempt"
+
+
+class MetaRow(Model):
+    key = TextField(primary_key=True)
+    value = TextField()
+
+    class Meta:
+        table_name = "usage_meta"
+
+
+MODELS: list[type[Model]] = [EventRow, RollupRow, CubeRow, OpenAttemptRow, MetaRow]
+TIME_INDEX, USER_TIME_INDEX = "eventrow_time", "eventrow_user_time"  # peewee's names for EventRow's indexes
+_SCHEMA_LOCK = threading.Lock()  # bind_ctx rebinds the model classes for a moment
+
+EVENT_COLUMNS = (
+    "attempt_id", "request_id", "time", "hour", "user", "workspace", "client", "session", "provider", "model",
+    "strategy", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
+    "cost_usd", "ttft_ms", "total_ms", "outcome", "estimated", "error", "is_first", "lat_bin",
+)  # fmt: skip
+OPEN_COLUMNS = (
+    "attempt_id", "request_id", "user", "workspace", "client", "session", "provider", "model", "strategy",
+    "prompt_tokens", "output_chars", "time", "last_time",
+)  # fmt: skip
+
+
+def q(name: str) -> str:
+    return f'"{name}"'
+
+
+def sql(db: Database, text: str, params: Sequence[Any] = ()) -> Any:
+    """peewee's execute_sql (untyped in its stubs), in one place."""
+    return db.execute_sql(text, params)  # type: ignore[no-untyped-call]
+
+
+def cursor(db: Database) -> Any:
+    return db.cursor()  # type: ignore[no-untyped-call]
+
+
+def event_row(e: UsageEvent) -> tuple[Any, ...]:
+    u = e.usage
+    served = e.outcome in r.SERVED
+    return (
+        e.attempt_id, e.request_id, e.time, int(e.time // r.HOUR), e.user, e.workspace, e.client, e.session,
+        e.provider, e.model, e.strategy, u.prompt_tokens, u.completion_tokens, u.cached_tokens,
+        u.cache_write_tokens, u.reasoning_tokens, e.cost_usd, e.ttft_ms, e.total_ms, e.outcome, e.estimated,
+        e.error, e.attempt_id == e.request_id + ".0", r.lat_bin(e.total_ms) if served else None,
+    )  # fmt: skip
+
+
+def metric_exprs(alias: str = "") -> list[str]:
+    """SQL aggregates over raw events, in rollup.METRICS order."""
+    a = alias
+    served = f"{a}lat_bin IS NOT NULL"
+
+    def count(cond: str) -> str:
+        return f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+
+    out = [
+        "COUNT(*)",
+        count(f"{a}is_first"),
+        count(f"{a}outcome = 'ok'"),
+        count(f"{a}outcome = 'error'"),
+        count(f"{a}outcome = 'cancelled'"),
+        count(f"{a}outcome = 'budget_cut'"),
+        count(f"{a}estimated"),
+        *(f"SUM({a}{t})" for t in r.TOKENS),
+        f"SUM({a}cost_usd)",
+        count(served),
+        f"SUM(CASE WHEN {served} THEN {a}total_ms ELSE 0 END)",
+        count(f"{served} AND {a}ttft_ms IS NOT NULL"),
+        f"SUM(CASE WHEN {served} AND {a}ttft_ms IS NOT NULL THEN {a}ttft_ms ELSE 0 END)",
+        *(count(f"{a}lat_bin = {i}") for i in range(r.LAT_BINS)),
+    ]
+    assert len(out) == len(r.METRICS)
+    return out
+
+
+def fold_sql(param: str) -> str:
+    """Fold events with ``lo < id <= hi`` into every (cube, grain) rollup row: aggregate once
+    at the finest grain (hour x all four dimensions), then expand that to the 32 cubes."""
+    fine = ", ".join(f"{expr} AS {name}" for expr, name in zip(metric_exprs(), r.METRICS, strict=True))
+    ws = "COALESCE(workspace, '')"
+    dims = [
+        f"CASE WHEN (c.cube & {r.DIM_BIT[d]}) <> 0 THEN f.{d}_ ELSE '' END" for d in r.DIMS
+    ]
+    key = ["grain", "cube", "period", q("user"), "workspace", "provider", "model"]
+    metrics = ", ".join(r.METRICS)
+    updates = ", ".join(f"{m} = usage_rollup.{m} + excluded.{m}" for m in r.METRICS)
+    return (
+        f"WITH f AS (SELECT hour, {q('user')} AS user_, {ws} AS workspace_, provider AS provider_, model AS model_, "
+        f"{fine} FROM usage_event WHERE id > {param} AND id <= {param} "
+        f"GROUP BY hour, {q('user')}, {ws}, provider, model) "
+        f"INSERT INTO usage_rollup ({', '.join(key)}, {metrics}) "
+        f"SELECT c.grain, c.cube, CASE WHEN c.grain = 0 THEN f.hour ELSE f.hour / 24 END, {', '.join(dims)}, "
+        f"{', '.join(f'SUM(f.{m})' for m in r.METRICS)} "
+        f"FROM f CROSS JOIN usage_cube c WHERE 1 = 1 GROUP BY 1, 2, 3, 4, 5, 6, 7 "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    start: float | None = None
+    end: float | None = None
+    filters: tuple[tuple[str, str], ...] = ()  # user, workspace, provider, model, outcome, request_id
+    limit: int = 100
+    before_id: int | None = None  # the cursor: events older (lower id) than this
+
+
+EVENT_FILTERS = ("user", "workspace", "provider", "model", "outcome", "request_id")
+
+
+class UsageStore(Protocol):
+    """What metering needs from storage. Writes are queued (loop-safe); the rest blocks (use a thread)."""
+
+    committed: int
+    path: Path
+
+    def open(self) -> int: ...
+    def hold(self) -> contextlib.AbstractContextManager[Any]: ...
+    def apply(self, items: Sequence[Item], *, fold: bool = False) -> None: ...
+    def open_attempts(self) -> list[dict[str, Any]]: ...
+    def start_writer(self, on_commit: Callable[[int], None] | None = None) -> None: ...
+    def submit(self, kind: str, seq: int, record: Record) -> None: ...
+    def flush(self) -> concurrent.futures.Future[None]: ...
+    def close(self) -> None: ...
+    def rollup(self, query: r.RollupQuery) -> dict[str, Any]: ...
+    def events(self, query: EventQuery) -> dict[str, Any]: ...
+    def spend(self, since_day: int) -> list[tuple[str, str, int, float, int]]: ...
+
+
+class SqliteUsageStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db: Database = SqliteDatabase(
+            str(path),
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": 1,  # NORMAL: WAL stays consistent; the journal covers a crash
+                "busy_timeout": 10000,
+                "cache_size": -16000,
+                "temp_store": 2,
+            },
+        )
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._urgent = threading.Event()  # a flush or stop is waiting: cut the linger short
+        self._open_ids: set[str] = set()
+        self._fold = fold_sql(self.db.param)
+        p = self.db.param
+        self._insert_event = (
+            f"INSERT INTO usage_event ({', '.join(q(c) for c in EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join([p] * len(EVENT_COLUMNS))})"
+        )
+        self._insert_open = (
+            f"INSERT INTO usage_open_attempt ({', '.join(q(c) for c in OPEN_COLUMNS)}) "
+            f"VALUES ({', '.join([p] * len(OPEN_COLUMNS))})"
+        )
+        self.committed = 0  # journal sequence number applied last
+        self.rolled_id = 0  # events up to this id are folded into the rollups
+        self.last_id = 0
+
+    # ------------------------------------------------------------ lifecycle (blocking)
+
+    def open(self) -> int:
+        """Create the schema if needed; return the journal sequence number committed last."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.db.connection_context():
+            if not {m._meta.table_name for m in MODELS} <= set(self.db.get_tables()):
+                with _SCHEMA_LOCK, self.db.bind_ctx(MODELS), self.db.atomic():
+                    self.db.create_tables(MODELS, safe=True)
+                    if not CubeRow.select().exists():
+                        CubeRow.insert_many(
+                            [(g, c) for g in (0, 1) for c in r.CUBES], fields=[CubeRow.grain, CubeRow.cube]
+                        ).execute()
+            self.committed = self._meta("journal_seq")
+            self.rolled_id = self._meta("rolled_id")
+            self.last_id = sql(self.db, "SELECT COALESCE(MAX(id), 0) FROM usage_event").fetchone()[0]
+            self._open_ids = {a for (a,) in sql(self.db, "SELECT attempt_id FROM usage_open_attempt")}
+        return self.committed
+
+    def _meta(self, key: str) -> int:
+        row = sql(self.db, f"SELECT value FROM usage_meta WHERE key = {self.db.param}", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set_meta(self, key: str, value: int) -> None:
+        p = self.db.param
+        sql(
+            self.db,
+            f"INSERT INTO usage_meta (key, value) VALUES ({p}, {p}) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, str(value)),
+        )
+
+    def _connected(self) -> Any:
+        """This thread's open connection, or one for the duration of the block."""
+        return self.db.connection_context() if self.db.is_closed() else contextlib.nullcontext()
+
+    def hold(self) -> contextlib.AbstractContextManager[Any]:
+        """Keep one connection across several calls from this thread (start-up recovery)."""
+        return cast(contextlib.AbstractContextManager[Any], self._connected())
+
+    def apply(self, items: Sequence[Item], *, fold: bool = False) -> None:
+        """Commit records in one transaction (the writer thread, or recovery before it starts);
+        fold the new events into the rollups when enough have gathered (or when ``fold``)."""
+        events: list[tuple[Any, ...]] = []
+        starts: dict[str, list[Any]] = {}
+        progress: dict[str, tuple[int, float]] = {}
+        ended: list[str] = []
+        last = 0
+        for _kind, seq, rec in items:
+            last = max(last, seq)
+            if isinstance(rec, UsageEvent):
+                events.append(event_row(rec))
+                aid = rec.attempt_id
+                if starts.pop(aid, None) is None and aid in self._open_ids:
+                    ended.append(aid)
+                progress.pop(aid, None)
+            elif isinstance(rec, AttemptStarted):
+                starts[rec.attempt_id] = [
+                    rec.attempt_id, rec.request_id, rec.user, rec.workspace, rec.client, rec.session, rec.provider,
+                    rec.model, rec.strategy, rec.prompt_tokens, 0, rec.time, rec.time,
+                ]  # fmt: skip
+            else:
+                row = starts.get(rec.attempt_id)
+                if row is not None:
+                    row[10], row[12] = rec.output_chars, rec.time
+                elif rec.attempt_id in self._open_ids:
+                    progress[rec.attempt_id] = (rec.output_chars, rec.time)
+        p = self.db.param
+        with self._connected(), self.db.atomic():
+            cur = cursor(self.db)
+            if events:
+                cur.executemany(self._insert_event, events)
+                self.last_id = sql(self.db, "SELECT MAX(id) FROM usage_event").fetchone()[0]
+            if fold or self.last_id - self.rolled_id >= COMPACT_EVERY:
+                self._fold_tail()
+            if starts:
+                cur.executemany(self._insert_open, list(starts.values()))
+            if progress:
+                cur.executemany(
+                    f"UPDATE usage_open_attempt SET output_chars = {p}, last_time = {p} WHERE attempt_id = {p}",
+                    [(c, t, a) for a, (c, t) in progress.items()],
+                )
+            if ended:
+                cur.executemany(f"DELETE FROM usage_open_attempt WHERE attempt_id = {p}", [(a,) for a in ended])
+            if last > self.committed:
+                self._set_meta("journal_seq", last)
+        self._open_ids.update(starts)
+        self._open_ids.difference_update(ended)
+        self.committed = max(self.committed, last)
+
+    def _fold_tail(self) -> None:
+        """Fold the events past the watermark into the rollups (inside the caller's transaction)."""
+        if self.last_id > self.rolled_id:
+            sql(self.db, self._fold, (self.rolled_id, self.last_id))
+            self._set_meta("rolled_id", self.last_id)
+            self.rolled_id = self.last_id
+
+    def compact(self) -> None:
+        """Fold whatever events are not in the rollups yet."""
+        if self.last_id > self.rolled_id:
+            with self._connected(), self.db.atomic():
+                self._fold_tail()
+
+    def open_attempts(self) -> list[dict[str, Any]]:
+        """Streams that started and never reported (their process died)."""
+        with self._connected():
+            return cast(list[dict[str, Any]], list(OpenAttemptRow.select().dicts().bind(self.db)))
+
+    def start_writer(self, on_commit: Callable[[int], None] | None = None) -> None:
+        self._thread = threading.Thread(target=self._run, args=(on_commit,), name="omen-usage-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, seq: int, record: Record) -> None:
+        self._queue.put((kind, seq, record))
+
+    def flush(self) -> concurrent.futures.Future[None]:
+        """Done once everything submitted before has been committed (or has failed)."""
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._thread is None or not self._thread.is_alive():
+            fut.set_result(None)
+        else:
+            self._queue.put(fut)
+            self._urgent.set()
+        return fut
+
+    def close(self) -> None:
+        """Commit what is queued, fold it into the rollups, stop the writer."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._urgent.set()
+            self._thread.join()
+            self._thread = None
+        if not self.db.is_closed():
+            self.db.close()
+
+    def _run(self, on_commit: Callable[[int], None] | None) -> None:
+        pending: list[Item] = []
+        self.db.connect(reuse_if_open=True)
+        try:
+            while True:
+                try:  # a quiet writer folds the tail of new events into the rollups
+                    wait = COMPACT_AFTER_S if self.last_id > self.rolled_id else None
+                    items = [self._queue.get(timeout=wait)]
+                except queue.Empty:
+                    self._compact_logged()
+                    continue
+                if isinstance(items[0], tuple):  # the journal holds these meanwhile: let a batch gather
+                    self._urgent.wait(LINGER_S)
+                while len(items) < BATCH:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                self._urgent.clear()
+                waiters = [i for i in items if isinstance(i, concurrent.futures.Future)]
+                stop = any(i is _STOP for i in items)
+                pending += [i for i in items if isinstance(i, tuple)]
+                if pending:
+                    try:
+                        self.apply(pending)
+                    except Exception:  # kept (and still in the journal): retried with the next batch
+                        log.exception("could not write %d usage records to %s; will retry", len(pending), self.path)
+                        if not stop:
+                            time.sleep(0.2)
+                    else:
+                        pending = []
+                        if on_commit is not None:
+                            on_commit(self.committed)
+                for w in waiters:
+                    w.set_result(None)
+                if stop:
+                    if not pending:
+                        self._compact_logged()
+                    return
+        finally:
+            self.db.close()
+
+    def _compact_logged(self) -> None:
+        try:
+            self.compact()
+        except Exception:  # the events are safe; folding is retried later
+            log.exception("could not fold usage events into the rollups of %s", self.path)
+
+    # ------------------------------------------------------------ queries (blocking)
+
+    def rollup(self, query: r.RollupQuery) -> dict[str, Any]:
+        """Totals per group over [start, end): rollup rows for whole hours and days, raw events
+        for the ragged edges and for what is not folded yet, all read in one snapshot."""
+        groups: dict[r.Key, list[float]] = {}
+        width = len(query.dims) + (1 if query.time_key else 0)
+        p = self.db.param
+        with self.db.connection_context(), self.db.atomic():
+            rolled = self._meta("rolled_id")
+            folded: list[float] = []  # the seconds the rollup spans cover (they are contiguous)
+            for span in r.spans(query.start, query.end, fine=query.time_key == "hour"):
+                if span.grain == "raw":
+                    self._merge_raw(groups, query, span.lo, span.hi, None)
+                    continue
+                unit = r.HOUR if span.grain == "hour" else r.DAY
+                folded += [span.lo * unit, span.hi * unit]
+                keys = [q(d) for d in query.dims]
+                if query.time_key:
+                    keys.append("period / 24" if query.time_key == "day" and span.grain == "hour" else "period")
+                where = [f"grain = {p}", f"cube = {p}", f"period >= {p}", f"period < {p}"]
+                params: list[Any] = [0 if span.grain == "hour" else 1, query.cube, int(span.lo), int(span.hi)]
+                for dim, value in query.filters.items():
+                    where.append(f"{q(dim)} = {p}")
+                    params.append(value)
+                if query.time_key == span.grain:  # one rollup row per group already: nothing to add up
+                    text = f"SELECT {', '.join([*keys, *r.METRICS])} FROM usage_rollup WHERE {' AND '.join(where)}"
+                else:
+                    sums = ", ".join(f"SUM({m})" for m in r.METRICS)
+                    text = f"SELECT {', '.join([*keys, sums])} FROM usage_rollup WHERE {' AND '.join(where)}"
+                    if keys:
+                        text += f" GROUP BY {', '.join(keys)}"
+                r.merge(groups, sql(self.db, text, params).fetchall(), width)
+            if folded:  # events past the watermark are not in those rollup rows yet
+                self._merge_raw(groups, query, min(folded), max(folded), rolled)
+        return r.result(query, {k: v for k, v in groups.items() if v[0]})
+
+    def _merge_raw(
+        self, groups: dict[r.Key, list[float]], query: r.RollupQuery, lo: float, hi: float, after_id: int | None
+    ) -> None:
+        """Aggregate raw events in [lo, hi): all of them, or only the unfolded tail past ``after_id``."""
+        p = self.db.param
+        keys = [q("user") if d == "user" else "COALESCE(workspace, '')" if d == "workspace" else d for d in query.dims]
+        if query.time_key:
+            keys.append("hour" if query.time_key == "hour" else "hour / 24")
+        where = [f"{q('time')} >= {p}", f"{q('time')} < {p}"]
+        params: list[Any] = [lo, hi]
+        # Left alone, SQLite may walk a whole index that matches the GROUP BY: say which range to read.
+        if after_id is not None:  # the short unfolded tail: the rowid range
+            source = "usage_event NOT INDEXED"
+            where.insert(0, f"id > {p}")
+            params.insert(0, after_id)
+        else:
+            source = f"usage_event INDEXED BY {USER_TIME_INDEX if 'user' in query.filters else TIME_INDEX}"
+        for dim, value in query.filters.items():
+            where.append(f"{q(dim)} = {p}")
+            params.append(value)
+        text = f"SELECT {', '.join([*keys, *metric_exprs()])} FROM {source} WHERE {' AND '.join(where)}"
+        if keys:
+            text += f" GROUP BY {', '.join(keys)}"
+        r.merge(groups, sql(self.db, text, params).fetchall(), len(keys))
+
+    def events(self, query: EventQuery) -> dict[str, Any]:
+        """A page of raw events, newest first; ``next_cursor`` continues where it stopped."""
+        E = EventRow
+        conds: list[Any] = []
+        if query.start is not None:
+            conds.append(E.time >= query.start)
+        if query.end is not None:
+            conds.append(E.time < query.end)
+        for name, value in query.filters:
+            conds.append(getattr(E, name) == value)
+        if query.before_id is not None:
+            conds.append(E.id < query.before_id)
+        select = E.select()
+        if conds:
+            select = select.where(*conds)
+        with self.db.connection_context():
+            rows: list[dict[str, Any]] = list(select.order_by(E.id.desc()).limit(query.limit + 1).dicts().bind(self.db))  # type: ignore[arg-type]
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return {
+            "object": "list",
+            "data": [_public_event(row) for row in rows],
+            "has_more": more,
+            "next_cursor": str(rows[-1]["id"]) if more else None,
+        }
+
+    def spend(self, since_day: int) -> list[tuple[str, str, int, float, int]]:
+        """(scope kind, name, day, usd, tokens) per user and per workspace since ``since_day``."""
+        p = self.db.param
+        rolled_sql = (
+            f"SELECT cube, {q('user')}, workspace, period, SUM(cost_usd), SUM(prompt_tokens + completion_tokens) "
+            f"FROM usage_rollup WHERE grain = 1 AND cube IN ({r.DIM_BIT['user']}, {r.DIM_BIT['workspace']}) "
+            f"AND period >= {p} GROUP BY cube, {q('user')}, workspace, period"
+        )
+        tail_sql = (
+            f"SELECT {q('user')}, COALESCE(workspace, ''), hour / 24, SUM(cost_usd), "
+            f"SUM(prompt_tokens + completion_tokens) FROM usage_event NOT INDEXED WHERE id > {p} AND {q('time')} >= {p} "
+            f"GROUP BY {q('user')}, COALESCE(workspace, ''), hour / 24"
+        )
+        totals: dict[tuple[str, str, int], list[float]] = {}
+
+        def add(kind: str, name: str, day: int, usd: float, tokens: int) -> None:
+            acc = totals.setdefault((kind, name, int(day)), [0.0, 0])
+            acc[0] += usd
+            acc[1] += tokens
+
+        with self._connected(), self.db.atomic():
+            rolled = self._meta("rolled_id")
+            for cube, user, workspace, day, usd, tokens in sql(self.db, rolled_sql, (since_day,)).fetchall():
+                if cube == r.DIM_BIT["user"]:
+                    add("user", user, day, usd, tokens)
+                elif workspace:
+                    add("workspace", workspace, day, usd, tokens)
+            for user, workspace, day, usd, tokens in sql(self.db, tail_sql, (rolled, since_day * r.DAY)).fetchall():
+                add("user", user, day, usd, tokens)
+                if workspace:
+                    add("workspace", workspace, day, usd, tokens)
+        return [(kind, name, day, float(v[0]), int(v[1])) for (kind, name, day), v in totals.items()]
+
+
+_STOP = object()
+
+
+def _public_event(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "attempt_id": row["attempt_id"],
+        "request_id": row["request_id"],
+        "time": row["time"],
+        "user": row["user"],
+        "workspace": row["workspace"],
+        "client": row["client"],
+        "session": row["session"],
+        "provider": row["provider"],
+        "model": row["model"],
+        "strategy": row["strategy"],
+        "outcome": row["outcome"],
+        "estimated": bool(row["estimated"]),
+        "error": row["error"],
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "cached_tokens": row["cached_tokens"],
+        "cache_write_tokens": row["cache_write_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "cost_usd": row["cost_usd"],
+        "ttft_ms": row["ttft_ms"],
+        "total_ms": row["total_ms"],
+    }

@@ -1,0 +1,276 @@
+"""The usage store: rollups equal a brute-force sum, the journal replays, shutdown flushes."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omen_local.config import load_config
+from omen_local.metering import Metering, MeteringError
+from omen_local.metering import rollup as r
+from omen_local.metering.journal import Journal
+from omen_local.metering.meter import JOURNAL_DIR, USAGE_DB
+from omen_local.metering.store import EventQuery, SqliteUsageStore
+from omen_local.observe import AttemptProgress, AttemptStarted, Hub, UsageEvent
+from omen_local.providers.base import Usage
+from tests import metering_util as mu
+from tests.conftest import Stack
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+MODELS = [("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-4-5"), ("ollama", "llama3.2:latest")]
+OUTCOMES = ["ok"] * 8 + ["error", "cancelled", "budget_cut"]
+
+
+def random_events(n: int, seed: int = 7) -> list[UsageEvent]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        provider, model = rnd.choice(MODELS)
+        outcome = rnd.choice(OUTCOMES)
+        prompt = rnd.randint(1, 5000)
+        out.append(
+            UsageEvent(
+                attempt_id=f"req{i}.{rnd.choice([0, 0, 0, 1])}",
+                request_id=f"req{i}",
+                user=rnd.choice(["alice", "bob", "owner"]),
+                workspace=rnd.choice([None, "acme", "lab"]),
+                client=None,
+                session=None,
+                provider=provider,
+                model=model,
+                strategy="single",
+                usage=Usage(prompt, rnd.randint(0, 900), rnd.randint(0, prompt), 0, rnd.randint(0, 50)),
+                cost_usd=rnd.random() / 100,
+                ttft_ms=None if outcome == "error" else rnd.lognormvariate(5, 1),
+                total_ms=rnd.lognormvariate(6.5, 1.2),
+                outcome=outcome,
+                estimated=rnd.random() < 0.1,
+                time=T0 + rnd.random() * 5 * r.DAY,
+            )
+        )
+    return out
+
+
+def brute_force(events: list[UsageEvent], q: r.RollupQuery) -> dict[tuple[Any, ...], dict[str, Any]]:
+    groups: dict[tuple[Any, ...], list[UsageEvent]] = defaultdict(list)
+    for e in events:
+        if not q.start <= e.time < q.end:
+            continue
+        if any(getattr(e, d) != v for d, v in q.filters.items()):
+            continue
+        key: tuple[Any, ...] = tuple(getattr(e, d) for d in q.dims)
+        if q.time_key:
+            unit = r.DAY if q.time_key == "day" else r.HOUR
+            key += (r.format_period(q.time_key, int(e.time // unit)),)
+        groups[key].append(e)
+    out = {}
+    for key, evs in groups.items():
+        served = sorted(e.total_ms for e in evs if e.outcome in r.SERVED)
+        out[key] = {
+            "attempts": len(evs),
+            "requests": sum(e.attempt_id.endswith(".0") for e in evs),
+            "errors": sum(e.outcome == "error" for e in evs),
+            "cancelled": sum(e.outcome == "cancelled" for e in evs),
+            "budget_cut": sum(e.outcome == "budget_cut" for e in evs),
+            "estimated": sum(e.estimated for e in evs),
+            "prompt_tokens": sum(e.usage.prompt_tokens for e in evs),
+            "completion_tokens": sum(e.usage.completion_tokens for e in evs),
+            "cached_tokens": sum(e.usage.cached_tokens for e in evs),
+            "reasoning_tokens": sum(e.usage.reasoning_tokens for e in evs),
+            "cost_usd": sum(e.cost_usd for e in evs),
+            "avg": sum(served) / len(served) if served else None,
+            "p95": served[math.ceil(0.95 * len(served)) - 1] if served else None,
+        }
+    return out
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[SqliteUsageStore, list[UsageEvent]]:
+    store = SqliteUsageStore(tmp_path_factory.mktemp("rollup") / "usage.db")
+    store.open()
+    events = sorted(random_events(4000), key=lambda e: e.time)  # as they arrive
+    rnd = random.Random(3)
+    i = 0
+    with store.db.connection_context():
+        while i < len(events) - 500:  # batches of every size: the folds must add up
+            n = rnd.choice([1, 2, 17, 300])
+            store.apply([("u", i + k + 1, e) for k, e in enumerate(events[i : i + n])])
+            i += n
+        store.compact()
+        store.apply([("u", i + k + 1, e) for k, e in enumerate(events[i:])])  # a tail left unfolded
+    assert store.last_id - store.rolled_id == len(events) - i
+    return store, events
+
+
+def test_folding_the_tail_changes_no_answer(tmp_path: Path) -> None:
+    store = SqliteUsageStore(tmp_path / "usage.db")
+    store.open()
+    events = sorted(random_events(600, seed=5), key=lambda e: e.time)
+    store.apply([("u", k + 1, e) for k, e in enumerate(events)])
+    query = r.RollupQuery(T0 + 100, T0 + 4 * r.DAY, ("user", "model"), "day")
+    before = store.rollup(query)
+    assert store.rolled_id == 0
+    store.compact()
+    assert store.rolled_id == store.last_id == 600
+    assert store.rollup(query) == before
+
+
+def _queries() -> list[r.RollupQuery]:
+    rnd = random.Random(11)
+    out = [
+        r.RollupQuery(T0, T0 + 5 * r.DAY),  # everything, aligned
+        r.RollupQuery(T0, T0 + 5 * r.DAY, ("user", "workspace", "provider", "model"), "day"),
+        r.RollupQuery(T0 + 1234.5, T0 + 3 * r.DAY + 999.25, ("provider",), "hour"),  # ragged edges
+        r.RollupQuery(T0 + 600, T0 + 1200, ("user",)),  # inside one hour: raw events only
+        r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY, ("workspace",), None, {"user": "alice"}),
+    ]
+    for _ in range(40):
+        a, b = sorted(rnd.uniform(T0 - 3600, T0 + 5 * r.DAY + 3600) for _ in range(2))
+        if rnd.random() < 0.3:
+            a, b = math.floor(a / r.HOUR) * r.HOUR, math.ceil(b / r.HOUR) * r.HOUR
+        dims = tuple(d for d in r.DIMS if rnd.random() < 0.4)
+        filters = {d: v for d, v in (("user", "bob"), ("workspace", "acme"), ("provider", "openai")) if rnd.random() < 0.2}
+        out.append(r.RollupQuery(a, b, dims, rnd.choice([None, None, "day", "hour"]), filters))
+    return out
+
+
+@pytest.mark.parametrize("query", _queries(), ids=lambda q: f"{q.dims}-{q.time_key}-{sorted(q.filters)}")
+def test_rollups_equal_a_brute_force_sum(filled: tuple[SqliteUsageStore, list[UsageEvent]], query: r.RollupQuery) -> None:
+    store, events = filled
+    expected = brute_force(events, query)
+    got = store.rollup(query)
+    rows = {tuple(row.get(d) for d in query.dims) + ((row[query.time_key],) if query.time_key else ()): row for row in got["data"]}
+    assert set(rows) == set(expected)
+    for key, want in expected.items():
+        row = rows[key]
+        for name in ("attempts", "requests", "errors", "cancelled", "budget_cut", "estimated", "prompt_tokens",
+                     "completion_tokens", "cached_tokens", "reasoning_tokens"):  # fmt: skip
+            assert row[name] == want[name], (key, name)
+        assert row["cost_usd"] == pytest.approx(want["cost_usd"], rel=1e-9, abs=1e-9)
+        if want["avg"] is None:
+            assert row["latency_ms"] == {"avg": None, "p95": None}
+        else:
+            assert row["latency_ms"]["avg"] == pytest.approx(want["avg"], abs=0.06)
+            lo, hi = r.bin_edges(r.lat_bin(want["p95"]))  # same log bin as the exact nearest-rank p95
+            assert lo <= row["latency_ms"]["p95"] <= hi + 0.05
+    assert got["total"]["attempts"] == sum(w["attempts"] for w in expected.values())
+
+
+def test_hour_and_day_grains_agree(filled: tuple[SqliteUsageStore, list[UsageEvent]]) -> None:
+    store, _ = filled
+    by_day = store.rollup(r.RollupQuery(T0, T0 + 5 * r.DAY, ("model",), "day"))["data"]
+    by_hour = store.rollup(r.RollupQuery(T0, T0 + 5 * r.DAY, ("model",), "hour"))["data"]
+    day_cost: dict[tuple[str, str], float] = defaultdict(float)
+    for row in by_hour:
+        day_cost[(row["model"], row["hour"][:10])] += row["cost_usd"]
+    assert {(row["model"], row["day"]): pytest.approx(row["cost_usd"]) for row in by_day} == day_cost
+
+
+def test_events_page_newest_first_without_gaps(filled: tuple[SqliteUsageStore, list[UsageEvent]]) -> None:
+    store, events = filled
+    alice = [e for e in events if e.user == "alice" and e.provider == "openai"]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = store.events(EventQuery(filters=(("user", "alice"), ("provider", "openai")), limit=97, before_id=cursor))
+        seen += [row["attempt_id"] for row in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = int(page["next_cursor"])
+    assert seen == [e.attempt_id for e in reversed(alice)]
+    first = store.events(EventQuery(start=T0, end=T0 + r.HOUR, limit=1000))["data"]
+    assert {row["attempt_id"] for row in first} == {e.attempt_id for e in events if e.time < T0 + r.HOUR}
+
+
+# ---------------------------------------------------------------- journal and recovery
+
+
+def _event(i: int, **kw: Any) -> UsageEvent:
+    base: dict[str, Any] = dict(
+        attempt_id=f"r{i}.0", request_id=f"r{i}", user="alice", workspace=None, client=None, session=None,
+        provider="openai", model="gpt-4o-mini", strategy="single", usage=Usage(100, 10), cost_usd=0.001,
+        ttft_ms=5.0, total_ms=9.0, outcome="ok", time=T0 + i,
+    )  # fmt: skip
+    base.update(kw)
+    return UsageEvent(**base)
+
+
+def test_journal_rotates_replays_and_skips_a_torn_line(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j", segment_bytes=2000)
+    j.start(1)
+    for i in range(30):
+        assert j.append("u", _event(i)) == i + 1
+    segments = sorted((tmp_path / "j").iterdir())
+    assert len(segments) > 3
+    with segments[-1].open("ab") as f:
+        f.write(b'[31, "u", {"attempt_id": "cut')  # a write cut by kill -9
+    replayed = list(Journal(tmp_path / "j").replay(after=10))
+    assert [seq for seq, _, _ in replayed] == list(range(11, 31))
+    assert replayed[0][2] == _event(10)
+    j.release(15)  # segments wholly at or below 15 go; the rest stay
+    first, _, _ = next(iter(Journal(tmp_path / "j").replay(after=0)))
+    assert 1 < first <= 16
+    j.close(committed=30)
+    assert list((tmp_path / "j").iterdir()) == []
+
+
+async def test_restart_replays_the_journal_and_charges_cut_streams(tmp_path: Path) -> None:
+    config = load_config(None, overrides={"storage": {"data_dir": str(tmp_path)}})
+    # What a killed server leaves: journal records SQLite never got.
+    now = time.time()
+    j = Journal(tmp_path / JOURNAL_DIR)
+    j.start(1)
+    j.append("u", _event(1, user="bob", time=now - 5))
+    started = AttemptStarted("r2.0", "r2", "bob", "acme", "sdk", None, "openai", "gpt-4o-mini", "single", 40, time=now - 4)
+    j.append("s", started)
+    j.append("p", AttemptProgress("r2.0", 4000, time=now - 1))
+    j.append("s", AttemptStarted("r3.0", "r3", "carol", None, None, None, "openai", "gpt-4o-mini", "single", 7))
+    j.append("u", _event(3, user="carol", outcome="ok"))  # r3 finished: not cut
+    j.close(committed=0)
+
+    metering = Metering(config, Hub())
+    await metering.start()
+    try:
+        assert metering.recovered == 1
+        page = metering.store.events(EventQuery(limit=10))
+        by_id = {e["attempt_id"]: e for e in page["data"]}
+        assert set(by_id) == {"r1.0", "r2.0", "r3.0"}
+        cut = by_id["r2.0"]
+        assert cut["outcome"] == "cancelled" and cut["estimated"] and "stopped" in cut["error"]
+        assert (cut["prompt_tokens"], cut["completion_tokens"]) == (40, 1000)  # 4000 chars streamed
+        assert cut["cost_usd"] == pytest.approx((40 * 0.15 + 1000 * 0.60) * 1e-6)
+        assert cut["total_ms"] == pytest.approx(3000) and cut["workspace"] == "acme"
+        assert metering.ledger.used(("user", "bob"))[1] == pytest.approx(cut["cost_usd"] + 0.001)
+        with pytest.raises(MeteringError, match="another OMEN server"):
+            await Metering(config, Hub()).start()
+    finally:
+        await metering.stop()
+    again = Metering(config, Hub())  # nothing is replayed twice
+    await again.start()
+    try:
+        assert again.recovered == 0
+        assert len(again.store.events(EventQuery(limit=10))["data"]) == 3
+    finally:
+        await again.stop()
+
+
+async def test_clean_shutdown_commits_everything_and_empties_the_journal(stack: Stack) -> None:
+    for _ in range(5):
+        await stack.client.chat.completions.create(model="openai/gpt-4o-mini", messages=mu.MSG)  # type: ignore[arg-type]
+    stream = await stack.client.chat.completions.create(model="openai/gpt-4o-mini", messages=mu.MSG, stream=True)  # type: ignore[arg-type]
+    async for _ in stream:
+        pass
+    await stack.service.stop()
+    store = SqliteUsageStore(stack.data_dir / USAGE_DB)
+    store.open()
+    events = store.events(EventQuery(limit=100))["data"]
+    assert len(events) == 6 and all(e["outcome"] == "ok" for e in events)
+    assert store.open_attempts() == []
+    assert list((stack.data_dir / JOURNAL_DIR).iterdir()) == []
+    store.close()
