@@ -124,22 +124,23 @@ class Attempt:
 
     def announce(self) -> None:
         """Tell the hub this stream is reaching the client (before the first byte is sent)."""
-        ctx = self.ctx
         self._progress_at = self.output_chars + PROGRESS_CHARS
-        self.router.hub.emit(
-            AttemptStarted(
-                attempt_id=self.id,
-                request_id=ctx.request_id,
-                user=ctx.identity.user,
-                workspace=ctx.workspace,
-                client=ctx.client,
-                session=ctx.session,
-                provider=self.target.provider,
-                model=self.target.model,
-                strategy=self.plan.strategy,
-                prompt_tokens=self.prompt_estimate,
-            )
-        )
+        self.router.hub.emit(AttemptStarted(**self._who(), prompt_tokens=self.prompt_estimate))
+
+    def _who(self) -> dict[str, Any]:
+        """The fields that name this attempt in every event about it."""
+        ctx = self.ctx
+        return {
+            "attempt_id": self.id,
+            "request_id": ctx.request_id,
+            "user": ctx.identity.user,
+            "workspace": ctx.workspace,
+            "client": ctx.client,
+            "session": ctx.session,
+            "provider": self.target.provider,
+            "model": self.target.model,
+            "strategy": self.plan.strategy,
+        }
 
     def spent_estimate(self) -> float:
         """USD spent so far by this attempt, from reported usage or the characters seen."""
@@ -184,15 +185,7 @@ class Attempt:
         ctx.spent_tokens += usage.prompt_tokens + usage.completion_tokens
         self.router.hub.emit(
             UsageEvent(
-                attempt_id=self.id,
-                request_id=ctx.request_id,
-                user=ctx.identity.user,
-                workspace=ctx.workspace,
-                client=ctx.client,
-                session=ctx.session,
-                provider=self.target.provider,
-                model=self.target.model,
-                strategy=self.plan.strategy,
+                **self._who(),
                 usage=usage,
                 cost_usd=cost,
                 ttft_ms=None if self.ttft is None else (self.ttft - self.t0) * 1000,
