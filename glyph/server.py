@@ -8,17 +8,17 @@ Glyph never asks a client for its roots: they are Glyph's decision.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from glyph import __version__
 from glyph.gateway import Gateway
+from rune.server import BearerAuth  # the same loopback hardening as Rune's HTTP server
 
 log = logging.getLogger("glyph.server")
 
@@ -55,24 +55,6 @@ async def serve_stdio(gateway: Gateway) -> None:
     server = build_server(gateway)
     async with stdio_server() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
-
-
-class BearerAuth:
-    """Require ``Authorization: Bearer <token>``: loopback is shared by every local user."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
-                await send({"type": "http.response.body", "body": b"unauthorized\n"})
-                return
-        await self.app(scope, receive, send)
 
 
 async def serve_http(gateway: Gateway, host: str = "127.0.0.1", port: int = 8767, token: str | None = None) -> None:
