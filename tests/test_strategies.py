@@ -271,7 +271,8 @@ async def test_deadline_fails_with_504_instead_of_hanging(stack: Stack) -> None:
 
 async def test_deadline_skips_candidates_too_slow_to_meet_it(stack: Stack) -> None:
     stack.ollama.queue_for(LLAMA, Reply(delay_s=0.3))
-    await stack.client.chat.completions.create(model=f"ollama/{LLAMA}", messages=MSG)  # llama: ~300 ms to answer
+    stream = await stack.client.chat.completions.create(model=f"ollama/{LLAMA}", messages=MSG, stream=True)
+    _ = [c async for c in stream]  # llama: ~300 ms to its first token
     raw = await stack.client.chat.completions.with_raw_response.create(
         model="auto", messages=MSG, extra_body=hints(max_latency_ms=150)
     )

@@ -99,13 +99,16 @@ class Journal:
 
     def append(self, kind: str, record: Record) -> int:
         """Write one record (one syscall); return its sequence number. Runs on the serving loop."""
-        assert self._fd is not None, "start() first"
-        self.seq += 1
-        line = orjson.dumps([self.seq, kind, record], option=orjson.OPT_APPEND_NEWLINE)
+        if self._fd is None:  # a rotation failed to open the next segment (EMFILE, ENOSPC): retry
+            self._open(self.seq + 1)
+        assert self._fd is not None
+        line = orjson.dumps([self.seq + 1, kind, record], option=orjson.OPT_APPEND_NEWLINE)
         os.write(self._fd, line)
+        self.seq += 1
         self._size += len(line)
         if self._size >= self.segment_bytes:
-            os.close(self._fd)
+            fd, self._fd = self._fd, None  # never keep a closed descriptor: its number gets reused
+            os.close(fd)
             self._open(self.seq + 1)
         return self.seq
 

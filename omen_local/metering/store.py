@@ -372,6 +372,28 @@ class SqliteUsageStore:
                 elif rec.attempt_id in self._open_ids:
                     progress[rec.attempt_id] = (rec.output_chars, rec.time)
         p = self.db.param
+        marks = (self.last_id, self.rolled_id)
+        try:
+            self._apply(events, fold, starts, progress, ended, last, p)
+        except BaseException:
+            # The transaction rolled back: so do the watermarks, or a retry would skip folding.
+            self.last_id, self.rolled_id = marks
+            raise
+        self._open_ids.update(starts)
+        self._open_ids.difference_update(ended)
+        self.committed = max(self.committed, last)
+
+    def _apply(
+        self,
+        events: list[Any],
+        fold: bool,
+        starts: dict[str, list[Any]],
+        progress: dict[str, tuple[int, float]],
+        ended: Any,
+        last: int,
+        p: str,
+    ) -> None:
+        """One transaction: insert the events, fold if due, track streams in flight."""
         with self._connected(), self.db.atomic():
             cur = cursor(self.db)
             if events:
@@ -390,9 +412,6 @@ class SqliteUsageStore:
                 cur.executemany(f"DELETE FROM usage_open_attempt WHERE attempt_id = {p}", [(a,) for a in ended])
             if last > self.committed:
                 self._set_meta("journal_seq", last)
-        self._open_ids.update(starts)
-        self._open_ids.difference_update(ended)
-        self.committed = max(self.committed, last)
 
     def _fold_tail(self) -> None:
         """Fold the events past the watermark into the rollups (inside the caller's transaction)."""

@@ -47,7 +47,7 @@ class OpenAICompatProvider(Provider):
             finished = False
             async for event in _sse.decode(_http.iter_lines(self, resp)):
                 if event.data == "[DONE]":
-                    return
+                    break
                 try:
                     data = jsonutil.loads(event.data)
                 except jsonutil.JSONDecodeError:

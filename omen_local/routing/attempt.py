@@ -66,8 +66,21 @@ class Attempt:
 
     # ------------------------------------------------------------ non-streamed
 
+    def _bad_answer(self, exc: Exception) -> UpstreamError:
+        """An adapter tripped over data it did not expect: a protocol error, never a 500."""
+        return UpstreamError(
+            self.target.provider,
+            "protocol",
+            self.provider.redact(f"{self.target} sent an answer OMEN cannot read ({type(exc).__name__}: {exc})"),
+        )
+
     async def complete(self) -> Completion:
-        done = await self.provider.complete(self.target.model, self.body)
+        try:
+            done = await self.provider.complete(self.target.model, self.body)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise self._bad_answer(exc) from exc
         self.ttft = time.perf_counter()
         self.usage = done.usage
         self.whole = True
@@ -78,7 +91,11 @@ class Attempt:
     # ------------------------------------------------------------ streamed
 
     async def open(self) -> None:
-        """Start the stream and read until the first content (or its end), keeping what was read."""
+        """Start the stream and read until the first content (or its end), keeping what was read.
+
+        Nothing has reached the client yet, so a stream that breaks here is a failure like any
+        other before the first token (retryable), not a mid-stream one.
+        """
         self._agen = self.provider.stream(self.target.model, self.body)
         while True:
             try:
@@ -87,6 +104,12 @@ class Attempt:
                 self._exhausted = True
                 self.ttft = time.perf_counter()
                 return
+            except UpstreamError as err:
+                if err.kind == "midstream":
+                    err.kind = "protocol"
+                raise
+            except Exception as exc:
+                raise self._bad_answer(exc) from exc
             self._buffer.append(chunk)
             if chunk.has_content or chunk.finish_reason is not None:
                 self.ttft = time.perf_counter()
@@ -118,7 +141,15 @@ class Attempt:
             yield chunk
         if self._exhausted:
             return
-        async for chunk in self._agen:
+        while True:
+            try:
+                chunk = await anext(self._agen)
+            except StopAsyncIteration:
+                return
+            except UpstreamError:
+                raise
+            except Exception as exc:
+                raise self._bad_answer(exc) from exc
             self._account(chunk)
             yield chunk
 

@@ -153,11 +153,16 @@ class HealthBook:
         if m is not None:
             m.trial_in_flight = False
 
-    def first_token(self, target: Target, ttft_ms: float) -> bool:
-        """``target`` answered; closes its breaker. True if the provider was not up before."""
+    def first_token(self, target: Target, ttft_ms: float, *, streamed: bool = True) -> bool:
+        """``target`` answered; closes its breaker. True if the provider was not up before.
+
+        Only streams measure time to first token; a whole answer's latency would make a
+        model look slower to start than it is.
+        """
         m = self.model(target)
         m.breaker, m.consecutive_failures, m.trial_in_flight, m.cooldown_s = "closed", 0, False, 0.0
-        m.ttft_ms = _ewma(m.ttft_ms, ttft_ms)
+        if streamed:
+            m.ttft_ms = _ewma(m.ttft_ms, ttft_ms)
         m.error_rate = _ewma(m.error_rate, 0.0)
         m.samples += 1
         return self.ok(target.provider, ttft_ms)

@@ -56,6 +56,7 @@ class Plan:
     bound: CostBound
     budget_usd: float | None = None
     sticky: bool = False
+    fanout: int = 1  # how many attempts the strategy may pay for at once
 
 
 class Router:
@@ -199,16 +200,29 @@ class Router:
                 )
             targets = fits
         # With a budget the request cannot cost more than it (body_for caps the output).
-        top = max(worst[t] for t in targets)
+        fanout = self._fanout(strategy, req)
+        top = max(worst[t] for t in targets) * fanout
         bound = CostBound(prompt, cap, top if budget is None else min(top, budget))
-        return Plan(strategy, intent, guessed, targets, bound, budget, sticky)
+        return Plan(strategy, intent, guessed, targets, bound, budget, sticky, fanout)
+
+    def _fanout(self, strategy: str, req: ChatRequest) -> int:
+        """Attempts a strategy may run (and pay for) at once: the worst case is that many answers."""
+        if strategy == "single":
+            return 1
+        k = req.hints.k or self.config.defaults.k
+        if strategy == "speculate_k":
+            return max(2, k)
+        if strategy == "parallel_merge" and self.config.defaults.merge_model:
+            return k + 1
+        return k
 
     def body_for(self, req: ChatRequest, plan: Plan, target: Target) -> dict[str, Any]:
         """The body sent to ``target``: the request's, with the output capped to what the budget buys."""
         if plan.budget_usd is None:
             return req.body
         price = self.config.price_for(target.provider, target.model)
-        cap = budgets.affordable_output(price, plan.bound.prompt_tokens, plan.budget_usd)
+        # Fan-out strategies share the budget between the attempts they may pay for.
+        cap = budgets.affordable_output(price, plan.bound.prompt_tokens, plan.budget_usd / plan.fanout)
         return req.body if cap is None else budgets.with_output_cap(req.body, max(1, cap))
 
     def merge_target(self) -> Target | None:
@@ -332,7 +346,7 @@ class Router:
     # ------------------------------------------------------------ health bookkeeping
 
     def first_token(self, attempt: Attempt) -> None:
-        if self.health.first_token(attempt.target, attempt.latency_ms):
+        if self.health.first_token(attempt.target, attempt.latency_ms, streamed=not attempt.whole):
             self.hub.emit(HealthEvent(attempt.target.provider, "up"))
 
     def attempt_ended(self, attempt: Attempt, outcome: str, err: UpstreamError | None) -> None:

@@ -91,6 +91,7 @@ class SpeculativeSession(StreamSession):
         window_end: float,
     ) -> None:
         super().__init__(router, ctx, plan, fast)
+        self.fast = fast
         self.pending = pending
         self.window_end = window_end
         self.swapped_from: Target | None = None
@@ -144,12 +145,13 @@ class SpeculativeSession(StreamSession):
             await self._drop_pending()
 
     async def _swap(self, fast: Attempt, to: Attempt, next_chunk: asyncio.Future[Chunk], shown: int) -> None:
+        # Own the new attempt before the first await: a disconnect from here on closes it (finish()).
+        self.attempt = to
         next_chunk.cancel()
         await asyncio.gather(next_chunk, return_exceptions=True)
         await fast.close("cancelled")
         await self._drop_pending()
         self.swapped_from = fast.target
-        self.attempt = to
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._stream()
@@ -157,6 +159,8 @@ class SpeculativeSession(StreamSession):
     async def finish(self, outcome: str, err: UpstreamError | None = None) -> None:
         try:
             await self._drop_pending()
+            if self.attempt is not self.fast:
+                await self.fast.close("cancelled")  # a swap interrupted half-way
         finally:
             await super().finish(outcome, err)
 

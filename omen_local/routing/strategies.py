@@ -116,10 +116,10 @@ async def _first(
 
     for _ in range(k):
         launch()
+    winner: tuple[Attempt, T] | None = None
     try:
         while running:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            winner: tuple[Attempt, T] | None = None
             for task in sorted(done, key=lambda t: running[t].ttft or float("inf")):
                 attempt = running.pop(task)
                 exc = task.exception()
@@ -129,18 +129,30 @@ async def _first(
                     await attempt.close("cancelled")
                 elif isinstance(exc, UpstreamError):
                     errors.append(exc)
-                    launch()
+                    if exc.retryable:  # a request the upstream calls invalid is not re-sent elsewhere
+                        launch()
                 else:
                     raise exc
             if winner is not None:
-                return winner
-        raise final_error(errors)
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        for attempt in running.values():
-            await attempt.close("cancelled")
+                break
+        else:
+            raise final_error(errors)
+        await _close_all(running)
+    except BaseException:
+        # Cancelled (client gone, deadline) at any point, even while closing the losers:
+        # nobody will own the winner, so it is closed too.
+        await _close_all(running, *([winner[0]] if winner is not None else []))
+        raise
+    return winner
+
+
+async def _close_all(running: dict[asyncio.Task[Any], Attempt], *extra: Attempt) -> None:
+    """Cancel the tasks still opening their attempts, then close every attempt (idempotent)."""
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+    for attempt in [*running.values(), *extra]:
+        await attempt.close("cancelled")
 
 
 async def race(router: Router, ctx: RequestContext, req: ChatRequest, plan: Plan, stream: bool) -> Result | StreamSession:
@@ -183,7 +195,8 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
     fast_t, preferred_t = speculation_roles(router, plan, k)
     window_s = router.config.defaults.speculation_window_ms / 1000
     if req.hints.max_latency_ms is not None:
-        window_s = min(window_s, req.hints.max_latency_ms / 1000)
+        # 90% of the deadline: the answer in hand must still go out before the deadline fires.
+        window_s = min(window_s, 0.9 * req.hints.max_latency_ms / 1000)
     window_end = time.perf_counter() + window_s
     run = router.open_attempt if stream else router.complete_attempt
     errors: list[UpstreamError] = []
@@ -195,6 +208,7 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
             a = router.attempt(ctx, req, plan, t)
             pending[asyncio.create_task(run(a))] = a
     keep_fast = keep_pending = False  # what the caller takes over; the rest is closed below
+    chosen: Attempt | None = None  # a preferred attempt handed over
     try:
         # Phase 1: until the fast one or a preferred one is ready.
         while fast_task is None or not fast_task.done() or fast_task.exception() is not None:
@@ -206,6 +220,7 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
                 attempt = pending.pop(task)
                 exc = task.exception()
                 if exc is None:  # a preferred candidate is ready first: nothing to speculate on
+                    chosen = attempt
                     return StreamSession(router, ctx, plan, attempt) if stream else (attempt.target, task.result())
                 errors.append(exc)  # type: ignore[arg-type]
             if fast_task is not None and fast_task in done and fast_task.exception() is not None:
@@ -226,17 +241,15 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
         keep_fast = True
         return fast.target, fast_task.result()
     finally:
-        if not keep_fast:
-            if fast_task is not None:
-                fast_task.cancel()
-                await asyncio.gather(fast_task, return_exceptions=True)
-            await fast.close("cancelled")
-        if not keep_pending:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            for attempt in pending.values():
-                await attempt.close("cancelled")
+        dropped: dict[asyncio.Task[Any], Attempt] = {} if keep_pending else dict(pending)
+        if not keep_fast and fast_task is not None:
+            dropped[fast_task] = fast
+        try:
+            await _close_all(dropped, *([] if keep_fast else [fast]))
+        except BaseException:
+            if chosen is not None:  # cancelled while closing the others: nobody owns it now
+                await chosen.close("cancelled")
+            raise
 
 
 # ---------------------------------------------------------------- parallel_merge
@@ -296,6 +309,7 @@ async def parallel_merge(router: Router, ctx: RequestContext, req: ChatRequest, 
         raise final_error(errors)
     tasks = {asyncio.create_task(router.complete_attempt(a)): a for a in attempts}
     wait_s = (req.hints.max_latency_ms or router.config.defaults.merge_wait_ms) / 1000
+    started = time.perf_counter()
     try:
         done, late = await asyncio.wait(tasks, timeout=wait_s)
     finally:
@@ -316,13 +330,21 @@ async def parallel_merge(router: Router, ctx: RequestContext, req: ChatRequest, 
 
     chosen_attempt: Attempt
     merge_target = router.merge_target()
-    if merge_target is not None and len(answers) >= 2:
-        merger = router.attempt(ctx, req, plan, merge_target, body=_merge_body(req, answers))
+    if merge_target is not None and len(answers) >= 2 and router.admissible(merge_target, errors):
+        body = _merge_body(req, answers)
+        capped = router.body_for(req, plan, merge_target)  # its share of the budget, if any
+        for key in ("max_tokens", "max_completion_tokens"):
+            if key in capped:
+                body[key] = capped[key]
+        merger = router.attempt(ctx, req, plan, merge_target, body=body)
+        left = None if req.hints.max_latency_ms is None else max(0.001, started + wait_s - time.perf_counter())
         try:
-            result = await router.complete_attempt(merger)
+            async with asyncio.timeout(left):
+                result = await router.complete_attempt(merger)
             chosen_attempt, rule = merger, "merge_model"
-        except UpstreamError as err:
-            errors.append(err)
+        except (UpstreamError, TimeoutError) as err:
+            if isinstance(err, UpstreamError):
+                errors.append(err)
             index, rule = pick_best(answers)
             chosen_attempt, result = answers[index]
     else:

@@ -33,6 +33,8 @@ class Reply:
     cached_tokens: int = 0
     finish_reason: str = "stop"
     model: str | None = None  # the model the upstream says answered
+    raw_body: Any = None  # answer this JSON verbatim (non-streamed), however wrong
+    raw_frames: list[bytes] | None = None  # stream these bytes verbatim after the headers
 
 
 @dataclass

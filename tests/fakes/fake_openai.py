@@ -76,6 +76,15 @@ class FakeOpenAI(FakeServer):
         model = r.model or body["model"]
         cid = "chatcmpl-fake" + str(len(self.seen))
         created = int(time.time())
+        if not body.get("stream") and r.raw_body is not None:
+            return web.json_response(r.raw_body)
+        if body.get("stream") and r.raw_frames is not None:
+            raw = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+            await raw.prepare(request)
+            for frame in r.raw_frames:
+                await raw.write(frame)
+            await raw.write_eof()
+            return raw
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": r.text or None, "refusal": None, "annotations": []}
             if r.tool_calls:

@@ -1,0 +1,106 @@
+"""Upstreams that break their own protocol: never a 500 or a hang, failover where it is safe."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import aiohttp
+import pytest
+
+from tests.conftest import Stack
+from tests.fakes.base import Reply
+from tests.fakes.fake_anthropic import text_reply
+
+MSG = [{"role": "user", "content": "hello"}]
+CLOUD = {"omen": {"intent": "cloud"}}
+
+
+def chunk(delta: object) -> bytes:
+    return b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": delta}).encode() + b"\n\n"
+
+
+def events(stack: Stack) -> list[tuple[str, str]]:
+    return [(e.provider, e.outcome) for e in stack.service.hub.recent]
+
+
+async def test_unreadable_answer_fails_over(stack: Stack) -> None:
+    stack.openai.queue(Reply(raw_body={"choices": ["oops"], "usage": {"prompt_tokens": "12 tokens"}}))
+    stack.anthropic.enqueue(text_reply("fine"))
+    done = await stack.client.chat.completions.create(model="auto", messages=MSG, extra_body=CLOUD)
+    assert done.choices[0].message.content == "fine"
+    assert events(stack) == [("openai", "error"), ("anthropic", "ok")]
+    assert "cannot read" in (stack.service.hub.recent[0].error or "")
+
+
+async def test_unreadable_chunk_mid_stream_ends_with_an_error_frame(stack: Stack) -> None:
+    frames = [chunk([{"index": 0, "delta": {"content": "part"}, "finish_reason": None}]), chunk("not a list")]
+    stack.openai.queue(Reply(raw_frames=frames))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{stack.base}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MSG, "stream": True},
+            headers=stack.auth(),
+            timeout=aiohttp.ClientTimeout(total=5),
+        ) as resp:
+            body = await resp.read()
+    assert b'"content":"part"' in body and b'"code":"upstream_stream_error"' in body
+    assert b"[DONE]" not in body
+    assert events(stack) == [("openai", "error")]
+
+
+async def test_done_without_finish_reason_is_not_success(stack: Stack) -> None:
+    stack.openai.queue(Reply(raw_frames=[b"data: [DONE]\n\n"]))
+    stack.anthropic.enqueue(text_reply("from the next candidate"))
+    stream = await stack.client.chat.completions.create(model="auto", messages=MSG, stream=True, extra_body=CLOUD)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "from the next candidate"
+
+
+async def test_error_event_before_the_first_token_fails_over(stack: Stack) -> None:
+    # A 200 whose stream carries an error before any content (as Anthropic's overloaded_error
+    # often does) has shown the client nothing: the next candidate is tried.
+    overloaded = b'data: {"error": {"message": "Overloaded", "type": "server_error", "param": null, "code": null}}\n\n'
+    stack.openai.queue(Reply(raw_frames=[overloaded]))
+    stack.anthropic.enqueue(text_reply("anthropic stepped in"))
+    stream = await stack.client.chat.completions.create(model="auto", messages=MSG, stream=True, extra_body=CLOUD)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "anthropic stepped in"
+    assert events(stack) == [("openai", "error"), ("anthropic", "ok")]
+
+
+async def test_race_does_not_resend_a_request_an_upstream_rejected(stack: Stack) -> None:
+    stack.ollama.queue_for("llama3.2:latest", Reply(status=400, error_message="bad request"))
+    stack.ollama.queue_for("qwen2.5-coder:7b", Reply(text="qwen answers", delay_s=0.2))
+    done = await stack.client.chat.completions.create(
+        model="auto", messages=MSG, extra_body={"omen": {"strategy": "race", "k": 2}}
+    )
+    assert done.choices[0].message.content == "qwen answers"
+    assert stack.anthropic.requests == [] and stack.openai.seen == []
+
+
+async def test_speculate_non_streamed_returns_the_fast_answer_before_the_deadline(stack: Stack) -> None:
+    stack.ollama.queue_for("llama3.2:latest", Reply(text="fast"))
+    stack.anthropic.enqueue(text_reply("slow", delay=2.0))
+    t0 = time.perf_counter()
+    done = await stack.client.chat.completions.create(
+        model="auto",
+        messages=MSG,
+        extra_body={"omen": {"strategy": "speculate_k", "providers": ["ollama", "anthropic"], "max_latency_ms": 300}},
+    )
+    assert done.choices[0].message.content == "fast" and time.perf_counter() - t0 < 0.3
+
+
+@pytest.mark.parametrize("strategy", ["race", "parallel_merge"])
+async def test_fan_out_shares_the_budget_between_attempts(stack: Stack, strategy: str) -> None:
+    budget = 0.0001
+    stack.anthropic.enqueue(text_reply("a"))
+    await stack.client.chat.completions.create(
+        model="auto", messages=MSG, extra_body={"omen": {"strategy": strategy, "intent": "cloud", "budget_usd": budget}}
+    )
+    cap_openai = stack.openai.seen[-1].body["max_tokens"]
+    cap_anthropic = stack.anthropic.last.body["max_tokens"]
+    # Each attempt's output alone stays within its half of the budget (prices: 0.60 and 5.00 per Mtok out).
+    assert cap_openai * 0.60 / 1e6 <= budget / 2 and cap_anthropic * 5.00 / 1e6 <= budget / 2
+    assert cap_openai > 10 and cap_anthropic > 1
+    assert sum(e.cost_usd for e in stack.service.hub.recent) <= budget
