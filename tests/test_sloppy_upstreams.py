@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply
 
@@ -104,3 +105,15 @@ async def test_fan_out_shares_the_budget_between_attempts(stack: Stack, strategy
     assert cap_openai * 0.60 / 1e6 <= budget / 2 and cap_anthropic * 5.00 / 1e6 <= budget / 2
     assert cap_openai > 10 and cap_anthropic > 1
     assert sum(e.cost_usd for e in stack.service.hub.recent) <= budget
+
+
+async def test_speculate_respects_provider_rate_limits_for_the_fast_candidate(tmp_path: Path) -> None:
+    async for stack in start_stack(tmp_path, limits={"providers": {"ollama": {"rpm": 1}}}):
+        await stack.client.chat.completions.create(model="ollama/llama3.2:latest", messages=MSG)  # uses the minute's one
+        n = len(stack.ollama.seen)
+        stack.anthropic.enqueue(text_reply("preferred only"))
+        done = await stack.client.chat.completions.create(
+            model="auto", messages=MSG, extra_body={"omen": {"strategy": "speculate_k", "providers": ["ollama", "anthropic"]}}
+        )
+        assert done.choices[0].message.content == "preferred only"
+        assert len(stack.ollama.seen) == n  # the fast (local) candidate was not sent over its limit

@@ -200,8 +200,11 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
     window_end = time.perf_counter() + window_s
     run = router.open_attempt if stream else router.complete_attempt
     errors: list[UpstreamError] = []
-    fast = router.attempt(ctx, req, plan, fast_t)
-    fast_task: asyncio.Task[Any] | None = asyncio.create_task(run(fast))
+    fast: Attempt | None = None
+    fast_task: asyncio.Task[Any] | None = None
+    if router.admissible(fast_t, errors):  # OMEN's own provider limits apply to every attempt
+        fast = router.attempt(ctx, req, plan, fast_t)
+        fast_task = asyncio.create_task(run(fast))
     pending: dict[asyncio.Task[Any], Attempt] = {}
     for t in preferred_t:
         if router.admissible(t, errors):
@@ -227,6 +230,7 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
                 errors.append(fast_task.exception())  # type: ignore[arg-type]
                 fast_task = None
         # Phase 2: the fast one is ready; the preferred ones get the rest of the window.
+        assert fast is not None and fast_task is not None
         if stream:
             keep_fast = keep_pending = True
             return SpeculativeSession(router, ctx, plan, fast, pending, window_end)
@@ -242,10 +246,10 @@ async def speculate(router: Router, ctx: RequestContext, req: ChatRequest, plan:
         return fast.target, fast_task.result()
     finally:
         dropped: dict[asyncio.Task[Any], Attempt] = {} if keep_pending else dict(pending)
-        if not keep_fast and fast_task is not None:
+        if not keep_fast and fast_task is not None and fast is not None:
             dropped[fast_task] = fast
         try:
-            await _close_all(dropped, *([] if keep_fast else [fast]))
+            await _close_all(dropped, *([fast] if fast is not None and not keep_fast else []))
         except BaseException:
             if chosen is not None:  # cancelled while closing the others: nobody owns it now
                 await chosen.close("cancelled")
