@@ -70,10 +70,12 @@ class Enforcer:
             await self.ledger.reserve(
                 ctx.request_id, [(s, self.quotas.limits(s)) for s in scopes], bound.worst_usd, bound.worst_tokens
             )
-        except QuotaExceeded as exc:
+        except BaseException as exc:  # refused, failed or cancelled: the request never runs
             if grant is not None:
                 self.limiter.refund(grant)
-            raise self._quota_error(exc, bound) from None
+            if isinstance(exc, QuotaExceeded):
+                raise self._quota_error(exc, bound) from None
+            raise
         if grant is not None:
             self._grants[ctx.request_id] = grant
 
