@@ -133,6 +133,19 @@ async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
         raise UpstreamError(provider.name, "protocol", f"{provider.name} sent a body that is not JSON") from None
 
 
+async def iter_reads(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Whatever bytes have arrived, one block per read, mapping transport errors."""
+    content = resp.content
+    while True:
+        try:
+            block = await content.readany()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise translate(provider, exc, midstream=True) from None
+        if not block:
+            return
+        yield block
+
+
 async def iter_lines(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     """Lines of a streamed body without their line ending, mapping transport errors."""
     content = resp.content

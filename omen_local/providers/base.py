@@ -75,12 +75,15 @@ class Chunk:
 
     ``omen`` is OMEN's own machine-readable note on a chunk (a budget cut, a stream
     swap); it goes out as a top-level ``omen`` field that OpenAI clients ignore.
+    ``more`` says the next chunk is already here (same network read): the server may
+    hold this one back and write both at once. The last chunk of a read never has it.
     """
 
     delta: dict[str, Any] = field(default_factory=dict)
     finish_reason: str | None = None
     usage: Usage | None = None
     omen: dict[str, Any] | None = None
+    more: bool = False
 
     @property
     def has_content(self) -> bool:

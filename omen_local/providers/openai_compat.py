@@ -44,30 +44,54 @@ class OpenAICompatProvider(Provider):
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         url = f"{self.config.base_url}/chat/completions"
         async with _http.post(self, url, self._body(model, body, True)) as resp:
-            finished = False
-            async for event in _sse.decode(_http.iter_lines(self, resp)):
-                if event.data == "[DONE]":
-                    break
-                try:
-                    data = jsonutil.loads(event.data)
-                except jsonutil.JSONDecodeError:
-                    raise UpstreamError(self.name, "protocol", f"{self.name} sent a chunk that is not JSON") from None
-                if not isinstance(data, dict):
-                    continue
-                if data.get("error") is not None:
-                    message = _http.error_message(data) or "error event"
-                    raise UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {message}"))
+            decoder = _sse.Decoder()
+            finished = ended = False
+            reads = _http.iter_reads(self, resp)
+            while not ended:
+                block = await anext(reads, None)
+                events = decoder.close() if block is None else decoder.feed(block)
+                batch, finished, ended, error = self._translate(events, finished)
+                for i, chunk in enumerate(batch):
+                    chunk.more = i < len(batch) - 1
+                    yield chunk
+                if error is not None:
+                    raise error
+                ended = ended or block is None
+            if not finished:
+                raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was complete")
+
+    def _translate(
+        self, events: list[_sse.SSEEvent], finished: bool
+    ) -> tuple[list[Chunk], bool, bool, UpstreamError | None]:
+        """The chunks of one read's events: (chunks, finished, [DONE] seen, error to raise after them)."""
+        out: list[Chunk] = []
+        for event in events:
+            if event.data == "[DONE]":
+                return out, finished, True, None
+            try:
+                data = jsonutil.loads(event.data)
+            except jsonutil.JSONDecodeError:
+                return out, finished, True, UpstreamError(self.name, "protocol", f"{self.name} sent a chunk that is not JSON")
+            if not isinstance(data, dict):
+                continue
+            if data.get("error") is not None:
+                message = _http.error_message(data) or "error event"
+                return out, finished, True, UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {message}"))
+            try:
                 usage = Usage.from_openai(data["usage"]) if data.get("usage") else None
                 choices = data.get("choices") or []
                 if not choices:
                     if usage is not None:
-                        yield Chunk(usage=usage)
+                        out.append(Chunk(usage=usage))
                     continue
                 choice = choices[0]
                 delta = dict(choice.get("delta") or {})
                 delta.pop("role", None)
                 reason = choice.get("finish_reason")
-                finished = finished or reason is not None
-                yield Chunk(delta=delta, finish_reason=reason, usage=usage)
-            if not finished:
-                raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was complete")
+            except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+                # The chunks before it still go out; then the stream ends as broken.
+                error = UpstreamError(self.name, "protocol", f"{self.name} sent a chunk OMEN cannot read ({exc})")
+                return out, finished, True, error
+            finished = finished or reason is not None
+            out.append(Chunk(delta=delta, finish_reason=reason, usage=usage))
+        return out, finished, False, None

@@ -170,20 +170,26 @@ async def _stream(
     enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
     outcome: str = "cancelled"
     error: UpstreamError | None = None
+    held: list[bytes] = []  # encoded frames waiting for the rest of their upstream read
     try:
         await resp.prepare(request)
         async for chunk in session:
             if chunk.omen is not None and "swap" in chunk.omen:
                 enc.model = session.target.model
             if chunk.delta or chunk.finish_reason is not None or chunk.omen is not None:
-                await resp.write(enc.chunk(chunk))
+                held.append(enc.chunk(chunk))
+            if not chunk.more and held:  # frames from one upstream read go out in one write
+                await resp.write(b"".join(held))
+                held.clear()
         if include_usage:
             usage = session.usage or Usage(
                 prompt_tokens=session.prompt_estimate,
                 completion_tokens=(session.output_chars + 3) // 4,
             )
-            await resp.write(enc.usage(usage))
-        await resp.write(DONE)
+            held.append(enc.usage(usage))
+        held.append(DONE)
+        await resp.write(b"".join(held))
+        held.clear()
         outcome = "ok"
     except UpstreamError as err:
         outcome, error = "error", err
@@ -193,7 +199,7 @@ async def _stream(
             code="upstream_stream_error",
         )
         try:
-            await resp.write(enc.error(failure))
+            await resp.write(b"".join(held) + enc.error(failure))
         except ConnectionResetError:
             pass
     except ConnectionResetError:
