@@ -7,7 +7,7 @@ redacted) so the router can decide on failover without knowing any wire format.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from time import time
@@ -133,27 +133,24 @@ async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
         raise UpstreamError(provider.name, "protocol", f"{provider.name} sent a body that is not JSON") from None
 
 
-async def iter_reads(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Whatever bytes have arrived, one block per read, mapping transport errors."""
-    content = resp.content
+async def _until_eof(provider: Provider, read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[bytes]:
+    """Call ``read`` until the body ends, mapping transport errors to mid-stream UpstreamErrors."""
     while True:
         try:
-            block = await content.readany()
+            data = await read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise translate(provider, exc, midstream=True) from None
-        if not block:
+        if not data:
             return
-        yield block
+        yield data
+
+
+def iter_reads(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Whatever bytes have arrived, one block per read."""
+    return _until_eof(provider, resp.content.readany)
 
 
 async def iter_lines(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Lines of a streamed body without their line ending, mapping transport errors."""
-    content = resp.content
-    while True:
-        try:
-            line = await content.readline()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise translate(provider, exc, midstream=True) from None
-        if not line:
-            return
+    """Lines of a streamed body without their line ending."""
+    async for line in _until_eof(provider, resp.content.readline):
         yield line.rstrip(b"\r\n")

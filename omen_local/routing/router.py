@@ -27,9 +27,9 @@ from .health import HealthBook
 from .intent import guess_intent
 from .session import StreamSession
 from .sticky import StickyMap
-from .strategies import SELF_TIMED, STRATEGIES, final_error
+from .strategies import SELF_TIMED, STRATEGIES
 
-__all__ = ["Plan", "RequestContext", "Router", "final_error"]
+__all__ = ["Plan", "RequestContext", "Router"]
 
 
 @dataclass(slots=True)
