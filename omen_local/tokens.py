@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
@@ -16,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import jsonutil
+from .filestamp import Stamp, WatchedFile
 from .secrets import SecretStore, write_private
+
+log = logging.getLogger(__name__)
 
 OWNER_SECRET = "server-token"
 OWNER_USER = "owner"
@@ -38,7 +42,13 @@ def _digest(token: str) -> str:
 
 
 class TokenBook:
-    """Maps bearer tokens to identities. Reloads ``tokens.json`` when it changes on disk."""
+    """Maps bearer tokens to identities, as ``tokens.json`` says at this very request.
+
+    ``omen token create/revoke`` rewrite the file from another process; every lookup of a
+    client token checks the file's stamp (one ``stat``) and re-reads it if it changed, so a
+    revoked token is refused at the server's next request. The owner's token is checked
+    first and costs no ``stat``.
+    """
 
     def __init__(self, data_dir: Path, store: SecretStore, *, owner_token: str | None = None) -> None:
         self.file = data_dir / "tokens.json"
@@ -46,7 +56,7 @@ class TokenBook:
         self.owner_token = owner_token or os.environ.get("OMEN_TOKEN") or self._owner_from_store()
         self._owner = Identity(OWNER_USER)
         self._by_hash: dict[str, Identity] = {}
-        self._seen = (-1, -1)
+        self._watch = WatchedFile(self.file)
         self._reload()
 
     def _owner_from_store(self) -> str:
@@ -56,26 +66,26 @@ class TokenBook:
             self.store.set(OWNER_SECRET, token)
         return token
 
-    def _entries(self) -> list[dict[str, str]]:
-        try:
-            data = jsonutil.loads(self.file.read_bytes())
-        except FileNotFoundError:
-            return []
+    def _entries(self, raw: bytes | None = None) -> list[dict[str, str]]:
+        if raw is None:
+            try:
+                raw = self.file.read_bytes()
+            except FileNotFoundError:
+                return []
+        data = jsonutil.loads(raw)
         entries = data.get("tokens", []) if isinstance(data, dict) else []
         return [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
 
-    def _stamp(self) -> tuple[int, int]:
+    def _reload(self, stamp: Stamp | None = None) -> None:
+        raw = self._watch.read(stamp)
         try:
-            st = self.file.stat()
-        except FileNotFoundError:
-            return (0, 0)
-        return (st.st_mtime_ns, st.st_size)
-
-    def _reload(self) -> None:
-        self._seen = self._stamp()
+            entries = self._entries(raw) if raw is not None else []
+        except ValueError as exc:  # edited by hand and broken: no client token is trusted until fixed
+            log.error("%s is not valid JSON (%s): client tokens are refused until it is fixed", self.file, exc)
+            entries = []
         self._by_hash = {
             e["sha256"]: Identity(e.get("user") or "unknown", e.get("workspace") or None, e.get("label") or None)
-            for e in self._entries()
+            for e in entries
         }
 
     def is_owner(self, identity: Identity) -> bool:
@@ -83,14 +93,14 @@ class TokenBook:
         return identity is self._owner
 
     def identify(self, token: str) -> Identity | None:
-        """The identity for ``token``, or None. Tokens the CLI adds while we run are seen at once."""
+        """The identity for ``token``, or None. Tokens the CLI adds or revokes while we run
+        count from the next request on (one ``stat`` per client-token request)."""
         if hmac.compare_digest(token.encode(), self.owner_token.encode()):
             return self._owner
-        found = self._by_hash.get(_digest(token))
-        if found is None and self._stamp() != self._seen:
-            self._reload()
-            found = self._by_hash.get(_digest(token))
-        return found
+        stamp = self._watch.changed()
+        if stamp is not None:
+            self._reload(stamp)
+        return self._by_hash.get(_digest(token))
 
     def create(self, user: str, workspace: str | None = None, label: str | None = None) -> str:
         """Make a token for ``user``; return it (it is not stored, only its hash)."""

@@ -13,7 +13,7 @@ import pytest
 
 from omen_local import cli, estimate
 from omen_local.config import QuotaConfig, QuotaLimits
-from omen_local.metering.books import QUOTAS_FILE, QuotaBook, set_quota
+from omen_local.metering.books import QUOTAS_FILE, REFRESH_S, QuotaBook, set_quota
 from omen_local.metering.ledger import LocalLedger, QuotaExceeded
 from tests import metering_util as mu
 from tests.conftest import Stack, start_stack
@@ -81,10 +81,14 @@ def test_cli_values_override_config_key_by_key(tmp_path: Path) -> None:
         default_user=QuotaLimits(daily_usd=5.0, monthly_usd=50.0),
         users={"alice": QuotaLimits(daily_usd=1.0)},
     )
-    book = QuotaBook(config, tmp_path)
+    now = [100.0]
+    book = QuotaBook(config, tmp_path, clock=lambda: now[0])
     assert book.limits(("user", "alice")) == {"daily_usd": 1.0, "monthly_usd": 50.0}
     assert book.effective(("user", "alice"))["daily_usd"][1] == "quotas.users.alice.daily_usd"
     set_quota(tmp_path / QUOTAS_FILE, "user", "alice", {"monthly_usd": None, "daily_tokens": 1000})
+    book.refresh()  # looked less than REFRESH_S ago: no stat yet
+    assert book.limits(("user", "alice")) == {"daily_usd": 1.0, "monthly_usd": 50.0}
+    now[0] += REFRESH_S
     book.refresh()
     assert book.limits(("user", "alice")) == {"daily_usd": 1.0, "daily_tokens": 1000}  # none = unlimited
     assert book.limits(("user", "zed")) == {"daily_usd": 5.0, "monthly_usd": 50.0}
@@ -114,6 +118,7 @@ async def test_100_concurrent_requests_cannot_overspend_a_nearly_spent_quota(sta
     assert spent == pytest.approx(3 * WORST)
     limit = spent + 10.5 * WORST  # room for 10 more, not 11
     set_quota(stack.data_dir / QUOTAS_FILE, "user", "owner", {"daily_usd": limit})
+    await asyncio.sleep(REFRESH_S)  # a running server looks at quotas.json every REFRESH_S
     stack.openai.default = Reply(prompt_tokens=PROMPT, completion_tokens=OUT, delay_s=0.2)
 
     results = await asyncio.gather(*(_ask(stack) for _ in range(100)), return_exceptions=True)
@@ -130,6 +135,7 @@ async def test_100_concurrent_requests_cannot_overspend_a_nearly_spent_quota(sta
 async def test_quota_errors_name_the_limit_and_when_it_resets(stack: Stack) -> None:
     stack.openai.default = Reply(prompt_tokens=PROMPT, completion_tokens=OUT)
     set_quota(stack.data_dir / QUOTAS_FILE, "user", "owner", {"daily_usd": 1.5 * WORST})
+    await asyncio.sleep(REFRESH_S)  # a running server looks at quotas.json every REFRESH_S
     await _ask(stack)
     with pytest.raises(openai.APIStatusError) as err:
         await _ask(stack)
@@ -144,6 +150,7 @@ async def test_quota_errors_name_the_limit_and_when_it_resets(stack: Stack) -> N
     assert e.response.headers["x-omen-request-id"].startswith("req_")
 
     set_quota(stack.data_dir / QUOTAS_FILE, "user", "owner", {"daily_usd": 0})
+    await asyncio.sleep(REFRESH_S)  # a running server looks at quotas.json every REFRESH_S
     with pytest.raises(openai.APIStatusError) as err:
         await _ask(stack)
     assert "no requests are allowed" in err.value.body["message"]  # type: ignore[index]
@@ -181,6 +188,7 @@ async def test_a_budget_caps_the_reservation(stack: Stack) -> None:
     # Without max_tokens the worst case is 4096 output tokens of sonnet (~0.06 USD); a 0.005
     # budget caps the output, so the request fits a 0.01 USD quota.
     set_quota(stack.data_dir / QUOTAS_FILE, "user", "owner", {"daily_usd": 0.01})
+    await asyncio.sleep(REFRESH_S)  # a running server looks at quotas.json every REFRESH_S
     with pytest.raises(openai.APIStatusError):
         await stack.client.chat.completions.create(model="anthropic/claude-sonnet-4-5", messages=mu.MSG)  # type: ignore[arg-type]
     reply = await stack.client.chat.completions.create(
@@ -194,6 +202,7 @@ async def test_cli_quota_set_reaches_the_running_server(stack: Stack, capsys: py
     await _ask(stack)
     spent = await _spent(stack)
     assert cli.main(["quota", "set", "--config", config, "--user", "owner", "--daily-usd", "0"]) == 0
+    await asyncio.sleep(REFRESH_S)  # the documented delay before a running server looks again
     with pytest.raises(openai.APIStatusError) as err:
         await _ask(stack)
     assert err.value.code == "quota_exceeded"
@@ -202,6 +211,7 @@ async def test_cli_quota_set_reaches_the_running_server(stack: Stack, capsys: py
     line = next(row for row in listing.splitlines() if row.startswith("user") and "owner" in row)
     assert f"{spent:.6g} / 0" in line  # used today / limit
     assert cli.main(["quota", "clear", "--config", config, "--user", "owner"]) == 0
+    await asyncio.sleep(REFRESH_S)
     await _ask(stack)
     assert cli.main(["quota", "set", "--config", config, "--user", "owner", "--daily-tokens", "1.5"]) == 2
 

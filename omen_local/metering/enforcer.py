@@ -3,7 +3,11 @@
 ``admit`` takes the rate limits first (per user, then workspace), then reserves the
 worst case in the quota ledger; if the ledger refuses, the rate-limit counts are
 refunded, so a refused request costs nothing. Nothing awaits in between with the
-in-process ledger and limiter, which is what makes admission atomic.
+in-process ledger and limiter, which is what makes admission atomic (the ledger may
+first await loading a scope's spend from the store; the check itself does not await).
+
+Two 503s: usage cannot be recorded at all (``blocked``: the journal fails and the
+writer's queue is full), or a quota cannot be checked (its scope's spend cannot be read).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from ..observe import UsageEvent
 from ..policy import CostBound
 from . import rollup as r
 from .books import LimitBook, QuotaBook
-from .ledger import QuotaExceeded, QuotaLedger, Scope
+from .ledger import QuotaExceeded, QuotaLedger, Scope, SpendUnavailable
 from .limits import Grant, RateLimited, RateLimiter
 
 if TYPE_CHECKING:
@@ -45,8 +49,11 @@ class Enforcer:
         ledger: QuotaLedger,
         limiter: RateLimiter,
         clock: Callable[[], float] = time.time,
+        *,
+        blocked: Callable[[], str | None] | None = None,
     ) -> None:
         self.quotas, self.limits, self.ledger, self.limiter, self.clock = quotas, limits, ledger, limiter, clock
+        self.blocked = blocked
         self._grants: dict[str, Grant] = {}
         self._provider: dict[str, dict[str, float]] = {
             name: lim for name in limits.config.providers if (lim := limits.limits(("provider", name)))
@@ -56,6 +63,8 @@ class Enforcer:
     # ------------------------------------------------------------ Policy
 
     async def admit(self, ctx: RequestContext, req: ChatRequest, bound: CostBound) -> None:
+        if self.blocked is not None and (why := self.blocked()) is not None:
+            raise OmenError(503, f"{why}; retry shortly", code="usage_unrecordable", retry_after=5)
         user: Scope = ("user", ctx.identity.user)
         scopes = [user] if ctx.workspace is None else [user, ("workspace", ctx.workspace)]
         rate = [(s, lim) for s in scopes if (lim := self.limits.limits(s))]
@@ -75,6 +84,15 @@ class Enforcer:
                 self.limiter.refund(grant)
             if isinstance(exc, QuotaExceeded):
                 raise self._quota_error(exc, bound) from None
+            if isinstance(exc, SpendUnavailable):
+                kind, name = exc.scope
+                raise OmenError(
+                    503,
+                    f"the quota of {kind} '{name}' cannot be checked: its spend could not be read from the usage "
+                    f"store ({exc.reason})",
+                    code="quota_unavailable",
+                    retry_after=5,
+                ) from None
             raise
         if grant is not None:
             self._grants[ctx.request_id] = grant

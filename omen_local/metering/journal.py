@@ -8,10 +8,15 @@ Records carry a sequence number; the store commits the highest one it has applie
 each batch, and the journal drops segments that lie wholly below it. At start, records
 after the committed number are replayed. (A power cut may lose the last records: the
 journal is not fsynced, which would cost a disk flush per request.)
+
+The journal is also where records wait when the writer's in-memory queue is full (SQLite
+failing or slow): the writer reads them back with :meth:`Journal.read`. A short write
+(disk full) is cut back off, so a torn line never swallows the next record.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -82,6 +87,35 @@ class Journal:
                     except Exception:
                         log.warning("usage journal %s line %d is unreadable (cut by a crash?); skipped", path.name, n)
 
+    def read(self, after: int, upto: int) -> Iterator[tuple[int, str, Record]]:
+        """Records with ``after < seq <= upto``, oldest first, while appends go on (the writer
+        catching up). A line not fully written yet ends the read; an unreadable one is skipped."""
+        segments = self._existing()
+        for i, (first, path) in enumerate(segments):
+            if first > upto:
+                return
+            if i + 1 < len(segments) and segments[i + 1][0] <= after + 1:
+                continue  # wholly at or below ``after``
+            try:
+                f = path.open("rb")
+            except FileNotFoundError:  # released meanwhile
+                continue
+            with f:
+                for n, line in enumerate(f, 1):
+                    if not line.endswith(b"\n"):
+                        return
+                    try:
+                        seq, kind, data = orjson.loads(line)
+                        if seq <= after:
+                            continue
+                        if seq > upto:
+                            return
+                        record = decode(kind, data)
+                    except Exception:
+                        log.warning("usage journal %s line %d is unreadable; skipped", path.name, n)
+                        continue
+                    yield seq, kind, record
+
     def start(self, next_seq: int) -> None:
         """Begin appending at ``next_seq``; older segments must be committed already (they are removed)."""
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +137,10 @@ class Journal:
             self._open(self.seq + 1)
         assert self._fd is not None
         line = orjson.dumps([self.seq + 1, kind, record], option=orjson.OPT_APPEND_NEWLINE)
-        os.write(self._fd, line)
+        written = os.write(self._fd, line)
+        if written != len(line):  # the disk filled up mid-line: take the torn part back
+            os.ftruncate(self._fd, self._size)
+            raise OSError(errno.ENOSPC, f"short write to the usage journal ({written} of {len(line)} bytes)")
         self.seq += 1
         self._size += len(line)
         if self._size >= self.segment_bytes:

@@ -8,23 +8,34 @@ exceed a limit when a request costs more than its own worst case (a prompt estim
 low). Windows are UTC days and months; a reservation still open when a window rolls
 over counts against the new one, where it will be charged.
 
+State stays bounded whatever names clients invent. With a :class:`SpendSource` (the
+usage store; what :class:`~omen_local.metering.Metering` passes), a scope gets a tally
+only when a limit applies to it, loaded from the store (this month's spend) at its first
+admission; a tally with no reservation open, untouched for ``idle_s`` and whose last
+charge the store has committed, is dropped, and loaded again when needed. Without a
+source (the CLI, unit tests) every scope is tracked and nothing is dropped.
+
 The in-process ledger is the embedded default; a team deployment can put the same
 protocol on Redis or PostgreSQL (``reserve`` is async for that reason).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import rollup as r
 
 Scope = tuple[str, str]  # ("user", name) | ("workspace", name)
 QUOTA_KEYS = ("daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens")
 _EPS = 1e-12
+IDLE_S = 600.0  # a tally untouched this long (and committed) may be dropped
+SWEEP_MAX = 64  # tallies looked at per admission, so that a sweep never stalls the loop
 
 
 class QuotaExceeded(Exception):
@@ -36,14 +47,36 @@ class QuotaExceeded(Exception):
         self.resets_at = resets_at
 
 
+class SpendUnavailable(Exception):
+    """The spend of ``scope`` could not be read (the usage store is failing): its quota cannot be checked."""
+
+    def __init__(self, scope: Scope, reason: str) -> None:
+        super().__init__(f"{scope[0]} {scope[1]}: {reason}")
+        self.scope, self.reason = scope, reason
+
+
+class SpendSource(Protocol):
+    """Where a ledger reloads a scope's spend from, and how it knows a charge is safe there."""
+
+    def position(self) -> Any:
+        """A mark covering every usage record emitted so far."""
+
+    def durable(self, position: Any) -> bool:
+        """Whether every record up to ``position`` is committed (so the store's spend includes it)."""
+
+    async def load(self, scope: Scope, since_day: int) -> Sequence[tuple[int, float, int]]:
+        """(day, usd, tokens) spent by ``scope`` per UTC day since ``since_day``, everything emitted so far included."""
+
+
 class QuotaLedger(Protocol):
     async def reserve(
         self, key: str, scopes: Sequence[tuple[Scope, Mapping[str, float]]], usd: float, tokens: int
     ) -> None:
         """Hold ``usd``/``tokens`` for request ``key`` in every scope, or raise QuotaExceeded (holding nothing).
 
-        ``scopes`` pairs each scope with its finite limits (QUOTA_KEYS -> value); scopes
-        without limits are still tracked, so a quota added later starts from the truth.
+        ``scopes`` pairs each scope with its finite limits (QUOTA_KEYS -> value). A scope
+        without limits needs no state; a quota added later starts from the store's truth.
+        Raises SpendUnavailable if a scope's spend cannot be loaded.
         """
 
     def settle(self, key: str, usd: float, tokens: int) -> None:
@@ -55,6 +88,7 @@ class QuotaLedger(Protocol):
 
 @dataclass(slots=True)
 class Tally:
+    scope: Scope = ("", "")
     day: int = 0
     month: int = 0
     day_usd: float = 0.0
@@ -63,6 +97,9 @@ class Tally:
     month_tokens: float = 0.0
     held_usd: float = 0.0
     held_tokens: float = 0.0
+    holds: int = 0  # reservations open
+    touched: float = 0.0  # clock time of the last reservation or charge
+    mark: Any = None  # the source's position after the last charge (None: nothing beyond the store)
 
 
 @dataclass(slots=True)
@@ -78,17 +115,29 @@ def month_index(t: float) -> int:
 
 
 class LocalLedger:
-    """In-process, for one OMEN server; loaded from the usage store at start."""
+    """In-process, for one OMEN server; loads spend from the usage store (``source``)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, source: SpendSource | None = None, idle_s: float = IDLE_S
+    ) -> None:
         self.clock = clock
-        self._tallies: dict[Scope, Tally] = {}
+        self.source = source
+        self.idle_s = idle_s
+        self._tallies: OrderedDict[Scope, Tally] = OrderedDict()  # least recently touched first
         self._holds: dict[str, Hold] = {}
+        self._loading: dict[Scope, asyncio.Future[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tallies)
+
+    def _new(self, scope: Scope, now: float) -> Tally:
+        t = self._tallies[scope] = Tally(scope, day=int(now // r.DAY), month=month_index(now), touched=now)
+        return t
 
     def _tally(self, scope: Scope, now: float) -> Tally:
         t = self._tallies.get(scope)
         if t is None:
-            t = self._tallies[scope] = Tally(day=int(now // r.DAY), month=month_index(now))
+            t = self._new(scope, now)
         else:
             self._roll(t, now)
         return t
@@ -102,27 +151,88 @@ class LocalLedger:
             if month != t.month:
                 t.month, t.month_usd, t.month_tokens = month, 0.0, 0.0
 
-    def load(self, rows: Sequence[tuple[str, str, int, float, int]]) -> None:
-        """Start from the store's per-day spend ((kind, name, day, usd, tokens) rows, this month's)."""
-        now = self.clock()
+    def _add_days(self, t: Tally, rows: Sequence[tuple[int, float, int]], now: float) -> None:
         today, month = int(now // r.DAY), month_index(now)
-        for kind, name, day, usd, tokens in rows:
+        for day, usd, tokens in rows:
             if month_index(day * r.DAY) != month:
                 continue
-            t = self._tally((kind, name), now)
             t.month_usd += usd
             t.month_tokens += tokens
             if day == today:
                 t.day_usd += usd
                 t.day_tokens += tokens
 
+    def load(self, rows: Sequence[tuple[str, str, int, float, int]]) -> None:
+        """Start from the store's per-day spend ((kind, name, day, usd, tokens) rows, this month's)."""
+        now = self.clock()
+        for kind, name, day, usd, tokens in rows:
+            self._add_days(self._tally((kind, name), now), [(day, usd, tokens)], now)
+
+    # ------------------------------------------------------------ loading and dropping (with a source)
+
+    async def _load(self, scope: Scope) -> None:
+        """Make a tally for ``scope`` from the store; concurrent admissions share one load."""
+        fut = self._loading.get(scope)
+        if fut is None:
+            fut = self._loading[scope] = asyncio.ensure_future(self._fetch(scope))
+        await asyncio.shield(fut)  # one admission giving up does not cancel the others' load
+
+    async def _fetch(self, scope: Scope) -> None:
+        assert self.source is not None
+        try:
+            rows = await self.source.load(scope, int(r.month_start(self.clock()) // r.DAY))
+        except Exception as exc:
+            raise SpendUnavailable(scope, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._loading.pop(scope, None)
+        if scope not in self._tallies:  # only loads create tallies when there is a source
+            now = self.clock()
+            self._add_days(self._new(scope, now), rows, now)
+
+    def _touch(self, t: Tally, now: float) -> None:
+        t.touched = now
+        if self._tallies.get(t.scope) is t:
+            self._tallies.move_to_end(t.scope)
+
+    def _sweep(self, now: float) -> None:
+        """Drop idle tallies from the cold end: no reservation open, untouched for idle_s, committed."""
+        source, tallies, cutoff = self.source, self._tallies, now - self.idle_s
+        if source is None:
+            return
+        for _ in range(SWEEP_MAX):
+            if not tallies:
+                return
+            scope, t = next(iter(tallies.items()))
+            if t.touched > cutoff:
+                return
+            if t.holds:  # a long request: look again later
+                self._touch(t, now)
+                continue
+            if t.mark is not None and not source.durable(t.mark):
+                return  # the store is behind (or failing): keep what only memory knows
+            del tallies[scope]
+
+    # ------------------------------------------------------------ the protocol
+
     async def reserve(
         self, key: str, scopes: Sequence[tuple[Scope, Mapping[str, float]]], usd: float, tokens: int
     ) -> None:
+        source = self.source
+        if source is not None:
+            self._sweep(self.clock())
+            while missing := [s for s, limits in scopes if limits and s not in self._tallies]:
+                for scope in missing:  # no await after the last load: the check below is atomic
+                    await self._load(scope)
         now = self.clock()
         tallies = []
         for scope, limits in scopes:
-            t = self._tally(scope, now)
+            t = self._tallies.get(scope)
+            if t is None:
+                if source is not None:
+                    continue  # no limit, no tally: its spend lives in the store
+                t = self._new(scope, now)
+            else:
+                self._roll(t, now)
             for name, limit in limits.items():
                 daily = name.startswith("daily")
                 if name.endswith("usd"):
@@ -136,6 +246,8 @@ class LocalLedger:
         for t in tallies:
             t.held_usd += usd
             t.held_tokens += tokens
+            t.holds += 1
+            self._touch(t, now)
         self._holds[key] = Hold(tallies, usd, tokens)
 
     def settle(self, key: str, usd: float, tokens: int) -> None:
@@ -143,6 +255,7 @@ class LocalLedger:
         if hold is None:
             return
         now = self.clock()
+        mark = self.source.position() if self.source is not None else None
         for t in hold.scopes:
             self._roll(t, now)
             t.held_usd = max(0.0, t.held_usd - hold.usd)
@@ -151,11 +264,21 @@ class LocalLedger:
             t.month_usd += usd
             t.day_tokens += tokens
             t.month_tokens += tokens
+            t.holds -= 1
+            t.mark = mark
+            self._touch(t, now)
 
     def used(self, scope: Scope) -> tuple[float, float, float, float]:
-        t = self._tally(scope, self.clock())
+        """What this ledger knows (zeros for a scope it holds no tally for)."""
+        t = self._tallies.get(scope)
+        if t is None:
+            return 0.0, 0.0, 0.0, 0.0
+        self._roll(t, self.clock())
         return t.day_usd, t.month_usd, t.day_tokens, t.month_tokens
 
     def held(self, scope: Scope) -> tuple[float, float]:
-        t = self._tally(scope, self.clock())
+        t = self._tallies.get(scope)
+        if t is None:
+            return 0.0, 0.0
+        self._roll(t, self.clock())
         return t.held_usd, t.held_tokens

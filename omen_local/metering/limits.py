@@ -7,6 +7,10 @@ its estimated prompt at once, corrected to the real count when it ends (so one r
 may go over, and the next ones wait until the minute has paid for it). Provider limits
 count every attempt sent to the provider and the tokens it really used.
 
+State stays bounded: a window untouched for a whole minute holds nothing any more, so
+it is dropped (from the least recently used end, a few per admission); the limiter holds
+at most the scopes active in the last minute, whatever names clients invent.
+
 The in-process limiter is the embedded default; the protocol is async where a shared
 (Redis) limiter would need a round trip.
 """
@@ -14,7 +18,7 @@ The in-process limiter is the embedded default; the protocol is async where a sh
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,6 +26,7 @@ from typing import Protocol
 from .ledger import Scope
 
 WINDOW_S = 60.0
+SWEEP_MAX = 64  # windows looked at per admission
 
 
 class RateLimited(Exception):
@@ -33,11 +38,12 @@ class RateLimited(Exception):
 class Window:
     """One scope's log of (time, amount) over the last minute; amounts can be corrected later."""
 
-    __slots__ = ("entries", "total")
+    __slots__ = ("entries", "total", "touched")
 
     def __init__(self) -> None:
         self.entries: deque[list[float]] = deque()
         self.total = 0.0
+        self.touched = 0.0  # the last admission that looked at it; entries are never newer
 
     def prune(self, now: float) -> None:
         cutoff = now - WINDOW_S
@@ -95,18 +101,37 @@ class RateLimiter(Protocol):
 class LocalRateLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._windows: dict[tuple[str, str, str], Window] = {}
+        self._windows: OrderedDict[tuple[str, str, str], Window] = OrderedDict()  # least recently used first
+
+    def __len__(self) -> int:
+        return len(self._windows)
 
     def _window(self, scope: Scope, key: str, now: float) -> Window:
-        w = self._windows.get((scope[0], scope[1], key))
+        k = (scope[0], scope[1], key)
+        w = self._windows.get(k)
         if w is None:
-            w = self._windows[(scope[0], scope[1], key)] = Window()
+            w = self._windows[k] = Window()
         else:
             w.prune(now)
+            self._windows.move_to_end(k)
+        w.touched = now
         return w
+
+    def _sweep(self, now: float) -> None:
+        """Drop windows untouched for a minute: all their entries have left (a late correction
+        of one is a no-op anyway)."""
+        windows, cutoff = self._windows, now - WINDOW_S
+        for _ in range(SWEEP_MAX):
+            if not windows:
+                return
+            k, w = next(iter(windows.items()))
+            if w.touched > cutoff:
+                return
+            del windows[k]
 
     async def acquire(self, scopes: Sequence[tuple[Scope, Mapping[str, float]]], tokens: int) -> Grant:
         now = self.clock()
+        self._sweep(now)
         picked: list[tuple[Window, str]] = []
         for scope, limits in scopes:
             for key, limit in limits.items():

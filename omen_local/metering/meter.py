@@ -2,9 +2,15 @@
 
 On start (in a thread, before the server takes requests): lock the data dir's usage
 store, replay the journal into SQLite, charge streams that a dead process never
-reported (estimated from their last progress note, outcome ``cancelled``), load this
-month's spend into the ledger, start the writer. Then one hub listener journals each
-usage record and queues it for the writer; on stop, everything queued is committed.
+reported (estimated from their last progress note, outcome ``cancelled``), start the
+writer. Then one hub listener journals each usage record and queues it for the writer;
+on stop, everything queued is committed. The quota ledger loads a scope's spend from
+the store when a limit first needs it (this object is its SpendSource).
+
+Nothing is lost quietly: a record the journal's encoder refuses (a lone surrogate from a
+header) is cleaned and journaled; a journal that cannot be written is logged once per
+episode and shown in :meth:`Metering.health`; if the journal fails *and* the writer's
+queue is full, new requests are refused (503) rather than served unrecorded.
 """
 
 from __future__ import annotations
@@ -14,20 +20,24 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..config import Config
+from ..errors import OmenError
 from ..observe import Event, HealthEvent, Hub, UsageEvent
 from ..providers.base import Usage
 from . import rollup as r
+from . import sanitise
 from .books import LimitBook, QuotaBook
 from .enforcer import Enforcer
-from .journal import KIND_OF, Journal
-from .ledger import LocalLedger, QuotaLedger
+from .journal import KIND_OF, Journal, Record
+from .ledger import LocalLedger, QuotaLedger, Scope
 from .limits import LocalRateLimiter, RateLimiter
-from .store import EventQuery, SqliteUsageStore, UsageStore
+from .store import EventQuery, SqliteUsageStore, UsageStore, WriterError
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +94,17 @@ class Metering:
         self.journal = Journal(data_dir / JOURNAL_DIR)
         self.quotas = QuotaBook(config.quotas, data_dir)
         self.limits = LimitBook(config.limits)
-        self.ledger: QuotaLedger = ledger or LocalLedger(clock)
+        self.ledger: QuotaLedger = ledger or LocalLedger(clock, source=self)
         self.limiter: RateLimiter = limiter or LocalRateLimiter()
-        self.policy = Enforcer(self.quotas, self.limits, self.ledger, self.limiter, clock)
+        self.policy = Enforcer(self.quotas, self.limits, self.ledger, self.limiter, clock, blocked=self.recording_blocked)
         self.recovered = 0  # streams charged at start for a process that died
         self._lock: DirLock | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._journal_failed = False
+        # The journal's health: a failure episode is logged once and shown in health().
+        self.journal_error: str | None = None
+        self.journal_failures = 0
+        self.unjournaled = 0  # records only memory held (their journal write failed)
+        self.cleaned = 0  # records whose content the journal's encoder refused, stored cleaned
 
     # ------------------------------------------------------------ lifecycle
 
@@ -103,7 +117,7 @@ class Metering:
         try:
             with self.store.hold():  # one connection for the whole recovery
                 self._recover()
-            self.store.start_writer(self.journal.release)
+            self.store.start_writer(self.journal.release, reread=self.journal.read)
         except BaseException:
             self._lock.release()
             raise
@@ -116,16 +130,15 @@ class Metering:
             batch.append((kind, seq, record))
             last = seq
             if len(batch) >= 5000:
-                self.store.apply(batch)
-                batch = []
+                self.store.commit(batch)
         if batch:
-            self.store.apply(batch)
+            self.store.commit(batch)
         if last > committed:
             log.info("usage journal: replayed %d records into %s", last - committed, self.store.path)
         self.recovered = self._charge_cut_streams()
-        if isinstance(self.ledger, LocalLedger):
+        if isinstance(self.ledger, LocalLedger) and self.ledger.source is None:  # no source to load from later
             self.ledger.load(self.store.spend(int(r.month_start(self.clock()) // r.DAY)))
-        self.journal.start(last + 1)
+        self.journal.start(max(last, self.store.committed) + 1)
 
     def _charge_cut_streams(self) -> int:
         """Streams that reached a client and never reported: charge what they streamed, estimated."""
@@ -155,7 +168,7 @@ class Metering:
                 )
             )
         if events:
-            self.store.apply([("u", 0, e) for e in events])
+            self.store.commit([("u", 0, e) for e in events])
             log.warning("charged %d stream(s) cut by the previous server's end (estimated)", len(events))
         return len(events)
 
@@ -183,20 +196,93 @@ class Metering:
         kind = KIND_OF[type(event)]
         try:
             seq = self.journal.append(kind, event)
-        except OSError as exc:  # the event still reaches SQLite; only crash-safety is lost
-            seq = self.journal.seq
-            if not self._journal_failed:
-                self._journal_failed = True
-                log.error("cannot write the usage journal (%s); usage is still recorded, but a crash may lose some", exc)
+        except Exception as exc:
+            event, seq = self._append_failed(kind, event, exc)
+        else:
+            if self.journal_error is not None:
+                log.warning("the usage journal is written again (after %d failures)", self.journal_failures)
+                self.journal_error = None
         self.store.submit(kind, seq, event)
         if isinstance(event, UsageEvent):
             self.policy.on_usage(event)
 
+    def _append_failed(self, kind: str, event: Record, exc: Exception) -> tuple[Record, int]:
+        """Journal what can be journaled; the record reaches the writer either way (seq 0: memory only)."""
+        if isinstance(exc, orjson.JSONEncodeError):  # a field the encoder refuses: store it cleaned
+            event = sanitise.clean(event)
+            self.cleaned += 1
+            log.warning("a usage record held text or numbers the journal cannot encode (%s); stored cleaned", exc)
+            try:
+                return event, self.journal.append(kind, event)
+            except Exception as again:
+                exc = again
+        self.journal_failures += 1
+        self.unjournaled += 1
+        if self.journal_error is None:  # once per episode; health() shows the rest
+            log.error(
+                "cannot write the usage journal (%s: %s); usage is still recorded, but a crash may lose some",
+                type(exc).__name__,
+                exc,
+            )
+        self.journal_error = f"{type(exc).__name__}: {exc}"
+        return event, 0
+
+    def recording_blocked(self) -> str | None:
+        """Why a new request would go unrecorded (journal failing and the writer's queue full), or None."""
+        if self.journal_error is not None and self.store.backlog_full():
+            return f"usage cannot be recorded: the journal fails ({self.journal_error}) and the usage store is behind"
+        return None
+
+    def health(self) -> dict[str, Any]:
+        """For /v1/omen/status: ``state`` is ok, or the worst of the writer's and the journal's."""
+        writer = self.store.health()
+        state = writer["state"]
+        if state in ("ok", "stopped", "not_started") and self.journal_error is not None:
+            state = "failing"
+        return {
+            "state": state,
+            "writer": writer,
+            "journal": {
+                "state": "failing" if self.journal_error is not None else "ok",
+                "last_error": self.journal_error,
+                "failures": self.journal_failures,
+                "unjournaled": self.unjournaled,
+                "cleaned": self.cleaned,
+            },
+            "recovered_at_start": self.recovered,
+        }
+
+    # ------------------------------------------------------------ SpendSource (for the quota ledger)
+
+    def position(self) -> Any:
+        return self.store.position()
+
+    def durable(self, position: Any) -> bool:
+        return self.journal_error is None and self.store.durable(position)
+
+    async def load(self, scope: Scope, since_day: int) -> Sequence[tuple[int, float, int]]:
+        """A scope's spend per day, everything emitted so far included when the writer is well."""
+        try:
+            await asyncio.wrap_future(self.store.flush())
+        except WriterError as exc:  # committed spend is the best there is; the status says why
+            log.warning("loading the spend of %s %s without the writer's backlog: %s", scope[0], scope[1], exc)
+        return await asyncio.to_thread(self.store.spend_of, scope[0], scope[1], since_day)
+
     # ------------------------------------------------------------ queries (for the API and the CLI)
 
     async def flush(self) -> None:
-        """Wait until every event emitted so far is in SQLite (read-your-writes for /v1/usage)."""
-        await asyncio.wrap_future(self.store.flush())
+        """Wait until every event emitted so far is in SQLite (read-your-writes for /v1/usage);
+        a 503 in the error shape if it cannot be (the store is failing, the writer stopped)."""
+        try:
+            await asyncio.wrap_future(self.store.flush())
+        except WriterError as exc:
+            raise OmenError(
+                503,
+                f"usage is not up to date: {exc}. Every request is kept in the usage journal and is written "
+                "when the store recovers; see `metering` in /v1/omen/status",
+                code="usage_store_unavailable",
+                retry_after=5,
+            ) from None
 
     async def rollup(self, query: r.RollupQuery) -> dict[str, Any]:
         await self.flush()

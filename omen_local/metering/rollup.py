@@ -5,7 +5,8 @@ The store keeps pre-aggregated rows per UTC hour and per UTC day for every subse
 about (periods x groups) rows whatever the number of events. A range that does not fall
 on hour boundaries is answered exactly: whole days and hours from the rollups, the ragged
 edges from the raw events. p95 comes from a log histogram (two bins per doubling from
-16 ms) and lies in the same bin as the exact nearest-rank p95.
+16 ms) together with the exact minimum and maximum of each group: it lies in the same bin
+as the exact nearest-rank p95 and never outside [min, max] (one request: its own value).
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ SERVED = ("ok", "budget_cut")  # outcomes whose latency counts
 COUNTS = ("attempts", "requests", "ok", "errors", "cancelled", "budget_cut", "estimated")
 TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
 SUMS = ("cost_usd", "lat_n", "lat_sum", "ttft_n", "ttft_sum")
+EXTREMES = ("lat_min", "lat_max")  # of served attempts' total_ms; NULL when there are none
 HIST = tuple(f"l{i}" for i in range(LAT_BINS))
-METRICS = COUNTS + TOKENS + SUMS + HIST
+METRICS = COUNTS + TOKENS + SUMS + EXTREMES + HIST
 _HIST_AT = len(METRICS) - LAT_BINS
+_MIN_AT, _MAX_AT = METRICS.index("lat_min"), METRICS.index("lat_max")
+_EXTREME_AT = (_MIN_AT, _MAX_AT)
+AGG = {name: "MIN" if name == "lat_min" else "MAX" if name == "lat_max" else "SUM" for name in METRICS}
 
 
 class QueryError(ValueError):
@@ -62,8 +67,9 @@ def bin_edges(i: int) -> tuple[float, float]:
     return 2 ** (4 + (i - 1) / 2), 2 ** (4 + i / 2)
 
 
-def percentile(hist: Sequence[float], q: float) -> float | None:
-    """The nearest-rank ``q`` quantile, interpolated (log scale) inside its bin."""
+def percentile(hist: Sequence[float], q: float, lo_ms: float | None = None, hi_ms: float | None = None) -> float | None:
+    """The nearest-rank ``q`` quantile: its bin, narrowed to the observed [lo_ms, hi_ms], and
+    interpolated (log scale) inside it at the rank's midpoint. Never outside [lo_ms, hi_ms]."""
     n = sum(hist)
     if n <= 0:
         return None
@@ -72,11 +78,32 @@ def percentile(hist: Sequence[float], q: float) -> float | None:
     for i, count in enumerate(hist):
         if count and seen + count >= rank:
             lo, hi = bin_edges(i)
-            frac = (rank - seen) / count
-            value = lo + (hi - lo) * frac if lo == 0 else lo * (hi / lo) ** frac
+            if i == LAT_BINS - 1:
+                hi = math.inf  # the last bin is open
+            if lo_ms is not None:
+                lo = min(max(lo, lo_ms), hi)
+            if hi_ms is not None:
+                hi = max(min(hi, hi_ms), lo)
+            if math.isinf(hi):
+                return round(lo, 1)
+            frac = (rank - seen - 0.5) / count  # the rank's value, spread evenly over the bin
+            value = lo + (hi - lo) * frac if lo <= 0 else lo * (hi / lo) ** frac
             return round(value, 1)
         seen += count
     return None  # unreachable: the ranks add up to n
+
+
+def combine(acc: list[Any], values: Sequence[Any]) -> None:
+    """Add one group's metrics (METRICS order) into ``acc``: sums add, extremes keep min/max."""
+    for i, v in enumerate(values):
+        if v is None or (v == 0 and i not in _EXTREME_AT):
+            continue
+        if i == _MIN_AT:
+            acc[i] = v if acc[i] is None else min(acc[i], v)
+        elif i == _MAX_AT:
+            acc[i] = v if acc[i] is None else max(acc[i], v)
+        else:
+            acc[i] += v
 
 
 # ---------------------------------------------------------------- time
@@ -223,18 +250,23 @@ def spans(start: float, end: float, fine: bool) -> list[Span]:
 Key = tuple[Any, ...]
 
 
-def merge(into: dict[Key, list[float]], rows: Iterable[Sequence[Any]], width: int) -> None:
-    """Add SQL rows (``width`` key columns, then METRICS) into per-key metric sums."""
+def empty() -> list[Any]:
+    acc: list[Any] = [0] * len(METRICS)
+    acc[_MIN_AT] = acc[_MAX_AT] = None
+    return acc
+
+
+def merge(into: dict[Key, list[Any]], rows: Iterable[Sequence[Any]], width: int) -> None:
+    """Add SQL rows (``width`` key columns, then METRICS) into per-key metrics."""
     for row in rows:
         key = tuple(row[:width])
         values = row[width:]
         acc = into.get(key)
         if acc is None:
-            into[key] = [v or 0 for v in values]
+            acc = into[key] = [v or 0 for v in values]
+            acc[_MIN_AT], acc[_MAX_AT] = values[_MIN_AT], values[_MAX_AT]
         else:
-            for i, v in enumerate(values):
-                if v:
-                    acc[i] += v
+            combine(acc, values)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -258,7 +290,7 @@ def totals(m: Sequence[float]) -> dict[str, Any]:
     lat_n, ttft_n = m[_LAT_N], m[_TTFT_N]
     out["latency_ms"] = {
         "avg": round(m[_LAT_SUM] / lat_n, 1) if lat_n else None,
-        "p95": percentile(m[_HIST_AT:], 0.95) if lat_n else None,
+        "p95": percentile(m[_HIST_AT:], 0.95, m[_MIN_AT], m[_MAX_AT]) if lat_n else None,
     }
     out["ttft_ms"] = {"avg": round(m[_TTFT_SUM] / ttft_n, 1) if ttft_n else None}
     return out
@@ -278,7 +310,9 @@ def result(q: RollupQuery, groups: dict[Key, list[float]]) -> dict[str, Any]:
         data.append(row)
     tk = q.time_key or ""
     data.sort(key=lambda r: (r.get(tk, ""), -r["cost_usd"], -r["attempts"], *(str(r[d]) for d in dims)))
-    grand = [sum(column) for column in zip(*groups.values(), strict=True)] if groups else [0.0] * len(METRICS)
+    grand = empty()
+    for metrics in groups.values():
+        combine(grand, metrics)
     return {
         "object": "usage.rollup",
         "from": iso(q.start),

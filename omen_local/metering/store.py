@@ -28,13 +28,16 @@ import concurrent.futures
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import orjson
+import peewee
 from peewee import (
     AutoField,
     BooleanField,
@@ -49,15 +52,24 @@ from peewee import (
 
 from ..observe import AttemptStarted, UsageEvent
 from . import rollup as r
+from . import sanitise
 from .journal import Record
 
 log = logging.getLogger(__name__)
 
 BATCH = 5000
+MAX_QUEUE = 20_000  # records held in memory for the writer; past it they stay in the journal only
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 5.0  # pause between attempts while the store fails (a flush cuts it short)
+REJECTED_FILE = "usage-rejected.jsonl"
 COMPACT_EVERY = 1000  # events past the watermark that trigger a fold into the rollups
 COMPACT_AFTER_S = 5.0  # or this long without new records
 LINGER_S = 0.05  # after a first record, wait this long for more: one commit (and GIL hand-off) per batch
-Item = tuple[str, int, Record]  # (kind, journal seq, record)
+Item = tuple[str, int, Record]  # (kind, journal seq (0: not journaled), record)
+Reread = Callable[[int, int], Iterator[tuple[int, str, Record]]]  # journal records with after < seq <= upto
+
+
+class WriterError(RuntimeError):
+    """Usage could not be committed: the store is failing, or the writer is not running."""
 
 
 # ---------------------------------------------------------------- schema
@@ -112,7 +124,14 @@ class RollupRow(Model):
 
 
 for _name in r.METRICS:
-    RollupRow._meta.add_field(_name, DoubleField(default=0) if _name in ("cost_usd", "lat_sum", "ttft_sum") else IntegerField(default=0))
+    RollupRow._meta.add_field(
+        _name,
+        DoubleField(null=True)
+        if _name in r.EXTREMES
+        else DoubleField(default=0)
+        if _name in ("cost_usd", "lat_sum", "ttft_sum")
+        else IntegerField(default=0),
+    )
 
 
 class CubeRow(Model):
@@ -155,6 +174,8 @@ class MetaRow(Model):
 
 MODELS: list[type[Model]] = [EventRow, RollupRow, CubeRow, OpenAttemptRow, MetaRow]
 TIME_INDEX, USER_TIME_INDEX = "eventrow_time", "eventrow_user_time"  # peewee's names for EventRow's indexes
+SCOPE_DAY_INDEX = "usage_rollup_scope_day"
+SCOPE_DAY_WHERE = f"grain = 1 AND cube IN ({r.DIM_BIT['user']}, {r.DIM_BIT['workspace']})"  # the partial index's rows
 _SCHEMA_LOCK = threading.Lock()  # bind_ctx rebinds the model classes for a moment
 
 EVENT_COLUMNS = (
@@ -214,10 +235,21 @@ def metric_exprs(alias: str = "") -> list[str]:
         f"SUM(CASE WHEN {served} THEN {a}total_ms ELSE 0 END)",
         count(f"{served} AND {a}ttft_ms IS NOT NULL"),
         f"SUM(CASE WHEN {served} AND {a}ttft_ms IS NOT NULL THEN {a}ttft_ms ELSE 0 END)",
+        f"MIN(CASE WHEN {served} THEN {a}total_ms END)",
+        f"MAX(CASE WHEN {served} THEN {a}total_ms END)",
         *(count(f"{a}lat_bin = {i}") for i in range(r.LAT_BINS)),
     ]
     assert len(out) == len(r.METRICS)
     return out
+
+
+def _upsert(m: str) -> str:
+    """How a rollup row takes in new events' ``m``: sums add; extremes keep the smaller/larger
+    (NULL, no served attempt, loses to any value; plain SQL, unlike SQLite's 2-argument MIN)."""
+    if m not in r.EXTREMES:
+        return f"{m} = usage_rollup.{m} + excluded.{m}"
+    op = "<" if m == "lat_min" else ">"
+    return f"{m} = CASE WHEN usage_rollup.{m} IS NULL OR excluded.{m} {op} usage_rollup.{m} THEN excluded.{m} ELSE usage_rollup.{m} END"
 
 
 def fold_sql(param: str) -> str:
@@ -230,14 +262,14 @@ def fold_sql(param: str) -> str:
     ]
     key = ["grain", "cube", "period", q("user"), "workspace", "provider", "model"]
     metrics = ", ".join(r.METRICS)
-    updates = ", ".join(f"{m} = usage_rollup.{m} + excluded.{m}" for m in r.METRICS)
+    updates = ", ".join(_upsert(m) for m in r.METRICS)
     return (
         f"WITH f AS (SELECT hour, {q('user')} AS user_, {ws} AS workspace_, provider AS provider_, model AS model_, "
         f"{fine} FROM usage_event WHERE id > {param} AND id <= {param} "
         f"GROUP BY hour, {q('user')}, {ws}, provider, model) "
         f"INSERT INTO usage_rollup ({', '.join(key)}, {metrics}) "
         f"SELECT c.grain, c.cube, CASE WHEN c.grain = 0 THEN f.hour ELSE f.hour / 24 END, {', '.join(dims)}, "
-        f"{', '.join(f'SUM(f.{m})' for m in r.METRICS)} "
+        f"{', '.join(f'{r.AGG[m]}(f.{m})' for m in r.METRICS)} "
         f"FROM f CROSS JOIN usage_cube c WHERE 1 = 1 GROUP BY 1, 2, 3, 4, 5, 6, 7 "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
@@ -264,18 +296,24 @@ class UsageStore(Protocol):
     def open(self) -> int: ...
     def hold(self) -> contextlib.AbstractContextManager[Any]: ...
     def apply(self, items: Sequence[Item], *, fold: bool = False) -> None: ...
+    def commit(self, items: list[Item]) -> int: ...
     def open_attempts(self) -> list[dict[str, Any]]: ...
-    def start_writer(self, on_commit: Callable[[int], None] | None = None) -> None: ...
+    def start_writer(self, on_commit: Callable[[int], None] | None = None, reread: Reread | None = None) -> None: ...
     def submit(self, kind: str, seq: int, record: Record) -> None: ...
+    def backlog_full(self) -> bool: ...
+    def position(self) -> tuple[int, int]: ...
+    def durable(self, position: tuple[int, int]) -> bool: ...
     def flush(self) -> concurrent.futures.Future[None]: ...
+    def health(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
     def rollup(self, query: r.RollupQuery) -> dict[str, Any]: ...
     def events(self, query: EventQuery) -> dict[str, Any]: ...
     def spend(self, since_day: int) -> list[tuple[str, str, int, float, int]]: ...
+    def spend_of(self, kind: str, name: str, since_day: int) -> list[tuple[int, float, int]]: ...
 
 
 class SqliteUsageStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_queue: int = MAX_QUEUE) -> None:
         self.path = path
         self.db: Database = SqliteDatabase(
             str(path),
@@ -287,9 +325,37 @@ class SqliteUsageStore:
                 "temp_store": 2,
             },
         )
+        self.max_queue = max_queue
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._urgent = threading.Event()  # a flush or stop is waiting: cut the linger short
+        self._on_commit: Callable[[int], None] | None = None
+        self._reread: Reread | None = None
+        # Loop side (one writer each): what was submitted, and whether new records stay in the journal.
+        self._submitted = 0  # records put on the queue
+        self._last_seq = 0  # highest journal seq submitted, queued or not
+        self._spilling = False
+        self._spill_to = 0
+        self._spill_lock = threading.Lock()  # the loop starts a spill, the writer ends it
+        # Writer side.
+        self._applied = 0  # queued records committed (or found read back already)
+        self._stopping = False
+        self._dead: BaseException | None = None
+        self._ctl_lock = threading.Lock()
+        self._waiters: list[tuple[concurrent.futures.Future[None], int, int]] = []  # (future, records, seq)
+        self._backoff = BACKOFF_MIN_S
+        self._behind_since: float | None = None
+        self._unreadable_rounds = 0
+        self._failures_before = 0
+        # Health.
+        self.state = "not_started"
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
+        self.failures = 0
+        self.records_written = 0
+        self.events_written = 0
+        self.cleaned = 0
+        self.rejected = 0
         self._open_ids: set[str] = set()
         self._fold = fold_sql(self.db.param)
         p = self.db.param
@@ -318,11 +384,32 @@ class SqliteUsageStore:
                         CubeRow.insert_many(
                             [(g, c) for g in (0, 1) for c in r.CUBES], fields=[CubeRow.grain, CubeRow.cube]
                         ).execute()
+            self._migrate()
             self.committed = self._meta("journal_seq")
             self.rolled_id = self._meta("rolled_id")
             self.last_id = sql(self.db, "SELECT COALESCE(MAX(id), 0) FROM usage_event").fetchone()[0]
             self._open_ids = {a for (a,) in sql(self.db, "SELECT attempt_id FROM usage_open_attempt")}
         return self.committed
+
+    def _migrate(self) -> None:
+        """Bring a store made by an older version up to date (idempotent, cheap when current)."""
+        columns = {row[1] for row in sql(self.db, "PRAGMA table_info(usage_rollup)").fetchall()}
+        if "lat_min" not in columns:  # before extremes were kept: the histogram's edges are safe bounds
+            lows = " ".join(f"WHEN l{i} > 0 THEN {r.bin_edges(i)[0]!r}" for i in range(r.LAT_BINS))
+            highs = " ".join(
+                f"WHEN l{i} > 0 THEN {r.bin_edges(i)[1]!r}" if i < r.LAT_BINS - 1 else f"WHEN l{i} > 0 THEN 9e999"
+                for i in reversed(range(r.LAT_BINS))
+            )
+            with self.db.atomic():
+                sql(self.db, "ALTER TABLE usage_rollup ADD COLUMN lat_min REAL")
+                sql(self.db, "ALTER TABLE usage_rollup ADD COLUMN lat_max REAL")
+                sql(self.db, f"UPDATE usage_rollup SET lat_min = CASE {lows} END, lat_max = CASE {highs} END WHERE lat_n > 0")
+        # One scope's spend per day, without reading every scope's rows (the ledger's reloads).
+        sql(
+            self.db,
+            f"CREATE INDEX IF NOT EXISTS {SCOPE_DAY_INDEX} ON usage_rollup ({q('user')}, workspace, period) "
+            f"WHERE {SCOPE_DAY_WHERE}",
+        )
 
     def _meta(self, key: str) -> int:
         row = sql(self.db, f"SELECT value FROM usage_meta WHERE key = {self.db.param}", (key,)).fetchone()
@@ -431,74 +518,336 @@ class SqliteUsageStore:
         with self._connected():
             return cast(list[dict[str, Any]], list(OpenAttemptRow.select().dicts().bind(self.db)))
 
-    def start_writer(self, on_commit: Callable[[int], None] | None = None) -> None:
-        self._thread = threading.Thread(target=self._run, args=(on_commit,), name="omen-usage-writer", daemon=True)
+    # ------------------------------------------------------------ committing, robustly (writer or recovery)
+
+    def commit(self, items: list[Item]) -> int:
+        """Apply ``items`` like :meth:`apply`, but a record whose content SQLite refuses (a lone
+        surrogate, an integer past 64 bits, a NaN where a number belongs) cannot block the
+        others: it is cleaned (sanitise.clean) and stored, or else set aside in
+        ``usage-rejected.jsonl`` and logged. Committed items leave ``items``; on an exception the
+        rest remain, to be retried. Returns the number of usage events stored."""
+        try:
+            self.apply(items)
+        except Exception as exc:
+            if not _content_error(exc):
+                raise
+            return self._isolate(items)
+        n = sum(1 for _, _, rec in items if isinstance(rec, UsageEvent))
+        items.clear()
+        return n
+
+    def _isolate(self, items: list[Item]) -> int:
+        """One record per transaction, to find and clean the ones SQLite refuses (rare)."""
+        stored = 0
+        while items:
+            kind, seq, rec = items[0]
+            try:
+                self.apply([items[0]])
+            except Exception as exc:
+                if not _content_error(exc):
+                    raise
+                try:
+                    self.apply([(kind, seq, sanitise.clean(rec))])
+                except Exception as again:
+                    if not _content_error(again):
+                        raise
+                    self._reject(kind, seq, rec, again)
+                else:
+                    stored += isinstance(rec, UsageEvent)
+                    self.cleaned += 1
+                    log.warning("usage record %d had content SQLite refused (%s); stored cleaned", seq, exc)
+            else:
+                stored += isinstance(rec, UsageEvent)
+            del items[0]
+        return stored
+
+    def _reject(self, kind: str, seq: int, rec: Record, exc: Exception) -> None:
+        """Set aside a record SQLite refuses even cleaned: loud, and kept in a file, never dropped."""
+        path = self.path.parent / REJECTED_FILE
+        try:
+            line = orjson.dumps([seq, kind, rec, f"{type(exc).__name__}: {exc}"], default=repr, option=orjson.OPT_APPEND_NEWLINE)
+        except Exception:
+            line = (repr([seq, kind, rec]) + "\n").encode("utf-8", "backslashreplace")
+        with open(path, "ab") as f:
+            f.write(line)
+        self.rejected += 1
+        log.error("usage record %d cannot be stored in SQLite (%s); set aside in %s", seq, exc, path)
+        if seq > self.committed:  # its journal position is dealt with
+            with self._connected(), self.db.atomic():
+                self._set_meta("journal_seq", seq)
+            self.committed = seq
+
+    # ------------------------------------------------------------ the writer: the serving loop's side
+
+    def start_writer(self, on_commit: Callable[[int], None] | None = None, reread: Reread | None = None) -> None:
+        """Start the writer thread. ``reread(after, upto)`` yields journal records; with it, the
+        queue is bounded (records past ``max_queue`` stay in the journal and are read back)."""
+        self._on_commit, self._reread = on_commit, reread
+        self.state = "ok"
+        self._thread = threading.Thread(target=self._run, name="omen-usage-writer", daemon=True)
         self._thread.start()
 
     def submit(self, kind: str, seq: int, record: Record) -> None:
+        """Queue a record (``seq`` 0: it is not in the journal). Runs on the serving loop; never blocks."""
+        if seq > self._last_seq:
+            self._last_seq = seq
+        if not self._spilling and self._queue.qsize() < self.max_queue:
+            self._submitted += 1
+            self._queue.put((kind, seq, record))
+        else:
+            self._overflow(kind, seq, record)
+
+    def _overflow(self, kind: str, seq: int, record: Record) -> None:
+        with self._spill_lock:
+            if seq and self._reread is not None and (self._spilling or self._queue.qsize() >= self.max_queue):
+                if not self._spilling:
+                    self._spilling = True
+                    log.warning(
+                        "the usage writer is %d records behind; newer records stay in the journal until it catches up",
+                        self._queue.qsize(),
+                    )
+                self._spill_to = seq  # the writer reads (committed, _spill_to] back from the journal
+                return
+        self._submitted += 1  # not in the journal: memory is its only copy (admission stops at the bound)
         self._queue.put((kind, seq, record))
 
+    def backlog_full(self) -> bool:
+        return self._queue.qsize() >= self.max_queue
+
+    def position(self) -> tuple[int, int]:
+        """A mark covering every record submitted so far (for :meth:`durable`)."""
+        return (self._last_seq, self._submitted)
+
+    def durable(self, position: tuple[int, int]) -> bool:
+        """Whether every record submitted before ``position`` was taken is committed."""
+        seq, n = position
+        return self.committed >= seq and self._applied >= n
+
     def flush(self) -> concurrent.futures.Future[None]:
-        """Done once everything submitted before has been committed (or has failed)."""
+        """Done once everything submitted before has been committed; fails (WriterError) if a
+        commit attempt fails meanwhile, or if the writer is not running."""
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
-        if self._thread is None or not self._thread.is_alive():
-            fut.set_result(None)
-        else:
-            self._queue.put(fut)
-            self._urgent.set()
+        with self._ctl_lock:
+            if self._dead is not None:
+                fut.set_exception(WriterError(f"the usage writer has stopped ({self.last_error})"))
+                return fut
+            if self._thread is None:
+                if self._applied >= self._submitted and not self._spilling:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(WriterError("the usage writer is not running"))
+                return fut
+            self._waiters.append((fut, self._submitted, self._spill_to if self._spilling else 0))
+        self._urgent.set()
+        self._queue.put(_WAKE)
         return fut
 
+    def health(self) -> dict[str, Any]:
+        """The writer at a glance (for /v1/omen/status): ok | failing | dead | stopped | not_started."""
+        behind = self._behind_since
+        return {
+            "state": self.state,
+            "last_error": self.last_error,
+            "failing_since": r.iso(self.failing_since) if self.failing_since is not None else None,
+            "queued": self._queue.qsize(),
+            "max_queue": self.max_queue,
+            "journal_only": max(0, self._spill_to - self.committed) if self._spilling else 0,
+            "lag_s": round(max(0.0, time.time() - behind), 3) if behind is not None else 0.0,
+            "records_written": self.records_written,
+            "events_written": self.events_written,
+            "failures": self.failures,
+            "cleaned": self.cleaned,
+            "rejected": self.rejected,
+        }
+
     def close(self) -> None:
-        """Commit what is queued, fold it into the rollups, stop the writer."""
+        """Commit what is queued (and what waits in the journal), fold it into the rollups, stop
+        the writer. If the store is failing, the rest stays in the journal for the next start."""
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._stopping = True
             self._urgent.set()
+            self._queue.put(_WAKE)
             self._thread.join()
             self._thread = None
+            if self.state != "dead":
+                self.state = "stopped"
+        self._fail_waiters(WriterError("the usage store is closed"))
         if not self.db.is_closed():
             self.db.close()
 
-    def _run(self, on_commit: Callable[[int], None] | None) -> None:
-        pending: list[Item] = []
-        self.db.connect(reuse_if_open=True)
+    # ------------------------------------------------------------ the writer thread
+
+    def _run(self) -> None:
         try:
-            while True:
-                try:  # a quiet writer folds the tail of new events into the rollups
-                    wait = COMPACT_AFTER_S if self.last_id > self.rolled_id else None
-                    items = [self._queue.get(timeout=wait)]
-                except queue.Empty:
-                    self._compact_logged()
-                    continue
-                if isinstance(items[0], tuple):  # the journal holds these meanwhile: let a batch gather
-                    self._urgent.wait(LINGER_S)
-                while len(items) < BATCH:
-                    try:
-                        items.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                self._urgent.clear()
-                waiters = [i for i in items if isinstance(i, concurrent.futures.Future)]
-                stop = any(i is _STOP for i in items)
-                pending += [i for i in items if isinstance(i, tuple)]
-                if pending:
-                    try:
-                        self.apply(pending)
-                    except Exception:  # kept (and still in the journal): retried with the next batch
-                        log.exception("could not write %d usage records to %s; will retry", len(pending), self.path)
-                        if not stop:
-                            time.sleep(0.2)
-                    else:
-                        pending = []
-                        if on_commit is not None:
-                            on_commit(self.committed)
-                for w in waiters:
-                    w.set_result(None)
-                if stop:
-                    if not pending:
-                        self._compact_logged()
-                    return
+            self.db.connect(reuse_if_open=True)
+            self._work()
+        except BaseException as exc:  # a bug: say so, and let flushes fail rather than hang or lie
+            self._die(exc)
         finally:
-            self.db.close()
+            with contextlib.suppress(Exception):
+                self.db.close()
+
+    def _work(self) -> None:
+        pending: list[Item] = []
+        taken = 0  # how many of pending's records came from the queue
+        while True:
+            progressed = False
+            if not pending:
+                pending, taken = self._gather()
+                if not pending and taken:  # only records already read back from the journal
+                    self._applied += taken
+                    taken = 0
+            if pending:
+                try:
+                    events = self.commit(pending)
+                except Exception as exc:  # kept (and still in the journal): retried, with a growing pause
+                    self._failed(exc)
+                    if self._stopping:
+                        return
+                    self._urgent.wait(self._backoff)
+                    self._urgent.clear()
+                    self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+                    continue
+                self._succeeded(taken, events)
+                pending, taken, progressed = [], 0, True
+            self._end_spill()
+            self._resolve_waiters()
+            if self._stopping and not pending:
+                if self._applied >= self._submitted and not self._spilling:
+                    self._compact_logged()
+                    return
+                if not progressed:
+                    return  # nothing more can be read: the journal keeps it for the next start
+
+    def _gather(self) -> tuple[list[Item], int]:
+        """The next batch: from the queue (lingering after a first record, so that one commit
+        covers many), else read back from the journal if records were left there."""
+        try:
+            first = self._queue.get_nowait()
+        except queue.Empty:
+            if self._spilling:
+                return self._from_journal(), 0
+            if self._stopping:
+                return [], 0
+            try:  # a quiet writer folds the tail of new events into the rollups
+                first = self._queue.get(timeout=COMPACT_AFTER_S if self.last_id > self.rolled_id else None)
+            except queue.Empty:
+                self._compact_logged()
+                return [], 0
+        if first is not _WAKE and not self._stopping:
+            self._urgent.wait(LINGER_S)  # the journal holds these meanwhile: let a batch gather
+        items: list[Item] = []
+        taken = 0
+        item = first
+        while True:
+            if item is not _WAKE:
+                taken += 1
+                if not 0 < item[1] <= self.committed:  # else read back from the journal already
+                    items.append(item)
+                if len(items) >= BATCH:
+                    break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._urgent.clear()
+        if items and self._behind_since is None:
+            self._behind_since = items[0][2].time
+        return items, taken
+
+    def _from_journal(self) -> list[Item]:
+        """Records left in the journal while the queue was full, oldest first."""
+        assert self._reread is not None
+        upto, items = self._spill_to, []
+        try:
+            for seq, kind, rec in self._reread(self.committed, upto):
+                items.append((kind, seq, rec))
+                if len(items) >= BATCH:
+                    break
+        except OSError as exc:
+            self._failed(exc)
+        if items:
+            self._unreadable_rounds = 0
+            if self._behind_since is None:
+                self._behind_since = items[0][2].time
+            return items
+        self._unreadable_rounds += 1
+        if self._unreadable_rounds >= 3 and self.committed < upto:  # not a line being written: lost to corruption
+            log.error("usage journal records %d to %d cannot be read back; skipped", self.committed + 1, upto)
+            with self._connected(), self.db.atomic():
+                self._set_meta("journal_seq", upto)
+            self.committed = upto
+            self._unreadable_rounds = 0
+        else:
+            self._urgent.wait(LINGER_S)
+            self._urgent.clear()
+        return []
+
+    def _end_spill(self) -> None:
+        if self._spilling and self.committed >= self._spill_to:
+            with self._spill_lock:
+                if self.committed >= self._spill_to:
+                    self._spilling = False
+                    log.warning("the usage writer has caught up with the journal")
+
+    def _succeeded(self, taken: int, events: int) -> None:
+        self._applied += taken
+        self.events_written += events
+        self.records_written = self.committed
+        if self.state == "failing":
+            since = self.failing_since or time.time()
+            log.warning(
+                "usage records are written to %s again (after %d failed attempts over %.1f s)",
+                self.path,
+                self.failures - self._failures_before,
+                time.time() - since,
+            )
+        self.state, self.failing_since, self._backoff = "ok", None, BACKOFF_MIN_S
+        if self._queue.qsize() == 0 and not self._spilling:
+            self._behind_since = None
+        if self._on_commit is not None:
+            try:
+                self._on_commit(self.committed)
+            except Exception:
+                log.exception("usage journal clean-up failed")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.state != "failing":  # loud once per episode; the status shows the rest
+            self.state, self.failing_since, self._failures_before = "failing", time.time(), self.failures - 1
+            log.error(
+                "cannot write usage records to %s (%s); they stay in the journal and are retried",
+                self.path,
+                self.last_error,
+                exc_info=exc,
+            )
+        self._fail_waiters(WriterError(f"usage could not be written to {self.path.name}: {self.last_error}"))
+
+    def _die(self, exc: BaseException) -> None:
+        with self._ctl_lock:
+            self._dead = exc
+            self.state = "dead"
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if self._behind_since is None:
+                self._behind_since = time.time()
+        log.critical("the usage writer stopped (%s); usage stays in the journal until the next start", self.last_error, exc_info=exc)
+        self._fail_waiters(WriterError(f"the usage writer has stopped ({self.last_error})"))
+
+    def _resolve_waiters(self) -> None:
+        with self._ctl_lock:
+            if not self._waiters:
+                return
+            done = [w for w in self._waiters if self._applied >= w[1] and self.committed >= w[2]]
+            self._waiters = [w for w in self._waiters if w not in done]
+        for fut, _, _ in done:
+            _settle(fut, None)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        with self._ctl_lock:
+            waiters, self._waiters = self._waiters, []
+        for fut, _, _ in waiters:
+            _settle(fut, exc)
 
     def _compact_logged(self) -> None:
         try:
@@ -511,7 +860,7 @@ class SqliteUsageStore:
     def rollup(self, query: r.RollupQuery) -> dict[str, Any]:
         """Totals per group over [start, end): rollup rows for whole hours and days, raw events
         for the ragged edges and for what is not folded yet, all read in one snapshot."""
-        groups: dict[r.Key, list[float]] = {}
+        groups: dict[r.Key, list[Any]] = {}
         width = len(query.dims) + (1 if query.time_key else 0)
         p = self.db.param
         with self.db.connection_context(), self.db.atomic():
@@ -534,7 +883,7 @@ class SqliteUsageStore:
                 if query.time_key == span.grain:  # one rollup row per group already: nothing to add up
                     text = f"SELECT {', '.join([*keys, *r.METRICS])} FROM usage_rollup WHERE {' AND '.join(where)}"
                 else:
-                    sums = ", ".join(f"SUM({m})" for m in r.METRICS)
+                    sums = ", ".join(f"{r.AGG[m]}({m})" for m in r.METRICS)
                     text = f"SELECT {', '.join([*keys, sums])} FROM usage_rollup WHERE {' AND '.join(where)}"
                     if keys:
                         text += f" GROUP BY {', '.join(keys)}"
@@ -544,7 +893,7 @@ class SqliteUsageStore:
         return r.result(query, {k: v for k, v in groups.items() if v[0]})
 
     def _merge_raw(
-        self, groups: dict[r.Key, list[float]], query: r.RollupQuery, lo: float, hi: float, after_id: int | None
+        self, groups: dict[r.Key, list[Any]], query: r.RollupQuery, lo: float, hi: float, after_id: int | None
     ) -> None:
         """Aggregate raw events in [lo, hi): all of them, or only the unfolded tail past ``after_id``."""
         p = self.db.param
@@ -627,8 +976,52 @@ class SqliteUsageStore:
                     add("workspace", workspace, day, usd, tokens)
         return [(kind, name, day, float(v[0]), int(v[1])) for (kind, name, day), v in totals.items()]
 
+    def spend_of(self, kind: str, name: str, since_day: int) -> list[tuple[int, float, int]]:
+        """(day, usd, tokens) of one user or workspace since ``since_day``: its day rollup rows
+        (through the partial index) plus the unfolded tail, in one snapshot."""
+        p = self.db.param
+        user, workspace = (name, "") if kind == "user" else ("", name)
+        rolled_sql = (
+            f"SELECT period, cost_usd, prompt_tokens + completion_tokens FROM usage_rollup INDEXED BY {SCOPE_DAY_INDEX} "
+            f"WHERE {SCOPE_DAY_WHERE} AND cube = {p} AND {q('user')} = {p} AND workspace = {p} AND period >= {p}"
+        )
+        column = q("user") if kind == "user" else "workspace"
+        tail_sql = (
+            f"SELECT hour / 24, SUM(cost_usd), SUM(prompt_tokens + completion_tokens) FROM usage_event NOT INDEXED "
+            f"WHERE id > {p} AND {q('time')} >= {p} AND {column} = {p} GROUP BY hour / 24"
+        )
+        days: dict[int, list[float]] = {}
+        with self._connected(), self.db.atomic():
+            rolled = self._meta("rolled_id")
+            rows = sql(self.db, rolled_sql, (r.DIM_BIT[kind], user, workspace, since_day)).fetchall()
+            rows += sql(self.db, tail_sql, (rolled, since_day * r.DAY, name)).fetchall()
+        for day, usd, tokens in rows:
+            acc = days.setdefault(int(day), [0.0, 0])
+            acc[0] += usd or 0.0
+            acc[1] += tokens or 0
+        return [(day, float(v[0]), int(v[1])) for day, v in sorted(days.items())]
 
-_STOP = object()
+
+_WAKE = object()  # a flush or stop wants the writer's attention
+
+
+def _settle(fut: concurrent.futures.Future[None], exc: Exception | None) -> None:
+    """Resolve a flush; its waiter may have given up (a cancelled request) meanwhile."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+
+def _content_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from what a record holds (retrying it as it is cannot help), as
+    opposed to the database's state (locked, full, read-only, I/O), which may recover."""
+    return isinstance(
+        exc,
+        UnicodeError | OverflowError | ValueError | TypeError | sqlite3.IntegrityError | sqlite3.InterfaceError
+        | peewee.IntegrityError | peewee.InterfaceError | peewee.DataError,
+    )  # fmt: skip
 
 
 def _public_event(row: dict[str, Any]) -> dict[str, Any]:
