@@ -193,4 +193,5 @@ class OmenService:
             "default_strategy": self.config.defaults.strategy,
             "intents": {k: list(v) for k, v in self.config.intents.items()},
             "providers": providers,
+            "metering": self.metering.health() if self.metering is not None else None,
         }

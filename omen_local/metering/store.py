@@ -711,6 +711,8 @@ class SqliteUsageStore:
                 self._succeeded(taken, events)
                 pending, taken, progressed = [], 0, True
             self._end_spill()
+            if not pending and not self._spilling and self._applied >= self._submitted:
+                self._behind_since = None  # caught up
             self._resolve_waiters()
             if self._stopping and not pending:
                 if self._applied >= self._submitted and not self._spilling:
@@ -803,8 +805,6 @@ class SqliteUsageStore:
                 time.time() - since,
             )
         self.state, self.failing_since, self._backoff = "ok", None, BACKOFF_MIN_S
-        if self._queue.qsize() == 0 and not self._spilling:
-            self._behind_since = None
         if self._on_commit is not None:
             try:
                 self._on_commit(self.committed)

@@ -24,6 +24,9 @@ from ..providers.base import UpstreamError
 from .catalog import Target
 
 ALPHA = 0.3  # weight of the newest sample in the moving averages
+# A speed sample must be long enough to mean something: a non-streamed answer (or a stream
+# whose tokens arrive in one read) has a "generation time" of microseconds.
+MIN_SPEED_S, MIN_SPEED_TOKENS = 0.25, 8
 
 
 def _ewma(old: float | None, sample: float) -> float:
@@ -168,8 +171,8 @@ class HealthBook:
         return self.ok(target.provider, ttft_ms)
 
     def finished(self, target: Target, completion_tokens: int, generation_s: float) -> None:
-        """A whole answer arrived: update the generation speed."""
-        if completion_tokens > 0 and generation_s > 0:
+        """A whole answer arrived: update the generation speed (if measured long enough)."""
+        if completion_tokens >= MIN_SPEED_TOKENS and generation_s >= MIN_SPEED_S:
             m = self.model(target)
             m.tokens_per_s = _ewma(m.tokens_per_s, completion_tokens / generation_s)
 
