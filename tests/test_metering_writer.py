@@ -198,7 +198,7 @@ async def test_a_lone_surrogate_in_a_header_costs_no_usage_event(tmp_path: Path)
 
 
 async def test_a_record_sqlite_refuses_is_cleaned_without_blocking_the_batch(tmp_path: Path) -> None:
-    metering, hub, store = await _metering(tmp_path)
+    metering, hub, _ = await _metering(tmp_path)
     try:
         hub.emit(_event(0))
         hub.emit(_event(1, cost_usd=float("nan")))  # NOT NULL in SQLite (NaN binds as NULL)
@@ -218,7 +218,7 @@ async def test_a_record_sqlite_refuses_is_cleaned_without_blocking_the_batch(tmp
 async def test_a_disk_full_journal_write_is_cut_back_and_still_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    metering, hub, store = await _metering(tmp_path)
+    metering, hub, _ = await _metering(tmp_path)
     real = journal_mod.os.write
     failing = [True]
 

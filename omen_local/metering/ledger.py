@@ -34,6 +34,7 @@ from . import rollup as r
 Scope = tuple[str, str]  # ("user", name) | ("workspace", name)
 QUOTA_KEYS = ("daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens")
 _EPS = 1e-12
+CLEAN = object()  # a tally's mark when the store holds all it knows (just loaded)
 IDLE_S = 600.0  # a tally untouched this long (and committed) may be dropped
 SWEEP_MAX = 64  # tallies looked at per admission, so that a sweep never stalls the loop
 
@@ -99,7 +100,7 @@ class Tally:
     held_tokens: float = 0.0
     holds: int = 0  # reservations open
     touched: float = 0.0  # clock time of the last reservation or charge
-    mark: Any = None  # the source's position after the last charge (None: nothing beyond the store)
+    mark: Any = None  # the source's position after the last charge (CLEAN: nothing beyond the store)
 
 
 @dataclass(slots=True)
@@ -131,7 +132,7 @@ class LocalLedger:
         return len(self._tallies)
 
     def _new(self, scope: Scope, now: float) -> Tally:
-        t = self._tallies[scope] = Tally(scope, day=int(now // r.DAY), month=month_index(now), touched=now)
+        t = self._tallies[scope] = Tally(scope, day=int(now // r.DAY), month=month_index(now), touched=now, mark=CLEAN)
         return t
 
     def _tally(self, scope: Scope, now: float) -> Tally:
@@ -171,20 +172,21 @@ class LocalLedger:
     # ------------------------------------------------------------ loading and dropping (with a source)
 
     async def _load(self, scope: Scope) -> None:
-        """Make a tally for ``scope`` from the store; concurrent admissions share one load."""
-        fut = self._loading.get(scope)
-        if fut is None:
-            fut = self._loading[scope] = asyncio.ensure_future(self._fetch(scope))
-        await asyncio.shield(fut)  # one admission giving up does not cancel the others' load
-
-    async def _fetch(self, scope: Scope) -> None:
+        """Make a tally for ``scope`` from the store. The first admission to need it loads it;
+        others wait for that load, then look again (and load themselves if it came to nothing)."""
+        pending = self._loading.get(scope)
+        if pending is not None:
+            await asyncio.shield(pending)  # a waiter giving up does not cancel the load
+            return
         assert self.source is not None
+        done = self._loading[scope] = asyncio.get_running_loop().create_future()
         try:
             rows = await self.source.load(scope, int(r.month_start(self.clock()) // r.DAY))
         except Exception as exc:
             raise SpendUnavailable(scope, f"{type(exc).__name__}: {exc}") from exc
         finally:
-            self._loading.pop(scope, None)
+            del self._loading[scope]
+            done.set_result(None)
         if scope not in self._tallies:  # only loads create tallies when there is a source
             now = self.clock()
             self._add_days(self._new(scope, now), rows, now)
@@ -208,7 +210,7 @@ class LocalLedger:
             if t.holds:  # a long request: look again later
                 self._touch(t, now)
                 continue
-            if t.mark is not None and not source.durable(t.mark):
+            if t.mark is not CLEAN and not source.durable(t.mark):
                 return  # the store is behind (or failing): keep what only memory knows
             del tallies[scope]
 

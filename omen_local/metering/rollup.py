@@ -68,8 +68,13 @@ def bin_edges(i: int) -> tuple[float, float]:
 
 
 def percentile(hist: Sequence[float], q: float, lo_ms: float | None = None, hi_ms: float | None = None) -> float | None:
-    """The nearest-rank ``q`` quantile: its bin, narrowed to the observed [lo_ms, hi_ms], and
-    interpolated (log scale) inside it at the rank's midpoint. Never outside [lo_ms, hi_ms]."""
+    """The nearest-rank ``q`` quantile from the histogram and the observed [lo_ms, hi_ms].
+
+    Its bin is narrowed to [lo_ms, hi_ms]; inside, the bin's values are taken as spread
+    evenly on a log scale, with the smallest at lo_ms and the largest at hi_ms when those
+    fall in this bin (they are exact). So one request reports its own value, the top rank
+    reports the maximum, and no answer lies outside what was observed.
+    """
     n = sum(hist)
     if n <= 0:
         return None
@@ -80,13 +85,23 @@ def percentile(hist: Sequence[float], q: float, lo_ms: float | None = None, hi_m
             lo, hi = bin_edges(i)
             if i == LAT_BINS - 1:
                 hi = math.inf  # the last bin is open
+            first = lo_ms is not None and lo_ms >= lo  # the minimum lies in this bin: its first value
+            last = hi_ms is not None and hi_ms < hi  # the maximum lies in this bin: its last value
             if lo_ms is not None:
                 lo = min(max(lo, lo_ms), hi)
             if hi_ms is not None:
                 hi = max(min(hi, hi_ms), lo)
             if math.isinf(hi):
                 return round(lo, 1)
-            frac = (rank - seen - 0.5) / count  # the rank's value, spread evenly over the bin
+            k = rank - seen  # 1..count within the bin
+            if first and last:
+                frac = (k - 1) / (count - 1) if count > 1 else 0.0
+            elif last:
+                frac = k / count
+            elif first:
+                frac = (k - 1) / count
+            else:
+                frac = (k - 0.5) / count
             value = lo + (hi - lo) * frac if lo <= 0 else lo * (hi / lo) ** frac
             return round(value, 1)
         seen += count
