@@ -209,7 +209,10 @@ class Metering:
     def _append_failed(self, kind: str, event: Record, exc: Exception) -> tuple[Record, int]:
         """Journal what can be journaled; the record reaches the writer either way (seq 0: memory only)."""
         if isinstance(exc, orjson.JSONEncodeError):  # a field the encoder refuses: store it cleaned
-            event = sanitise.clean(event)
+            try:
+                event = sanitise.clean(event)
+            except Exception as why:  # the store cleans (or sets aside) what it cannot take
+                log.exception("cannot clean a usage record (%s)", why)
             self.cleaned += 1
             log.warning("a usage record held text or numbers the journal cannot encode (%s); stored cleaned", exc)
             try:
@@ -261,11 +264,8 @@ class Metering:
         return self.journal_error is None and self.store.durable(position)
 
     async def load(self, scope: Scope, since_day: int) -> Sequence[tuple[int, float, int]]:
-        """A scope's spend per day, everything emitted so far included when the writer is well."""
-        try:
-            await asyncio.wrap_future(self.store.flush())
-        except WriterError as exc:  # committed spend is the best there is; the status says why
-            log.warning("loading the spend of %s %s without the writer's backlog: %s", scope[0], scope[1], exc)
+        """A scope's committed spend per day. A dropped tally was committed before it was
+        dropped, so this is exact for it; no flush, which would cost a commit per load."""
         return await asyncio.to_thread(self.store.spend_of, scope[0], scope[1], since_day)
 
     # ------------------------------------------------------------ queries (for the API and the CLI)

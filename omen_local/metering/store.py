@@ -8,6 +8,18 @@ the open-stream table and the journal sequence number. One wake-up and one commi
 batch keeps the writer from contending for the GIL with the serving loop on every
 request; :meth:`flush` (the usage API's read-your-writes) cuts the linger short.
 
+When SQLite fails (disk full, read-only, I/O) the writer retries the same batch with a
+growing pause (0.2 s to 5 s; a flush retries at once) and takes nothing new meanwhile.
+The queue is bounded (``max_queue`` records): past it, records already in the journal are
+not held in memory; the writer reads them back from the journal once it has caught up,
+in order, so nothing acknowledged is lost and memory stays flat. (A record whose journal
+write failed has no other copy: it is always queued, and admission refuses new requests
+while that is so and the queue is full.) A flush fails (WriterError) if a commit attempt
+fails while it waits, or if the writer is not running; it never reports stale data as
+done. The writer logs once per failure episode, and :meth:`health` reports its state.
+A record whose *content* SQLite refuses is cleaned, or set aside in
+``usage-rejected.jsonl``, so it cannot block the rest (see :meth:`commit`).
+
 Rollups (every dimension subset x UTC hour and day, see rollup.py) are folded in bulk:
 every ``COMPACT_EVERY`` events, or after ``COMPACT_AFTER_S`` of quiet, the events past
 the ``rolled_id`` watermark are aggregated once at the finest grain and then upserted
@@ -698,6 +710,7 @@ class SqliteUsageStore:
                     self._applied += taken
                     taken = 0
             if pending:
+                records = len(pending)
                 try:
                     events = self.commit(pending)
                 except Exception as exc:  # kept (and still in the journal): retried, with a growing pause
@@ -708,7 +721,7 @@ class SqliteUsageStore:
                     self._urgent.clear()
                     self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
                     continue
-                self._succeeded(taken, events)
+                self._succeeded(taken, records, events)
                 pending, taken, progressed = [], 0, True
             self._end_spill()
             if not pending and not self._spilling and self._applied >= self._submitted:
@@ -766,8 +779,12 @@ class SqliteUsageStore:
                 items.append((kind, seq, rec))
                 if len(items) >= BATCH:
                     break
-        except OSError as exc:
+        except OSError as exc:  # cannot read the journal now (EMFILE, EIO): pause, then try again
             self._failed(exc)
+            self._urgent.wait(self._backoff)
+            self._urgent.clear()
+            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+            return []
         if items:
             self._unreadable_rounds = 0
             if self._behind_since is None:
@@ -792,10 +809,10 @@ class SqliteUsageStore:
                     self._spilling = False
                     log.warning("the usage writer has caught up with the journal")
 
-    def _succeeded(self, taken: int, events: int) -> None:
+    def _succeeded(self, taken: int, records: int, events: int) -> None:
         self._applied += taken
+        self.records_written += records
         self.events_written += events
-        self.records_written = self.committed
         if self.state == "failing":
             since = self.failing_since or time.time()
             log.warning(
