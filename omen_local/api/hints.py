@@ -200,6 +200,6 @@ def combine(*layers: Hints) -> Hints:
     for layer in layers:
         if layer is NO_HINTS:
             continue
-        changes = {f.name: getattr(layer, f.name) for f in fields(Hints) if getattr(layer, f.name) not in (None, False)}
-        out = replace(out, **changes)
+        values = {f.name: getattr(layer, f.name) for f in fields(Hints)}
+        out = replace(out, **{k: v for k, v in values.items() if v is not None and v is not False})
     return out

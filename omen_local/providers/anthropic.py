@@ -541,6 +541,10 @@ class AnthropicProvider(Provider):
     def needs_key(cls, config: ProviderConfig) -> bool:
         return True
 
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        return False  # a cloud API, even behind a local proxy
+
     @property
     def _url(self) -> str:
         base = self.config.base_url.rstrip("/")

@@ -103,18 +103,17 @@ class Planner:
             targets = self.catalog.resolve(req.model)
         allowed = self._allowlist(req)
         if allowed is not None:
-            kept = [t for t in targets if t.provider in allowed]
-            if not kept and targets:
-                what = ", ".join(allowed)
+            named = {ref.split("/", 1)[0] for ref in self.config.intents.get(intent, ())} if intent else set()
+            named |= {t.provider for t in targets}
+            if named and not named & set(allowed):
                 raise OmenError(
                     400,
-                    f"no candidate for '{req.alias or req.model}' is served by the allowed providers ({what})",
+                    f"no candidate for '{req.alias or req.model}' is served by the allowed providers ({', '.join(allowed)})",
                     code="no_allowed_provider",
                     param="omen.providers",
                 )
-            skipped += [f"{t}: excluded by the providers allowlist" for t in targets if t.provider not in allowed]
-            skipped = [s for s in skipped if s.split("/", 1)[0] in allowed or "allowlist" in s]
-            targets = kept
+            skipped = [s for s in skipped if s.split("/", 1)[0] in allowed]
+            targets = [t for t in targets if t.provider in allowed]
         return intent, guessed, targets, skipped
 
     def _allowlist(self, req: ChatRequest) -> tuple[str, ...] | None:
