@@ -19,12 +19,12 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import openai
 import pytest
 
+from omen_local.caller import Caller
 from omen_local.config import LimitConfig, QuotaConfig, QuotaLimits, RateLimits, load_config
 from omen_local.errors import OmenError
 from omen_local.metering import Metering
@@ -32,10 +32,9 @@ from omen_local.metering.books import REFRESH_S, LimitBook, QuotaBook
 from omen_local.metering.enforcer import Enforcer
 from omen_local.metering.ledger import LocalLedger, Scope
 from omen_local.metering.limits import WINDOW_S, LocalRateLimiter
-from omen_local.observe import Hub, UsageEvent
+from omen_local.observe import UsageEvent
 from omen_local.policy import CostBound
 from omen_local.providers.base import Usage
-from omen_local.tokens import Identity
 from tests import metering_util as mu
 from tests.conftest import Stack
 
@@ -75,9 +74,12 @@ class StoreLike:
         return [(day, usd, int(tokens)) for day, (usd, tokens) in found.items() if day >= since_day]
 
 
-def ctx(user: str, workspace: str | None, rid: str, usd: float = 0.0, tokens: int = 0) -> Any:
-    """What the enforcer reads of a request's context."""
-    return SimpleNamespace(identity=Identity(user), workspace=workspace, request_id=rid, spent_usd=usd, spent_tokens=tokens)
+def spent(caller: Caller, usd: float, tokens: int) -> UsageEvent:
+    """The one attempt of ``caller``'s request, as the usage sink hands it to the policy."""
+    return UsageEvent(
+        f"{caller.request_id}.0", caller.request_id, caller.user, caller.workspace, None, None, "openai",
+        "gpt-4o-mini", "single", Usage(tokens // 2, tokens - tokens // 2), usd, 1.0, 2.0, "ok",
+    )  # fmt: skip
 
 
 async def test_100k_invented_names_leave_bounded_state_and_quotas_hold(tmp_path: Path) -> None:
@@ -99,10 +101,11 @@ async def test_100k_invented_names_leave_bounded_state_and_quotas_hold(tmp_path:
     day = int(clock.t // 86400)
 
     async def run(user: str, workspace: str | None, rid: str, usd: float) -> None:
-        c = ctx(user, workspace, rid, usd, 150)
-        await enforcer.admit(c, None, bound)  # type: ignore[arg-type]
+        caller = Caller(rid, user, workspace)
+        await enforcer.admit(caller, bound)
+        enforcer.on_usage(spent(caller, usd, 150))
         store.charge([("user", user), *([("workspace", workspace)] if workspace else [])], day, usd, 150)
-        enforcer.settle(c)
+        enforcer.release(rid)
 
     for i in range(3):  # alice spends 0.9 of her 1.0 USD today
         await run("alice", "lab", f"a{i}", 0.3)
@@ -127,11 +130,11 @@ async def test_100k_invented_names_leave_bounded_state_and_quotas_hold(tmp_path:
     assert enforcer._grants == {} and ledger._holds == {} and ledger._loading == {}
 
     with pytest.raises(OmenError) as err:  # reloaded from the store: 0.9 spent, 0.3 more would break 1.0
-        await enforcer.admit(ctx("alice", None, "late"), None, bound)  # type: ignore[arg-type]
+        await enforcer.admit(Caller("late", "alice"), bound)
     assert err.value.status == 402 and err.value.param == "user.daily_usd"
     assert "0.9 USD used today" in err.value.message
     small = CostBound(10, 10, 0.05)
-    await enforcer.admit(ctx("alice", None, "small"), None, small)  # type: ignore[arg-type]  # 0.95 fits
+    await enforcer.admit(Caller("small", "alice"), small)  # 0.95 fits
     assert ledger.held(("user", "alice"))[0] == pytest.approx(0.05)
 
 
@@ -179,8 +182,7 @@ async def test_a_dropped_tally_reloads_from_the_real_store(tmp_path: Path) -> No
         None,
         overrides={"storage": {"data_dir": str(tmp_path)}, "quotas": {"users": {"alice": {"daily_usd": 1.0}}}},
     )
-    hub = Hub()
-    metering = Metering(config, hub)
+    metering = Metering(config)
     assert isinstance(metering.ledger, LocalLedger)
     metering.ledger.idle_s = 0.0
     await metering.start()
@@ -188,19 +190,19 @@ async def test_a_dropped_tally_reloads_from_the_real_store(tmp_path: Path) -> No
     bound = CostBound(10, 10, 0.3)
     try:
         for i in range(3):
-            c = ctx("alice", None, f"req_{i}", 0.3, 20)
-            await policy.admit(c, None, bound)  # type: ignore[arg-type]
-            hub.emit(UsageEvent(f"req_{i}.0", f"req_{i}", "alice", None, None, None, "openai", "gpt-4o-mini",
-                                "single", Usage(10, 10), 0.3, 1.0, 2.0, "ok"))  # fmt: skip
-            policy.settle(c)
+            caller = Caller(f"req_{i}", "alice")
+            await policy.admit(caller, bound)
+            metering.record(spent(caller, 0.3, 20))  # the usage sink: journal, store, policy
+            policy.release(caller.request_id)
         await metering.flush()
         for i in range(50):  # other users' admissions sweep alice's idle, committed tally away
-            c = ctx(f"n{i}", None, f"n{i}", 0.0, 0)
-            await policy.admit(c, None, CostBound(1, 1, 0.0))  # type: ignore[arg-type]
-            policy.settle(c)
+            caller = Caller(f"n{i}", f"n{i}")
+            await policy.admit(caller, CostBound(1, 1, 0.0))
+            metering.record(spent(caller, 0.0, 2))
+            policy.release(caller.request_id)
         assert ("user", "alice") not in metering.ledger._tallies
         with pytest.raises(OmenError) as err:
-            await policy.admit(ctx("alice", None, "late"), None, bound)  # type: ignore[arg-type]
+            await policy.admit(Caller("late", "alice"), bound)
         assert err.value.status == 402 and "0.9 USD used today" in err.value.message
     finally:
         await metering.stop()

@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
+from omen_local.caller import Caller
 from omen_local.config import Config, load_config
 from omen_local.errors import OmenError
 from omen_local.metering import Metering
 from omen_local.metering import journal as journal_mod
 from omen_local.metering.meter import JOURNAL_DIR, USAGE_DB
 from omen_local.metering.store import REJECTED_FILE, SqliteUsageStore
-from omen_local.observe import AttemptStarted, Hub, UsageEvent
+from omen_local.observe import AttemptStarted, UsageEvent
 from omen_local.policy import CostBound
 from omen_local.providers.base import Usage
-from omen_local.tokens import Identity
 from tests import metering_util as mu
 from tests.conftest import Stack
 
@@ -64,33 +64,32 @@ def _config(tmp_path: Path) -> Config:
     return load_config(None, overrides={"storage": {"data_dir": str(tmp_path)}})
 
 
-async def _metering(tmp_path: Path, max_queue: int = 50) -> tuple[Metering, Hub, FlakyStore]:
-    hub = Hub()
+async def _metering(tmp_path: Path, max_queue: int = 50) -> tuple[Metering, FlakyStore]:
     store = FlakyStore(tmp_path / USAGE_DB, max_queue=max_queue)
-    metering = Metering(_config(tmp_path), hub, store=store)
+    metering = Metering(_config(tmp_path), store=store)
     await metering.start()
-    return metering, hub, store
+    return metering, store
 
 
 async def test_a_failing_store_is_bounded_loud_and_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    metering, hub, store = await _metering(tmp_path, max_queue=50)
+    metering, store = await _metering(tmp_path, max_queue=50)
     try:
         for i in range(30):
-            hub.emit(_event(i))
+            metering.record(_event(i))
         await metering.flush()
         assert len(_rows(tmp_path)) == 30
 
         store.broken = True
         emitted = 30
         for _ in range(2):  # every flush while failing fails, in the error shape, never "done"
-            hub.emit(_event(emitted))
+            metering.record(_event(emitted))
             emitted += 1
             with pytest.raises(OmenError) as err:
                 await metering.flush()
             assert err.value.status == 503 and err.value.code == "usage_store_unavailable"
             assert FULL in err.value.message
         for i in range(emitted, 330):  # six times what memory may hold
-            hub.emit(_event(i))
+            metering.record(_event(i))
             emitted += 1
             assert store._queue.qsize() <= 50 + 2  # (+ the writer's wake-up tokens)
             if i % 50 == 0:
@@ -114,7 +113,7 @@ async def test_a_failing_store_is_bounded_loud_and_loses_nothing(tmp_path: Path,
         assert any("written to" in r.getMessage() and "again" in r.getMessage() for r in caplog.records)
     finally:
         await metering.stop()
-    again = Metering(_config(tmp_path), Hub())  # a restart replays nothing twice
+    again = Metering(_config(tmp_path))  # a restart replays nothing twice
     await again.start()
     await again.stop()
     assert len(_rows(tmp_path)) == emitted
@@ -122,13 +121,13 @@ async def test_a_failing_store_is_bounded_loud_and_loses_nothing(tmp_path: Path,
 
 
 async def test_stopping_while_the_store_fails_leaves_everything_to_the_journal(tmp_path: Path) -> None:
-    metering, hub, store = await _metering(tmp_path, max_queue=20)
+    metering, store = await _metering(tmp_path, max_queue=20)
     store.broken = True
     for i in range(120):
-        hub.emit(_event(i))
+        metering.record(_event(i))
     await metering.stop()  # cannot commit: the journal keeps them
     assert _rows(tmp_path) == []
-    again = Metering(_config(tmp_path), Hub())
+    again = Metering(_config(tmp_path))
     await again.start()
     try:
         assert len(_rows(tmp_path)) == 120
@@ -139,16 +138,16 @@ async def test_stopping_while_the_store_fails_leaves_everything_to_the_journal(t
 
 
 async def test_a_dead_writer_fails_flushes_and_the_journal_keeps_the_rest(tmp_path: Path) -> None:
-    metering, hub, store = await _metering(tmp_path, max_queue=10)
+    metering, store = await _metering(tmp_path, max_queue=10)
 
     def boom() -> Any:
         raise RuntimeError("writer bug")
 
     try:
-        hub.emit(_event(0))
+        metering.record(_event(0))
         await metering.flush()
         store._gather = boom  # type: ignore[method-assign]
-        hub.emit(_event(1))  # wakes the writer; its next look at the queue kills it
+        metering.record(_event(1))  # wakes the writer; its next look at the queue kills it
         for _ in range(100):
             if store._thread is None or not store._thread.is_alive():
                 break
@@ -158,11 +157,11 @@ async def test_a_dead_writer_fails_flushes_and_the_journal_keeps_the_rest(tmp_pa
         assert err.value.status == 503 and "stopped" in err.value.message
         assert metering.health()["state"] == "dead" and "writer bug" in metering.health()["writer"]["last_error"]
         for i in range(2, 60):
-            hub.emit(_event(i))
+            metering.record(_event(i))
         assert store._queue.qsize() <= 10 + 2  # bounded: the journal holds the rest
     finally:
         await metering.stop()
-    again = Metering(_config(tmp_path), Hub())
+    again = Metering(_config(tmp_path))
     await again.start()
     await again.stop()
     assert len(_rows(tmp_path)) == 60
@@ -170,16 +169,16 @@ async def test_a_dead_writer_fails_flushes_and_the_journal_keeps_the_rest(tmp_pa
 
 async def test_a_lone_surrogate_in_a_header_costs_no_usage_event(tmp_path: Path) -> None:
     """``User-Agent: probe\\xff`` arrives as ``probe\\udcff``; the journal's encoder refuses it."""
-    metering, hub, store = await _metering(tmp_path)
+    metering, store = await _metering(tmp_path)
     store.broken = True  # so that the journal is the only copy: what a kill -9 would leave
-    hub.emit(_event(1, client="probe\udcff", user="mallory", cost_usd=0.25))
-    hub.emit(AttemptStarted("r2.0", "r2", "mallory", None, "probe\udcff", "s\ud800", "openai", "gpt-4o-mini", "single", 9))
-    hub.emit(_event(3, user="mallory\udfff", cost_usd=0.5))
+    metering.record(_event(1, client="probe\udcff", user="mallory", cost_usd=0.25))
+    metering.record(AttemptStarted("r2.0", "r2", "mallory", None, "probe\udcff", "s\ud800", "openai", "gpt-4o-mini", "single", 9))
+    metering.record(_event(3, user="mallory\udfff", cost_usd=0.5))
     health = metering.health()["journal"] if hasattr(metering, "health") else {}
     await metering.stop()
     assert _rows(tmp_path) == []
 
-    again = Metering(_config(tmp_path), Hub())
+    again = Metering(_config(tmp_path))
     await again.start()
     try:
         rows = {a: (c, cost) for a, c, cost in _rows(tmp_path)}
@@ -199,12 +198,12 @@ async def test_a_lone_surrogate_in_a_header_costs_no_usage_event(tmp_path: Path)
 
 
 async def test_a_record_sqlite_refuses_is_cleaned_without_blocking_the_batch(tmp_path: Path) -> None:
-    metering, hub, _ = await _metering(tmp_path)
+    metering, _ = await _metering(tmp_path)
     try:
-        hub.emit(_event(0))
-        hub.emit(_event(1, cost_usd=float("nan")))  # NOT NULL in SQLite (NaN binds as NULL)
-        hub.emit(_event(2, usage=Usage(2**64, 1)))  # past 64 bits: the journal's encoder refuses it too
-        hub.emit(_event(3))
+        metering.record(_event(0))
+        metering.record(_event(1, cost_usd=float("nan")))  # NOT NULL in SQLite (NaN binds as NULL)
+        metering.record(_event(2, usage=Usage(2**64, 1)))  # past 64 bits: the journal's encoder refuses it too
+        metering.record(_event(3))
         await metering.flush()
         rows = {a: cost for a, _, cost in _rows(tmp_path)}
         assert set(rows) == {"r0.0", "r1.0", "r2.0", "r3.0"} and rows["r1.0"] == 0.0
@@ -219,7 +218,7 @@ async def test_a_record_sqlite_refuses_is_cleaned_without_blocking_the_batch(tmp
 async def test_a_disk_full_journal_write_is_cut_back_and_still_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    metering, hub, _ = await _metering(tmp_path)
+    metering, _ = await _metering(tmp_path)
     real = journal_mod.os.write
     failing = [True]
 
@@ -230,12 +229,12 @@ async def test_a_disk_full_journal_write_is_cut_back_and_still_recorded(
 
     monkeypatch.setattr(journal_mod.os, "write", short)
     try:
-        hub.emit(_event(0))
-        hub.emit(_event(1))
+        metering.record(_event(0))
+        metering.record(_event(1))
         logged = [r for r in caplog.records if "cannot write the usage journal" in r.getMessage()]
         assert len(logged) == 1 and "short write" in logged[0].getMessage()  # loud, once per episode
         failing[0] = False
-        hub.emit(_event(2))
+        metering.record(_event(2))
         await metering.flush()
         assert len(_rows(tmp_path)) == 3  # memory kept what the journal could not
         segment = next((tmp_path / JOURNAL_DIR).iterdir())
@@ -248,7 +247,7 @@ async def test_a_disk_full_journal_write_is_cut_back_and_still_recorded(
 
 
 async def test_when_nothing_can_record_new_requests_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    metering, hub, store = await _metering(tmp_path, max_queue=5)
+    metering, store = await _metering(tmp_path, max_queue=5)
 
     def full(kind: str, record: Any) -> int:
         raise OSError(28, "No space left on device")
@@ -257,10 +256,9 @@ async def test_when_nothing_can_record_new_requests_are_refused(tmp_path: Path, 
         store.broken = True
         monkeypatch.setattr(metering.journal, "append", full)
         for i in range(12):  # past the bound: memory keeps them, it is their only copy
-            hub.emit(_event(i))
-        ctx: Any = type("Ctx", (), {"identity": Identity("bob"), "workspace": None, "request_id": "req_x"})()
+            metering.record(_event(i))
         with pytest.raises(OmenError) as err:
-            await metering.policy.admit(ctx, None, CostBound(10, 10, 0.0))  # type: ignore[arg-type]
+            await metering.policy.admit(Caller("req_x", "bob"), CostBound(10, 10, 0.0))
         assert err.value.status == 503 and err.value.code == "usage_unrecordable"
         assert metering.recording_blocked() is not None
         monkeypatch.undo()

@@ -3,9 +3,10 @@
 On start (in a thread, before the server takes requests): lock the data dir's usage
 store, replay the journal into SQLite, charge streams that a dead process never
 reported (estimated from their last progress note, outcome ``cancelled``), start the
-writer. Then one hub listener journals each usage record and queues it for the writer;
-on stop, everything queued is committed. The quota ledger loads a scope's spend from
-the store when a limit first needs it (this object is its SpendSource).
+writer. Then ``record`` (the usage sink) journals each usage record, queues it for the
+writer and charges it to the policy; on stop, everything queued is committed. The quota
+ledger loads a scope's spend from the store when a limit first needs it (this object is
+its SpendSource).
 
 Nothing is lost quietly: a record the journal's encoder refuses (a lone surrogate from a
 header) is cleaned and journaled; a journal that cannot be written is logged once per
@@ -28,7 +29,7 @@ import orjson
 
 from ..config import Config
 from ..errors import OmenError
-from ..observe import Event, HealthEvent, Hub, UsageEvent
+from ..observe import Outcome, UsageEvent
 from ..providers.base import Usage
 from . import rollup as r
 from . import sanitise
@@ -81,7 +82,6 @@ class Metering:
     def __init__(
         self,
         config: Config,
-        hub: Hub,
         *,
         store: UsageStore | None = None,
         ledger: QuotaLedger | None = None,
@@ -89,7 +89,7 @@ class Metering:
         clock: Callable[[], float] = time.time,
     ) -> None:
         data_dir = config.data_dir
-        self.config, self.hub, self.clock = config, hub, clock
+        self.config, self.clock = config, clock
         self.store: UsageStore = store or SqliteUsageStore(data_dir / USAGE_DB)
         self.journal = Journal(data_dir / JOURNAL_DIR)
         self.quotas = QuotaBook(config.quotas, data_dir)
@@ -99,7 +99,6 @@ class Metering:
         self.policy = Enforcer(self.quotas, self.limits, self.ledger, self.limiter, clock, blocked=self.recording_blocked)
         self.recovered = 0  # streams charged at start for a process that died
         self._lock: DirLock | None = None
-        self._unsubscribe: Callable[[], None] | None = None
         # The journal's health: a failure episode is logged once and shown in health().
         self.journal_error: str | None = None
         self.journal_failures = 0
@@ -110,7 +109,6 @@ class Metering:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
-        self._unsubscribe = self.hub.subscribe(self._on_event)
 
     def _open(self) -> None:
         self._lock = DirLock(self.config.data_dir / "usage.lock")
@@ -161,7 +159,7 @@ class Metering:
                     cost_usd=usage.cost(price),
                     ttft_ms=None,
                     total_ms=max(0.0, row["last_time"] - row["time"]) * 1000,
-                    outcome="cancelled",
+                    outcome=Outcome.CANCELLED,
                     estimated=True,
                     error=CUT_BY_RESTART,
                     time=row["last_time"],
@@ -176,9 +174,6 @@ class Metering:
         """Commit everything queued and release the store."""
         if self._lock is None:
             return
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
@@ -188,11 +183,10 @@ class Metering:
             self._lock.release()
             self._lock = None
 
-    # ------------------------------------------------------------ the hub listener (serving loop)
+    # ------------------------------------------------------------ the usage sink (serving loop)
 
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, HealthEvent):
-            return
+    def record(self, event: Record) -> None:
+        """Journal (one write, before the client hears more), queue for SQLite, charge the policy."""
         kind = KIND_OF[type(event)]
         try:
             seq = self.journal.append(kind, event)
@@ -205,6 +199,13 @@ class Metering:
         self.store.submit(kind, seq, event)
         if isinstance(event, UsageEvent):
             self.policy.on_usage(event)
+
+    def reconfigure(self, config: Config) -> None:
+        """New quotas and rate limits from a reloaded config; spend, holds and windows carry over."""
+        self.config = config
+        self.quotas = QuotaBook(config.quotas, config.data_dir)
+        self.limits = LimitBook(config.limits)
+        self.policy.configure(self.quotas, self.limits)
 
     def _append_failed(self, kind: str, event: Record, exc: Exception) -> tuple[Record, int]:
         """Journal what can be journaled; the record reaches the writer either way (seq 0: memory only)."""
@@ -252,7 +253,7 @@ class Metering:
                 "unjournaled": self.unjournaled,
                 "cleaned": self.cleaned,
             },
-            "recovered_at_start": self.recovered,
+            "recovered_streams": self.recovered,
         }
 
     # ------------------------------------------------------------ SpendSource (for the quota ledger)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import FakeServer, Reply, Seen, guarded, split
+from .base import FakeServer, Reply, Seen, drop, guarded, split
 
 ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -62,6 +62,8 @@ class FakeOpenAI(FakeServer):
         return await guarded(seen, self._answer(request, seen, reply))
 
     async def _answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response(
                 error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401
