@@ -11,7 +11,7 @@ Three parts, each printing its figures (nothing is asserted):
    (``bench/_upstream.py``); one keep-alive client alternates requests between them.
 3. **Rollups at scale.** N synthetic events (default 1,000,000: 30 days, 5 users, 8
    workspaces, 6 models) written through the store's own path, then the /v1/usage
-   queries timed (median and worst of several runs), plus the ledger's start-up load.
+   queries timed (median and worst of several runs), plus the ledger's loads (all scopes, one scope).
 
 Usage: ``python bench/metering.py [--quick] [--events N] [--requests N] [--skip-e2e]``
 """
@@ -306,6 +306,8 @@ def rollups(tmp: Path, n: int, runs: int) -> None:
         ("ragged: from 29d17m to 61m ago, group_by=user", q(group_by="user", **{"from": str(now - 29 * r.DAY - 17 * 60), "to": str(now - 61 * 60)})),
         ("today, group_by=provider", q(group_by="provider", **{"from": "today"})),
         ("ledger start-up (this month's spend per user/workspace)", lambda: store.spend(int(r.month_start(now) // r.DAY))),
+        ("ledger reload of one user (a dropped tally)", lambda: store.spend_of("user", "alice", int(r.month_start(now) // r.DAY))),
+        ("ledger reload of one workspace", lambda: store.spend_of("workspace", "acme", int(r.month_start(now) // r.DAY))),
     ]
     # A tail of events not folded yet, as a live server has between folds.
     with store.db.connection_context():

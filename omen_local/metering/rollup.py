@@ -39,7 +39,7 @@ HIST = tuple(f"l{i}" for i in range(LAT_BINS))
 METRICS = COUNTS + TOKENS + SUMS + EXTREMES + HIST
 _HIST_AT = len(METRICS) - LAT_BINS
 _MIN_AT, _MAX_AT = METRICS.index("lat_min"), METRICS.index("lat_max")
-_EXTREME_AT = (_MIN_AT, _MAX_AT)
+_SUM_AT = tuple(i for i in range(len(METRICS)) if i not in (_MIN_AT, _MAX_AT))
 AGG = {name: "MIN" if name == "lat_min" else "MAX" if name == "lat_max" else "SUM" for name in METRICS}
 
 
@@ -110,15 +110,15 @@ def percentile(hist: Sequence[float], q: float, lo_ms: float | None = None, hi_m
 
 def combine(acc: list[Any], values: Sequence[Any]) -> None:
     """Add one group's metrics (METRICS order) into ``acc``: sums add, extremes keep min/max."""
-    for i, v in enumerate(values):
-        if v is None or (v == 0 and i not in _EXTREME_AT):
-            continue
-        if i == _MIN_AT:
-            acc[i] = v if acc[i] is None else min(acc[i], v)
-        elif i == _MAX_AT:
-            acc[i] = v if acc[i] is None else max(acc[i], v)
-        else:
+    for i in _SUM_AT:
+        v = values[i]
+        if v:
             acc[i] += v
+    lo, hi = values[_MIN_AT], values[_MAX_AT]
+    if lo is not None and (acc[_MIN_AT] is None or lo < acc[_MIN_AT]):
+        acc[_MIN_AT] = lo
+    if hi is not None and (acc[_MAX_AT] is None or hi > acc[_MAX_AT]):
+        acc[_MAX_AT] = hi
 
 
 # ---------------------------------------------------------------- time
