@@ -557,7 +557,7 @@ class AnthropicProvider(Provider):
         return headers
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
-        request = to_anthropic(self.name, model, body, False)
+        request = self.translated(to_anthropic, self.name, model, body, False)
         async with _http.post(self, self._url, request) as resp:
             data = await _http.read_json(self, resp)
         if (
@@ -572,7 +572,7 @@ class AnthropicProvider(Provider):
         return Completion(body=out, usage=usage)
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        request = to_anthropic(self.name, model, body, True)
+        request = self.translated(to_anthropic, self.name, model, body, True)
         translator = StreamTranslator(self.name, self.redact)
         async with _http.post(self, self._url, request) as resp:
             async for event in _sse.decode(_http.iter_lines(self, resp)):

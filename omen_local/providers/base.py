@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..config import Price, ProviderConfig
-from .errors import UpstreamError
+from .errors import Unsupported, UpstreamError
 
 __all__ = ["Chunk", "Completion", "Provider", "Timeouts", "UpstreamError", "Usage", "env_proxy"]
 
@@ -185,6 +185,17 @@ class Provider(ABC):
         if self.needs_key(self.config) and not self.key:
             return f"no API key (set it with `omen key set {self.name}` or the environment)"
         return None
+
+    def translated(self, translate: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        """``translate(*args)``: the upstream's request body. A body the translation cannot
+        handle is this provider's limit (another provider may take it), never the
+        upstream's fault."""
+        try:
+            return translate(*args)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise Unsupported(self.name, f"{self.name} cannot take this request ({type(exc).__name__}: {exc})") from exc
 
     @property
     def secrets(self) -> Sequence[str]:

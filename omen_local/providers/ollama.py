@@ -160,7 +160,7 @@ class OllamaProvider(Provider):
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, to_ollama(self.name, model, body, False)) as resp:
+        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, False)) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
             raise ProtocolError(self.name, f"{self.name} sent an answer without a message")
@@ -190,7 +190,7 @@ class OllamaProvider(Provider):
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, to_ollama(self.name, model, body, True)) as resp:
+        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, True)) as resp:
             n_calls = 0
             async for line in _http.iter_lines(self, resp):
                 if not line.strip():
