@@ -11,13 +11,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-
 from .. import jsonutil
 from ..config import ProviderConfig
 from . import _http
 from .base import Chunk, Completion, Provider, Usage
-from .errors import HTTPStatusError, ProtocolError, StreamBroken, Unsupported
+from .errors import ProtocolError, StreamBroken, Unsupported
 
 _OPTION_MAP = {
     "temperature": "temperature",
@@ -144,17 +142,11 @@ class OllamaProvider(Provider):
         return True  # Ollama is a local model server, wherever its address points
 
     async def discover(self) -> list[str]:
-        url = f"{self.config.base_url}/api/tags"
-        try:
-            async with self.session.get(url, timeout=self._client_timeout, proxy=self.proxy) as resp:
-                if resp.status >= 400:
-                    raise HTTPStatusError(self.name, f"{self.name} /api/tags: HTTP {resp.status}", status=resp.status)
-                data = await resp.json(loads=jsonutil.loads, content_type=None)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _http.translate(self, exc) from None
-        except ValueError:
-            raise ProtocolError(self.name, f"{self.name} /api/tags is not JSON") from None
-        names = [m.get("name") or m.get("model") for m in (data or {}).get("models", [])]
+        data = await _http.get_json(self, f"{self.config.base_url}/api/tags")
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise ProtocolError(self.name, f"{self.name} /api/tags did not list models")
+        names = [m.get("name") or m.get("model") for m in models if isinstance(m, dict)]
         configured = [m.name for m in self.config.models]
         return configured + [n for n in names if isinstance(n, str) and n not in configured]
 

@@ -21,6 +21,16 @@ class OpenAICompatProvider(Provider):
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
+    async def discover(self) -> list[str]:
+        """Configured models, then what ``GET {base_url}/models`` lists (``discover = true``)."""
+        data = await _http.get_json(self, f"{self.config.base_url}/models")
+        listed = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(listed, list):
+            raise ProtocolError(self.name, f"{self.name} /models did not list models")
+        names = [m.get("id") for m in listed if isinstance(m, dict)]
+        configured = [m.name for m in self.config.models]
+        return configured + [n for n in names if isinstance(n, str) and n and n not in configured]
+
     def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         out = dict(body)
         out["model"] = model

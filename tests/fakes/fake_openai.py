@@ -48,6 +48,7 @@ def _usage(r: Reply) -> dict[str, Any]:
 
 class FakeOpenAI(FakeServer):
     api_key = "sk-fake-openai-key-1234567890"
+    require_key = True  # False: a local server (llama.cpp, LM Studio) that takes no key
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
@@ -64,7 +65,7 @@ class FakeOpenAI(FakeServer):
     async def _answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
         if r.drop:
             return drop(request)
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        if self.require_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response(
                 error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401
             )
