@@ -364,7 +364,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     headers = _table(table.get("headers"), f"{where}.headers")
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}.headers values must be strings")
-    discover = table.get("discover", kind == "ollama")
+    discover = table.get("discover", kinds[kind].discovers_by_default)
     if not isinstance(discover, bool):
         raise ConfigError(f"{where}.discover must be true or false")
     keys = _strs(table, "key", where)

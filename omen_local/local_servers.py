@@ -21,6 +21,7 @@ import aiohttp
 
 from . import jsonutil
 from .config import Config, ProviderConfig
+from .providers.registry import provider_kinds
 
 # name -> base URL of the OpenAI API, for the servers people run locally.
 WELL_KNOWN: dict[str, str] = {
@@ -82,7 +83,8 @@ def with_found(config: Config, found: Iterable[Found]) -> Config:
     providers = dict(config.providers)
     for f in found:
         providers[f.name] = ProviderConfig(name=f.name, kind="openai", base_url=f.base_url, discover=True, found=True)
-    local = {name for name, pc in providers.items() if pc.kind == "ollama" or pc.found}
+    kinds = provider_kinds()
+    local = {name for name, pc in providers.items() if kinds[pc.kind].runs_locally(pc)}
     intents = {}
     for intent, refs in config.intents.items():
         at = max((i + 1 for i, ref in enumerate(refs) if ref.split("/", 1)[0] in local), default=len(refs))

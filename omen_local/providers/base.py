@@ -150,6 +150,7 @@ class Provider(ABC):
     """
 
     kind: str = ""
+    discovers_by_default = False  # the config's ``discover`` when a provider does not say
 
     def __init__(
         self,

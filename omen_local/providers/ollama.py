@@ -132,6 +132,7 @@ def _finish(data: dict[str, Any], had_tools: bool) -> str:
 
 class OllamaProvider(Provider):
     kind = "ollama"
+    discovers_by_default = True  # what is pulled is what it serves
 
     @classmethod
     def needs_key(cls, config: ProviderConfig) -> bool:
