@@ -20,6 +20,7 @@ from .base import Chunk, Completion, Provider, UpstreamError, Usage
 _OPTION_MAP = {
     "temperature": "temperature",
     "top_p": "top_p",
+    "top_k": "top_k",  # not OpenAI's, but the /v1/messages door carries it
     "seed": "seed",
     "frequency_penalty": "frequency_penalty",
     "presence_penalty": "presence_penalty",
