@@ -287,7 +287,7 @@ def _thinking(raw: Any, max_tokens: int | None) -> tuple[str | None, bool]:
     if kind != "enabled":
         raise invalid("thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'", "thinking.type")
     budget = thinking.get("budget_tokens")
-    if not _is_int(budget) or budget < 1024:
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
         raise invalid("thinking.budget_tokens: Input should be an integer >= 1024", "thinking.budget_tokens")
     if max_tokens is not None and budget >= max_tokens:
         raise invalid("thinking.budget_tokens: must be less than max_tokens", "thinking.budget_tokens")
@@ -381,7 +381,7 @@ def _common(raw: Any, allowed: frozenset[str], max_tokens: int | None) -> tuple[
 def parse_messages_request(raw: Any) -> MessagesRequest:
     """Validate a decoded ``/v1/messages`` body; raise a 400 :class:`OmenError` naming the field."""
     max_tokens = raw.get("max_tokens") if isinstance(raw, dict) else None
-    if isinstance(raw, dict) and (not _is_int(max_tokens) or max_tokens < 1):
+    if isinstance(raw, dict) and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
         raise invalid("max_tokens: Field required: an integer >= 1", "max_tokens")
     model, chat, thinking = _common(raw, FIELDS, max_tokens)
     _sampling(raw, chat)

@@ -34,7 +34,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .. import jsonutil
-from . import _http, _sse
 from ..wire.anthropic import (
     THINKING_BUDGETS,
     Unmappable,
@@ -45,6 +44,7 @@ from ..wire.anthropic import (
     tools_to_anthropic,
     usage_from_anthropic,
 )
+from . import _http, _sse
 from .base import Chunk, Completion, Provider, UpstreamError, Usage
 
 __all__ = [

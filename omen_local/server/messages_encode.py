@@ -117,7 +117,7 @@ class MessagesEncoder:
         self._stop: str | None = None
 
     def start(self) -> bytes:
-        message = {
+        message: dict[str, Any] = {
             "id": self.id,
             "type": "message",
             "role": "assistant",
@@ -164,7 +164,7 @@ class MessagesEncoder:
         out = b""
         block = self._tools.get(index)
         if block is None:
-            block_start = {"type": "tool_use", "id": call.get("id") or new_tool_id(), "name": fn.get("name") or "", "input": {}}
+            block_start: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or new_tool_id(), "name": fn.get("name") or "", "input": {}}
             out, block = self._begin("tool_use", block_start)
             self._tools[index] = block
         if args:
