@@ -30,7 +30,10 @@ def sse_events(raw: bytes) -> list[tuple[str | None, Any]]:
             elif line.startswith("data: "):
                 data.append(line[6:])
         text = "\n".join(data)
-        out.append((name, json.loads(text) if text.startswith(("{", "[")) else text))
+        try:
+            out.append((name, json.loads(text)))
+        except ValueError:
+            out.append((name, text))  # [DONE]
     return out
 
 
