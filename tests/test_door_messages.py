@@ -338,28 +338,28 @@ async def test_errors_are_in_anthropics_shape(stack: Stack, sdk: anthropic.Async
     await bearer.close()
 
 
-@pytest.mark.parametrize(
-    ("payload", "status", "etype", "needle"),
-    [
-        (b"{not json", 400, "invalid_request_error", "not valid JSON"),
-        (b"[]", 400, "invalid_request_error", "JSON object"),
-        ({"model": "auto", "max_tokens": 5}, 400, "invalid_request_error", "messages"),
-        ({"model": "auto", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, 400, "invalid_request_error", "messages[0].role"),
-        ({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]}, 400, "invalid_request_error", "non-empty"),
-        ({"model": "auto", "max_tokens": 5, "messages": USER, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, 400, "invalid_request_error", "tools[0].type"),
-        ({"model": "auto", "max_tokens": 5, "messages": USER, "mcp_servers": []}, 400, "invalid_request_error", "mcp_servers"),
-        ({"model": "auto", "max_tokens": 5, "messages": USER, "frobnicate": 1}, 400, "invalid_request_error", "frobnicate"),
-        ({"model": "auto", "max_tokens": 5, "messages": USER, "temperature": 1.5}, 400, "invalid_request_error", "temperature"),
-        ({"model": "auto", "max_tokens": 5000, "messages": USER, "thinking": {"type": "enabled", "budget_tokens": 10}}, 400, "invalid_request_error", "budget_tokens"),
-    ],
-)
-async def test_bad_bodies_are_anthropic_400s(stack: Stack, payload: Any, status: int, etype: str, needle: str) -> None:
-    raw = payload if isinstance(payload, bytes) else None
-    got, headers, body = await du.post(stack, "/v1/messages", payload, raw=raw)
-    data = json.loads(body)
-    assert got == status and data["type"] == "error" and data["error"]["type"] == etype, data
-    assert needle in data["error"]["message"]
-    assert data["request_id"] == headers["request-id"]
+BAD_BODIES: list[tuple[Any, int, str, str]] = [
+    (b"{not json", 400, "invalid_request_error", "not valid JSON"),
+    (b"[]", 400, "invalid_request_error", "JSON object"),
+    ({"model": "auto", "max_tokens": 5}, 400, "invalid_request_error", "messages"),
+    ({"model": "auto", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, 400, "invalid_request_error", "messages[0].role"),
+    ({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]}, 400, "invalid_request_error", "non-empty"),
+    ({"model": "auto", "max_tokens": 5, "messages": USER, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, 400, "invalid_request_error", "tools[0].type"),
+    ({"model": "auto", "max_tokens": 5, "messages": USER, "mcp_servers": []}, 400, "invalid_request_error", "mcp_servers"),
+    ({"model": "auto", "max_tokens": 5, "messages": USER, "frobnicate": 1}, 400, "invalid_request_error", "frobnicate"),
+    ({"model": "auto", "max_tokens": 5, "messages": USER, "temperature": 1.5}, 400, "invalid_request_error", "temperature"),
+    ({"model": "auto", "max_tokens": 5000, "messages": USER, "thinking": {"type": "enabled", "budget_tokens": 10}}, 400, "invalid_request_error", "budget_tokens"),
+]
+
+
+async def test_bad_bodies_are_anthropic_400s(stack: Stack) -> None:
+    for payload, status, etype, needle in BAD_BODIES:
+        raw = payload if isinstance(payload, bytes) else None
+        got, headers, body = await du.post(stack, "/v1/messages", payload, raw=raw)
+        data = json.loads(body)
+        assert got == status and data["type"] == "error" and data["error"]["type"] == etype, (payload, data)
+        assert needle in data["error"]["message"], (payload, data)
+        assert data["request_id"] == headers["request-id"]
 
 
 async def test_edge_errors_on_this_door_are_anthropic_shaped(stack: Stack) -> None:

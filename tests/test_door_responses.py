@@ -298,36 +298,36 @@ async def test_client_disconnect_closes_the_upstream(stack: Stack) -> None:
     assert not seen.finished
 
 
-@pytest.mark.parametrize(
-    ("payload", "param"),
-    [
-        ({"input": "hi"}, "model"),
-        ({"model": "auto"}, "input"),
-        ({"model": "auto", "input": ""}, "input"),
-        ({"model": "auto", "input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
-        ({"model": "auto", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
-        ({"model": "auto", "input": "hi", "background": True}, "background"),
-        ({"model": "auto", "input": "hi", "conversation": "conv_1"}, "conversation"),
-        ({"model": "auto", "input": "hi", "include": ["reasoning.encrypted_content"]}, "include[0]"),
-        ({"model": "auto", "input": "hi", "top_logprobs": 3}, "top_logprobs"),
-        ({"model": "auto", "input": "hi", "frobnicate": 1}, "frobnicate"),
-        ({"model": "auto", "input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
-        ({"model": "auto", "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}, "input[0].content[0].image_url"),
-        ({"model": "auto", "input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]}, "input[0].content[0].type"),
-        ({"model": "auto", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
-        ({"model": "auto", "input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
-        ({"model": "auto", "input": "hi", "tool_choice": {"type": "file_search"}}, "tool_choice"),
-        ({"model": "auto", "input": "hi", "temperature": 3}, "temperature"),
-        ({"model": "auto", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
-        ({"model": "auto", "input": "hi", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
-        ({"model": "auto", "input": "hi", "omen": {"k": 99}}, "omen.k"),
-        ({"model": "auto", "input": "hi", "store": "yes"}, "store"),
-    ],
-)
-async def test_unsupported_and_bad_fields_are_400_naming_them(stack: Stack, payload: dict[str, Any], param: str) -> None:
-    status, _, body = await du.post(stack, "/v1/responses", payload)
-    err = json.loads(body)["error"]
-    assert status == 400 and err["param"] == param and err["type"] == "invalid_request_error", err
+BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
+    ({"input": "hi"}, "model"),
+    ({"model": "auto"}, "input"),
+    ({"model": "auto", "input": ""}, "input"),
+    ({"model": "auto", "input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"model": "auto", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
+    ({"model": "auto", "input": "hi", "background": True}, "background"),
+    ({"model": "auto", "input": "hi", "conversation": "conv_1"}, "conversation"),
+    ({"model": "auto", "input": "hi", "include": ["reasoning.encrypted_content"]}, "include[0]"),
+    ({"model": "auto", "input": "hi", "top_logprobs": 3}, "top_logprobs"),
+    ({"model": "auto", "input": "hi", "frobnicate": 1}, "frobnicate"),
+    ({"model": "auto", "input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+    ({"model": "auto", "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}, "input[0].content[0].image_url"),
+    ({"model": "auto", "input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]}, "input[0].content[0].type"),
+    ({"model": "auto", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
+    ({"model": "auto", "input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
+    ({"model": "auto", "input": "hi", "tool_choice": {"type": "file_search"}}, "tool_choice"),
+    ({"model": "auto", "input": "hi", "temperature": 3}, "temperature"),
+    ({"model": "auto", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"model": "auto", "input": "hi", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+    ({"model": "auto", "input": "hi", "omen": {"k": 99}}, "omen.k"),
+    ({"model": "auto", "input": "hi", "store": "yes"}, "store"),
+]
+
+
+async def test_unsupported_and_bad_fields_are_400_naming_them(stack: Stack) -> None:
+    for payload, param in BAD_FIELDS:
+        status, _, body = await du.post(stack, "/v1/responses", payload)
+        err = json.loads(body)["error"]
+        assert status == 400 and err["param"] == param and err["type"] == "invalid_request_error", (payload, err)
 
 
 async def test_auth_and_unknown_model(stack: Stack) -> None:
