@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from omen_local.observe import UsageEvent
+from tests import metering_util as mu
 from tests.conftest import Stack
 
 LIMIT_S = 0.100  # a client that goes away closes the upstream within this
@@ -77,3 +78,12 @@ def expected_cost(stack: Stack, provider: str, model: str, prompt: int, completi
 def assert_cost(stack: Stack, event: UsageEvent, prompt: int, completion: int) -> None:
     assert (event.usage.prompt_tokens, event.usage.completion_tokens, event.estimated) == (prompt, completion, False)
     assert event.cost_usd == pytest.approx(expected_cost(stack, event.provider, event.model, prompt, completion))
+
+
+async def assert_usage_row(stack: Stack, request_id: str, provider: str, prompt: int, completion: int) -> None:
+    """The stored usage row (GET /v1/usage/events) of a request served whole by ``provider``."""
+    rows = [r for r in await mu.usage_events(stack, request_id=request_id) if r["outcome"] == "ok"]
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert (row["provider"], row["prompt_tokens"], row["completion_tokens"], row["estimated"]) == (provider, prompt, completion, False)
+    assert row["cost_usd"] == pytest.approx(expected_cost(stack, provider, row["model"], prompt, completion))

@@ -78,6 +78,7 @@ async def test_create_routed_to_each_upstream_with_usage_and_cost(stack: Stack, 
     event = await du.usage_event(stack, raw.headers["x-omen-request-id"])
     assert event.provider == provider
     du.assert_cost(stack, event, prompt, completion)
+    await du.assert_usage_row(stack, raw.headers["x-omen-request-id"], provider, prompt, completion)
 
 
 @pytest.mark.parametrize("provider", list(MODELS))
@@ -93,6 +94,7 @@ async def test_stream_events_in_anthropics_order(stack: Stack, sdk: anthropic.As
     assert message.content[0].text == "one two three"  # type: ignore[union-attr]
     assert (message.usage.input_tokens, message.usage.output_tokens) == (prompt, completion)
     assert message.model == MODELS[provider].split("/", 1)[1]
+    await du.assert_usage_row(stack, stream.response.headers["x-omen-request-id"], provider, prompt, completion)
 
 
 async def test_stream_wire_format_has_ping_and_named_events(stack: Stack) -> None:

@@ -91,6 +91,7 @@ async def test_create_routed_to_each_upstream_with_usage_and_cost(stack: Stack, 
     else:
         assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
     du.assert_cost(stack, await du.usage_event(stack, raw.headers["x-omen-request-id"]), prompt, completion)
+    await du.assert_usage_row(stack, raw.headers["x-omen-request-id"], provider, prompt, completion)
 
 
 @pytest.mark.parametrize("provider", list(MODELS))
@@ -111,6 +112,7 @@ async def test_create_with_stream_true_and_wire_event_names(stack: Stack) -> Non
     stream = await stack.client.responses.create(model="auto", input="hi", stream=True)
     types = [event.type async for event in stream]
     assert collapse(types) == TEXT_EVENTS
+    await du.assert_usage_row(stack, stream.response.headers["x-omen-request-id"], "ollama", 11, 7)
     status, headers, body = await du.post(stack, "/v1/responses", {"model": "auto", "input": "hi", "stream": True})
     events = du.sse_events(body)
     assert status == 200 and headers["x-omen-provider"] == "ollama"
