@@ -60,6 +60,24 @@ async def disconnect_after_first_line(stack: Stack, path: str, payload: dict[str
     return closed
 
 
+async def post_then_abandon(stack: Stack, path: str, payload: dict[str, Any], after: float) -> float:
+    """Send a request, abandon it after ``after`` seconds (no answer yet); return when the client closed."""
+    async with aiohttp.ClientSession() as http:
+
+        async def call() -> None:
+            async with http.post(stack.base + path, json=payload, headers=stack.auth()) as resp:
+                await resp.read()
+
+        task = asyncio.create_task(call())
+        await asyncio.sleep(after)
+        assert not task.done()
+        closed = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    return closed
+
+
 async def usage_event(stack: Stack, request_id: str, *, outcome: str = "ok") -> UsageEvent:
     """The hub's usage event with ``outcome`` for ``request_id`` (waits for it a little)."""
     for _ in range(200):

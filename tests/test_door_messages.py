@@ -312,6 +312,16 @@ async def test_client_disconnect_closes_the_upstream(stack: Stack, provider: str
     await du.usage_event(stack, event.request_id, outcome="cancelled")  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_disconnect_before_the_answer_closes_the_upstream(stack: Stack, stream: bool) -> None:
+    stack.ollama.queue(Reply(hang=True))
+    payload = {"model": MODELS["ollama"], "max_tokens": 50, "stream": stream, "messages": USER}
+    closed = await du.post_then_abandon(stack, "/v1/messages", payload, 0.3)
+    assert await stack.ollama.wait_closed(stack.ollama.seen[-1]) - closed < du.LIMIT_S
+    done = await du.post(stack, "/v1/messages", {**payload, "stream": False})
+    assert done[0] == 200  # and the server keeps serving
+
+
 # ---------------------------------------------------------------- Anthropic-shaped errors
 
 

@@ -292,6 +292,14 @@ async def test_length_finish_is_incomplete(stack: Stack) -> None:
     assert types[-1] == "response.incomplete"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_disconnect_before_the_answer_closes_the_upstream(stack: Stack, stream: bool) -> None:
+    stack.anthropic.enqueue(text_reply("late", delay=30))
+    payload = {"model": MODELS["anthropic"], "input": "hi", "stream": stream}
+    closed = await du.post_then_abandon(stack, "/v1/responses", payload, 0.3)
+    assert await stack.anthropic.wait_closed(stack.anthropic.last) - closed < du.LIMIT_S
+
+
 async def test_client_disconnect_closes_the_upstream(stack: Stack) -> None:
     stack.openai.queue(Reply(text="x" * 200, pieces=100, chunk_delay_s=0.05))
     closed = await du.disconnect_after_first_line(stack, "/v1/responses", {"model": MODELS["openai"], "input": "story", "stream": True})
