@@ -170,9 +170,11 @@ class ResponsesEncoder:
 
     def _text(self, text: str) -> bytes:
         out = self._open_message() if self._message is None else b""
-        item = self.items[self._message]  # type: ignore[index]
+        index = self._message
+        assert index is not None
+        item = self.items[index]
         item["content"][0]["text"] += text
-        return out + self._event("response.output_text.delta", item_id=item["id"], output_index=self._message, content_index=0, delta=text, logprobs=[])
+        return out + self._event("response.output_text.delta", item_id=item["id"], output_index=index, content_index=0, delta=text, logprobs=[])
 
     def _tool_call(self, call: dict[str, Any], position: int) -> bytes:
         key = call.get("index", position)
