@@ -20,8 +20,10 @@ from typing import Any
 import aiohttp
 
 from .. import jsonutil
+from ..config import ProviderConfig
 from . import _http
-from .base import Chunk, Completion, Embeddings, Provider, UpstreamError, Usage
+from .base import Chunk, Completion, Embeddings, Provider, Usage
+from .errors import HTTPStatusError, ProtocolError, StreamBroken, Unsupported
 
 _OPTION_MAP = {
     "temperature": "temperature",
@@ -33,8 +35,8 @@ _OPTION_MAP = {
 }
 
 
-def _unsupported(provider: str, message: str) -> UpstreamError:
-    return UpstreamError(provider, "unsupported", message, status=400)
+def _unsupported(provider: str, message: str) -> Unsupported:
+    return Unsupported(provider, message)
 
 
 def _content(provider: str, content: Any) -> tuple[str, list[str]]:
@@ -172,27 +174,35 @@ def _finish(data: dict[str, Any], had_tools: bool) -> str:
 class OllamaProvider(Provider):
     kind = "ollama"
 
+    @classmethod
+    def needs_key(cls, config: ProviderConfig) -> bool:
+        return False
+
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        return True  # Ollama is a local model server, wherever its address points
+
     async def discover(self) -> list[str]:
         url = f"{self.config.base_url}/api/tags"
         try:
             async with self.session.get(url, timeout=self._client_timeout, proxy=self.proxy) as resp:
                 if resp.status >= 400:
-                    raise UpstreamError(self.name, "http", f"{self.name} /api/tags: HTTP {resp.status}", status=resp.status)
+                    raise HTTPStatusError(self.name, f"{self.name} /api/tags: HTTP {resp.status}", status=resp.status)
                 data = await resp.json(loads=jsonutil.loads, content_type=None)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _http.translate(self, exc) from None
         except ValueError:
-            raise UpstreamError(self.name, "protocol", f"{self.name} /api/tags is not JSON") from None
+            raise ProtocolError(self.name, f"{self.name} /api/tags is not JSON") from None
         names = [m.get("name") or m.get("model") for m in (data or {}).get("models", [])]
         configured = [m.name for m in self.config.models]
         return configured + [n for n in names if isinstance(n, str) and n not in configured]
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, to_ollama(self.name, model, body, False)) as resp:
+        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, False)) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent an answer without a message")
+            raise ProtocolError(self.name, f"{self.name} sent an answer without a message")
         msg = data["message"]
         message: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or None}
         calls = _tool_calls(msg.get("tool_calls"), 0)
@@ -219,7 +229,7 @@ class OllamaProvider(Provider):
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, to_ollama(self.name, model, body, True)) as resp:
+        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, True)) as resp:
             n_calls = 0
             async for line in _http.iter_lines(self, resp):
                 if not line.strip():
@@ -227,11 +237,11 @@ class OllamaProvider(Provider):
                 try:
                     data = jsonutil.loads(line)
                 except jsonutil.JSONDecodeError:
-                    raise UpstreamError(self.name, "protocol", f"{self.name} sent a line that is not JSON") from None
+                    raise ProtocolError(self.name, f"{self.name} sent a line that is not JSON") from None
                 if not isinstance(data, dict):
                     continue
                 if data.get("error") is not None:
-                    raise UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {data['error']}"))
+                    raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
                 msg = data.get("message") or {}
                 delta: dict[str, Any] = {}
                 if msg.get("content"):
@@ -249,7 +259,7 @@ class OllamaProvider(Provider):
                     return
                 if delta:
                     yield Chunk(delta=delta)
-            raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was done")
+            raise StreamBroken(self.name, f"{self.name} ended the stream before it was done")
 
     # ------------------------------------------------------------ embeddings and text completions
 
@@ -259,9 +269,9 @@ class OllamaProvider(Provider):
         try:
             async with _http.post(self, url, body) as resp:
                 yield resp
-        except UpstreamError as err:
-            if err.kind == "http" and err.status == 400 and "does not support" in err.message:
-                err.kind = "unsupported"
+        except HTTPStatusError as err:
+            if err.status == 400 and "does not support" in err.message:
+                raise Unsupported(self.name, err.message) from None
             raise
 
     async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
@@ -276,17 +286,17 @@ class OllamaProvider(Provider):
         count = 1 if isinstance(value, str) else len(value)
         vectors = _vectors(data, count)
         if vectors is None:
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent no {count} embeddings")
+            raise ProtocolError(self.name, f"{self.name} sent no {count} embeddings")
         tokens = data.get("prompt_eval_count")
         usage = Usage(prompt_tokens=tokens) if isinstance(tokens, int) and not isinstance(tokens, bool) else None
         return Embeddings(vectors, data.get("model") or model, usage)
 
     async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
-        request = to_ollama_generate(self.name, model, body, False)
+        request = self.translated(to_ollama_generate, self.name, model, body, False)
         async with self._post(f"{self.config.base_url}/api/generate", request) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("response"), str):
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent an answer without a response")
+            raise ProtocolError(self.name, f"{self.name} sent an answer without a response")
         text = (request["prompt"] if body.get("echo") else "") + data["response"]
         usage = _usage(data)
         return Completion(
@@ -302,7 +312,7 @@ class OllamaProvider(Provider):
         )
 
     async def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        request = to_ollama_generate(self.name, model, body, True)
+        request = self.translated(to_ollama_generate, self.name, model, body, True)
         echo = request["prompt"] if body.get("echo") else ""  # goes out with the first piece
         async with self._post(f"{self.config.base_url}/api/generate", request) as resp:
             async for line in _http.iter_lines(self, resp):
@@ -311,11 +321,11 @@ class OllamaProvider(Provider):
                 try:
                     data = jsonutil.loads(line)
                 except jsonutil.JSONDecodeError:
-                    raise UpstreamError(self.name, "protocol", f"{self.name} sent a line that is not JSON") from None
+                    raise ProtocolError(self.name, f"{self.name} sent a line that is not JSON") from None
                 if not isinstance(data, dict):
                     continue
                 if data.get("error") is not None:
-                    raise UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {data['error']}"))
+                    raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
                 piece = data.get("response")
                 text = echo + (piece if isinstance(piece, str) else "")
                 if text:
@@ -324,4 +334,4 @@ class OllamaProvider(Provider):
                 if data.get("done"):
                     yield Chunk(finish_reason=_finish(data, False), usage=_usage(data))
                     return
-            raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was done")
+            raise StreamBroken(self.name, f"{self.name} ended the stream before it was done")

@@ -16,7 +16,8 @@ from typing import Any
 
 from .. import jsonutil
 from . import _http, _sse
-from .base import Chunk, Completion, Embeddings, Provider, UpstreamError, Usage
+from .base import Chunk, Completion, Embeddings, Provider, Usage
+from .errors import ProtocolError, StreamBroken, UpstreamError
 
 
 class OpenAICompatProvider(Provider):
@@ -42,7 +43,7 @@ class OpenAICompatProvider(Provider):
         async with _http.post(self, url, self._body(model, body, False)) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent a completion without choices")
+            raise ProtocolError(self.name, f"{self.name} sent a completion without choices")
         data.setdefault("model", model)
         return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
 
@@ -55,7 +56,7 @@ class OpenAICompatProvider(Provider):
             data = await _http.read_json(self, resp)
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("text"), str):
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent a completion without text")
+            raise ProtocolError(self.name, f"{self.name} sent a completion without text")
         data.setdefault("model", model)
         return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
 
@@ -69,7 +70,7 @@ class OpenAICompatProvider(Provider):
         items = data.get("data") if isinstance(data, dict) else None
         vectors = _vectors(items)
         if vectors is None:
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent embeddings OMEN cannot read")
+            raise ProtocolError(self.name, f"{self.name} sent embeddings OMEN cannot read")
         usage = Usage.from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
         return Embeddings(vectors, data.get("model") or model, usage)
 
@@ -89,7 +90,7 @@ class OpenAICompatProvider(Provider):
                     raise error
                 ended = ended or block is None
             if not finished:
-                raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was complete")
+                raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
 
     def _translate(
         self, events: list[_sse.SSEEvent], finished: bool, text: bool = False
@@ -105,12 +106,12 @@ class OpenAICompatProvider(Provider):
             try:
                 data = jsonutil.loads(event.data)
             except jsonutil.JSONDecodeError:
-                return out, finished, True, UpstreamError(self.name, "protocol", f"{self.name} sent a chunk that is not JSON")
+                return out, finished, True, ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
             if not isinstance(data, dict):
                 continue
             if data.get("error") is not None:
                 message = _http.error_message(data) or "error event"
-                return out, finished, True, UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {message}"))
+                return out, finished, True, StreamBroken(self.name, self.redact(f"{self.name}: {message}"))
             try:
                 usage = Usage.from_openai(data["usage"]) if data.get("usage") else None
                 choices = data.get("choices") or []
@@ -128,7 +129,7 @@ class OpenAICompatProvider(Provider):
                 reason = choice.get("finish_reason")
             except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
                 # The chunks before it still go out; then the stream ends as broken.
-                error = UpstreamError(self.name, "protocol", f"{self.name} sent a chunk OMEN cannot read ({exc})")
+                error = ProtocolError(self.name, f"{self.name} sent a chunk OMEN cannot read ({exc})")
                 return out, finished, True, error
             finished = finished or reason is not None
             out.append(Chunk(delta=delta, finish_reason=reason, usage=usage))

@@ -15,18 +15,19 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..api.request import ChatRequest, parse_chat_request
+from ..api.request import ChatRequest
+from ..caller import Caller
 from ..errors import OmenError
-from ..providers.base import Chunk, UpstreamError, Usage
-from ..routing.router import RequestContext, Router
+from ..observe import Outcome
+from ..providers.base import Chunk, Usage
+from ..providers.errors import UpstreamError
+from ..routing.router import Routed, Router
 from ..routing.session import StreamSession
-from .app import ERROR_RENDERERS, IDENTITY, ROUTER, _headers, _read_json, _request_id
+from .app import ERROR_RENDERERS, ROUTER, _headers, read_json, routed_request
 
 __all__ = [
     "FrameEncoder",
     "chat_request",
-    "context",
-    "new_request_id",
     "omen_headers",
     "read_json",
     "register_error_shape",
@@ -34,9 +35,13 @@ __all__ = [
     "stream_answer",
 ]
 
-new_request_id = _request_id
-read_json = _read_json
-omen_headers = _headers
+
+def omen_headers(request_id: str, answer: StreamSession | Routed, req: ChatRequest) -> dict[str, str]:
+    """The x-omen-* headers of an answer, as the chat door sends them."""
+    headers = _headers(request_id, answer.target, answer.plan, req.alias)
+    if isinstance(answer, Routed):
+        headers["x-omen-cost-usd"] = f"{answer.cost_usd:.8f}"
+    return headers
 
 
 def register_error_shape(app: web.Application, prefix: str, render: Callable[[OmenError, str | None], web.Response]) -> None:
@@ -44,26 +49,14 @@ def register_error_shape(app: web.Application, prefix: str, render: Callable[[Om
     app.setdefault(ERROR_RENDERERS, []).append((prefix, render))
 
 
-def chat_request(router: Router, body: dict[str, Any]) -> ChatRequest:
-    """The chat parser, exactly as the chat door calls it, on a door's translated body."""
-    return parse_chat_request(body, intents=tuple(router.config.intents), providers=tuple(router.config.providers))
-
-
-def context(request: web.Request, req: ChatRequest, request_id: str) -> RequestContext:
-    """Who asked, from which client, for which workspace and session (hint, header, token)."""
-    identity = request[IDENTITY]
-    headers = request.headers
-    return RequestContext(
-        request_id,
-        identity,
-        client=headers.get("User-Agent"),
-        workspace=req.hints.workspace or headers.get("x-omen-workspace") or identity.workspace,
-        session=req.hints.session or headers.get("x-omen-session"),
-    )
+def chat_request(request: web.Request, router: Router, body: dict[str, Any]) -> tuple[ChatRequest, Caller, str]:
+    """A door's translated body through the chat door's own path: the parser, alias, header and
+    body hints, the workspace check, the caller. (request, caller, request id)."""
+    return routed_request(body, request, router.config)
 
 
 def router_of(request: web.Request) -> Router:
-    return request.app[ROUTER]
+    return request.app[ROUTER].get()
 
 
 class FrameEncoder(Protocol):
@@ -82,32 +75,25 @@ class FrameEncoder(Protocol):
         """The frame that ends a broken answer."""
 
 
-def usage_of(session: StreamSession) -> Usage:
-    """The provider's usage, or the same estimate the meter records when it reported none."""
-    return session.usage or Usage(
-        prompt_tokens=session.prompt_estimate,
-        completion_tokens=(session.output_chars + 3) // 4,
-    )
-
-
 async def stream_answer(
     request: web.Request,
     session: StreamSession,
     request_id: str,
+    req: ChatRequest,
     encoder: FrameEncoder,
     extra_headers: dict[str, str] | None = None,
-) -> tuple[web.StreamResponse, str]:
+) -> tuple[web.StreamResponse, Outcome]:
     """Write ``session`` as an SSE stream in ``encoder``'s format; (response, outcome)."""
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
-            **omen_headers(request_id, session.target, session.plan),
+            **omen_headers(request_id, session, req),
             **(extra_headers or {}),
         }
     )
-    outcome = "cancelled"
+    outcome = Outcome.CANCELLED
     error: UpstreamError | None = None
     held: list[bytes] = [encoder.start()]  # frames waiting for the rest of their upstream read
     try:
@@ -119,12 +105,13 @@ async def stream_answer(
             if not chunk.more and held:  # frames from one upstream read go out in one write
                 await resp.write(b"".join(held))
                 held.clear()
-        held.append(encoder.finish(usage_of(session)))
+        usage, _ = session.usage_or_estimate()  # the provider's count, or the meter's own estimate
+        held.append(encoder.finish(usage))
         await resp.write(b"".join(held))
         held.clear()
-        outcome = "ok"
+        outcome = Outcome.OK
     except UpstreamError as err:
-        outcome, error = "error", err
+        outcome, error = Outcome.ERROR, err
         failure = OmenError(502, f"{err.message}; the answer above is incomplete", code="upstream_stream_error")
         try:
             await resp.write(b"".join(held) + encoder.error(failure))

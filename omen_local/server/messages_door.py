@@ -16,8 +16,6 @@ from ..api.messages import parse_count_tokens_request, parse_messages_request
 from ..errors import OmenError
 from .door_kit import (
     chat_request,
-    context,
-    new_request_id,
     omen_headers,
     read_json,
     register_error_shape,
@@ -44,26 +42,25 @@ def anthropic_error_response(err: OmenError, request_id: str | None = None) -> w
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     router = router_of(request)
-    request_id = new_request_id()
-    message_id = "msg_" + request_id[4:]
+    request_id: str | None = None
     try:
         parsed = parse_messages_request(await read_json(request))
-        req = chat_request(router, parsed.chat)
-        ctx = context(request, req, request_id)
+        req, caller, request_id = chat_request(request, router, parsed.chat)
+        message_id = "msg_" + request_id[4:]
         if not parsed.stream:
-            plan, target, done = await router.complete(req, ctx)
-            model = done.body.get("model") or target.model
-            body = message_from_completion(done, message_id, model, thinking=parsed.thinking)
+            routed = await router.complete(req, caller)
+            model = routed.completion.body.get("model") or routed.target.model
+            body = message_from_completion(routed.completion, message_id, model, thinking=parsed.thinking)
             return web.Response(
                 body=jsonutil.dumps(body),
                 content_type="application/json",
-                headers={**omen_headers(request_id, target, plan), "request-id": request_id},
+                headers={**omen_headers(request_id, routed, req), "request-id": request_id},
             )
-        plan, session = await router.stream(req, ctx)
+        session = await router.stream(req, caller)
     except OmenError as err:
         return anthropic_error_response(err, request_id)
     encoder = MessagesEncoder(message_id, session.target.model, thinking=parsed.thinking, input_estimate=session.prompt_estimate)
-    resp, _ = await stream_answer(request, session, request_id, encoder, {"request-id": request_id})
+    resp, _ = await stream_answer(request, session, request_id, req, encoder, {"request-id": request_id})
     return resp
 
 
@@ -71,7 +68,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     """An offline estimate (about four characters a token), as OMEN has no tokenizers."""
     router = router_of(request)
     _, chat = parse_count_tokens_request(await read_json(request))
-    req = chat_request(router, chat)
+    req, _, _ = chat_request(request, router, chat)
     if req.model != "auto":
         router.catalog.resolve(req.model)  # an unknown model is a 404, as on /v1/messages
     return web.Response(

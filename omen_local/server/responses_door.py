@@ -18,11 +18,10 @@ from aiohttp import web
 from .. import jsonutil
 from ..api.responses import items_to_messages, parse_responses_request, previous_not_found
 from ..errors import OmenError
+from ..observe import Outcome
 from .app import IDENTITY, error_response
 from .door_kit import (
     chat_request,
-    context,
-    new_request_id,
     omen_headers,
     read_json,
     router_of,
@@ -47,8 +46,7 @@ def _remember(request: web.Request, response: dict[str, Any], history: list[dict
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     router = router_of(request)
-    request_id = new_request_id()
-    response_id = "resp_" + request_id[4:]
+    request_id: str | None = None
     created = int(time.time())
     try:
         parsed = parse_responses_request(await read_json(request))
@@ -59,23 +57,25 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                 raise previous_not_found(parsed.previous_response_id)
             history = stored.history
         echo = {**parsed.echo, "store": parsed.store}
-        req = chat_request(router, parsed.chat_body(history))
-        ctx = context(request, req, request_id)
+        req, caller, request_id = chat_request(request, router, parsed.chat_body(history))
+        response_id = "resp_" + request_id[4:]
         if not parsed.stream:
-            plan, target, done = await router.complete(req, ctx)
-            output, finish = output_from_completion(done)
+            routed = await router.complete(req, caller)
+            output, finish = output_from_completion(routed.completion)
             status, incomplete = status_for(finish)
-            model = done.body.get("model") or target.model
-            body = response_object(response_id, created, model, echo, status=status, output=output, usage=done.usage, incomplete=incomplete)
+            model = routed.completion.body.get("model") or routed.target.model
+            body = response_object(
+                response_id, created, model, echo, status=status, output=output, usage=routed.completion.usage, incomplete=incomplete
+            )
             if parsed.store:
                 _remember(request, body, [*history, *parsed.messages])
-            return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=omen_headers(request_id, target, plan))
-        plan, session = await router.stream(req, ctx)
+            return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=omen_headers(request_id, routed, req))
+        session = await router.stream(req, caller)
     except OmenError as err:
         return error_response(err, request_id)
     encoder = ResponsesEncoder(response_id, created, session.target.model, echo)
-    resp, outcome = await stream_answer(request, session, request_id, encoder)
-    if outcome == "ok" and parsed.store and encoder.final is not None:
+    resp, outcome = await stream_answer(request, session, request_id, req, encoder)
+    if outcome is Outcome.OK and parsed.store and encoder.final is not None:
         _remember(request, encoder.final, [*history, *parsed.messages])
     return resp
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import FakeServer, Reply, Seen, fake_vector, guarded, split
+from .base import FakeServer, Reply, Seen, drop, fake_vector, guarded, split
 
 CREATED_AT = "2025-01-01T00:00:00.000000Z"
 
@@ -80,6 +80,8 @@ class FakeOllama(FakeServer):
         }
 
     async def _answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
         if r.hang:
             await asyncio.sleep(3600)
         if r.delay_s:
@@ -131,9 +133,11 @@ class FakeOllama(FakeServer):
 
     async def embed(self, request: web.Request) -> web.StreamResponse:
         seen = await self.record(request)
-        return await guarded(seen, self._embed(seen, self.next_reply((seen.body or {}).get("model"))))
+        return await guarded(seen, self._embed(request, seen, self.next_reply((seen.body or {}).get("model"))))
 
-    async def _embed(self, seen: Seen, r: Reply) -> web.StreamResponse:
+    async def _embed(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
         if r.hang:
             await asyncio.sleep(3600)
         if r.delay_s:
@@ -184,6 +188,8 @@ class FakeOllama(FakeServer):
         }
 
     async def _generate(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
         if r.hang:
             await asyncio.sleep(3600)
         if r.delay_s:

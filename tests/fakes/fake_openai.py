@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import FakeServer, Reply, Seen, fake_vector, guarded, split
+from .base import FakeServer, Reply, Seen, drop, fake_vector, guarded, split
 
 ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -71,6 +71,8 @@ class FakeOpenAI(FakeServer):
         return await guarded(seen, self._answer(request, seen, reply))
 
     async def _answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response(
                 error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401
@@ -174,6 +176,8 @@ class FakeOpenAI(FakeServer):
         return await guarded(seen, self._embeddings(request, seen, reply))
 
     async def _embeddings(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response(error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401)
         if r.hang:
@@ -212,6 +216,8 @@ class FakeOpenAI(FakeServer):
         return await guarded(seen, self._completions(request, seen, reply))
 
     async def _completions(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response(error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401)
         if r.hang:
