@@ -252,6 +252,18 @@ async def test_hints_by_omen_object_and_headers(stack: Stack, sdk: anthropic.Asy
     assert "omen.strategy" in bad.value.message and bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
 
 
+async def test_aliases_and_hint_headers_work_on_this_door(stack: Stack, sdk: anthropic.AsyncAnthropic) -> None:
+    raw = await sdk.messages.with_raw_response.create(model="auto-code", max_tokens=50, messages=USER)
+    assert (raw.headers["x-omen-alias"], raw.headers["x-omen-provider"], raw.headers["x-omen-intent"]) == ("auto-code", "anthropic", "code")
+    raw = await sdk.messages.with_raw_response.create(
+        model="auto-code", max_tokens=50, messages=USER, extra_headers={"x-omen-providers": "openai"}
+    )
+    assert raw.headers["x-omen-provider"] == "openai"  # a header hint overrides the alias's candidates
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await sdk.messages.create(model="auto", max_tokens=50, messages=USER, extra_headers={"x-omen-k": "99"})
+    assert bad.value.body["type"] == "error"  # type: ignore[index]
+
+
 # ---------------------------------------------------------------- failures
 
 

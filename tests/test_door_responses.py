@@ -209,6 +209,14 @@ async def test_request_fields_reach_the_upstream(stack: Stack) -> None:
         assert key not in sent
 
 
+async def test_aliases_and_hint_headers_work_on_this_door(stack: Stack) -> None:
+    raw = await stack.client.responses.with_raw_response.create(model="auto-code", input="hi")
+    assert (raw.headers["x-omen-alias"], raw.headers["x-omen-provider"]) == ("auto-code", "anthropic")
+    assert raw.parse().model == "claude-sonnet-4-5"
+    raw = await stack.client.responses.with_raw_response.create(model="auto", input="hi", extra_headers={"x-omen-providers": "openai"})
+    assert raw.headers["x-omen-provider"] == "openai" and float(raw.headers["x-omen-cost-usd"]) > 0
+
+
 # ---------------------------------------------------------------- store and previous_response_id
 
 
