@@ -1,7 +1,11 @@
-"""A fake Ollama server following its API document (docs/api.md): /api/chat, /api/tags.
+"""A fake Ollama server following its API document (docs/api.md): /api/chat, /api/generate,
+/api/embed, /api/tags.
 
 Streams are NDJSON (``application/x-ndjson``), one JSON object per line, the last with
-``"done": true`` and the eval counts. Errors are ``{"error": "..."}``.
+``"done": true`` and the eval counts. Errors are ``{"error": "..."}``; a model lacking a
+capability gets Ollama's 400 ``"<model>" does not support <capability>``. Embedding
+models (``embed_models``) are served but not listed in /api/tags, so the chat buckets
+of the other tests keep their candidates; only ``insert_models`` take a FIM ``suffix``.
 """
 
 from __future__ import annotations
@@ -13,18 +17,27 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import FakeServer, Reply, Seen, drop, guarded, split
+from .base import FakeServer, Reply, Seen, drop, fake_vector, guarded, split
 
 CREATED_AT = "2025-01-01T00:00:00.000000Z"
 
 
 class FakeOllama(FakeServer):
-    def __init__(self, models: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        models: list[str] | None = None,
+        embed_models: list[str] | None = None,
+        insert_models: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.models = models if models is not None else ["llama3.2:latest", "qwen2.5-coder:7b"]
+        self.embed_models = embed_models if embed_models is not None else ["nomic-embed-text:latest"]
+        self.insert_models = insert_models if insert_models is not None else ["qwen2.5-coder:7b"]
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)
+        app.router.add_post("/api/generate", self.generate)
+        app.router.add_post("/api/embed", self.embed)
         app.router.add_get("/api/tags", self.tags)
 
     async def tags(self, request: web.Request) -> web.Response:
@@ -113,5 +126,103 @@ class FakeOllama(FakeServer):
             }
             await resp.write(json.dumps(line).encode() + b"\n")
         await resp.write(json.dumps(self._final(model, r, False)).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+    # ---------------------------------------------------------------- /api/embed
+
+    async def embed(self, request: web.Request) -> web.StreamResponse:
+        seen = await self.record(request)
+        return await guarded(seen, self._embed(request, seen, self.next_reply((seen.body or {}).get("model"))))
+
+    async def _embed(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
+        if r.hang:
+            await asyncio.sleep(3600)
+        if r.delay_s:
+            await asyncio.sleep(r.delay_s)
+        body = seen.body
+        model = body["model"]
+        if model in self.models:
+            return web.json_response({"error": f'"{model}" does not support embeddings'}, status=400)
+        if model not in self.embed_models:
+            return web.json_response({"error": f'model "{model}" not found, try pulling it first'}, status=404)
+        if r.status:
+            return web.json_response({"error": r.error_message}, status=r.status, headers=r.headers)
+        value = body.get("input")
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return web.json_response({"error": "invalid input type"}, status=400)
+        dims = body.get("dimensions") or 8
+        return web.json_response(
+            {
+                "model": model,
+                "embeddings": [fake_vector(t, dims) for t in texts],
+                "total_duration": 14143917,
+                "load_duration": 1019500,
+                "prompt_eval_count": sum(len(t.split()) for t in texts),
+            }
+        )
+
+    # ---------------------------------------------------------------- /api/generate
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        seen = await self.record(request)
+        return await guarded(seen, self._generate(request, seen, self.next_reply((seen.body or {}).get("model"))))
+
+    def _done(self, model: str, r: Reply, response: str) -> dict[str, Any]:
+        return {
+            "model": model,
+            "created_at": CREATED_AT,
+            "response": response,
+            "done": True,
+            "done_reason": "length" if r.finish_reason == "length" else "stop",
+            "context": [1, 2, 3],
+            "total_duration": 1162761250,
+            "load_duration": 6683708,
+            "prompt_eval_count": r.prompt_tokens,
+            "prompt_eval_duration": 201222000,
+            "eval_count": r.completion_tokens,
+            "eval_duration": 953997000,
+        }
+
+    async def _generate(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
+        if r.hang:
+            await asyncio.sleep(3600)
+        if r.delay_s:
+            await asyncio.sleep(r.delay_s)
+        body = seen.body
+        model = body["model"]
+        if model in self.embed_models:
+            return web.json_response({"error": f'"{model}" does not support generate'}, status=400)
+        if model not in self.models:
+            return web.json_response({"error": f'model "{model}" not found, try pulling it first'}, status=404)
+        if body.get("suffix") and model not in self.insert_models:
+            return web.json_response({"error": f'"{model}" does not support insert'}, status=400)
+        if r.status:
+            return web.json_response({"error": r.error_message}, status=r.status, headers=r.headers)
+        if not body.get("stream", True):
+            return web.json_response(self._done(model, r, r.text))
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        sent = 0
+        for piece in split(r.text, r.pieces):
+            if r.fail_after is not None and sent >= r.fail_after:
+                await resp.write(json.dumps({"error": r.error_message}).encode() + b"\n")
+                return resp
+            if r.cut_after is not None and sent >= r.cut_after:
+                request.transport.close()  # type: ignore[union-attr]
+                return resp
+            if r.chunk_delay_s:
+                await asyncio.sleep(r.chunk_delay_s)
+            line = {"model": model, "created_at": CREATED_AT, "response": piece, "done": False}
+            await resp.write(json.dumps(line).encode() + b"\n")
+            if seen.first_byte_at is None:
+                seen.first_byte_at = time.perf_counter()
+            sent += 1
+        await resp.write(json.dumps(self._done(model, r, "")).encode() + b"\n")
         await resp.write_eof()
         return resp
