@@ -90,7 +90,8 @@ class Answer:
 
     def message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation."""
-        msg: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        # content null only beside tool calls (Ollama and OpenAI both refuse a bare null)
+        msg: dict[str, Any] = {"role": "assistant", "content": self.text or (None if self.tool_calls else "")}
         if self.tool_calls:
             msg["tool_calls"] = [c.to_message() for c in self.tool_calls]
         return msg
