@@ -77,13 +77,17 @@ async def test_endpoint_file_is_published_private_and_removed_on_stop(stack: Sta
     assert not path.exists()
 
 
+def dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
 def test_a_dead_pid_makes_the_file_stale(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
+    pid = dead_pid()
     path = tmp_path / "endpoint.json"
-    path.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": proc.pid, "token": "omen-x", "version": "0"}))
+    path.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": pid, "token": "omen-x", "version": "0"}))
     info = endpoint.read(path)
-    assert info is not None and info.stale is not None and str(proc.pid) in info.stale
+    assert info is not None and info.stale is not None and str(pid) in info.stale
     # a live pid whose process started at another time (pid reuse) is stale too
     path.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": os.getpid(), "token": "omen-x",
                                 "stamp": "another-boot:123"}))
@@ -257,13 +261,12 @@ async def test_a_stale_endpoint_file_gets_no_token(tmp_path: Path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead = dead_pid()
     try:
         async with FakeOllama() as ollama:
             (tmp_path / "c.toml").write_text(f'[storage]\ndata_dir = "{tmp_path}"\n[providers.ollama]\nbase_url = "{ollama.url}"\n')
             (tmp_path / "endpoint.json").write_text(json.dumps(
-                {"url": f"http://127.0.0.1:{port}", "pid": dead.pid, "token": "omen-secret", "version": "0.1.0"}))
+                {"url": f"http://127.0.0.1:{port}", "pid": dead, "token": "omen-secret", "version": "0.1.0"}))
             async with AsyncOmenClient(config=tmp_path / "c.toml", environ={}) as omen:
                 answer = await omen.chat(MSG)
             assert answer.degraded and answer.banner is not None and "stale endpoint file" in answer.banner

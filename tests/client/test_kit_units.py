@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from omen_local.client import Hints, ProtocolError, Route, StreamInterrupted, SwapEvent, TextDelta, ToolCallStarted
+from omen_local.client import (
+    Hints,
+    ProtocolError,
+    Route,
+    StreamInterrupted,
+    SwapEvent,
+    TextDelta,
+    ToolCallStarted,
+)
 from omen_local.client.assemble import Assembler
 from omen_local.client.discovery import Local, find_omen, root_url
 from omen_local.client.fallback import Backoff, Health
