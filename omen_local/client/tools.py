@@ -46,9 +46,11 @@ class ToolResult:
 
 
 class GlyphTools:
-    """An MCP session with Glyph, through the official SDK client."""
+    """An MCP session with Glyph, through the official SDK client: ``stdio()`` spawns it,
+    ``http()`` connects to it; any other ``server`` is handed to ``mcp.Client`` as is (an
+    in-process MCP server, a transport)."""
 
-    def __init__(self, server: StdioServerParameters | str, *, headers: Mapping[str, str] | None = None,
+    def __init__(self, server: StdioServerParameters | str | Any, *, headers: Mapping[str, str] | None = None,
                  errlog: TextIO | None = None, read_timeout_s: float | None = None) -> None:
         self.server = server
         self.headers = dict(headers or {})
@@ -81,11 +83,12 @@ class GlyphTools:
 
     async def __aenter__(self) -> GlyphTools:
         async with AsyncExitStack() as stack:
+            transport: Any = self.server
             if isinstance(self.server, str):
                 http = await stack.enter_async_context(httpx2.AsyncClient(headers=self.headers, trust_env=False,
                                                                           timeout=httpx2.Timeout(30, read=300)))
-                transport: Any = streamable_http_client(self.server, http_client=http)
-            else:
+                transport = streamable_http_client(self.server, http_client=http)
+            elif isinstance(self.server, StdioServerParameters):
                 transport = stdio_client(self.server, errlog=self.errlog or sys.stderr)
             client = Client(transport, client_info=CLIENT_INFO, cache=None, read_timeout_seconds=self.read_timeout_s)
             self._client = await stack.enter_async_context(client)

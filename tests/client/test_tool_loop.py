@@ -5,15 +5,23 @@ OMEN down (the fake Ollama scripted with the tool call)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from glyph.cli import main as glyph_main
+from glyph.config import load_config
+from glyph.consent import DenyPrompter
+from glyph.gateway import Gateway
+from glyph.server import build_server
 from omen_local.client import AsyncOmenClient
 from omen_local.client.tools import GlyphTools, run_tool_loop
 from tests.conftest import Stack
@@ -24,7 +32,7 @@ EDIT = json.dumps({"path": "notes.txt", "edits": [{"old_text": "helo", "new_text
 ASK = [{"role": "user", "content": "Fix the typo in notes.txt"}]
 
 
-def glyph_setup(tmp_path: Path, action: str) -> tuple[Path, Path]:
+def glyph_setup(tmp_path: Path, action: str, *, rune_in_process: bool = False) -> tuple[Path, Path]:
     root = tmp_path / "proj"
     root.mkdir()
     (root / "notes.txt").write_text("helo world\n")
@@ -33,6 +41,7 @@ def glyph_setup(tmp_path: Path, action: str) -> tuple[Path, Path]:
         "roots": [str(root)],
         "data_dir": str(tmp_path / "glyph-data"),
         "rules": [{"server": "rune", "tool": "edit_file", "action": action}],
+        "rune": {"in_process": rune_in_process},
     }))
     return root, cfg
 
@@ -91,7 +100,7 @@ async def test_tool_loop_through_omen_glyph_and_rune(stack: Stack, tmp_path: Pat
 
 @pytest.mark.parametrize("action", ["allow", "deny"])
 async def test_tool_loop_in_degraded_mode(tmp_path: Path, action: str) -> None:
-    root, cfg = glyph_setup(tmp_path, action)
+    root, cfg = glyph_setup(tmp_path, action, rune_in_process=True)  # Glyph over stdio still
     async with FakeOllama() as ollama:
         ollama.queue(Reply(text="", tool_calls=[("rune__edit_file", EDIT)]), Reply(text="All done."))
         omen_cfg = tmp_path / "omen.toml"
@@ -105,12 +114,45 @@ async def test_tool_loop_in_degraded_mode(tmp_path: Path, action: str) -> None:
 
 
 async def test_round_limit_and_bad_arguments_go_back_to_the_model(stack: Stack, tmp_path: Path) -> None:
-    _, cfg = glyph_setup(tmp_path, "allow")
+    _, cfg = glyph_setup(tmp_path, "allow", rune_in_process=True)
     again = Reply(text="", tool_calls=[("rune__edit_file", "{not json")], finish_reason="tool_calls")
     stack.openai.queue(again, again, again)
-    async with AsyncOmenClient(config=stack.data_dir.parent / "config.toml", environ={}) as omen, \
-            GlyphTools.stdio(cfg, prompt="deny") as glyph:
+    gateway = Gateway(load_config(cfg), DenyPrompter())  # Glyph in this process: any MCP server will do
+    async with gateway, AsyncOmenClient(config=stack.data_dir.parent / "config.toml", environ={}) as omen, \
+            GlyphTools(build_server(gateway)) as glyph:
         result = await run_tool_loop(omen, glyph, ASK, model="openai/gpt-4o-mini", max_rounds=2)
     assert result.round_limit_hit and result.rounds == 2 and len(stack.openai.seen) == 2
     assert all(r.is_error and "not valid JSON" in r.content for r in result.tool_results)
     assert [r for r in audit_rows(cfg) if r["kind"] == "call"] == []  # never reached Glyph's tools
+
+
+async def test_tool_loop_over_glyph_http(tmp_path: Path) -> None:
+    """`glyph serve --http` with a bearer token (the tray app's way of running Glyph)."""
+    root, cfg = glyph_setup(tmp_path, "allow", rune_in_process=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "glyph", "serve", "--http", "--port", str(port), "--config", str(cfg),
+        "--prompt", "deny", env={**os.environ, "GLYPH_HTTP_TOKEN": "glyph-secret"},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        async with FakeOllama() as ollama:
+            ollama.queue(Reply(text="", tool_calls=[("rune__edit_file", EDIT)]), Reply(text="All done."))
+            omen_cfg = tmp_path / "omen.toml"
+            omen_cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "omen-data"}"\n'
+                                f'[providers.ollama]\nbase_url = "{ollama.url}"\n')
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with AsyncOmenClient(config=omen_cfg, environ={}) as omen, GlyphTools.http(url, "glyph-secret") as glyph:
+                result = await run_tool_loop(omen, glyph, ASK)
+            check("allow", root, cfg, result, ollama)
+    finally:
+        proc.terminate()
+        await proc.wait()
