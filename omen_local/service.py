@@ -202,7 +202,7 @@ class OmenService:
         # but never let a slow network hold up start-up.
         await asyncio.wait({self._first_probe}, timeout=FIRST_PROBE_WAIT_S)
         log.info("OMEN %s listening on %s", __version__, self.url)
-        endpoint.publish(self)  # clients on this machine find us (docs/clients.md)
+        await asyncio.to_thread(endpoint.publish, self)  # how local clients find us (docs/clients.md)
 
     async def reload(self, config: Config) -> None:
         """Apply ``config`` to the next request: providers, intents, aliases, defaults, quotas and

@@ -68,6 +68,7 @@ def route_from_headers(headers: Mapping[str, str]) -> Route:
         strategy=headers.get("x-omen-strategy"),
         request_id=headers.get("x-omen-request-id"),
         intent=headers.get("x-omen-intent"),
+        alias=headers.get("x-omen-alias"),
     )
 
 

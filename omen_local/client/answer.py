@@ -19,6 +19,7 @@ class Route:
     request_id: str | None
     intent: str | None = None
     degraded: bool = False
+    alias: str | None = None  # the alias the model name was (x-omen-alias)
 
     @property
     def target(self) -> str:

@@ -101,12 +101,13 @@ def test_a_dead_pid_makes_the_file_stale(tmp_path: Path) -> None:
 
 async def test_chat_through_omen_with_routing_facts_and_cost(stack: Stack) -> None:
     stack.openai.queue(Reply(text="Paris.", prompt_tokens=1000, completion_tokens=500))
-    async with kit(stack) as omen:
+    async with kit(stack, fetch_cost=False) as omen:  # the cost comes in the usage chunk
         answer = await omen.chat(MSG, hints=Hints(providers=("openai",)))
+        assert await omen.cost(answer.route) == pytest.approx(answer.cost_usd)  # = the usage events' sum
     assert answer.text == "Paris." and not answer.degraded and answer.banner is None
     r = answer.route
     assert (r.provider, r.model, r.strategy) == ("openai", "gpt-4o-mini", "single")
-    assert r.request_id is not None and r.request_id.startswith("req_")
+    assert r.request_id is not None and r.request_id.startswith("req_") and r.alias is None
     assert answer.usage is not None and answer.usage.completion_tokens == 500
     # gpt-4o-mini: $0.15 in / $0.60 out per million tokens, as the usage store says
     assert answer.cost_usd == pytest.approx(1000 * 0.15e-6 + 500 * 0.60e-6)
@@ -123,11 +124,11 @@ async def test_hints_travel_in_the_body_and_change_routing(stack: Stack) -> None
     async with kit(stack) as omen:
         answer = await omen.chat(MSG, hints=Hints(strategy="race", k=2, intent="cloud"))
         assert answer.route.strategy == "race" and answer.route.provider == "openai"
+        assert (await omen.chat(MSG, model="auto-fast")).route.alias == "auto-fast"
         assert answer.cost_usd is not None and answer.cost_usd > 0  # the loser's attempt is in it too
         with pytest.raises(APIError) as err:
             await omen.chat(MSG, hints=Hints(k=99))
     assert err.value.status == 400 and err.value.param == "omen.k" and not err.value.degraded
-    assert err.value.request_id is not None
 
 
 async def test_sync_client_streams_the_same_answer(stack: Stack) -> None:
