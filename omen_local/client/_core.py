@@ -13,7 +13,6 @@ from .discovery import Local, Target
 from .hints import Hints
 
 USER_AGENT = f"omen-client/{__version__}"
-ALIAS_INTENTS = {"auto-code": "code"}  # what a shipped alias means, for picking a local model
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +71,18 @@ def route_from_headers(headers: Mapping[str, str]) -> Route:
     )
 
 
+def effective_hints(call: Call, local: Local) -> Hints:
+    """The call's hints over its alias's (the request's own hints win, as in OMEN)."""
+    alias = local.aliases.get(call.model)
+    return alias.merged(call.hints) if alias is not None else call.hints
+
+
 def allows_local(hints: Hints, local: Local) -> bool:
     return hints.providers is None or any(p in local.local_providers for p in hints.providers)
 
 
-def choose_local_model(call: Call, available: Sequence[str], local: Local, preferred: str | None = None) -> str | None:
+def choose_local_model(call: Call, available: Sequence[str], local: Local, preferred: str | None = None,
+                       intent: str | None = None) -> str | None:
     """The local model that answers for ``call.model`` while OMEN is down."""
 
     def find(name: str) -> str | None:
@@ -94,7 +100,7 @@ def choose_local_model(call: Call, available: Sequence[str], local: Local, prefe
         return hit
     if not available:
         return None
-    if (call.hints.intent or ALIAS_INTENTS.get(call.model)) == "code":
+    if (intent or call.hints.intent) == "code":
         coder = [m for m in available if "code" in m.lower()]
         if coder:
             return coder[0]

@@ -1,23 +1,25 @@
-"""Where OMEN and local Ollama are, without configuration.
+"""Where OMEN and local Ollama are, without configuration; what OMEN's aliases mean.
 
 OMEN: ``OMEN_BASE_URL`` / ``OMEN_TOKEN`` (or arguments), else the endpoint file a running
 OMEN publishes in its data dir (``omen_local.endpoint``). A stale file (its server is gone)
 yields no target at all: its token is never sent to whatever listens on that port now.
 Ollama: the first enabled Ollama provider in OMEN's config (the same file OMEN reads), so
-degraded mode talks to the Ollama that OMEN would have used.
+degraded mode talks to the Ollama that OMEN would have used, and knows what an alias stands
+for (its intent picks the local model; its other hints are reported as not honoured).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
 
 from .. import endpoint
-from ..config import APP_NAME, ConfigError, load_config
+from ..config import APP_NAME, Config, ConfigError, load_config
+from .hints import Hints
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_OLLAMA = "http://127.0.0.1:11434"
@@ -41,6 +43,15 @@ class Local:
     data_dir: Path
     ollama_url: str
     local_providers: tuple[str, ...]  # provider names of kind ollama: "ollama/x" maps to x
+    aliases: Mapping[str, Hints] = field(default_factory=dict)  # what each alias stands for
+
+
+def _aliases(cfg: Config, local: tuple[str, ...]) -> dict[str, Hints]:
+    return {
+        name: Hints(strategy=None if a.strategy is None else str(a.strategy), k=a.k, intent=a.intent, budget_usd=a.budget_usd,
+                    max_latency_ms=a.max_latency_ms, providers=local if a.local_only else a.providers)
+        for name, a in cfg.aliases.items()
+    }
 
 
 def root_url(url: str) -> str:
@@ -57,7 +68,8 @@ def read_local(config: Path | str | None = None) -> Local:
         return Local(Path(platformdirs.user_data_dir(APP_NAME)), DEFAULT_OLLAMA, ("ollama",))
     ollamas = [(n, p.base_url) for n, p in cfg.providers.items() if p.kind == "ollama" and p.enabled]
     url = ollamas[0][1] if ollamas else DEFAULT_OLLAMA
-    return Local(cfg.data_dir, url, tuple(n for n, _ in ollamas) or ("ollama",))
+    names = tuple(n for n, _ in ollamas) or ("ollama",)
+    return Local(cfg.data_dir, url, names, _aliases(cfg, names))
 
 
 def find_omen(local: Local, *, base_url: str | None = None, token: str | None = None,

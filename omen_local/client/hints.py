@@ -57,16 +57,20 @@ class Unhonoured:
         return f"{self.hint}: {self.reason}"
 
 
-def unhonoured(hints: Hints, requested_model: str, local_model: str, local_providers: Iterable[str]) -> list[Unhonoured]:
-    """What a direct local answer (OMEN down) leaves out of what the caller asked for."""
+def unhonoured(hints: Hints, requested_model: str, local_model: str, local_providers: Iterable[str], *,
+               alias: bool = False) -> list[Unhonoured]:
+    """What a direct local answer (OMEN down) leaves out of what the caller asked for.
+
+    ``hints`` are the effective ones (an alias's, under the caller's); with ``alias`` the
+    model name is a known alias, whose hints are then reported one by one."""
     local = set(local_providers)
     out: list[Unhonoured] = []
     provider, _, name = requested_model.partition("/")
     is_local_name = requested_model in (local_model, local_model.removesuffix(":latest")) or (
         provider in local and name in (local_model, local_model.removesuffix(":latest")))
-    if requested_model not in LOCAL_ALIASES and not is_local_name:
+    if requested_model not in LOCAL_ALIASES and not is_local_name and not alias:
         if requested_model.startswith("auto"):
-            why = f"an OMEN alias whose hints need OMEN; the local model {local_model} answered"
+            why = f"an alias this client does not know; the local model {local_model} answered"
         else:
             why = f"needs OMEN (cloud models and their keys stay with it); the local model {local_model} answered"
         out.append(Unhonoured("model " + requested_model, why))

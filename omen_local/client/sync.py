@@ -13,6 +13,7 @@ with OmenClient() as omen:                  # finds OMEN by itself
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ from ._core import (
     banner,
     choose_local_model,
     cost_from_events,
+    effective_hints,
     model_ids,
     route_from_headers,
     to_ollama,
@@ -38,7 +40,7 @@ from ._core import (
 )
 from .answer import Answer, Done, Event, Route, Started
 from .assemble import Assembler
-from .discovery import Local, Target, find_omen, read_local
+from .discovery import Target, find_omen, read_local
 from .errors import APIError, ProtocolError, StreamInterrupted, Unavailable
 from .fallback import DEFAULT_BACKOFF, Backoff, Health
 from .hints import Hints, unhonoured
@@ -74,7 +76,7 @@ class OmenClient:
         self._base_url, self._token = base_url, token
         self._environ = os.environ if environ is None else environ
         local = read_local(config)
-        self.local = Local(local.data_dir, (ollama_url or local.ollama_url).rstrip("/"), local.local_providers)
+        self.local = dataclasses.replace(local, ollama_url=(ollama_url or local.ollama_url).rstrip("/"))
         self.local_model = local_model
         self.connect_timeout_s = connect_timeout_s
         self.fetch_cost = fetch_cost
@@ -240,11 +242,12 @@ class OmenClient:
     def _open_local(self, call: Call) -> tuple[httpx2.Response, Assembler, Started]:
         reason = self.health.down_reason or "OMEN is unreachable"
         url = self.local.ollama_url
-        if not allows_local(call.hints, self.local):
-            raise Unavailable(f"{reason}, and the providers hint {list(call.hints.providers or ())} "
+        hints = effective_hints(call, self.local)
+        if not allows_local(hints, self.local):
+            raise Unavailable(f"{reason}, and the providers hint {list(hints.providers or ())} "
                               "allows no local provider")
         try:
-            model = choose_local_model(call, self._local_models(), self.local, self.local_model)
+            model = choose_local_model(call, self._local_models(), self.local, self.local_model, hints.intent)
             if model is None:
                 raise Unavailable(f"{reason}, and local Ollama at {url} has no models (try `ollama pull llama3.2`)")
             resp = self._send(to_ollama(self.local, call, model, self.user_agent))
@@ -255,7 +258,8 @@ class OmenClient:
         _check_stream(resp)
         route = Route(self.local.local_providers[0], model, None, None, degraded=True)
         started = Started(route, banner(reason, url, model),
-                          tuple(unhonoured(call.hints, call.model, model, self.local.local_providers)))
+                          tuple(unhonoured(hints, call.model, model, self.local.local_providers,
+                                           alias=call.model in self.local.aliases)))
         return resp, Assembler(route, degraded=True), started
 
     def _finish(self, asm: Assembler, started: Started) -> Answer:

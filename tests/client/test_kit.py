@@ -198,7 +198,7 @@ async def test_degraded_when_omen_is_stopped_and_back_when_it_returns(stack: Sta
         assert answer.banner is not None and "degraded mode" in answer.banner and "\n" not in answer.banner
         assert (answer.route.provider, answer.route.model) == ("ollama", LLAMA)
         hints = {u.hint for u in answer.unhonoured}
-        assert hints == {"model auto-fast", "budget_usd", "providers"}
+        assert hints == {"strategy", "k", "budget_usd", "providers"}  # auto-fast is race, k=2
         sent = stack.ollama.seen[-1]
         assert sent.path == "/v1/chat/completions" and "omen" not in sent.body and "Authorization" not in sent.headers
         assert stack.openai.seen == [] and stack.anthropic.requests == []  # never a cloud provider

@@ -112,6 +112,9 @@ def test_what_degraded_mode_cannot_honour() -> None:
     assert "anthropic" in got["providers"] and "ollama" not in got["providers"]
     for fine in ("auto", "auto-local", "ollama/llama3.2", "llama3.2:latest"):
         assert unhonoured(Hints(strategy="single"), fine, "llama3.2:latest", ["ollama"]) == []
+    # a known alias is judged by its hints; an unknown one by its name
+    assert unhonoured(Hints(providers=("ollama",)), "team-local", "llama3.2:latest", ["ollama"], alias=True) == []
+    assert [u.hint for u in unhonoured(Hints(), "team-x", "llama3.2:latest", ["ollama"])] == ["model team-x"]
 
 
 def test_discovery_env_and_the_files_token(tmp_path: Path) -> None:

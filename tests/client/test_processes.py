@@ -164,7 +164,7 @@ async def test_omen_ask_prints_the_answer_the_route_and_the_cost(world: World) -
     code, out, err = await world.ask("What is the capital of France?", "--alias", "auto-fast", "--budget-usd", "0.5")
     assert code == 0, err
     assert err.startswith("! degraded mode: OMEN is not running")
-    assert "not honoured: model auto-fast" in err and "not honoured: budget_usd" in err
+    assert "not honoured: strategy: race needs OMEN" in err and "not honoured: budget_usd" in err
     assert out.splitlines()[0] == "Hello from the fake upstream."
     assert "| DEGRADED: OMEN was unreachable]" in out and "answered by ollama/llama3.2:latest" in out
 
