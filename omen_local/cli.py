@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .client import ask as ask_cli
 from .config import ConfigError, default_config_path, load_config
 from .metering import MeteringError
 from .metering import cli as metering_cli
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("config", help="show where the config and data live", parents=[common])
     metering_cli.add_parsers(sub, common)
+    ask_cli.add_parser(sub, common)
     return parser
 
 
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": _config,
         "usage": metering_cli.usage_command,
         "quota": metering_cli.quota_command,
+        "ask": ask_cli.main,
     }
     if args.command is None:
         parser.print_help()

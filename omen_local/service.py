@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import __version__, local_servers
+from . import __version__, endpoint, local_servers
 from .config import Config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
@@ -206,6 +206,7 @@ class OmenService:
         # but never let a slow network hold up start-up.
         await asyncio.wait({self._first_probe}, timeout=FIRST_PROBE_WAIT_S)
         log.info("OMEN %s listening on %s", __version__, self.url)
+        await asyncio.to_thread(endpoint.publish, self)  # how local clients find us (docs/clients.md)
 
     async def reload(self, config: Config) -> None:
         """Apply ``config`` to the next request: providers, intents, aliases, defaults, quotas and
@@ -226,6 +227,7 @@ class OmenService:
             await self._probe_all()
 
     async def stop(self) -> None:
+        endpoint.remove(self)
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,14 @@ Streams are NDJSON (``application/x-ndjson``), one JSON object per line, the las
 capability gets Ollama's 400 ``"<model>" does not support <capability>``. Embedding
 models (``embed_models``) are served but not listed in /api/tags, so the chat buckets
 of the other tests keep their candidates; only ``insert_models`` take a FIM ``suffix``.
+
+Also Ollama's OpenAI-compatible endpoints (docs/openai.md; the shapes of its
+``openai``/``middleware`` packages): ``/v1/chat/completions`` streams ``data:`` chunks with
+``system_fingerprint: "fp_ollama"``, ``role`` in every delta, each tool call whole in one
+delta (id, index, type, arguments as a JSON string), ``finish_reason: "tool_calls"`` once a
+tool call was sent, the usage chunk (empty ``choices``) when asked, then ``[DONE]``. An error
+after the stream started is not reported in the stream: it just ends, without ``[DONE]``.
+Errors before it are ``{"error": {"message", "type", "param", "code"}}``. No key is checked.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class FakeOllama(FakeServer):
         app.router.add_post("/api/generate", self.generate)
         app.router.add_post("/api/embed", self.embed)
         app.router.add_get("/api/tags", self.tags)
+        app.router.add_post("/v1/chat/completions", self.openai_chat)
+        app.router.add_get("/v1/models", self.openai_models)
 
     async def tags(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -224,5 +234,87 @@ class FakeOllama(FakeServer):
                 seen.first_byte_at = time.perf_counter()
             sent += 1
         await resp.write(json.dumps(self._done(model, r, "")).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+    # ------------------------------------------------------------ OpenAI compatibility
+
+    async def openai_models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model", "created": 1735689600, "owned_by": "library"} for m in self.models]}
+        )
+
+    async def openai_chat(self, request: web.Request) -> web.StreamResponse:
+        seen = await self.record(request)
+        return await guarded(seen, self._openai_answer(request, seen, self.next_reply((seen.body or {}).get("model"))))
+
+    @staticmethod
+    def _openai_error(status: int, message: str) -> web.Response:
+        etype = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+        return web.json_response({"error": {"message": message, "type": etype, "param": None, "code": None}}, status=status)
+
+    async def _openai_answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.hang:
+            await asyncio.sleep(3600)
+        if r.delay_s:
+            await asyncio.sleep(r.delay_s)
+        body = seen.body or {}
+        if not body.get("messages"):
+            return self._openai_error(400, "[] is too short - 'messages'")
+        model = body.get("model")
+        if model not in self.models:
+            return self._openai_error(404, f'model "{model}" not found, try pulling it first')
+        if r.status:
+            return self._openai_error(r.status, r.error_message)
+        cid = f"chatcmpl-{len(self.seen) % 999}"
+        created = int(time.time())
+        calls = [
+            {"id": f"call_{i}abc", "index": i, "type": "function", "function": {"name": n, "arguments": json.dumps(json.loads(a))}}
+            for i, (n, a) in enumerate(r.tool_calls)
+        ]
+        usage = {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens, "total_tokens": r.prompt_tokens + r.completion_tokens}
+        finish = "tool_calls" if calls else ("length" if r.finish_reason == "length" else "stop")
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": r.text}
+            if calls:
+                message["tool_calls"] = calls
+            return web.json_response({
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage,
+            })
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "system_fingerprint": "fp_ollama",
+                    "choices": [{"index": 0, "delta": {"role": "assistant", **delta}, "finish_reason": finish_reason}]}
+
+        def frame(obj: dict[str, Any]) -> bytes:
+            return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        sent = 0
+        for piece in split(r.text, r.pieces):
+            if r.fail_after is not None and sent >= r.fail_after:
+                # Ollama's native error line becomes an empty chunk; the stream ends with no [DONE].
+                await resp.write(frame({**chunk({"content": ""}), "model": ""}))
+                return resp
+            if r.cut_after is not None and sent >= r.cut_after:
+                request.transport.close()  # type: ignore[union-attr]
+                return resp
+            if r.chunk_delay_s:
+                await asyncio.sleep(r.chunk_delay_s)
+            await resp.write(frame(chunk({"content": piece})))
+            if seen.first_byte_at is None:
+                seen.first_byte_at = time.perf_counter()
+            sent += 1
+        if calls:
+            await resp.write(frame(chunk({"content": "", "tool_calls": calls})))
+        last = chunk({"content": ""}, finish)
+        await resp.write(frame(last))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(frame({**last, "choices": [], "usage": usage}))
+        await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
