@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .client import ask as ask_cli
 from .config import ConfigError, default_config_path, load_config
 from .metering import MeteringError
 from .metering import cli as metering_cli
@@ -51,9 +52,11 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     print(f"OMEN {__version__} serving the OpenAI API at {service.url}/v1", flush=True)
     print(f"  token: run `omen token` (secrets: {service.secrets.backend})", flush=True)
-    for name, info in service.status()["providers"].items():
-        state = "ready" if info["usable"] else info["reason"]
-        print(f"  provider {name} ({info['kind']}, {info['base_url']}): {state}", flush=True)
+    for report in service.probe_report():
+        print(f"  provider {report.provider}: {report.state} ({report.detail})", flush=True)
+    ready = [r.provider for r in service.probe_report() if r.state in ("up", "not probed")]
+    if not ready:
+        print("  nothing can answer yet: start Ollama or set a key (`omen key set NAME`); `omen doctor` explains", flush=True)
     try:
         await stop.wait()
     finally:
@@ -158,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("config", help="show where the config and data live", parents=[common])
     metering_cli.add_parsers(sub, common)
+    ask_cli.add_parser(sub, common)
     return parser
 
 
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": _config,
         "usage": metering_cli.usage_command,
         "quota": metering_cli.quota_command,
+        "ask": ask_cli.main,
     }
     if args.command is None:
         parser.print_help()

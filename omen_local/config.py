@@ -66,6 +66,7 @@ class ProviderConfig:
     discover: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     anthropic_version: str = "2023-06-01"
+    found: bool = False  # found running on this machine, not configured (local_servers.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,14 @@ class LimitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """Look for model servers already running on this machine (LM Studio, llama.cpp, vLLM)."""
+
+    local: bool = True
+    extra: tuple[str, ...] = ()  # more OpenAI-compatible base URLs to probe (non-loopback ones only here)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     defaults: Defaults
@@ -166,6 +175,7 @@ class Config:
     quotas: QuotaConfig = QuotaConfig()
     limits: LimitConfig = LimitConfig()
     aliases: dict[str, Alias] = field(default_factory=dict)
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
     def price_for(self, provider: str, model: str) -> Price:
         """The price of ``model`` as served by ``provider``; local models are free unless priced."""
@@ -354,7 +364,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     headers = _table(table.get("headers"), f"{where}.headers")
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}.headers values must be strings")
-    discover = table.get("discover", kind == "ollama")
+    discover = table.get("discover", kinds[kind].discovers_by_default)
     if not isinstance(discover, bool):
         raise ConfigError(f"{where}.discover must be true or false")
     keys = _strs(table, "key", where)
@@ -440,6 +450,16 @@ def _limits(raw: Any, providers: dict[str, ProviderConfig]) -> LimitConfig:
     )
 
 
+def _discovery(raw: Any) -> DiscoveryConfig:
+    table = _table(raw, "discovery")
+    _check_keys(table, {"local", "extra"}, "discovery")
+    extra = _strs(table, "extra", "discovery")
+    for url in extra:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"discovery.extra entries must be http(s) base URLs of an OpenAI API, not {url!r}")
+    return DiscoveryConfig(local=_bool(table, "local", "discovery", True), extra=extra)
+
+
 ALIAS_KEYS = {"description", "intent", "strategy", "k", "providers", "local_only", "budget_usd", "max_latency_ms"}
 
 
@@ -487,7 +507,9 @@ def _aliases(raw: Any, intents: dict[str, tuple[str, ...]], providers: dict[str,
 
 
 def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Path | None = None) -> Config:
-    _check_keys(raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits", "aliases"}, "config")
+    _check_keys(
+        raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits", "aliases", "discovery"}, "config"
+    )
     srv = _table(raw.get("server"), "server")
     _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins"}, "server")
     server = ServerConfig(
@@ -564,4 +586,5 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         quotas=_quotas(raw.get("quotas")),
         limits=_limits(raw.get("limits"), providers),
         aliases=_aliases(raw.get("aliases"), intents, providers),
+        discovery=_discovery(raw.get("discovery")),
     )

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import __version__
+from . import __version__, endpoint, local_servers
 from .config import Config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
@@ -44,6 +44,7 @@ from .tokens import TokenBook
 log = logging.getLogger(__name__)
 
 FIRST_PROBE_WAIT_S = 2.0
+LOCAL_RETRY_S = 2.0  # how often to look again while no local model server answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,10 @@ class OmenService:
         hub: Hub | None = None,
         metering: bool = True,
     ) -> None:
+        self.base_config = config  # the user's; ``config`` adds the servers found running here
         self.config = config
+        self.found: list[local_servers.Found] = []
+        self._keys_now: dict[str, str | None] = {}
         self.hub = hub or Hub()
         self._secrets = secrets
         self._tokens = tokens
@@ -170,7 +174,7 @@ class OmenService:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open_stores)
-        keys = await asyncio.to_thread(self._keys, self.config)
+        keys = self._keys_now = await asyncio.to_thread(self._keys, self.config)
         if self._want_metering:
             self.metering = await asyncio.to_thread(Metering, self.config)
             await self.metering.start()  # replays a crashed server's journal before taking requests
@@ -202,6 +206,7 @@ class OmenService:
         # but never let a slow network hold up start-up.
         await asyncio.wait({self._first_probe}, timeout=FIRST_PROBE_WAIT_S)
         log.info("OMEN %s listening on %s", __version__, self.url)
+        await asyncio.to_thread(endpoint.publish, self)  # how local clients find us (docs/clients.md)
 
     async def reload(self, config: Config) -> None:
         """Apply ``config`` to the next request: providers, intents, aliases, defaults, quotas and
@@ -211,16 +216,18 @@ class OmenService:
             config.server.port != 0
         ):
             log.warning("server.host/port changed: restart OMEN to listen on the new address")
-        keys = await asyncio.to_thread(self._keys, config)
+        keys = self._keys_now = await asyncio.to_thread(self._keys, config)
         if self.metering is not None:
             await asyncio.to_thread(self.metering.reconfigure, config)
-        self.router_ref.set(self._build(config, keys))
-        self.config = config
+        self.base_config = config
+        self.config = local_servers.with_found(config, self.found)
+        self.router_ref.set(self._build(self.config, keys))
         self.sticky.ttl_s = config.defaults.sticky_ttl_s
         if self._health_task is not None:
             await self._probe_all()
 
     async def stop(self) -> None:
+        endpoint.remove(self)
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -268,15 +275,40 @@ class OmenService:
             await asyncio.gather(*probes)
         self.health.retain(catalog.known())
 
+    async def _scan_local(self) -> None:
+        """Look for model servers started on this machine; use the new ones from the next request."""
+        assert self.session is not None
+        addresses = local_servers.candidates(self.config)
+        if not addresses:
+            return
+        new = await local_servers.probe(self.session, addresses)
+        if not new:
+            return
+        for f in new:
+            log.info("found %s at %s (%d models): auto uses it now", f.name, f.base_url, len(f.models))
+            self.hub.emit(HealthEvent(f.name, "found", f"{f.base_url}, {len(f.models)} models"))
+        self.found += new
+        self.config = local_servers.with_found(self.base_config, self.found)
+        self.router_ref.set(self._build(self.config, self._keys_now))
+        await self._probe_all()
+
+    def _local_up(self) -> bool:
+        catalog = self.catalog
+        return any(catalog.is_local(p) and self.health.get(p).state == "up" for p in self.config.providers)
+
     async def _health_loop(self) -> None:
+        """Probe the providers (and look for local servers) every ``health_interval_s``; every
+        2 s while nothing local answers, so a model server started later is used at once."""
         while True:
             try:
+                await self._scan_local()
                 await self._probe_all()
             except Exception:
                 log.exception("health probe failed")
             if self._first_probe is not None and not self._first_probe.done():
                 self._first_probe.set_result(None)
-            await asyncio.sleep(self.config.defaults.health_interval_s)
+            interval = self.config.defaults.health_interval_s
+            await asyncio.sleep(interval if self._local_up() else min(interval, LOCAL_RETRY_S))
 
     # ------------------------------------------------------------ status
 
@@ -311,6 +343,7 @@ class OmenService:
                 "base_url": pc.base_url,
                 "enabled": pc.enabled,
                 "local": catalog.is_local(name),
+                "found": pc.found,
                 "usable": why is None,
                 "reason": why,
                 "models": catalog.models.get(name, []),

@@ -304,3 +304,60 @@ async def test_service_construction_does_no_blocking_io(tmp_path: Path, monkeypa
             await service.stop()
     finally:
         keyring.set_keyring(previous)
+
+
+# ---------------------------------------------------------------- 16. a wider fuzz
+
+
+def _hostile_mutate(rng: Any, value: Any, depth: int = 0) -> Any:
+    """Like the robustness fuzzer, with the values review found: deep nesting, huge numbers,
+    wrong types where the estimate and the budget arithmetic look."""
+    hostile = [
+        None, True, -1, 2**63, 2**64 - 1, 10**30, 1e308, -1e308, 1e-320, "", "x" * 20_000, [], {}, [None],
+        {"": None}, "\u0000", "\u202e", _Nested(300), [[[[[[[[]]]]]]]], "nope", [{"id": 1}], {"function": "x"},
+        [{"type": "function", "function": {"name": "f", "parameters": _Nested(200)}}],
+    ]  # fmt: skip
+    if depth > 4 or not isinstance(value, dict | list) or rng.random() < 0.25:
+        return rng.choice(hostile)
+    value = dict(value) if isinstance(value, dict) else list(value)
+    if isinstance(value, dict):
+        if not value or rng.random() < 0.15:
+            value[rng.choice(["model", "messages", "omen", "tools", "tool_calls", "max_tokens", "budget_usd"])] = rng.choice(hostile)
+            return value
+        key = rng.choice(list(value))
+        value[key] = _hostile_mutate(rng, value[key], depth + 1)
+    elif value:
+        i = rng.randrange(len(value))
+        value[i] = _hostile_mutate(rng, value[i], depth + 1)
+    return value
+
+
+async def test_a_thousand_hostile_bodies_never_500(stack: Stack) -> None:
+    import random
+
+    valid: dict[str, Any] = {
+        "model": "auto",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ],
+        "max_tokens": 20,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "omen": {"strategy": "single", "providers": ["ollama"], "budget_usd": 0.5, "k": 2},
+    }
+    rng = random.Random(91)
+    statuses: dict[int, int] = {}
+    headers = {**stack.auth(), "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(1000):
+            body = _encode(_hostile_mutate(rng, valid))
+            async with http.post(f"{stack.base}/v1/chat/completions", data=body, headers=headers) as resp:
+                reply = await resp.json(content_type=None)
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                assert resp.status < 500, (body[:300], reply)
+                if resp.status != 200:
+                    assert set(reply["error"]) >= {"message", "type", "code"}
+    assert statuses.get(400, 0) > 300 and statuses.get(200, 0) > 20
+    assert stack.service.status()["providers"]["ollama"]["model_health"]["llama3.2:latest"]["breaker"] == "closed"

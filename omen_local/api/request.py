@@ -89,8 +89,7 @@ def _check_messages(messages: Any) -> None:
             raise invalid(f"{where}.tool_calls is only allowed in assistant messages", f"{where}.tool_calls")
         if role == "assistant" and m.get("tool_calls") is not None:
             _check_tool_calls(m["tool_calls"], where)
-        else:
-            _check_content(m.get("content"), where, role)
+        _check_content(m.get("content"), where, role)
         if role == "tool" and not isinstance(m.get("tool_call_id"), str):
             raise invalid(f"{where}.tool_call_id must be a string", f"{where}.tool_call_id")
 

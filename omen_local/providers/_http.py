@@ -146,6 +146,17 @@ async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncItera
             resp.close()
 
 
+async def get_json(provider: Provider, url: str) -> Any:
+    """GET ``url`` with the provider's headers; the decoded JSON, or UpstreamError."""
+    try:
+        async with provider.session.get(url, headers=provider.headers, timeout=provider._client_timeout, proxy=provider.proxy) as resp:
+            if resp.status >= 400:
+                raise await _http_error(provider, resp)
+            return await read_json(provider, resp)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise translate(provider, exc) from None
+
+
 async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
     try:
         raw = await resp.read()

@@ -4,6 +4,12 @@ Requests arrive as validated OpenAI chat bodies (a ``dict``); adapters translate
 to their upstream API and translate answers back into the OpenAI shape. Streaming
 yields :class:`Chunk` events whose ``delta`` is an OpenAI ``choices[0].delta`` (without
 ``role``), so the router writes one SSE format whatever the provider.
+
+Embeddings (:meth:`Provider.embed`) and legacy text completions
+(:meth:`Provider.complete_text`, :meth:`Provider.stream_text`, the text in
+``delta["content"]``) take the validated OpenAI bodies of ``/v1/embeddings`` and
+``/v1/completions``; a provider that cannot serve them raises an ``unsupported``
+:class:`UpstreamError`, so routing moves on to another.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,9 +25,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..config import Price, ProviderConfig
-from .errors import UpstreamError
+from .errors import Unsupported, UpstreamError
 
-__all__ = ["Chunk", "Completion", "Provider", "Timeouts", "UpstreamError", "Usage", "env_proxy"]
+__all__ = ["Chunk", "Completion", "Embeddings", "Provider", "Timeouts", "UpstreamError", "Usage", "env_proxy"]
 
 
 @dataclass(slots=True)
@@ -103,6 +109,15 @@ class Completion:
     usage: Usage
 
 
+@dataclass(slots=True)
+class Embeddings:
+    """Vectors in input order. ``usage`` is None when the provider reported no token count."""
+
+    vectors: list[list[float]]
+    model: str
+    usage: Usage | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 5.0
@@ -150,6 +165,7 @@ class Provider(ABC):
     """
 
     kind: str = ""
+    discovers_by_default = False  # the config's ``discover`` when a provider does not say
 
     def __init__(
         self,
@@ -186,6 +202,17 @@ class Provider(ABC):
             return f"no API key (set it with `omen key set {self.name}` or the environment)"
         return None
 
+    def translated(self, translate: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        """``translate(*args)``: the upstream's request body. A body the translation cannot
+        handle is this provider's limit (another provider may take it), never the
+        upstream's fault."""
+        try:
+            return translate(*args)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise Unsupported(self.name, f"{self.name} cannot take this request ({type(exc).__name__}: {exc})") from exc
+
     @property
     def secrets(self) -> Sequence[str]:
         """Strings that must never reach a log or a client (the API key)."""
@@ -212,3 +239,20 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         """Stream the answer. Raises :class:`UpstreamError`; closing the iterator closes the upstream."""
+
+    def unsupported(self, what: str) -> Unsupported:
+        """The error for a request this provider cannot take (another may)."""
+        return Unsupported(self.name, f"{self.name} ({self.kind}) cannot {what}")
+
+    async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
+        """Embed the ``/v1/embeddings`` body's ``input`` with ``model``; floats, whatever the client's encoding."""
+        raise self.unsupported("make embeddings")
+
+    async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
+        """Answer a ``/v1/completions`` body (non-streaming); ``body`` is an OpenAI ``text_completion``."""
+        raise self.unsupported("do text completions")
+
+    async def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        """Stream a ``/v1/completions`` answer: text pieces in ``delta["content"]``, then finish and usage."""
+        raise self.unsupported("do text completions")
+        yield Chunk()  # pragma: no cover  (makes this an async generator like the overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -57,6 +58,9 @@ TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 STATUS: web.AppKey[Any] = web.AppKey("status", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 PUBLIC_PATHS = frozenset({"/health"})
+ErrorRenderer = Callable[[OmenError, str | None], web.Response]
+# (path prefix, renderer): doors whose API has its own error shape (door_kit.register_error_shape).
+ERROR_RENDERERS: web.AppKey[list[tuple[str, ErrorRenderer]]] = web.AppKey("error_renderers", list)
 
 
 def error_response(err: OmenError, request_id: str | None = None) -> web.Response:
@@ -71,6 +75,15 @@ def error_response(err: OmenError, request_id: str | None = None) -> web.Respons
     )
 
 
+def render_error(request: web.Request, err: OmenError, request_id: str | None = None) -> web.Response:
+    """``err`` in the shape of the door the request came to (OpenAI's unless the door has its own)."""
+    path = request.path
+    for prefix, render in request.app.get(ERROR_RENDERERS, ()):
+        if path == prefix or path.startswith(prefix + "/"):
+            return render(err, request_id)
+    return error_response(err, request_id)
+
+
 def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
     if exc.status == 413:
         return OmenError(
@@ -80,7 +93,7 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
         )
     if exc.status == 404:
         return OmenError(
-            404, "unknown URL; OMEN serves /v1/chat/completions, /v1/models, /v1/omen/status, /v1/usage, /health", code="unknown_url"
+            404, "unknown URL; OMEN serves /v1/chat/completions, /v1/messages, /v1/responses, /v1/models, /v1/omen/status, /v1/usage, /health", code="unknown_url"
         )
     if exc.status == 405:
         return OmenError(405, f"method not allowed: {exc.reason}", code="method_not_allowed")
@@ -95,7 +108,7 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
             check_host(headers.get("Host"), allowed_hosts)
             check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"), allowed_origins)
             if request.path not in PUBLIC_PATHS:
-                ident = tokens.identify(bearer(headers.get("Authorization")))
+                ident = tokens.identify(bearer(headers.get("Authorization"), headers.get("x-api-key")))
                 if ident is None:
                     raise OmenError(
                         401,
@@ -114,14 +127,14 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
             response: web.StreamResponse = await handler(request)
             return response
         except OmenError as err:
-            return error_response(err)
+            return render_error(request, err)
         except web.HTTPException as exc:
-            return error_response(_from_http_exception(exc, max_body))
+            return render_error(request, _from_http_exception(exc, max_body))
         except ConnectionResetError:
             raise
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
-            return error_response(OmenError(500, "internal error in OMEN; see its log", code="internal_error"))
+            return render_error(request, OmenError(500, "internal error in OMEN; see its log", code="internal_error"))
 
     return edge
 
@@ -319,4 +332,9 @@ def make_app(router: RouterRef, server: ServerConfig, tokens: TokenBook, status_
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/v1/omen/status", status)
     app.router.add_get("/health", health)
+    from .messages_door import add_messages_routes  # the doors import this module
+    from .responses_door import add_responses_routes
+
+    add_messages_routes(app)
+    add_responses_routes(app)
     return app

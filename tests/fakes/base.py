@@ -8,6 +8,8 @@ check that OMEN cancels upstream work promptly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,3 +135,11 @@ async def guarded(seen: Seen, work: Any) -> Any:
         seen.closed_at = time.perf_counter()
         seen.closed.set()
         raise
+
+
+def fake_vector(text: str, dims: int = 8) -> list[float]:
+    """A deterministic embedding for ``text``: float32-exact values in [-1, 1)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    while len(digest) < 2 * dims:
+        digest += hashlib.sha256(digest).digest()
+    return [struct.unpack("<h", digest[2 * i : 2 * i + 2])[0] / 32768 for i in range(dims)]
