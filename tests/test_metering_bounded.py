@@ -156,6 +156,24 @@ async def test_a_busy_scope_is_never_dropped_and_a_long_request_keeps_its_tally(
     store.charge([alice], int(clock.t // 86400), 0.6, 0)
 
 
+async def test_tallies_are_capped_even_when_names_come_faster_than_idle_time(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    store = StoreLike()
+    ledger = LocalLedger(clock, source=store, idle_s=1e9, max_tallies=100)  # nothing is ever idle
+    await ledger.reserve("held", [(("user", "carol"), {"daily_usd": 1.0})], 0.4, 0)
+    for i in range(1000):
+        clock.t += 0.001
+        scope: Scope = ("workspace", f"w{i}")
+        await ledger.reserve(f"r{i}", [(scope, {"monthly_usd": 5.0})], 0.01, 0)
+        ledger.settle(f"r{i}", 0.01, 0)
+        store.charge([scope], int(clock.t // 86400), 0.01, 0)
+        assert len(ledger._tallies) <= 100 + 2
+    assert ("user", "carol") in ledger._tallies  # a reservation keeps its tally, cap or not
+    assert ledger.held(("user", "carol"))[0] == pytest.approx(0.4)
+    await ledger.reserve("again", [(("workspace", "w0"), {"monthly_usd": 5.0})], 0.0, 0)  # reloaded
+    assert ledger.used(("workspace", "w0"))[1] == pytest.approx(0.01)
+
+
 async def test_a_tally_is_kept_until_the_store_has_its_spend(tmp_path: Path) -> None:
     """Dropping a tally whose last charge is not committed yet would forget that spend."""
     clock = Clock(T0)

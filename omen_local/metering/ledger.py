@@ -11,8 +11,9 @@ over counts against the new one, where it will be charged.
 State stays bounded whatever names clients invent. With a :class:`SpendSource` (the
 usage store; what :class:`~omen_local.metering.Metering` passes), a scope gets a tally
 only when a limit applies to it, loaded from the store (this month's spend) at its first
-admission; a tally with no reservation open, untouched for ``idle_s`` and whose last
-charge the store has committed, is dropped, and loaded again when needed. Without a
+admission; a tally with no reservation open and whose last charge the store has
+committed is dropped when untouched for ``idle_s`` or when there are more than
+``max_tallies`` (least recently used first), and loaded again when needed. Without a
 source (the CLI, unit tests) every scope is tracked and nothing is dropped.
 
 The in-process ledger is the embedded default; a team deployment can put the same
@@ -36,6 +37,7 @@ QUOTA_KEYS = ("daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens")
 _EPS = 1e-12
 CLEAN = object()  # a tally's mark when the store holds all it knows (just loaded)
 IDLE_S = 600.0  # a tally untouched this long (and committed) may be dropped
+MAX_TALLIES = 10_000  # beyond this, the least recently used (committed, no hold) are dropped too
 SWEEP_MAX = 64  # tallies looked at per admission, so that a sweep never stalls the loop
 
 
@@ -119,11 +121,17 @@ class LocalLedger:
     """In-process, for one OMEN server; loads spend from the usage store (``source``)."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.time, *, source: SpendSource | None = None, idle_s: float = IDLE_S
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        source: SpendSource | None = None,
+        idle_s: float = IDLE_S,
+        max_tallies: int = MAX_TALLIES,
     ) -> None:
         self.clock = clock
         self.source = source
         self.idle_s = idle_s
+        self.max_tallies = max_tallies
         self._tallies: OrderedDict[Scope, Tally] = OrderedDict()  # least recently touched first
         self._holds: dict[str, Hold] = {}
         self._loading: dict[Scope, asyncio.Future[None]] = {}
@@ -197,7 +205,8 @@ class LocalLedger:
             self._tallies.move_to_end(t.scope)
 
     def _sweep(self, now: float) -> None:
-        """Drop idle tallies from the cold end: no reservation open, untouched for idle_s, committed."""
+        """Drop tallies from the cold end while they are idle (untouched for idle_s) or there are
+        more than max_tallies: only those with no reservation open and their spend committed."""
         source, tallies, cutoff = self.source, self._tallies, now - self.idle_s
         if source is None:
             return
@@ -205,7 +214,7 @@ class LocalLedger:
             if not tallies:
                 return
             scope, t = next(iter(tallies.items()))
-            if t.touched > cutoff:
+            if t.touched > cutoff and len(tallies) <= self.max_tallies:
                 return
             if t.holds:  # a long request: look again later
                 self._touch(t, now)

@@ -267,7 +267,10 @@ class Metering:
     async def load(self, scope: Scope, since_day: int) -> Sequence[tuple[int, float, int]]:
         """A scope's committed spend per day. A dropped tally was committed before it was
         dropped, so this is exact for it; no flush, which would cost a commit per load."""
-        return await asyncio.to_thread(self.store.spend_of, scope[0], scope[1], since_day)
+        rows: Sequence[tuple[int, float, int]] = await asyncio.wrap_future(
+            self.store.read_later(self.store.spend_of, scope[0], scope[1], since_day)
+        )
+        return rows
 
     # ------------------------------------------------------------ queries (for the API and the CLI)
 

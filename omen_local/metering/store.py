@@ -322,6 +322,7 @@ class UsageStore(Protocol):
     def events(self, query: EventQuery) -> dict[str, Any]: ...
     def spend(self, since_day: int) -> list[tuple[str, str, int, float, int]]: ...
     def spend_of(self, kind: str, name: str, since_day: int) -> list[tuple[int, float, int]]: ...
+    def read_later(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]: ...
 
 
 class SqliteUsageStore:
@@ -359,6 +360,7 @@ class SqliteUsageStore:
         self._behind_since: float | None = None
         self._unreadable_rounds = 0
         self._failures_before = 0
+        self._reader: concurrent.futures.ThreadPoolExecutor | None = None  # point reads, one kept connection
         # Health.
         self.state = "not_started"
         self.last_error: str | None = None
@@ -684,6 +686,10 @@ class SqliteUsageStore:
             if self.state != "dead":
                 self.state = "stopped"
         self._fail_waiters(WriterError("the usage store is closed"))
+        if self._reader is not None:
+            self._reader.submit(self.db.close).result()
+            self._reader.shutdown()
+            self._reader = None
         if not self.db.is_closed():
             self.db.close()
 
@@ -992,6 +998,17 @@ class SqliteUsageStore:
                 if workspace:
                     add("workspace", workspace, day, usd, tokens)
         return [(kind, name, day, float(v[0]), int(v[1])) for (kind, name, day), v in totals.items()]
+
+    def read_later(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run a short read (``spend_of``) on the store's reader thread, which keeps its
+        connection open: opening one per call (and its PRAGMAs) costs more than the read."""
+        if self._reader is None:
+            self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="omen-usage-reader")
+        return self._reader.submit(self._keep_connected, fn, *args)
+
+    def _keep_connected(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self.db.connect(reuse_if_open=True)  # this thread's own connection, kept until close()
+        return fn(*args)
 
     def spend_of(self, kind: str, name: str, since_day: int) -> list[tuple[int, float, int]]:
         """(day, usd, tokens) of one user or workspace since ``since_day``: its day rollup rows
