@@ -64,15 +64,20 @@ def _config(tmp_path: Path) -> Config:
     return load_config(None, overrides={"storage": {"data_dir": str(tmp_path)}})
 
 
-async def _metering(tmp_path: Path, max_queue: int = 50) -> tuple[Metering, FlakyStore]:
+async def _metering(tmp_path: Path, max_queue: int = 50, segment_bytes: int | None = None) -> tuple[Metering, FlakyStore]:
     store = FlakyStore(tmp_path / USAGE_DB, max_queue=max_queue)
     metering = Metering(_config(tmp_path), store=store)
+    if segment_bytes is not None:
+        metering.journal.segment_bytes = segment_bytes
     await metering.start()
     return metering, store
 
 
-async def test_a_failing_store_is_bounded_loud_and_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    metering, store = await _metering(tmp_path, max_queue=50)
+@pytest.mark.parametrize("segment_bytes", [None, 4096], ids=["one-segment", "many-segments"])
+async def test_a_failing_store_is_bounded_loud_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, segment_bytes: int | None
+) -> None:
+    metering, store = await _metering(tmp_path, max_queue=50, segment_bytes=segment_bytes)
     try:
         for i in range(30):
             metering.record(_event(i))
@@ -95,6 +100,8 @@ async def test_a_failing_store_is_bounded_loud_and_loses_nothing(tmp_path: Path,
             if i % 50 == 0:
                 await asyncio.sleep(0)
         assert metering.health()["writer"]["journal_only"] > 0  # the rest waits in the journal
+        if segment_bytes is not None:  # read back across segments, released as they are committed
+            assert len(list((tmp_path / JOURNAL_DIR).iterdir())) > 10
         health = metering.health()
         assert health["state"] == "failing" and health["writer"]["state"] == "failing"
         assert FULL in health["writer"]["last_error"] and health["writer"]["failures"] >= 2
@@ -110,6 +117,7 @@ async def test_a_failing_store_is_bounded_loud_and_loses_nothing(tmp_path: Path,
         health = metering.health()["writer"]
         assert health["state"] == "ok" and health["queued"] == 0 and health["journal_only"] == 0
         assert health["events_written"] == emitted and health["lag_s"] == 0.0
+        assert len(list((tmp_path / JOURNAL_DIR).iterdir())) <= 2
         assert any("written to" in r.getMessage() and "again" in r.getMessage() for r in caplog.records)
     finally:
         await metering.stop()
