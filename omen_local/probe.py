@@ -197,8 +197,9 @@ async def check_providers(
 
 def _connect_detail(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error)
-        return f"connection failed: {reason}"
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return f"connection failed: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ServerDisconnectedError):
         return f"bad answer: {exc}"
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")

@@ -49,12 +49,19 @@ def _usage(r: Reply) -> dict[str, Any]:
 class FakeOpenAI(FakeServer):
     api_key = "sk-fake-openai-key-1234567890"
 
+    def __init__(self, model_ids: list[str] | None = None) -> None:
+        super().__init__()
+        self.model_ids = model_ids if model_ids is not None else ["gpt-4o-mini"]
+
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "system"}]})
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":  # as the real API: 401
+            return web.json_response(error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "system"} for m in self.model_ids]
+        return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         seen = await self.record(request)
