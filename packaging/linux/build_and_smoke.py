@@ -362,7 +362,27 @@ code = ["upstream/gpt-4o-mini"]
         results["mcp_tools"] = {"rune": len(rune_tools), "glyph": len(glyph_tools)}
         log(f"MCP tools/list: rune {len(rune_tools)} tools, glyph {len(glyph_tools)} tools; "
             "rune__grep through glyph used the bundled ripgrep")
+
+        # 6. the tray app, when the bundle has it: Qt loads (offscreen) and it does not crash.
+        if (bundle / "omen-app").is_file():
+            results["tray_app"] = tray_app_starts(str(bundle / "omen-app"), env)
+            log(f"omen-app: {results['tray_app']}")
     return results
+
+
+def tray_app_starts(app: str, env: dict[str, str]) -> str:
+    """Start the frozen tray app headless (QT_QPA_PLATFORM=offscreen): alive after 5 s, or
+    gone without a traceback or a Qt plug-in error, is a pass; its own tests cover the rest."""
+    qt_env = dict(env, QT_QPA_PLATFORM="offscreen")
+    with process([app], qt_env) as proc:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "running after 5 s (offscreen)"
+        err = proc.stderr.read() if proc.stderr else ""
+        if "Traceback" in err or "qt.qpa.plugin" in err or "ModuleNotFoundError" in err:
+            raise RuntimeError(f"omen-app failed to start (exit {proc.returncode}):\n{err}")
+        return f"exited {proc.returncode} cleanly within 5 s (offscreen)"
 
 
 def inside_dbus() -> bool:
