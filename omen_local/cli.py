@@ -51,9 +51,11 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     print(f"OMEN {__version__} serving the OpenAI API at {service.url}/v1", flush=True)
     print(f"  token: run `omen token` (secrets: {service.secrets.backend})", flush=True)
-    for name, info in service.status()["providers"].items():
-        state = "ready" if info["usable"] else info["reason"]
-        print(f"  provider {name} ({info['kind']}, {info['base_url']}): {state}", flush=True)
+    for report in service.probe_report():
+        print(f"  provider {report.provider}: {report.state} ({report.detail})", flush=True)
+    ready = [r.provider for r in service.probe_report() if r.state in ("up", "not probed")]
+    if not ready:
+        print("  nothing can answer yet: start Ollama or set a key (`omen key set NAME`); `omen doctor` explains", flush=True)
     try:
         await stop.wait()
     finally:

@@ -20,8 +20,8 @@ Choices where the two APIs do not line up:
   temperature/top_p, which thinking forbids), except when a tool is forced or in the
   middle of a tool loop: OpenAI histories carry no thinking signatures, and Anthropic
   rejects a thinking-enabled tool loop whose last assistant turn lacks them.
-* ``n > 1`` and content parts Anthropic cannot take raise ``UpstreamError`` of kind
-  ``unsupported`` so the router can try another provider.
+* ``n > 1`` and content parts Anthropic cannot take raise ``Unsupported``, so the
+  router can try another provider.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .. import jsonutil
+from ..config import ProviderConfig
 from . import _http, _sse
-from .base import Chunk, Completion, Provider, UpstreamError, Usage
+from .base import Chunk, Completion, Provider, Usage
+from .errors import ProtocolError, StreamBroken, Unsupported
 
 DEFAULT_MAX_TOKENS = 4096
 """Anthropic requires ``max_tokens``; OpenAI clients usually omit it."""
@@ -58,8 +60,8 @@ JSON_OBJECT_INSTRUCTION = (
 )
 
 
-def _unsupported(provider: str, message: str) -> UpstreamError:
-    return UpstreamError(provider, "unsupported", message, status=400)
+def _unsupported(provider: str, message: str) -> Unsupported:
+    return Unsupported(provider, message)
 
 
 # ---------------------------------------------------------------- request
@@ -523,8 +525,7 @@ class StreamTranslator:
             message = _http.error_message(data) or "error event"
             etype = err.get("type") if isinstance(err, dict) else None
             suffix = f" ({etype})" if isinstance(etype, str) else ""
-            raise UpstreamError(
-                self.provider, "midstream", self._redact(f"{self.provider}: {message}{suffix}")
+            raise StreamBroken(self.provider, self._redact(f"{self.provider}: {message}{suffix}")
             )
         # ping, content_block_stop and event types added later carry nothing for us.
         return None
@@ -535,6 +536,14 @@ class StreamTranslator:
 
 class AnthropicProvider(Provider):
     kind = "anthropic"
+
+    @classmethod
+    def needs_key(cls, config: ProviderConfig) -> bool:
+        return True
+
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        return False  # a cloud API, even behind a local proxy
 
     @property
     def _url(self) -> str:
@@ -548,7 +557,7 @@ class AnthropicProvider(Provider):
         return headers
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
-        request = to_anthropic(self.name, model, body, False)
+        request = self.translated(to_anthropic, self.name, model, body, False)
         async with _http.post(self, self._url, request) as resp:
             data = await _http.read_json(self, resp)
         if (
@@ -556,23 +565,21 @@ class AnthropicProvider(Provider):
             or data.get("type") != "message"
             or not isinstance(data.get("content"), list)
         ):
-            raise UpstreamError(
-                self.name, "protocol", f"{self.name} sent an answer that is not a message"
+            raise ProtocolError(self.name, f"{self.name} sent an answer that is not a message"
             )
         data.setdefault("model", model)
         out, usage = from_anthropic_message(data)
         return Completion(body=out, usage=usage)
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        request = to_anthropic(self.name, model, body, True)
+        request = self.translated(to_anthropic, self.name, model, body, True)
         translator = StreamTranslator(self.name, self.redact)
         async with _http.post(self, self._url, request) as resp:
             async for event in _sse.decode(_http.iter_lines(self, resp)):
                 try:
                     data = jsonutil.loads(event.data)
                 except jsonutil.JSONDecodeError:
-                    raise UpstreamError(
-                        self.name, "protocol", f"{self.name} sent an event that is not JSON"
+                    raise ProtocolError(self.name, f"{self.name} sent an event that is not JSON"
                     ) from None
                 if not isinstance(data, dict):
                     continue
@@ -581,6 +588,5 @@ class AnthropicProvider(Provider):
                     yield chunk
                 if translator.done:
                     return
-            raise UpstreamError(
-                self.name, "midstream", f"{self.name} ended the stream before message_stop"
+            raise StreamBroken(self.name, f"{self.name} ended the stream before message_stop"
             )

@@ -8,9 +8,10 @@ yields :class:`Chunk` events whose ``delta`` is an OpenAI ``choices[0].delta`` (
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..config import Price, ProviderConfig
+from .errors import Unsupported, UpstreamError
+
+__all__ = ["Chunk", "Completion", "Provider", "Timeouts", "UpstreamError", "Usage", "env_proxy"]
 
 
 @dataclass(slots=True)
@@ -99,43 +103,6 @@ class Completion:
     usage: Usage
 
 
-class UpstreamError(Exception):
-    """An upstream attempt failed. ``retryable`` says whether another candidate may be tried.
-
-    ``kind`` is one of: connect, timeout, http, protocol, midstream, unsupported (this
-    provider cannot take the request, another may), limit (OMEN's own provider rate
-    limit kept the request from being sent).
-    """
-
-    def __init__(
-        self,
-        provider: str,
-        kind: str,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.provider = provider
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        """Failover applies to connection trouble, timeouts, 429, 5xx and a misconfigured provider."""
-        if self.kind in ("connect", "timeout", "protocol", "unsupported", "limit"):
-            return True
-        if self.kind == "http" and self.status is not None:
-            return self.status in (401, 403, 404, 408, 409, 429) or self.status >= 500
-        return False
-
-    def __repr__(self) -> str:
-        return f"UpstreamError({self.provider!r}, {self.kind!r}, {self.message!r}, status={self.status})"
-
-
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 5.0
@@ -144,6 +111,16 @@ class Timeouts:
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.idle)
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def env_proxy(url: str) -> str | None:
@@ -165,9 +142,15 @@ def env_proxy(url: str) -> str | None:
 
 
 class Provider(ABC):
-    """An upstream LLM API. Subclasses hold no routing logic, only translation and transport."""
+    """An upstream LLM API. Subclasses hold no routing logic, only translation and transport.
+
+    Everything OMEN must know about a kind of provider lives on its class (its ``kind``
+    name in the config, whether it needs a key, whether it runs locally), so a new
+    provider is one module in this package (see ``registry.py``).
+    """
 
     kind: str = ""
+    discovers_by_default = False  # the config's ``discover`` when a provider does not say
 
     def __init__(
         self,
@@ -185,6 +168,35 @@ class Provider(ABC):
         self._client_timeout = self.timeouts.client_timeout()
         self.proxy = env_proxy(config.base_url)
         self.headers = {"Content-Type": "application/json", **config.headers, **self.auth_headers()}
+
+    @classmethod
+    def needs_key(cls, config: ProviderConfig) -> bool:
+        """Whether requests need an API key (a local server usually does not)."""
+        return not is_loopback_url(config.base_url)
+
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        """Runs on this machine: free, private, and first in line for speculation."""
+        return is_loopback_url(config.base_url)
+
+    def unusable_reason(self) -> str | None:
+        """None if requests may go here, else why not (for the planner's 503s and the status)."""
+        if not self.config.enabled:
+            return "disabled"
+        if self.needs_key(self.config) and not self.key:
+            return f"no API key (set it with `omen key set {self.name}` or the environment)"
+        return None
+
+    def translated(self, translate: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        """``translate(*args)``: the upstream's request body. A body the translation cannot
+        handle is this provider's limit (another provider may take it), never the
+        upstream's fault."""
+        try:
+            return translate(*args)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise Unsupported(self.name, f"{self.name} cannot take this request ({type(exc).__name__}: {exc})") from exc
 
     @property
     def secrets(self) -> Sequence[str]:

@@ -11,11 +11,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-
 from .. import jsonutil
+from ..config import ProviderConfig
 from . import _http
-from .base import Chunk, Completion, Provider, UpstreamError, Usage
+from .base import Chunk, Completion, Provider, Usage
+from .errors import ProtocolError, StreamBroken, Unsupported
 
 _OPTION_MAP = {
     "temperature": "temperature",
@@ -26,8 +26,8 @@ _OPTION_MAP = {
 }
 
 
-def _unsupported(provider: str, message: str) -> UpstreamError:
-    return UpstreamError(provider, "unsupported", message, status=400)
+def _unsupported(provider: str, message: str) -> Unsupported:
+    return Unsupported(provider, message)
 
 
 def _content(provider: str, content: Any) -> tuple[str, list[str]]:
@@ -132,28 +132,31 @@ def _finish(data: dict[str, Any], had_tools: bool) -> str:
 
 class OllamaProvider(Provider):
     kind = "ollama"
+    discovers_by_default = True  # what is pulled is what it serves
+
+    @classmethod
+    def needs_key(cls, config: ProviderConfig) -> bool:
+        return False
+
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        return True  # Ollama is a local model server, wherever its address points
 
     async def discover(self) -> list[str]:
-        url = f"{self.config.base_url}/api/tags"
-        try:
-            async with self.session.get(url, timeout=self._client_timeout, proxy=self.proxy) as resp:
-                if resp.status >= 400:
-                    raise UpstreamError(self.name, "http", f"{self.name} /api/tags: HTTP {resp.status}", status=resp.status)
-                data = await resp.json(loads=jsonutil.loads, content_type=None)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _http.translate(self, exc) from None
-        except ValueError:
-            raise UpstreamError(self.name, "protocol", f"{self.name} /api/tags is not JSON") from None
-        names = [m.get("name") or m.get("model") for m in (data or {}).get("models", [])]
+        data = await _http.get_json(self, f"{self.config.base_url}/api/tags")
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise ProtocolError(self.name, f"{self.name} /api/tags did not list models")
+        names = [m.get("name") or m.get("model") for m in models if isinstance(m, dict)]
         configured = [m.name for m in self.config.models]
         return configured + [n for n in names if isinstance(n, str) and n not in configured]
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, to_ollama(self.name, model, body, False)) as resp:
+        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, False)) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent an answer without a message")
+            raise ProtocolError(self.name, f"{self.name} sent an answer without a message")
         msg = data["message"]
         message: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or None}
         calls = _tool_calls(msg.get("tool_calls"), 0)
@@ -180,7 +183,7 @@ class OllamaProvider(Provider):
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, to_ollama(self.name, model, body, True)) as resp:
+        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, True)) as resp:
             n_calls = 0
             async for line in _http.iter_lines(self, resp):
                 if not line.strip():
@@ -188,11 +191,11 @@ class OllamaProvider(Provider):
                 try:
                     data = jsonutil.loads(line)
                 except jsonutil.JSONDecodeError:
-                    raise UpstreamError(self.name, "protocol", f"{self.name} sent a line that is not JSON") from None
+                    raise ProtocolError(self.name, f"{self.name} sent a line that is not JSON") from None
                 if not isinstance(data, dict):
                     continue
                 if data.get("error") is not None:
-                    raise UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {data['error']}"))
+                    raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
                 msg = data.get("message") or {}
                 delta: dict[str, Any] = {}
                 if msg.get("content"):
@@ -210,4 +213,4 @@ class OllamaProvider(Provider):
                     return
                 if delta:
                     yield Chunk(delta=delta)
-            raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was done")
+            raise StreamBroken(self.name, f"{self.name} ended the stream before it was done")

@@ -11,7 +11,8 @@ from typing import Any
 
 from .. import jsonutil
 from . import _http, _sse
-from .base import Chunk, Completion, Provider, UpstreamError, Usage
+from .base import Chunk, Completion, Provider, Usage
+from .errors import ProtocolError, StreamBroken, UpstreamError
 
 
 class OpenAICompatProvider(Provider):
@@ -19,6 +20,16 @@ class OpenAICompatProvider(Provider):
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    async def discover(self) -> list[str]:
+        """Configured models, then what ``GET {base_url}/models`` lists (``discover = true``)."""
+        data = await _http.get_json(self, f"{self.config.base_url}/models")
+        listed = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(listed, list):
+            raise ProtocolError(self.name, f"{self.name} /models did not list models")
+        names = [m.get("id") for m in listed if isinstance(m, dict)]
+        configured = [m.name for m in self.config.models]
+        return configured + [n for n in names if isinstance(n, str) and n and n not in configured]
 
     def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         out = dict(body)
@@ -37,7 +48,7 @@ class OpenAICompatProvider(Provider):
         async with _http.post(self, url, self._body(model, body, False)) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent a completion without choices")
+            raise ProtocolError(self.name, f"{self.name} sent a completion without choices")
         data.setdefault("model", model)
         return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
 
@@ -58,7 +69,7 @@ class OpenAICompatProvider(Provider):
                     raise error
                 ended = ended or block is None
             if not finished:
-                raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was complete")
+                raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
 
     def _translate(
         self, events: list[_sse.SSEEvent], finished: bool
@@ -71,12 +82,12 @@ class OpenAICompatProvider(Provider):
             try:
                 data = jsonutil.loads(event.data)
             except jsonutil.JSONDecodeError:
-                return out, finished, True, UpstreamError(self.name, "protocol", f"{self.name} sent a chunk that is not JSON")
+                return out, finished, True, ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
             if not isinstance(data, dict):
                 continue
             if data.get("error") is not None:
                 message = _http.error_message(data) or "error event"
-                return out, finished, True, UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {message}"))
+                return out, finished, True, StreamBroken(self.name, self.redact(f"{self.name}: {message}"))
             try:
                 usage = Usage.from_openai(data["usage"]) if data.get("usage") else None
                 choices = data.get("choices") or []
@@ -90,7 +101,7 @@ class OpenAICompatProvider(Provider):
                 reason = choice.get("finish_reason")
             except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
                 # The chunks before it still go out; then the stream ends as broken.
-                error = UpstreamError(self.name, "protocol", f"{self.name} sent a chunk OMEN cannot read ({exc})")
+                error = ProtocolError(self.name, f"{self.name} sent a chunk OMEN cannot read ({exc})")
                 return out, finished, True, error
             finished = finished or reason is not None
             out.append(Chunk(delta=delta, finish_reason=reason, usage=usage))

@@ -28,6 +28,7 @@ class Reply:
     fail_after: int | None = None  # stream: send N content pieces, then an in-stream error
     cut_after: int | None = None  # stream: send N content pieces, then drop the connection
     hang: bool = False  # never answer (disconnect tests)
+    drop: bool = False  # close the connection without answering (a restarting worker)
     prompt_tokens: int = 11
     completion_tokens: int = 7
     cached_tokens: int = 0
@@ -114,6 +115,13 @@ def split(text: str, pieces: int) -> list[str]:
     pieces = max(1, min(pieces, len(text)))
     size = -(-len(text) // pieces)
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def drop(request: web.Request) -> web.Response:
+    """Close the connection under the request: the client sees the server disconnect."""
+    assert request.transport is not None
+    request.transport.close()
+    return web.Response()
 
 
 async def guarded(seen: Seen, work: Any) -> Any:

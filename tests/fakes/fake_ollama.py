@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import FakeServer, Reply, Seen, guarded, split
+from .base import FakeServer, Reply, Seen, drop, guarded, split
 
 CREATED_AT = "2025-01-01T00:00:00.000000Z"
 
@@ -67,6 +67,8 @@ class FakeOllama(FakeServer):
         }
 
     async def _answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
+        if r.drop:
+            return drop(request)
         if r.hang:
             await asyncio.sleep(3600)
         if r.delay_s:

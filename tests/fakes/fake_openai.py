@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import FakeServer, Reply, Seen, guarded, split
+from .base import FakeServer, Reply, Seen, drop, guarded, split
 
 ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -48,6 +48,7 @@ def _usage(r: Reply) -> dict[str, Any]:
 
 class FakeOpenAI(FakeServer):
     api_key = "sk-fake-openai-key-1234567890"
+    require_key = True  # False: a local server (llama.cpp, LM Studio) that takes no key
 
     def __init__(self, model_ids: list[str] | None = None) -> None:
         super().__init__()
@@ -69,7 +70,9 @@ class FakeOpenAI(FakeServer):
         return await guarded(seen, self._answer(request, seen, reply))
 
     async def _answer(self, request: web.Request, seen: Seen, r: Reply) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        if r.drop:
+            return drop(request)
+        if self.require_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response(
                 error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401
             )
