@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import jsonutil
+from . import jsonutil, local_servers
 from .config import Config, ProviderConfig
 from .probe import ProbeResult, check_providers
 from .secrets import SERVICE, SecretStore, resolve_key
@@ -199,6 +199,17 @@ def check_intents(config: Config, results: Mapping[str, ProbeResult]) -> tuple[l
     return out, servable
 
 
+def check_local_servers(config: Config, addresses: Mapping[str, str], found: Sequence[local_servers.Found]) -> Finding:
+    """What `omen serve` finds without configuration (LM Studio, llama.cpp, vLLM ports)."""
+    if not config.discovery.local:
+        return Finding(INFO, "local servers", "not looked for ([discovery] local = false)")
+    if found:
+        names = ", ".join(f"{f.name} at {f.base_url} ({len(f.models)} model(s))" for f in found)
+        return Finding(OK, "local servers", f"found {names}: `omen serve` adds them to every intent, no config needed")
+    where = ", ".join(sorted(addresses.values())) or "nothing left to probe"
+    return Finding(INFO, "local servers", f"none answering at {where}")
+
+
 # ------------------------------------------------------------------ port
 
 
@@ -320,8 +331,16 @@ async def run_doctor(config: Config, secrets: SecretStore, *, glyph_config: Path
     backend, error = (None, None) if forced else await asyncio.to_thread(keyring_state)
     report.findings.append(check_keyring(backend, error, secrets.file, forced_file=forced))
 
+    # The servers `omen serve` would find by itself count as providers, as they will at run time.
+    addresses = local_servers.candidates(config)
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        found = await local_servers.probe(session, addresses) if addresses else []
+    local_finding = check_local_servers(config, addresses, found)
+    config = local_servers.with_found(config, found)
+
     pairs = [(pc, resolve_key(pc.key, secrets)) for pc in config.providers.values()]
     results = await check_providers(pairs, timeout_s=timeout_s)
+    report.findings.append(local_finding)
     report.findings += check_provider_results(results)
     intents, report.servable = check_intents(config, {r.provider: r for r in results})
     report.findings += intents

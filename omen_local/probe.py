@@ -23,8 +23,8 @@ import aiohttp
 from . import jsonutil
 from .config import ProviderConfig
 from .providers._http import error_message
-from .providers.base import env_proxy
-from .routing.catalog import is_loopback_url
+from .providers.base import env_proxy, is_loopback_url
+from .providers.registry import provider_kinds
 
 DEFAULT_TIMEOUT_S = 3.0
 _MAX_BODY = 4 * 1024 * 1024  # a model list is a few KB; a bigger body is not one
@@ -55,8 +55,9 @@ class ProbeResult:
 
 
 def needs_key(pc: ProviderConfig) -> bool:
-    """Cloud APIs need a key; Ollama and OpenAI-compatible servers on loopback do not."""
-    return pc.kind == "anthropic" or (pc.kind == "openai" and not is_loopback_url(pc.base_url))
+    """As the provider's class says: cloud APIs need a key; Ollama and local servers do not."""
+    cls = provider_kinds().get(pc.kind)
+    return cls.needs_key(pc) if cls is not None else not is_loopback_url(pc.base_url)
 
 
 def models_url(pc: ProviderConfig) -> str:

@@ -215,8 +215,9 @@ async def run_doctor_cli(tmp_path: Path, config: str, secrets: dict[str, str] | 
     return proc.returncode, out.decode()
 
 
-def _port_free_config() -> str:
-    return f"[server]\nport = {closed_port()}\n"
+def _port_free_config(discover: bool = False) -> str:
+    """A free port; no looking for local servers (another test's server on 8080 must not count)."""
+    return f"[server]\nport = {closed_port()}\n" + ("" if discover else "[discovery]\nlocal = false\n")
 
 
 async def test_doctor_all_reachable_exits_0(tmp_path: Path) -> None:
@@ -287,7 +288,27 @@ async def test_doctor_port_taken_by_another_program_exits_1(tmp_path: Path) -> N
             srv.bind(("127.0.0.1", 0))
             srv.listen()
             code, out = await run_doctor_cli(
-                tmp_path, f'[server]\nport = {srv.getsockname()[1]}\n[providers.ollama]\nbase_url = "{ollama.url}"\n'
+                tmp_path, f'[server]\nport = {srv.getsockname()[1]}\n[discovery]\nlocal = false\n'
+                f'[providers.ollama]\nbase_url = "{ollama.url}"\n'
             )
     assert code == 1, out
     assert "is taken by another program" in out
+
+
+async def test_doctor_counts_local_servers_found_without_config(tmp_path: Path) -> None:
+    """A local OpenAI-compatible server (no key) that `omen serve` would find serves the intents."""
+    fake = FakeOpenAI(["qwen2.5-7b-instruct"])
+    fake.require_key = False
+    async with fake:
+        url = f"http://127.0.0.1:{closed_port()}"
+        code, out = await run_doctor_cli(tmp_path, _port_free_config(discover=True) + f"""
+[discovery]
+extra = ["{fake.url}/v1"]
+[providers.ollama]
+base_url = "{url}"
+""")
+    assert code == 0, out
+    assert f"[ok]   local servers: found found1 at {fake.url}/v1 (1 model(s))" in out
+    assert "[ok]   provider found1: reachable" in out and "[warn] provider ollama" in out
+    chat = next(line for line in out.splitlines() if "intent chat (the default)" in line)
+    assert chat.startswith("[ok]") and "found1/qwen2.5-7b-instruct" in chat

@@ -59,7 +59,7 @@ class FakeOpenAI(FakeServer):
         app.router.add_get("/v1/models", self.models)
 
     async def models(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":  # as the real API: 401
+        if self.require_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":  # as the real API
             return web.json_response(error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "system"} for m in self.model_ids]
         return web.json_response({"object": "list", "data": data})
