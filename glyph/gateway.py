@@ -31,6 +31,7 @@ from glyph.consent import (
     Prompter,
     Scope,
     ask_fail_closed,
+    refusal_message,
 )
 from glyph.db import Store
 from glyph.decisions import DecisionMemory
@@ -203,8 +204,8 @@ class Gateway:
             decision = await self._ask(entry, args, paths, verdict.reason, audit.client)
             decided_by = f"{decision.by}:{decision.scope.value}"
             if not decision.allows:
-                return await self._refuse(audit, started, "denied", decided_by,
-                                          f"Denied: the user did not allow {exposed} ({decision.scope.value}).")
+                return await self._refuse(audit, started, "denied", decided_by, refusal_message(
+                    entry.server, entry.tool.name, exposed, decision, self.config.consent.prompt_timeout_s))
         elif decided_by.startswith("deny:"):
             return await self._refuse(audit, started, "denied", decided_by.removeprefix("deny:"),
                                       f"Denied: {exposed} is set to 'always deny'.")
