@@ -55,6 +55,7 @@ class AuditEntry:
     result_bytes: int = 0
     detail: str = ""
     ts: str = field(default_factory=now_iso)
+    written: bool = field(default=False, compare=False)  # set once the row is being written: never twice
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def stored_fields(entry: AuditEntry) -> dict[str, Any]:
     A schema error quotes the argument it rejects and a refusal repeats the path, so
     ``detail`` and ``decided_by`` can carry a secret as easily as ``arguments`` can.
     """
-    fields = {f.name: getattr(entry, f.name) for f in dataclass_fields(entry)}  # asdict would deep-copy
+    fields = {f.name: getattr(entry, f.name) for f in dataclass_fields(entry) if f.name != "written"}
     known = secret_values(entry.arguments)
     fields["arguments"] = storable(canonical_json(redact(entry.arguments, known)))
     for name in TEXT_FIELDS:

@@ -69,15 +69,34 @@ def _walk(value: Any, schema: Any, in_path: bool) -> Iterator[str]:
             yield from _walk(item, sub, _is_path_name(str(key)) and not isinstance(item, dict))
 
 
+MAX_PATH_BYTES = 4096  # PATH_MAX on Linux; realpath's cost grows with the square of a path's length
+
+
+class PathError(ValueError):
+    """A path argument that cannot name a file here; the call is refused, never guessed at."""
+
+
 def resolve(value: str, roots: Sequence[Path]) -> Path:
-    """Where a path argument points on this machine (relative means: inside the first root)."""
-    if value.startswith("file://"):
-        parsed = urlparse(value)
-        value = url2pathname(unquote(parsed.path))
-    p = Path(value).expanduser()
-    if not p.is_absolute():
-        p = (roots[0] if roots else Path.cwd()) / p
-    return Path(os.path.realpath(p))
+    """Where a path argument points on this machine (relative means: inside the first root).
+
+    Raises :class:`PathError` for what no file system path can be (a NUL byte, more than
+    :data:`MAX_PATH_BYTES`, text that does not encode, ``~user`` with no such user).
+    """
+    try:
+        if value.startswith("file://"):
+            value = url2pathname(unquote(urlparse(value).path))
+        if "\0" in value:
+            raise PathError("a path argument contains a NUL byte")
+        if len(os.fsencode(value)) > MAX_PATH_BYTES:
+            raise PathError(f"a path argument is longer than {MAX_PATH_BYTES} bytes")
+        p = Path(value).expanduser()
+        if not p.is_absolute():
+            p = (roots[0] if roots else Path.cwd()) / p
+        return Path(os.path.realpath(p))
+    except PathError:
+        raise
+    except (ValueError, RuntimeError, OSError) as exc:  # UnicodeError is a ValueError
+        raise PathError(f"a path argument cannot be resolved ({type(exc).__name__})") from exc
 
 
 def inside(path: Path, roots: Sequence[Path]) -> bool:
