@@ -39,8 +39,9 @@ from glyph.decisions import DecisionMemory
 from glyph.downstream import Downstream, Target, ToolEntry
 from glyph.paths import PathError, extract_paths, real_roots, resolve
 from glyph.pins import Pins
-from glyph.policy import CallFacts, Policy
+from glyph.policy import CallFacts, Exclusions, Policy
 from glyph.schemas import Schemas
+from glyph.withhold import withheld_by
 
 log = logging.getLogger("glyph.gateway")
 
@@ -243,8 +244,12 @@ class Gateway:
                                       f"Denied: {exposed} is set to 'always deny'.")
         audit.decision, audit.decided_by = "allow", decided_by
 
+        # Deny rules hold for what the tool reads without naming it: the server that can (Rune) is
+        # told the call's exclusions, and the result is checked for denied names either way.
+        exclusions = self.policy.exclusions(entry.server, entry.tool.name) if spec.local_paths else Exclusions()
+        meta = exclusions.meta() if spec.rooted or spec.name == RUNE else None
         try:
-            result = await downstream.call(entry.tool.name, args, self.config.call_timeout_s)
+            result = await downstream.call(entry.tool.name, args, self.config.call_timeout_s, meta)
         except MCPError as exc:
             return await self._done(audit, started, "downstream_error", tool_error(f"{exposed} failed: {exc}"),
                                     str(exc))
@@ -255,6 +260,13 @@ class Gateway:
 
         clean = types.CallToolResult(content=result.content, structured_content=result.structured_content,
                                      is_error=result.is_error)
+        breaks = withheld_by(clean, exclusions, self.roots)
+        if breaks is not None:
+            log.warning("withheld the result of %s: it names a path deny rule %d covers", exposed, breaks.index)
+            return await self._done(audit, started, "withheld", tool_error(
+                f"Glyph withheld the result of {exposed}: it names a path that a deny rule covers "
+                f"(rule {breaks.index}). Ask for something that leaves that path out."),
+                f"the result names a path covered by rule {breaks.index}")
         if entry.tool.output_schema is not None and not result.is_error:
             if result.structured_content is None:
                 out_problems = ["the tool has an outputSchema but returned no structuredContent"]

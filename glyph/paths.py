@@ -31,7 +31,7 @@ PATH_SUFFIXES = ("path", "paths", "file", "files", "dir", "directory")
 PATH_FORMATS = frozenset({"path", "file-path", "directory-path", "filepath", "file"})
 
 
-def _is_path_name(name: str) -> bool:
+def is_path_name(name: str) -> bool:
     key = re.sub(r"[_\-\s]", "", name).lower()
     return key in PATH_NAMES or key.endswith(PATH_SUFFIXES)
 
@@ -66,7 +66,7 @@ def _walk(value: Any, schema: Any, in_path: bool) -> Iterator[str]:
         props = schema.get("properties", {}) if isinstance(schema, dict) else {}
         for key, item in value.items():
             sub = props.get(key) if isinstance(props, dict) else None
-            yield from _walk(item, sub, _is_path_name(str(key)) and not isinstance(item, dict))
+            yield from _walk(item, sub, is_path_name(str(key)) and not isinstance(item, dict))
 
 
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux; realpath's cost grows with the square of a path's length
@@ -140,6 +140,20 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def path_covered(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
+    """The path, or a directory above it inside its root, matches: a denied directory covers its contents.
+
+    The same rule Rune applies to the exclusions Glyph hands it (and git to pathspecs).
+    """
+    if path_matches(pattern, path, roots):
+        return True
+    for root in roots:
+        if path != root and path.is_relative_to(root):
+            return any(path_matches(pattern, parent, roots) for parent in path.parents
+                       if parent != root and parent.is_relative_to(root))
+    return False
 
 
 def path_matches(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
