@@ -14,6 +14,7 @@ again on its side; this is Glyph's independent check.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -108,6 +109,7 @@ def real_roots(roots: Sequence[Path]) -> tuple[Path, ...]:
     return tuple(Path(os.path.realpath(r)) for r in roots)
 
 
+@functools.lru_cache(maxsize=1024)
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
     """``**`` crosses directories, ``*`` and ``?`` do not; ``[...]`` as in fnmatch."""
     out: list[str] = []

@@ -53,7 +53,11 @@ def withheld_by(result: types.CallToolResult, exclusions: Exclusions, roots: Seq
     """The deny rule a result breaks by naming a path it covers, or None."""
     if not exclusions or not roots:
         return None
+    seen: set[Named] = set()
     for named in mentioned(result):
+        if named in seen:
+            continue  # a grep names one file once per match
+        seen.add(named)
         path = _place(named, roots)
         if path is None:
             continue

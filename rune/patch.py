@@ -120,7 +120,7 @@ def stat_names(name: str) -> list[str]:
     m = re.fullmatch(r"(.*)\{(.*) => (.*)\}(.*)", name)
     if m is not None:
         head, old, new, tail = m.groups()
-        return [re.sub("//+", "/", head + old + tail), re.sub("//+", "/", head + new + tail)]
+        return [re.sub("//+", "/", head + side + tail).lstrip("/") for side in (old, new)]
     if " => " in name:
         return name.split(" => ", 1)
     return [unquote(name)]
