@@ -32,6 +32,7 @@ PATH_SUFFIXES = ("path", "paths", "file", "files", "dir", "directory")
 PATH_FORMATS = frozenset({"path", "file-path", "directory-path", "filepath", "file"})
 
 
+@functools.lru_cache(maxsize=4096)
 def is_path_name(name: str) -> bool:
     key = re.sub(r"[_\-\s]", "", name).lower()
     return key in PATH_NAMES or key.endswith(PATH_SUFFIXES)
@@ -147,14 +148,24 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
 def path_covered(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
     """The path, or a directory above it inside its root, matches: a denied directory covers its contents.
 
-    The same rule Rune applies to the exclusions Glyph hands it (and git to pathspecs).
+    The same rule Rune applies to the exclusions Glyph hands it (and git to pathspecs). Works on
+    strings: it runs for every path a result names.
     """
-    if path_matches(pattern, path, roots):
+    expanded = os.path.expanduser(pattern)
+    regex = glob_to_regex(expanded.replace(os.sep, "/"))
+    absolute = os.path.isabs(expanded)
+    text = path.as_posix()
+    if absolute and regex.match(text) is not None:
         return True
     for root in roots:
-        if path != root and path.is_relative_to(root):
-            return any(path_matches(pattern, parent, roots) for parent in path.parents
-                       if parent != root and parent.is_relative_to(root))
+        base = root.as_posix().rstrip("/") + "/"
+        if not text.startswith(base):
+            continue
+        comps = text[len(base):].split("/")
+        for n in range(1, len(comps) + 1):
+            rel = "/".join(comps[:n])
+            if regex.match(base + rel if absolute else rel) is not None:
+                return True
     return False
 
 
