@@ -145,6 +145,9 @@ class Exclusions:
     _hide: tuple[_Pattern, ...] = field(default=(), repr=False, compare=False)
     _content: tuple[_Pattern, ...] = field(default=(), repr=False, compare=False)
     _memo: dict[tuple[bool, int, tuple[str, ...]], bool] = field(default_factory=dict, repr=False, compare=False)
+    # Per set (hide, content): one alternation for the relative patterns and one for the absolute.
+    _regexes: dict[bool, tuple[re.Pattern[str] | None, re.Pattern[str] | None]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, hide: Iterable[str] = (), content: Iterable[str] = ()) -> Exclusions:
@@ -179,11 +182,22 @@ class Exclusions:
         key = (content, root.index, parts)
         hit = self._memo.get(key)
         if hit is None:
-            patterns = self._content if content else self._hide
-            hit = self._covered(content, root, parts[:-1]) or any(_matches(p, root, parts) for p in patterns)
+            hit = self._covered(content, root, parts[:-1]) or self._matches(content, root, "/".join(parts))
             if len(self._memo) < 100_000:
                 self._memo[key] = hit
         return hit
+
+    def _matches(self, content: bool, root: Root, rel: str) -> bool:
+        regexes = self._regexes.get(content)
+        if regexes is None:
+            patterns = self._content if content else self._hide
+            regexes = self._regexes[content] = (_alternation([p for p in patterns if not p.absolute]),
+                                                _alternation([p for p in patterns if p.absolute]))
+        relative, absolute = regexes
+        if relative is not None and relative.match(rel) is not None:
+            return True
+        return absolute is not None and any(absolute.match(f"{form.strip('/')}/{rel}".lstrip("/")) is not None
+                                            for form in {root.path, root.real})
 
     # -- git --------------------------------------------------------------------------------
 
@@ -220,9 +234,8 @@ def _root_prefixes(pattern: _Pattern, root: Root) -> list[tuple[str, ...]]:
     return [tuple(p for p in form.split("/") if p) for form in {root.path, root.real}]
 
 
-def _matches(pattern: _Pattern, root: Root, parts: tuple[str, ...]) -> bool:
-    rel = "/".join(parts)
-    if not pattern.absolute:
-        return pattern.regex.match(rel) is not None
-    return any(pattern.regex.match(f"{form.rstrip('/')}/{rel}".lstrip("/")) is not None
-               for form in {root.path, root.real})
+def _alternation(patterns: Sequence[_Pattern]) -> re.Pattern[str] | None:
+    """One regex for several patterns: a path is tested once, not once per pattern."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{p.regex.pattern})" for p in patterns), re.DOTALL)
