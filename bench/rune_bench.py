@@ -170,8 +170,8 @@ async def main() -> None:
             ("git_diff against HEAD", "git_diff", {"revision": "HEAD", "max_bytes": 1 << 24}),
             ("git_show --stat", "git_show", {"stat": True, "max_bytes": 1 << 24}),
         ]:
-            a, b = await interleaved(lambda t=tool, k=kw: fast.call(t, k, exclude=globs),  # type: ignore[misc]
-                                     lambda t=tool, k=kw: fast.call(t, k), n)  # type: ignore[misc]
+            a, b = await interleaved(lambda t=tool, k=kw: fast.call(t, k, exclude=globs),
+                                     lambda t=tool, k=kw: fast.call(t, k), n)
             rows.append((f"{label} [excluding]", "same, no exclusions", a, b))
             print(f"  {label + ' [excluding]':<44} {a:8.1f} ms  {'same, no exclusions':<26} {b:8.1f} ms  x{a / b:5.2f}",
                   file=sys.stderr)

@@ -1,11 +1,13 @@
 """The gateway: one call's path through Glyph, and the downstream servers behind it.
 
-``call`` is the whole story, in order: resolve the namespaced name, validate the
-arguments against the tool's inputSchema, resolve path arguments, policy (deny wins),
-the tool's pin (a changed definition needs fresh approval), remembered decisions, the
-consent prompt (fail-closed), the downstream call, the structured result against the
-outputSchema, and one audit row. Any refusal is a clean tool error (``isError``) that says
-why, and is audited like an allowed call.
+``call`` is the whole story, in order: bound the arguments' nesting, resolve the
+namespaced name, validate the arguments against the tool's inputSchema, resolve path
+arguments (a path no file system can have is refused), policy (deny wins), the tool's pin
+(a changed definition needs fresh approval), remembered decisions, the consent prompt
+(fail-closed), the downstream call with the call's exclusions (its deny globs, for Rune),
+the result checked for denied paths, the structured result against the outputSchema, and
+one audit row. Any refusal, malformed call or failure inside Glyph is a clean tool error
+(``isError``) that says why, and is audited exactly once like an allowed call.
 """
 
 from __future__ import annotations
@@ -225,7 +227,8 @@ class Gateway:
         try:
             paths = tuple(resolve(p, self.roots) for p in raw_paths)
         except PathError as exc:
-            return await self._refuse(audit, started, "invalid_input", "glyph", f"Invalid arguments for {clip(exposed)}: {exc}")
+            return await self._refuse(audit, started, "invalid_input", "glyph",
+                                      f"Invalid arguments for {clip(exposed)}: {exc}")
         verdict = self.policy.evaluate(CallFacts(entry.server, entry.tool.name, paths, entry.read_only, spec.rooted))
         if verdict.action == "deny":
             return await self._refuse(audit, started, "denied", f"policy:{verdict.reason}",
