@@ -159,6 +159,10 @@ def path_covered(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
         return True
     for root in roots:
         base = root.as_posix().rstrip("/") + "/"
+        if text == base.rstrip("/") or text == base:
+            if not absolute and regex.match(".") is not None:
+                return True  # a root itself is "." (as path_matches sees it)
+            continue
         if not text.startswith(base):
             continue
         comps = text[len(base):].split("/")
