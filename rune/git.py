@@ -484,6 +484,8 @@ async def git_diff(ctx: Context, a: JSON) -> JSON:
     args.append("--end-of-options")
     if a.get("revision"):
         args.append(check_revision(a["revision"]))
+        if ctx.sandbox.exclusions:
+            await _only_commits(ctx, repo, a["revision"])
     rels = await asyncio.to_thread(_paths, ctx, repo, a["paths"], content=True)
     args += ["--", *_pathspecs(ctx, repo, rels, content=True)]
     out, truncated, _ = await ctx.git.run(repo, args, max_bytes=a["max_bytes"])
@@ -498,6 +500,29 @@ async def git_diff(ctx: Context, a: JSON) -> JSON:
             f["old_path"] = ctx.git.display(repo, f["old_path"])
     return {"repo": ctx.sandbox.display(repo.worktree), "files": files,
             "diff": patch.decode("utf-8", "replace"), "truncated": truncated}
+
+
+def range_ends(rev: str) -> list[str]:
+    """The revisions of ``A..B`` / ``A...B`` (an empty end means HEAD), or ``[rev]``."""
+    depth = 0
+    for i, c in enumerate(rev):
+        if c == "{":
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+        elif c == "." and not depth and rev.startswith("..", i):
+            width = 3 if rev.startswith("...", i) else 2
+            return [end or "HEAD" for end in (rev[:i], rev[i + width:])]
+    return [rev]
+
+
+async def _only_commits(ctx: Context, repo: Repo, rev: str) -> None:
+    """With exclusions in force a diff compares commits: a tree (``HEAD:secrets``) or a blob as
+    one end would show an excluded file under a name relative to that tree, past the pathspecs."""
+    for end in range_ends(rev):
+        if await _rev_parse(ctx, repo, f"{end}^{{commit}}") is None:
+            raise RuneError("invalid_arguments", f"{end!r} is not a commit: with exclusions in force, git_diff "
+                            "compares commits (limit it to files with paths)")
 
 
 _LOG_FIELDS = ("hash", "parents", "author", "email", "date", "committer", "committed", "subject", "body")

@@ -257,6 +257,35 @@ async def test_git_exclusions_are_relative_to_the_root_not_the_repository(nested
         assert git(nested / "proj", "diff", "--cached", "--name-only").split() == ["a.txt"]
 
 
+async def test_diff_against_a_tree_or_blob_is_refused(nested: Path) -> None:
+    """`git diff HEAD:dir` compares a subtree with the top: its files would show under other names."""
+    repo = nested / "proj"
+    (repo / "secrets").mkdir()
+    (repo / "secrets" / "k.pem").write_text(f"{SECRET}\n")
+    git(repo, "add", "secrets")
+    git(repo, "commit", "-q", "-m", "two")
+    async with Rune([nested], exclude=["proj/secrets", "proj/*secret.txt"]) as rune:
+        for rev in ("HEAD:secrets", "HEAD~1..HEAD:secrets", "HEAD:secrets..HEAD", "HEAD^{tree}", "HEAD:a.txt"):
+            with pytest.raises(RuneError) as err:
+                await rune.call("git_diff", {"path": "proj", "revision": rev})
+            assert err.value.code == "invalid_arguments" and "compares commits" in err.value.message, rev
+        for rev in ("HEAD", "HEAD~1..HEAD", "HEAD~1...HEAD", "HEAD~1..", "main"):
+            out = _blob(await rune.call("git_diff", {"path": "proj", "revision": rev}))
+            assert SECRET not in out and "k.pem" not in out, rev
+    async with Rune([nested]) as rune:  # without exclusions the diff of a tree still works as in git
+        await rune.call("git_diff", {"path": "proj", "revision": "HEAD:secrets"})
+
+
+@pytest.mark.parametrize(("rev", "ends"), [
+    ("HEAD", ["HEAD"]), ("a..b", ["a", "b"]), ("a...b", ["a", "b"]), ("..b", ["HEAD", "b"]), ("a..", ["a", "HEAD"]),
+    ("HEAD@{1..2}..x", ["HEAD@{1..2}", "x"]),
+])
+def test_range_ends(rev: str, ends: list[str]) -> None:
+    from rune.git import range_ends
+
+    assert range_ends(rev) == ends
+
+
 async def test_user_paths_stay_literal_next_to_exclusion_magic(repo: Path) -> None:
     (repo / ":(glob)*").write_text("odd\n")
     async with Rune([repo], exclude=["src"]) as rune:
