@@ -76,7 +76,7 @@ async def test_init_config_serves_rune_read_allowed_write_asked(tmp_path: Path) 
         assert "hello from the project" in json.dumps(read.structured_content)
 
         write = await client.call_tool("rune__write_file", {"path": "new.txt", "content": "x\n"})
-        assert write.is_error and "did not allow" in text(write)  # asked; nobody to ask on stdio: no
+        assert write.is_error and "no one could be asked" in text(write)  # asked; nobody to ask on stdio: no
         assert not (proj / "new.txt").exists()
 
         secret = await client.call_tool("rune__read_file", {"path": ".env"})
