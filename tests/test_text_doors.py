@@ -144,3 +144,28 @@ async def test_completions_budgets_and_quota_paths_hold(stack: Stack) -> None:
     stack.ollama.queue_for("llama3.2:latest", Reply(text="free"))
     done = await stack.client.completions.create(model="ollama/llama3.2", prompt="x", extra_body={"omen": {"budget_usd": 0}})
     assert done.choices[0].text == "free"
+
+
+@pytest.mark.parametrize(
+    ("path", "valid"),
+    [
+        ("/v1/embeddings", {"model": "auto", "input": ["a", "b"], "encoding_format": "base64", "omen": {"providers": ["ollama"]}}),
+        ("/v1/completions", {"model": "auto", "prompt": "def f(", "suffix": "\n", "max_tokens": 8, "stream": False, "omen": {"budget_usd": 0.5}}),
+    ],
+)
+async def test_hostile_bodies_on_the_text_doors_never_500(stack: Stack, path: str, valid: dict[str, object]) -> None:
+    import random
+
+    from tests.test_hardening import _encode, _hostile_mutate
+
+    rng = random.Random(1234)
+    statuses: dict[int, int] = {}
+    headers = {**stack.auth(), "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(400):
+            body = _encode(_hostile_mutate(rng, valid))
+            async with http.post(f"{stack.base}{path}", data=body, headers=headers) as resp:
+                reply = await resp.read()
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                assert resp.status < 500, (body[:300], reply[:300])
+    assert statuses.get(400, 0) > 100 and statuses.get(200, 0) > 5
