@@ -92,6 +92,50 @@ def stream_frames() -> list[bytes]:
     return [b"data: " + _dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
 
 
+def text_completion_body() -> bytes:
+    """The canned legacy completion (``/v1/completions``)."""
+    choice = {"text": "".join(TEXT_PARTS), "index": 0, "logprobs": None, "finish_reason": "stop"}
+    usage = {k: _USAGE[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return _dumps({"id": "cmpl-bench", "object": "text_completion", "created": _CREATED, "model": MODEL, "choices": [choice], "usage": usage})
+
+
+def text_stream_frames() -> list[bytes]:
+    def chunk(text: str, finish: str | None) -> dict[str, Any]:
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+        return {"id": "cmpl-bench", "object": "text_completion", "created": _CREATED, "model": MODEL, "choices": [choice]}
+
+    events = [chunk(part, None) for part in TEXT_PARTS] + [chunk("", "stop")]
+    usage = chunk("", None)
+    usage["choices"] = []
+    usage["usage"] = {k: _USAGE[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    events.append(usage)
+    return [b"data: " + _dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+
+
+def embeddings_body() -> bytes:
+    vector = [round(0.001 * i, 3) for i in range(384)]
+    return _dumps(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 6, "total_tokens": 6},
+        }
+    )
+
+
+def _plain(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+def _chunked(frames: list[bytes]) -> bytes:
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(f), f) for f in frames)
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+
+
+TEXT_PLAIN, TEXT_STREAM, EMBEDDINGS = _plain(text_completion_body()), _chunked(text_stream_frames()), _plain(embeddings_body())
+
+
 def _responses() -> tuple[bytes, bytes, bytes]:
     body = completion_body()
     plain = (
@@ -161,8 +205,13 @@ class UpstreamProtocol(asyncio.Protocol):
                 break
             body = buf[end + 4 : total]
             buf = buf[total:]
-            if head.startswith(b"post ") and b"/chat/completions " in head[: head.find(b"\r\n")]:
+            line = head[: head.find(b"\r\n")]
+            if head.startswith(b"post ") and b"/chat/completions " in line:
                 transport.write(STREAM if wants_stream(body) else PLAIN)
+            elif head.startswith(b"post ") and b"/completions " in line:
+                transport.write(TEXT_STREAM if wants_stream(body) else TEXT_PLAIN)
+            elif head.startswith(b"post ") and b"/embeddings " in line:
+                transport.write(EMBEDDINGS)
             else:
                 transport.write(NOT_FOUND)
             if b"\r\nconnection: close" in head:

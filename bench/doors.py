@@ -3,8 +3,8 @@
 One OmenService (``bench/_omen_variant.py``, metering on) pinned to one core, in front
 of the fast fake OpenAI upstream (``bench/_upstream.py``) on the other; one keep-alive
 raw-socket client sends the same question through ``/v1/chat/completions``,
-``/v1/messages`` and ``/v1/responses`` in rotation (so drift hits all doors alike), whole
-and streamed. It prints p50/p95 per door and each door's p50 minus chat's, and the
+``/v1/completions``, ``/v1/messages``, ``/v1/responses`` and (whole only)
+``/v1/embeddings`` in rotation (so drift hits all doors alike), whole and streamed. It prints p50/p95 per door and each door's p50 minus chat's, and the
 ratio. Nothing is asserted.
 
 Usage: ``python bench/doors.py [--requests N]``
@@ -33,6 +33,8 @@ def bodies(stream: bool) -> dict[str, tuple[str, dict[str, object]]]:
         "chat": ("/v1/chat/completions", {"model": "auto", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 64, "stream": stream}),
         "messages": ("/v1/messages", {"model": "auto", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 64, "stream": stream}),
         "responses": ("/v1/responses", {"model": "auto", "input": QUESTION, "max_output_tokens": 64, "stream": stream, "store": False}),
+        "completions": ("/v1/completions", {"model": "auto", "prompt": QUESTION, "max_tokens": 64, "stream": stream}),
+        **({} if stream else {"embeddings": ("/v1/embeddings", {"model": "auto", "input": QUESTION})}),
     }
 
 

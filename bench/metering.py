@@ -90,6 +90,8 @@ enabled = false
 base_url = "{base}"
 [intents]
 chat = ["openai/gpt-4o-mini"]
+complete = ["openai/gpt-4o-mini"]
+embed = ["openai/text-embedding-3-small"]
 {extra}
 """,
         encoding="utf-8",

@@ -78,6 +78,20 @@ async def median_ms(fn: Callable[[], Awaitable[Any]], runs: int) -> float:
     return statistics.median(times)
 
 
+async def interleaved(a: Callable[[], Awaitable[Any]], b: Callable[[], Awaitable[Any]], runs: int
+                      ) -> tuple[float, float]:
+    """Medians of A and B run alternately, so load from other jobs falls on both alike."""
+    await a()
+    await b()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(runs):
+        for fn, out in ((a, times[0]), (b, times[1])):
+            t0 = time.perf_counter()
+            await fn()
+            out.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=9)
@@ -144,6 +158,23 @@ async def main() -> None:
                       direct("git", "blame", "--porcelain", "--", "typing.py"), "git blame --porcelain")
         await compare("git_branches", call(fast, "git_branches"),
                       direct("git", "for-each-ref", "refs/heads"), "git for-each-ref")
+
+        print("exclusions (a call with three deny globs, against the same call without; runs interleaved)",
+              file=sys.stderr)
+        globs = ["**/.env", "**/secrets/**", "test/*.pem"]
+        for label, tool, kw in [
+            ("grep 'import os'", "grep", {"pattern": "import os", "literal": True, "max_results": big}),
+            ("glob '**/test_*.py'", "glob", {"pattern": "**/test_*.py", "max_results": big}),
+            ("directory_tree depth 3", "directory_tree", {"max_entries": 100_000}),
+            ("git_status", "git_status", {}),
+            ("git_diff against HEAD", "git_diff", {"revision": "HEAD", "max_bytes": 1 << 24}),
+            ("git_show --stat", "git_show", {"stat": True, "max_bytes": 1 << 24}),
+        ]:
+            a, b = await interleaved(lambda t=tool, k=kw: fast.call(t, k, exclude=globs),
+                                     lambda t=tool, k=kw: fast.call(t, k), n)
+            rows.append((f"{label} [excluding]", "same, no exclusions", a, b))
+            print(f"  {label + ' [excluding]':<44} {a:8.1f} ms  {'same, no exclusions':<26} {b:8.1f} ms  x{a / b:5.2f}",
+                  file=sys.stderr)
         fast.close()
         slow.close()
     print(f"\nmedian of {n} runs; ratio = Rune / direct (1.00 = no overhead)", file=sys.stderr)

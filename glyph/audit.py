@@ -5,7 +5,7 @@ includes its own ``id`` and ``prev_hash`` and the first row's ``prev_hash`` is 6
 Editing any field of any row breaks that row's hash; deleting a row breaks the next row's
 ``prev_hash`` and the id sequence. Deleting rows at the *end* leaves a shorter valid chain,
 so :func:`verify` also accepts a head (id and hash) recorded earlier and checks that it is
-still in the chain. Arguments are redacted (``glyph.redact``) before they are written.
+still in the chain. Every text field is redacted (``glyph.redact``) before it is written.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from typing import Any
 
 from glyph.db import AuditRow, Store
-from glyph.redact import redact
+from glyph.redact import redact, scrub, secret_values
 
 GENESIS = "0" * 64
 HASHED_FIELDS = ("id", "ts", "kind", "client", "server", "tool", "arguments", "decision", "decided_by",
@@ -54,6 +55,7 @@ class AuditEntry:
     result_bytes: int = 0
     detail: str = ""
     ts: str = field(default_factory=now_iso)
+    written: bool = field(default=False, compare=False)  # set once the row is being written: never twice
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,32 @@ class VerifyReport:
     head_hash: str = GENESIS
     bad_id: int | None = None
     problem: str = ""
+
+
+TEXT_FIELDS = ("client", "server", "tool", "decision", "decided_by", "outcome", "detail")
+
+
+def storable(text: str) -> str:
+    """Text SQLite can store as UTF-8: a lone surrogate (from a client's JSON) is written escaped."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def stored_fields(entry: AuditEntry) -> dict[str, Any]:
+    """The row as written: every text field redacted (not only the arguments), all of it storable.
+
+    A schema error quotes the argument it rejects and a refusal repeats the path, so
+    ``detail`` and ``decided_by`` can carry a secret as easily as ``arguments`` can.
+    """
+    fields = {f.name: getattr(entry, f.name) for f in dataclass_fields(entry) if f.name != "written"}
+    known = secret_values(entry.arguments)
+    fields["arguments"] = storable(canonical_json(redact(entry.arguments, known)))
+    for name in TEXT_FIELDS:
+        fields[name] = storable(scrub(str(fields[name]), known))
+    return fields
 
 
 class AuditLog:
@@ -78,8 +106,7 @@ class AuditLog:
         Audit = self.store.Audit
         with self.store.db.atomic("IMMEDIATE"):
             last = Audit.select(Audit.id, Audit.hash).order_by(Audit.id.desc()).first()
-            fields = asdict(entry)
-            fields["arguments"] = canonical_json(redact(entry.arguments))
+            fields = stored_fields(entry)
             fields["id"] = (last.id + 1) if last is not None else 1
             fields["prev_hash"] = last.hash if last is not None else GENESIS
             fields["hash"] = entry_hash(fields)

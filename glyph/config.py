@@ -67,6 +67,9 @@ class Rule:
     tool: str = "*"
     path: str | None = None
     index: int = 0  # position in the file, for "decided by rule N"
+    # A deny rule with a path hides the paths it covers from every result (listings included);
+    # show_names lets listings name them while their content stays withheld.
+    show_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def _server(name: str, raw: dict[str, Any]) -> ServerSpec | None:
 def _rule(raw: Any, index: int) -> Rule:
     where = f"rules[{index}]"
     table = _table(raw, where)
-    _no_unknown(table, {"action", "server", "tool", "path"}, where)
+    _no_unknown(table, {"action", "server", "tool", "path", "show_names"}, where)
     action = table.get("action")
     if action not in ACTIONS:
         raise ConfigError(f"{where}.action must be one of {', '.join(ACTIONS)}")
@@ -221,9 +224,13 @@ def _rule(raw: Any, index: int) -> Rule:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}.{key} must be a non-empty glob")
     path = table.get("path")
-    if path is not None and (not isinstance(path, str) or not path):
+    if path is not None and (not isinstance(path, str) or not path or "\0" in path):
         raise ConfigError(f"{where}.path must be a non-empty glob")
-    return Rule(action=action, server=globs["server"], tool=globs["tool"], path=path, index=index)
+    show_names = _bool(table.get("show_names", False), f"{where}.show_names")
+    if show_names and (action != "deny" or path is None):
+        raise ConfigError(f"{where}.show_names applies to deny rules with a path only")
+    return Rule(action=action, server=globs["server"], tool=globs["tool"], path=path, index=index,
+                show_names=show_names)
 
 
 def _expand(values: dict[str, str]) -> dict[str, str]:

@@ -111,6 +111,37 @@ async def ask_fail_closed(prompter: Prompter, request: ConsentRequest, timeout_s
     return decision
 
 
+def refusal_message(server: str, tool: str, exposed: str, decision: Decision, timeout_s: float) -> str:
+    """What the model reads when a prompt ended in a denial: who decided, and what would change it.
+
+    A denial nobody made (no prompter, a timeout, a broken dialog) must not read as the
+    user's refusal: the model would tell the user they said no when they were never asked.
+    """
+    by = decision.by
+    fix = (f"To allow it, the user can run Glyph with a prompter (`glyph serve --prompt tty` asks on the "
+           f"terminal; the OMEN Local tray app shows a consent dialog), or add an allow rule to glyph.toml: "
+           f'[[rules]] server = "{server}" tool = "{tool}" action = "allow".')
+    if by.startswith("fail-closed:no-prompter"):
+        return (f"Denied: {exposed} needs the user's consent, but no one could be asked: this Glyph has no "
+                f"consent prompt (under stdio, stdin and stdout carry MCP). The user has not refused it. {fix}")
+    if by.startswith("fail-closed:timeout"):
+        return (f"Denied: nobody answered the consent prompt for {exposed} within {timeout_s:g} s, so Glyph "
+                f"refused it (no answer is a denial). The user may not be at the computer; ask them, then retry.")
+    if by.startswith("fail-closed:dismissed"):
+        return f"Denied: the consent dialog for {exposed} was closed without an answer (closing it is a denial)."
+    if by.startswith(("fail-closed:error", "fail-closed:bad-answer", "fail-closed:cancelled")):
+        detail = by.removeprefix("fail-closed:").replace(":", " ")
+        return (f"Denied: the consent prompt for {exposed} failed ({detail}), so Glyph refused it; the user "
+                f"did not answer. {fix}")
+    if by.startswith("remembered"):
+        return f"Denied: {exposed} is set to 'always deny'."
+    if by.endswith(":no-answer"):
+        return f"Denied: the user gave no answer to the consent prompt for {exposed} (no answer is a denial)."
+    if decision.scope is Scope.DENY_ALWAYS:
+        return f"Denied: the user refused {exposed} and chose to always deny it."
+    return f"Denied: the user refused {exposed} when asked (this call only)."
+
+
 _KEYS = {"o": Scope.ONCE, "s": Scope.SESSION, "a": Scope.ALWAYS, "d": Scope.DENY, "n": Scope.DENY_ALWAYS}
 _MENU = "[o] allow once  [s] this session  [a] always  [d] deny  [n] never (deny always)"
 

@@ -192,12 +192,18 @@ class Downstream:
         defn = definition(tool)
         return ToolEntry(self.name, tool, exposed, defn, definition_hash(defn))
 
-    async def call(self, tool: str, arguments: dict[str, Any], timeout_s: float) -> types.CallToolResult:
-        """Call the tool; raises MCPError when the server cannot be reached or answers an error."""
+    async def call(self, tool: str, arguments: dict[str, Any], timeout_s: float,
+                   meta: dict[str, Any] | None = None) -> types.CallToolResult:
+        """Call the tool; raises MCPError when the server cannot be reached or answers an error.
+
+        ``meta`` goes in the request's ``_meta`` (Glyph's exclusions for Rune).
+        """
         client = await self.ensure()
         if client is None:
             raise MCPError(code=types.CONNECTION_CLOSED, message=f"server {self.name} is not connected: {self.error}")
-        request = types.CallToolRequest(params=types.CallToolRequestParams(name=tool, arguments=arguments))
+        params = types.CallToolRequestParams.model_validate(
+            {"name": tool, "arguments": arguments, **({"_meta": meta} if meta else {})})
+        request = types.CallToolRequest(params=params)
         try:
             # The session's raw request: Glyph validates the result against the pinned schema itself.
             return await client.session.send_request(request, types.CallToolResult,

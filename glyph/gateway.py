@@ -1,15 +1,18 @@
 """The gateway: one call's path through Glyph, and the downstream servers behind it.
 
-``call`` is the whole story, in order: resolve the namespaced name, validate the
-arguments against the tool's inputSchema, resolve path arguments, policy (deny wins),
-the tool's pin (a changed definition needs fresh approval), remembered decisions, the
-consent prompt (fail-closed), the downstream call, the structured result against the
-outputSchema, and one audit row. Any refusal is a clean tool error (``isError``) that says
-why, and is audited like an allowed call.
+``call`` is the whole story, in order: bound the arguments' nesting, resolve the
+namespaced name, validate the arguments against the tool's inputSchema, resolve path
+arguments (a path no file system can have is refused), policy (deny wins), the tool's pin
+(a changed definition needs fresh approval), remembered decisions, the consent prompt
+(fail-closed), the downstream call with the call's exclusions (its deny globs, for Rune),
+the result checked for denied paths, the structured result against the outputSchema, and
+one audit row. Any refusal, malformed call or failure inside Glyph is a clean tool error
+(``isError``) that says why, and is audited exactly once like an allowed call.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -31,14 +34,16 @@ from glyph.consent import (
     Prompter,
     Scope,
     ask_fail_closed,
+    refusal_message,
 )
 from glyph.db import Store
 from glyph.decisions import DecisionMemory
 from glyph.downstream import Downstream, Target, ToolEntry
-from glyph.paths import extract_paths, real_roots, resolve
+from glyph.paths import PathError, extract_paths, real_roots, resolve
 from glyph.pins import Pins
-from glyph.policy import CallFacts, Policy
+from glyph.policy import CallFacts, Exclusions, Policy
 from glyph.schemas import Schemas
+from glyph.withhold import withheld_by
 
 log = logging.getLogger("glyph.gateway")
 
@@ -163,24 +168,52 @@ class Gateway:
 
     async def call(self, exposed: str, arguments: dict[str, Any] | None, client: str = "unknown"
                    ) -> types.CallToolResult:
-        """Decide, run and audit one call. A call cancelled midway (the client gave up) is audited too."""
+        """Decide, run and audit one call: exactly one audit row, whatever the call holds.
+
+        A call cancelled midway (the client gave up) is audited too; so is one that makes
+        Glyph itself fail, as an ``internal_error`` the client sees as ``isError``.
+        """
         started = time.perf_counter()
+        if not isinstance(exposed, str) or not isinstance(arguments, dict | None):
+            return await self.refuse_malformed(exposed, arguments, client, "the tool name must be a string and "
+                                               "the arguments an object")
         audit = AuditEntry(client=client, tool=exposed, arguments=dict(arguments or {}))
         try:
             return await self._call(exposed, audit, started)
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._done(audit, started, "cancelled", tool_error("cancelled"), "the call was cancelled")
+            if not audit.written:
+                with anyio.CancelScope(shield=True):
+                    await self._done(audit, started, "cancelled", tool_error("cancelled"), "the call was cancelled")
             raise
+        except Exception as exc:
+            log.exception("glyph failed while handling %s", audit.tool)
+            result = tool_error(f"Glyph failed while handling {clip(exposed)} (internal error: {type(exc).__name__}).")
+            if audit.written:
+                return result
+            audit.decision = audit.decision or "deny"
+            audit.decided_by = audit.decided_by or "glyph"
+            return await self._done(audit, started, "internal_error", result, repr(exc))
+
+    async def refuse_malformed(self, exposed: object, arguments: object, client: str, problem: str
+                               ) -> types.CallToolResult:
+        """A tools/call the MCP layer would reject before Glyph's handler: still one row and ``isError``."""
+        started = time.perf_counter()
+        name = exposed if isinstance(exposed, str) else repr(exposed)
+        args = arguments if isinstance(arguments, dict) else {"(arguments)": arguments}
+        audit = AuditEntry(client=client, tool=name, arguments=args)
+        return await self._refuse(audit, started, "invalid_input", "glyph", f"Malformed tools/call: {problem}")
 
     async def _call(self, exposed: str, audit: AuditEntry, started: float) -> types.CallToolResult:
         args = audit.arguments
+        too_deep = nesting_problem(args)
+        if too_deep is not None:
+            return await self._refuse(audit, started, "invalid_input", "glyph", f"Invalid arguments: {too_deep}")
         entry = self.tools.get(exposed)
         if entry is None:
             await self.refresh()
             entry = self.tools.get(exposed)
         if entry is None:
-            return await self._refuse(audit, started, "unknown_tool", "glyph", f"Unknown tool: {exposed}")
+            return await self._refuse(audit, started, "unknown_tool", "glyph", f"Unknown tool: {clip(exposed)}")
         audit.server, audit.tool = entry.server, entry.tool.name
 
         problems = self.schemas.check(entry.tool.input_schema, args)
@@ -191,7 +224,11 @@ class Gateway:
         downstream = self.downstreams[entry.server]
         spec = downstream.spec
         raw_paths = extract_paths(args, entry.tool.input_schema) if spec.local_paths else []
-        paths = tuple(resolve(p, self.roots) for p in raw_paths)
+        try:
+            paths = tuple(resolve(p, self.roots) for p in raw_paths)
+        except PathError as exc:
+            return await self._refuse(audit, started, "invalid_input", "glyph",
+                                      f"Invalid arguments for {clip(exposed)}: {exc}")
         verdict = self.policy.evaluate(CallFacts(entry.server, entry.tool.name, paths, entry.read_only, spec.rooted))
         if verdict.action == "deny":
             return await self._refuse(audit, started, "denied", f"policy:{verdict.reason}",
@@ -203,15 +240,19 @@ class Gateway:
             decision = await self._ask(entry, args, paths, verdict.reason, audit.client)
             decided_by = f"{decision.by}:{decision.scope.value}"
             if not decision.allows:
-                return await self._refuse(audit, started, "denied", decided_by,
-                                          f"Denied: the user did not allow {exposed} ({decision.scope.value}).")
+                return await self._refuse(audit, started, "denied", decided_by, refusal_message(
+                    entry.server, entry.tool.name, exposed, decision, self.config.consent.prompt_timeout_s))
         elif decided_by.startswith("deny:"):
             return await self._refuse(audit, started, "denied", decided_by.removeprefix("deny:"),
                                       f"Denied: {exposed} is set to 'always deny'.")
         audit.decision, audit.decided_by = "allow", decided_by
 
+        # Deny rules hold for what the tool reads without naming it: the server that can (Rune) is
+        # told the call's exclusions, and the result is checked for denied names either way.
+        exclusions = self.policy.exclusions(entry.server, entry.tool.name) if spec.local_paths else Exclusions()
+        meta = exclusions.meta() if spec.rooted or spec.name == RUNE else None
         try:
-            result = await downstream.call(entry.tool.name, args, self.config.call_timeout_s)
+            result = await downstream.call(entry.tool.name, args, self.config.call_timeout_s, meta)
         except MCPError as exc:
             return await self._done(audit, started, "downstream_error", tool_error(f"{exposed} failed: {exc}"),
                                     str(exc))
@@ -222,6 +263,13 @@ class Gateway:
 
         clean = types.CallToolResult(content=result.content, structured_content=result.structured_content,
                                      is_error=result.is_error)
+        breaks = withheld_by(clean, exclusions, self.roots)
+        if breaks is not None:
+            log.warning("withheld the result of %s: it names a path deny rule %d covers", exposed, breaks.index)
+            return await self._done(audit, started, "withheld", tool_error(
+                f"Glyph withheld the result of {exposed}: it names a path that a deny rule covers "
+                f"(rule {breaks.index}). Ask for something that leaves that path out."),
+                f"the result names a path covered by rule {breaks.index}")
         if entry.tool.output_schema is not None and not result.is_error:
             if result.structured_content is None:
                 out_problems = ["the tool has an outputSchema but returned no structuredContent"]
@@ -280,9 +328,39 @@ class Gateway:
         entry.outcome = outcome
         entry.detail = detail
         entry.duration_us = int((time.perf_counter() - started) * 1_000_000)
-        entry.result_bytes = len(result.model_dump_json(by_alias=True, exclude_none=True))
+        entry.result_bytes = result_size(result)
+        entry.written = True  # from here the row is being written (a cancelled await still completes it)
         try:
             await self.audit.record(entry)
         except Exception:
             log.exception("could not write the audit entry for %s/%s", entry.server, entry.tool)
         return result
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """A client-chosen string as it may be echoed in a message: a huge name is not sent back whole."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+MAX_NESTING = 64  # deeper than any tool's arguments; keeps schema checks and redaction from recursing away
+
+
+def nesting_problem(value: Any) -> str | None:
+    """Arguments nested deeper than :data:`MAX_NESTING` are refused before anything recurses into them."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= MAX_NESTING:
+                return f"nested deeper than {MAX_NESTING} levels"
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return None
+
+
+def result_size(result: types.CallToolResult) -> int:
+    """Bytes of the result as JSON; a result that cannot be JSON (a lone surrogate) is measured escaped."""
+    try:
+        return len(result.model_dump_json(by_alias=True, exclude_none=True))
+    except ValueError:
+        dumped = result.model_dump(by_alias=True, exclude_none=True)
+        return len(json.dumps(dumped, default=str, ensure_ascii=True))

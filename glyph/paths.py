@@ -14,6 +14,7 @@ again on its side; this is Glyph's independent check.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -31,7 +32,8 @@ PATH_SUFFIXES = ("path", "paths", "file", "files", "dir", "directory")
 PATH_FORMATS = frozenset({"path", "file-path", "directory-path", "filepath", "file"})
 
 
-def _is_path_name(name: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def is_path_name(name: str) -> bool:
     key = re.sub(r"[_\-\s]", "", name).lower()
     return key in PATH_NAMES or key.endswith(PATH_SUFFIXES)
 
@@ -66,18 +68,37 @@ def _walk(value: Any, schema: Any, in_path: bool) -> Iterator[str]:
         props = schema.get("properties", {}) if isinstance(schema, dict) else {}
         for key, item in value.items():
             sub = props.get(key) if isinstance(props, dict) else None
-            yield from _walk(item, sub, _is_path_name(str(key)) and not isinstance(item, dict))
+            yield from _walk(item, sub, is_path_name(str(key)) and not isinstance(item, dict))
+
+
+MAX_PATH_BYTES = 4096  # PATH_MAX on Linux; realpath's cost grows with the square of a path's length
+
+
+class PathError(ValueError):
+    """A path argument that cannot name a file here; the call is refused, never guessed at."""
 
 
 def resolve(value: str, roots: Sequence[Path]) -> Path:
-    """Where a path argument points on this machine (relative means: inside the first root)."""
-    if value.startswith("file://"):
-        parsed = urlparse(value)
-        value = url2pathname(unquote(parsed.path))
-    p = Path(value).expanduser()
-    if not p.is_absolute():
-        p = (roots[0] if roots else Path.cwd()) / p
-    return Path(os.path.realpath(p))
+    """Where a path argument points on this machine (relative means: inside the first root).
+
+    Raises :class:`PathError` for what no file system path can be (a NUL byte, more than
+    :data:`MAX_PATH_BYTES`, text that does not encode, ``~user`` with no such user).
+    """
+    try:
+        if value.startswith("file://"):
+            value = url2pathname(unquote(urlparse(value).path))
+        if "\0" in value:
+            raise PathError("a path argument contains a NUL byte")
+        if len(os.fsencode(value)) > MAX_PATH_BYTES:
+            raise PathError(f"a path argument is longer than {MAX_PATH_BYTES} bytes")
+        p = Path(value).expanduser()
+        if not p.is_absolute():
+            p = (roots[0] if roots else Path.cwd()) / p
+        return Path(os.path.realpath(p))
+    except PathError:
+        raise
+    except (ValueError, RuntimeError, OSError) as exc:  # UnicodeError is a ValueError
+        raise PathError(f"a path argument cannot be resolved ({type(exc).__name__})") from exc
 
 
 def inside(path: Path, roots: Sequence[Path]) -> bool:
@@ -89,6 +110,7 @@ def real_roots(roots: Sequence[Path]) -> tuple[Path, ...]:
     return tuple(Path(os.path.realpath(r)) for r in roots)
 
 
+@functools.lru_cache(maxsize=1024)
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
     """``**`` crosses directories, ``*`` and ``?`` do not; ``[...]`` as in fnmatch."""
     out: list[str] = []
@@ -121,6 +143,34 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def path_covered(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
+    """The path, or a directory above it inside its root, matches: a denied directory covers its contents.
+
+    The same rule Rune applies to the exclusions Glyph hands it (and git to pathspecs). Works on
+    strings: it runs for every path a result names.
+    """
+    expanded = os.path.expanduser(pattern)
+    regex = glob_to_regex(expanded.replace(os.sep, "/"))
+    absolute = os.path.isabs(expanded)
+    text = path.as_posix()
+    if absolute and regex.match(text) is not None:
+        return True
+    for root in roots:
+        base = root.as_posix().rstrip("/") + "/"
+        if text == base.rstrip("/") or text == base:
+            if not absolute and regex.match(".") is not None:
+                return True  # a root itself is "." (as path_matches sees it)
+            continue
+        if not text.startswith(base):
+            continue
+        comps = text[len(base):].split("/")
+        for n in range(1, len(comps) + 1):
+            rel = "/".join(comps[:n])
+            if regex.match(base + rel if absolute else rel) is not None:
+                return True
+    return False
 
 
 def path_matches(pattern: str, path: Path, roots: Sequence[Path]) -> bool:

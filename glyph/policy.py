@@ -4,9 +4,10 @@ Order, first hit wins:
 
 1. A path argument outside every root is denied (``consent.deny_outside_roots``, default on).
 2. The rules that match the call: any ``deny`` wins, then any ``ask``, then any ``allow``.
-   A rule with a ``path`` glob matches a deny/ask when *any* path argument matches it, but an
-   allow only when the call has path arguments and *all* of them match: a call can never
-   sneak an unmatched path in under an allow.
+   A rule with a ``path`` glob matches a deny/ask when *any* path argument matches it (for a
+   deny, a path inside a matching directory counts too), but an allow only when the call has
+   path arguments and *all* of them match: a call can never sneak an unmatched path in under
+   an allow.
 3. Defaults: read-only tools (``readOnlyHint``) inside the roots are allowed when the user
    enabled ``consent.auto_allow_read_only``; "inside" means every path argument is inside a
    root, and a call without path arguments only counts for a server confined to the roots
@@ -15,13 +16,18 @@ Order, first hit wins:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 from glyph.config import Action, ConsentSettings, Rule
-from glyph.paths import inside, path_matches
+from glyph.paths import inside, path_covered, path_matches
+
+# The _meta keys Rune reads a call's exclusions from (rune.server.META_EXCLUDE, ...).
+META_EXCLUDE = "rune/exclude"
+META_EXCLUDE_CONTENT = "rune/exclude_content"
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,31 @@ class CallFacts:
     paths: tuple[Path, ...] = ()
     read_only: bool = False
     rooted: bool = False
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """One call's deny rules with a path: ``hide`` (names and content), ``content`` (content only)."""
+
+    hide: tuple[Rule, ...] = ()
+    content: tuple[Rule, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.hide or self.content)
+
+    @staticmethod
+    def globs(rules: tuple[Rule, ...]) -> list[str]:
+        """The rules' globs as a server takes them: ``~`` expanded (Rune does not expand it)."""
+        return list(dict.fromkeys(os.path.expanduser(r.path) for r in rules if r.path is not None))
+
+    def meta(self) -> dict[str, list[str]]:
+        """The call's ``_meta`` entries for a server that executes exclusions (Rune)."""
+        out = {}
+        if self.hide:
+            out[META_EXCLUDE] = self.globs(self.hide)
+        if self.content:
+            out[META_EXCLUDE_CONTENT] = self.globs(self.content)
+        return out
 
 
 @dataclass(frozen=True)
@@ -68,10 +99,26 @@ class Policy:
             return False
         if rule.path is None:
             return True
+        if rule.action == "deny":
+            return any(path_covered(rule.path, p, self.roots) for p in facts.paths)
         hits = [path_matches(rule.path, p, self.roots) for p in facts.paths]
         if rule.action == "allow":
             return bool(hits) and all(hits)
         return any(hits)
+
+    def exclusions(self, server: str, tool: str) -> Exclusions:
+        """What a call to this tool must not read, show or list: the globs of its deny rules.
+
+        A deny rule with a path holds for what a tool reads without naming the path too (a
+        grep over ".", a git diff); the server executes these (Rune does), Glyph checks.
+        """
+        hide: list[Rule] = []
+        content: list[Rule] = []
+        for rule in self.rules:
+            if (rule.action == "deny" and rule.path is not None and fnmatchcase(server, rule.server)
+                    and fnmatchcase(tool, rule.tool)):
+                (content if rule.show_names else hide).append(rule)
+        return Exclusions(tuple(hide), tuple(content))
 
 
 def describe(rule: Rule) -> str:

@@ -9,11 +9,14 @@ Glyph never asks a client for its roots: they are Glyph's decision.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult
 from mcp.server.stdio import stdio_server
+from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from glyph import __version__
@@ -36,6 +39,33 @@ def client_name(ctx: ServerRequestContext[Any, Any]) -> str:
     return f"{info.name}/{info.version}" if info.version else info.name
 
 
+class MalformedCalls:
+    """Audits the ``tools/call`` requests the SDK would refuse before Glyph's handler runs.
+
+    A call whose params do not validate (no name, arguments that are not an object) would
+    otherwise be answered with a protocol error and leave no audit row. This middleware runs
+    before the SDK's validation and answers such a call through the gateway: one row
+    (``invalid_input``) and an ``isError`` result that says what is wrong.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "tools/call" or ctx.request_id is None:
+            return await call_next(ctx)
+        raw = ctx.params
+        try:
+            types.CallToolRequestParams.model_validate({} if raw is None else raw, by_name=False)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}"
+                                 for e in exc.errors()[:3])
+            params = raw if isinstance(raw, Mapping) else {}
+            return await self.gateway.refuse_malformed(params.get("name"), params.get("arguments", raw),
+                                                       client_name(ctx), problems)
+        return await call_next(ctx)
+
+
 def build_server(gateway: Gateway) -> Server[Any]:
     async def list_tools(ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
                          ) -> types.ListToolsResult:
@@ -45,10 +75,12 @@ def build_server(gateway: Gateway) -> Server[Any]:
                         ) -> types.CallToolResult:
         return await gateway.call(params.name, params.arguments, client_name(ctx))
 
-    return Server(
+    server: Server[Any] = Server(
         "glyph", version=__version__, title="Glyph (OMEN Local tool governance)", instructions=INSTRUCTIONS,
         on_list_tools=list_tools, on_call_tool=call_tool,
     )
+    server.middleware.append(MalformedCalls(gateway))
+    return server
 
 
 async def serve_stdio(gateway: Gateway) -> None:

@@ -128,6 +128,17 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    config = load_config(args.config)
+    report = asyncio.run(
+        run_doctor(config, SecretStore(config.data_dir), glyph_config=args.glyph_config, timeout_s=args.timeout)
+    )
+    print(report.text())
+    return report.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --config and --log-level work before or after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
@@ -160,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("name", help="the key name a provider's config refers to, e.g. openai for keyring:openai")
 
     sub.add_parser("config", help="show where the config and data live", parents=[common])
+    doctor = sub.add_parser(
+        "doctor", help="check keyring, providers, intents, port, data dir and Glyph; say how to fix", parents=[common]
+    )
+    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds for each network check (default 3)")
+    doctor.add_argument("--glyph-config", type=Path, help="Glyph's config (default: glyph.toml in the config dir)")
     metering_cli.add_parsers(sub, common)
     ask_cli.add_parser(sub, common)
     return parser
@@ -175,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "token": _token,
         "key": _key,
         "config": _config,
+        "doctor": _doctor,
         "usage": metering_cli.usage_command,
         "quota": metering_cli.quota_command,
         "ask": ask_cli.main,

@@ -64,3 +64,23 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     for tool in tools if isinstance(tools, list) else ():
         total += _PER_TOOL + _json_tokens(tool)
     return total
+
+
+def _input_tokens(value: Any) -> int:
+    """A completion prompt or an embeddings input: text, token ids, or lists of either."""
+    if isinstance(value, str):
+        return text_tokens(value)
+    if isinstance(value, list):
+        if value and all(isinstance(v, int) for v in value):
+            return len(value)
+        return sum(_input_tokens(v) for v in value)
+    return 0
+
+
+def text_prompt_tokens(body: dict[str, Any]) -> int:
+    """A legacy completion's prompt (and fill-in-the-middle suffix)."""
+    return _input_tokens(body.get("prompt")) + _input_tokens(body.get("suffix"))
+
+
+def embed_input_tokens(body: dict[str, Any]) -> int:
+    return _input_tokens(body.get("input"))

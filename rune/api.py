@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from rune.errors import ErrorCode, RuneError
+from rune.exclude import Exclusions
 from rune.git import Git
 from rune.grep import Searcher
 from rune.sandbox import Sandbox
@@ -35,6 +36,10 @@ class Rune:
     git_identity: (name, email) for commits when the repository sets none (default: the
         user's global git config, read once).
     git_filters: filter drivers git may run, e.g. rune.git.LFS_FILTERS; all others are off.
+    exclude: glob patterns of paths every call treats as absent: never read, shown or listed,
+        and refused when named (rune.exclude describes the syntax).
+    exclude_content: glob patterns of paths whose names may be listed but whose content no
+        call reads or shows.
     """
 
     def __init__(
@@ -45,10 +50,14 @@ class Rune:
         git: str | None = None,
         git_identity: tuple[str, str] | None = None,
         git_filters: Mapping[str, Mapping[str, str]] | None = None,
+        exclude: Iterable[str] = (),
+        exclude_content: Iterable[str] = (),
     ) -> None:
         if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
+        exclusions = Exclusions.of(exclude, exclude_content)  # bad patterns fail before any fd is opened
         self._sandbox = Sandbox(roots)
+        self._sandbox.exclusions = exclusions
         searcher = Searcher(ripgrep)
         self._ctx = Context(self._sandbox, searcher, Git(self._sandbox, executable=git, identity=git_identity,
                                                             filters=git_filters))
@@ -58,6 +67,11 @@ class Rune:
     def roots(self) -> tuple[str, ...]:
         """The roots as absolute paths, in the order given."""
         return tuple(r.path for r in self._sandbox.roots)
+
+    @property
+    def exclusions(self) -> Exclusions:
+        """The patterns every call excludes (a call may add its own)."""
+        return self._sandbox.exclusions
 
     @property
     def grep_engine(self) -> str:
@@ -70,16 +84,23 @@ class Rune:
         except KeyError:
             raise RuneError("unknown_tool", f"no tool named {name!r}") from None
 
-    async def call(self, name: str, arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def call(self, name: str, arguments: Mapping[str, Any] | None = None, *,
+                   exclude: Iterable[str] = (), exclude_content: Iterable[str] = ()) -> dict[str, Any]:
         """Run a tool; returns its structured result (valid against its output schema).
 
+        ``exclude`` / ``exclude_content`` add to the Rune's own exclusions for this call only.
         Raises RuneError for anything the caller did or the tree refused; its `code` is stable.
         """
         spec = self.tool(name)
         args = dict(arguments or {})
         validate(spec.input_schema, args)
+        ctx = self._ctx
+        exclusions = self._sandbox.exclusions.merged(exclude, exclude_content)
+        if exclusions is not self._sandbox.exclusions:
+            sandbox = self._sandbox.view(exclusions)
+            ctx = Context(sandbox, ctx.searcher, ctx.git.view(sandbox))
         try:
-            return await spec.handler(self._ctx, apply_defaults(spec.input_schema, args))
+            return await spec.handler(ctx, apply_defaults(spec.input_schema, args))
         except RuneError:
             raise
         except OSError as exc:

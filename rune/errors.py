@@ -9,6 +9,7 @@ ErrorCode = Literal[
     "unknown_tool",
     "outside_roots",  # the path (or a symlink on its way) leaves the roots
     "protected",  # a write inside a .git directory
+    "excluded",  # the caller excluded this path (Rune(exclude=...) or the call's exclusions)
     "not_found",
     "exists",
     "not_a_directory",

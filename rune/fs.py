@@ -174,7 +174,7 @@ def write_file(ctx: Context, a: JSON) -> JSON:
 
 
 def edit_file(ctx: Context, a: JSON) -> JSON:
-    with ctx.sandbox.target(a["path"], write=True) as t:
+    with ctx.sandbox.target(a["path"], write=True, content=True) as t:  # its diff shows content
         shown = ctx.sandbox.display(t.loc)
         if t.st is None:
             raise RuneError("not_found", f"{shown} does not exist")
@@ -237,6 +237,8 @@ def list_directory(ctx: Context, a: JSON) -> JSON:
     try:
         with os.scandir(fd) as it:
             items = sorted(it, key=lambda e: e.name)
+        if ctx.sandbox.exclusions:
+            items = [e for e in items if not ctx.sandbox.exclusions.hidden(loc.child(e.name))]
         for e in items[:limit]:
             try:
                 st = e.stat(follow_symlinks=False)
@@ -248,10 +250,23 @@ def list_directory(ctx: Context, a: JSON) -> JSON:
                 entry["size"] = st.st_size
             elif kind == "symlink":
                 entry["target"] = os.readlink(e.name, dir_fd=fd)
+                if _points_into_hidden(ctx, loc, entry["target"]):
+                    continue  # its target string would name the excluded path
             entries.append(entry)
     finally:
         os.close(fd)
     return {"path": ctx.sandbox.display(loc), "entries": entries, "truncated": len(items) > limit}
+
+
+def _points_into_hidden(ctx: Context, where: Location, link: str) -> bool:
+    sb = ctx.sandbox
+    if not sb.exclusions:
+        return False
+    spelled = link if link.startswith("/") else os.path.join(where.root.path, *where.parts, link)
+    try:
+        return sb.exclusions.hidden(sb.lexical(spelled))
+    except RuneError:
+        return False  # outside the roots: not ours to hide, and never followed
 
 
 def directory_tree(ctx: Context, a: JSON) -> JSON:
@@ -259,7 +274,8 @@ def directory_tree(ctx: Context, a: JSON) -> JSON:
     os.close(fd)
     limit = a["max_entries"]
     walker = Walker(ctx.sandbox, loc, hidden=a["hidden"], gitignore=a["gitignore"],
-                    max_depth=a["max_depth"], sizes=True)
+                    max_depth=a["max_depth"], sizes=True,
+                    skip=ctx.sandbox.exclusions.hidden if ctx.sandbox.exclusions else None)
     entries: list[JSON] = []
     truncated = False
     for entry, _ in walker.walk():
@@ -327,11 +343,15 @@ def file_info(ctx: Context, a: JSON) -> JSON:
             "resolves_to": None,
         }
     if kind == "symlink":
+        if _points_into_hidden(ctx, Location(t.loc.root, t.loc.parts[:-1]), out["target"]):
+            raise RuneError("excluded", f"{a['path']!r}: it points to a path excluded from this call")
         try:
             with sb.target(a["path"]) as r:
                 out["resolves_to"] = sb.display(r.loc) if r.exists else None
-        except RuneError:
-            pass  # outside the root or dangling: say nothing about the other end
+        except RuneError as exc:
+            if exc.code == "excluded":
+                raise RuneError("excluded", f"{a['path']!r}: it points to a path excluded from this call") from None
+            # outside the root or dangling: say nothing about the other end
     return out
 
 

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import re
 import shutil
 import stat
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
 from rune.errors import RuneError
+from rune.patch import drop_sections, drop_stat_lines
 from rune.proc import finish
 from rune.sandbox import Location, Sandbox
 from rune.schema import JSON, array, boolean, integer, nullable, obj, string
@@ -76,6 +78,15 @@ class _Ran:
     truncated: bool
 
 
+@dataclass
+class _State:
+    """What every view of one Git shares: the version check and the cached config listings."""
+
+    checked: bool = False
+    global_identity: tuple[str | None, str | None] | None = None
+    config_cache: dict[str, tuple[object, list[tuple[str, str]]]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Repo:
     worktree: Location
@@ -117,9 +128,13 @@ class Git:
         self.executable = executable or shutil.which("git")
         self.identity = identity
         self.filters = {name: dict(keys) for name, keys in (filters or {}).items()}
-        self._checked = False
-        self._global_identity: tuple[str | None, str | None] | None = None
-        self._config_cache: dict[str, tuple[object, list[tuple[str, str]]]] = {}
+        self._state = _State()
+
+    def view(self, sandbox: Sandbox) -> Git:
+        """This Git on a sandbox view (one call's exclusions); caches stay shared."""
+        clone = copy.copy(self)
+        clone.sandbox = sandbox
+        return clone
 
     # -- finding the repository ------------------------------------------------------------
 
@@ -198,18 +213,18 @@ class Git:
     async def _check_git(self) -> str:
         if self.executable is None:
             raise RuneError("unavailable", "git is not installed")
-        if not self._checked:
+        if not self._state.checked:
             ran = await self._spawn(["version"], {"PATH": os.environ.get("PATH", os.defpath)}, "/", None, None)
             m = re.search(rb"(\d+)\.(\d+)", ran.out)
             if not m or (int(m[1]), int(m[2])) < MIN_VERSION:
                 raise RuneError("unavailable", f"git {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer is needed")
-            self._checked = True
+            self._state.checked = True
         return self.executable
 
     async def _repo_config(self, repo: Repo) -> list[tuple[str, str]]:
         """Overrides that depend on the repository's config: its filter drivers, an identity."""
         key = (_stat_key(os.path.join(repo.common_dir, "config")), _stat_key(os.path.join(repo.git_dir, "config.worktree")))
-        cached = self._config_cache.get(repo.git_dir)
+        cached = self._state.config_cache.get(repo.git_dir)
         if cached is not None and cached[0] == key:
             return cached[1]
         ran = await self._spawn(
@@ -235,21 +250,21 @@ class Git:
         if "user.email" not in lower and email:
             extra.append(("user.email", email))
         if not any(n.startswith(("include.", "includeif.")) for n in lower):
-            self._config_cache[repo.git_dir] = (key, extra)  # includes can change unseen: never cache them
+            self._state.config_cache[repo.git_dir] = (key, extra)  # includes can change unseen: never cache them
         return extra
 
     async def _identity_from_global(self) -> tuple[str | None, str | None]:
         """The user's name and email from their global config: commits need an author, and the
         global config is otherwise never read."""
-        if self._global_identity is None:
+        if self._state.global_identity is None:
             env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/"),
                    "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
             values: list[str | None] = []
             for key in ("user.name", "user.email"):
                 ran = await self._spawn(["config", "--global", "--includes", "--get", key], env, "/", None, None)
                 values.append((ran.out.decode("utf-8", "replace").strip() or None) if ran.code == 0 else None)
-            self._global_identity = (values[0], values[1])
-        return self._global_identity
+            self._state.global_identity = (values[0], values[1])
+        return self._state.global_identity
 
     def _env(self, repo: Repo, extra: Sequence[tuple[str, str]]) -> dict[str, str]:
         env = {
@@ -267,7 +282,9 @@ class Git:
             "GIT_EDITOR": ":",
             "GIT_OPTIONAL_LOCKS": "0",
             "GIT_NO_LAZY_FETCH": "1",
-            "GIT_LITERAL_PATHSPECS": "1",
+            # Pathspec magic is on so exclusions can be ":(exclude,glob)"; every pathspec a caller
+            # supplies is passed as ":(literal)path" (literal_pathspec), so callers get no magic.
+            "GIT_LITERAL_PATHSPECS": "0",
         }
         config = [*_FIXED_CONFIG, *((f"filter.{n}.{k}", v) for n, keys in self.filters.items() for k, v in keys.items()), *extra]
         env["GIT_CONFIG_COUNT"] = str(len(config))
@@ -339,12 +356,38 @@ async def _discover(ctx: Context, path: str) -> tuple[Repo, Location]:
     return await asyncio.to_thread(ctx.git.discover, path)
 
 
-def _paths(ctx: Context, repo: Repo, paths: Sequence[str]) -> list[str]:
+def _paths(ctx: Context, repo: Repo, paths: Sequence[str], *, content: bool = False) -> list[str]:
     out: list[str] = []
     for p in paths:
-        with ctx.sandbox.target(p, follow=False) as t:
+        with ctx.sandbox.target(p, follow=False, content=content) as t:
             out.append(ctx.git.repo_path(repo, t.loc))
     return out
+
+
+def literal_pathspec(rel: str) -> str:
+    """A caller's path as a pathspec git takes literally, whatever its characters."""
+    return ":(literal)" + rel
+
+
+def _pathspecs(ctx: Context, repo: Repo, rels: Sequence[str], *, content: bool) -> list[str]:
+    """The caller's paths (literal) and the call's exclusions, for after `--`."""
+    specs = [literal_pathspec(r) for r in rels]
+    if ctx.sandbox.exclusions:
+        specs += ctx.sandbox.exclusions.pathspecs(repo.worktree, content=content)
+    return specs
+
+
+def _repo_loc(repo: Repo, rel: str) -> Location:
+    return Location(repo.worktree.root, (*repo.worktree.parts, *(p for p in rel.split("/") if p)))
+
+
+def _excluded_name(ctx: Context, repo: Repo, *, content: bool) -> Callable[[str], bool] | None:
+    """A test for worktree-relative paths git printed: does the call exclude this one?"""
+    ex = ctx.sandbox.exclusions
+    if not ex:
+        return None
+    test = ex.withheld if content else ex.hidden
+    return lambda rel: test(_repo_loc(repo, rel))
 
 
 def _iso(epoch: str, tz: str) -> str:
@@ -361,7 +404,8 @@ async def git_status(ctx: Context, a: JSON) -> JSON:
     repo, loc = await _discover(ctx, a["path"])
     rel = ctx.git.repo_path(repo, loc)
     args = ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--ignore-submodules=all", "--"]
-    out, _, _ = await ctx.git.run(repo, [*args, rel])
+    out, _, _ = await ctx.git.run(repo, [*args, *_pathspecs(ctx, repo, [rel], content=False)])
+    excluded = _excluded_name(ctx, repo, content=False)
     fields = out.decode("utf-8", "surrogateescape").split("\0")
     result: JSON = {"repo": ctx.sandbox.display(repo.worktree), "branch": None, "head": None, "upstream": None,
                     "ahead": None, "behind": None, "entries": []}
@@ -396,6 +440,9 @@ async def git_status(ctx: Context, a: JSON) -> JSON:
         else:
             entry = {"path": ctx.git.display(repo, f[2:]), "index": kind, "worktree": kind,
                      "kind": "untracked" if kind == "?" else "ignored"}
+            path = f[2:]
+        if excluded is not None and (excluded(path) or (kind == "2" and excluded(fields[i - 1]))):
+            continue  # git's pathspec left it out already; this holds if git's globbing differs
         result["entries"].append(entry)
     result["clean"] = not result["entries"]
     return result
@@ -437,15 +484,45 @@ async def git_diff(ctx: Context, a: JSON) -> JSON:
     args.append("--end-of-options")
     if a.get("revision"):
         args.append(check_revision(a["revision"]))
-    args += ["--", *_paths(ctx, repo, a["paths"])]
+        if ctx.sandbox.exclusions:
+            await _only_commits(ctx, repo, a["revision"])
+    rels = await asyncio.to_thread(_paths, ctx, repo, a["paths"], content=True)
+    args += ["--", *_pathspecs(ctx, repo, rels, content=True)]
     out, truncated, _ = await ctx.git.run(repo, args, max_bytes=a["max_bytes"])
     files, patch = _parse_numstat(out)
+    excluded = _excluded_name(ctx, repo, content=True)
+    if excluded is not None:
+        files = [f for f in files if not (excluded(f["path"]) or ("old_path" in f and excluded(f["old_path"])))]
+        patch = drop_sections(patch.decode("utf-8", "surrogateescape"), excluded).encode("utf-8", "surrogateescape")
     for f in files:
         f["path"] = ctx.git.display(repo, f["path"])
         if "old_path" in f:
             f["old_path"] = ctx.git.display(repo, f["old_path"])
     return {"repo": ctx.sandbox.display(repo.worktree), "files": files,
             "diff": patch.decode("utf-8", "replace"), "truncated": truncated}
+
+
+def range_ends(rev: str) -> list[str]:
+    """The revisions of ``A..B`` / ``A...B`` (an empty end means HEAD), or ``[rev]``."""
+    depth = 0
+    for i, c in enumerate(rev):
+        if c == "{":
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+        elif c == "." and not depth and rev.startswith("..", i):
+            width = 3 if rev.startswith("...", i) else 2
+            return [end or "HEAD" for end in (rev[:i], rev[i + width:])]
+    return [rev]
+
+
+async def _only_commits(ctx: Context, repo: Repo, rev: str) -> None:
+    """With exclusions in force a diff compares commits: a tree (``HEAD:secrets``) or a blob as
+    one end would show an excluded file under a name relative to that tree, past the pathspecs."""
+    for end in range_ends(rev):
+        if await _rev_parse(ctx, repo, f"{end}^{{commit}}") is None:
+            raise RuneError("invalid_arguments", f"{end!r} is not a commit: with exclusions in force, git_diff "
+                            "compares commits (limit it to files with paths)")
 
 
 _LOG_FIELDS = ("hash", "parents", "author", "email", "date", "committer", "committed", "subject", "body")
@@ -458,7 +535,8 @@ async def git_log(ctx: Context, a: JSON) -> JSON:
             "--end-of-options"]
     if a.get("revision"):
         args.append(check_revision(a["revision"]))
-    args += ["--", *_paths(ctx, repo, a["paths"])]
+    rels = await asyncio.to_thread(_paths, ctx, repo, a["paths"])
+    args += ["--", *(literal_pathspec(r) for r in rels)]
     out, _, code = await ctx.git.run(repo, args, check=False)
     if code != 0:
         head, _, _ = await ctx.git.run(repo, ["rev-parse", "--verify", "-q", "HEAD"], check=False)
@@ -477,20 +555,132 @@ async def git_log(ctx: Context, a: JSON) -> JSON:
     return {"repo": ctx.sandbox.display(repo.worktree), "commits": commits}
 
 
+_SHOW = ("show", "--no-ext-diff", "--no-textconv", "--no-color", "--src-prefix=a/", "--dst-prefix=b/",
+         "--format=fuller")
+
+
 async def git_show(ctx: Context, a: JSON) -> JSON:
     repo, _ = await _discover(ctx, a["path"])
     rev = check_revision(a["revision"])
-    args = ["show", "--no-ext-diff", "--no-textconv", "--no-color", "--src-prefix=a/", "--dst-prefix=b/",
-            "--format=fuller"]
-    if a["stat"]:
-        args.append("--stat")
-    out, truncated, _ = await ctx.git.run(repo, [*args, "--end-of-options", rev, "--"], max_bytes=a["max_bytes"])
+    if ctx.sandbox.exclusions:
+        out, truncated = await _show_excluding(ctx, repo, rev, a)
+    else:
+        args = [*_SHOW, *(["--stat"] if a["stat"] else [])]
+        out, truncated, _ = await ctx.git.run(repo, [*args, "--end-of-options", rev, "--"], max_bytes=a["max_bytes"])
     return {"repo": ctx.sandbox.display(repo.worktree), "revision": rev,
             "output": out.decode("utf-8", "replace"), "truncated": truncated}
 
 
+def split_rev_path(rev: str) -> tuple[str, str] | None:
+    """``REV:path``, ``:path`` or ``:N:path`` as (tree-ish, path), the way git splits it; else None.
+
+    Like git, the first ":" outside ``{...}`` separates them (``HEAD@{1 hour ago}:a``,
+    ``HEAD^{/fix: it}`` has none); ``:/text`` searches commit messages and names no path.
+    """
+    if rev.startswith(":"):
+        if rev.startswith(":/"):
+            return None
+        if len(rev) >= 3 and rev[1] in "0123" and rev[2] == ":":
+            return rev[:2], rev[3:]
+        return "", rev[1:]
+    depth = 0
+    for i, c in enumerate(rev):
+        if c == "{":
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+        elif c == ":" and not depth:
+            return rev[:i], rev[i + 1:]
+    return None
+
+
+def _tree_path(path: str) -> str | None:
+    """The path from the tree's top that git reads ``path`` as (cwd is the top); None if unsure."""
+    comps = [c for c in path.split("/") if c]
+    if path.startswith(("./", "../")) or path in (".", ".."):
+        out: list[str] = []
+        for c in comps:
+            if c == "..":
+                if not out:
+                    return None
+                out.pop()
+            elif c != ".":
+                out.append(c)
+        return "/".join(out)
+    if any(c in (".", "..") for c in comps):
+        return None
+    return "/".join(comps)
+
+
+async def _rev_parse(ctx: Context, repo: Repo, rev: str) -> str | None:
+    out, _, code = await ctx.git.run(repo, ["rev-parse", "--verify", "--quiet", "--end-of-options", rev], check=False)
+    return out.decode().strip() if code == 0 else None
+
+
+async def _show_excluding(ctx: Context, repo: Repo, rev: str, a: JSON) -> tuple[bytes, bool]:
+    """git show with the call's exclusions: what is shown is the object that was checked.
+
+    A file or directory must be named as ``REV:path`` so its path can be checked (an excluded
+    blob is refused; a tree is listed without its excluded entries); a commit's patch or stat
+    leaves excluded files out. The revision is resolved once and the object id is shown, so a
+    ref moved in between cannot swap in something unchecked.
+    """
+    ex = ctx.sandbox.exclusions
+    oid = await _rev_parse(ctx, repo, rev)
+    if oid is None:
+        await ctx.git.run(repo, ["rev-parse", "--verify", "--end-of-options", rev])  # raises git's message
+        raise RuneError("git_error", f"unknown revision {rev!r}")
+    typed, _, _ = await ctx.git.run(repo, ["cat-file", "-t", oid])
+    kind = typed.decode().strip()
+    named = split_rev_path(rev)
+    if named is not None:
+        treeish, path = named
+        canonical = _tree_path(path)
+        if canonical is None or await _rev_parse(ctx, repo, f"{treeish}:{canonical}") != oid:
+            raise RuneError("invalid_arguments", f"cannot tell which path {rev!r} names; use REV:dir/file")
+        loc = _repo_loc(repo, canonical)
+        if kind == "tree":
+            ctx.sandbox.check_excluded(rev, loc, content=False)
+            return await _show_tree(ctx, repo, rev, oid, loc, a["max_bytes"])
+        ctx.sandbox.check_excluded(rev, loc, content=True)
+    elif kind == "tag":
+        peeled, _, _ = await ctx.git.run(repo, ["cat-file", "-t", f"{oid}^{{}}"])
+        kind = peeled.decode().strip()
+    if named is None and kind in ("blob", "tree"):
+        raise RuneError("invalid_arguments", f"{rev!r} is a {kind}: with exclusions in force, name a file or "
+                        "directory as REV:path (e.g. HEAD:src/app.py) so its path can be checked")
+    args = [*_SHOW, *(["--stat=4096,4096"] if a["stat"] else [])]
+    specs = ex.pathspecs(repo.worktree, content=True) if kind in ("commit", "tag") else []
+    out, truncated, _ = await ctx.git.run(repo, [*args, "--end-of-options", oid, "--", *specs], max_bytes=a["max_bytes"])
+    excluded = _excluded_name(ctx, repo, content=True)
+    if excluded is not None and kind in ("commit", "tag"):
+        text = drop_sections(out.decode("utf-8", "surrogateescape"), excluded)
+        out = drop_stat_lines(text, excluded).encode("utf-8", "surrogateescape")
+    return out, truncated
+
+
+async def _show_tree(ctx: Context, repo: Repo, rev: str, oid: str, loc: Location, max_bytes: int
+                     ) -> tuple[bytes, bool]:
+    """What ``git show <tree>`` prints (``tree REV``, a blank line, one name per line, "/" after
+    directories), without the excluded entries."""
+    out, _, _ = await ctx.git.run(repo, ["ls-tree", "-z", "--end-of-options", oid])
+    lines = [f"tree {rev}", ""]
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, raw = record.partition(b"\t")
+        name = raw.decode("utf-8", "surrogateescape")
+        if ctx.sandbox.exclusions.hidden(loc.child(name)):
+            continue
+        lines.append(name + ("/" if meta.split(b" ")[1:2] == [b"tree"] else ""))
+    data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    return data[:max_bytes], len(data) > max_bytes
+
+
 async def git_blame(ctx: Context, a: JSON) -> JSON:
     repo, loc = await _discover(ctx, a["path"])
+    if ctx.sandbox.exclusions:
+        ctx.sandbox.check_excluded(a["path"], loc, content=True)  # blame shows every line
     rel = ctx.git.repo_path(repo, loc)
     args = ["blame", "--porcelain", "--no-textconv"]
     start, end = a.get("start_line"), a.get("end_line")
@@ -558,7 +748,7 @@ async def git_branches(ctx: Context, a: JSON) -> JSON:
 async def git_add(ctx: Context, a: JSON) -> JSON:
     repo, _ = await _discover(ctx, a["paths"][0])
     rels = await asyncio.to_thread(_paths, ctx, repo, a["paths"])
-    await ctx.git.run(repo, ["add", "--", *rels])
+    await ctx.git.run(repo, ["add", "--", *_pathspecs(ctx, repo, rels, content=False)])
     return {"repo": ctx.sandbox.display(repo.worktree), "paths": [ctx.git.display(repo, r) for r in rels]}
 
 

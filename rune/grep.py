@@ -162,10 +162,10 @@ def _read_text_file(dirfd: int, name: str) -> bytes | None:
     return None if b"\0" in data else data
 
 
-def _python_files(ctx: Context, base: Location, hidden: bool, gitignore: bool,
-                  glob: Matcher | None) -> Iterator[tuple[tuple[str, ...], str, int, str]]:
+def _python_files(ctx: Context, base: Location, hidden: bool, gitignore: bool, glob: Matcher | None,
+                  skip: Callable[[Location], bool] | None) -> Iterator[tuple[tuple[str, ...], str, int, str]]:
     """(parts, rel, dirfd, name) for each file the walk keeps."""
-    walker = Walker(ctx.sandbox, base, hidden=hidden, gitignore=gitignore)
+    walker = Walker(ctx.sandbox, base, hidden=hidden, gitignore=gitignore, skip=skip)
     for entry, dirfd in walker.walk():
         if entry.kind == "file" and (glob is None or glob(entry.rel)):
             yield entry.parts, entry.rel, dirfd, entry.parts[-1]
@@ -185,7 +185,7 @@ def _python_grep(ctx: Context, base: Location, is_dir: bool, a: JSON) -> tuple[l
             out = _search_text(whole, loc.parts, line_re, maybe, context, limit + 1)
     else:
         glob = _glob_spec(a.get("glob"))
-        for parts, _, dirfd, name in _python_files(ctx, base, a["hidden"], a["gitignore"], glob):
+        for parts, _, dirfd, name in _python_files(ctx, base, a["hidden"], a["gitignore"], glob, _withheld(ctx)):
             data = _read_text_file(dirfd, name)
             if data is not None:
                 out.extend(_search_text(data, parts, line_re, maybe, context, limit + 1 - len(out)))
@@ -239,6 +239,7 @@ async def _rg_grep(ctx: Context, base: Location, a: JSON) -> tuple[list[_Match],
     if context:
         args += ["--context", str(context)]
     glob = _glob_spec(a.get("glob"))
+    withheld = _withheld(ctx)
     limit = a["max_results"]
     proc = await asyncio.create_subprocess_exec(
         ctx.searcher.rg, *args, "--", ".", cwd=base.real, env=_rg_env(), stdin=asyncio.subprocess.DEVNULL,
@@ -260,7 +261,8 @@ async def _rg_grep(ctx: Context, base: Location, a: JSON) -> tuple[list[_Match],
             if kind == "begin":
                 rel = _rg_path(data["path"])
                 parts = (*base.parts, *rel.split("/"))
-                skip = (glob is not None and not glob(rel)) or not _shown(rel, a["hidden"])
+                skip = ((glob is not None and not glob(rel)) or not _shown(rel, a["hidden"])
+                        or (withheld is not None and withheld(Location(base.root, parts))))
                 last, recent = None, []
             elif skip or kind not in ("match", "context"):
                 continue
@@ -308,6 +310,16 @@ async def _rg_files(ctx: Context, base: Location, a: JSON) -> list[str]:
 # -- the tools -------------------------------------------------------------------------------
 
 
+def _withheld(ctx: Context) -> Callable[[Location], bool] | None:
+    """What a search must not read: the call's excluded paths, hidden or content-only."""
+    return ctx.sandbox.exclusions.withheld if ctx.sandbox.exclusions else None
+
+
+def _hidden(ctx: Context) -> Callable[[Location], bool] | None:
+    """What a listing must not name."""
+    return ctx.sandbox.exclusions.hidden if ctx.sandbox.exclusions else None
+
+
 def _base(ctx: Context, path: str) -> tuple[Location, bool]:
     with ctx.sandbox.target(path) as t:
         if t.st is None:
@@ -344,7 +356,7 @@ async def grep(ctx: Context, a: JSON) -> JSON:
 
 
 def _python_glob(ctx: Context, base: Location, a: JSON) -> list[str]:
-    return [rel for _, rel, _, _ in _python_files(ctx, base, a["hidden"], a["gitignore"], None)]
+    return [rel for _, rel, _, _ in _python_files(ctx, base, a["hidden"], a["gitignore"], None, _hidden(ctx))]
 
 
 async def glob(ctx: Context, a: JSON) -> JSON:
@@ -358,8 +370,10 @@ async def glob(ctx: Context, a: JSON) -> JSON:
         files, engine = await _rg_files(ctx, base, args), "ripgrep"
     else:
         files, engine = await asyncio.to_thread(_python_glob, ctx, base, args), "python"
-    hidden = a["hidden"]
+    hidden, excluded = a["hidden"], _hidden(ctx)
     found = sorted(tuple(rel.split("/")) for rel in files if spec(rel) and _shown(rel, hidden))
+    if excluded is not None:
+        found = [p for p in found if not excluded(Location(base.root, (*base.parts, *p)))]
     limit = a["max_results"]
     return {
         "matches": [ctx.sandbox.display(Location(base.root, (*base.parts, *p))) for p in found[:limit]],

@@ -13,6 +13,7 @@ link itself (move, file_info, git paths) do not follow the last component.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import stat
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rune.errors import RuneError
+from rune.exclude import Exclusions
 
 # getattr: the names are POSIX-only; on other platforms Sandbox() refuses to start instead.
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -131,11 +133,18 @@ class Sandbox:
                 os.close(root.fd)
             raise
         self.roots: tuple[Root, ...] = tuple(opened)
-        self._closed = False
+        self._open = [True]  # shared with views, so closing the sandbox closes them too
+        self.exclusions = Exclusions()
+
+    def view(self, exclusions: Exclusions) -> Sandbox:
+        """The same roots (and fds) with other exclusions, for one call. Only the original closes."""
+        clone = copy.copy(self)
+        clone.exclusions = exclusions
+        return clone
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        if self._open[0]:
+            self._open[0] = False
             for root in self.roots:
                 os.close(root.fd)
 
@@ -177,23 +186,47 @@ class Sandbox:
 
     @contextmanager
     def target(
-        self, path: str, *, follow: bool = True, write: bool = False, create_dirs: bool = False
+        self, path: str, *, follow: bool = True, write: bool = False, create_dirs: bool = False,
+        content: bool = False,
     ) -> Iterator[Target]:
         """Resolve `path`; the parent directory fd stays open for the `with` block.
 
         follow: follow a symlink in the last component (when it stays in the root).
         write: refuse any component named .git (Rune never writes git's own files).
         create_dirs: create missing intermediate directories on the way.
+        content: the caller will read or show the content, so withheld paths are refused too.
         """
+        if self.exclusions:
+            self.check_excluded(path, self.lexical(path), content=content)
         t = self._resolve(path, follow=follow, write=write, create_dirs=create_dirs)
         try:
+            if self.exclusions:
+                self.check_excluded(path, t.loc, content=content)
             yield t
         finally:
             os.close(t.dirfd)
 
+    def lexical(self, path: str) -> Location:
+        """Where `path` points by its spelling alone (".." drops a component, symlinks not read)."""
+        root, raw = self.split(path)
+        parts: list[str] = []
+        for comp in _components(raw):
+            if comp == "..":
+                if parts:
+                    parts.pop()
+            else:
+                parts.append(comp)
+        return Location(root, tuple(parts))
+
+    def check_excluded(self, path: str, loc: Location, *, content: bool) -> None:
+        """Refuse a path the caller excluded, by its name or by where it resolves."""
+        if self.exclusions.withheld(loc) if content else self.exclusions.hidden(loc):
+            what = "its content is" if content and not self.exclusions.hidden(loc) else "it is"
+            raise RuneError("excluded", f"{path!r}: {what} excluded from this call")
+
     def _check_open(self) -> None:
         # a closed root fd's number may already belong to some other directory
-        if self._closed:
+        if not self._open[0]:
             raise RuneError("unavailable", "this Rune is closed")
 
     def _resolve(self, path: str, *, follow: bool, write: bool, create_dirs: bool) -> Target:
@@ -291,9 +324,9 @@ class Sandbox:
     # -- opening --------------------------------------------------------------------------
 
     def open_file(self, path: str) -> tuple[Location, int, os.stat_result]:
-        """An fd on a regular file (in-root symlinks followed); the caller closes it."""
+        """An fd on a regular file (in-root symlinks followed) to read; the caller closes it."""
         for _ in range(3):
-            with self.target(path) as t:
+            with self.target(path, content=True) as t:
                 if t.st is None:
                     raise RuneError("not_found", f"{self.display(t.loc)} does not exist")
                 if t.is_dir:

@@ -51,6 +51,18 @@ def _tool(spec_mcp: Mapping[str, Any]) -> types.Tool:
     )
 
 
+META_EXCLUDE = "rune/exclude"
+META_EXCLUDE_CONTENT = "rune/exclude_content"
+
+
+def _patterns(meta: Mapping[str, Any], key: str) -> list[str]:
+    """A call's exclusions from its ``_meta`` (how Glyph hands its deny rules to Rune)."""
+    value = meta.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise RuneError("invalid_arguments", f"_meta[{key!r}] must be a list of glob patterns")
+    return value
+
+
 def build_server(rune: Rune, *, name: str = "rune") -> Server[Any]:
     """An MCP server exposing every Rune tool. It does not own `rune`; close it yourself."""
     import mcp_types as types
@@ -65,8 +77,10 @@ def build_server(rune: Rune, *, name: str = "rune") -> Server[Any]:
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         if params.name not in schemas:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
+        meta: Mapping[str, Any] = params.meta or {}
         try:
-            result = await rune.call(params.name, params.arguments or {})
+            result = await rune.call(params.name, params.arguments or {}, exclude=_patterns(meta, META_EXCLUDE),
+                                     exclude_content=_patterns(meta, META_EXCLUDE_CONTENT))
         except RuneError as exc:
             return types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
         except Exception as exc:  # a bug: keep serving, tell the caller
@@ -138,10 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--path", default="/mcp", help="HTTP endpoint path (default /mcp)")
     parser.add_argument("--no-ripgrep", action="store_true", help="use the pure-Python grep")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="treat matching paths as absent: never read, shown or listed (repeatable)")
+    parser.add_argument("--exclude-content", action="append", default=[], metavar="GLOB",
+                        help="list matching paths by name but never read or show their content (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="rune: %(levelname)s %(message)s")
     try:
-        rune = Rune(args.root, ripgrep=not args.no_ripgrep)
+        rune = Rune(args.root, ripgrep=not args.no_ripgrep, exclude=args.exclude, exclude_content=args.exclude_content)
     except RuneError as exc:
         print(f"rune: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 Used by directory_tree, and by glob and grep when no ripgrep binary is available. It
 never follows symlinks (they are listed, not entered), always skips `.git`, skips
-dotfiles unless asked, and applies `.gitignore`, `.ignore`, `.rgignore` and
+dotfiles unless asked, skips what the caller excluded, and applies `.gitignore`, `.ignore`, `.rgignore` and
 `.git/info/exclude` from the root down (deeper files and later lines win).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pathspec import GitIgnoreSpec
@@ -112,9 +112,11 @@ class Walker:
         gitignore: bool,
         max_depth: int | None = None,
         sizes: bool = False,
+        skip: Callable[[Location], bool] | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.sizes = sizes
+        self.skip = skip  # excluded entries: neither yielded nor entered
         self.base = base
         self.hidden = hidden
         self.gitignore = gitignore
@@ -163,6 +165,8 @@ class Walker:
                 continue  # vanished while we looked
             child = (*parts, name)
             if ignores and is_ignored(ignores, child, kind == "directory"):
+                continue
+            if self.skip is not None and self.skip(Location(self.base.root, child)):
                 continue
             entry = Entry(child, "/".join(child[cut:]), kind, size, depth)
             yield entry, fd

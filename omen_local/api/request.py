@@ -8,6 +8,7 @@ client features keep working. Every rejection is a 400 naming the field.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from ..errors import invalid
@@ -19,14 +20,25 @@ PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 
 
+class Operation(StrEnum):
+    """What a request asks an upstream for: the door it came in by decides."""
+
+    CHAT = "chat"  # chat completions (also /v1/messages and /v1/responses, translated)
+    TEXT = "text"  # legacy completions, fill-in-the-middle included
+    EMBED = "embed"  # embeddings
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    """A request as routing sees it, whatever door it came in by (``op`` says which kind)."""
+
     model: str
     body: dict[str, Any]  # the OpenAI body without "model" and "omen"
     stream: bool
     include_usage: bool
     hints: Hints
     alias: str | None = None  # the model alias the client asked for (its hints are in ``hints``)
+    op: Operation = Operation.CHAT
 
 
 def _is_int(v: Any) -> bool:

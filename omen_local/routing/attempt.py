@@ -14,10 +14,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from ..api.request import Operation
 from ..caller import Caller
 from ..config import Price
 from ..observe import PROGRESS_CHARS, AttemptProgress, AttemptStarted, Outcome, Record, UsageEvent
-from ..providers.base import Chunk, Completion, Provider, Usage
+from ..providers.base import Chunk, Completion, Embeddings, Provider, Usage
 from ..providers.errors import ProtocolError, StreamBroken, UpstreamError
 from .catalog import Target
 
@@ -42,11 +43,13 @@ class Attempt:
         body: dict[str, Any],
         prompt_estimate: int,
         reporter: Reporter,
+        op: Operation = Operation.CHAT,
     ) -> None:
         self.id, self.caller, self.strategy = attempt_id, caller, strategy
         self.target, self.provider, self.price, self.body = target, provider, price, body
         self.prompt_estimate = prompt_estimate
         self._reporter = reporter
+        self.op = op
         self.t0 = time.perf_counter()
         self.ttft: float | None = None
         self.usage: Usage | None = None
@@ -93,9 +96,18 @@ class Attempt:
 
     # ------------------------------------------------------------ non-streamed
 
-    async def complete(self) -> Completion:
+    async def _call(self) -> Completion | Embeddings:
+        model, body = self.target.model, self.body
+        if self.op is Operation.EMBED:
+            return await self.provider.embed(model, body)
+        if self.op is Operation.TEXT:
+            return await self.provider.complete_text(model, body)
+        return await self.provider.complete(model, body)
+
+    async def complete(self) -> Completion | Embeddings:
+        """A whole answer (chat or text completion), or the vectors of an embeddings request."""
         try:
-            done = await self.provider.complete(self.target.model, self.body)
+            done = await self._call()
         except UpstreamError as err:
             raise self._before_client(err) from None
         except Exception as exc:
@@ -103,8 +115,9 @@ class Attempt:
         self.ttft = time.perf_counter()
         self.usage = done.usage
         self.whole = True
-        choices = done.body.get("choices") or [{}]
-        self.finish_reason = choices[0].get("finish_reason")
+        if isinstance(done, Completion):
+            choices = done.body.get("choices") or [{}]
+            self.finish_reason = choices[0].get("finish_reason")
         return done
 
     # ------------------------------------------------------------ streamed
@@ -112,7 +125,8 @@ class Attempt:
     async def open(self) -> None:
         """Start the stream and read until the first content (or its end), keeping what was read."""
         self.streamed = True
-        self._agen = self.provider.stream(self.target.model, self.body)
+        stream = self.provider.stream_text if self.op is Operation.TEXT else self.provider.stream
+        self._agen = stream(self.target.model, self.body)
         while True:
             try:
                 chunk = await anext(self._agen)

@@ -19,7 +19,7 @@ from ..api.request import ChatRequest
 from ..caller import Caller
 from ..config import Price
 from ..observe import HealthEvent, Hub, Outcome, Record, Sink
-from ..providers.base import Completion, Provider
+from ..providers.base import Completion, Embeddings, Provider
 from ..providers.errors import LimitReached, UpstreamError, UpstreamTimeout
 from .attempt import Attempt
 from .catalog import Target
@@ -105,6 +105,7 @@ class Dispatcher:
             body if body is not None else plan.body_for(call.request.body, price),
             plan.bound.prompt_tokens,
             self,
+            call.request.op,
         )
         call.attempts.append(attempt)
         return attempt
@@ -128,7 +129,7 @@ class Dispatcher:
         self._first_token(attempt)
         attempt.announce()
 
-    async def complete(self, attempt: Attempt) -> Completion:
+    async def complete(self, attempt: Attempt) -> Completion | Embeddings:
         """A whole answer; on failure the attempt is reported."""
         try:
             done = await attempt.complete()

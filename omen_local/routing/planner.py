@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import estimate
-from ..api.request import ChatRequest
+from ..api.request import ChatRequest, Operation
 from ..caller import Caller
 from ..config import Config, Price, StrategyName
 from ..errors import OmenError
@@ -26,6 +26,20 @@ from .intent import guess_intent
 from .sticky import StickyMap
 
 __all__ = ["Plan", "Planner"]
+
+# The intent bucket a door uses when the request names none (if the config has it).
+DOOR_INTENTS = {Operation.TEXT: "complete", Operation.EMBED: "embed"}
+# Strategies that make sense per kind of request (merging embeddings or FIM text does not).
+DOOR_STRATEGIES = {
+    Operation.CHAT: frozenset(StrategyName),
+    Operation.TEXT: frozenset({StrategyName.SINGLE, StrategyName.RACE, StrategyName.SPECULATE_K}),
+    Operation.EMBED: frozenset({StrategyName.SINGLE, StrategyName.RACE}),
+}
+PROMPT_ESTIMATE = {
+    Operation.CHAT: estimate.prompt_tokens,
+    Operation.TEXT: estimate.text_prompt_tokens,
+    Operation.EMBED: estimate.embed_input_tokens,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +55,14 @@ class Plan:
     fanout: int = 1  # how many attempts the strategy may pay for at once
     deadline_ms: int | None = None
     merge_target: Target | None = None  # parallel_merge: the model that merges, if usable now
+    caps_output: bool = True  # False for embeddings: nothing to cap
 
     def body_for(self, body: dict[str, Any], price: Price) -> dict[str, Any]:
         """The body sent at ``price``: the request's, with the output capped to what the budget buys.
 
         Fan-out strategies share the budget between the attempts they may pay for.
         """
-        if self.budget_usd is None:
+        if self.budget_usd is None or not self.caps_output:
             return body
         cap = budgets.affordable_output(price, self.bound.prompt_tokens, self.budget_usd / self.fanout)
         return body if cap is None else budgets.with_output_cap(body, max(1, cap))
@@ -64,19 +79,45 @@ class Planner:
         """Candidates in order, filtered by allowlist, usability, health, deadline and budget."""
         hints = req.hints
         d = self.config.defaults
-        strategy = hints.strategy or d.strategy
+        strategy = self._strategy(req)
         intent, guessed, targets, skipped = self._candidates(req)
         targets = self._available(req, intent, targets, skipped)
         targets = self._within_deadline(req, targets)
         targets, sticky = self._stick(req, caller, targets)
         k = hints.k or d.k
         fanout = self._fanout(strategy, k)
-        prompt = estimate.prompt_tokens(req.body)
+        prompt = PROMPT_ESTIMATE[req.op](req.body)
         targets, bound, budget = self._afford(req, targets, prompt, fanout)
         merge = self._merge_target() if strategy is StrategyName.PARALLEL_MERGE else None
         return Plan(
-            strategy, intent, guessed, tuple(targets), bound, k, budget, sticky, fanout, hints.max_latency_ms, merge
+            strategy,
+            intent,
+            guessed,
+            tuple(targets),
+            bound,
+            k,
+            budget,
+            sticky,
+            fanout,
+            hints.max_latency_ms,
+            merge,
+            caps_output=req.op is not Operation.EMBED,
         )
+
+    def _strategy(self, req: ChatRequest) -> StrategyName:
+        """The hinted strategy, else the default; a door that cannot use the default runs ``single``."""
+        allowed = DOOR_STRATEGIES[req.op]
+        hinted = req.hints.strategy
+        if hinted is not None and hinted not in allowed:
+            raise OmenError(
+                400,
+                f"omen.strategy {hinted.value} does not apply to {req.op.value} requests "
+                f"(use one of {', '.join(sorted(s.value for s in allowed))})",
+                param="omen.strategy",
+                code="invalid_request",
+            )
+        strategy = hinted or self.config.defaults.strategy
+        return strategy if strategy in allowed else StrategyName.SINGLE
 
     # ------------------------------------------------------------ candidates
 
@@ -91,7 +132,10 @@ class Planner:
         skipped: list[str] = []
         if req.model == "auto":
             intent = hints.intent
-            if intent is None:
+            door = DOOR_INTENTS.get(req.op)
+            if intent is None and door is not None:
+                intent = door if door in self.config.intents else self.config.defaults.intent
+            elif intent is None:
                 default = self.config.defaults.intent
                 intent = guess_intent(req.body, self.config.intents, default) if self.config.defaults.guess_intent else default
                 guessed = True
@@ -230,7 +274,7 @@ class Planner:
         """Keep the candidates the budget covers; the request's worst case for quotas."""
         d = self.config.defaults
         requested = budgets.requested_output_cap(req.body)
-        cap = requested or d.assumed_output_tokens
+        cap = 0 if req.op is Operation.EMBED else requested or d.assumed_output_tokens
         budget = req.hints.budget_usd if req.hints.budget_usd is not None else d.budget_usd
         prices = {t: self.config.price_for(t.provider, t.model) for t in targets}
         worst = {t: budgets.worst_cost(prices[t], prompt, cap) for t in targets}

@@ -17,7 +17,7 @@ from ..caller import Caller
 from ..config import Config, StrategyName
 from ..errors import OmenError
 from ..policy import NoPolicy, Policy
-from ..providers.base import Completion
+from ..providers.base import Completion, Embeddings
 from .catalog import Catalog, Target
 from .dispatch import Call, Dispatcher
 from .planner import Plan, Planner
@@ -25,7 +25,7 @@ from .session import StreamSession
 from .sticky import StickyMap
 from .strategies import Answer, Completed, Strategy
 
-__all__ = ["Answer", "Plan", "Routed", "Router"]
+__all__ = ["Answer", "Embedded", "Plan", "Routed", "Router"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,16 @@ class Routed:
     target: Target
     completion: Completion
     cost_usd: float  # every attempt of the request, the losers' too
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """An embeddings request's vectors, the plan and who computed them."""
+
+    plan: Plan
+    target: Target
+    embeddings: Embeddings
+    cost_usd: float
 
 
 class Router:
@@ -60,10 +70,16 @@ class Router:
         return self.planner.catalog
 
     async def complete(self, req: ChatRequest, caller: Caller) -> Routed:
-        """A whole answer for a non-streamed request."""
+        """A whole answer for a non-streamed chat or text completion."""
         call, answer = await self._run(req, caller)
-        assert isinstance(answer, Completed)
+        assert isinstance(answer, Completed) and isinstance(answer.completion, Completion)
         return Routed(call.plan, answer.target, answer.completion, call.spent_usd)
+
+    async def embed(self, req: ChatRequest, caller: Caller) -> Embedded:
+        """The vectors for an embeddings request."""
+        call, answer = await self._run(req, caller)
+        assert isinstance(answer, Completed) and isinstance(answer.completion, Embeddings)
+        return Embedded(call.plan, answer.target, answer.completion, call.spent_usd)
 
     async def stream(self, req: ChatRequest, caller: Caller) -> StreamSession:
         """The response stream for a streamed request (its first content is already in).

@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 from ..config import Defaults, StrategyName
 from ..errors import OmenError
 from ..observe import Outcome
-from ..providers.base import Completion
+from ..providers.base import Completion, Embeddings
 from ..providers.errors import (
     ConnectFailed,
     HTTPStatusError,
@@ -49,10 +49,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """A whole answer and the target that gave it."""
+    """A whole answer (or an embeddings request's vectors) and the target that gave it."""
 
     target: Target
-    completion: Completion
+    completion: Completion | Embeddings
 
 
 Answer = Completed | StreamSession
@@ -373,7 +373,9 @@ class ParallelMerge:
         answers: list[tuple[Attempt, Completion]] = []
         for task, attempt in tasks.items():
             if task in done and task.exception() is None:
-                answers.append((attempt, task.result()))
+                result = task.result()
+                assert isinstance(result, Completion)  # the planner keeps embeddings out of merges
+                answers.append((attempt, result))
             elif task in done and isinstance(task.exception(), UpstreamError):
                 errors.append(task.exception())  # type: ignore[arg-type]
         if not answers:
@@ -426,7 +428,9 @@ class ParallelMerge:
             left = None if call.plan.deadline_ms is None else max(0.001, deadline - time.perf_counter())
             try:
                 async with asyncio.timeout(left):
-                    return merger, await dispatch.complete(merger), "merge_model"
+                    merged = await dispatch.complete(merger)
+                assert isinstance(merged, Completion)
+                return merger, merged, "merge_model"
             except (UpstreamError, TimeoutError) as err:
                 if isinstance(err, UpstreamError):
                     errors.append(err)

@@ -93,7 +93,7 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
         )
     if exc.status == 404:
         return OmenError(
-            404, "unknown URL; OMEN serves /v1/chat/completions, /v1/messages, /v1/responses, /v1/models, /v1/omen/status, /v1/usage, /health", code="unknown_url"
+            404, "unknown URL; OMEN serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/responses, /v1/models, /v1/omen/status, /v1/usage, /health", code="unknown_url"
         )
     if exc.status == 405:
         return OmenError(405, f"method not allowed: {exc.reason}", code="method_not_allowed")
@@ -176,8 +176,14 @@ def routed_request(raw: Any, request: web.Request, config: Config) -> tuple[Chat
 
     Returns the request id too, so every answer, errors included, can carry it.
     """
+    req = parse_chat_request(raw, intents=tuple(config.intents), providers=tuple(config.providers))
+    return with_hints(req, request, config)
+
+
+def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
+    """Any door's parsed request with every hint layer applied (alias, then headers, then the
+    body's), the token's workspace enforced, and its caller; the request id too."""
     intents, providers = tuple(config.intents), tuple(config.providers)
-    req = parse_chat_request(raw, intents=intents, providers=providers)
     layers = []
     alias = config.aliases.get(req.model)
     if alias is not None:
@@ -334,7 +340,9 @@ def make_app(router: RouterRef, server: ServerConfig, tokens: TokenBook, status_
     app.router.add_get("/health", health)
     from .messages_door import add_messages_routes  # the doors import this module
     from .responses_door import add_responses_routes
+    from .text_doors import add_text_routes
 
     add_messages_routes(app)
     add_responses_routes(app)
+    add_text_routes(app)
     return app

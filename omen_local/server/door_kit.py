@@ -21,7 +21,7 @@ from ..errors import OmenError
 from ..observe import Outcome
 from ..providers.base import Chunk, Usage
 from ..providers.errors import UpstreamError
-from ..routing.router import Routed, Router
+from ..routing.router import Embedded, Routed, Router
 from ..routing.session import StreamSession
 from .app import ERROR_RENDERERS, ROUTER, _headers, read_json, routed_request
 
@@ -36,10 +36,10 @@ __all__ = [
 ]
 
 
-def omen_headers(request_id: str, answer: StreamSession | Routed, req: ChatRequest) -> dict[str, str]:
+def omen_headers(request_id: str, answer: StreamSession | Routed | Embedded, req: ChatRequest) -> dict[str, str]:
     """The x-omen-* headers of an answer, as the chat door sends them."""
     headers = _headers(request_id, answer.target, answer.plan, req.alias)
-    if isinstance(answer, Routed):
+    if isinstance(answer, Routed | Embedded):
         headers["x-omen-cost-usd"] = f"{answer.cost_usd:.8f}"
     return headers
 

@@ -59,6 +59,7 @@ class FakeServer:
         self.default = Reply()
         self.seen: list[Seen] = []
         self.url = ""
+        self.bind = ("127.0.0.1", 0)  # where __aenter__ listens (a port of its own by default)
         self._runner: web.AppRunner | None = None
 
     def queue(self, *replies: Reply) -> None:
@@ -82,10 +83,10 @@ class FakeServer:
         self.routes(app)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, *self.bind)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{self.bind[0]}:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -153,7 +153,7 @@ class FakeOllama(FakeServer):
         if r.delay_s:
             await asyncio.sleep(r.delay_s)
         body = seen.body
-        model = body["model"]
+        model = body["model"] if ":" in body["model"] else body["model"] + ":latest"  # Ollama's default tag
         if model in self.models:
             return web.json_response({"error": f'"{model}" does not support embeddings'}, status=400)
         if model not in self.embed_models:

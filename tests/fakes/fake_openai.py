@@ -57,6 +57,10 @@ class FakeOpenAI(FakeServer):
 
     embedding_models = ("text-embedding-3-small",)
 
+    def __init__(self, model_ids: list[str] | None = None) -> None:
+        super().__init__()
+        self.model_ids = model_ids if model_ids is not None else ["gpt-4o-mini"]
+
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
@@ -64,7 +68,10 @@ class FakeOpenAI(FakeServer):
         app.router.add_get("/v1/models", self.models)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "system"}]})
+        if self.require_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":  # as the real API
+            return web.json_response(error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "system"} for m in self.model_ids]
+        return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         seen = await self.record(request)

@@ -91,3 +91,18 @@ def test_config_errors_are_explicit(tmp_path: Path, raw: dict[str, object], mess
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(("rule", "ok"), [
+    ({"action": "deny", "path": "**/.env", "show_names": True}, True),
+    ({"action": "allow", "path": "**/.env", "show_names": True}, False),
+    ({"action": "deny", "show_names": True}, False),
+    ({"action": "deny", "path": "**/.env", "show_names": "yes"}, False),
+])
+def test_show_names_is_for_deny_rules_with_a_path(tmp_path: Path, rule: dict[str, object], ok: bool) -> None:
+    raw = {"data_dir": str(tmp_path), "rules": [rule]}
+    if ok:
+        assert parse_config(raw, tmp_path).rules[0].show_names is True
+    else:
+        with pytest.raises(ConfigError, match="show_names"):
+            parse_config(raw, tmp_path)

@@ -139,7 +139,7 @@ async def test_scope_deny_denies_this_call_only(config: GlyphConfig) -> None:
     prompter = ScriptedPrompter(Scope.DENY, Scope.ONCE)
     async with rig(config, prompter) as r:
         denied = await r.call("fake__status")
-        assert denied.is_error and "did not allow" in r.text(denied)
+        assert denied.is_error and "the user refused" in r.text(denied)
         assert r.fake.calls == []
         assert not (await r.call("fake__status")).is_error
         assert len(prompter.requests) == 2

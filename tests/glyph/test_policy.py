@@ -37,6 +37,11 @@ def facts(tool: str = "write_file", *paths: str, server: str = "rune", ro: bool 
     (policy(Rule("allow", path="src/**")), facts("w", "/work/proj/src/a.py", "/work/proj/src/b/c.py"), "allow", "rule 1"),
     (policy(Rule("allow", path="src/**")), facts("w", "/work/proj/src/a.py", "/work/proj/setup.py"), "ask", "no rule"),
     (policy(Rule("allow", path="src/**")), facts("w"), "ask", "no rule"),
+    # a deny covers what is inside a matching directory (as Rune's exclusions and git pathspecs do)
+    (policy(Rule("deny", path="**/secrets")), facts("read_file", "/work/proj/a/secrets/k.pem"), "deny", "rule 1"),
+    (policy(Rule("ask", path="**/secrets")), facts("read_file", "/work/proj/a/secrets/k.pem"), "ask", "no rule"),
+    (policy(Rule("deny", path="**")), facts("read_file", "/work/proj"), "deny", "rule 1"),  # the root is "."
+    (policy(Rule("deny", path="/work/*")), facts("read_file", "/work/proj/a"), "ask", "no rule"),  # not above it
     # a deny with a path glob needs only one
     (policy(Rule("deny", path="/work/other/**")), facts("w", "/work/proj/a", "/work/other/b"), "deny", "rule 1"),
     # outside the roots: denied before any rule
@@ -92,3 +97,23 @@ def test_resolution_relative_tilde_and_dotdot(tmp_path: Path) -> None:
 ])
 def test_globs(pattern: str, path: str, hit: bool) -> None:
     assert (glob_to_regex(pattern).match(path) is not None) == hit
+
+
+def test_a_calls_exclusions_are_its_deny_rules_with_a_path() -> None:
+    numbered = [Rule("deny", tool="*", path="**/.env", index=1), Rule("deny", tool="read_*", path="~/x/*", index=2),
+                Rule("deny", server="github", path="*.key", index=3), Rule("ask", path="**/ask", index=4),
+                Rule("deny", tool="grep", path="logs/**", index=5, show_names=True), Rule("deny", tool="grep", index=6)]
+    pol = Policy(numbered, [ROOT], ConsentSettings())
+    grep = pol.exclusions("rune", "grep")
+    assert [r.index for r in grep.hide] == [1] and [r.index for r in grep.content] == [5]
+    assert grep.meta() == {"rune/exclude": ["**/.env"], "rune/exclude_content": ["logs/**"]}
+    read = pol.exclusions("rune", "read_file").meta()
+    assert read == {"rune/exclude": ["**/.env", str(Path("~/x/*").expanduser())]}
+    assert not pol.exclusions("other", "write_file").content
+
+
+def test_meta_keys_are_the_ones_rune_reads() -> None:
+    from glyph.policy import META_EXCLUDE, META_EXCLUDE_CONTENT
+    from rune import server
+
+    assert (META_EXCLUDE, META_EXCLUDE_CONTENT) == (server.META_EXCLUDE, server.META_EXCLUDE_CONTENT)

@@ -60,7 +60,7 @@ async def test_stdio_editor_to_glyph_to_stdio_downstream(tmp_path: Path) -> None
             "path": "notes.txt", "text": "contents of notes.txt"}
 
         denied = await client.call_tool("fake__write_file", {"path": "notes.txt", "content": "x"})
-        assert denied.is_error and "did not allow" in text(denied)  # nobody to ask: fail closed
+        assert denied.is_error and "no one could be asked" in text(denied)  # nobody to ask: fail closed
 
         invalid = await client.call_tool("fake__read_file", {"path": 3})
         assert invalid.is_error and "Invalid arguments" in text(invalid)
