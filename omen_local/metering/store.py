@@ -714,7 +714,7 @@ class SqliteUsageStore:
                 pending, taken = self._gather()
                 if not pending and taken:  # only records already read back from the journal
                     self._applied += taken
-                    taken = 0
+                    taken, progressed = 0, True
             if pending:
                 records = len(pending)
                 try:
