@@ -19,6 +19,8 @@ from aiohttp import web
 from . import __version__
 from .config import Config
 from .metering import Metering
+from .metering.books import LimitBook, QuotaBook
+from .metering.enforcer import Enforcer
 from .observe import HealthEvent, Hub
 from .providers.anthropic import AnthropicProvider
 from .providers.base import Provider, Timeouts, UpstreamError
@@ -28,7 +30,7 @@ from .routing.catalog import Catalog
 from .routing.health import HealthBook
 from .routing.router import Router
 from .secrets import SecretStore, resolve_key
-from .server.app import make_app
+from .server.app import ROUTER, make_app
 from .server.usage_routes import add_usage_routes
 from .tokens import TokenBook
 
@@ -63,7 +65,9 @@ class OmenService:
         self.session: aiohttp.ClientSession | None = None
         self.router: Router | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._reprobe: asyncio.Task[None] | None = None
         self._started = 0.0
         self._first_probe: asyncio.Future[None] | None = None  # done once the first probe ends
         self.port = config.server.port
@@ -101,6 +105,7 @@ class OmenService:
         except OSError:
             await self.stop()
             raise
+        self._site = site
         server = site._server
         sockets = getattr(server, "sockets", None) or ()
         if sockets:
@@ -114,6 +119,11 @@ class OmenService:
         log.info("OMEN %s listening on %s", __version__, self.url)
 
     async def stop(self) -> None:
+        if self._reprobe is not None:
+            self._reprobe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reprobe
+            self._reprobe = None
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -122,6 +132,7 @@ class OmenService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self._site = None
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -134,6 +145,64 @@ class OmenService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # ------------------------------------------------------------ live reconfiguration
+
+    async def reload(self, config: Config) -> None:
+        """Apply a new config without a restart (the tray app's toggles and settings).
+
+        The next request uses the new providers, intents, defaults, quotas and limits;
+        requests in flight finish on the router they started with. A changed host/port
+        binds the new address first: if that fails (OSError), nothing changes. Health
+        (cool-downs, breakers) and discovered models carry over; the data dir and
+        server.allowed_hosts/origins/max_body_mb need a restart.
+        """
+        if self._runner is None or self.router is None or self.session is None:
+            raise RuntimeError("reload() needs a started service")
+        if config.data_dir != self.config.data_dir:
+            raise ValueError("storage.data_dir cannot change while OMEN runs; restart it")
+        keys = await asyncio.to_thread(
+            lambda: {name: resolve_key(pc.key, self.secrets) for name, pc in config.providers.items()}
+        )
+        old = self.config
+        new_site: web.TCPSite | None = None
+        if (config.server.host, config.server.port) != (old.server.host, old.server.port):
+            new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024)
+            await new_site.start()  # OSError: the old listener keeps serving, nothing changed
+        catalog = Catalog(config, {name: bool(k) for name, k in keys.items()})
+        for name, pc in config.providers.items():
+            was = old.providers.get(name)
+            if pc.discover and was is not None and was.base_url == pc.base_url and name in self.catalog.models:
+                catalog.set_models(name, self.catalog.models[name])
+        d = config.defaults
+        timeouts = Timeouts(connect=d.connect_timeout_s, idle=d.idle_timeout_s, total=d.request_timeout_s)
+        providers = {
+            name: PROVIDER_CLASSES[pc.kind](pc, self.session, key=keys[name], timeouts=timeouts)
+            for name, pc in config.providers.items()
+        }
+        policy = None
+        if self.metering is not None:
+            m = self.metering
+            m.config = config
+            m.quotas = QuotaBook(config.quotas, config.data_dir)
+            m.limits = LimitBook(config.limits)
+            # Same ledger and limiter: reservations and counts in flight stay valid.
+            m.policy = policy = Enforcer(m.quotas, m.limits, m.ledger, m.limiter, m.clock)
+        router = Router(config, providers, catalog, self.health, self.hub, policy=policy)
+        router.sticky = self.router.sticky
+        self._runner.app[ROUTER].router = router  # new requests start here
+        self.config, self._keys, self.catalog, self.router = config, keys, catalog, router
+        if new_site is not None:
+            old_site, self._site = self._site, new_site
+            sockets = getattr(new_site._server, "sockets", None) or ()
+            self.port = sockets[0].getsockname()[1] if sockets else config.server.port
+            if old_site is not None:
+                await old_site.stop()  # stops listening; open connections finish
+        log.info("OMEN reconfigured (%s)", self.url)
+        if self._health_task is not None:  # new or re-pointed local providers: look now
+            if self._reprobe is not None:
+                self._reprobe.cancel()
+            self._reprobe = asyncio.create_task(self._probe_quietly(), name="omen-probe-after-reload")
 
     # ------------------------------------------------------------ health
 
@@ -158,6 +227,12 @@ class OmenService:
         ]
         if probes:
             await asyncio.gather(*probes)
+
+    async def _probe_quietly(self) -> None:
+        try:
+            await self._probe_all()
+        except Exception:
+            log.exception("health probe failed")
 
     async def _health_loop(self) -> None:
         while True:

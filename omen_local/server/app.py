@@ -25,7 +25,17 @@ from .sse import DONE, ChunkEncoder
 
 log = logging.getLogger(__name__)
 
-ROUTER: web.AppKey[Router] = web.AppKey("router", Router)
+class RouterSlot:
+    """The router new requests start on. A host swaps it to reconfigure (``OmenService.reload``);
+    a request keeps the router it started with to its end."""
+
+    __slots__ = ("router",)
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+
+ROUTER: web.AppKey[RouterSlot] = web.AppKey("router", RouterSlot)
 TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 STATUS: web.AppKey[Any] = web.AppKey("status", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
@@ -129,7 +139,7 @@ def _headers(request_id: str, target: Target, plan: Plan) -> dict[str, str]:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    router = request.app[ROUTER]
+    router = request.app[ROUTER].router
     request_id = _request_id()
     identity: Identity = request[IDENTITY]
     try:
@@ -210,7 +220,7 @@ async def _stream(
 
 
 async def list_models(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
+    router = request.app[ROUTER].router
     data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "omen"}]
     data += [
         {"id": str(t), "object": "model", "created": 0, "owned_by": t.provider}
@@ -220,7 +230,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def get_model(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
+    router = request.app[ROUTER].router
     name = request.match_info["model"]
     if name != "auto":
         target = router.catalog.resolve(name)[0]
@@ -246,7 +256,7 @@ def make_app(router: Router, tokens: TokenBook, status_fn: Any) -> web.Applicati
         middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)],
         client_max_size=server.max_body_bytes,
     )
-    app[ROUTER] = router
+    app[ROUTER] = RouterSlot(router)
     app[TOKENS] = tokens
     app[STATUS] = status_fn
     app.router.add_post("/v1/chat/completions", chat_completions)

@@ -290,6 +290,7 @@ class FakeAnthropic:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(
             app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None
         )
@@ -391,6 +392,22 @@ class FakeAnthropic:
             raise
         seen.finished = True
         return resp
+
+    MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """GET /v1/models (Models API): a page of model objects, newest first."""
+        if request.headers.get("x-api-key") != self.api_key:
+            return self._error(401)
+        if not request.headers.get("anthropic-version"):
+            return self._error(400, message="anthropic-version: header is required")
+        data = [
+            {"type": "model", "id": m, "display_name": m.replace("-", " ").title(),
+             "created_at": "2025-09-29T00:00:00Z"}
+            for m in self.MODELS
+        ]
+        return web.json_response({"data": data, "has_more": False, "first_id": data[0]["id"],
+                                  "last_id": data[-1]["id"]})
 
     async def _answer(self, request: web.Request, body: Any) -> web.StreamResponse:
         key = request.headers.get("x-api-key")

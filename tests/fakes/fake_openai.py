@@ -54,6 +54,10 @@ class FakeOpenAI(FakeServer):
         app.router.add_get("/v1/models", self.models)
 
     async def models(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response(
+                error_body(401, "Incorrect API key provided: sk-fake**********7890."), status=401
+            )
         return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "system"}]})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
