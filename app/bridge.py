@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from PySide6.QtCore import QObject, Signal
 
@@ -110,7 +110,7 @@ class Relay(QObject):
         self._deliver.emit((fn, arg))
 
     def _run(self, payload: object) -> None:
-        fn, arg = payload  # type: ignore[misc]
+        fn, arg = cast("tuple[Callable[[Any], None], Any]", payload)
         try:
             fn(arg)
         except Exception:
@@ -131,7 +131,7 @@ class ServiceHost(QObject):
         super().__init__(parent)
         self.config_path = config_path
         self._secrets_factory = secrets
-        self.thread = LoopThread("omen-router")
+        self.router_thread = LoopThread("omen-router")
         self.relay = Relay(self)
         self.service: OmenService | None = None
         self.config: Config | None = None
@@ -150,10 +150,10 @@ class ServiceHost(QObject):
 
     def start(self) -> None:
         """Start the router thread and OMEN on it; returns at once (``started``/``port_taken``/``failed`` follow)."""
-        if not self.thread.running:
-            self.thread.start()
+        if not self.router_thread.running:
+            self.router_thread.start()
         self.started_at = time.perf_counter()
-        self.thread.submit(self._start()).add_done_callback(self._on_start_done)
+        self.router_thread.submit(self._start()).add_done_callback(self._on_start_done)
 
     async def _start(self) -> str:
         config = self.config = load_config(self.config_path)
@@ -190,13 +190,13 @@ class ServiceHost(QObject):
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop OMEN (flushing usage to the store) and the router thread. Blocks: for quitting."""
         ok = True
-        if self.thread.running:
+        if self.router_thread.running:
             try:
-                self.thread.submit(self._stop()).result(timeout)
+                self.router_thread.submit(self._stop()).result(timeout)
             except Exception:
                 log.exception("OMEN did not stop cleanly")
                 ok = False
-            self.thread.stop(timeout)
+            self.router_thread.stop(timeout)
         return ok
 
     async def _stop(self) -> None:
@@ -226,9 +226,9 @@ class ServiceHost(QObject):
                 raise RuntimeError("OMEN is not running")
             return await make(self.service)
 
-        fut = self.thread.submit(run())
+        fut: concurrent.futures.Future[T] = self.router_thread.submit(run())
         if done is not None:
-            fut.add_done_callback(lambda f: self.relay.post(done, f))  # type: ignore[arg-type]
+            fut.add_done_callback(lambda f: self.relay.post(done, f))
         return fut
 
     def reload(self, config: Config, done: Callable[[concurrent.futures.Future[None]], None] | None = None

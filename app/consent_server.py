@@ -98,7 +98,7 @@ class ConsentServer:
         if self._server is not None:
             self._server.close()
             if self.address.startswith("unix:"):
-                Path(self.address[5:]).unlink(missing_ok=True)
+                Path(self.address[5:]).unlink(missing_ok=True)  # noqa: ASYNC240 - a local unlink at shutdown
 
     # ---------------------------------------------------------------- one connection, one question
 

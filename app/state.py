@@ -117,7 +117,7 @@ class LiveStats:
                 found = self.rings[provider] = Ring(self.window)
         return found
 
-    def add(self, event: UsageEvent, intent: str | None = None) -> Failover | None:
+    def add(self, event: UsageEvent) -> Failover | None:
         """Fold one usage event in; return a Failover if this attempt took over from a failed one."""
         self.events_seen += 1
         second = int(event.time)
@@ -135,7 +135,7 @@ class LiveStats:
             self.live_cost += event.cost_usd
         u = event.usage
         self.recent.appendleft(RequestRow(
-            time=event.time, client=_client_label(event.client), user=event.user, intent=intent or "",
+            time=event.time, client=_client_label(event.client), user=event.user, intent=event.intent or "",
             strategy=event.strategy, provider=event.provider, model=event.model,
             tokens=u.prompt_tokens + u.completion_tokens, cost_usd=event.cost_usd,
             latency_ms=event.total_ms, ttft_ms=event.ttft_ms, outcome=event.outcome,
@@ -165,22 +165,39 @@ class LiveStats:
 
     # ---------------------------------------------------------------- chart series
 
-    def rate(self, now: int) -> FloatArray:
-        return self.total.series("count", now)
+    def rate(self, now: int, smooth: int = 5) -> FloatArray:
+        """Requests per second, averaged over ``smooth`` seconds."""
+        return _rolling(self.total.series("count", now), smooth) / smooth
 
-    def latency(self, provider: str, field: str, now: int) -> FloatArray:
-        """Mean ``ttft`` or ``lat`` per second (NaN where there was no request: a gap in the line)."""
+    def latency(self, provider: str, field: str, now: int, smooth: int = 15) -> FloatArray:
+        """Mean ``ttft`` or ``lat`` (ms) over the last ``smooth`` seconds at each second
+        (NaN where there was no request: a gap in the line)."""
         ring = self.rings[provider]
-        total = ring.series(f"{field}_sum", now)
-        n = ring.series(f"{field}_n", now)
+        total = _rolling(ring.series(f"{field}_sum", now), smooth)
+        n = _rolling(ring.series(f"{field}_n", now), smooth)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+    def recent_mean(self, field: str, now: int, seconds: int = 60) -> float | None:
+        """Mean ``ttft``/``lat`` over every provider in the last ``seconds``."""
+        total = self.total.series(f"{field}_sum", now)[-seconds:].sum()
+        n = self.total.series(f"{field}_n", now)[-seconds:].sum()
+        return float(total / n) if n else None
 
     def failover_series(self, now: int) -> FloatArray:
         return self.failovers.series("count", now)
 
     def nbytes(self) -> int:
         return sum(r.nbytes() for r in self.rings.values()) + self.total.nbytes() + self.failovers.nbytes()
+
+
+def _rolling(values: FloatArray, width: int) -> FloatArray:
+    """Sum over a trailing window of ``width`` samples (same length as ``values``)."""
+    if width <= 1:
+        return values
+    c = np.cumsum(np.concatenate(([0.0], values)))
+    out: FloatArray = c[1:] - c[np.maximum(np.arange(1, len(c)) - width, 0)]
+    return out
 
 
 def _client_label(user_agent: str | None) -> str:

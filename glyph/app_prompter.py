@@ -90,7 +90,7 @@ def decision_from_json(data: Any, request_id: str) -> Decision:
     if not isinstance(data, dict) or data.get("type") != "decision" or data.get("id") != request_id:
         return Decision(Scope.DENY, "fail-closed:app-bad-answer")
     try:
-        scope = Scope(data.get("scope"))
+        scope = Scope(str(data.get("scope")))
     except ValueError:
         return Decision(Scope.DENY, "fail-closed:app-bad-answer")
     by = data.get("by")

@@ -224,6 +224,7 @@ class Attempt:
                 outcome=outcome,
                 estimated=estimated,
                 error=None if err is None else err.message,
+                intent=self.plan.intent,
             )
         )
         self.router.attempt_ended(self, outcome, err)

@@ -68,7 +68,7 @@ def test_comments_and_layout_survive_every_edit(cfg: Path) -> None:
 
 def test_a_value_that_does_not_load_is_never_written(cfg: Path) -> None:
     before = cfg.read_text(encoding="utf-8")
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match=r"server\.port"):
         ce.set_server(cfg, port=70000)
     with pytest.raises(ConfigError, match="base_url"):
         ce.set_provider(cfg, "ollama", {"base_url": "ftp://nope"})
