@@ -59,7 +59,9 @@ class GlyphHost:
                 server = self._server = uvicorn.Server(
                     uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
                 serving = asyncio.ensure_future(server.serve())
-                while not server.started and not serving.done():  # uvicorn has no "started" event
+                for _ in range(600):  # uvicorn has no "started" event; 30 s at most
+                    if server.started or serving.done():
+                        break
                     await asyncio.sleep(0.05)
                 if self.on_ready is not None:
                     self.on_ready(None if server.started else f"Glyph could not listen on port {self.port}")
