@@ -63,6 +63,7 @@ class Options:
     glyph_config: Path | None = None
     consent_channel: bool = True
     single_instance: bool = True
+    quit_app: bool = True  # quit() ends the Qt application (tests keep theirs)
 
 
 class Prefs:
@@ -457,7 +458,7 @@ class OmenApp(QObject):
             if window is not None:
                 window.close()
         log.info("stopped")
-        if self.qapp is not None:
+        if self.qapp is not None and self.options.quit_app:
             self.qapp.quit()
 
 

@@ -69,6 +69,7 @@ class Tray:
         self.icon.setContextMenu(self.menu)
         self.icon.activated.connect(self._activated)
         self.state = ""
+        self.strategy_menu: QMenu | None = None
         self.set_state(Overall(STOPPED, "Starting…"), "")
         self.rebuild()
 
@@ -125,8 +126,9 @@ class Tray:
             none = m.addAction("(starting…)")
             none.setEnabled(False)
 
-        strategies = m.addMenu("Default strategy")
+        strategies = self.strategy_menu = m.addMenu("Default strategy")
         strategies.setObjectName("strategy-menu")
+        strategies.menuAction().setObjectName("strategy-menu")
         group = QActionGroup(strategies)
         group.setExclusive(True)
         current = (status or {}).get("default_strategy")
