@@ -36,6 +36,7 @@ class GlyphHost:
         self.gateway: Any = None
         self._server: Any = None
         self._run_future: concurrent.futures.Future[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
         self.url = f"http://127.0.0.1:{port}/mcp"
 
     def start(self) -> None:
@@ -50,6 +51,7 @@ class GlyphHost:
         from glyph.server import build_server
         from rune.server import BearerAuth
 
+        self._task = asyncio.current_task()
         try:
             async with Gateway(self.config, self.prompter) as gateway:
                 self.gateway = gateway
@@ -66,6 +68,8 @@ class GlyphHost:
                 if self.on_ready is not None:
                     self.on_ready(None if server.started else f"Glyph could not listen on port {self.port}")
                 await serving
+        except asyncio.CancelledError:
+            log.info("Glyph stopped while starting")
         except Exception as exc:
             log.exception("Glyph stopped with an error")
             if self.on_ready is not None:
@@ -74,9 +78,15 @@ class GlyphHost:
             self.gateway = None
 
     def stop(self, timeout: float = 15.0) -> None:
-        server = self._server
-        if server is not None:
-            self.thread.call_soon(lambda: setattr(server, "should_exit", True))
+        def request_stop() -> None:  # on Glyph's loop
+            server = self._server
+            if server is not None and server.started:
+                server.should_exit = True  # uvicorn finishes, then the gateway closes its children
+            elif self._task is not None:
+                self._task.cancel()  # still connecting downstreams: abandon the start
+
+        if self.thread.running:
+            self.thread.call_soon(request_stop)
         if self._run_future is not None:
             with contextlib.suppress(Exception):
                 self._run_future.result(timeout)  # the gateway's exit ends its children
