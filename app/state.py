@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,37 +27,46 @@ MAX_PROVIDERS = 32  # providers beyond this share the "other" row (a config neve
 RECENT_ROWS = 500
 TRACKED_REQUESTS = 2048  # request ids remembered for failover detection
 FIELDS = ("count", "errors", "ttft_sum", "ttft_n", "lat_sum", "lat_n", "cost")
+FIELD_AT = {name: i for i, name in enumerate(FIELDS)}
 
 FloatArray = npt.NDArray[np.float64]
 
 
 class Ring:
-    """Per-second sums over the last ``window`` seconds, in preallocated arrays."""
+    """Per-second sums over the last ``window`` seconds, in preallocated arrays.
+
+    Plain ``array('d')`` columns (cheap scalar updates on the UI thread) that numpy reads
+    without copying when a chart asks for a series.
+    """
 
     def __init__(self, window: int = WINDOW_S) -> None:
         self.window = window
-        self.stamp = np.full(window, -1, dtype=np.int64)  # the absolute second each slot holds
-        self.data = np.zeros((len(FIELDS), window), dtype=np.float64)
+        self.stamp = array("q", [-1]) * window  # the absolute second each slot holds
+        self.cols = [array("d", [0.0]) * window for _ in FIELDS]
 
     def add(self, second: int, values: Mapping[str, float]) -> None:
         slot = second % self.window
-        if self.stamp[slot] != second:
-            if self.stamp[slot] > second:
+        held = self.stamp[slot]
+        if held != second:
+            if held > second:
                 return  # older than the window
             self.stamp[slot] = second
-            self.data[:, slot] = 0.0
+            for col in self.cols:
+                col[slot] = 0.0
         for name, value in values.items():
-            self.data[FIELDS.index(name), slot] += value
+            self.cols[FIELD_AT[name]][slot] += value
 
     def series(self, name: str, now: int) -> FloatArray:
         """``window`` values, oldest first, ending at second ``now`` (0 where nothing happened)."""
         seconds = np.arange(now - self.window + 1, now + 1)
         slots = seconds % self.window
-        row = self.data[FIELDS.index(name)]
-        return np.where(self.stamp[slots] == seconds, row[slots], 0.0)
+        stamp = np.frombuffer(self.stamp, dtype=np.int64)
+        row = np.frombuffer(self.cols[FIELD_AT[name]], dtype=np.float64)
+        out: FloatArray = np.where(stamp[slots] == seconds, row[slots], 0.0)
+        return out
 
     def nbytes(self) -> int:
-        return int(self.stamp.nbytes + self.data.nbytes)
+        return self.stamp.itemsize * len(self.stamp) + sum(c.itemsize * len(c) for c in self.cols)
 
 
 @dataclass(frozen=True, slots=True)
