@@ -351,8 +351,11 @@ class Dashboard(QMainWindow):
             self.chart_latency.curve(provider, color).setData(x, s.latency(provider, "lat", now))
         self.chart_rate.curve("requests/s", "#3b6fd8", fill=True).setData(x, s.rate(now))
         self.chart_rate.curve("failovers/s", "#d23b3b").setData(x, s.failovers.series("count", now))
+        start = x[0]  # a fresh app shows the minutes it has, not ten empty ones
+        if s.first_time is not None:
+            start = max(x[0], min(s.first_time - 10, now - 120))
         for chart in (self.chart_ttft, self.chart_latency, self.chart_rate):
-            chart.setXRange(x[0], x[-1], padding=0)
+            chart.setXRange(start, x[-1], padding=0)
 
         per_min = float(s.total.series("count", now)[-60:].sum())
         self.card_rate.set(f"{per_min:,.0f}", f"{s.events_seen:,} attempts since start")

@@ -33,7 +33,7 @@ def _mark(p: QPainter, s: float, ink: QColor, accent: QColor) -> None:
     p.setPen(pen)
     p.setBrush(Qt.BrushStyle.NoBrush)
     r = QRectF(s * 0.12, s * 0.12, s * 0.76, s * 0.76)
-    p.drawArc(r, 60 * 16, 300 * 16)  # an open ring: the gap at the top right
+    p.drawArc(r, 50 * 16, 240 * 16)  # an open ring: the gap on the right, where the badge sits
     spark = QPainterPath()
     c = QPointF(s * 0.5, s * 0.5)
     k = s * 0.2
@@ -80,9 +80,10 @@ def _badge(p: QPainter, s: float, state: str, template: bool) -> None:
     elif state == DEGRADED:
         p.drawLine(QPointF(c.x(), c.y() - q * 1.2), QPointF(c.x(), c.y() + q * 0.3))
         p.drawPoint(QPointF(c.x(), c.y() + q * 1.2))
-    elif state == QUOTA:
-        p.drawLine(QPointF(c.x() - q, c.y() + q), QPointF(c.x() + q, c.y() - q * 0.2))
-        p.drawLine(QPointF(c.x() - q, c.y()), QPointF(c.x() - q, c.y() + q))
+    elif state == QUOTA:  # a gauge: three rising bars
+        for k, h in ((-1, 0.6), (0, 1.2), (1, 1.8)):
+            x = c.x() + k * q * 0.95
+            p.drawLine(QPointF(x, c.y() + q), QPointF(x, c.y() + q - q * h))
     elif state == STOPPED:
         p.drawLine(QPointF(c.x() - q, c.y()), QPointF(c.x() + q, c.y()))
     if template:

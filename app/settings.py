@@ -185,6 +185,9 @@ class SettingsDialog(QDialog):
         self.p_enabled = QCheckBox("Use this provider")
         self.p_enabled.setObjectName("provider-enabled")
         self.p_kind = QLabel("")
+        self.p_found = QLabel("")
+        self.p_found.setWordWrap(True)
+        self.p_found.setStyleSheet(NOTE_STYLE)
         self.p_url = QLineEdit()
         self.p_url.setObjectName("provider-url")
         self.p_models = QTableWidget(0, 4)
@@ -211,6 +214,7 @@ class SettingsDialog(QDialog):
         form.addRow("Kind", self.p_kind)
         form.addRow("Base URL", self.p_url)
         form.addRow("Models", self.p_models)
+        form.addRow("", self.p_found)
         form.addRow("", models_buttons)
         form.addRow(note)
         form.addRow("", save)
@@ -237,6 +241,10 @@ class SettingsDialog(QDialog):
         self.p_enabled.setChecked(pc.enabled)
         self.p_kind.setText(pc.kind + (" (models discovered)" if pc.discover else ""))
         self.p_url.setText(pc.base_url)
+        status = (self.app.host.status or {}).get("providers", {}).get(name, {})
+        found = status.get("models") or []
+        self.p_found.setText(("Serving now: " + ", ".join(found[:12]) + (" …" if len(found) > 12 else ""))
+                             if found else "")
         self.p_models.setRowCount(len(pc.models))
         for i, m in enumerate(pc.models):
             values = (m.name, "" if m.context_window is None else str(m.context_window),

@@ -112,6 +112,7 @@ class LiveStats:
         self.live_cost = 0.0  # since the last spend baseline
         self.live_cost_since = 0.0
         self.events_seen = 0
+        self.first_time: float | None = None  # the first event's time (charts start there)
 
     def set_providers(self, status_providers: Mapping[str, Mapping[str, Any]]) -> None:
         for name, info in status_providers.items():
@@ -130,6 +131,8 @@ class LiveStats:
     def add(self, event: UsageEvent) -> Failover | None:
         """Fold one usage event in; return a Failover if this attempt took over from a failed one."""
         self.events_seen += 1
+        if self.first_time is None:
+            self.first_time = event.time
         second = int(event.time)
         ok = event.outcome in ("ok", "budget_cut")
         values: dict[str, float] = {"count": 1.0, "cost": event.cost_usd, "errors": 0.0 if ok else 1.0}

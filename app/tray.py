@@ -25,7 +25,6 @@ STRATEGY_LABELS = {
     "speculate_k": "Speculate (cheap first, better if slow)",
     "parallel_merge": "Parallel merge",
 }
-STATE_DOTS = {"healthy": "●", "degraded": "▲", "down": "✕", "quota": "◆", "stopped": "○"}
 
 
 class Controller(Protocol):
@@ -44,10 +43,9 @@ class Controller(Protocol):
 
 
 def status_line(overall: Overall, url: str) -> str:
-    dot = STATE_DOTS.get(overall.state, "●")
     if overall.state == STOPPED:
-        return f"{dot} OMEN stopped"
-    return f"{dot} {overall.headline} — {url}/v1" if url else f"{dot} {overall.headline}"
+        return "OMEN stopped"
+    return f"{overall.headline} — {url}/v1" if url else overall.headline
 
 
 def tooltip(overall: Overall, url: str) -> str:
@@ -103,7 +101,7 @@ class Tray:
         self.set_state(overall, url)
         m = self.menu
         m.clear()
-        head = m.addAction(status_line(overall, url))
+        head = m.addAction(state_icon(overall.state), status_line(overall, url))
         head.setObjectName("status")
         head.setEnabled(False)
         for line in overall.detail[:3]:

@@ -148,3 +148,31 @@ def test_autostart_writes_and_removes_an_xdg_desktop_entry(tmp_path: Path, monke
     autostart.disable()
     assert not path.exists() and not autostart.is_enabled()
     autostart.disable()  # twice is fine
+
+
+def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: Path) -> None:
+    from app.audit_view import AuditView
+    from glyph.audit import AuditEntry, AuditLog
+    from glyph.db import Store
+
+    with Store(tmp_path / "g.db") as store:
+        log = AuditLog(store)
+        log.append(AuditEntry(client="code", server="rune", tool="read_file", decision="allow", outcome="ok"))
+        log.append(AuditEntry(client="code", server="rune", tool="write_file", decision="deny", outcome="denied"))
+        log.append(AuditEntry(client="cursor", server="git", tool="commit", decision="allow", outcome="ok"))
+        view = AuditView(log)
+        assert "Chain intact: 3 entries" in view.status.text()  # verified on every refresh
+        view.filter.setText("rune")
+        assert view.visible_rows() == 2
+        view.decision.setCurrentText("deny")
+        assert view.visible_rows() == 1
+        view.filter.setText("")
+        view.decision.setCurrentText("allow")
+        assert view.visible_rows() == 2
+        view.filter.setText("cursor")
+        assert view.visible_rows() == 1
+        store.db.execute_sql("DROP TRIGGER audit_no_update")
+        store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
+        view.refresh()
+        assert "TAMPERED at row 2" in view.status.text()
+        view.close()

@@ -24,7 +24,7 @@ def test_menu_shows_live_state_and_every_entry(running: Running) -> None:
     assert tray is not None
     tray.menu.aboutToShow.emit()  # as when the user opens it
     texts = tray.texts()
-    assert texts[0] == f"● Running — {running.url}/v1"
+    assert texts[0] == f"Running — {running.url}/v1"
     assert texts[1] == "Copy endpoint and token"
     assert "Providers" in texts
     assert "ollama — 2 models" in texts  # discovered from the fake's /api/tags
