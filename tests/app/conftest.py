@@ -21,16 +21,16 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt creates the QApplication
 
-from pytestqt.qtbot import QtBot  # noqa: E402
+from pytestqt.qtbot import QtBot
 
-from app.bridge import LoopThread  # noqa: E402
-from app.main import OmenApp, Options  # noqa: E402
-from omen_local.secrets import SecretStore  # noqa: E402
-from tests.conftest import write_config  # noqa: E402
-from tests.fakes.fake_anthropic import DEFAULT_KEY as ANTHROPIC_KEY  # noqa: E402
-from tests.fakes.fake_anthropic import FakeAnthropic  # noqa: E402
-from tests.fakes.fake_ollama import FakeOllama  # noqa: E402
-from tests.fakes.fake_openai import FakeOpenAI  # noqa: E402
+from app.bridge import LoopThread
+from app.main import OmenApp, Options
+from omen_local.secrets import SecretStore
+from tests.conftest import write_config
+from tests.fakes.fake_anthropic import DEFAULT_KEY as ANTHROPIC_KEY
+from tests.fakes.fake_anthropic import FakeAnthropic
+from tests.fakes.fake_ollama import FakeOllama
+from tests.fakes.fake_openai import FakeOpenAI
 
 
 @pytest.fixture(autouse=True)

@@ -15,13 +15,13 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.pop("OMEN_SECRETS", None)  # the real keyring, not the private file
 
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication
 
-from app import keys  # noqa: E402
-from app.main import OmenApp, Options  # noqa: E402
-from tests.app.conftest import Upstreams  # noqa: E402
-from tests.conftest import write_config  # noqa: E402
-from tests.fakes.fake_anthropic import DEFAULT_KEY as ANTHROPIC_KEY  # noqa: E402
+from app import keys
+from app.main import OmenApp, Options
+from tests.app.conftest import Upstreams
+from tests.conftest import write_config
+from tests.fakes.fake_anthropic import DEFAULT_KEY as ANTHROPIC_KEY
 
 
 def wait(app: QApplication, condition: object, timeout_s: float = 20.0) -> bool:

@@ -127,7 +127,7 @@ def test_no_app_means_the_configured_fallback(worker: LoopThread, tmp_path: Path
 
 def test_a_wrong_secret_is_refused_and_no_dialog_opens(channel: tuple[ConsentServer, QtPrompter],
                                                        worker: LoopThread, qtbot: QtBot) -> None:
-    server, prompter = channel
+    _server, prompter = channel
     path = channel_file()
     data = json.loads(path.read_text())
     data["secret"] = "0" * 64
