@@ -10,6 +10,7 @@ rollups as ``/v1/usage``, fetched on the router's loop without blocking this thr
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -312,7 +313,7 @@ class Dashboard(QMainWindow):
         self.setCentralWidget(central)
 
         self.timer = QTimer(self)
-        self.timer.setInterval(1000)
+        self.timer.setInterval(int(os.environ.get("OMEN_DASHBOARD_INTERVAL_MS", "1000")))  # bench: faster
         self.timer.timeout.connect(self.redraw)
         self.timer.start()
 

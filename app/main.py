@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -35,14 +35,14 @@ from omen_local.service import OmenService
 
 from . import autostart, logs
 from .bridge import ServiceHost
-from .consent_dialog import QtPrompter
-from .dashboard import Dashboard
 from .icons import app_icon
-from .notify import Notice, Notices
 from .paths import prefs_path
 from .single_instance import SingleInstance, ask_running_instance
-from .state import LiveStats, Overall, overall, quota_fractions
-from .tray import Tray
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
+    from .notify import Notice
+    from .state import Overall
 
 log = logging.getLogger("app")
 
@@ -96,12 +96,20 @@ class OmenApp(QObject):
     ready = Signal()  # OMEN serves
     notified = Signal(object)  # a Notice that went out (tests, the log)
 
-    def __init__(self, options: Options, qapp: QApplication | None = None) -> None:
+    def __init__(self, options: Options, qapp: QApplication | None = None, host: ServiceHost | None = None) -> None:
         super().__init__()
+        # OMEN may already be starting on its thread (main() starts it first); the UI's
+        # heavier modules (charts, numpy) load meanwhile, and the dashboard only when shown.
+        from .consent_dialog import QtPrompter
+        from .notify import Notices
+        from .state import LiveStats, Overall
+        from .tray import Tray
+
         self.options = options
         self.qapp = qapp or QApplication.instance()
         self.prefs = Prefs(prefs_path())
-        self.host = ServiceHost(options.config_path, parent=self)
+        self.host = host or ServiceHost(options.config_path)
+        self.host.setParent(self)
         self.stats = LiveStats()
         self.notices = Notices()
         self.prompter = QtPrompter(timeout_s=None)
@@ -118,8 +126,8 @@ class OmenApp(QObject):
         self.last_overall = Overall("stopped", "Starting…")
         self.tray_available = (QSystemTrayIcon.isSystemTrayAvailable() if options.tray is None else options.tray)
         self.tray: Tray | None = Tray(self) if self.tray_available else None
-        self.dashboard = Dashboard(self.stats, self.copy_endpoint, self.fetch_history, self._audit_view())
-        self.dashboard.closing.connect(self._dashboard_closed)
+        self._dashboard: Dashboard | None = None
+        self.spend = (0.0, 0.0)  # today, this month (from the usage store)
 
         self.host.started.connect(self._on_started)
         self.host.port_taken.connect(self._on_port_taken)
@@ -129,11 +137,26 @@ class OmenApp(QObject):
         self.spend_timer = QTimer(self)
         self.spend_timer.setInterval(15_000)
         self.spend_timer.timeout.connect(self.refresh_spend)
+        if self.host.service is not None:  # it started before we listened
+            QTimer.singleShot(0, lambda: self._on_started(self.host.service.url if self.host.service else ""))
+
+    @property
+    def dashboard(self) -> Dashboard:
+        """The main window, built the first time it is needed (start-up does not wait for charts)."""
+        if self._dashboard is None:
+            from .dashboard import Dashboard
+
+            self._dashboard = Dashboard(self.stats, self.copy_endpoint, self.fetch_history, self._audit_view())
+            self._dashboard.closing.connect(self._dashboard_closed)
+            self._dashboard.set_overall(self.last_overall, self.url)
+            self._dashboard.set_spend(*self.spend, self.host.quota_limits, self.host.quota_used)
+        return self._dashboard
 
     # ---------------------------------------------------------------- start
 
     def start(self) -> None:
-        self.host.start()
+        if not self.host.router_thread.running:
+            self.host.start()
         if self.options.consent_channel:
             from .consent_server import ConsentServer
 
@@ -157,6 +180,8 @@ class OmenApp(QObject):
                 self.hint.open()
 
     def _on_started(self, url: str) -> None:
+        if self.started_ok or not url:
+            return
         self.started_ok = True
         self.url = url
         log.info("OMEN serving at %s/v1 (%.0f ms after start)", url, (time.perf_counter() - self.host.started_at) * 1000)
@@ -190,7 +215,7 @@ class OmenApp(QObject):
         self.glyph.start()
 
     def _on_port_taken(self, host: str, port: int, message: str) -> None:
-        box = self.port_dialog = QMessageBox(self.dashboard if self.dashboard.isVisible() else None)
+        box = self.port_dialog = QMessageBox(self._dashboard if self._dashboard and self._dashboard.isVisible() else None)
         box.setObjectName("port-taken")
         box.setIcon(QMessageBox.Icon.Warning)
         box.setWindowTitle("OMEN Local: port in use")
@@ -248,9 +273,12 @@ class OmenApp(QObject):
                     self._notify(self.notices.failover(failover, now))
             elif isinstance(event, HealthEvent):
                 self._notify(self.notices.health(event, now))
-        self.dashboard.mark_dirty()
+        if self._dashboard is not None:
+            self._dashboard.mark_dirty()
 
     def _on_status(self) -> None:
+        from .state import overall, quota_fractions
+
         status = self.host.status
         fractions = quota_fractions(self.host.quota_used, self.host.quota_limits)
         self.last_overall = overall(status, fractions, self.host.running)
@@ -258,9 +286,9 @@ class OmenApp(QObject):
             self.url = status.get("url", self.url)
         if self.tray is not None:
             self.tray.set_state(self.last_overall, self.url)
-        self.dashboard.set_overall(self.last_overall, self.url)
-        self.dashboard.set_spend(self.dashboard.spend_today, self.dashboard.spend_month,
-                                 self.host.quota_limits, self.host.quota_used)
+        if self._dashboard is not None:
+            self._dashboard.set_overall(self.last_overall, self.url)
+            self._dashboard.set_spend(*self.spend, self.host.quota_limits, self.host.quota_used)
         now = time.time()
         for notice in self.notices.quotas(fractions, now):
             self._notify(notice)
@@ -287,7 +315,9 @@ class OmenApp(QObject):
             if fut.exception() is None:
                 today, month = fut.result()
                 self.stats.reset_live_cost(now)
-                self.dashboard.set_spend(today, month, self.host.quota_limits, self.host.quota_used)
+                self.spend = (today, month)
+                if self._dashboard is not None:
+                    self._dashboard.set_spend(today, month, self.host.quota_limits, self.host.quota_used)
 
         if self.host.running:
             self.host.call(fetch, done)
@@ -337,7 +367,7 @@ class OmenApp(QObject):
             if exc is not None:
                 log.error("could not apply the change: %s", exc)
                 if done is None:
-                    QMessageBox.warning(self.dashboard, "OMEN Local", f"The change was not applied: {exc}")
+                    QMessageBox.warning(self._dashboard, "OMEN Local", f"The change was not applied: {exc}")
             self._on_status()
             if done is not None:
                 done(exc)
@@ -446,7 +476,8 @@ class OmenApp(QObject):
         self.quitting = True
         log.info("quitting")
         self.spend_timer.stop()
-        self.dashboard.timer.stop()
+        if self._dashboard is not None:
+            self._dashboard.timer.stop()
         if self.glyph is not None:
             self.glyph.stop()  # its downstream servers (Rune...) end with it
         if self.consent_server is not None:
@@ -454,7 +485,7 @@ class OmenApp(QObject):
         self.host.stop()  # OMEN: listener closed, in-flight requests done, usage flushed
         if self.tray is not None:
             self.tray.hide()
-        for window in (self.dashboard, self.settings, self.hint, self.port_dialog):
+        for window in (self._dashboard, self.settings, self.hint, self.port_dialog):
             if window is not None:
                 window.close()
         log.info("stopped")
@@ -463,6 +494,22 @@ class OmenApp(QObject):
 
 
 # ---------------------------------------------------------------- entry point
+
+
+def _quit_on_signals(controller: OmenApp) -> None:
+    """SIGTERM/SIGINT (logout, `kill`, Ctrl-C in a terminal) quit cleanly: usage flushed."""
+    import signal
+
+    def handler(_signum: int, _frame: object) -> None:
+        QTimer.singleShot(0, controller.quit)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    # Python runs signal handlers only when it gets control; Qt's loop is native code.
+    tick = QTimer(controller)
+    tick.setInterval(250)
+    tick.timeout.connect(lambda: None)
+    tick.start()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -486,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
             NSApplication.sharedApplication().setActivationPolicy_(NSApplicationActivationPolicyAccessory)
         except ImportError:
             pass
+    # One process, two threads: when the UI thread runs Python (a redraw), the router thread
+    # waits for the GIL. A 1 ms switch interval (default 5 ms) bounds that wait.
+    sys.setswitchinterval(0.001)
     qapp = QApplication.instance() or QApplication([sys.argv[0]])
     assert isinstance(qapp, QApplication)
     qapp.setApplicationName("OMEN Local")
@@ -499,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("OMEN Local app starting (logs in %s)", folder)
     instance = SingleInstance()
     instance.listen()
+    host = ServiceHost(args.config)
+    host.start()  # OMEN starts on its thread now; the UI loads meanwhile
 
     import qasync
 
@@ -506,8 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.set_event_loop(loop)
     options = Options(config_path=args.config, tray=False if args.no_tray else None, minimized=args.minimized,
                       glyph=not args.no_glyph, glyph_config=args.glyph_config)
-    controller = OmenApp(options, qapp)
+    controller = OmenApp(options, qapp, host=host)
     instance.activated.connect(controller.open_dashboard)
+    _quit_on_signals(controller)
     controller.start()
     code = 0
     with loop:
