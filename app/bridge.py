@@ -145,6 +145,7 @@ class ServiceHost(QObject):
         self._unsubscribe: Callable[[], None] | None = None
         self._status_task: asyncio.Task[None] | None = None
         self.started_at = 0.0
+        self.settled = threading.Event()  # set once a start attempt succeeded or failed
 
     # ---------------------------------------------------------------- lifecycle (UI thread)
 
@@ -153,6 +154,7 @@ class ServiceHost(QObject):
         if not self.router_thread.running:
             self.router_thread.start()
         self.started_at = time.perf_counter()
+        self.settled.clear()
         self.router_thread.submit(self._start()).add_done_callback(self._on_start_done)
 
     async def _start(self) -> str:
@@ -173,6 +175,7 @@ class ServiceHost(QObject):
         return service.url
 
     def _on_start_done(self, fut: concurrent.futures.Future[str]) -> None:  # router thread
+        self.settled.set()
         exc = fut.exception()
         if exc is None:
             self.started.emit(fut.result())

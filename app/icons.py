@@ -12,7 +12,8 @@ from __future__ import annotations
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
 
-from app.state import DEGRADED, DOWN, HEALTHY, QUOTA, STOPPED
+# the states of app.state (not imported: this module loads at start-up, numpy does not)
+HEALTHY, DEGRADED, DOWN, QUOTA, STOPPED = "healthy", "degraded", "down", "quota", "stopped"
 
 COLORS = {
     HEALTHY: QColor("#2e9d5b"),

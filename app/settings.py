@@ -52,7 +52,7 @@ from . import keys
 from .icons import app_icon
 
 if TYPE_CHECKING:
-    from .main import OmenApp
+    from .controller import OmenApp
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -87,7 +87,7 @@ def shoot(tmp: Path) -> int:
 
     from app import icons
     from app.consent_dialog import ConsentDialog
-    from app.main import OmenApp, Options
+    from app.controller import OmenApp, Options
     from app.state import DEGRADED, DOWN, HEALTHY, QUOTA, STOPPED
     from glyph.consent import ConsentRequest
     from omen_local import config_edit

@@ -24,7 +24,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt create
 from pytestqt.qtbot import QtBot
 
 from app.bridge import LoopThread
-from app.main import OmenApp, Options
+from app.controller import OmenApp, Options
 from omen_local.secrets import SecretStore
 from tests.conftest import write_config
 from tests.fakes.fake_anthropic import DEFAULT_KEY as ANTHROPIC_KEY

@@ -18,7 +18,7 @@ os.environ.pop("OMEN_SECRETS", None)  # the real keyring, not the private file
 from PySide6.QtWidgets import QApplication
 
 from app import keys
-from app.main import OmenApp, Options
+from app.controller import OmenApp, Options
 from tests.app.conftest import Upstreams
 from tests.conftest import write_config
 from tests.fakes.fake_anthropic import DEFAULT_KEY as ANTHROPIC_KEY

@@ -218,7 +218,7 @@ def test_port_taken_says_so_and_never_moves(qtbot: QtBot, tmp_path: Path, upstre
     from omen_local import config_edit
 
     config_edit.set_server(config, port=port)
-    from app.main import OmenApp, Options
+    from app.controller import OmenApp, Options
 
     app = OmenApp(Options(config_path=config, tray=True, minimized=True, glyph=False, consent_channel=False,
                           quit_app=False))
