@@ -36,6 +36,7 @@ from omen_local.tokens import TokenBook
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+EVENT_BATCH_MS = 200  # the UI takes events at most 5 times a second, whatever the request rate
 EVENT_BUFFER = 100_000  # events waiting for the UI (a UI blocked for minutes at 50 req/s drops the oldest)
 STATUS_EVERY_S = 1.0
 
@@ -256,10 +257,12 @@ class ServiceHost(QObject):
             self._pending = True
         self.events_ready.emit()
 
-    def drain(self) -> list[Event]:
-        """The events since the last drain (UI thread)."""
-        with self._lock:
-            self._pending = False
+    def drain(self, rearm: bool = True) -> list[Event]:
+        """The events since the last drain (UI thread). ``rearm=False`` keeps the signal quiet
+        (the caller drains again, with ``rearm=True``, a moment later: one wake-up per batch)."""
+        if rearm:
+            with self._lock:
+                self._pending = False
         out: list[Event] = []
         pop = self.events.popleft
         with contextlib.suppress(IndexError):

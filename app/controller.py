@@ -28,7 +28,7 @@ from omen_local.secrets import write_private
 from omen_local.service import OmenService
 
 from . import autostart, logs
-from .bridge import ServiceHost
+from .bridge import EVENT_BATCH_MS, ServiceHost
 from .paths import prefs_path
 
 if TYPE_CHECKING:
@@ -257,8 +257,19 @@ class OmenApp(QObject):
     # ---------------------------------------------------------------- live updates
 
     def _on_events(self) -> None:
+        """Woken by the router thread: take what is there, then stay quiet for a moment so a
+        busy router wakes this thread (and takes the GIL from requests) only a few times a second."""
+        self._take(self.host.drain(rearm=False))
+        QTimer.singleShot(EVENT_BATCH_MS, self._rearm_events)
+
+    def _rearm_events(self) -> None:
+        self._take(self.host.drain(rearm=True))
+
+    def _take(self, events: list[Any]) -> None:
+        if not events:
+            return
         now = time.time()
-        for event in self.host.drain():
+        for event in events:
             if isinstance(event, UsageEvent):
                 failover = self.stats.add(event)
                 if failover is not None:
