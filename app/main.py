@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--glyph-config", type=Path, default=None, help="Glyph config file (default: glyph.toml in the config dir)")
     parser.add_argument("--minimized", action="store_true", help="start in the tray without opening the dashboard")
     parser.add_argument("--no-tray", action="store_true", help="run as a normal window even where a tray exists")
+    parser.add_argument("--assume-tray", action="store_true", help=argparse.SUPPRESS)  # benchmarks under offscreen Qt
     parser.add_argument("--no-glyph", action="store_true", help="do not host Glyph")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loop = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(loop)
-    options = Options(config_path=args.config, tray=False if args.no_tray else None, minimized=args.minimized,
+    options = Options(config_path=args.config, tray=False if args.no_tray else True if args.assume_tray else None, minimized=args.minimized,
                       glyph=not args.no_glyph, glyph_config=args.glyph_config)
     controller = OmenApp(options, qapp, host=host)
     instance.activated.connect(controller.open_dashboard)

@@ -96,7 +96,7 @@ class Run:
         cfg = self.config(port)
         if kind == "app":
             cmd = [sys.executable, "-m", "app", "--config", str(cfg), "--no-glyph"]
-            cmd += ["--no-tray"] if window else ["--minimized"]
+            cmd += ["--no-tray"] if window else ["--minimized", "--assume-tray"]  # offscreen Qt has no tray
         else:
             cmd = [sys.executable, "-m", "omen_local", "serve", "--config", str(cfg)]
         t0 = time.perf_counter()
