@@ -152,3 +152,16 @@ def test_glyph_giving_up_closes_the_dialog(channel: tuple[ConsentServer, QtPromp
     qtbot.waitUntil(fut.done, timeout=10_000)
     assert fut.result() == Decision(Scope.DENY, "fail-closed:timeout")
     qtbot.waitUntil(lambda: prompter.dialogs == {}, timeout=10_000)  # the app closed its dialog too
+
+
+def test_dialog_fallback_runs_the_app_dialog_as_a_process_and_fails_closed(worker: LoopThread,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from glyph.app_prompter import DialogPrompter
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    # nobody clicks: the dialog's own countdown denies, and the answer comes back over stdout
+    timed_out = worker.submit(DialogPrompter(timeout_s=0.5).ask(request())).result(60)
+    assert timed_out == Decision(Scope.DENY, "dialog:fail-closed:timeout")
+    broken = worker.submit(DialogPrompter(python=str(ROOT / "no-such-python")).ask(request())).result(10)
+    assert broken == Decision(Scope.DENY, "fail-closed:no-dialog")

@@ -95,3 +95,50 @@ def test_omen_app_command_and_serve_stays_qt_free(tmp_path: Path) -> None:
             "print([m for m in sys.modules if m.split('.')[0] in ('PySide6', 'app', 'qasync')])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_app_process_serves_and_sigterm_quits_cleanly(tmp_path: Path) -> None:
+    """`python -m app` as users run it: serves, then SIGTERM (logout, kill) flushes usage and exits."""
+    import signal
+    import socket
+    import sqlite3
+    import time
+    import urllib.request
+
+    import openai
+
+    from tests.app.conftest import Upstreams, make_config, wait_port_closed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with Upstreams() as up:
+        config = make_config(tmp_path, up)
+        config.write_text(config.read_text().replace("port = 0", f"port = {port}", 1))
+        app = subprocess.Popen([sys.executable, "-m", "app", "--config", str(config), "--no-glyph", "--minimized",
+                                "--assume-tray"], cwd=ROOT, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and app.poll() is None:
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.05)
+            token = json.loads((tmp_path / "data" / "secrets.json").read_text())["server-token"]
+            with openai.OpenAI(base_url=url + "/v1", api_key=token, max_retries=0) as client:
+                for _ in range(3):
+                    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+            app.send_signal(signal.SIGTERM)
+            app.wait(30)
+        finally:
+            if app.poll() is None:
+                app.kill()
+        _out, err = app.communicate()
+        assert app.returncode == 0, err[-2000:]
+        assert wait_port_closed(url)
+        with sqlite3.connect(tmp_path / "data" / "usage.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM usage_event").fetchone() == (3,)
