@@ -10,6 +10,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,7 +105,9 @@ class OmenApp(QObject):
         self.host.setParent(self)
         self.stats = LiveStats()
         self.notices = Notices()
-        self.prompter = QtPrompter(timeout_s=None)
+        # The dialog counts down Glyph's default prompt_timeout_s; a Glyph that gives up
+        # sooner closes it earlier (a denial either way).
+        self.prompter = QtPrompter(timeout_s=120.0)
         self.consent_server: Any = None
         self.glyph: Any = None
         self.glyph_config: Any = None
@@ -287,6 +290,7 @@ class OmenApp(QObject):
         self.last_overall = overall(status, fractions, self.host.running)
         if status is not None:
             self.url = status.get("url", self.url)
+            self.stats.set_providers(status.get("providers", {}))  # providers may come and go
         if self.tray is not None:
             self.tray.set_state(self.last_overall, self.url)
         if self._dashboard is not None:
@@ -404,8 +408,13 @@ class OmenApp(QObject):
             if old is not None:
                 old.stop()
 
-        fut = concurrent.futures.ThreadPoolExecutor(1).submit(restart)
-        fut.add_done_callback(lambda _f: self.host.relay.post(lambda _a: self._start_glyph(), None))
+        def run() -> None:
+            try:
+                restart()
+            finally:
+                self.host.relay.post(lambda _a: self._start_glyph(), None)
+
+        threading.Thread(target=run, name="glyph-restart", daemon=True).start()
 
     def set_provider_enabled(self, name: str, enabled: bool, done: Callable[[BaseException | None], None] | None = None
                              ) -> None:

@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------- entry point
 
 
+_signalled: list[int] = []  # a quit signal that arrived before the controller existed
+
+
+def _note_signals() -> None:
+    """From the first moment: a SIGTERM/SIGINT during start-up is remembered, not fatal."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: _signalled.append(signum))
+
+
 def _quit_on_signals(controller: OmenApp) -> None:
     """SIGTERM/SIGINT (logout, `kill`, Ctrl-C in a terminal) quit cleanly: usage flushed."""
     import signal
@@ -35,6 +46,8 @@ def _quit_on_signals(controller: OmenApp) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
+    if _signalled:
+        QTimer.singleShot(0, controller.quit)
     # Python runs signal handlers only when it gets control; Qt's loop is native code.
     tick = QTimer(controller)
     tick.setInterval(250)
@@ -56,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    _note_signals()
     if sys.platform == "darwin":  # pragma: no cover - a menu-bar app: no Dock icon
         os.environ.setdefault("QT_MAC_WANTS_LAYER", "1")
         try:
