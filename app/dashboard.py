@@ -184,7 +184,8 @@ class Chart(pg.PlotWidget):  # type: ignore[misc]
     def curve(self, name: str, color: str, *, fill: bool = False, dash: bool = False) -> pg.PlotDataItem:
         found = self.curves.get(name)
         if found is None:
-            pen = pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine if dash else Qt.PenStyle.SolidLine)
+            pen = pg.mkPen(color, width=1,  # 1 px: Qt's fast path; 2 px costs ten times the paint time
+                           style=Qt.PenStyle.DashLine if dash else Qt.PenStyle.SolidLine)
             kwargs: dict[str, Any] = {"pen": pen, "name": name, "connect": "finite"}
             if fill:
                 c = QColor(color)
