@@ -9,6 +9,7 @@ through the router thread's relay.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Callable
@@ -44,8 +45,8 @@ from PySide6.QtWidgets import (
 )
 
 from omen_local import config_edit
-from omen_local.config import PROVIDER_KINDS, UNLIMITED, Config, ConfigError, ProviderConfig
-from omen_local.keycheck import KeyCheck, check_key
+from omen_local.config import UNLIMITED, Config, ConfigError, ProviderConfig
+from omen_local.probe import ProbeResult, check_provider
 from omen_local.service import OmenService
 
 from . import keys
@@ -293,7 +294,10 @@ class SettingsDialog(QDialog):
         name, ok = QInputDialog.getText(self, "Add provider", "Name (e.g. groq, openrouter, lmstudio):")
         if not ok or not name.strip():
             return
-        kind, ok = QInputDialog.getItem(self, "Add provider", "Kind:", list(PROVIDER_KINDS), 1, False)
+        from omen_local.providers.registry import provider_kinds
+
+        kinds = sorted(provider_kinds())
+        kind, ok = QInputDialog.getItem(self, "Add provider", "Kind:", kinds, kinds.index("openai"), False)
         if not ok:
             return
         url, ok = QInputDialog.getText(self, "Add provider", "Base URL (OpenAI-compatible: …/v1):")
@@ -437,13 +441,19 @@ class SettingsDialog(QDialog):
             self.background(lambda: keys.get(entry), got_key)
 
     def run_check(self, pc: ProviderConfig, key: str, label: QLabel) -> None:
-        async def check(_service: OmenService) -> KeyCheck:
-            return await check_key(pc, key)
+        """One request to the provider's model list with ``key`` (``omen_local.probe``, as `omen doctor`)."""
 
-        def shown(fut: concurrent.futures.Future[KeyCheck]) -> None:
+        async def check(_service: OmenService) -> ProbeResult:
+            return await check_provider(dataclasses.replace(pc, enabled=True), key)
+
+        def shown(fut: concurrent.futures.Future[ProbeResult]) -> None:
             exc = fut.exception()
-            result = fut.result() if exc is None else KeyCheck(False, str(exc))
-            label.setText(result.message)
+            if exc is not None:
+                label.setText(f"test failed: {exc}")
+                label.setStyleSheet(BAD_STYLE)
+                return
+            result = fut.result()
+            label.setText(("OK: the key works; " if result.ok else "") + result.message)
             label.setStyleSheet(OK_STYLE if result.ok else BAD_STYLE)
 
         self.app.host.call(check, shown)

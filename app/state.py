@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omen_local.observe import UsageEvent
-from omen_local.routing.catalog import is_loopback_url
+from omen_local.providers.base import is_loopback_url
 
 WINDOW_S = 600  # the live charts' span
 MAX_PROVIDERS = 32  # providers beyond this share the "other" row (a config never has that many)

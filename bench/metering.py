@@ -3,9 +3,9 @@
 Three parts, each printing its figures (nothing is asserted):
 
 1. **Hot path, in process.** What metering adds to one request on the serving loop:
-   ``admit`` (rate limits, quota reservation), ``provider_wait``, the hub listener
-   (journal ``os.write`` + queue put) for the request's events, ``settle``. The real
-   Metering runs, writer thread and all; the baseline is NoPolicy and no listener.
+   ``admit`` (rate limits, quota reservation), ``provider_wait``, the usage sink
+   (journal ``os.write`` + queue put + policy charge) for the request's events, ``release``.
+   The real Metering runs, writer thread and all; the baseline is NoPolicy and no sink.
 2. **End to end, A/B.** Two ``OmenService`` processes that differ only in
    ``metering=True/False``, pinned to the same core, in front of the fast fake upstream
    (``bench/_upstream.py``); one keep-alive client alternates requests between them.
@@ -35,16 +35,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omen_local.api.request import parse_chat_request
+from omen_local.caller import Caller
 from omen_local.config import load_config
 from omen_local.metering import Metering
 from omen_local.metering import rollup as r
 from omen_local.metering.store import COMPACT_EVERY, SqliteUsageStore
-from omen_local.observe import AttemptStarted, Hub, UsageEvent
+from omen_local.observe import AttemptStarted, Outcome, UsageEvent
 from omen_local.policy import CostBound, NoPolicy, Policy
 from omen_local.providers.base import Usage
-from omen_local.routing.router import RequestContext
-from omen_local.tokens import Identity
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "omen-bench-metering"
@@ -103,45 +101,38 @@ chat = ["openai/gpt-4o-mini"]
 
 
 async def hot_path(tmp: Path, n: int, stream: bool, limits: bool) -> tuple[list[float], list[float]]:
-    """Per-request microseconds with metering, and for the baseline (NoPolicy, no listener)."""
+    """Per-request microseconds with metering, and for the baseline (NoPolicy, no sink)."""
     os.environ.setdefault("OMEN_SECRETS", "file")
     config = load_config(write_config(tmp / f"hot-{stream}-{limits}.toml", tmp / f"hot-{stream}-{limits}", None, LIMITS if limits else ""))
-    req = parse_chat_request(
-        {"model": "auto", "messages": [{"role": "user", "content": "Say hello in five words."}], "max_tokens": 64},
-        intents=("chat",),
-        providers=("openai",),
-    )
     bound = CostBound(21, 64, 0.0001)
-    ident = Identity("alice")
 
-    async def run(policy: Policy, hub: Hub) -> list[float]:
+    async def run(policy: Policy, sink: Callable[[Any], None]) -> list[float]:
         samples = []
         for i in range(n):
-            ctx = RequestContext(f"req_{i:012d}", ident, workspace="acme")
-            started = AttemptStarted(f"{ctx.request_id}.0", ctx.request_id, "alice", "acme", "bench", None, "openai", "gpt-4o-mini", "single", 21)
+            caller = Caller(f"req_{i:012d}", "alice", workspace="acme", client="bench")
+            rid = caller.request_id
+            started = AttemptStarted(f"{rid}.0", rid, "alice", "acme", "bench", None, "openai", "gpt-4o-mini", "single", 21)
             event = UsageEvent(
-                f"{ctx.request_id}.0", ctx.request_id, "alice", "acme", "bench", None, "openai", "gpt-4o-mini",
-                "single", Usage(21, 9), 0.0000086, 0.4, 0.9, "ok",
+                f"{rid}.0", rid, "alice", "acme", "bench", None, "openai", "gpt-4o-mini",
+                "single", Usage(21, 9), 0.0000086, 0.4, 0.9, Outcome.OK,
             )  # fmt: skip
             t0 = time.perf_counter_ns()
-            await policy.admit(ctx, req, bound)
+            await policy.admit(caller, bound)
             policy.provider_wait("openai")
             if stream:
-                hub.emit(started)
-            hub.emit(event)
-            ctx.spent_usd, ctx.spent_tokens = event.cost_usd, 30
-            policy.settle(ctx)
+                sink(started)
+            sink(event)
+            policy.release(rid)
             samples.append((time.perf_counter_ns() - t0) / 1000)
             if i % 64 == 0:
                 await asyncio.sleep(0)  # let the loop breathe, as between real requests
         return samples
 
-    base = await run(NoPolicy(), Hub())
-    hub = Hub()
-    metering = Metering(config, hub)
+    base = await run(NoPolicy(), lambda _r: None)
+    metering = Metering(config)
     await metering.start()
     try:
-        metered = await run(metering.policy, hub)
+        metered = await run(metering.policy, metering.record)
         await metering.flush()
     finally:
         await metering.stop()

@@ -1,6 +1,7 @@
 """``glyph``: serve the gateway, read and verify the audit log, manage pins and decisions.
 
-    glyph serve [--config FILE] [--http [--host H] [--port P]] [--prompt auto|tty|deny]
+    glyph init [--config FILE] [--root DIR] [--force]
+    glyph serve [--config FILE] [--http [--host H] [--port P]] [--prompt auto|app|tty|dialog|deny]
     glyph audit [--config FILE] [--limit N] [--json] [--verify [--head ID:HASH]]
     glyph pins [--config FILE] [--approve SERVER__TOOL ...]
     glyph decisions [--config FILE] [--forget SERVER__TOOL ...]
@@ -21,11 +22,12 @@ import anyio
 
 from glyph import __version__
 from glyph.audit import AuditLog
-from glyph.config import ConfigError, GlyphConfig, load_config
+from glyph.config import ConfigError, GlyphConfig, default_config_path, load_config
 from glyph.consent import DenyPrompter, Prompter, TerminalPrompter
 from glyph.db import Store
 from glyph.decisions import DecisionMemory
 from glyph.downstream import SEP
+from glyph.init import no_config_message, no_tools_message, write_starter
 from glyph.pins import Pins
 
 
@@ -33,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="glyph", description="Glyph: MCP tool governance for OMEN Local")
     parser.add_argument("--version", action="version", version=f"glyph {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="write a commented starter config sharing this folder")
+    init.add_argument("--config", type=Path, help="where to write it (default: glyph.toml in the config dir)")
+    init.add_argument("--root", type=Path, default=Path.cwd(), help="the folder to share (default: this one)")
+    init.add_argument("--force", action="store_true", help="replace an existing config")
 
     serve = sub.add_parser("serve", help="run the MCP gateway (stdio by default)")
     serve.add_argument("--config", type=Path, help="config file (TOML or JSON)")
@@ -63,12 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     decisions.add_argument("--forget", nargs="+", metavar="SERVER__TOOL", default=[])
 
     args = parser.parse_args(argv)
+    if args.command == "init":
+        return _init(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"glyph: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
+        if config.source is None:
+            print(no_config_message(default_config_path()), file=sys.stderr, flush=True)
+        elif not config.servers:
+            print(no_tools_message(config.source), file=sys.stderr, flush=True)
         return _serve(config, args)
     with Store(config.db_path) as store:
         if args.command == "audit":
@@ -76,6 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pins":
             return _pins(store, args.approve, sys.stdout)
         return _decisions(store, args.forget, sys.stdout)
+
+
+def _init(args: argparse.Namespace) -> int:
+    path: Path = args.config or default_config_path()
+    root: Path = args.root.expanduser().resolve()
+    if not root.is_dir():
+        print(f"glyph init: {root} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        write_starter(path, root, force=args.force)
+    except FileExistsError:
+        print(f"glyph init: {path} exists; keeping it (--force replaces it)", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: root {root}, read-only tools allowed, writes asked, .env and *.pem refused")
+    print("next: register `glyph serve` in your editor (docs/glyph.md); `glyph audit` shows what tools did")
+    return 0
 
 
 def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: TextIO = sys.stderr,

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .client import ask as ask_cli
 from .config import ConfigError, default_config_path, load_config
 from .metering import MeteringError
 from .metering import cli as metering_cli
@@ -53,9 +54,11 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     print(f"OMEN {__version__} serving the OpenAI API at {service.url}/v1", flush=True)
     print(f"  token: run `omen token` (secrets: {service.secrets.backend})", flush=True)
-    for name, info in service.status()["providers"].items():
-        state = "ready" if info["usable"] else info["reason"]
-        print(f"  provider {name} ({info['kind']}, {info['base_url']}): {state}", flush=True)
+    for report in service.probe_report():
+        print(f"  provider {report.provider}: {report.state} ({report.detail})", flush=True)
+    ready = [r.provider for r in service.probe_report() if r.state in ("up", "not probed")]
+    if not ready:
+        print("  nothing can answer yet: start Ollama or set a key (`omen key set NAME`); `omen doctor` explains", flush=True)
     try:
         await stop.wait()
     finally:
@@ -147,6 +150,15 @@ def _app(args: argparse.Namespace) -> int:
             argv.append("--" + flag.replace("_", "-"))
     argv += ["--log-level", getattr(args, "log_level", "info")]
     return app_main(argv)
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    config = load_config(args.config)
+    report = asyncio.run(
+        run_doctor(config, SecretStore(config.data_dir), glyph_config=args.glyph_config, timeout_s=args.timeout)
+    )
+    print(report.text())
+    return report.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--minimized", action="store_true", help="start in the tray, dashboard closed")
     app.add_argument("--no-tray", action="store_true", help="run as a normal window")
     app.add_argument("--no-glyph", action="store_true", help="do not host Glyph")
+    doctor = sub.add_parser(
+        "doctor", help="check keyring, providers, intents, port, data dir and Glyph; say how to fix", parents=[common]
+    )
+    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds for each network check (default 3)")
+    doctor.add_argument("--glyph-config", type=Path, help="Glyph's config (default: glyph.toml in the config dir)")
     metering_cli.add_parsers(sub, common)
+    ask_cli.add_parser(sub, common)
     return parser
 
 
@@ -200,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         "key": _key,
         "config": _config,
         "app": _app,
+        "doctor": _doctor,
         "usage": metering_cli.usage_command,
         "quota": metering_cli.quota_command,
+        "ask": ask_cli.main,
     }
     if args.command is None:
         if _has_display():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,16 @@ from typing import Any
 import platformdirs
 
 APP_NAME = "omen-local"
-PROVIDER_KINDS = ("ollama", "openai", "anthropic")
-STRATEGIES = ("single", "race", "speculate_k", "parallel_merge")
+
+
+class StrategyName(StrEnum):
+    SINGLE = "single"
+    RACE = "race"
+    SPECULATE_K = "speculate_k"
+    PARALLEL_MERGE = "parallel_merge"
+
+
+STRATEGIES = tuple(s.value for s in StrategyName)
 
 
 class ConfigError(ValueError):
@@ -57,6 +66,7 @@ class ProviderConfig:
     discover: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     anthropic_version: str = "2023-06-01"
+    found: bool = False  # found running on this machine, not configured (local_servers.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +79,24 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Alias:
+    """A model name that stands for a set of hints (``auto-code``, ``auto-fast``...), for
+    clients that can only type a model name. The request's own hints override it."""
+
+    name: str
+    description: str = ""
+    intent: str | None = None
+    strategy: StrategyName | None = None
+    k: int | None = None
+    providers: tuple[str, ...] | None = None
+    local_only: bool = False
+    budget_usd: float | None = None
+    max_latency_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Defaults:
-    strategy: str = "single"
+    strategy: StrategyName = StrategyName.SINGLE
     intent: str = "chat"
     k: int = 2
     connect_timeout_s: float = 5.0
@@ -129,6 +155,14 @@ class LimitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """Look for model servers already running on this machine (LM Studio, llama.cpp, vLLM)."""
+
+    local: bool = True
+    extra: tuple[str, ...] = ()  # more OpenAI-compatible base URLs to probe (non-loopback ones only here)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     defaults: Defaults
@@ -140,6 +174,8 @@ class Config:
     source: Path | None = None
     quotas: QuotaConfig = QuotaConfig()
     limits: LimitConfig = LimitConfig()
+    aliases: dict[str, Alias] = field(default_factory=dict)
+    discovery: DiscoveryConfig = DiscoveryConfig()
 
     def price_for(self, provider: str, model: str) -> Price:
         """The price of ``model`` as served by ``provider``; local models are free unless priced."""
@@ -310,9 +346,12 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     )
     if "/" in name or not name:
         raise ConfigError(f"provider name {name!r} must be non-empty and contain no '/'")
+    from .providers.registry import provider_kinds  # providers import this module
+
     kind = table.get("kind")
-    if kind not in PROVIDER_KINDS:
-        raise ConfigError(f"{where}.kind must be one of {', '.join(PROVIDER_KINDS)}")
+    kinds = provider_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(sorted(kinds))}")
     base_url = _str(table, "base_url", where, "").rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url must be an http(s) URL")
@@ -325,7 +364,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     headers = _table(table.get("headers"), f"{where}.headers")
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}.headers values must be strings")
-    discover = table.get("discover", kind == "ollama")
+    discover = table.get("discover", kinds[kind].discovers_by_default)
     if not isinstance(discover, bool):
         raise ConfigError(f"{where}.discover must be true or false")
     keys = _strs(table, "key", where)
@@ -411,8 +450,66 @@ def _limits(raw: Any, providers: dict[str, ProviderConfig]) -> LimitConfig:
     )
 
 
+def _discovery(raw: Any) -> DiscoveryConfig:
+    table = _table(raw, "discovery")
+    _check_keys(table, {"local", "extra"}, "discovery")
+    extra = _strs(table, "extra", "discovery")
+    for url in extra:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"discovery.extra entries must be http(s) base URLs of an OpenAI API, not {url!r}")
+    return DiscoveryConfig(local=_bool(table, "local", "discovery", True), extra=extra)
+
+
+ALIAS_KEYS = {"description", "intent", "strategy", "k", "providers", "local_only", "budget_usd", "max_latency_ms"}
+
+
+def _alias(name: str, raw: Any, intents: dict[str, tuple[str, ...]], providers: dict[str, ProviderConfig]) -> Alias:
+    where = f"aliases.{name}"
+    table = _table(raw, where)
+    _check_keys(table, ALIAS_KEYS, where)
+    if not name or "/" in name or len(name) > 64:
+        raise ConfigError(f"alias name {name!r} must be 1-64 characters without '/'")
+    intent = table.get("intent")
+    if intent is not None and intent not in intents:
+        raise ConfigError(f"{where}.intent {intent!r} has no [intents] entry")
+    strategy = table.get("strategy")
+    if strategy is not None:
+        strategy = StrategyName(_choice(table, "strategy", where, "single", STRATEGIES))
+    k = table.get("k")
+    if k is not None:
+        k = _int(table, "k", where, 1, minimum=1)
+        if k > 8:
+            raise ConfigError(f"{where}.k must be from 1 to 8")
+    allow = None
+    if "providers" in table:
+        allow = _strs(table, "providers", where)
+        unknown = [p for p in allow if p not in providers]
+        if unknown or not allow:
+            raise ConfigError(f"{where}.providers must name configured providers (unknown: {', '.join(unknown) or 'empty list'})")
+    budget = table.get("budget_usd")
+    latency = table.get("max_latency_ms")
+    return Alias(
+        name=name,
+        description=_str(table, "description", where, ""),
+        intent=intent,
+        strategy=strategy,
+        k=k,
+        providers=allow,
+        local_only=_bool(table, "local_only", where, False),
+        budget_usd=None if budget is None else _num(table, "budget_usd", where, 0.0),
+        max_latency_ms=None if latency is None else _int(table, "max_latency_ms", where, 1, minimum=1),
+    )
+
+
+def _aliases(raw: Any, intents: dict[str, tuple[str, ...]], providers: dict[str, ProviderConfig]) -> dict[str, Alias]:
+    table = _table(raw, "aliases")
+    return {name: _alias(name, value, intents, providers) for name, value in table.items()}
+
+
 def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Path | None = None) -> Config:
-    _check_keys(raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits"}, "config")
+    _check_keys(
+        raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits", "aliases", "discovery"}, "config"
+    )
     srv = _table(raw.get("server"), "server")
     _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins"}, "server")
     server = ServerConfig(
@@ -428,9 +525,7 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
     d = _table(raw.get("defaults"), "defaults")
     dd = Defaults()
     _check_keys(d, set(Defaults.__dataclass_fields__), "defaults")
-    strategy = _str(d, "strategy", "defaults", dd.strategy)
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"defaults.strategy must be one of {', '.join(STRATEGIES)}")
+    strategy = StrategyName(_choice(d, "strategy", "defaults", dd.strategy, STRATEGIES))
     budget = d.get("budget_usd")
     defaults = Defaults(
         strategy=strategy,
@@ -490,4 +585,6 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         source=source,
         quotas=_quotas(raw.get("quotas")),
         limits=_limits(raw.get("limits"), providers),
+        aliases=_aliases(raw.get("aliases"), intents, providers),
+        discovery=_discovery(raw.get("discovery")),
     )

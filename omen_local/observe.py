@@ -11,12 +11,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from .providers.base import Usage
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("ok", "error", "cancelled", "budget_cut")
+class Outcome(StrEnum):
+    OK = "ok"  # answered (a whole answer that lost a race still counts: it was paid for)
+    ERROR = "error"
+    CANCELLED = "cancelled"  # the client left, or the attempt lost a race
+    BUDGET_CUT = "budget_cut"  # the stream was cut when the request's budget was spent
+
+
+OUTCOMES = tuple(o.value for o in Outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +81,7 @@ class UsageEvent:
     cost_usd: float
     ttft_ms: float | None
     total_ms: float
-    outcome: str
+    outcome: Outcome
     estimated: bool = False
     error: str | None = None
     time: float = field(default_factory=time.time)
@@ -90,8 +98,10 @@ class HealthEvent:
     time: float = field(default_factory=time.time)
 
 
+Record = UsageEvent | AttemptStarted | AttemptProgress  # what the usage sink keeps
 Event = UsageEvent | HealthEvent | AttemptStarted | AttemptProgress
 Listener = Callable[[Event], None]
+Sink = Callable[[Record], None]
 
 
 class Hub:

@@ -1,8 +1,12 @@
 """OmenService: the one way to run OMEN, headless (`omen serve`) or inside the tray app.
 
-It owns the upstream connection pool, the providers, the router and the aiohttp
-server (embedded with ``AppRunner``, as aiohttp's web_runner intends), and runs the
-health loop. Hosts observe it through ``service.hub`` and ``service.status()``.
+It owns the upstream connection pool, the providers, the router and the aiohttp server
+(embedded with ``AppRunner``, as aiohttp's web_runner intends), and runs the health
+loop. Hosts observe it through ``service.hub`` and ``service.status()``.
+
+Constructing it does no I/O; ``start()`` does the blocking parts (keyring lookups,
+SQLite schema and journal recovery) in worker threads, so a host's event loop (or UI)
+never waits on them.
 """
 
 from __future__ import annotations
@@ -11,36 +15,45 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from . import __version__
+from . import __version__, endpoint, local_servers
 from .config import Config
 from .metering import Metering
-from .metering.books import LimitBook, QuotaBook
-from .metering.enforcer import Enforcer
-from .observe import HealthEvent, Hub
-from .providers.anthropic import AnthropicProvider
-from .providers.base import Provider, Timeouts, UpstreamError
-from .providers.ollama import OllamaProvider
-from .providers.openai_compat import OpenAICompatProvider
+from .observe import HealthEvent, Hub, Record
+from .providers.base import Provider, Timeouts
+from .providers.errors import UpstreamError
+from .providers.registry import provider_kinds
 from .routing.catalog import Catalog
+from .routing.dispatch import Dispatcher
 from .routing.health import HealthBook
+from .routing.planner import Planner
 from .routing.router import Router
+from .routing.sticky import StickyMap
+from .routing.strategies import strategies
 from .secrets import SecretStore, resolve_key
-from .server.app import ROUTER, make_app
+from .server.app import RouterRef, make_app
+from .server.runner import Runner
 from .server.usage_routes import add_usage_routes
 from .tokens import TokenBook
 
 log = logging.getLogger(__name__)
 
-PROVIDER_CLASSES: dict[str, type[Provider]] = {
-    "ollama": OllamaProvider,
-    "openai": OpenAICompatProvider,
-    "anthropic": AnthropicProvider,
-}
+FIRST_PROBE_WAIT_S = 2.0
+LOCAL_RETRY_S = 2.0  # how often to look again while no local model server answers
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeReport:
+    """What the first health probe found, per provider (for the start-up banner)."""
+
+    provider: str
+    state: str  # up | down | not probed
+    detail: str
 
 
 class OmenService:
@@ -53,24 +66,45 @@ class OmenService:
         hub: Hub | None = None,
         metering: bool = True,
     ) -> None:
+        self.base_config = config  # the user's; ``config`` adds the servers found running here
         self.config = config
-        self.secrets = secrets or SecretStore(config.data_dir)
-        self.tokens = tokens or TokenBook(config.data_dir, self.secrets)
+        self.found: list[local_servers.Found] = []
+        self._keys_now: dict[str, str | None] = {}
         self.hub = hub or Hub()
-        # Usage store, quotas and rate limits (metering=False: routing alone, for benchmarks).
-        self.metering: Metering | None = Metering(config, self.hub) if metering else None
+        self._secrets = secrets
+        self._tokens = tokens
+        self._want_metering = metering
+        self.metering: Metering | None = None
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
-        self._keys = {name: resolve_key(pc.key, self.secrets) for name, pc in config.providers.items()}
-        self.catalog = Catalog(config, {name: bool(k) for name, k in self._keys.items()})
+        self.sticky = StickyMap(ttl_s=config.defaults.sticky_ttl_s)
         self.session: aiohttp.ClientSession | None = None
-        self.router: Router | None = None
+        self.router_ref = RouterRef()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._health_task: asyncio.Task[None] | None = None
-        self._reprobe: asyncio.Task[None] | None = None
         self._started = 0.0
         self._first_probe: asyncio.Future[None] | None = None  # done once the first probe ends
         self.port = config.server.port
+
+    # ------------------------------------------------------------ parts made at start
+
+    @property
+    def secrets(self) -> SecretStore:
+        assert self._secrets is not None, "start() first"
+        return self._secrets
+
+    @property
+    def tokens(self) -> TokenBook:
+        assert self._tokens is not None, "start() first"
+        return self._tokens
+
+    @property
+    def router(self) -> Router:
+        return self.router_ref.get()
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.router.planner.catalog
 
     @property
     def url(self) -> str:
@@ -78,26 +112,83 @@ class OmenService:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
-    async def start(self) -> None:
+    def _open_stores(self) -> None:
+        """Blocking: the keyring (D-Bus, Keychain) and the owner token. Runs in a thread."""
+        if self._secrets is None:
+            self._secrets = SecretStore(self.config.data_dir)
+        if self._tokens is None:
+            self._tokens = TokenBook(self.config.data_dir, self._secrets)
+
+    def _keys(self, config: Config) -> dict[str, str | None]:
+        """Blocking: every provider's key from the keyring or the environment. Runs in a thread."""
+        return {name: resolve_key(pc.key, self.secrets) for name, pc in config.providers.items()}
+
+    def _record(self, record: Record) -> None:
+        """The usage sink: metering first (journal, store, quotas), then whoever observes."""
         if self.metering is not None:
-            await self.metering.start()  # replays a crashed server's journal before taking requests
-        d = self.config.defaults
+            self.metering.record(record)
+        self.hub.emit(record)
+
+    def _build(self, config: Config, keys: dict[str, str | None]) -> Router:
+        """Providers, catalog, planner, dispatcher and strategies for ``config`` (no I/O).
+
+        Health and stickiness carry over from the previous router, so a reload does not
+        forget what OMEN learnt about the upstreams.
+        """
+        assert self.session is not None
+        d = config.defaults
         timeouts = Timeouts(connect=d.connect_timeout_s, idle=d.idle_timeout_s, total=d.request_timeout_s)
+        kinds = provider_kinds()
+        providers: dict[str, Provider] = {
+            name: kinds[pc.kind](pc, self.session, key=keys.get(name), timeouts=timeouts)
+            for name, pc in config.providers.items()
+        }
+        catalog = Catalog(
+            config,
+            {name: p.unusable_reason() for name, p in providers.items()},
+            frozenset(name for name, p in providers.items() if p.runs_locally(p.config)),
+        )
+        try:
+            old = self.router_ref.get().planner.catalog
+        except LookupError:
+            old = None
+        if old is not None:  # keep discovered models until the next probe
+            for name in providers:
+                if name in old.models and name not in old.undiscovered and config.providers[name].discover:
+                    catalog.set_models(name, old.models[name])
+        self.health.cooldown_s = d.failure_cooldown_s
+        self.health.breaker_failures = d.breaker_failures
+        policy = self.metering.policy if self.metering is not None else None
+        dispatcher = Dispatcher(
+            providers,
+            self.health,
+            self.hub,
+            self._record,
+            config.price_for,
+            policy.provider_wait if policy is not None else (lambda _p: 0.0),
+            d.first_token_timeout_s,
+        )
+        planner = Planner(config, catalog, self.health, self.sticky)
+        return Router(config, planner, dispatcher, strategies(catalog, d), self.sticky, policy=policy)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open_stores)
+        keys = self._keys_now = await asyncio.to_thread(self._keys, self.config)
+        if self._want_metering:
+            self.metering = await asyncio.to_thread(Metering, self.config)
+            await self.metering.start()  # replays a crashed server's journal before taking requests
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             trust_env=False,  # proxies are resolved once per provider (Provider.proxy), not per request
             auto_decompress=True,
         )
-        providers = {
-            name: PROVIDER_CLASSES[pc.kind](pc, self.session, key=self._keys[name], timeouts=timeouts)
-            for name, pc in self.config.providers.items()
-        }
-        policy = self.metering.policy if self.metering is not None else None
-        self.router = Router(self.config, providers, self.catalog, self.health, self.hub, policy=policy)
-        app = make_app(self.router, self.tokens, self.status)
+        self.router_ref.set(self._build(self.config, keys))
+        app = make_app(self.router_ref, self.config.server, self.tokens, self.status)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, backlog=1024)
         try:
@@ -115,15 +206,49 @@ class OmenService:
         self._health_task = asyncio.create_task(self._health_loop(), name="omen-health")
         # Give local discovery a moment so the first "auto" request sees Ollama's models,
         # but never let a slow network hold up start-up.
-        await asyncio.wait({self._first_probe}, timeout=2.0)
+        await asyncio.wait({self._first_probe}, timeout=FIRST_PROBE_WAIT_S)
         log.info("OMEN %s listening on %s", __version__, self.url)
+        await asyncio.to_thread(endpoint.publish, self)  # how local clients find us (docs/clients.md)
+
+    async def reload(self, config: Config) -> None:
+        """Apply ``config`` to the next request: providers, intents, aliases, defaults, quotas and
+        limits. Requests in flight finish on what they started with. A changed host/port is bound
+        first: if that fails (OSError), nothing changes and the old listener keeps serving; else
+        the old listener closes (its open connections finish). The data dir is fixed for the
+        service's life (restart to change it)."""
+        new_site: web.TCPSite | None = None
+        if self._runner is not None and (config.server.host, config.server.port) != (
+            self.config.server.host,
+            self.config.server.port,
+        ):
+            new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024)
+            await new_site.start()  # OSError propagates before anything changed
+        try:
+            keys = await asyncio.to_thread(self._keys, config)
+            if self.metering is not None:
+                await asyncio.to_thread(self.metering.reconfigure, config)
+        except BaseException:
+            if new_site is not None:
+                await new_site.stop()
+            raise
+        self._keys_now = keys
+        self.base_config = config
+        self.config = local_servers.with_found(config, self.found)
+        self.router_ref.set(self._build(self.config, keys))
+        self.sticky.ttl_s = config.defaults.sticky_ttl_s
+        if new_site is not None:
+            old_site, self._site = self._site, new_site
+            sockets = getattr(new_site._server, "sockets", None) or ()
+            self.port = sockets[0].getsockname()[1] if sockets else config.server.port
+            if old_site is not None:
+                await old_site.stop()
+            log.info("OMEN now listening on %s", self.url)
+            await asyncio.to_thread(endpoint.publish, self)
+        if self._health_task is not None:
+            await self._probe_all()
 
     async def stop(self) -> None:
-        if self._reprobe is not None:
-            self._reprobe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reprobe
-            self._reprobe = None
+        endpoint.remove(self)
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,126 +271,116 @@ class OmenService:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # ------------------------------------------------------------ live reconfiguration
-
-    async def reload(self, config: Config) -> None:
-        """Apply a new config without a restart (the tray app's toggles and settings).
-
-        The next request uses the new providers, intents, defaults, quotas and limits;
-        requests in flight finish on the router they started with. A changed host/port
-        binds the new address first: if that fails (OSError), nothing changes. Health
-        (cool-downs, breakers) and discovered models carry over; the data dir and
-        server.allowed_hosts/origins/max_body_mb need a restart.
-        """
-        if self._runner is None or self.router is None or self.session is None:
-            raise RuntimeError("reload() needs a started service")
-        if config.data_dir != self.config.data_dir:
-            raise ValueError("storage.data_dir cannot change while OMEN runs; restart it")
-        keys = await asyncio.to_thread(
-            lambda: {name: resolve_key(pc.key, self.secrets) for name, pc in config.providers.items()}
-        )
-        old = self.config
-        new_site: web.TCPSite | None = None
-        if (config.server.host, config.server.port) != (old.server.host, old.server.port):
-            new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024)
-            await new_site.start()  # OSError: the old listener keeps serving, nothing changed
-        catalog = Catalog(config, {name: bool(k) for name, k in keys.items()})
-        for name, pc in config.providers.items():
-            was = old.providers.get(name)
-            if pc.discover and was is not None and was.base_url == pc.base_url and name in self.catalog.models:
-                catalog.set_models(name, self.catalog.models[name])
-        d = config.defaults
-        timeouts = Timeouts(connect=d.connect_timeout_s, idle=d.idle_timeout_s, total=d.request_timeout_s)
-        providers = {
-            name: PROVIDER_CLASSES[pc.kind](pc, self.session, key=keys[name], timeouts=timeouts)
-            for name, pc in config.providers.items()
-        }
-        policy = None
-        if self.metering is not None:
-            m = self.metering
-            m.config = config
-            m.quotas = QuotaBook(config.quotas, config.data_dir)
-            m.limits = LimitBook(config.limits)
-            # Same ledger and limiter: reservations and counts in flight stay valid.
-            m.policy = policy = Enforcer(m.quotas, m.limits, m.ledger, m.limiter, m.clock)
-        router = Router(config, providers, catalog, self.health, self.hub, policy=policy)
-        router.sticky = self.router.sticky
-        self._runner.app[ROUTER].router = router  # new requests start here
-        self.config, self._keys, self.catalog, self.router = config, keys, catalog, router
-        if new_site is not None:
-            old_site, self._site = self._site, new_site
-            sockets = getattr(new_site._server, "sockets", None) or ()
-            self.port = sockets[0].getsockname()[1] if sockets else config.server.port
-            if old_site is not None:
-                await old_site.stop()  # stops listening; open connections finish
-        log.info("OMEN reconfigured (%s)", self.url)
-        if self._health_task is not None:  # new or re-pointed local providers: look now
-            if self._reprobe is not None:
-                self._reprobe.cancel()
-            self._reprobe = asyncio.create_task(self._probe_quietly(), name="omen-probe-after-reload")
-
     # ------------------------------------------------------------ health
 
-    async def _probe(self, provider: Provider) -> None:
+    async def _probe(self, provider: Provider, catalog: Catalog) -> None:
         try:
             models = await provider.discover()
         except UpstreamError as err:
             if self.health.provider_failed(err):
                 self.hub.emit(HealthEvent(provider.name, "down", err.message))
             return
-        changed = models != self.catalog.models.get(provider.name)
-        self.catalog.set_models(provider.name, models)
+        changed = models != catalog.models.get(provider.name)
+        catalog.set_models(provider.name, models)
         if self.health.ok(provider.name) or changed:
             self.hub.emit(HealthEvent(provider.name, "up", f"{len(models)} models"))
 
     async def _probe_all(self) -> None:
-        assert self.router is not None
+        router = self.router
+        catalog = router.planner.catalog
         probes = [
-            self._probe(p)
-            for p in self.router.providers.values()
+            self._probe(p, catalog)
+            for p in router.dispatcher.providers.values()
             if p.config.enabled and p.config.discover
         ]
         if probes:
             await asyncio.gather(*probes)
+        self.health.retain(catalog.known())
 
-    async def _probe_quietly(self) -> None:
-        try:
-            await self._probe_all()
-        except Exception:
-            log.exception("health probe failed")
+    async def _scan_local(self) -> None:
+        """Look for model servers started on this machine; use the new ones from the next request."""
+        assert self.session is not None
+        addresses = local_servers.candidates(self.config)
+        if not addresses:
+            return
+        new = await local_servers.probe(self.session, addresses)
+        if not new:
+            return
+        for f in new:
+            log.info("found %s at %s (%d models): auto uses it now", f.name, f.base_url, len(f.models))
+            self.hub.emit(HealthEvent(f.name, "found", f"{f.base_url}, {len(f.models)} models"))
+        self.found += new
+        self.config = local_servers.with_found(self.base_config, self.found)
+        self.router_ref.set(self._build(self.config, self._keys_now))
+        await self._probe_all()
+
+    def _local_up(self) -> bool:
+        catalog = self.catalog
+        return any(catalog.is_local(p) and self.health.get(p).state == "up" for p in self.config.providers)
 
     async def _health_loop(self) -> None:
+        """Probe the providers (and look for local servers) every ``health_interval_s``; every
+        2 s while nothing local answers, so a model server started later is used at once."""
         while True:
             try:
+                await self._scan_local()
                 await self._probe_all()
             except Exception:
                 log.exception("health probe failed")
             if self._first_probe is not None and not self._first_probe.done():
                 self._first_probe.set_result(None)
-            await asyncio.sleep(self.config.defaults.health_interval_s)
+            interval = self.config.defaults.health_interval_s
+            await asyncio.sleep(interval if self._local_up() else min(interval, LOCAL_RETRY_S))
 
     # ------------------------------------------------------------ status
 
+    def probe_report(self) -> list[ProbeReport]:
+        """Each provider as the first probe left it: what was probed and what it said."""
+        out = []
+        catalog = self.catalog
+        for name, pc in self.config.providers.items():
+            why = catalog.usable(name)
+            h = self.health.get(name)
+            if why is not None:
+                out.append(ProbeReport(name, "unusable", why))
+            elif not pc.discover:
+                out.append(ProbeReport(name, "not probed", f"{len(catalog.models.get(name, []))} configured models"))
+            elif h.state == "down" or not self.health.provider_available(name):
+                out.append(ProbeReport(name, "down", f"unreachable at {pc.base_url}: {h.last_error}"))
+            elif h.state == "up":
+                n = len(catalog.models.get(name, []))
+                out.append(ProbeReport(name, "up", f"{n} models" if n else "reachable, but no models (pull one)"))
+            else:
+                out.append(ProbeReport(name, "unknown", f"no answer yet from {pc.base_url}"))
+        return out
+
     def status(self) -> dict[str, Any]:
         """Providers, their health and models, for /v1/omen/status and the tray app."""
+        catalog = self.catalog
         providers: dict[str, Any] = {}
         for name, pc in self.config.providers.items():
-            why = self.catalog.usable(name)
+            why = catalog.usable(name)
             providers[name] = {
                 "kind": pc.kind,
                 "base_url": pc.base_url,
                 "enabled": pc.enabled,
+                "local": catalog.is_local(name),
+                "found": pc.found,
                 "usable": why is None,
                 "reason": why,
-                "models": self.catalog.models.get(name, []),
+                "models": catalog.models.get(name, []),
                 **{("model_health" if k == "models" else k): v for k, v in self.health.snapshot(name).items()},
             }
-        return {
+        out: dict[str, Any] = {
             "version": __version__,
             "url": self.url,
             "uptime_s": round(time.time() - self._started, 3) if self._started else 0.0,
             "secrets": self.secrets.backend,
             "default_strategy": self.config.defaults.strategy,
             "intents": {k: list(v) for k, v in self.config.intents.items()},
+            "aliases": sorted(self.config.aliases),
             "providers": providers,
         }
+        if self.metering is not None:
+            out["metering"] = self.metering.health()
+        return out

@@ -61,6 +61,12 @@ def test_serve_token_and_clean_shutdown(env: dict[str, str]) -> None:
         first = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", first)
         assert match, first
+        banner = [proc.stdout.readline() for _ in range(5)]
+        # What was probed, and what it said: Ollama is not running, the cloud has no keys.
+        assert any("provider ollama: down (unreachable at http://127.0.0.1:9" in line for line in banner), banner
+        assert any("provider openai: unusable (no API key" in line for line in banner), banner
+        assert not any("ready" in line for line in banner)
+        assert "nothing can answer yet" in banner[-1]
         base = f"http://127.0.0.1:{match.group(1)}"
         assert get(f"{base}/health") == (200, {"status": "ok"})
 

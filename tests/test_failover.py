@@ -41,23 +41,40 @@ async def test_5xx_before_first_token_fails_over(stack: Stack) -> None:
 
 
 async def test_streamed_failover_is_invisible_to_the_client(stack: Stack) -> None:
-    stack.ollama.queue(Reply(status=503))
+    stack.ollama.queue(Reply(status=503), Reply(status=503))  # both Ollama models shed load
     stack.anthropic.enqueue(text_reply(["from ", "claude"]))
     stream = await stack.client.chat.completions.create(model="auto", messages=MSG, stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "from claude"
 
 
-async def test_429_respects_retry_after_and_moves_on(stack: Stack) -> None:
-    stack.ollama.queue(Reply(status=429, headers={"Retry-After": "120"}))
+async def test_429_pauses_the_model_for_retry_after_and_moves_on(stack: Stack) -> None:
+    stack.ollama.queue_for("llama3.2:latest", Reply(status=429, headers={"Retry-After": "120"}))
+    stack.ollama.queue_for("qwen2.5-coder:7b", Reply(status=503, headers={"Retry-After": "60"}))
     stack.anthropic.enqueue(text_reply("a"), text_reply("b"))
     await stack.client.chat.completions.create(model="auto", messages=MSG)
     health = stack.service.status()["providers"]["ollama"]
-    assert health["state"] == "down" and 115 < health["retry_in_s"] <= 120
-    # The next request skips ollama entirely while its Retry-After runs.
+    # Rate limits and load shedding are per model: the provider stays up, each model rests.
+    assert health["state"] == "up" or health["retry_in_s"] == 0
+    models = health["model_health"]
+    assert models["llama3.2:latest"]["breaker"] == "open" and 115 < models["llama3.2:latest"]["retry_in_s"] <= 120
+    assert models["qwen2.5-coder:7b"]["breaker"] == "open" and 55 < models["qwen2.5-coder:7b"]["retry_in_s"] <= 60
+    # The next request skips both paused models while their Retry-After runs.
     n = len(stack.ollama.seen)
     await stack.client.chat.completions.create(model="auto", messages=MSG)
     assert len(stack.ollama.seen) == n
+
+
+async def test_a_503_on_one_model_leaves_its_siblings_in_service(stack: Stack) -> None:
+    stack.ollama.queue_for("llama3.2:latest", Reply(status=503))
+    stack.ollama.queue_for("qwen2.5-coder:7b", Reply(text="from the sibling"))
+    done = await stack.client.chat.completions.create(model="auto", messages=MSG)
+    assert done.choices[0].message.content == "from the sibling" and done.model == "qwen2.5-coder:7b"
+    # ... and for the next seconds the provider still serves the sibling directly.
+    for _ in range(3):
+        again = await stack.client.chat.completions.create(model="ollama/qwen2.5-coder:7b", messages=MSG)
+        assert again.choices[0].message.content
+    assert [s.body["model"] for s in stack.ollama.seen[-3:]] == ["qwen2.5-coder:7b"] * 3
 
 
 async def test_all_rate_limited_gives_429_with_retry_after(stack: Stack) -> None:

@@ -17,9 +17,10 @@ from tests.fakes.fake_anthropic import Reply as AReply
 
 async def test_rollups_match_the_events_the_hub_saw(stack: Stack) -> None:
     alice = stack.service.tokens.create("alice", workspace="acme")
+    bob = stack.service.tokens.create("bob")
     await mu.post(stack, {"model": "auto", "messages": mu.MSG})  # ollama, owner
-    await mu.post(stack, {"model": "openai/gpt-4o-mini", "messages": mu.MSG}, alice)  # acme (token default)
-    await mu.post(stack, {"model": "openai/gpt-4o-mini", "messages": mu.MSG, "omen": {"workspace": "lab"}}, alice)
+    await mu.post(stack, {"model": "openai/gpt-4o-mini", "messages": mu.MSG}, alice)  # acme (the token's workspace)
+    await mu.post(stack, {"model": "openai/gpt-4o-mini", "messages": mu.MSG, "omen": {"workspace": "lab"}}, bob)
     stack.anthropic.enqueue(AReply(http_status=500))
     await mu.post(stack, {"model": "auto", "messages": mu.MSG, "omen": {"intent": "code"}})  # fails over
     seen = list(stack.service.hub.recent)
@@ -127,17 +128,37 @@ async def test_a_cancelled_stream_is_charged_an_estimate(stack: Stack) -> None:
 
 
 async def test_the_workspace_comes_from_hint_header_or_token(stack: Stack) -> None:
-    token = stack.service.tokens.create("dana", workspace="home")
-    await mu.post(stack, {"model": "auto", "messages": mu.MSG}, token)
-    await mu.post(stack, {"model": "auto", "messages": mu.MSG, "omen": {"workspace": "hinted"}}, token)
+    free = stack.service.tokens.create("dana")  # no workspace of its own: it may name one
+    await mu.post(stack, {"model": "auto", "messages": mu.MSG}, free)
+    await mu.post(stack, {"model": "auto", "messages": mu.MSG, "omen": {"workspace": "hinted"}}, free)
     async with aiohttp.ClientSession() as http:
         await http.post(
             f"{stack.base}/v1/chat/completions",
             json={"model": "auto", "messages": mu.MSG},
-            headers={**stack.auth(token), "x-omen-workspace": "header"},
+            headers={**stack.auth(free), "x-omen-workspace": "header"},
         )
     workspaces = [e["workspace"] for e in reversed(await mu.usage_events(stack, user="dana"))]
-    assert workspaces == ["home", "hinted", "header"]
+    assert workspaces == [None, "hinted", "header"]
+
+
+async def test_a_token_bound_to_a_workspace_is_held_to_it(stack: Stack) -> None:
+    bound = stack.service.tokens.create("erin", workspace="home")
+    await mu.post(stack, {"model": "auto", "messages": mu.MSG}, bound)  # its own workspace
+    await mu.post(stack, {"model": "auto", "messages": mu.MSG, "omen": {"workspace": "home"}}, bound)  # naming it is fine
+    async with aiohttp.ClientSession() as http:
+        for body, extra in (
+            ({"model": "auto", "messages": mu.MSG, "omen": {"workspace": "other"}}, {}),
+            ({"model": "auto", "messages": mu.MSG}, {"x-omen-workspace": "other"}),
+        ):
+            async with http.post(
+                f"{stack.base}/v1/chat/completions", json=body, headers={**stack.auth(bound), **extra}
+            ) as resp:
+                assert resp.status == 403
+                err = (await resp.json())["error"]
+                assert err["code"] == "workspace_not_allowed" and err["type"] == "permission_error"
+                assert "'home'" in err["message"] and "'other'" in err["message"]
+    events = await mu.usage_events(stack, user="erin")
+    assert [e["workspace"] for e in events] == ["home", "home"]  # the refused ones cost nothing
 
 
 async def test_omen_usage_prints_a_table_while_the_server_runs(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ from omen_local.metering import rollup as r
 from omen_local.metering.journal import Journal
 from omen_local.metering.meter import JOURNAL_DIR, USAGE_DB
 from omen_local.metering.store import EventQuery, SqliteUsageStore
-from omen_local.observe import AttemptProgress, AttemptStarted, Hub, UsageEvent
+from omen_local.observe import AttemptProgress, AttemptStarted, UsageEvent
 from omen_local.providers.base import Usage
 from tests import metering_util as mu
 from tests.conftest import Stack
@@ -234,7 +234,7 @@ async def test_restart_replays_the_journal_and_charges_cut_streams(tmp_path: Pat
     j.append("u", _event(3, user="carol", outcome="ok"))  # r3 finished: not cut
     j.close(committed=0)
 
-    metering = Metering(config, Hub())
+    metering = Metering(config)
     await metering.start()
     try:
         assert metering.recovered == 1
@@ -248,10 +248,10 @@ async def test_restart_replays_the_journal_and_charges_cut_streams(tmp_path: Pat
         assert cut["total_ms"] == pytest.approx(3000) and cut["workspace"] == "acme"
         assert metering.ledger.used(("user", "bob"))[1] == pytest.approx(cut["cost_usd"] + 0.001)
         with pytest.raises(MeteringError, match="another OMEN server"):
-            await Metering(config, Hub()).start()
+            await Metering(config).start()
     finally:
         await metering.stop()
-    again = Metering(config, Hub())  # nothing is replayed twice
+    again = Metering(config)  # nothing is replayed twice
     await again.start()
     try:
         assert again.recovered == 0

@@ -101,4 +101,6 @@ async def test_missing_model_is_reported(stack: Stack) -> None:
         await stack.client.chat.completions.create(
             model="ollama/not-pulled:1b", messages=[{"role": "user", "content": "hi"}]
         )
-    assert err.value.code == "model_not_found" and "not found, try pulling it first" in err.value.message
+    # A model Ollama does not list is refused before anything is sent (and before any state is made).
+    assert err.value.code == "model_not_found" and "not served by provider 'ollama'" in err.value.message
+    assert "llama3.2:latest" in err.value.message and stack.ollama.seen == []

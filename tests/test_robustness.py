@@ -173,3 +173,97 @@ async def test_fuzzed_bodies_never_500(stack: Stack) -> None:
         good, _ = await send(http, stack, json.dumps(VALID).encode())
         assert good == 200
     assert statuses.get(400, 0) > 100  # the fuzzer really produced bad requests
+
+
+# ---------------------------------------------------------------- the other doors
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+VALID_MESSAGES: dict[str, Any] = {
+    "model": "auto",
+    "max_tokens": 20,
+    "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "calling"}, {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "ok"}]}]},
+    ],
+    "tools": [{"name": "f", "description": "f", "input_schema": {"type": "object"}}],
+    "tool_choice": {"type": "auto"},
+    "temperature": 0.5,
+    "stop_sequences": ["END"],
+    "metadata": {"user_id": "u"},
+    "stream": False,
+    "omen": {"providers": ["ollama"]},
+}
+VALID_RESPONSES: dict[str, Any] = {
+    "model": "auto",
+    "instructions": "be brief",
+    "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "hi"}, {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}"}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+    ],
+    "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+    "tool_choice": "auto",
+    "max_output_tokens": 20,
+    "text": {"format": {"type": "text"}},
+    "reasoning": {"effort": "low"},
+    "store": False,
+    "stream": False,
+    "omen": {"providers": ["ollama"]},
+}
+
+
+async def _send_to(http: aiohttp.ClientSession, stack: Stack, path: str, data: bytes) -> tuple[int, Any]:
+    async with http.post(stack.base + path, data=data, headers={**stack.auth(), "Content-Type": "application/json"}) as resp:
+        if resp.content_type == "text/event-stream":
+            return resp.status, await resp.text()
+        return resp.status, await resp.json(content_type=None)
+
+
+@pytest.mark.parametrize(("path", "valid"), [("/v1/messages", VALID_MESSAGES), ("/v1/responses", VALID_RESPONSES)])
+async def test_fuzzed_door_bodies_never_500(stack: Stack, path: str, valid: dict[str, Any]) -> None:
+    rng = random.Random(20261126)
+    statuses: dict[int, int] = {}
+    async with aiohttp.ClientSession() as http:
+        good, reply = await _send_to(http, stack, path, json.dumps(valid).encode())
+        assert good == 200, reply
+        for _ in range(250):
+            body = mutate(rng, copy.deepcopy(valid))
+            status, reply = await _send_to(http, stack, path, json.dumps(body).encode())
+            statuses[status] = statuses.get(status, 0) + 1
+            assert status < 500, (body, reply)
+            if status == 200:
+                continue
+            if path == "/v1/messages":  # Anthropic's error shape on this door
+                assert reply["type"] == "error" and isinstance(reply["error"]["message"], str) and reply["error"]["type"]
+            else:
+                assert_openai_error(status, reply)
+        for raw in (b"", b"{", b"\xff\xfe", b"null", b"[]", b"NaN"):
+            status, reply = await _send_to(http, stack, path, raw)
+            assert 400 <= status < 500, (raw, reply)
+        good, _ = await _send_to(http, stack, path, json.dumps(valid).encode())
+        assert good == 200
+    assert statuses.get(400, 0) > 80  # the fuzzer really produced bad requests
+
+
+def test_fuzzed_embeddings_and_completions_bodies_are_400s_or_valid() -> None:
+    from omen_local.api.completions import parse_completion_request
+    from omen_local.api.embeddings import parse_embeddings_request
+    from omen_local.errors import OmenError
+
+    rng = random.Random(7)
+    cases = [
+        (parse_embeddings_request, {"model": "auto", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 8, "user": "u", "omen": {"intent": "chat"}}),
+        (parse_completion_request, {"model": "auto", "prompt": "def f(", "suffix": "pass", "max_tokens": 8, "stop": ["\n"], "stream": True, "stream_options": {"include_usage": True}, "omen": {"intent": "chat"}}),
+    ]
+    for parse, valid in cases:
+        rejected = 0
+        for _ in range(500):
+            body = mutate(rng, copy.deepcopy(valid))
+            try:
+                parse(body, intents=("chat",), providers=("ollama",))
+            except OmenError as err:
+                assert err.status == 400 and err.message
+                rejected += 1
+        assert rejected > 150

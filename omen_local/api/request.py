@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
+from .shape import MAX_OUTPUT_TOKENS, check_shape
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
@@ -25,6 +26,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     hints: Hints
+    alias: str | None = None  # the model alias the client asked for (its hints are in ``hints``)
 
 
 def _is_int(v: Any) -> bool:
@@ -83,10 +85,11 @@ def _check_messages(messages: Any) -> None:
         role = m.get("role")
         if role not in ROLES:
             raise invalid(f"{where}.role must be one of {', '.join(ROLES)}", f"{where}.role")
+        if m.get("tool_calls") is not None and role != "assistant":
+            raise invalid(f"{where}.tool_calls is only allowed in assistant messages", f"{where}.tool_calls")
         if role == "assistant" and m.get("tool_calls") is not None:
             _check_tool_calls(m["tool_calls"], where)
-        else:
-            _check_content(m.get("content"), where, role)
+        _check_content(m.get("content"), where, role)
         if role == "tool" and not isinstance(m.get("tool_call_id"), str):
             raise invalid(f"{where}.tool_call_id must be a string", f"{where}.tool_call_id")
 
@@ -127,8 +130,8 @@ def _check_scalars(body: dict[str, Any]) -> None:
             raise invalid(f"{key} must be a number from {lo:g} to {hi:g}", key)
     for key in ("max_tokens", "max_completion_tokens"):
         v = body.get(key)
-        if v is not None and (not _is_int(v) or v < 1):
-            raise invalid(f"{key} must be a positive integer", key)
+        if v is not None and (not _is_int(v) or not 1 <= v <= MAX_OUTPUT_TOKENS):
+            raise invalid(f"{key} must be an integer from 1 to {MAX_OUTPUT_TOKENS}", key)
     seed = body.get("seed")
     if seed is not None and not _is_int(seed):
         raise invalid("seed must be an integer", "seed")
@@ -151,6 +154,7 @@ def parse_chat_request(raw: Any, *, intents: tuple[str, ...], providers: tuple[s
     """Validate a decoded JSON body; raise a 400 :class:`OmenError` naming the first bad field."""
     if not isinstance(raw, dict):
         raise invalid("the request body must be a JSON object")
+    check_shape(raw)
     model = raw.get("model")
     if not isinstance(model, str) or not model or len(model) > 256:
         raise invalid("model must be a non-empty string ('auto' lets OMEN choose)", "model")

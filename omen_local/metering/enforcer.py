@@ -4,6 +4,9 @@
 worst case in the quota ledger; if the ledger refuses, the rate-limit counts are
 refunded, so a refused request costs nothing. Nothing awaits in between with the
 in-process ledger and limiter, which is what makes admission atomic.
+
+What a request costs arrives once, as its attempts' UsageEvents from the usage sink
+(``on_usage``); ``release`` at the request's end settles the hold with that sum.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from ..caller import Caller
 from ..errors import OmenError
 from ..observe import UsageEvent
 from ..policy import CostBound
@@ -20,10 +23,6 @@ from . import rollup as r
 from .books import LimitBook, QuotaBook
 from .ledger import QuotaExceeded, QuotaLedger, Scope
 from .limits import Grant, RateLimited, RateLimiter
-
-if TYPE_CHECKING:
-    from ..api.request import ChatRequest
-    from ..routing.router import RequestContext
 
 _QUOTA_LABEL = {
     "daily_usd": ("daily USD quota", "today"),
@@ -46,8 +45,14 @@ class Enforcer:
         limiter: RateLimiter,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.quotas, self.limits, self.ledger, self.limiter, self.clock = quotas, limits, ledger, limiter, clock
+        self.ledger, self.limiter, self.clock = ledger, limiter, clock
         self._grants: dict[str, Grant] = {}
+        self._spent: dict[str, list[float]] = {}  # request_id -> [usd, tokens] of its attempts so far
+        self.configure(quotas, limits)
+
+    def configure(self, quotas: QuotaBook, limits: LimitBook) -> None:
+        """Which limits apply (at start, and when the config is reloaded)."""
+        self.quotas, self.limits = quotas, limits
         self._provider: dict[str, dict[str, float]] = {
             name: lim for name in limits.config.providers if (lim := limits.limits(("provider", name)))
         }
@@ -55,9 +60,9 @@ class Enforcer:
 
     # ------------------------------------------------------------ Policy
 
-    async def admit(self, ctx: RequestContext, req: ChatRequest, bound: CostBound) -> None:
-        user: Scope = ("user", ctx.identity.user)
-        scopes = [user] if ctx.workspace is None else [user, ("workspace", ctx.workspace)]
+    async def admit(self, caller: Caller, bound: CostBound) -> None:
+        user: Scope = ("user", caller.user)
+        scopes = [user] if caller.workspace is None else [user, ("workspace", caller.workspace)]
         rate = [(s, lim) for s in scopes if (lim := self.limits.limits(s))]
         grant = None
         if rate:
@@ -68,7 +73,7 @@ class Enforcer:
         self.quotas.refresh()
         try:
             await self.ledger.reserve(
-                ctx.request_id, [(s, self.quotas.limits(s)) for s in scopes], bound.worst_usd, bound.worst_tokens
+                caller.request_id, [(s, self.quotas.limits(s)) for s in scopes], bound.worst_usd, bound.worst_tokens
             )
         except BaseException as exc:  # refused, failed or cancelled: the request never runs
             if grant is not None:
@@ -77,23 +82,33 @@ class Enforcer:
                 raise self._quota_error(exc, bound) from None
             raise
         if grant is not None:
-            self._grants[ctx.request_id] = grant
+            self._grants[caller.request_id] = grant
+        self._spent[caller.request_id] = [0.0, 0.0]
 
     def provider_wait(self, provider: str) -> float:
         limits = self._provider.get(provider)
         return 0.0 if limits is None else self.limiter.provider_wait(provider, limits)
 
-    def settle(self, ctx: RequestContext) -> None:
-        self.ledger.settle(ctx.request_id, ctx.spent_usd, ctx.spent_tokens)
-        grant = self._grants.pop(ctx.request_id, None)
+    def release(self, request_id: str) -> None:
+        spent = self._spent.pop(request_id, None)
+        if spent is None:  # never admitted, or released already
+            return
+        usd, tokens = spent[0], int(spent[1])
+        self.ledger.settle(request_id, usd, tokens)
+        grant = self._grants.pop(request_id, None)
         if grant is not None:
-            self.limiter.settle(grant, ctx.spent_tokens)
+            self.limiter.settle(grant, tokens)
 
     def on_usage(self, event: UsageEvent) -> None:
-        """Provider token limits count what each attempt really used."""
+        """One attempt's usage: it counts toward its request's hold and its provider's token limit."""
+        u = event.usage
+        tokens = u.prompt_tokens + u.completion_tokens
         if event.provider in self._provider_tpm:
-            u = event.usage
-            self.limiter.charge_provider(event.provider, u.prompt_tokens + u.completion_tokens)
+            self.limiter.charge_provider(event.provider, tokens)
+        spent = self._spent.get(event.request_id)
+        if spent is not None:
+            spent[0] += event.cost_usd
+            spent[1] += tokens
 
     # ------------------------------------------------------------ errors
 

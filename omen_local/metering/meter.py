@@ -3,8 +3,9 @@
 On start (in a thread, before the server takes requests): lock the data dir's usage
 store, replay the journal into SQLite, charge streams that a dead process never
 reported (estimated from their last progress note, outcome ``cancelled``), load this
-month's spend into the ledger, start the writer. Then one hub listener journals each
-usage record and queues it for the writer; on stop, everything queued is committed.
+month's spend into the ledger, start the writer. Then ``record`` (the usage sink) journals
+each usage record, queues it for the writer and charges it to the policy; on stop,
+everything queued is committed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..observe import Event, HealthEvent, Hub, UsageEvent
+from ..observe import Outcome, Record, UsageEvent
 from ..providers.base import Usage
 from . import rollup as r
 from .books import LimitBook, QuotaBook
@@ -71,7 +72,6 @@ class Metering:
     def __init__(
         self,
         config: Config,
-        hub: Hub,
         *,
         store: UsageStore | None = None,
         ledger: QuotaLedger | None = None,
@@ -79,7 +79,7 @@ class Metering:
         clock: Callable[[], float] = time.time,
     ) -> None:
         data_dir = config.data_dir
-        self.config, self.hub, self.clock = config, hub, clock
+        self.config, self.clock = config, clock
         self.store: UsageStore = store or SqliteUsageStore(data_dir / USAGE_DB)
         self.journal = Journal(data_dir / JOURNAL_DIR)
         self.quotas = QuotaBook(config.quotas, data_dir)
@@ -89,14 +89,12 @@ class Metering:
         self.policy = Enforcer(self.quotas, self.limits, self.ledger, self.limiter, clock)
         self.recovered = 0  # streams charged at start for a process that died
         self._lock: DirLock | None = None
-        self._unsubscribe: Callable[[], None] | None = None
         self._journal_failed = False
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
-        self._unsubscribe = self.hub.subscribe(self._on_event)
 
     def _open(self) -> None:
         self._lock = DirLock(self.config.data_dir / "usage.lock")
@@ -148,7 +146,7 @@ class Metering:
                     cost_usd=usage.cost(price),
                     ttft_ms=None,
                     total_ms=max(0.0, row["last_time"] - row["time"]) * 1000,
-                    outcome="cancelled",
+                    outcome=Outcome.CANCELLED,
                     estimated=True,
                     error=CUT_BY_RESTART,
                     time=row["last_time"],
@@ -163,9 +161,6 @@ class Metering:
         """Commit everything queued and release the store."""
         if self._lock is None:
             return
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
@@ -175,11 +170,10 @@ class Metering:
             self._lock.release()
             self._lock = None
 
-    # ------------------------------------------------------------ the hub listener (serving loop)
+    # ------------------------------------------------------------ the usage sink (serving loop)
 
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, HealthEvent):
-            return
+    def record(self, event: Record) -> None:
+        """Journal (one write, before the client hears more), queue for SQLite, charge the policy."""
         kind = KIND_OF[type(event)]
         try:
             seq = self.journal.append(kind, event)
@@ -191,6 +185,17 @@ class Metering:
         self.store.submit(kind, seq, event)
         if isinstance(event, UsageEvent):
             self.policy.on_usage(event)
+
+    def reconfigure(self, config: Config) -> None:
+        """New quotas and rate limits from a reloaded config; spend, holds and windows carry over."""
+        self.config = config
+        self.quotas = QuotaBook(config.quotas, config.data_dir)
+        self.limits = LimitBook(config.limits)
+        self.policy.configure(self.quotas, self.limits)
+
+    def health(self) -> dict[str, Any]:
+        """The recording path's state, for /v1/omen/status."""
+        return {"journal": "failing" if self._journal_failed else "ok", "recovered_streams": self.recovered}
 
     # ------------------------------------------------------------ queries (for the API and the CLI)
 

@@ -16,7 +16,17 @@ from typing import Any
 import aiohttp
 
 from .. import jsonutil
-from .base import Provider, UpstreamError
+from .base import Provider
+from .errors import (
+    ConnectFailed,
+    ConnectionDropped,
+    HTTPStatusError,
+    ProtocolError,
+    RequestRejected,
+    StreamBroken,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -50,7 +60,7 @@ def error_message(payload: Any) -> str | None:
     return None
 
 
-async def _http_error(provider: Provider, resp: aiohttp.ClientResponse) -> UpstreamError:
+async def _http_error(provider: Provider, resp: aiohttp.ClientResponse) -> HTTPStatusError:
     try:
         raw = await resp.content.read(_MAX_ERROR_BODY)
     except (TimeoutError, aiohttp.ClientError):
@@ -70,9 +80,8 @@ async def _http_error(provider: Provider, resp: aiohttp.ClientResponse) -> Upstr
                 retry_after = float(ms) / 1000
             except ValueError:
                 retry_after = None
-    return UpstreamError(
+    return HTTPStatusError(
         provider.name,
-        "http",
         provider.redact(f"{provider.name} returned HTTP {resp.status}: {message}"),
         status=resp.status,
         retry_after=retry_after,
@@ -80,16 +89,30 @@ async def _http_error(provider: Provider, resp: aiohttp.ClientResponse) -> Upstr
 
 
 def translate(provider: Provider, exc: BaseException, *, midstream: bool = False) -> UpstreamError:
-    """Map a client-side exception to an :class:`UpstreamError` (never leaks the key)."""
+    """Map a client-side exception to an :class:`UpstreamError` (never leaks the key).
+
+    Only a failure to connect at all blames the whole provider; a connection that was
+    accepted and then dropped, reset or timed out says something about this request's
+    model (another model of the same server may answer fine).
+    """
     if isinstance(exc, UpstreamError):
         return exc
+    if midstream:
+        what = "stopped sending" if isinstance(exc, asyncio.TimeoutError) else f"connection failed: {exc}"
+        return StreamBroken(provider.name, provider.redact(f"{provider.name} {what}"))
     if isinstance(exc, asyncio.TimeoutError):
-        what = "stopped sending" if midstream else "did not answer in time"
-        return UpstreamError(provider.name, "midstream" if midstream else "timeout", f"{provider.name} {what}")
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError) and not midstream:
-        return UpstreamError(provider.name, "connect", provider.redact(f"cannot reach {provider.name}: {exc}"))
-    kind = "midstream" if midstream else "connect"
-    return UpstreamError(provider.name, kind, provider.redact(f"{provider.name} connection failed: {exc}"))
+        return UpstreamTimeout(provider.name, f"{provider.name} did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectFailed(provider.name, provider.redact(f"cannot reach {provider.name}: {exc}"))
+    return ConnectionDropped(provider.name, provider.redact(f"{provider.name} closed the connection: {exc}"))
+
+
+def encode(provider: Provider, body: dict[str, Any]) -> bytes:
+    """The request as JSON; a body that cannot be encoded is the request's fault, not the upstream's."""
+    try:
+        return jsonutil.dumps(body)
+    except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+        raise RequestRejected(provider.name, f"the request cannot be encoded for {provider.name}: {exc}") from None
 
 
 @asynccontextmanager
@@ -99,10 +122,11 @@ async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncItera
     The connection goes back to the pool only when the body was read to the end; on
     any error or cancellation it is closed, so the upstream stops generating at once.
     """
+    data = encode(provider, body)
     try:
         resp = await provider.session.post(
             url,
-            data=jsonutil.dumps(body),
+            data=data,
             headers=provider.headers,
             timeout=provider._client_timeout,
             proxy=provider.proxy,
@@ -122,6 +146,17 @@ async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncItera
             resp.close()
 
 
+async def get_json(provider: Provider, url: str) -> Any:
+    """GET ``url`` with the provider's headers; the decoded JSON, or UpstreamError."""
+    try:
+        async with provider.session.get(url, headers=provider.headers, timeout=provider._client_timeout, proxy=provider.proxy) as resp:
+            if resp.status >= 400:
+                raise await _http_error(provider, resp)
+            return await read_json(provider, resp)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise translate(provider, exc) from None
+
+
 async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
     try:
         raw = await resp.read()
@@ -130,7 +165,7 @@ async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
     try:
         return jsonutil.loads(raw)
     except jsonutil.JSONDecodeError:
-        raise UpstreamError(provider.name, "protocol", f"{provider.name} sent a body that is not JSON") from None
+        raise ProtocolError(provider.name, f"{provider.name} sent a body that is not JSON") from None
 
 
 async def _until_eof(provider: Provider, read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[bytes]:

@@ -3,7 +3,9 @@
 Anthropic's OpenAI shim drops cache accounting, thinking and tool details, so we
 translate ourselves. The translation is a set of pure functions (request: OpenAI chat
 body -> Messages body; response: Message -> ``chat.completion``) plus
-:class:`StreamTranslator` for SSE events, all testable without a socket.
+:class:`StreamTranslator` for SSE events, all testable without a socket. The tables and
+block converters the ``/v1/messages`` door uses in the other direction live in
+``wire/anthropic.py``.
 
 Choices where the two APIs do not line up:
 
@@ -16,12 +18,13 @@ Choices where the two APIs do not line up:
   becomes an extra system instruction; the answer is not validated against the schema.
 * ``temperature`` is clamped to Anthropic's 0..1; when both ``temperature`` and
   ``top_p`` are given only ``temperature`` is sent (current Claude models reject both).
+  ``top_k`` (an extension the ``/v1/messages`` door carries) is passed on.
 * ``reasoning_effort`` enables extended thinking with a token budget (dropping
   temperature/top_p, which thinking forbids), except when a tool is forced or in the
   middle of a tool loop: OpenAI histories carry no thinking signatures, and Anthropic
   rejects a thinking-enabled tool loop whose last assistant turn lacks them.
-* ``n > 1`` and content parts Anthropic cannot take raise ``UpstreamError`` of kind
-  ``unsupported`` so the router can try another provider.
+* ``n > 1`` and content parts Anthropic cannot take raise ``Unsupported``, so the
+  router can try another provider.
 """
 
 from __future__ import annotations
@@ -31,82 +34,46 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .. import jsonutil
+from ..config import ProviderConfig
+from ..wire.anthropic import (
+    THINKING_BUDGETS,
+    Unmappable,
+    document_block,
+    finish_reason,
+    image_block,
+    tool_choice_to_anthropic,
+    tools_to_anthropic,
+    usage_from_anthropic,
+)
 from . import _http, _sse
-from .base import Chunk, Completion, Provider, UpstreamError, Usage
+from .base import Chunk, Completion, Provider, Usage
+from .errors import ProtocolError, StreamBroken, Unsupported
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "AnthropicProvider",
+    "StreamTranslator",
+    "finish_reason",
+    "from_anthropic_message",
+    "to_anthropic",
+    "usage_from_anthropic",
+]
 
 DEFAULT_MAX_TOKENS = 4096
 """Anthropic requires ``max_tokens``; OpenAI clients usually omit it."""
 
-IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-
-# reasoning_effort -> thinking budget_tokens.
-THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
 MIN_THINKING_BUDGET = 1024
-
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
 
 JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no prose, no Markdown code fences."
 )
 
 
-def _unsupported(provider: str, message: str) -> UpstreamError:
-    return UpstreamError(provider, "unsupported", message, status=400)
+def _unsupported(provider: str, message: str) -> Unsupported:
+    return Unsupported(provider, message)
 
 
 # ---------------------------------------------------------------- request
-
-
-def _data_url(provider: str, url: str) -> tuple[str, str]:
-    """``data:<type>;base64,<data>`` -> (media type, base64 data)."""
-    head, sep, data = url.partition(",")
-    if not sep or not head.endswith(";base64"):
-        raise _unsupported(provider, "Anthropic needs data: URLs to be base64-encoded")
-    return head[len("data:") : -len(";base64")].split(";")[0].strip().lower(), data
-
-
-def _image_block(provider: str, part: dict[str, Any]) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str) or not url:
-        raise _unsupported(provider, "image_url part without a url")
-    if url.startswith("data:"):
-        media_type, data = _data_url(provider, url)
-        if media_type not in IMAGE_MEDIA_TYPES:
-            raise _unsupported(provider, f"Anthropic cannot take images of type {media_type!r}")
-        return {
-            "type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
-        }
-    if url.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _unsupported(provider, "Anthropic takes images as base64 data: URLs or http(s) URLs")
-
-
-def _file_block(provider: str, part: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI ``file`` parts with inline PDF data become Anthropic ``document`` blocks."""
-    file = part.get("file") or {}
-    data_url = file.get("file_data") if isinstance(file, dict) else None
-    if not isinstance(data_url, str) or not data_url.startswith("data:"):
-        raise _unsupported(provider, "Anthropic takes file parts only as inline base64 file_data")
-    media_type, data = _data_url(provider, data_url)
-    if media_type != "application/pdf":
-        raise _unsupported(provider, f"Anthropic cannot take files of type {media_type!r}")
-    block: dict[str, Any] = {
-        "type": "document",
-        "source": {"type": "base64", "media_type": media_type, "data": data},
-    }
-    if isinstance(file.get("filename"), str):
-        block["title"] = file["filename"]
-    return block
 
 
 def _blocks(provider: str, content: Any, *, allow_media: bool = True) -> list[dict[str, Any]]:
@@ -135,9 +102,9 @@ def _blocks(provider: str, content: Any, *, allow_media: bool = True) -> list[di
                 continue
             block = {"type": "text", "text": text}
         elif kind == "image_url" and allow_media:
-            block = _image_block(provider, part)
+            block = image_block(part)
         elif kind == "file" and allow_media:
-            block = _file_block(provider, part)
+            block = document_block(part)
         else:
             raise _unsupported(
                 provider, f"Anthropic cannot take content parts of type {kind!r} here"
@@ -232,36 +199,6 @@ def _response_format_instruction(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _tools(provider: str, tools: list[Any]) -> list[dict[str, Any]]:
-    out = []
-    for tool in tools:
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise _unsupported(provider, "Anthropic takes only function tools")
-        fn = tool.get("function") or {}
-        spec: dict[str, Any] = {
-            "name": fn.get("name") or "",
-            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
-        }
-        if fn.get("description"):
-            spec["description"] = fn["description"]
-        out.append(spec)
-    return out
-
-
-def _tool_choice(provider: str, choice: Any) -> dict[str, Any]:
-    if choice is None or choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if isinstance(name, str) and name:
-            return {"type": "tool", "name": name}
-    raise _unsupported(provider, f"Anthropic cannot take tool_choice {choice!r}")
-
-
 def _in_tool_loop(turns: list[dict[str, Any]]) -> bool:
     """True when the last assistant turn called tools (its thinking would be needed)."""
     for turn in reversed(turns):
@@ -290,6 +227,13 @@ def _thinking_budget(
 
 def to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
     """Translate an OpenAI chat body into an Anthropic Messages body."""
+    try:
+        return _to_anthropic(provider, model, body, stream)
+    except Unmappable as exc:
+        raise _unsupported(provider, str(exc)) from None
+
+
+def _to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
     if (body.get("n") or 1) > 1:
         raise _unsupported(provider, "Anthropic returns one choice per request (n > 1)")
     system, turns = _messages(provider, body)
@@ -311,8 +255,8 @@ def to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool) 
 
     choice: dict[str, Any] | None = None
     if body.get("tools"):
-        out["tools"] = _tools(provider, body["tools"])
-        choice = _tool_choice(provider, body.get("tool_choice"))
+        out["tools"] = tools_to_anthropic(body["tools"])
+        choice = tool_choice_to_anthropic(body.get("tool_choice"))
         if body.get("parallel_tool_calls") is False and choice["type"] != "none":
             choice["disable_parallel_tool_use"] = True
         if choice != {"type": "auto"}:
@@ -330,6 +274,9 @@ def to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool) 
         out["temperature"] = min(max(float(body["temperature"]), 0.0), 1.0)
     elif body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
+    top_k = body.get("top_k")  # not OpenAI's, but the /v1/messages door carries it
+    if budget is None and isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0:
+        out["top_k"] = top_k
 
     stop = body.get("stop")
     sequences = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
@@ -343,32 +290,6 @@ def to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool) 
 
 
 # ---------------------------------------------------------------- response
-
-
-def finish_reason(stop_reason: Any) -> str:
-    """Anthropic ``stop_reason`` -> OpenAI ``finish_reason`` (unknown reasons count as stop)."""
-    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-
-
-def _int(raw: dict[str, Any], key: str) -> int:
-    value = raw.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def usage_from_anthropic(raw: Any) -> Usage:
-    """Anthropic usage -> :class:`Usage`; prompt tokens include cache reads and writes."""
-    if not isinstance(raw, dict):
-        return Usage()
-    cached = _int(raw, "cache_read_input_tokens")
-    written = _int(raw, "cache_creation_input_tokens")
-    details = raw.get("output_tokens_details")
-    return Usage(
-        prompt_tokens=_int(raw, "input_tokens") + cached + written,
-        completion_tokens=_int(raw, "output_tokens"),
-        cached_tokens=cached,
-        cache_write_tokens=written,
-        reasoning_tokens=_int(details, "thinking_tokens") if isinstance(details, dict) else 0,
-    )
 
 
 def _arguments(value: Any) -> str:
@@ -523,8 +444,7 @@ class StreamTranslator:
             message = _http.error_message(data) or "error event"
             etype = err.get("type") if isinstance(err, dict) else None
             suffix = f" ({etype})" if isinstance(etype, str) else ""
-            raise UpstreamError(
-                self.provider, "midstream", self._redact(f"{self.provider}: {message}{suffix}")
+            raise StreamBroken(self.provider, self._redact(f"{self.provider}: {message}{suffix}")
             )
         # ping, content_block_stop and event types added later carry nothing for us.
         return None
@@ -535,6 +455,14 @@ class StreamTranslator:
 
 class AnthropicProvider(Provider):
     kind = "anthropic"
+
+    @classmethod
+    def needs_key(cls, config: ProviderConfig) -> bool:
+        return True
+
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        return False  # a cloud API, even behind a local proxy
 
     @property
     def _url(self) -> str:
@@ -548,7 +476,7 @@ class AnthropicProvider(Provider):
         return headers
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
-        request = to_anthropic(self.name, model, body, False)
+        request = self.translated(to_anthropic, self.name, model, body, False)
         async with _http.post(self, self._url, request) as resp:
             data = await _http.read_json(self, resp)
         if (
@@ -556,23 +484,21 @@ class AnthropicProvider(Provider):
             or data.get("type") != "message"
             or not isinstance(data.get("content"), list)
         ):
-            raise UpstreamError(
-                self.name, "protocol", f"{self.name} sent an answer that is not a message"
+            raise ProtocolError(self.name, f"{self.name} sent an answer that is not a message"
             )
         data.setdefault("model", model)
         out, usage = from_anthropic_message(data)
         return Completion(body=out, usage=usage)
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        request = to_anthropic(self.name, model, body, True)
+        request = self.translated(to_anthropic, self.name, model, body, True)
         translator = StreamTranslator(self.name, self.redact)
         async with _http.post(self, self._url, request) as resp:
             async for event in _sse.decode(_http.iter_lines(self, resp)):
                 try:
                     data = jsonutil.loads(event.data)
                 except jsonutil.JSONDecodeError:
-                    raise UpstreamError(
-                        self.name, "protocol", f"{self.name} sent an event that is not JSON"
+                    raise ProtocolError(self.name, f"{self.name} sent an event that is not JSON"
                     ) from None
                 if not isinstance(data, dict):
                     continue
@@ -581,6 +507,5 @@ class AnthropicProvider(Provider):
                     yield chunk
                 if translator.done:
                     return
-            raise UpstreamError(
-                self.name, "midstream", f"{self.name} ended the stream before message_stop"
+            raise StreamBroken(self.name, f"{self.name} ended the stream before message_stop"
             )

@@ -4,13 +4,20 @@ Requests arrive as validated OpenAI chat bodies (a ``dict``); adapters translate
 to their upstream API and translate answers back into the OpenAI shape. Streaming
 yields :class:`Chunk` events whose ``delta`` is an OpenAI ``choices[0].delta`` (without
 ``role``), so the router writes one SSE format whatever the provider.
+
+Embeddings (:meth:`Provider.embed`) and legacy text completions
+(:meth:`Provider.complete_text`, :meth:`Provider.stream_text`, the text in
+``delta["content"]``) take the validated OpenAI bodies of ``/v1/embeddings`` and
+``/v1/completions``; a provider that cannot serve them raises an ``unsupported``
+:class:`UpstreamError`, so routing moves on to another.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +25,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..config import Price, ProviderConfig
+from .errors import Unsupported, UpstreamError
+
+__all__ = ["Chunk", "Completion", "Embeddings", "Provider", "Timeouts", "UpstreamError", "Usage", "env_proxy"]
 
 
 @dataclass(slots=True)
@@ -99,41 +109,13 @@ class Completion:
     usage: Usage
 
 
-class UpstreamError(Exception):
-    """An upstream attempt failed. ``retryable`` says whether another candidate may be tried.
+@dataclass(slots=True)
+class Embeddings:
+    """Vectors in input order. ``usage`` is None when the provider reported no token count."""
 
-    ``kind`` is one of: connect, timeout, http, protocol, midstream, unsupported (this
-    provider cannot take the request, another may), limit (OMEN's own provider rate
-    limit kept the request from being sent).
-    """
-
-    def __init__(
-        self,
-        provider: str,
-        kind: str,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.provider = provider
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        """Failover applies to connection trouble, timeouts, 429, 5xx and a misconfigured provider."""
-        if self.kind in ("connect", "timeout", "protocol", "unsupported", "limit"):
-            return True
-        if self.kind == "http" and self.status is not None:
-            return self.status in (401, 403, 404, 408, 409, 429) or self.status >= 500
-        return False
-
-    def __repr__(self) -> str:
-        return f"UpstreamError({self.provider!r}, {self.kind!r}, {self.message!r}, status={self.status})"
+    vectors: list[list[float]]
+    model: str
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +126,16 @@ class Timeouts:
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.idle)
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def env_proxy(url: str) -> str | None:
@@ -165,9 +157,15 @@ def env_proxy(url: str) -> str | None:
 
 
 class Provider(ABC):
-    """An upstream LLM API. Subclasses hold no routing logic, only translation and transport."""
+    """An upstream LLM API. Subclasses hold no routing logic, only translation and transport.
+
+    Everything OMEN must know about a kind of provider lives on its class (its ``kind``
+    name in the config, whether it needs a key, whether it runs locally), so a new
+    provider is one module in this package (see ``registry.py``).
+    """
 
     kind: str = ""
+    discovers_by_default = False  # the config's ``discover`` when a provider does not say
 
     def __init__(
         self,
@@ -185,6 +183,35 @@ class Provider(ABC):
         self._client_timeout = self.timeouts.client_timeout()
         self.proxy = env_proxy(config.base_url)
         self.headers = {"Content-Type": "application/json", **config.headers, **self.auth_headers()}
+
+    @classmethod
+    def needs_key(cls, config: ProviderConfig) -> bool:
+        """Whether requests need an API key (a local server usually does not)."""
+        return not is_loopback_url(config.base_url)
+
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        """Runs on this machine: free, private, and first in line for speculation."""
+        return is_loopback_url(config.base_url)
+
+    def unusable_reason(self) -> str | None:
+        """None if requests may go here, else why not (for the planner's 503s and the status)."""
+        if not self.config.enabled:
+            return "disabled"
+        if self.needs_key(self.config) and not self.key:
+            return f"no API key (set it with `omen key set {self.name}` or the environment)"
+        return None
+
+    def translated(self, translate: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        """``translate(*args)``: the upstream's request body. A body the translation cannot
+        handle is this provider's limit (another provider may take it), never the
+        upstream's fault."""
+        try:
+            return translate(*args)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise Unsupported(self.name, f"{self.name} cannot take this request ({type(exc).__name__}: {exc})") from exc
 
     @property
     def secrets(self) -> Sequence[str]:
@@ -212,3 +239,20 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         """Stream the answer. Raises :class:`UpstreamError`; closing the iterator closes the upstream."""
+
+    def unsupported(self, what: str) -> Unsupported:
+        """The error for a request this provider cannot take (another may)."""
+        return Unsupported(self.name, f"{self.name} ({self.kind}) cannot {what}")
+
+    async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
+        """Embed the ``/v1/embeddings`` body's ``input`` with ``model``; floats, whatever the client's encoding."""
+        raise self.unsupported("make embeddings")
+
+    async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
+        """Answer a ``/v1/completions`` body (non-streaming); ``body`` is an OpenAI ``text_completion``."""
+        raise self.unsupported("do text completions")
+
+    async def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        """Stream a ``/v1/completions`` answer: text pieces in ``delta["content"]``, then finish and usage."""
+        raise self.unsupported("do text completions")
+        yield Chunk()  # pragma: no cover  (makes this an async generator like the overrides)

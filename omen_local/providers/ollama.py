@@ -1,7 +1,12 @@
-"""Local Ollama through its native API (/api/chat NDJSON streams, /api/tags discovery).
+"""Local Ollama through its native API (/api/chat and /api/generate NDJSON streams,
+/api/embed, /api/tags discovery).
 
 The native API reports real token counts (``prompt_eval_count``/``eval_count``) and
-loads models on demand, which the OpenAI shim hides; so we translate ourselves.
+loads models on demand, which the OpenAI shim hides; so we translate ourselves. Legacy
+completions go to /api/generate with ``suffix`` for fill-in-the-middle (the model's
+template formats the prompt, as Ollama's own /v1/completions does). A model that lacks
+the capability (Ollama answers 400 "... does not support ...") is an ``unsupported``
+error, so routing tries another.
 """
 
 from __future__ import annotations
@@ -9,25 +14,27 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
-
 from .. import jsonutil
+from ..config import ProviderConfig
 from . import _http
-from .base import Chunk, Completion, Provider, UpstreamError, Usage
+from .base import Chunk, Completion, Embeddings, Provider, Usage
+from .errors import HTTPStatusError, ProtocolError, StreamBroken, Unsupported
 
 _OPTION_MAP = {
     "temperature": "temperature",
     "top_p": "top_p",
+    "top_k": "top_k",  # not OpenAI's, but the /v1/messages door carries it
     "seed": "seed",
     "frequency_penalty": "frequency_penalty",
     "presence_penalty": "presence_penalty",
 }
 
 
-def _unsupported(provider: str, message: str) -> UpstreamError:
-    return UpstreamError(provider, "unsupported", message, status=400)
+def _unsupported(provider: str, message: str) -> Unsupported:
+    return Unsupported(provider, message)
 
 
 def _content(provider: str, content: Any) -> tuple[str, list[str]]:
@@ -50,6 +57,45 @@ def _content(provider: str, content: Any) -> tuple[str, list[str]]:
         else:
             raise _unsupported(provider, f"Ollama cannot take content parts of type {kind!r}")
     return "\n".join(texts), images
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    """Sampling, output cap and stop sequences of an OpenAI body as Ollama ``options``."""
+    options: dict[str, Any] = {key: body[src] for src, key in _OPTION_MAP.items() if body.get(src) is not None}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    stop = body.get("stop")
+    if stop is not None:
+        options["stop"] = [stop] if isinstance(stop, str) else stop
+    return options
+
+
+def to_ollama_generate(provider: str, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """Translate a ``/v1/completions`` body into an Ollama /api/generate body (``suffix`` for FIM)."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise _unsupported(provider, "Ollama takes text prompts, not token arrays")
+    out: dict[str, Any] = {"model": model, "prompt": prompt, "stream": stream}
+    if body.get("suffix"):
+        out["suffix"] = body["suffix"]
+    options = _options(body)
+    if options:
+        out["options"] = options
+    return out
+
+
+def _vectors(data: Any, count: int) -> list[list[float]] | None:
+    """The ``embeddings`` of an /api/embed answer, if it holds ``count`` lists of numbers."""
+    vectors = data.get("embeddings") if isinstance(data, dict) else None
+    if not isinstance(vectors, list) or len(vectors) != count:
+        return None
+    out = []
+    for v in vectors:
+        if not isinstance(v, list) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+            return None
+        out.append([float(x) for x in v])
+    return out
 
 
 def to_ollama(provider: str, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
@@ -77,14 +123,7 @@ def to_ollama(provider: str, model: str, body: dict[str, Any], stream: bool) -> 
             out["tool_name"] = tool_names[m["tool_call_id"]]
         messages.append(out)
 
-    options: dict[str, Any] = {key: body[src] for src, key in _OPTION_MAP.items() if body.get(src) is not None}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    if max_tokens is not None:
-        options["num_predict"] = max_tokens
-    stop = body.get("stop")
-    if stop is not None:
-        options["stop"] = [stop] if isinstance(stop, str) else stop
-
+    options = _options(body)
     out_body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
     if options:
         out_body["options"] = options
@@ -132,28 +171,31 @@ def _finish(data: dict[str, Any], had_tools: bool) -> str:
 
 class OllamaProvider(Provider):
     kind = "ollama"
+    discovers_by_default = True  # what is pulled is what it serves
+
+    @classmethod
+    def needs_key(cls, config: ProviderConfig) -> bool:
+        return False
+
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        return True  # Ollama is a local model server, wherever its address points
 
     async def discover(self) -> list[str]:
-        url = f"{self.config.base_url}/api/tags"
-        try:
-            async with self.session.get(url, timeout=self._client_timeout, proxy=self.proxy) as resp:
-                if resp.status >= 400:
-                    raise UpstreamError(self.name, "http", f"{self.name} /api/tags: HTTP {resp.status}", status=resp.status)
-                data = await resp.json(loads=jsonutil.loads, content_type=None)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _http.translate(self, exc) from None
-        except ValueError:
-            raise UpstreamError(self.name, "protocol", f"{self.name} /api/tags is not JSON") from None
-        names = [m.get("name") or m.get("model") for m in (data or {}).get("models", [])]
+        data = await _http.get_json(self, f"{self.config.base_url}/api/tags")
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise ProtocolError(self.name, f"{self.name} /api/tags did not list models")
+        names = [m.get("name") or m.get("model") for m in models if isinstance(m, dict)]
         configured = [m.name for m in self.config.models]
         return configured + [n for n in names if isinstance(n, str) and n not in configured]
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, to_ollama(self.name, model, body, False)) as resp:
+        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, False)) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent an answer without a message")
+            raise ProtocolError(self.name, f"{self.name} sent an answer without a message")
         msg = data["message"]
         message: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or None}
         calls = _tool_calls(msg.get("tool_calls"), 0)
@@ -180,7 +222,7 @@ class OllamaProvider(Provider):
 
     async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, to_ollama(self.name, model, body, True)) as resp:
+        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, True)) as resp:
             n_calls = 0
             async for line in _http.iter_lines(self, resp):
                 if not line.strip():
@@ -188,11 +230,11 @@ class OllamaProvider(Provider):
                 try:
                     data = jsonutil.loads(line)
                 except jsonutil.JSONDecodeError:
-                    raise UpstreamError(self.name, "protocol", f"{self.name} sent a line that is not JSON") from None
+                    raise ProtocolError(self.name, f"{self.name} sent a line that is not JSON") from None
                 if not isinstance(data, dict):
                     continue
                 if data.get("error") is not None:
-                    raise UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {data['error']}"))
+                    raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
                 msg = data.get("message") or {}
                 delta: dict[str, Any] = {}
                 if msg.get("content"):
@@ -210,4 +252,79 @@ class OllamaProvider(Provider):
                     return
                 if delta:
                     yield Chunk(delta=delta)
-            raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was done")
+            raise StreamBroken(self.name, f"{self.name} ended the stream before it was done")
+
+    # ------------------------------------------------------------ embeddings and text completions
+
+    @asynccontextmanager
+    async def _post(self, url: str, body: dict[str, Any]) -> AsyncIterator[Any]:
+        """:func:`_http.post`, with Ollama's "model does not support X" 400 made ``unsupported``."""
+        try:
+            async with _http.post(self, url, body) as resp:
+                yield resp
+        except HTTPStatusError as err:
+            if err.status == 400 and "does not support" in err.message:
+                raise Unsupported(self.name, err.message) from None
+            raise
+
+    async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
+        value = body.get("input")
+        if not isinstance(value, str) and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise self.unsupported("embed token arrays (Ollama embeds text)")
+        request: dict[str, Any] = {"model": model, "input": value}
+        if body.get("dimensions") is not None:
+            request["dimensions"] = body["dimensions"]
+        async with self._post(f"{self.config.base_url}/api/embed", request) as resp:
+            data = await _http.read_json(self, resp)
+        count = 1 if isinstance(value, str) else len(value)
+        vectors = _vectors(data, count)
+        if vectors is None:
+            raise ProtocolError(self.name, f"{self.name} sent no {count} embeddings")
+        tokens = data.get("prompt_eval_count")
+        usage = Usage(prompt_tokens=tokens) if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+        return Embeddings(vectors, data.get("model") or model, usage)
+
+    async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
+        request = self.translated(to_ollama_generate, self.name, model, body, False)
+        async with self._post(f"{self.config.base_url}/api/generate", request) as resp:
+            data = await _http.read_json(self, resp)
+        if not isinstance(data, dict) or not isinstance(data.get("response"), str):
+            raise ProtocolError(self.name, f"{self.name} sent an answer without a response")
+        text = (request["prompt"] if body.get("echo") else "") + data["response"]
+        usage = _usage(data)
+        return Completion(
+            body={
+                "id": f"cmpl-{uuid.uuid4().hex}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": data.get("model", model),
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": _finish(data, False)}],
+                "usage": usage.to_openai(),
+            },
+            usage=usage,
+        )
+
+    async def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        request = self.translated(to_ollama_generate, self.name, model, body, True)
+        echo = request["prompt"] if body.get("echo") else ""  # goes out with the first piece
+        async with self._post(f"{self.config.base_url}/api/generate", request) as resp:
+            async for line in _http.iter_lines(self, resp):
+                if not line.strip():
+                    continue
+                try:
+                    data = jsonutil.loads(line)
+                except jsonutil.JSONDecodeError:
+                    raise ProtocolError(self.name, f"{self.name} sent a line that is not JSON") from None
+                if not isinstance(data, dict):
+                    continue
+                if data.get("error") is not None:
+                    raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
+                piece = data.get("response")
+                text = echo + (piece if isinstance(piece, str) else "")
+                if text:
+                    echo = ""
+                    yield Chunk(delta={"content": text})
+                if data.get("done"):
+                    yield Chunk(finish_reason=_finish(data, False), usage=_usage(data))
+                    return
+            raise StreamBroken(self.name, f"{self.name} ended the stream before it was done")

@@ -1,17 +1,23 @@
 """OpenAI and every OpenAI-compatible server (OpenRouter, Groq, LM Studio, vLLM, llama.cpp).
 
 The body passes through as is, with the model replaced and ``stream_options.include_usage``
-forced on for streams so usage is always known.
+forced on for streams so usage is always known. The same holds for ``/completions``
+(legacy and FIM text completions, streamed the same way) and ``/embeddings`` (always
+asked for floats: the door encodes base64 itself, so every upstream's answer is read
+the same way).
 """
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import jsonutil
 from . import _http, _sse
-from .base import Chunk, Completion, Provider, UpstreamError, Usage
+from .base import Chunk, Completion, Embeddings, Provider, Usage
+from .errors import ProtocolError, StreamBroken, UpstreamError
 
 
 class OpenAICompatProvider(Provider):
@@ -19,6 +25,16 @@ class OpenAICompatProvider(Provider):
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    async def discover(self) -> list[str]:
+        """Configured models, then what ``GET {base_url}/models`` lists (``discover = true``)."""
+        data = await _http.get_json(self, f"{self.config.base_url}/models")
+        listed = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(listed, list):
+            raise ProtocolError(self.name, f"{self.name} /models did not list models")
+        names = [m.get("id") for m in listed if isinstance(m, dict)]
+        configured = [m.name for m in self.config.models]
+        return configured + [n for n in names if isinstance(n, str) and n and n not in configured]
 
     def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         out = dict(body)
@@ -37,20 +53,46 @@ class OpenAICompatProvider(Provider):
         async with _http.post(self, url, self._body(model, body, False)) as resp:
             data = await _http.read_json(self, resp)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise UpstreamError(self.name, "protocol", f"{self.name} sent a completion without choices")
+            raise ProtocolError(self.name, f"{self.name} sent a completion without choices")
         data.setdefault("model", model)
         return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
 
-    async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        url = f"{self.config.base_url}/chat/completions"
-        async with _http.post(self, url, self._body(model, body, True)) as resp:
+    def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        return self._stream(f"{self.config.base_url}/chat/completions", self._body(model, body, True), text=False)
+
+    async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
+        url = f"{self.config.base_url}/completions"
+        async with _http.post(self, url, self._body(model, body, False)) as resp:
+            data = await _http.read_json(self, resp)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("text"), str):
+            raise ProtocolError(self.name, f"{self.name} sent a completion without text")
+        data.setdefault("model", model)
+        return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
+
+    def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        return self._stream(f"{self.config.base_url}/completions", self._body(model, body, True), text=True)
+
+    async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
+        request = {**body, "model": model, "encoding_format": "float"}
+        async with _http.post(self, f"{self.config.base_url}/embeddings", request) as resp:
+            data = await _http.read_json(self, resp)
+        items = data.get("data") if isinstance(data, dict) else None
+        vectors = _vectors(items)
+        if vectors is None:
+            raise ProtocolError(self.name, f"{self.name} sent embeddings OMEN cannot read")
+        usage = Usage.from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
+        return Embeddings(vectors, data.get("model") or model, usage)
+
+    async def _stream(self, url: str, request: dict[str, Any], *, text: bool) -> AsyncIterator[Chunk]:
+        async with _http.post(self, url, request) as resp:
             decoder = _sse.Decoder()
             finished = ended = False
             reads = _http.iter_reads(self, resp)
             while not ended:
                 block = await anext(reads, None)
                 events = decoder.close() if block is None else decoder.feed(block)
-                batch, finished, ended, error = self._translate(events, finished)
+                batch, finished, ended, error = self._translate(events, finished, text)
                 for i, chunk in enumerate(batch):
                     chunk.more = i < len(batch) - 1
                     yield chunk
@@ -58,12 +100,15 @@ class OpenAICompatProvider(Provider):
                     raise error
                 ended = ended or block is None
             if not finished:
-                raise UpstreamError(self.name, "midstream", f"{self.name} ended the stream before it was complete")
+                raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
 
     def _translate(
-        self, events: list[_sse.SSEEvent], finished: bool
+        self, events: list[_sse.SSEEvent], finished: bool, text: bool = False
     ) -> tuple[list[Chunk], bool, bool, UpstreamError | None]:
-        """The chunks of one read's events: (chunks, finished, [DONE] seen, error to raise after them)."""
+        """The chunks of one read's events: (chunks, finished, [DONE] seen, error to raise after them).
+
+        ``text``: legacy completion chunks, whose ``choices[0].text`` becomes ``delta.content``.
+        """
         out: list[Chunk] = []
         for event in events:
             if event.data == "[DONE]":
@@ -71,12 +116,12 @@ class OpenAICompatProvider(Provider):
             try:
                 data = jsonutil.loads(event.data)
             except jsonutil.JSONDecodeError:
-                return out, finished, True, UpstreamError(self.name, "protocol", f"{self.name} sent a chunk that is not JSON")
+                return out, finished, True, ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
             if not isinstance(data, dict):
                 continue
             if data.get("error") is not None:
                 message = _http.error_message(data) or "error event"
-                return out, finished, True, UpstreamError(self.name, "midstream", self.redact(f"{self.name}: {message}"))
+                return out, finished, True, StreamBroken(self.name, self.redact(f"{self.name}: {message}"))
             try:
                 usage = Usage.from_openai(data["usage"]) if data.get("usage") else None
                 choices = data.get("choices") or []
@@ -85,13 +130,46 @@ class OpenAICompatProvider(Provider):
                         out.append(Chunk(usage=usage))
                     continue
                 choice = choices[0]
-                delta = dict(choice.get("delta") or {})
-                delta.pop("role", None)
+                if text:
+                    piece = choice.get("text")
+                    delta = {"content": piece} if isinstance(piece, str) and piece else {}
+                else:
+                    delta = dict(choice.get("delta") or {})
+                    delta.pop("role", None)
                 reason = choice.get("finish_reason")
             except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
                 # The chunks before it still go out; then the stream ends as broken.
-                error = UpstreamError(self.name, "protocol", f"{self.name} sent a chunk OMEN cannot read ({exc})")
+                error = ProtocolError(self.name, f"{self.name} sent a chunk OMEN cannot read ({exc})")
                 return out, finished, True, error
             finished = finished or reason is not None
             out.append(Chunk(delta=delta, finish_reason=reason, usage=usage))
         return out, finished, False, None
+
+
+def _vector(value: Any) -> list[float] | None:
+    """One embedding: a list of numbers, or base64 little-endian float32 (some servers send it anyway)."""
+    if isinstance(value, str):
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError:
+            return None
+        if len(raw) % 4:
+            return None
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    if isinstance(value, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+        return [float(x) for x in value]
+    return None
+
+
+def _vectors(items: Any) -> list[list[float]] | None:
+    """The ``data`` of an embeddings answer as vectors in input order, or None if unreadable."""
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        return None
+    indexed = sorted(items, key=lambda i: i.get("index") if isinstance(i.get("index"), int) else 0)
+    out = []
+    for item in indexed:
+        vector = _vector(item.get("embedding"))
+        if vector is None:
+            return None
+        out.append(vector)
+    return out

@@ -1,39 +1,54 @@
 """One upstream attempt: dispatch to one target, watch it, report it exactly once.
 
-An attempt owns the provider's stream iterator; closing the attempt closes the
-upstream connection at once. Its :class:`~omen_local.observe.UsageEvent` carries the
-provider's usage or, where a stream was cut before the provider reported any, an
-offline estimate marked ``estimated``.
+An attempt owns the provider's stream iterator; closing the attempt closes the upstream
+connection at once. It knows nothing of the router: it hands its records to the
+:class:`Reporter` it was made with (the dispatcher), which passes the usage to the sink
+and the verdict to health. Its :class:`~omen_local.observe.UsageEvent` carries the
+provider's usage or, where the provider reported none, an offline estimate marked
+``estimated``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .. import estimate
+from ..caller import Caller
 from ..config import Price
-from ..observe import PROGRESS_CHARS, AttemptProgress, AttemptStarted, UsageEvent
-from ..providers.base import Chunk, Completion, Provider, UpstreamError, Usage
+from ..observe import PROGRESS_CHARS, AttemptProgress, AttemptStarted, Outcome, Record, UsageEvent
+from ..providers.base import Chunk, Completion, Provider, Usage
+from ..providers.errors import ProtocolError, StreamBroken, UpstreamError
 from .catalog import Target
 
-if TYPE_CHECKING:
-    from .router import Plan, RequestContext, Router
+
+class Reporter(Protocol):
+    def record(self, record: Record) -> None:
+        """Hand a record to the usage sink (journal, store, quotas), then to observers."""
+
+    def ended(self, attempt: Attempt, outcome: Outcome, err: UpstreamError | None) -> None:
+        """The attempt is over: health follows its outcome."""
 
 
 class Attempt:
     def __init__(
         self,
-        router: Router,
-        ctx: RequestContext,
-        plan: Plan,
+        attempt_id: str,
+        caller: Caller,
+        strategy: str,
         target: Target,
+        provider: Provider,
+        price: Price,
         body: dict[str, Any],
+        prompt_estimate: int,
+        reporter: Reporter,
+        intent: str | None = None,
     ) -> None:
-        self.router, self.ctx, self.plan, self.target, self.body = router, ctx, plan, target, body
-        self.provider: Provider = router.providers[target.provider]
-        self.price: Price = router.config.price_for(target.provider, target.model)
+        self.id, self.caller, self.strategy = attempt_id, caller, strategy
+        self.intent = intent  # the bucket the plan used, reported with the usage (the tray's table)
+        self.target, self.provider, self.price, self.body = target, provider, price, body
+        self.prompt_estimate = prompt_estimate
+        self._reporter = reporter
         self.t0 = time.perf_counter()
         self.ttft: float | None = None
         self.usage: Usage | None = None
@@ -44,13 +59,12 @@ class Attempt:
         self._exhausted = False
         self._reported = False
         self.whole = False  # the upstream finished its answer
-        self.outcome: str | None = None
+        self.outcome: Outcome | None = None
         self.cost_usd = 0.0
         self.ended: float | None = None
+        self.estimated = False
+        self.streamed = False
         self._progress_at: int | None = None  # output_chars due for the next AttemptProgress, once announced
-        self.prompt_estimate = estimate.prompt_tokens(body)
-        self.id = f"{ctx.request_id}.{ctx.attempts}"
-        ctx.attempts += 1
 
     @property
     def generation_s(self) -> float | None:
@@ -64,23 +78,30 @@ class Attempt:
         """Time to the first token (streams) or to the whole answer."""
         return ((self.ttft or time.perf_counter()) - self.t0) * 1000
 
-    # ------------------------------------------------------------ non-streamed
-
-    def _bad_answer(self, exc: Exception) -> UpstreamError:
+    def _unreadable(self, exc: Exception) -> ProtocolError:
         """An adapter tripped over data it did not expect: a protocol error, never a 500."""
-        return UpstreamError(
+        return ProtocolError(
             self.target.provider,
-            "protocol",
             self.provider.redact(f"{self.target} sent an answer OMEN cannot read ({type(exc).__name__}: {exc})"),
         )
+
+    @staticmethod
+    def _before_client(err: UpstreamError) -> UpstreamError:
+        """A stream that broke before anything reached the client is an ordinary failure
+        (another candidate may be tried), not a mid-stream one."""
+        if isinstance(err, StreamBroken):
+            return ProtocolError(err.provider, err.message, status=err.status, retry_after=err.retry_after)
+        return err
+
+    # ------------------------------------------------------------ non-streamed
 
     async def complete(self) -> Completion:
         try:
             done = await self.provider.complete(self.target.model, self.body)
-        except UpstreamError:
-            raise
+        except UpstreamError as err:
+            raise self._before_client(err) from None
         except Exception as exc:
-            raise self._bad_answer(exc) from exc
+            raise self._unreadable(exc) from exc
         self.ttft = time.perf_counter()
         self.usage = done.usage
         self.whole = True
@@ -91,11 +112,8 @@ class Attempt:
     # ------------------------------------------------------------ streamed
 
     async def open(self) -> None:
-        """Start the stream and read until the first content (or its end), keeping what was read.
-
-        Nothing has reached the client yet, so a stream that breaks here is a failure like any
-        other before the first token (retryable), not a mid-stream one.
-        """
+        """Start the stream and read until the first content (or its end), keeping what was read."""
+        self.streamed = True
         self._agen = self.provider.stream(self.target.model, self.body)
         while True:
             try:
@@ -105,11 +123,9 @@ class Attempt:
                 self.ttft = time.perf_counter()
                 return
             except UpstreamError as err:
-                if err.kind == "midstream":
-                    err.kind = "protocol"
-                raise
+                raise self._before_client(err) from None
             except Exception as exc:
-                raise self._bad_answer(exc) from exc
+                raise self._unreadable(exc) from exc
             self._buffer.append(chunk)
             if chunk.has_content or chunk.finish_reason is not None:
                 self.ttft = time.perf_counter()
@@ -125,7 +141,7 @@ class Attempt:
                 self.output_chars += len(args)
         if self._progress_at is not None and self.output_chars >= self._progress_at:
             self._progress_at = self.output_chars + PROGRESS_CHARS
-            self.router.hub.emit(AttemptProgress(self.id, self.output_chars))
+            self._reporter.record(AttemptProgress(self.id, self.output_chars))
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.finish_reason is not None:
@@ -149,39 +165,43 @@ class Attempt:
             except UpstreamError:
                 raise
             except Exception as exc:
-                raise self._bad_answer(exc) from exc
+                raise self._unreadable(exc) from exc
             self._account(chunk)
             yield chunk
 
     def announce(self) -> None:
-        """Tell the hub this stream is reaching the client (before the first byte is sent)."""
+        """Record that this stream is reaching the client (before the first byte is sent)."""
         self._progress_at = self.output_chars + PROGRESS_CHARS
-        self.router.hub.emit(AttemptStarted(**self._who(), prompt_tokens=self.prompt_estimate))
+        self._reporter.record(AttemptStarted(**self._who(), prompt_tokens=self.prompt_estimate))
 
     def _who(self) -> dict[str, Any]:
-        """The fields that name this attempt in every event about it."""
-        ctx = self.ctx
+        """The fields that name this attempt in every record about it."""
+        c = self.caller
         return {
             "attempt_id": self.id,
-            "request_id": ctx.request_id,
-            "user": ctx.identity.user,
-            "workspace": ctx.workspace,
-            "client": ctx.client,
-            "session": ctx.session,
+            "request_id": c.request_id,
+            "user": c.user,
+            "workspace": c.workspace,
+            "client": c.client,
+            "session": c.session,
             "provider": self.target.provider,
             "model": self.target.model,
-            "strategy": self.plan.strategy,
+            "strategy": self.strategy,
         }
 
-    def spent_estimate(self) -> float:
-        """USD spent so far by this attempt, from reported usage or the characters seen."""
+    def usage_so_far(self) -> Usage:
+        """Reported usage, or an estimate from the prompt and the characters seen."""
         if self.usage is not None and self.usage.completion_tokens:
-            return self.usage.cost(self.price)
-        return Usage(self.prompt_estimate, (self.output_chars + 3) // 4).cost(self.price)
+            return self.usage
+        return Usage(self.usage.prompt_tokens if self.usage else self.prompt_estimate, (self.output_chars + 3) // 4)
+
+    def spent_estimate(self) -> float:
+        """USD spent so far by this attempt."""
+        return self.usage_so_far().cost(self.price)
 
     # ------------------------------------------------------------ end
 
-    async def close(self, outcome: str, err: UpstreamError | None = None) -> None:
+    async def close(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
         """Close the upstream (at once, if unfinished) and report this attempt, exactly once."""
         if self._reported:
             return
@@ -194,37 +214,39 @@ class Attempt:
                 pass
         self.report(outcome, err)
 
-    def report(self, outcome: str, err: UpstreamError | None = None) -> None:
-        """Publish this attempt's UsageEvent and update health. A whole answer that was not
-        used (a race tie, a speculation that lost) still counts as ``ok``: it was paid for."""
+    def report(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
+        """Record this attempt's UsageEvent and hand the verdict to health.
+
+        A whole answer that was not used (a race tie, a speculation that lost) still counts
+        as ``ok``: it was paid for.
+        """
         self._reported = True
         self.ended = time.perf_counter()
-        if outcome == "cancelled" and self.whole:
-            outcome = "ok"
+        if outcome is Outcome.CANCELLED and self.whole:
+            outcome = Outcome.OK
         usage = self.usage
-        if usage is not None and outcome != "ok" and usage.completion_tokens == 0 and self.output_chars:
+        if usage is not None and outcome is not Outcome.OK and usage.completion_tokens == 0 and self.output_chars:
             usage = None  # a cut stream: the prompt count alone would undercount
-        if usage is None and err is not None and not self.output_chars and err.kind in ("connect", "http", "limit", "unsupported"):
-            usage = Usage()  # refused before any work (an error status, no connection): providers bill nothing
-        estimated = usage is None
-        if usage is None:
-            usage = Usage(self.prompt_estimate, (self.output_chars + 3) // 4)
-        cost = usage.cost(self.price)
-        self.outcome, self.cost_usd = outcome, cost
-        ctx = self.ctx
-        ctx.spent_usd += cost
-        ctx.spent_tokens += usage.prompt_tokens + usage.completion_tokens
-        self.router.hub.emit(
+        if usage is None and err is not None and not self.output_chars and not err.billed:
+            usage = Usage()  # refused before any work: providers bill nothing
+        self.estimated = usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0 and self.whole)
+        if self.estimated:
+            usage = self.usage_so_far()
+        assert usage is not None
+        self.usage = usage
+        self.cost_usd = usage.cost(self.price)
+        self.outcome = outcome
+        self._reporter.record(
             UsageEvent(
                 **self._who(),
                 usage=usage,
-                cost_usd=cost,
+                cost_usd=self.cost_usd,
                 ttft_ms=None if self.ttft is None else (self.ttft - self.t0) * 1000,
-                total_ms=(time.perf_counter() - self.t0) * 1000,
+                total_ms=(self.ended - self.t0) * 1000,
                 outcome=outcome,
-                estimated=estimated,
+                estimated=self.estimated,
                 error=None if err is None else err.message,
-                intent=self.plan.intent,
+                intent=self.intent,
             )
         )
-        self.router.attempt_ended(self, outcome, err)
+        self._reporter.ended(self, outcome, err)

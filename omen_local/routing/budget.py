@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.shape import MAX_OUTPUT_TOKENS
 from ..config import Price
 
 
@@ -23,13 +24,17 @@ def worst_cost(price: Price, prompt_tokens: int, output_tokens: int) -> float:
 
 
 def affordable_output(price: Price, prompt_tokens: int, budget_usd: float) -> int | None:
-    """How many output tokens ``budget_usd`` pays for after the prompt; None if unbounded (free output)."""
+    """How many output tokens ``budget_usd`` pays for after the prompt; None if unbounded.
+
+    A free model fits any budget, 0 included; a paid prompt that costs more than the
+    budget leaves nothing. The cap never exceeds what a request may ask for.
+    """
     left = budget_usd - prompt_tokens * price.input / 1_000_000
+    if price.output <= 0:
+        return None if left >= 0 else 0
     if left <= 0:
         return 0
-    if price.output <= 0:
-        return None
-    return int(left * 1_000_000 / price.output)
+    return min(int(left * 1_000_000 / price.output), MAX_OUTPUT_TOKENS)
 
 
 def with_output_cap(body: dict[str, Any], cap: int) -> dict[str, Any]:

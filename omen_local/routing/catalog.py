@@ -1,13 +1,14 @@
 """The catalog of models: which provider serves which model, and intent buckets expanded.
 
-Pure bookkeeping, no I/O: discovery results are pushed in by the service.
+Pure bookkeeping, no I/O: discovery results are pushed in by the service, and what the
+catalog knows of each provider (usable or why not, local or not) comes from the provider
+objects themselves, so no provider kind is named here.
 """
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from ..config import Config
 from ..errors import OmenError
@@ -22,51 +23,39 @@ class Target:
         return f"{self.provider}/{self.model}"
 
 
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Catalog:
-    def __init__(self, config: Config, keys: dict[str, bool]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        unusable: Mapping[str, str | None],
+        local: frozenset[str] = frozenset(),
+    ) -> None:
+        """``unusable``: provider -> None if it may be used, else why not (disabled, no key)."""
         self.config = config
-        self.keys = keys
-        self._usable: dict[str, str | None] = {}  # config and keys are fixed for a Catalog's life
-        self.models: dict[str, list[str]] = {
-            name: [m.name for m in pc.models] for name, pc in config.providers.items()
-        }
+        self._unusable = dict(unusable)
+        self.local = local
+        self.models: dict[str, list[str]] = {name: [m.name for m in pc.models] for name, pc in config.providers.items()}
+        # Providers whose model list comes from discovery and has not arrived yet: an explicit
+        # model name cannot be checked against it, so it is let through (nothing is created
+        # for it unless the provider answers).
+        self.undiscovered: set[str] = {name for name, pc in config.providers.items() if pc.discover}
 
     def set_models(self, provider: str, models: list[str]) -> None:
         self.models[provider] = list(models)
+        self.undiscovered.discard(provider)
 
     def usable(self, provider: str) -> str | None:
-        """None if the provider may be used, else why not (disabled, no key)."""
-        try:
-            return self._usable[provider]
-        except KeyError:
-            why = self._usable[provider] = self._why_unusable(provider)
-            return why
-
-    def _why_unusable(self, provider: str) -> str | None:
-        pc = self.config.providers.get(provider)
-        if pc is None:
+        """None if the provider may be used, else why not (not configured, disabled, no key)."""
+        if provider not in self._unusable:
             return "not configured"
-        if not pc.enabled:
-            return "disabled"
-        needs_key = pc.kind == "anthropic" or (pc.kind == "openai" and not is_loopback_url(pc.base_url))
-        if needs_key and not self.keys.get(provider):
-            return "no API key (set it with `omen key set " + provider + "` or the environment)"
-        return None
+        return self._unusable[provider]
 
     def is_local(self, provider: str) -> bool:
         """Runs on this machine (Ollama, or an OpenAI-compatible server on loopback)."""
-        pc = self.config.providers.get(provider)
-        return pc is not None and (pc.kind == "ollama" or is_loopback_url(pc.base_url))
+        return provider in self.local
+
+    def known(self) -> set[Target]:
+        return {Target(p, m) for p, models in self.models.items() for m in models}
 
     def expand(self, ref: str) -> list[Target]:
         provider, _, model = ref.partition("/")
@@ -82,19 +71,44 @@ class Catalog:
                     out.append(t)
         return out
 
+    def _serves(self, provider: str, model: str) -> str | None:
+        """The name ``provider`` serves ``model`` under, or None if it does not serve it."""
+        models = self.models.get(provider, [])
+        if model in models:
+            return model
+        if f"{model}:latest" in models:  # Ollama tags: "llama3.2" is "llama3.2:latest"
+            return f"{model}:latest"
+        return None
+
     def resolve(self, name: str) -> list[Target]:
-        """Targets serving an explicitly named model ("provider/model" or a bare model name)."""
+        """Targets serving an explicitly named model ("provider/model" or a bare model name).
+
+        Only models the catalog knows (configured or discovered) resolve; anything else is a
+        404 before any state is made for it, so invented names cannot grow OMEN's memory.
+        """
         provider, sep, model = name.partition("/")
         if sep and provider in self.config.providers and model:
-            return [Target(provider, model)]
+            served = self._serves(provider, model)
+            if served is not None:
+                return [Target(provider, served)]
+            if provider in self.undiscovered:
+                return [Target(provider, model)]
+            known = self.models.get(provider, [])
+            listing = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "") if known else "none known"
+            raise OmenError(
+                404,
+                f"The model '{model}' is not served by provider '{provider}' (its models: {listing}); "
+                f"add it to [providers.{provider}] models in the config, or set discover = true",
+                code="model_not_found",
+                param="model",
+            )
         found: list[Target] = []
-        for prov, models in self.models.items():
+        for prov in self.models:
             if self.usable(prov) is not None:
                 continue
-            for m in models:
-                if m == name or (self.config.providers[prov].kind == "ollama" and m == f"{name}:latest"):
-                    found.append(Target(prov, m))
-                    break
+            served = self._serves(prov, name)
+            if served is not None:
+                found.append(Target(prov, served))
         if not found:
             raise OmenError(
                 404,

@@ -1,16 +1,22 @@
 """Health as requests and probes observe it, per provider and per provider+model.
 
-Two scopes, because failures mean different things:
+Two scopes, because failures mean different things (the error's class says which, see
+providers/errors.py):
 
-* provider scope (reachability): a refused connection, a 401/403, a 429 or a 503 concerns
-  the whole provider, which is skipped for a cool-down (429/503: as long as Retry-After says);
-* model scope (a circuit breaker per provider+model): 5xx, first-token timeouts and cut
-  streams count; after ``breaker_failures`` in a row the breaker opens for a cool-down
-  that doubles on each re-open (up to ``max_cooldown_s``), then lets one trial request
-  through (half-open); its success closes the breaker.
+* provider scope (reachability): nothing answers at the address, or the provider refuses
+  our key (401/403). The whole provider is skipped for a cool-down.
+* model scope (a circuit breaker per provider+model): 5xx, timeouts, dropped connections
+  and broken streams count; after ``breaker_failures`` in a row the breaker opens for a
+  cool-down that doubles on each re-open (up to ``max_cooldown_s``), then lets one trial
+  request through (half-open); its success closes the breaker. A 429 or 503 pauses just
+  that model for as long as Retry-After says (rate limits and load shedding are per model
+  at OpenAI, OpenRouter and Groq), without counting as a breaker failure.
 
-Moving averages (EWMA) of time to first token, tokens per second and error rate feed the
-latency deadline and ``/v1/omen/status``. Pure bookkeeping: the clock is injected.
+Failures caused by the request or by OMEN's own limits say nothing about the upstream
+and change nothing here. Moving averages (EWMA) of time to first token, tokens per
+second and error rate feed the latency deadline and ``/v1/omen/status``. Pure
+bookkeeping: the clock is injected; state exists only for configured providers and the
+models the catalog knows (``retain`` drops the rest).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..providers.base import UpstreamError
+from ..providers.errors import Blame, ConnectFailed, HTTPStatusError, UpstreamError
 from .catalog import Target
 
 ALPHA = 0.3  # weight of the newest sample in the moving averages
@@ -96,7 +102,10 @@ class HealthBook:
         return changed
 
     def provider_failed(self, err: UpstreamError) -> bool:
-        """Record a provider-wide failure; True if the provider is now skipped for a while."""
+        """Record a failure seen by a request or a probe; True if the provider is now skipped.
+
+        Only provider-wide failures pause the provider: no connection at all, or our key refused.
+        """
         h = self.get(err.provider)
         h.failures += 1
         h.last_error = err.message
@@ -108,13 +117,10 @@ class HealthBook:
         return True
 
     def _provider_pause(self, err: UpstreamError) -> float | None:
-        if err.kind == "connect":
+        if isinstance(err, ConnectFailed):
             return self.cooldown_s
-        if err.kind == "http" and err.status is not None:
-            if err.status in (429, 503):  # the server as a whole is saturated
-                return err.retry_after if err.retry_after is not None else self.cooldown_s
-            if err.status in (401, 403):
-                return max(self.cooldown_s, 60.0)
+        if isinstance(err, HTTPStatusError) and err.blame is Blame.PROVIDER:
+            return max(self.cooldown_s, 60.0)
         return None
 
     # ------------------------------------------------------------ model scope
@@ -175,26 +181,37 @@ class HealthBook:
 
     def failed(self, target: Target, err: UpstreamError) -> bool:
         """Record a failure of ``target``; True if it (or its provider) is now skipped."""
-        if self.provider_failed(err):
-            self.release(target)
-            return True
-        if err.kind in ("unsupported", "limit") or (err.kind == "http" and err.status is not None and err.status < 500):
+        if err.blame is Blame.NOBODY:
             self.release(target)
             return False
+        if err.blame is Blame.PROVIDER:
+            self.release(target)
+            return self.provider_failed(err)
         m = self.model(target)
         m.trial_in_flight = False
         m.last_error = err.message
         m.error_rate = _ewma(m.error_rate, 1.0)
         m.samples += 1
+        now = self.clock()
+        if isinstance(err, HTTPStatusError) and err.pauses_model:
+            # Rate limited or shedding load: rest for Retry-After, then one trial.
+            m.breaker = "open"
+            m.open_until = max(m.open_until, now + (err.retry_after if err.retry_after is not None else self.cooldown_s))
+            return True
         m.consecutive_failures += 1
         if m.breaker == "half_open" or m.consecutive_failures >= self.breaker_failures:
             m.cooldown_s = min(self.max_cooldown_s, m.cooldown_s * 2 if m.cooldown_s else self.cooldown_s)
             if err.retry_after is not None:
                 m.cooldown_s = max(m.cooldown_s, err.retry_after)
             m.breaker = "open"
-            m.open_until = self.clock() + m.cooldown_s
+            m.open_until = now + m.cooldown_s
             return True
         return False
+
+    def retain(self, known: set[Target]) -> None:
+        """Forget models that are no longer in the catalog (state stays bounded by it)."""
+        for target in [t for t in self._models if t not in known]:
+            del self._models[target]
 
     def ttft_estimate(self, target: Target) -> float | None:
         m = self._models.get(target)

@@ -3,31 +3,40 @@
 :class:`StreamSession` streams one attempt and enforces the request's budget;
 :class:`SpeculativeSession` streams the fast attempt and may swap to a preferred one
 mid-flight; :class:`CompletedSession` streams an answer that is already whole (the
-merged answer of ``parallel_merge``).
+merged answer of ``parallel_merge``). A session knows its request (``Call``) and its
+attempts, nothing else: whoever started the request sets ``on_end`` to hear how it ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..providers.base import Chunk, Completion, UpstreamError, Usage
+from ..observe import Outcome
+from ..providers.base import Chunk, Completion, Usage
+from ..providers.errors import UpstreamError
 from .attempt import Attempt
 from .catalog import Target
 
 if TYPE_CHECKING:
-    from .router import Plan, RequestContext, Router
+    from .dispatch import Call
+
+
+def _nothing(served: Target | None) -> None:
+    return None
 
 
 class StreamSession:
     """One attempt's stream, cut with ``finish_reason: "length"`` when the budget is spent."""
 
-    def __init__(self, router: Router, ctx: RequestContext, plan: Plan, attempt: Attempt) -> None:
-        self.router, self.ctx, self.plan = router, ctx, plan
+    def __init__(self, call: Call, attempt: Attempt) -> None:
+        self.call = call
+        self.plan = call.plan
         self.attempt = attempt
         self.budget_cut = False
+        self.on_end: Callable[[Target | None], None] = _nothing  # the request's end (set by the router)
 
     @property
     def target(self) -> Target:
@@ -35,7 +44,15 @@ class StreamSession:
 
     @property
     def usage(self) -> Usage | None:
+        """What the upstream reported, or None (the caller must estimate, and say so)."""
         return self.attempt.usage
+
+    def usage_or_estimate(self) -> tuple[Usage, bool]:
+        """(usage, estimated): the upstream's count, else an estimate from the prompt and the output seen."""
+        usage = self.attempt.usage
+        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+            return usage, False
+        return self.attempt.usage_so_far(), True
 
     @property
     def prompt_estimate(self) -> int:
@@ -47,12 +64,12 @@ class StreamSession:
 
     async def _budgeted(self, attempt: Attempt) -> AsyncIterator[Chunk]:
         budget = self.plan.budget_usd
-        spent_before = self.ctx.spent_usd
+        spent_before = self.call.spent_usd
         async for chunk in attempt.chunks():
             yield chunk
             if budget is not None and chunk.finish_reason is None and chunk.has_content:
                 spent = spent_before + attempt.spent_estimate()
-                if spent >= budget:
+                if spent > budget:
                     self.budget_cut = True
                     yield Chunk(
                         finish_reason="length",
@@ -63,14 +80,14 @@ class StreamSession:
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._budgeted(self.attempt)
 
-    async def finish(self, outcome: str, err: UpstreamError | None = None) -> None:
-        """Close the upstream(s) and report; settle the request's quota reservation."""
-        if outcome == "ok" and self.budget_cut:
-            outcome = "budget_cut"
+    async def finish(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
+        """Close the upstream(s) and report; then the request ends (quota hold released)."""
+        if outcome is Outcome.OK and self.budget_cut:
+            outcome = Outcome.BUDGET_CUT
         try:
             await self.attempt.close(outcome, err)
         finally:
-            self.router.finish_request(self.ctx, self.target if outcome in ("ok", "budget_cut") else None)
+            self.on_end(self.target if outcome in (Outcome.OK, Outcome.BUDGET_CUT) else None)
 
 
 class SpeculativeSession(StreamSession):
@@ -83,14 +100,12 @@ class SpeculativeSession(StreamSession):
 
     def __init__(
         self,
-        router: Router,
-        ctx: RequestContext,
-        plan: Plan,
+        call: Call,
         fast: Attempt,
-        pending: dict[asyncio.Task[None], Attempt],
+        pending: dict[asyncio.Task[Any], Attempt],
         window_end: float,
     ) -> None:
-        super().__init__(router, ctx, plan, fast)
+        super().__init__(call, fast)
         self.fast = fast
         self.pending = pending
         self.window_end = window_end
@@ -104,7 +119,7 @@ class SpeculativeSession(StreamSession):
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for attempt in pending.values():
-            await attempt.close("cancelled")
+            await attempt.close(Outcome.CANCELLED)
 
     async def _stream(self) -> AsyncIterator[Chunk]:
         fast = self.attempt
@@ -120,7 +135,7 @@ class SpeculativeSession(StreamSession):
                     attempt = self.pending.pop(task)
                     if not task.cancelled() and task.exception() is None:
                         # A fast chunk that arrived meanwhile is dropped unseen.
-                        await self._swap(fast, attempt, next_chunk, shown)
+                        await self._swap(fast, attempt, next_chunk)
                         yield Chunk(omen={"swap": {"from": str(fast.target), "to": str(attempt.target), "discard_chars": shown}})
                         async for chunk in self._budgeted(attempt):
                             yield chunk
@@ -144,23 +159,23 @@ class SpeculativeSession(StreamSession):
                 await asyncio.gather(next_chunk, return_exceptions=True)
             await self._drop_pending()
 
-    async def _swap(self, fast: Attempt, to: Attempt, next_chunk: asyncio.Future[Chunk], shown: int) -> None:
+    async def _swap(self, fast: Attempt, to: Attempt, next_chunk: asyncio.Future[Chunk]) -> None:
         # Own the new attempt before the first await: a disconnect from here on closes it (finish()).
         self.attempt = to
         next_chunk.cancel()
         await asyncio.gather(next_chunk, return_exceptions=True)
-        await fast.close("cancelled")
+        await fast.close(Outcome.CANCELLED)
         await self._drop_pending()
         self.swapped_from = fast.target
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._stream()
 
-    async def finish(self, outcome: str, err: UpstreamError | None = None) -> None:
+    async def finish(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
         try:
             await self._drop_pending()
             if self.attempt is not self.fast:
-                await self.fast.close("cancelled")  # a swap interrupted half-way
+                await self.fast.close(Outcome.CANCELLED)  # a swap interrupted half-way
         finally:
             await super().finish(outcome, err)
 
@@ -168,9 +183,12 @@ class SpeculativeSession(StreamSession):
 class CompletedSession(StreamSession):
     """A whole answer streamed as chunks (role and content, tool calls, finish, omen note)."""
 
-    def __init__(self, router: Router, ctx: RequestContext, plan: Plan, attempt: Attempt, done: Completion) -> None:
-        super().__init__(router, ctx, plan, attempt)
+    def __init__(self, call: Call, attempt: Attempt, done: Completion) -> None:
+        super().__init__(call, attempt)
         self.done = done
+
+    def usage_or_estimate(self) -> tuple[Usage, bool]:
+        return self.done.usage, self.attempt.estimated
 
     async def _chunks(self) -> AsyncIterator[Chunk]:
         choice = self.done.body["choices"][0]
@@ -187,5 +205,5 @@ class CompletedSession(StreamSession):
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._chunks()
 
-    async def finish(self, outcome: str, err: UpstreamError | None = None) -> None:
-        self.router.finish_request(self.ctx, self.target if outcome == "ok" else None)
+    async def finish(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
+        self.on_end(self.target if outcome is Outcome.OK else None)

@@ -1,23 +1,31 @@
-"""The aiohttp application: one edge middleware, four routes.
+"""The aiohttp application: one edge middleware, the routes.
 
 The edge checks Host/Origin and the bearer token, and turns every failure into the
-OpenAI error shape. Nothing here decides a route; the handlers call the Router.
+OpenAI error shape. Handlers turn HTTP into a routed request (body, hints, caller) and
+the router's answer back into HTTP; nothing here decides a route.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from .. import jsonutil
-from ..api.request import parse_chat_request
+from ..api.hints import alias_hints, combine, header_hints
+from ..api.request import ChatRequest, parse_chat_request
+from ..caller import Caller
+from ..config import Config, ServerConfig
 from ..errors import OmenError, invalid
-from ..providers.base import UpstreamError, Usage
+from ..observe import Outcome
+from ..providers.errors import UpstreamError
 from ..routing.catalog import Target
-from ..routing.router import Plan, RequestContext, Router
+from ..routing.planner import Plan
+from ..routing.router import Router
 from ..routing.session import StreamSession
 from ..tokens import Identity, TokenBook
 from .security import bearer, check_host, check_origin
@@ -25,21 +33,34 @@ from .sse import DONE, ChunkEncoder
 
 log = logging.getLogger(__name__)
 
-class RouterSlot:
-    """The router new requests start on. A host swaps it to reconfigure (``OmenService.reload``);
-    a request keeps the router it started with to its end."""
-
-    __slots__ = ("router",)
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
+CLIENT_MAX_CHARS = 256  # a User-Agent longer than this is cut (it is stored with every usage event)
 
 
-ROUTER: web.AppKey[RouterSlot] = web.AppKey("router", RouterSlot)
+class RouterRef:
+    """The router requests use now; the service swaps it when the config is reloaded."""
+
+    __slots__ = ("_router",)
+
+    def __init__(self) -> None:
+        self._router: Router | None = None
+
+    def get(self) -> Router:
+        if self._router is None:
+            raise LookupError("the router is not built yet")
+        return self._router
+
+    def set(self, router: Router) -> None:
+        self._router = router
+
+
+ROUTER: web.AppKey[RouterRef] = web.AppKey("router", RouterRef)
 TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 STATUS: web.AppKey[Any] = web.AppKey("status", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 PUBLIC_PATHS = frozenset({"/health"})
+ErrorRenderer = Callable[[OmenError, str | None], web.Response]
+# (path prefix, renderer): doors whose API has its own error shape (door_kit.register_error_shape).
+ERROR_RENDERERS: web.AppKey[list[tuple[str, ErrorRenderer]]] = web.AppKey("error_renderers", list)
 
 
 def error_response(err: OmenError, request_id: str | None = None) -> web.Response:
@@ -54,6 +75,15 @@ def error_response(err: OmenError, request_id: str | None = None) -> web.Respons
     )
 
 
+def render_error(request: web.Request, err: OmenError, request_id: str | None = None) -> web.Response:
+    """``err`` in the shape of the door the request came to (OpenAI's unless the door has its own)."""
+    path = request.path
+    for prefix, render in request.app.get(ERROR_RENDERERS, ()):
+        if path == prefix or path.startswith(prefix + "/"):
+            return render(err, request_id)
+    return error_response(err, request_id)
+
+
 def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
     if exc.status == 413:
         return OmenError(
@@ -62,7 +92,9 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
             code="request_too_large",
         )
     if exc.status == 404:
-        return OmenError(404, "unknown URL; OMEN serves /v1/chat/completions, /v1/models, /v1/omen/status, /v1/usage, /health", code="unknown_url")
+        return OmenError(
+            404, "unknown URL; OMEN serves /v1/chat/completions, /v1/messages, /v1/responses, /v1/models, /v1/omen/status, /v1/usage, /health", code="unknown_url"
+        )
     if exc.status == 405:
         return OmenError(405, f"method not allowed: {exc.reason}", code="method_not_allowed")
     return OmenError(exc.status, exc.reason or "request failed", code="http_error")
@@ -76,7 +108,7 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
             check_host(headers.get("Host"), allowed_hosts)
             check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"), allowed_origins)
             if request.path not in PUBLIC_PATHS:
-                ident = tokens.identify(bearer(headers.get("Authorization")))
+                ident = tokens.identify(bearer(headers.get("Authorization"), headers.get("x-api-key")))
                 if ident is None:
                     raise OmenError(
                         401,
@@ -95,14 +127,14 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
             response: web.StreamResponse = await handler(request)
             return response
         except OmenError as err:
-            return error_response(err)
+            return render_error(request, err)
         except web.HTTPException as exc:
-            return error_response(_from_http_exception(exc, max_body))
+            return render_error(request, _from_http_exception(exc, max_body))
         except ConnectionResetError:
             raise
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
-            return error_response(OmenError(500, "internal error in OMEN; see its log", code="internal_error"))
+            return render_error(request, OmenError(500, "internal error in OMEN; see its log", code="internal_error"))
 
     return edge
 
@@ -111,7 +143,20 @@ def _request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
-async def _read_json(request: web.Request) -> Any:
+def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:
+    """A client-supplied header as text every store can keep: valid UTF-8, printable, bounded.
+
+    aiohttp decodes header bytes that are not UTF-8 into lone surrogates, which JSON
+    encoders and SQLite refuse; a field the client controls must never cost a usage record.
+    """
+    if value is None:
+        return None
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
+    return text[:limit] or None
+
+
+async def read_json(request: web.Request) -> Any:
     try:
         raw = await request.read()
     except web.HTTPException:
@@ -126,7 +171,44 @@ async def _read_json(request: web.Request) -> Any:
         raise invalid(f"the request body is not valid JSON: {exc}") from None
 
 
-def _headers(request_id: str, target: Target, plan: Plan) -> dict[str, str]:
+def routed_request(raw: Any, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
+    """A validated chat request with its hints (alias, then headers, then body) and its caller.
+
+    Returns the request id too, so every answer, errors included, can carry it.
+    """
+    intents, providers = tuple(config.intents), tuple(config.providers)
+    req = parse_chat_request(raw, intents=intents, providers=providers)
+    layers = []
+    alias = config.aliases.get(req.model)
+    if alias is not None:
+        layers.append(alias_hints(alias))
+    layers += [header_hints(request.headers, intents=intents, providers=providers), req.hints]
+    req = dataclasses.replace(
+        req,
+        model="auto" if alias is not None else req.model,
+        hints=combine(*layers),
+        alias=alias.name if alias is not None else None,
+    )
+    identity: Identity = request[IDENTITY]
+    workspace = req.hints.workspace
+    if identity.workspace is not None and workspace is not None and workspace != identity.workspace:
+        raise OmenError(
+            403,
+            f"this token is bound to workspace '{identity.workspace}' and cannot act for '{workspace}'",
+            code="workspace_not_allowed",
+            param="omen.workspace",
+        )
+    caller = Caller(
+        request_id=_request_id(),
+        user=identity.user,
+        workspace=workspace or identity.workspace,
+        client=clean_text(request.headers.get("User-Agent")),
+        session=req.hints.session,
+    )
+    return req, caller, caller.request_id
+
+
+def _headers(request_id: str, target: Target, plan: Plan, alias: str | None) -> dict[str, str]:
     headers = {
         "x-omen-request-id": request_id,
         "x-omen-provider": target.provider,
@@ -135,50 +217,38 @@ def _headers(request_id: str, target: Target, plan: Plan) -> dict[str, str]:
     }
     if plan.intent is not None:
         headers["x-omen-intent"] = plan.intent + (" (guessed)" if plan.intent_guessed else "")
+    if alias is not None:
+        headers["x-omen-alias"] = alias
     return headers
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    router = request.app[ROUTER].router
-    request_id = _request_id()
-    identity: Identity = request[IDENTITY]
+    router = request.app[ROUTER].get()
+    request_id: str | None = None
     try:
-        raw = await _read_json(request)
-        req = parse_chat_request(raw, intents=tuple(router.config.intents), providers=tuple(router.config.providers))
-        headers = request.headers
-        ctx = RequestContext(
-            request_id,
-            identity,
-            client=headers.get("User-Agent"),
-            workspace=req.hints.workspace or headers.get("x-omen-workspace") or identity.workspace,
-            session=req.hints.session or headers.get("x-omen-session"),
-        )
+        req, caller, request_id = routed_request(await read_json(request), request, router.config)
         if not req.stream:
-            plan, target, done = await router.complete(req, ctx)
-            return web.Response(
-                body=jsonutil.dumps(done.body),
-                content_type="application/json",
-                headers=_headers(request_id, target, plan),
-            )
-        plan, session = await router.stream(req, ctx)
+            routed = await router.complete(req, caller)
+            headers = _headers(request_id, routed.target, routed.plan, req.alias)
+            headers["x-omen-cost-usd"] = f"{routed.cost_usd:.8f}"
+            return web.Response(body=jsonutil.dumps(routed.completion.body), content_type="application/json", headers=headers)
+        session = await router.stream(req, caller)
     except OmenError as err:
         return error_response(err, request_id)
-    return await _stream(request, session, request_id, req.include_usage)
+    return await _stream(request, session, request_id, req)
 
 
-async def _stream(
-    request: web.Request, session: StreamSession, request_id: str, include_usage: bool
-) -> web.StreamResponse:
+async def _stream(request: web.Request, session: StreamSession, request_id: str, req: ChatRequest) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
-            **_headers(request_id, session.target, session.plan),
+            **_headers(request_id, session.target, session.plan, req.alias),
         }
     )
     enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
-    outcome: str = "cancelled"
+    outcome = Outcome.CANCELLED
     error: UpstreamError | None = None
     held: list[bytes] = []  # encoded frames waiting for the rest of their upstream read
     try:
@@ -191,23 +261,17 @@ async def _stream(
             if not chunk.more and held:  # frames from one upstream read go out in one write
                 await resp.write(b"".join(held))
                 held.clear()
-        if include_usage:
-            usage = session.usage or Usage(
-                prompt_tokens=session.prompt_estimate,
-                completion_tokens=(session.output_chars + 3) // 4,
-            )
-            held.append(enc.usage(usage))
+        if req.include_usage:
+            usage, estimated = session.usage_or_estimate()
+            cost = session.call.spent_usd + usage.cost(session.attempt.price)
+            held.append(enc.usage(usage, {"cost_usd": round(cost, 8), "usage_estimated": estimated}))
         held.append(DONE)
         await resp.write(b"".join(held))
         held.clear()
-        outcome = "ok"
+        outcome = Outcome.OK
     except UpstreamError as err:
-        outcome, error = "error", err
-        failure = OmenError(
-            502,
-            f"{err.message}; the answer above is incomplete",
-            code="upstream_stream_error",
-        )
+        outcome, error = Outcome.ERROR, err
+        failure = OmenError(502, f"{err.message}; the answer above is incomplete", code="upstream_stream_error")
         try:
             await resp.write(b"".join(held) + enc.error(failure))
         except ConnectionResetError:
@@ -219,27 +283,32 @@ async def _stream(
     return resp
 
 
+def _model(id_: str, owner: str, description: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": id_, "object": "model", "created": 0, "owned_by": owner}
+    if description:
+        out["description"] = description
+    return out
+
+
 async def list_models(request: web.Request) -> web.Response:
-    router = request.app[ROUTER].router
-    data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "omen"}]
-    data += [
-        {"id": str(t), "object": "model", "created": 0, "owned_by": t.provider}
-        for t in router.catalog.listing()
-    ]
+    router = request.app[ROUTER].get()
+    config = router.config
+    data = [_model("auto", "omen", f"OMEN picks (intent '{config.defaults.intent}' unless one is guessed or hinted)")]
+    data += [_model(name, "omen", alias.description) for name, alias in config.aliases.items() if name != "auto"]
+    data += [_model(str(t), t.provider) for t in router.catalog.listing()]
     return web.Response(body=jsonutil.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
 async def get_model(request: web.Request) -> web.Response:
-    router = request.app[ROUTER].router
+    router = request.app[ROUTER].get()
     name = request.match_info["model"]
-    if name != "auto":
+    alias = router.config.aliases.get(name)
+    if name == "auto" or alias is not None:
+        body = _model(name, "omen", alias.description if alias else None)
+    else:
         target = router.catalog.resolve(name)[0]
-        name = str(target)
-    owner = "omen" if name == "auto" else name.split("/", 1)[0]
-    return web.Response(
-        body=jsonutil.dumps({"id": name, "object": "model", "created": 0, "owned_by": owner}),
-        content_type="application/json",
-    )
+        body = _model(str(target), target.provider)
+    return web.Response(body=jsonutil.dumps(body), content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -250,13 +319,12 @@ async def status(request: web.Request) -> web.Response:
     return web.Response(body=jsonutil.dumps(request.app[STATUS]()), content_type="application/json")
 
 
-def make_app(router: Router, tokens: TokenBook, status_fn: Any) -> web.Application:
-    server = router.config.server
+def make_app(router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any) -> web.Application:
     app = web.Application(
         middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)],
         client_max_size=server.max_body_bytes,
     )
-    app[ROUTER] = RouterSlot(router)
+    app[ROUTER] = router
     app[TOKENS] = tokens
     app[STATUS] = status_fn
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -264,6 +332,9 @@ def make_app(router: Router, tokens: TokenBook, status_fn: Any) -> web.Applicati
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/v1/omen/status", status)
     app.router.add_get("/health", health)
+    from .messages_door import add_messages_routes  # the doors import this module
+    from .responses_door import add_responses_routes
+
+    add_messages_routes(app)
+    add_responses_routes(app)
     return app
-
-

@@ -63,15 +63,18 @@ def check_origin(origin: str | None, fetch_site: str | None, allowed: tuple[str,
         raise OmenError(403, "cross-site browser requests are refused", code="forbidden_origin")
 
 
-def bearer(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer`` header, or a 401."""
+def bearer(authorization: str | None, api_key: str | None = None) -> str:
+    """The token of an ``Authorization: Bearer`` header, else of an ``x-api-key`` header
+    (what Anthropic's SDKs send), or a 401."""
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
+    if api_key and api_key.strip():
+        return api_key.strip()
     raise OmenError(
         401,
-        "missing bearer token: send 'Authorization: Bearer <token>' (see `omen token`)",
+        "missing bearer token: send 'Authorization: Bearer <token>' or 'x-api-key: <token>' (see `omen token`)",
         type="invalid_request_error",
         code="invalid_api_key",
     )

@@ -42,17 +42,19 @@ class ChunkEncoder:
             frame["omen"] = chunk.omen
         return self._frame(frame)
 
-    def usage(self, usage: Usage) -> bytes:
-        return self._frame(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": usage.to_openai(),
-            }
-        )
+    def usage(self, usage: Usage, omen: dict[str, Any] | None = None) -> bytes:
+        """The include_usage chunk; ``omen`` says what it cost and whether the counts are estimates."""
+        frame: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage.to_openai(),
+        }
+        if omen is not None:
+            frame["omen"] = omen
+        return self._frame(frame)
 
     def error(self, err: OmenError) -> bytes:
         """An error frame: the OpenAI SDK raises APIError on it; no [DONE] follows."""

@@ -44,7 +44,7 @@ def test_settings_store_a_key_in_gnome_keyring_and_test_it(tmp_path: Path) -> No
     assert r["stored_after"] == "••••••••-123"  # masked
     assert r["after"] is True  # applied without a restart
     assert r["test_good"].startswith("OK: the key works"), r
-    assert "refused the key (HTTP 401)" in r["test_bad"], r
+    assert "key was refused (HTTP 401" in r["test_bad"], r
 
 
 def test_without_a_keyring_backend_settings_say_what_to_do(running: Running) -> None:

@@ -8,6 +8,8 @@ check that OMEN cancels upstream work promptly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ class Reply:
     fail_after: int | None = None  # stream: send N content pieces, then an in-stream error
     cut_after: int | None = None  # stream: send N content pieces, then drop the connection
     hang: bool = False  # never answer (disconnect tests)
+    drop: bool = False  # close the connection without answering (a restarting worker)
     prompt_tokens: int = 11
     completion_tokens: int = 7
     cached_tokens: int = 0
@@ -56,6 +59,7 @@ class FakeServer:
         self.default = Reply()
         self.seen: list[Seen] = []
         self.url = ""
+        self.bind = ("127.0.0.1", 0)  # where __aenter__ listens (a port of its own by default)
         self._runner: web.AppRunner | None = None
 
     def queue(self, *replies: Reply) -> None:
@@ -79,10 +83,10 @@ class FakeServer:
         self.routes(app)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, *self.bind)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{self.bind[0]}:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -115,6 +119,13 @@ def split(text: str, pieces: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
+def drop(request: web.Request) -> web.Response:
+    """Close the connection under the request: the client sees the server disconnect."""
+    assert request.transport is not None
+    request.transport.close()
+    return web.Response()
+
+
 async def guarded(seen: Seen, work: Any) -> Any:
     """Run a handler body; record when the client (OMEN) went away."""
     try:
@@ -125,3 +136,11 @@ async def guarded(seen: Seen, work: Any) -> Any:
         seen.closed_at = time.perf_counter()
         seen.closed.set()
         raise
+
+
+def fake_vector(text: str, dims: int = 8) -> list[float]:
+    """A deterministic embedding for ``text``: float32-exact values in [-1, 1)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    while len(digest) < 2 * dims:
+        digest += hashlib.sha256(digest).digest()
+    return [struct.unpack("<h", digest[2 * i : 2 * i + 2])[0] / 32768 for i in range(dims)]

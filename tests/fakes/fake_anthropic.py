@@ -270,6 +270,8 @@ class FakeAnthropic:
         SDKs send instead of ``x-api-key``; adapters are held to ``x-api-key``."""
         self.api_key = api_key
         self.accept_bearer = accept_bearer
+        self.model_ids = ["claude-haiku-4-5-20251001", "claude-sonnet-4-5-20250929"]
+        self.bind = ("127.0.0.1", 0)
         self.requests: list[Received] = []
         self.default = Reply()
         self._queue: deque[Reply] = deque()
@@ -295,7 +297,7 @@ class FakeAnthropic:
             app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, *self.bind)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
@@ -377,6 +379,21 @@ class FakeAnthropic:
         assert seen.closed_at is not None, "the client never closed the upstream connection"
         return seen.closed_at
 
+    async def _models(self, request: web.Request) -> web.Response:
+        """GET /v1/models: the Models API's list page (newest first)."""
+        if request.headers.get("x-api-key") != self.api_key:
+            return self._error(401)
+        if not request.headers.get("anthropic-version"):
+            return self._error(400, message="anthropic-version: header is required")
+        data = [
+            {"type": "model", "id": m, "display_name": m.replace("-", " ").title(), "created_at": "2025-10-01T00:00:00Z"}
+            for m in self.model_ids
+        ]
+        return web.json_response(
+            {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+             "last_id": data[-1]["id"] if data else None}
+        )
+
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
@@ -392,22 +409,6 @@ class FakeAnthropic:
             raise
         seen.finished = True
         return resp
-
-    MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")
-
-    async def _models(self, request: web.Request) -> web.Response:
-        """GET /v1/models (Models API): a page of model objects, newest first."""
-        if request.headers.get("x-api-key") != self.api_key:
-            return self._error(401)
-        if not request.headers.get("anthropic-version"):
-            return self._error(400, message="anthropic-version: header is required")
-        data = [
-            {"type": "model", "id": m, "display_name": m.replace("-", " ").title(),
-             "created_at": "2025-09-29T00:00:00Z"}
-            for m in self.MODELS
-        ]
-        return web.json_response({"data": data, "has_more": False, "first_id": data[0]["id"],
-                                  "last_id": data[-1]["id"]})
 
     async def _answer(self, request: web.Request, body: Any) -> web.StreamResponse:
         key = request.headers.get("x-api-key")

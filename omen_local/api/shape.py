@@ -1,0 +1,34 @@
+"""Limits every request body must keep so that the whole path can carry it.
+
+A body is decoded once at the edge, then re-encoded for an upstream (sometimes wrapped a
+few levels deeper by a translation). JSON that nests deeper than the encoder can write,
+or numbers that do not fit the integer types upstreams use, would fail there, and look
+like the upstream's fault. They are refused here instead, with a 400 naming the place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import invalid
+
+MAX_DEPTH = 128  # orjson writes at most 254 levels; translations add a handful
+MAX_INT = 2**63 - 1
+MAX_OUTPUT_TOKENS = 2**31 - 1
+
+
+def check_shape(body: Any) -> None:
+    """Raise a 400 if ``body`` nests deeper than MAX_DEPTH or holds an integer out of int64 range."""
+    stack: list[tuple[Any, int, str]] = [(body, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict):
+            if depth >= MAX_DEPTH:
+                raise invalid(f"the request nests deeper than {MAX_DEPTH} levels at {where or 'the top'}", where or None)
+            stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            if depth >= MAX_DEPTH:
+                raise invalid(f"the request nests deeper than {MAX_DEPTH} levels at {where or 'the top'}", where or None)
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT - 1 <= value <= MAX_INT:
+            raise invalid(f"{where or 'a number'} is outside the 64-bit integer range", where or None)

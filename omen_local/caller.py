@@ -1,0 +1,14 @@
+"""Who is asking: the request's identity as every layer sees it (routing, policy, usage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    request_id: str
+    user: str
+    workspace: str | None = None
+    client: str | None = None  # the User-Agent, sanitised
+    session: str | None = None

@@ -1,0 +1,131 @@
+"""How an upstream attempt can fail: one exception class per cause.
+
+The class says three things the router needs, so nothing downstream inspects strings or
+mutates a ``kind``:
+
+* ``retryable``: may another candidate be tried (failover)?
+* ``blame``: whom the failure says something about. ``provider`` (the whole server is
+  unreachable or refuses our key), ``model`` (this model is overloaded, slow or broken;
+  its siblings on the same provider may be fine), or ``nobody`` (the request itself, or
+  OMEN's own limits, stopped it: never counted against an upstream's health).
+* ``billed``: could the upstream have done (and charged for) any work?
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ErrorKind(StrEnum):
+    CONNECT = "connect"  # nothing answered at the address (refused, DNS, TLS)
+    DROPPED = "dropped"  # the connection closed before an answer began
+    TIMEOUT = "timeout"  # no answer (or no first token) in time
+    HTTP = "http"  # an error status
+    PROTOCOL = "protocol"  # an answer OMEN cannot read
+    MIDSTREAM = "midstream"  # a stream broke after content reached the client
+    UNSUPPORTED = "unsupported"  # this provider cannot take this request; another may
+    LIMIT = "limit"  # OMEN's own provider rate limit kept the request from being sent
+    REQUEST = "request"  # the request cannot be sent as it is (not the upstream's fault)
+
+
+class Blame(StrEnum):
+    PROVIDER = "provider"
+    MODEL = "model"
+    NOBODY = "nobody"
+
+
+class UpstreamError(Exception):
+    """An upstream attempt failed; subclasses say how."""
+
+    kind: ClassVar[ErrorKind]
+    blame: Blame = Blame.MODEL
+    retryable: bool = True
+    billed: bool = True
+
+    def __init__(self, provider: str, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.provider!r}, {self.message!r}, status={self.status})"
+
+
+class ConnectFailed(UpstreamError):
+    kind = ErrorKind.CONNECT
+    blame = Blame.PROVIDER
+    billed = False
+
+
+class ConnectionDropped(UpstreamError):
+    """The upstream closed the connection before answering (a worker restarted, a proxy
+    gave up). Other models of the same server may well answer: the model is blamed."""
+
+    kind = ErrorKind.DROPPED
+
+
+class UpstreamTimeout(UpstreamError):
+    kind = ErrorKind.TIMEOUT
+
+
+class HTTPStatusError(UpstreamError):
+    """An error status. 401/403 concern the whole provider (our key); 429 and 503 pause
+    the model (providers rate-limit and shed load per model); other 5xx count against
+    the model's breaker; other 4xx blame the request."""
+
+    kind = ErrorKind.HTTP
+    billed = False
+
+    def __init__(self, provider: str, message: str, *, status: int, retry_after: float | None = None) -> None:
+        super().__init__(provider, message, status=status, retry_after=retry_after)
+        if status in (401, 403):
+            self.blame = Blame.PROVIDER
+        elif status >= 500 or status in (408, 429):
+            self.blame = Blame.MODEL
+        else:
+            self.blame = Blame.NOBODY
+        self.retryable = status in (401, 403, 404, 408, 409, 429) or status >= 500
+
+    @property
+    def pauses_model(self) -> bool:
+        """Rate limited or shedding load: the model rests (Retry-After) without tripping its breaker."""
+        return self.status in (429, 503)
+
+
+class ProtocolError(UpstreamError):
+    kind = ErrorKind.PROTOCOL
+
+
+class StreamBroken(UpstreamError):
+    """The stream failed after content went out: too late to try another candidate."""
+
+    kind = ErrorKind.MIDSTREAM
+    retryable = False
+
+
+class Unsupported(UpstreamError):
+    kind = ErrorKind.UNSUPPORTED
+    blame = Blame.NOBODY
+    billed = False
+
+    def __init__(self, provider: str, message: str, *, status: int | None = 400, retry_after: float | None = None) -> None:
+        super().__init__(provider, message, status=status, retry_after=retry_after)
+
+
+class LimitReached(UpstreamError):
+    kind = ErrorKind.LIMIT
+    blame = Blame.NOBODY
+    billed = False
+
+
+class RequestRejected(UpstreamError):
+    """OMEN could not encode the request for the upstream (nesting, numbers out of range):
+    the client's fault, answered 400, never retried and never held against the upstream."""
+
+    kind = ErrorKind.REQUEST
+    blame = Blame.NOBODY
+    retryable = False
+    billed = False

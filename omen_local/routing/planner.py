@@ -1,0 +1,265 @@
+"""The planner: which candidates a request gets, in which order, and what it may cost.
+
+Pure decisions over the catalog, the health book, the sticky map and the config; it
+reads them and changes nothing, so a request that is refused here leaves no trace.
+Candidates come from an explicit model or an intent bucket (named, aliased, or guessed),
+then the allowlist, usability (enabled, key), health, the latency deadline, stickiness
+and the budget. When nothing is left, the error names every candidate and why it was
+skipped, so a user can fix the cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import estimate
+from ..api.request import ChatRequest
+from ..caller import Caller
+from ..config import Config, Price, StrategyName
+from ..errors import OmenError
+from ..policy import CostBound
+from . import budget as budgets
+from .catalog import Catalog, Target
+from .health import HealthBook
+from .intent import guess_intent
+from .sticky import StickyMap
+
+__all__ = ["Plan", "Planner"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    strategy: StrategyName
+    intent: str | None
+    intent_guessed: bool
+    targets: tuple[Target, ...]
+    bound: CostBound
+    k: int = 1  # candidates a fan-out strategy runs at once
+    budget_usd: float | None = None
+    sticky: bool = False
+    fanout: int = 1  # how many attempts the strategy may pay for at once
+    deadline_ms: int | None = None
+    merge_target: Target | None = None  # parallel_merge: the model that merges, if usable now
+
+    def body_for(self, body: dict[str, Any], price: Price) -> dict[str, Any]:
+        """The body sent at ``price``: the request's, with the output capped to what the budget buys.
+
+        Fan-out strategies share the budget between the attempts they may pay for.
+        """
+        if self.budget_usd is None:
+            return body
+        cap = budgets.affordable_output(price, self.bound.prompt_tokens, self.budget_usd / self.fanout)
+        return body if cap is None else budgets.with_output_cap(body, max(1, cap))
+
+
+class Planner:
+    def __init__(self, config: Config, catalog: Catalog, health: HealthBook, sticky: StickyMap) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.health = health
+        self.sticky = sticky
+
+    def plan(self, req: ChatRequest, caller: Caller) -> Plan:
+        """Candidates in order, filtered by allowlist, usability, health, deadline and budget."""
+        hints = req.hints
+        d = self.config.defaults
+        strategy = hints.strategy or d.strategy
+        intent, guessed, targets, skipped = self._candidates(req)
+        targets = self._available(req, intent, targets, skipped)
+        targets = self._within_deadline(req, targets)
+        targets, sticky = self._stick(req, caller, targets)
+        k = hints.k or d.k
+        fanout = self._fanout(strategy, k)
+        prompt = estimate.prompt_tokens(req.body)
+        targets, bound, budget = self._afford(req, targets, prompt, fanout)
+        merge = self._merge_target() if strategy is StrategyName.PARALLEL_MERGE else None
+        return Plan(
+            strategy, intent, guessed, tuple(targets), bound, k, budget, sticky, fanout, hints.max_latency_ms, merge
+        )
+
+    # ------------------------------------------------------------ candidates
+
+    def _candidates(self, req: ChatRequest) -> tuple[str | None, bool, list[Target], list[str]]:
+        """Explicit model or intent bucket (named or guessed), then the allowlist.
+
+        Also returns why bucket entries gave no candidate (a provider with no models known).
+        """
+        hints = req.hints
+        intent: str | None = None
+        guessed = False
+        skipped: list[str] = []
+        if req.model == "auto":
+            intent = hints.intent
+            if intent is None:
+                default = self.config.defaults.intent
+                intent = guess_intent(req.body, self.config.intents, default) if self.config.defaults.guess_intent else default
+                guessed = True
+            targets = self.catalog.for_intent(intent)
+            for ref in self.config.intents.get(intent, ()):
+                if not self.catalog.expand(ref):
+                    skipped.append(f"{ref}: {self._why_no_models(ref.split('/', 1)[0])}")
+        else:
+            targets = self.catalog.resolve(req.model)
+        allowed = self._allowlist(req)
+        if allowed is not None:
+            named = {ref.split("/", 1)[0] for ref in self.config.intents.get(intent, ())} if intent else set()
+            named |= {t.provider for t in targets}
+            if named and not named & set(allowed):
+                raise OmenError(
+                    400,
+                    f"no candidate for '{req.alias or req.model}' is served by the allowed providers ({', '.join(allowed)})",
+                    code="no_allowed_provider",
+                    param="omen.providers",
+                )
+            skipped = [s for s in skipped if s.split("/", 1)[0] in allowed]
+            targets = [t for t in targets if t.provider in allowed]
+        return intent, guessed, targets, skipped
+
+    def _allowlist(self, req: ChatRequest) -> tuple[str, ...] | None:
+        hints = req.hints
+        if not hints.local_only:
+            return hints.providers
+        local = tuple(p for p in self.config.providers if self.catalog.is_local(p))
+        return local if hints.providers is None else tuple(p for p in hints.providers if p in local)
+
+    def _why_no_models(self, provider: str) -> str:
+        why = self.catalog.usable(provider)
+        if why is not None:
+            return why
+        if not self.health.provider_available(provider) or self.health.get(provider).state == "down":
+            return self._unreachable(provider)
+        if provider in self.catalog.undiscovered:
+            return f"its models are not discovered yet ({self.config.providers[provider].base_url})"
+        return "no models (for Ollama: `ollama pull <model>`)"
+
+    def _unreachable(self, provider: str) -> str:
+        h = self.health.get(provider)
+        url = self.config.providers[provider].base_url
+        detail = f": {h.last_error}" if h.last_error else ""
+        return f"unreachable at {url}{detail}"
+
+    def _available(self, req: ChatRequest, intent: str | None, targets: list[Target], skipped: list[str]) -> list[Target]:
+        """Usable (enabled, keyed) and healthy targets; a 503 naming every skipped one when none is."""
+        usable = []
+        for t in targets:
+            why = self.catalog.usable(t.provider)
+            if why is None:
+                usable.append(t)
+            else:
+                skipped.append(f"{t}: {why}")
+        healthy = [t for t in usable if self.health.available(t)]
+        if healthy:
+            return healthy
+        for t in usable:
+            if not self.health.provider_available(t.provider):
+                skipped.append(f"{t}: {self._unreachable(t.provider)}")
+            else:
+                m = self.health.model(t)
+                skipped.append(f"{t}: resting for {self.health.retry_in(t):.0f} s after: {m.last_error or 'errors'}")
+        what = f"intent '{intent}'" if intent else f"model '{req.model}'"
+        detail = "; ".join(dict.fromkeys(skipped)) or "no candidates are configured for it"
+        hint = self._outside_bucket(intent, targets)
+        retry = min((self.health.retry_in(t) for t in usable), default=None)
+        raise OmenError(
+            503,
+            f"no provider can serve {what} right now: {detail}{hint}",
+            code="no_provider_available",
+            retry_after=retry if retry else None,
+        )
+
+    def _outside_bucket(self, intent: str | None, targets: list[Target]) -> str:
+        """Usable providers the intent's bucket leaves out: the usual surprise after adding one."""
+        if intent is None:
+            return ""
+        inside = {ref.split("/", 1)[0] for ref in self.config.intents.get(intent, ())} | {t.provider for t in targets}
+        outside = [p for p in self.config.providers if p not in inside and self.catalog.usable(p) is None]
+        if not outside:
+            return ""
+        return (
+            f". Not in intent '{intent}': {', '.join(outside)} (add \"{outside[0]}/*\" to [intents] {intent} "
+            f"in the config, or use `omen provider add`)"
+        )
+
+    def _within_deadline(self, req: ChatRequest, targets: list[Target]) -> list[Target]:
+        """Drop candidates whose measured time to first token cannot meet ``max_latency_ms``."""
+        deadline = req.hints.max_latency_ms
+        if deadline is None:
+            return targets
+        fast = [t for t in targets if (self.health.ttft_estimate(t) or 0.0) <= deadline]
+        if not fast:
+            slowest = ", ".join(f"{t} ~{self.health.ttft_estimate(t):.0f} ms" for t in targets[:3])
+            raise OmenError(
+                504,
+                f"no candidate can answer within omen.max_latency_ms={deadline} (recent time to first token: {slowest})",
+                code="deadline_exceeded",
+                param="omen.max_latency_ms",
+            )
+        return fast
+
+    def _stick(self, req: ChatRequest, caller: Caller, targets: list[Target]) -> tuple[list[Target], bool]:
+        """With ``stickiness: session``, the session's model goes first while it is a candidate."""
+        if (req.hints.stickiness or self.config.defaults.stickiness) != "session":
+            return targets, False
+        if caller.session is None:
+            if req.hints.stickiness == "session":
+                raise OmenError(
+                    400,
+                    "omen.stickiness 'session' needs a session id (omen.session or the x-omen-session header)",
+                    param="omen.session",
+                )
+            return targets, False
+        held = self.sticky.get(caller.user, caller.session)
+        if held is not None and held in targets:
+            return [held, *[t for t in targets if t != held]], True
+        return targets, True
+
+    def _fanout(self, strategy: StrategyName, k: int) -> int:
+        """Attempts a strategy may run (and pay for) at once: the worst case is that many answers."""
+        if strategy is StrategyName.SINGLE:
+            return 1
+        if strategy is StrategyName.SPECULATE_K:
+            return max(2, k)
+        if strategy is StrategyName.PARALLEL_MERGE and self.config.defaults.merge_model:
+            return k + 1
+        return k
+
+    def _afford(
+        self, req: ChatRequest, targets: list[Target], prompt: int, fanout: int
+    ) -> tuple[list[Target], CostBound, float | None]:
+        """Keep the candidates the budget covers; the request's worst case for quotas."""
+        d = self.config.defaults
+        requested = budgets.requested_output_cap(req.body)
+        cap = requested or d.assumed_output_tokens
+        budget = req.hints.budget_usd if req.hints.budget_usd is not None else d.budget_usd
+        prices = {t: self.config.price_for(t.provider, t.model) for t in targets}
+        worst = {t: budgets.worst_cost(prices[t], prompt, cap) for t in targets}
+        if budget is not None:
+            if requested is not None:  # the client's own output cap: its worst case must fit
+                need = worst
+                what = f"the prompt (about {prompt} tokens) plus max_tokens {requested}"
+                fits = [t for t in targets if worst[t] <= budget]
+            else:  # no cap given: the prompt must fit; body_for caps the output to what is left
+                need = {t: budgets.worst_cost(prices[t], prompt, 0) for t in targets}
+                what = f"the prompt (about {prompt} tokens) and some output"
+                fits = [t for t in targets if budgets.affordable_output(prices[t], prompt, budget) != 0]
+            if not fits:
+                cheapest = min(targets, key=lambda t: need[t])
+                raise OmenError(
+                    402,
+                    f"omen.budget_usd {budget:g} does not cover {what} on any candidate; the cheapest, "
+                    f"{cheapest}, needs {need[cheapest]:.6g} USD",
+                    code="budget_exceeded",
+                    param="omen.budget_usd",
+                )
+            targets = fits
+        # With a budget the request cannot cost more than it (body_for caps the output).
+        top = max(worst[t] for t in targets) * fanout
+        return targets, CostBound(prompt, cap, top if budget is None else min(top, budget)), budget
+
+    def _merge_target(self) -> Target | None:
+        ref = self.config.defaults.merge_model
+        if not ref:
+            return None
+        target = self.catalog.expand(ref)[0]
+        return target if self.catalog.usable(target.provider) is None and self.health.available(target) else None

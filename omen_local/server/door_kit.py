@@ -1,0 +1,124 @@
+"""What every front door shares: who is asking, the chat request, and the streaming loop.
+
+A door translates its API's body into a chat body, parses it with the chat parser (so
+aliases, hints and their validation are the same on every door), routes it with
+``router.complete``/``router.stream`` and encodes the answer in its own shape. The loop
+that writes a stream is the chat door's: primed stream, frames of one upstream read in
+one write, an error frame and no clean end after a failure, the session finished (and
+the upstream closed) whatever happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ..api.request import ChatRequest
+from ..caller import Caller
+from ..errors import OmenError
+from ..observe import Outcome
+from ..providers.base import Chunk, Usage
+from ..providers.errors import UpstreamError
+from ..routing.router import Routed, Router
+from ..routing.session import StreamSession
+from .app import ERROR_RENDERERS, ROUTER, _headers, read_json, routed_request
+
+__all__ = [
+    "FrameEncoder",
+    "chat_request",
+    "omen_headers",
+    "read_json",
+    "register_error_shape",
+    "router_of",
+    "stream_answer",
+]
+
+
+def omen_headers(request_id: str, answer: StreamSession | Routed, req: ChatRequest) -> dict[str, str]:
+    """The x-omen-* headers of an answer, as the chat door sends them."""
+    headers = _headers(request_id, answer.target, answer.plan, req.alias)
+    if isinstance(answer, Routed):
+        headers["x-omen-cost-usd"] = f"{answer.cost_usd:.8f}"
+    return headers
+
+
+def register_error_shape(app: web.Application, prefix: str, render: Callable[[OmenError, str | None], web.Response]) -> None:
+    """Answer every error under ``prefix`` (the edge's too: auth, Host, size) with ``render``."""
+    app.setdefault(ERROR_RENDERERS, []).append((prefix, render))
+
+
+def chat_request(request: web.Request, router: Router, body: dict[str, Any]) -> tuple[ChatRequest, Caller, str]:
+    """A door's translated body through the chat door's own path: the parser, alias, header and
+    body hints, the workspace check, the caller. (request, caller, request id)."""
+    return routed_request(body, request, router.config)
+
+
+def router_of(request: web.Request) -> Router:
+    return request.app[ROUTER].get()
+
+
+class FrameEncoder(Protocol):
+    """A door's stream format."""
+
+    def start(self) -> bytes:
+        """The frames before any content (written with the first content)."""
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        """The frames for one normalized chunk (may be empty)."""
+
+    def finish(self, usage: Usage) -> bytes:
+        """The frames that end a whole answer."""
+
+    def error(self, err: OmenError) -> bytes:
+        """The frame that ends a broken answer."""
+
+
+async def stream_answer(
+    request: web.Request,
+    session: StreamSession,
+    request_id: str,
+    req: ChatRequest,
+    encoder: FrameEncoder,
+    extra_headers: dict[str, str] | None = None,
+) -> tuple[web.StreamResponse, Outcome]:
+    """Write ``session`` as an SSE stream in ``encoder``'s format; (response, outcome)."""
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            **omen_headers(request_id, session, req),
+            **(extra_headers or {}),
+        }
+    )
+    outcome = Outcome.CANCELLED
+    error: UpstreamError | None = None
+    held: list[bytes] = [encoder.start()]  # frames waiting for the rest of their upstream read
+    try:
+        await resp.prepare(request)
+        async for chunk in session:
+            frames = encoder.chunk(chunk)
+            if frames:
+                held.append(frames)
+            if not chunk.more and held:  # frames from one upstream read go out in one write
+                await resp.write(b"".join(held))
+                held.clear()
+        usage, _ = session.usage_or_estimate()  # the provider's count, or the meter's own estimate
+        held.append(encoder.finish(usage))
+        await resp.write(b"".join(held))
+        held.clear()
+        outcome = Outcome.OK
+    except UpstreamError as err:
+        outcome, error = Outcome.ERROR, err
+        failure = OmenError(502, f"{err.message}; the answer above is incomplete", code="upstream_stream_error")
+        try:
+            await resp.write(b"".join(held) + encoder.error(failure))
+        except ConnectionResetError:
+            pass
+    except ConnectionResetError:
+        pass  # the client went away; finish() below closes the upstream
+    finally:
+        await session.finish(outcome, error)
+    return resp, outcome

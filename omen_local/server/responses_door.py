@@ -1,0 +1,107 @@
+"""``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``: the OpenAI Responses API.
+
+Newer OpenAI SDK agents and coding CLIs reach the same routing, limits and metering as
+chat: the body becomes a chat body (``api/responses.py``), goes through
+``router.complete``/``router.stream``, and the answer comes back as a ``response`` object
+or its typed SSE events (``responses_encode.py``). Unless ``store`` is false, a whole
+answer is kept for a while (``responses_store.py``) so a later request can continue it
+with ``previous_response_id``; only the same user can read it back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .. import jsonutil
+from ..api.responses import items_to_messages, parse_responses_request, previous_not_found
+from ..errors import OmenError
+from ..observe import Outcome
+from .app import IDENTITY, error_response
+from .door_kit import (
+    chat_request,
+    omen_headers,
+    read_json,
+    router_of,
+    stream_answer,
+)
+from .responses_encode import (
+    ResponsesEncoder,
+    output_from_completion,
+    response_object,
+    status_for,
+)
+from .responses_store import ResponseStore
+
+STORE: web.AppKey[ResponseStore] = web.AppKey("responses_store", ResponseStore)
+
+
+def _remember(request: web.Request, response: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """Keep a whole answer, and the conversation it ends, for previous_response_id."""
+    messages = items_to_messages(response["output"], "output") if response["output"] else []
+    request.app[STORE].put(request[IDENTITY].user, response["id"], response, [*history, *messages])
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    router = router_of(request)
+    request_id: str | None = None
+    created = int(time.time())
+    try:
+        parsed = parse_responses_request(await read_json(request))
+        history: list[dict[str, Any]] = []
+        if parsed.previous_response_id is not None:
+            stored = request.app[STORE].get(request[IDENTITY].user, parsed.previous_response_id)
+            if stored is None:
+                raise previous_not_found(parsed.previous_response_id)
+            history = stored.history
+        echo = {**parsed.echo, "store": parsed.store}
+        req, caller, request_id = chat_request(request, router, parsed.chat_body(history))
+        response_id = "resp_" + request_id[4:]
+        if not parsed.stream:
+            routed = await router.complete(req, caller)
+            output, finish = output_from_completion(routed.completion)
+            status, incomplete = status_for(finish)
+            model = routed.completion.body.get("model") or routed.target.model
+            body = response_object(
+                response_id, created, model, echo, status=status, output=output, usage=routed.completion.usage, incomplete=incomplete
+            )
+            if parsed.store:
+                _remember(request, body, [*history, *parsed.messages])
+            return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=omen_headers(request_id, routed, req))
+        session = await router.stream(req, caller)
+    except OmenError as err:
+        return error_response(err, request_id)
+    encoder = ResponsesEncoder(response_id, created, session.target.model, echo)
+    resp, outcome = await stream_answer(request, session, request_id, req, encoder)
+    if outcome is Outcome.OK and parsed.store and encoder.final is not None:
+        _remember(request, encoder.final, [*history, *parsed.messages])
+    return resp
+
+
+def _not_found(response_id: str) -> OmenError:
+    return OmenError(404, f"No response found with id '{response_id}'.", code="response_not_found", param="response_id")
+
+
+async def get_response(request: web.Request) -> web.Response:
+    response_id = request.match_info["response_id"]
+    stored = request.app[STORE].get(request[IDENTITY].user, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    return web.Response(body=jsonutil.dumps(stored.response), content_type="application/json")
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    response_id = request.match_info["response_id"]
+    if not request.app[STORE].delete(request[IDENTITY].user, response_id):
+        raise _not_found(response_id)
+    body = {"id": response_id, "object": "response.deleted", "deleted": True}
+    return web.Response(body=jsonutil.dumps(body), content_type="application/json")
+
+
+def add_responses_routes(app: web.Application, store: ResponseStore | None = None) -> None:
+    app[STORE] = store or ResponseStore()
+    app.router.add_post("/v1/responses", create_response)
+    app.router.add_get("/v1/responses/{response_id}", get_response)
+    app.router.add_delete("/v1/responses/{response_id}", delete_response)

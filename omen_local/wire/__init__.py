@@ -1,0 +1,1 @@
+"""Pure mappings between API vocabularies that more than one module translates."""
