@@ -1,8 +1,9 @@
-"""The tray icon, drawn with QPainter: one mark, a state badge, and a macOS template variant.
+"""The tray icon, drawn with QPainter: the brand mark, a state badge, and a macOS template.
 
-The mark is a ring with a spark (OMEN: watching every request). The badge in the lower
-right says the state at a glance: green healthy, amber degraded, red no provider, a
-violet gauge for a quota near its limit, grey stopped. On macOS the menu bar wants a
+The mark is the eye on a violet tile of resources/icons/omen.svg (what the installers
+ship), drawn here so every size and state stays crisp. The badge in the lower right says
+the state at a glance: green healthy, amber degraded, red no provider, a blue gauge for
+a quota near its limit, and a grey tile when stopped. On macOS the menu bar wants a
 template image (black + alpha, recoloured by the system), so the state is drawn as a
 shape there (a dot, a bar, a cross), not a colour.
 """
@@ -10,7 +11,17 @@ shape there (a dot, a bar, a cross), not a colour.
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QIcon,
+    QLinearGradient,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPixmap,
+    QRadialGradient,
+)
 
 # the states of app.state (not imported: this module loads at start-up, numpy does not)
 HEALTHY, DEGRADED, DOWN, QUOTA, STOPPED = "healthy", "degraded", "down", "quota", "stopped"
@@ -19,33 +30,59 @@ COLORS = {
     HEALTHY: QColor("#2e9d5b"),
     DEGRADED: QColor("#e0a100"),
     DOWN: QColor("#d23b3b"),
-    QUOTA: QColor("#7b4fd6"),
+    QUOTA: QColor("#1971c2"),
     STOPPED: QColor("#8a8f98"),
 }
-INK = QColor("#2b3340")
-ACCENT = QColor("#3b6fd8")
 SIZES = (16, 22, 24, 32, 48, 64, 128)
 
 
-def _mark(p: QPainter, s: float, ink: QColor, accent: QColor) -> None:
-    """The ring and the spark, in a square of side ``s``."""
-    pen = QPen(ink, s * 0.11)
-    pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+def _mark(p: QPainter, s: float, state: str) -> None:
+    """The brand mark (resources/icons/omen.svg): an eye on a violet tile, drawn at ``s`` px."""
+    k = s / 256.0
+    tile = QLinearGradient(0, 0, s, s)
+    if state == STOPPED:
+        tile.setColorAt(0, QColor("#a3a8b3"))
+        tile.setColorAt(1, QColor("#5f6470"))
+    else:
+        tile.setColorAt(0, QColor("#6d4aff"))
+        tile.setColorAt(1, QColor("#2a1a7a"))
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(QBrush(tile))
+    p.drawRoundedRect(QRectF(8 * k, 8 * k, 240 * k, 240 * k), 56 * k, 56 * k)
+    p.setBrush(QBrush(QColor("white")))
+    p.drawPath(_eye(k))
+    iris = QRadialGradient(QPointF(128 * k, 118 * k), 60 * k)
+    iris.setColorAt(0, QColor("#7fe3ff") if state != STOPPED else QColor("#d0d4db"))
+    iris.setColorAt(1, QColor("#1c9bd8") if state != STOPPED else QColor("#8a8f98"))
+    p.setBrush(QBrush(iris))
+    p.drawEllipse(QPointF(128 * k, 128 * k), 46 * k, 46 * k)
+    p.setBrush(QBrush(QColor("#14103a")))
+    p.drawEllipse(QPointF(128 * k, 128 * k), 21 * k, 21 * k)
+    if s >= 24:
+        p.setBrush(QBrush(QColor(255, 255, 255, 230)))
+        p.drawEllipse(QPointF(143 * k, 112 * k), 9 * k, 9 * k)
+
+
+def _eye(k: float) -> QPainterPath:
+    path = QPainterPath()
+    path.moveTo(28 * k, 128 * k)
+    path.cubicTo(68 * k, 60 * k, 188 * k, 60 * k, 228 * k, 128 * k)
+    path.cubicTo(188 * k, 196 * k, 68 * k, 196 * k, 28 * k, 128 * k)
+    path.closeSubpath()
+    return path
+
+
+def _template_mark(p: QPainter, s: float) -> None:
+    """The eye as a mask for the macOS menu bar: outline and pupil, black on transparent."""
+    k = s / 256.0
+    pen = QPen(QColor("black"), 22 * k)
+    pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
     p.setPen(pen)
     p.setBrush(Qt.BrushStyle.NoBrush)
-    r = QRectF(s * 0.12, s * 0.12, s * 0.76, s * 0.76)
-    p.drawArc(r, 50 * 16, 240 * 16)  # an open ring: the gap on the right, where the badge sits
-    spark = QPainterPath()
-    c = QPointF(s * 0.5, s * 0.5)
-    k = s * 0.2
-    spark.moveTo(c.x(), c.y() - k)
-    spark.quadTo(c.x(), c.y(), c.x() + k, c.y())
-    spark.quadTo(c.x(), c.y(), c.x(), c.y() + k)
-    spark.quadTo(c.x(), c.y(), c.x() - k, c.y())
-    spark.quadTo(c.x(), c.y(), c.x(), c.y() - k)
+    p.drawPath(_eye(k))
     p.setPen(Qt.PenStyle.NoPen)
-    p.setBrush(QBrush(accent))
-    p.drawPath(spark)
+    p.setBrush(QBrush(QColor("black")))
+    p.drawEllipse(QPointF(128 * k, 128 * k), 44 * k, 44 * k)
 
 
 def _badge(p: QPainter, s: float, state: str, template: bool) -> None:
@@ -97,11 +134,10 @@ def pixmap(state: str, size: int, *, template: bool = False, dpr: float = 1.0) -
     px.fill(Qt.GlobalColor.transparent)
     p = QPainter(px)
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
-    black = QColor(Qt.GlobalColor.black)
     if template:
-        _mark(p, size, black, black)
+        _template_mark(p, size)
     else:
-        _mark(p, size, INK if state != STOPPED else COLORS[STOPPED], ACCENT if state != STOPPED else COLORS[STOPPED])
+        _mark(p, size, state)
     _badge(p, size, state, template)
     p.end()
     return px
@@ -120,18 +156,29 @@ def state_icon(state: str, *, template: bool = False) -> QIcon:
 
 
 def app_icon() -> QIcon:
-    """The window icon: the mark without a badge, on a soft tile."""
+    """The window icon: the shipped artwork (resources/icons, as the installers use), else drawn."""
     icon = QIcon()
-    for size in (16, 32, 48, 64, 128, 256):
-        px = QPixmap(size, size)
-        px.fill(Qt.GlobalColor.transparent)
-        p = QPainter(px)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QBrush(QColor("#eef2fb")))
-        p.drawRoundedRect(QRectF(0, 0, size, size), size * 0.22, size * 0.22)
-        p.translate(size * 0.1, size * 0.1)
-        _mark(p, size * 0.8, INK, ACCENT)
-        p.end()
-        icon.addPixmap(px)
+    try:
+        from importlib import resources
+
+        folder = resources.files("omen_local.resources").joinpath("icons")
+        for size in (16, 24, 32, 48, 64, 128, 256, 512):
+            f = folder.joinpath(f"omen-{size}.png")
+            if f.is_file():
+                icon.addFile(str(f))
+    except (ModuleNotFoundError, OSError):
+        pass
+    if icon.isNull():
+        for size in (16, 32, 48, 64, 128, 256):
+            icon.addPixmap(_plain(size))
     return icon
+
+
+def _plain(size: int) -> QPixmap:
+    px = QPixmap(size, size)
+    px.fill(Qt.GlobalColor.transparent)
+    p = QPainter(px)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    _mark(p, size, HEALTHY)
+    p.end()
+    return px
