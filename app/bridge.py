@@ -31,7 +31,6 @@ from omen_local.metering import MeteringError
 from omen_local.observe import AttemptProgress, AttemptStarted, Event
 from omen_local.secrets import SecretStore
 from omen_local.service import OmenService
-from omen_local.tokens import TokenBook
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,9 +159,8 @@ class ServiceHost(QObject):
 
     async def _start(self) -> str:
         config = self.config = load_config(self.config_path)
-        secrets = self._secrets_factory(config) if self._secrets_factory else SecretStore(config.data_dir)
-        tokens = TokenBook(config.data_dir, secrets)
-        service = OmenService(config, secrets=secrets, tokens=tokens)
+        secrets = self._secrets_factory(config) if self._secrets_factory else None
+        service = OmenService(config, secrets=secrets)  # start() opens the keyring and SQLite in threads
         self._unsubscribe = service.hub.subscribe(self._on_event)
         try:
             await service.start()
@@ -170,7 +168,7 @@ class ServiceHost(QObject):
             self._unsubscribe()
             raise
         self.service = service
-        self.owner_token = tokens.owner_token
+        self.owner_token = service.tokens.owner_token
         self._refresh_status()
         self._status_task = asyncio.create_task(self._status_loop(), name="app-status")
         return service.url

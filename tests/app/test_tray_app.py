@@ -90,6 +90,11 @@ def test_dashboard_updates_from_new_usage_events(running: Running) -> None:
     assert len(x) == 600 and np.isfinite(y).any()
     assert dash.chart_rate.curves["requests/s"].getData()[1].sum() > 0
     assert dash.redraws >= 2
+    dash.refresh_history()  # the same rollups as /v1/usage, fetched on the router's loop
+    running.wait(lambda: dash.history.rowCount() >= 1)
+    row = [dash.history.item(0, c).text() for c in range(dash.history.columnCount())]
+    assert row[1] == "ollama" and row[3] == "4"
+    assert "Last 30 days: 4 requests" in dash.history_note.text()
 
 
 def test_a_blocked_ui_thread_does_not_delay_streams(running: Running, upstreams: Upstreams) -> None:
