@@ -59,6 +59,21 @@ class Options:
     quit_app: bool = True  # quit() ends the Qt application (tests keep theirs)
 
 
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _restore(path: Path, content: bytes | None) -> None:
+    """Put the config file back as it was before an edit that could not be applied."""
+    if content is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_private(path, content)
+
+
 class Prefs:
     """The app's own choices (not OMEN's config): kept in app.json beside the config."""
 
@@ -363,8 +378,13 @@ class OmenApp(QObject):
         path = self.config_path
 
         async def run(service: OmenService) -> Config:
+            before = await asyncio.to_thread(_read_or_none, path)
             config = await asyncio.to_thread(config_edit.apply, path, *edits)
-            await service.reload(config)
+            try:
+                await service.reload(config)
+            except BaseException:  # not applied (a port in use...): the file says what runs
+                await asyncio.to_thread(_restore, path, before)
+                raise
             self.host.config = config
             self.host._refresh_status()
             return config

@@ -272,4 +272,24 @@ def test_settings_limits_and_server_apply_without_restart(running: Running, qtbo
     dialog._save_server()
     assert "unchanged" in dialog.status.text()
     assert load_config(running.config).server.host == "127.0.0.1"
+
+    # a port in use: said so, and OMEN stays where it was
+    old_url = running.url
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        dialog.s_host.setCurrentText("127.0.0.1")
+        dialog.s_port.setValue(blocker.getsockname()[1])
+        dialog._save_server()
+        running.wait(lambda: "keeps serving where it was" in dialog.status.text())
+        assert load_config(running.config).server.port == 0  # the file still says what runs
+    assert running.app.url == old_url and running.ask() == "ollama"
+    # a free port: OMEN moves there without a restart (the user asked; never on its own)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    dialog.s_port.setValue(free)
+    dialog._save_server()
+    running.wait(lambda: running.app.url.endswith(f":{free}"))
+    assert running.ask() == "ollama" and wait_port_closed(old_url)
     assert isinstance(QMessageBox, type)
