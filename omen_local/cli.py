@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, provider_cli
 from .client import ask as ask_cli
 from .config import ConfigError, default_config_path, load_config
 from .metering import MeteringError
@@ -115,6 +115,7 @@ def _key(args: argparse.Namespace) -> int:
             return 2
         store.set(args.name, value)
         print(f"stored the key for {args.name} in {store.backend}")
+        print(provider_cli.notify_running(load_config(args.config)))
     else:
         print("set" if store.get(args.name) else "not set")
     return 0
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--glyph-config", type=Path, help="Glyph's config (default: glyph.toml in the config dir)")
     metering_cli.add_parsers(sub, common)
     ask_cli.add_parser(sub, common)
+    provider_cli.add_parser(sub, common)
     return parser
 
 
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "usage": metering_cli.usage_command,
         "quota": metering_cli.quota_command,
         "ask": ask_cli.main,
+        "provider": provider_cli.command,
     }
     if args.command is None:
         if _has_display():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, endpoint, local_servers
-from .config import Config
+from .config import Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
 from .providers.base import Provider, Timeouts
@@ -185,7 +186,7 @@ class OmenService:
             auto_decompress=True,
         )
         self.router_ref.set(self._build(self.config, keys))
-        app = make_app(self.router_ref, self.config.server, self.tokens, self.status)
+        app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
@@ -246,6 +247,16 @@ class OmenService:
             await asyncio.to_thread(endpoint.publish, self)
         if self._health_task is not None:
             await self._probe_all()
+
+    async def reload_source(self) -> Config:
+        """Re-read the config file OMEN was started with and apply it (``omen provider add`` calls
+        this through ``POST /v1/omen/reload``). The listening address stays as it is."""
+        source = self.base_config.source
+        loaded = await asyncio.to_thread(load_config, source)
+        current = self.config.server
+        config = dataclasses.replace(loaded, server=dataclasses.replace(loaded.server, host=current.host, port=current.port))
+        await self.reload(config)
+        return config
 
     async def stop(self) -> None:
         endpoint.remove(self)

@@ -20,7 +20,7 @@ from .. import jsonutil
 from ..api.hints import alias_hints, combine, header_hints
 from ..api.request import ChatRequest, parse_chat_request
 from ..caller import Caller
-from ..config import Config, ServerConfig
+from ..config import Config, ConfigError, ServerConfig
 from ..errors import OmenError, invalid
 from ..observe import Outcome
 from ..providers.errors import UpstreamError
@@ -57,6 +57,7 @@ class RouterRef:
 ROUTER: web.AppKey[RouterRef] = web.AppKey("router", RouterRef)
 TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 STATUS: web.AppKey[Any] = web.AppKey("status", object)
+RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 PUBLIC_PATHS = frozenset({"/health"})
@@ -341,7 +342,21 @@ async def status(request: web.Request) -> web.Response:
     return web.Response(body=jsonutil.dumps(request.app[STATUS]()), content_type="application/json")
 
 
-def make_app(router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any) -> web.Application:
+async def reload(request: web.Request) -> web.Response:
+    """Re-read the config file (owner only): what ``omen provider add`` calls so the change applies at once."""
+    if not request.app[TOKENS].is_owner(request[IDENTITY]):
+        raise OmenError(403, "only the owner's token may reload OMEN's configuration", code="owner_only")
+    try:
+        config = await request.app[RELOAD]()
+    except ConfigError as exc:
+        raise OmenError(400, f"the config file cannot be used: {exc}", code="config_error") from None
+    body = {"reloaded": True, "source": str(config.source) if config.source else None, "providers": sorted(config.providers)}
+    return web.Response(body=jsonutil.dumps(body), content_type="application/json")
+
+
+def make_app(
+    router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None
+) -> web.Application:
     app = web.Application(
         middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)],
         client_max_size=server.max_body_bytes,
@@ -349,7 +364,10 @@ def make_app(router: RouterRef, server: ServerConfig, tokens: TokenBook, status_
     app[ROUTER] = router
     app[TOKENS] = tokens
     app[STATUS] = status_fn
+    app[RELOAD] = reload_fn
     app.router.add_post("/v1/chat/completions", chat_completions)
+    if reload_fn is not None:
+        app.router.add_post("/v1/omen/reload", reload)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/v1/omen/status", status)
