@@ -229,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         if _has_display():
             return _app(args)
-        parser.print_help()
-        print("\nNo display here: `omen serve` runs the router headless; `omen app` is the desktop app.")
-        return 0
+        print("No display here: running the router headless, as `omen serve` does (Ctrl+C stops it).", flush=True)
+        args.host, args.port = None, None
+        return _run_serve(args)
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
