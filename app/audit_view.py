@@ -1,7 +1,9 @@
-"""The tray app's audit view: Glyph's recent calls, and a button that verifies the chain.
+"""The tray app's audit view: Glyph's recent calls, filtered, and whether the chain verifies.
 
 Reads the SQLite file directly through ``glyph.audit.AuditLog`` (a few hundred rows; cheap
-enough for the GUI thread). Hover a row for its (redacted) arguments and detail.
+enough for the GUI thread). Hover a row for its (redacted) arguments and detail. The
+filter box matches any column (client, server, tool, decision, outcome...); the decision
+box narrows to allowed or denied calls. Every refresh verifies the hash chain and says so.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import json
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -40,14 +44,28 @@ class AuditView(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setShowGrid(False)
         self.status = QLabel("")
         self.status.setObjectName("verify-status")
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
         self.verify_button = QPushButton("Verify chain")
         self.verify_button.clicked.connect(self.verify)
+        self.filter = QLineEdit()
+        self.filter.setObjectName("audit-filter")
+        self.filter.setPlaceholderText("Filter: tool, server, client, outcome…")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self.apply_filter)
+        self.decision = QComboBox()
+        self.decision.setObjectName("audit-decision")
+        self.decision.addItems(["all decisions", "allow", "deny"])
+        self.decision.currentIndexChanged.connect(self.apply_filter)
 
         buttons = QHBoxLayout()
+        buttons.addWidget(self.filter, 2)
+        buttons.addWidget(self.decision)
         buttons.addWidget(refresh)
         buttons.addWidget(self.verify_button)
         buttons.addWidget(self.status, 1)
@@ -72,6 +90,23 @@ class AuditView(QWidget):
                 if row["decision"] == "deny":
                     item.setForeground(DENIED)
                 self.table.setItem(i, j, item)
+        self.apply_filter()
+        self.verify()
+
+    def apply_filter(self) -> None:
+        """Hide the rows that do not match the filter text and the decision box."""
+        needle = self.filter.text().strip().lower()
+        wanted = self.decision.currentText()
+        decision_col = COLUMNS.index("decision")
+        for i in range(self.table.rowCount()):
+            cells = [self.table.item(i, j) for j in range(self.table.columnCount())]
+            texts = [c.text().lower() if c is not None else "" for c in cells]
+            match = (not needle or any(needle in t for t in texts)) and (
+                wanted == "all decisions" or texts[decision_col] == wanted)
+            self.table.setRowHidden(i, not match)
+
+    def visible_rows(self) -> int:
+        return sum(not self.table.isRowHidden(i) for i in range(self.table.rowCount()))
 
     def verify(self) -> VerifyReport:
         report = self.audit.verify()

@@ -1,7 +1,7 @@
 """``glyph``: serve the gateway, read and verify the audit log, manage pins and decisions.
 
     glyph init [--config FILE] [--root DIR] [--force]
-    glyph serve [--config FILE] [--http [--host H] [--port P]] [--prompt auto|tty|deny]
+    glyph serve [--config FILE] [--http [--host H] [--port P]] [--prompt auto|app|tty|dialog|deny]
     glyph audit [--config FILE] [--limit N] [--json] [--verify [--head ID:HASH]]
     glyph pins [--config FILE] [--approve SERVER__TOOL ...]
     glyph decisions [--config FILE] [--forget SERVER__TOOL ...]
@@ -47,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="serve Streamable HTTP instead of stdio (GLYPH_HTTP_TOKEN: require that bearer token)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8767)
-    serve.add_argument("--prompt", choices=("auto", "tty", "deny"), default="auto",
-                       help="who answers consent prompts (auto: this console under --http, else deny)")
+    serve.add_argument("--prompt", choices=("auto", "app", "tty", "dialog", "deny"), default="auto",
+                       help="who answers consent prompts (auto: the tray app when it runs, else this "
+                            "console under --http, else deny; see docs/app.md)")
+    serve.add_argument("--prompt-fallback", choices=("tty", "dialog", "deny"), default=None,
+                       help="with auto/app: who answers when the tray app is not running")
     serve.add_argument("-v", "--verbose", action="store_true")
 
     audit = sub.add_parser("audit", help="show and verify the audit log")
@@ -104,14 +107,25 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: TextIO = sys.stderr) -> Prompter:
-    """Under stdio, stdin/stdout are the MCP pipe: only ``--prompt tty`` may use /dev/tty."""
+def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: TextIO = sys.stderr,
+                    fallback: str | None = None) -> Prompter:
+    """Under stdio, stdin/stdout are the MCP pipe: only ``--prompt tty`` may use /dev/tty.
+    ``auto`` and ``app`` ask the tray app first (glyph/app_prompter.py)."""
+    if mode in ("auto", "app"):
+        from glyph.app_prompter import AppPrompter
+
+        local = fallback or ("local-auto" if mode == "auto" else "deny")
+        return AppPrompter(choose_prompter(local, http, stdin, stderr))
+    if mode == "dialog":
+        from glyph.app_prompter import DialogPrompter
+
+        return DialogPrompter()
     if mode == "tty":
         tty = TerminalPrompter.open_tty()
         if tty is not None:
             return tty
         logging.getLogger("glyph").warning("no terminal to prompt on; every prompt is denied")
-    elif mode == "auto" and http and stdin.isatty():
+    elif mode == "local-auto" and http and stdin.isatty():
         return TerminalPrompter(stdin, stderr)
     return DenyPrompter()
 
@@ -121,7 +135,7 @@ def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
                         format="glyph %(levelname)s %(name)s: %(message)s")
     for noisy in ("mcp", "httpx", "httpx2", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    prompter = choose_prompter(args.prompt, args.http)
+    prompter = choose_prompter(args.prompt, args.http, fallback=args.prompt_fallback)
 
     async def run() -> None:
         from glyph.gateway import Gateway

@@ -1,6 +1,7 @@
-"""The ``omen`` command: serve headless, manage tokens and keys, show config.
+"""The ``omen`` command: the tray app, serve headless, manage tokens and keys, show config.
 
-``omen`` alone will start the tray app once it exists; until then it prints help.
+``omen app`` (or ``omen`` alone, where there is a display) starts the tray app; the app's
+package (and Qt) is imported only then, so ``omen serve`` never loads Qt.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, provider_cli
 from .client import ask as ask_cli
 from .config import ConfigError, default_config_path, load_config
 from .metering import MeteringError
@@ -113,6 +115,7 @@ def _key(args: argparse.Namespace) -> int:
             return 2
         store.set(args.name, value)
         print(f"stored the key for {args.name} in {store.backend}")
+        print(provider_cli.notify_running(load_config(args.config)))
     else:
         print("set" if store.get(args.name) else "not set")
     return 0
@@ -128,6 +131,26 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_display() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _app(args: argparse.Namespace) -> int:
+    try:
+        from app.main import main as app_main  # lazy: Qt loads only for the app
+    except ImportError as exc:
+        print(f"omen app: the desktop app is not installed ({exc}); pip install 'omen-local[app]'", file=sys.stderr)
+        return 1
+    argv: list[str] = []
+    if args.config:
+        argv += ["--config", str(args.config)]
+    for flag in ("minimized", "no_tray", "no_glyph"):
+        if getattr(args, flag, False):
+            argv.append("--" + flag.replace("_", "-"))
+    argv += ["--log-level", getattr(args, "log_level", "info")]
+    return app_main(argv)
 def _doctor(args: argparse.Namespace) -> int:
     from .doctor import run_doctor
 
@@ -171,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("name", help="the key name a provider's config refers to, e.g. openai for keyring:openai")
 
     sub.add_parser("config", help="show where the config and data live", parents=[common])
+    app = sub.add_parser("app", help="run OMEN in the system tray (the desktop app)", parents=[common])
+    app.add_argument("--minimized", action="store_true", help="start in the tray, dashboard closed")
+    app.add_argument("--no-tray", action="store_true", help="run as a normal window")
+    app.add_argument("--no-glyph", action="store_true", help="do not host Glyph")
     doctor = sub.add_parser(
         "doctor", help="check keyring, providers, intents, port, data dir and Glyph; say how to fix", parents=[common]
     )
@@ -178,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--glyph-config", type=Path, help="Glyph's config (default: glyph.toml in the config dir)")
     metering_cli.add_parsers(sub, common)
     ask_cli.add_parser(sub, common)
+    provider_cli.add_parser(sub, common)
     return parser
 
 
@@ -191,15 +219,19 @@ def main(argv: list[str] | None = None) -> int:
         "token": _token,
         "key": _key,
         "config": _config,
+        "app": _app,
         "doctor": _doctor,
         "usage": metering_cli.usage_command,
         "quota": metering_cli.quota_command,
         "ask": ask_cli.main,
+        "provider": provider_cli.command,
     }
     if args.command is None:
-        parser.print_help()
-        print("\nThe tray app is not part of this version; `omen serve` runs the router headless.")
-        return 0
+        if _has_display():
+            return _app(args)
+        print("No display here: running the router headless, as `omen serve` does (Ctrl+C stops it).", flush=True)
+        args.host, args.port = None, None
+        return _run_serve(args)
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -85,6 +85,7 @@ class UsageEvent:
     estimated: bool = False
     error: str | None = None
     time: float = field(default_factory=time.time)
+    intent: str | None = None  # the intent bucket the request was routed by (for the tray's table)
 
 
 @dataclass(frozen=True, slots=True)

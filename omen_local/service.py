@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, endpoint, local_servers
-from .config import Config
+from .config import Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
 from .providers.base import Provider, Timeouts
@@ -80,6 +81,7 @@ class OmenService:
         self.session: aiohttp.ClientSession | None = None
         self.router_ref = RouterRef()
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._started = 0.0
         self._first_probe: asyncio.Future[None] | None = None  # done once the first probe ends
@@ -184,7 +186,7 @@ class OmenService:
             auto_decompress=True,
         )
         self.router_ref.set(self._build(self.config, keys))
-        app = make_app(self.router_ref, self.config.server, self.tokens, self.status)
+        app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
@@ -195,6 +197,7 @@ class OmenService:
         except OSError:
             await self.stop()
             raise
+        self._site = site
         server = site._server
         sockets = getattr(server, "sockets", None) or ()
         if sockets:
@@ -210,21 +213,50 @@ class OmenService:
 
     async def reload(self, config: Config) -> None:
         """Apply ``config`` to the next request: providers, intents, aliases, defaults, quotas and
-        limits. Requests in flight finish on what they started with. The listening address
-        and the data dir are fixed for the service's life (restart to change them)."""
-        if (config.server.host, config.server.port) != (self.config.server.host, self.config.server.port) and (
-            config.server.port != 0
+        limits. Requests in flight finish on what they started with. A changed host/port is bound
+        first: if that fails (OSError), nothing changes and the old listener keeps serving; else
+        the old listener closes (its open connections finish). The data dir is fixed for the
+        service's life (restart to change it)."""
+        new_site: web.TCPSite | None = None
+        if self._runner is not None and (config.server.host, config.server.port) != (
+            self.config.server.host,
+            self.config.server.port,
         ):
-            log.warning("server.host/port changed: restart OMEN to listen on the new address")
-        keys = self._keys_now = await asyncio.to_thread(self._keys, config)
-        if self.metering is not None:
-            await asyncio.to_thread(self.metering.reconfigure, config)
+            new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024)
+            await new_site.start()  # OSError propagates before anything changed
+        try:
+            keys = await asyncio.to_thread(self._keys, config)
+            if self.metering is not None:
+                await asyncio.to_thread(self.metering.reconfigure, config)
+        except BaseException:
+            if new_site is not None:
+                await new_site.stop()
+            raise
+        self._keys_now = keys
         self.base_config = config
         self.config = local_servers.with_found(config, self.found)
         self.router_ref.set(self._build(self.config, keys))
         self.sticky.ttl_s = config.defaults.sticky_ttl_s
+        if new_site is not None:
+            old_site, self._site = self._site, new_site
+            sockets = getattr(new_site._server, "sockets", None) or ()
+            self.port = sockets[0].getsockname()[1] if sockets else config.server.port
+            if old_site is not None:
+                await old_site.stop()
+            log.info("OMEN now listening on %s", self.url)
+            await asyncio.to_thread(endpoint.publish, self)
         if self._health_task is not None:
             await self._probe_all()
+
+    async def reload_source(self) -> Config:
+        """Re-read the config file OMEN was started with and apply it (``omen provider add`` calls
+        this through ``POST /v1/omen/reload``). The listening address stays as it is."""
+        source = self.base_config.source
+        loaded = await asyncio.to_thread(load_config, source)
+        current = self.config.server
+        config = dataclasses.replace(loaded, server=dataclasses.replace(loaded.server, host=current.host, port=current.port))
+        await self.reload(config)
+        return config
 
     async def stop(self) -> None:
         endpoint.remove(self)
@@ -236,6 +268,7 @@ class OmenService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self._site = None
         if self.session is not None:
             await self.session.close()
             self.session = None

@@ -119,3 +119,42 @@ def test_port_in_use_is_a_clear_message(env: dict[str, str]) -> None:
         port = s.getsockname()[1]
         out = omen(env, "serve", "--port", str(port))
     assert out.returncode == 1 and "cannot listen" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_provider_add_keeps_comments_and_a_running_server_uses_it(env: dict[str, str], tmp_path: Path) -> None:
+    cfg = Path(env["OMEN_CONFIG"])
+    cfg.write_text("# my own notes\n" + cfg.read_text(encoding="utf-8") + "\n[defaults]\nk = 2   # two is plenty\n", encoding="utf-8")
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.serve", "openai", "--no-key", "--models", "box-model"],
+        cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "omen_local", "serve", "--port", "0"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout is not None and proc.stdout is not None
+        box = fake.stdout.readline().strip()
+        base = re.search(r"(http://127\.0\.0\.1:\d+)/v1", proc.stdout.readline()).group(1)  # type: ignore[union-attr]
+        token = omen(env, "token").stdout.strip()
+        out = omen(env, "provider", "add", "box", f"{box}/v1")
+        assert out.returncode == 0, out.stderr
+        assert "'auto' uses it for: chat, code" in out.stdout and "uses it now" in out.stdout
+        text = cfg.read_text(encoding="utf-8")
+        assert text.startswith("# my own notes") and "k = 2   # two is plenty" in text and "[providers.box]" in text
+        req = urllib.request.Request(
+            f"{base}/v1/chat/completions",
+            data=json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "omen": {"providers": ["box"]}}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.headers["x-omen-provider"] == "box" and json.loads(resp.read())["model"] == "box-model"
+        listed = omen(env, "provider", "list").stdout
+        assert "box: openai" in listed and "chat" in listed
+        # Only the owner may ask for a reload.
+        bob = omen(env, "token", "create", "--user", "bob").stdout.strip()
+        req = urllib.request.Request(f"{base}/v1/omen/reload", data=b"{}", headers={"Authorization": f"Bearer {bob}"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 403
+    finally:
+        for p in (proc, fake):
+            p.terminate()
+            p.wait(timeout=10)

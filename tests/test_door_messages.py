@@ -343,6 +343,7 @@ async def test_errors_are_in_anthropics_shape(stack: Stack, sdk: anthropic.Async
     assert bad.value.body == {  # type: ignore[comparison-overlap]
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "max_tokens: Field required: an integer >= 1 (invalid_request)"},
+        "request_id": bad.value.response.headers["request-id"],  # every answer, a 400 too, carries its id
     }
     with pytest.raises(anthropic.NotFoundError) as nf:
         await sdk.messages.create(model="no-such-model", max_tokens=10, messages=USER)

@@ -44,8 +44,10 @@ class Attempt:
         prompt_estimate: int,
         reporter: Reporter,
         op: Operation = Operation.CHAT,
+        intent: str | None = None,
     ) -> None:
         self.id, self.caller, self.strategy = attempt_id, caller, strategy
+        self.intent = intent  # the bucket the plan used, reported with the usage (the tray's table)
         self.target, self.provider, self.price, self.body = target, provider, price, body
         self.prompt_estimate = prompt_estimate
         self._reporter = reporter
@@ -258,6 +260,7 @@ class Attempt:
                 outcome=outcome,
                 estimated=self.estimated,
                 error=None if err is None else err.message,
+                intent=self.intent,
             )
         )
         self._reporter.ended(self, outcome, err)

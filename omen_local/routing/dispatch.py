@@ -106,6 +106,7 @@ class Dispatcher:
             plan.bound.prompt_tokens,
             self,
             call.request.op,
+            intent=plan.intent,
         )
         call.attempts.append(attempt)
         return attempt

@@ -8,6 +8,7 @@ the router's answer back into HTTP; nothing here decides a route.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from .. import jsonutil
 from ..api.hints import alias_hints, combine, header_hints
 from ..api.request import ChatRequest, parse_chat_request
 from ..caller import Caller
-from ..config import Config, ServerConfig
+from ..config import Config, ConfigError, ServerConfig
 from ..errors import OmenError, invalid
 from ..observe import Outcome
 from ..providers.errors import UpstreamError
@@ -56,7 +57,9 @@ class RouterRef:
 ROUTER: web.AppKey[RouterRef] = web.AppKey("router", RouterRef)
 TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 STATUS: web.AppKey[Any] = web.AppKey("status", object)
+RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 PUBLIC_PATHS = frozenset({"/health"})
 ErrorRenderer = Callable[[OmenError, str | None], web.Response]
 # (path prefix, renderer): doors whose API has its own error shape (door_kit.register_error_shape).
@@ -77,6 +80,7 @@ def error_response(err: OmenError, request_id: str | None = None) -> web.Respons
 
 def render_error(request: web.Request, err: OmenError, request_id: str | None = None) -> web.Response:
     """``err`` in the shape of the door the request came to (OpenAI's unless the door has its own)."""
+    request_id = request_id or request.get(REQUEST_ID)
     path = request.path
     for prefix, render in request.app.get(ERROR_RENDERERS, ()):
         if path == prefix or path.startswith(prefix + "/"):
@@ -139,8 +143,21 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
     return edge
 
 
-def _request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+_ID_PREFIX = os.urandom(6).hex()  # this process's; the counter makes ids unique within it
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """A request id, unique across processes and restarts (random prefix) without a syscall each."""
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
+def request_id_of(request: web.Request) -> str:
+    """The id the edge gave this request (every answer, errors included, carries it)."""
+    rid = request.get(REQUEST_ID)
+    if rid is None:
+        rid = request[REQUEST_ID] = new_request_id()
+    return rid
 
 
 def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:
@@ -205,7 +222,7 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
             param="omen.workspace",
         )
     caller = Caller(
-        request_id=_request_id(),
+        request_id=request_id_of(request),
         user=identity.user,
         workspace=workspace or identity.workspace,
         client=clean_text(request.headers.get("User-Agent")),
@@ -230,9 +247,9 @@ def _headers(request_id: str, target: Target, plan: Plan, alias: str | None) -> 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     router = request.app[ROUTER].get()
-    request_id: str | None = None
+    request_id = request_id_of(request)
     try:
-        req, caller, request_id = routed_request(await read_json(request), request, router.config)
+        req, caller, _ = routed_request(await read_json(request), request, router.config)
         if not req.stream:
             routed = await router.complete(req, caller)
             headers = _headers(request_id, routed.target, routed.plan, req.alias)
@@ -325,7 +342,21 @@ async def status(request: web.Request) -> web.Response:
     return web.Response(body=jsonutil.dumps(request.app[STATUS]()), content_type="application/json")
 
 
-def make_app(router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any) -> web.Application:
+async def reload(request: web.Request) -> web.Response:
+    """Re-read the config file (owner only): what ``omen provider add`` calls so the change applies at once."""
+    if not request.app[TOKENS].is_owner(request[IDENTITY]):
+        raise OmenError(403, "only the owner's token may reload OMEN's configuration", code="owner_only")
+    try:
+        config = await request.app[RELOAD]()
+    except ConfigError as exc:
+        raise OmenError(400, f"the config file cannot be used: {exc}", code="config_error") from None
+    body = {"reloaded": True, "source": str(config.source) if config.source else None, "providers": sorted(config.providers)}
+    return web.Response(body=jsonutil.dumps(body), content_type="application/json")
+
+
+def make_app(
+    router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None
+) -> web.Application:
     app = web.Application(
         middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)],
         client_max_size=server.max_body_bytes,
@@ -333,7 +364,10 @@ def make_app(router: RouterRef, server: ServerConfig, tokens: TokenBook, status_
     app[ROUTER] = router
     app[TOKENS] = tokens
     app[STATUS] = status_fn
+    app[RELOAD] = reload_fn
     app.router.add_post("/v1/chat/completions", chat_completions)
+    if reload_fn is not None:
+        app.router.add_post("/v1/omen/reload", reload)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/v1/omen/status", status)

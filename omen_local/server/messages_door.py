@@ -14,6 +14,7 @@ from aiohttp import web
 from .. import estimate, jsonutil
 from ..api.messages import parse_count_tokens_request, parse_messages_request
 from ..errors import OmenError
+from .app import request_id_of
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -42,10 +43,10 @@ def anthropic_error_response(err: OmenError, request_id: str | None = None) -> w
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     router = router_of(request)
-    request_id: str | None = None
+    request_id = request_id_of(request)
     try:
         parsed = parse_messages_request(await read_json(request))
-        req, caller, request_id = chat_request(request, router, parsed.chat)
+        req, caller, _ = chat_request(request, router, parsed.chat)
         message_id = "msg_" + request_id[4:]
         if not parsed.stream:
             routed = await router.complete(req, caller)

@@ -19,7 +19,7 @@ from .. import jsonutil
 from ..api.responses import items_to_messages, parse_responses_request, previous_not_found
 from ..errors import OmenError
 from ..observe import Outcome
-from .app import IDENTITY, error_response
+from .app import IDENTITY, error_response, request_id_of
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -46,7 +46,7 @@ def _remember(request: web.Request, response: dict[str, Any], history: list[dict
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     router = router_of(request)
-    request_id: str | None = None
+    request_id = request_id_of(request)
     created = int(time.time())
     try:
         parsed = parse_responses_request(await read_json(request))
@@ -57,7 +57,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                 raise previous_not_found(parsed.previous_response_id)
             history = stored.history
         echo = {**parsed.echo, "store": parsed.store}
-        req, caller, request_id = chat_request(request, router, parsed.chat_body(history))
+        req, caller, _ = chat_request(request, router, parsed.chat_body(history))
         response_id = "resp_" + request_id[4:]
         if not parsed.stream:
             routed = await router.complete(req, caller)

@@ -18,7 +18,7 @@ from ..api.request import ChatRequest, Operation
 from ..api.shape import check_shape
 from ..errors import OmenError
 from ..providers.base import Usage
-from .app import error_response, read_json, with_hints
+from .app import error_response, read_json, request_id_of, with_hints
 from .completions_encode import CompletionEncoder, completion_body
 from .door_kit import omen_headers, router_of, stream_answer
 from .embeddings_encode import embeddings_body
@@ -27,13 +27,13 @@ from .embeddings_encode import embeddings_body
 async def completions(request: web.Request) -> web.StreamResponse:
     router = router_of(request)
     config = router.config
-    request_id: str | None = None
+    request_id = request_id_of(request)
     try:
         raw = await read_json(request)
         check_shape(raw)
         parsed = parse_completion_request(raw, intents=tuple(config.intents), providers=tuple(config.providers))
         req = ChatRequest(parsed.model, parsed.body, parsed.stream, parsed.include_usage, parsed.hints, op=Operation.TEXT)
-        req, caller, request_id = with_hints(req, request, config)
+        req, caller, _ = with_hints(req, request, config)
         completion_id = "cmpl-" + request_id[4:]
         if not req.stream:
             routed = await router.complete(req, caller)
@@ -52,13 +52,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def embeddings(request: web.Request) -> web.Response:
     router = router_of(request)
     config = router.config
-    request_id: str | None = None
+    request_id = request_id_of(request)
     try:
         raw = await read_json(request)
         check_shape(raw)
         parsed = parse_embeddings_request(raw, intents=tuple(config.intents), providers=tuple(config.providers))
         req = ChatRequest(parsed.model, parsed.body, False, False, parsed.hints, op=Operation.EMBED)
-        req, caller, request_id = with_hints(req, request, config)
+        req, caller, _ = with_hints(req, request, config)
         done = await router.embed(req, caller)
     except OmenError as err:
         return error_response(err, request_id)

@@ -18,12 +18,13 @@ from .fake_ollama import FakeOllama
 from .fake_openai import FakeOpenAI
 
 
-async def _serve(kind: str, host: str, port: int, models: list[str] | None) -> None:
+async def _serve(kind: str, host: str, port: int, models: list[str] | None, no_key: bool = False) -> None:
     fake: FakeOllama | FakeOpenAI | FakeAnthropic
     if kind == "ollama":
         fake = FakeOllama(models)
     elif kind == "openai":
         fake = FakeOpenAI(models)
+        fake.require_key = not no_key
     else:
         fake = FakeAnthropic()
         if models is not None:
@@ -45,10 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--models", help="comma-separated model names the fake lists ('' for none)")
+    parser.add_argument("--no-key", action="store_true", help="openai: take requests without a key (a local server)")
     args = parser.parse_args(argv)
     models = None if args.models is None else [m for m in args.models.split(",") if m]
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.kind, args.host, args.port, models))
+        asyncio.run(_serve(args.kind, args.host, args.port, models, args.no_key))
     return 0
 
 

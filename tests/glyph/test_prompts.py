@@ -66,6 +66,9 @@ class FakeTty(io.StringIO):
 
 def test_choose_prompter() -> None:
     assert choose_prompter("deny", http=True, stdin=FakeTty()).name == "none"
-    assert choose_prompter("auto", http=False, stdin=FakeTty()).name == "none"  # stdio: stdin is MCP's
-    assert choose_prompter("auto", http=True, stdin=io.StringIO()).name == "none"  # no console
-    assert choose_prompter("auto", http=True, stdin=FakeTty()).name == "terminal"
+    # auto: the tray app when it runs (docs/app.md), else what Glyph did on its own
+    assert choose_prompter("auto", http=False, stdin=FakeTty()).name == "app (else none)"  # stdio: stdin is MCP's
+    assert choose_prompter("auto", http=True, stdin=io.StringIO()).name == "app (else none)"  # no console
+    assert choose_prompter("auto", http=True, stdin=FakeTty()).name == "app (else terminal)"
+    assert choose_prompter("app", http=False, fallback="dialog").name == "app (else dialog)"
+    assert choose_prompter("app", http=False).name == "app (else none)"

@@ -1,0 +1,296 @@
+"""The router's thread and the bridge to Qt.
+
+OMEN runs on its own asyncio loop (uvloop where available) in a worker thread, so a busy
+or blocked UI thread (a modal dialog, a slow redraw) never delays a request or a stream.
+The config is read, the service built (keyring look-ups, SQLite schema) and started on
+that thread, never on the UI's.
+
+Hub listeners run on the router's loop and only append to a bounded deque; the first
+event after a drain emits ``events_ready`` (a queued signal: delivered on the UI thread,
+coalescing any burst into one slot call). The UI calls into the service with
+:meth:`ServiceHost.call`, which returns at once; the result comes back on the UI thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from PySide6.QtCore import QObject, Signal
+
+from omen_local.config import Config, ConfigError, load_config
+from omen_local.metering import MeteringError
+from omen_local.observe import AttemptProgress, AttemptStarted, Event
+from omen_local.secrets import SecretStore
+from omen_local.service import OmenService
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EVENT_BATCH_MS = 200  # the UI takes events at most 5 times a second, whatever the request rate
+EVENT_BUFFER = 100_000  # events waiting for the UI (a UI blocked for minutes at 50 req/s drops the oldest)
+STATUS_EVERY_S = 1.0
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # Windows
+        return asyncio.new_event_loop()
+
+
+class LoopThread:
+    """An asyncio loop running forever on a daemon thread of its own."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        loop = self.loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        assert self.loop is not None, "start() first"
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(fn)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.loop is not None and self.running:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class Relay(QObject):
+    """Runs ``fn(arg)`` on the thread this object lives in (the UI's), posted from any thread."""
+
+    _deliver = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._deliver.connect(self._run)
+
+    def post(self, fn: Callable[[Any], None], arg: Any) -> None:
+        self._deliver.emit((fn, arg))
+
+    def _run(self, payload: object) -> None:
+        fn, arg = cast("tuple[Callable[[Any], None], Any]", payload)
+        try:
+            fn(arg)
+        except Exception:
+            log.exception("a UI callback failed")
+
+
+class ServiceHost(QObject):
+    """Owns the router thread and the OmenService on it; everything else talks to this."""
+
+    started = Signal(str)  # url
+    port_taken = Signal(str, int, str)  # host, port, the OS's message
+    failed = Signal(str)  # could not start: why
+    events_ready = Signal()
+    status_changed = Signal()
+
+    def __init__(self, config_path: Path | None, *, secrets: Callable[[Config], SecretStore] | None = None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.config_path = config_path
+        self._secrets_factory = secrets
+        self.router_thread = LoopThread("omen-router")
+        self.relay = Relay(self)
+        self.service: OmenService | None = None
+        self.config: Config | None = None
+        self.owner_token = ""
+        self.status: dict[str, Any] | None = None  # refreshed on the router's loop, read by the UI
+        self.quota_used: dict[str, tuple[float, float]] = {}
+        self.quota_limits: dict[str, dict[str, float]] = {}
+        self.events: deque[Event] = deque(maxlen=EVENT_BUFFER)
+        self._pending = False
+        self._lock = threading.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._status_task: asyncio.Task[None] | None = None
+        self.started_at = 0.0
+        self.settled = threading.Event()  # set once a start attempt succeeded or failed
+
+    # ---------------------------------------------------------------- lifecycle (UI thread)
+
+    def start(self) -> None:
+        """Start the router thread and OMEN on it; returns at once (``started``/``port_taken``/``failed`` follow)."""
+        if not self.router_thread.running:
+            self.router_thread.start()
+        self.started_at = time.perf_counter()
+        self.settled.clear()
+        self.router_thread.submit(self._start()).add_done_callback(self._on_start_done)
+
+    async def _start(self) -> str:
+        config = self.config = load_config(self.config_path)
+        secrets = self._secrets_factory(config) if self._secrets_factory else None
+        service = OmenService(config, secrets=secrets)  # start() opens the keyring and SQLite in threads
+        self._unsubscribe = service.hub.subscribe(self._on_event)
+        try:
+            await service.start()
+        except BaseException:
+            self._unsubscribe()
+            raise
+        self.service = service
+        self.owner_token = service.tokens.owner_token
+        self._refresh_status()
+        self._status_task = asyncio.create_task(self._status_loop(), name="app-status")
+        return service.url
+
+    def _on_start_done(self, fut: concurrent.futures.Future[str]) -> None:  # router thread
+        self.settled.set()
+        exc = fut.exception()
+        if exc is None:
+            self.started.emit(fut.result())
+        elif isinstance(exc, OSError):
+            config = self.config
+            host = config.server.host if config else "127.0.0.1"
+            port = config.server.port if config else 0
+            self.port_taken.emit(host, port, exc.strerror or str(exc))
+        elif isinstance(exc, ConfigError | MeteringError):
+            self.failed.emit(str(exc))
+        else:
+            log.error("OMEN failed to start", exc_info=exc)
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop OMEN (flushing usage to the store) and the router thread. Blocks: for quitting."""
+        ok = True
+        if self.router_thread.running:
+            try:
+                self.router_thread.submit(self._stop()).result(timeout)
+            except Exception:
+                log.exception("OMEN did not stop cleanly")
+                ok = False
+            self.router_thread.stop(timeout)
+        return ok
+
+    async def _stop(self) -> None:
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self.service is not None:
+            await self.service.stop()  # flushes the usage store
+            self.service = None
+        self.status = None
+
+    @property
+    def running(self) -> bool:
+        return self.service is not None and self.status is not None
+
+    # ---------------------------------------------------------------- calls from the UI
+
+    def call(self, make: Callable[[OmenService], Awaitable[T]],
+             done: Callable[[concurrent.futures.Future[T]], None] | None = None) -> concurrent.futures.Future[T]:
+        """Run ``make(service)`` on the router's loop; ``done(future)`` later runs on the UI thread."""
+
+        async def run() -> T:
+            if self.service is None:
+                raise RuntimeError("OMEN is not running")
+            return await make(self.service)
+
+        fut: concurrent.futures.Future[T] = self.router_thread.submit(run())
+        if done is not None:
+            fut.add_done_callback(lambda f: self.relay.post(done, f))
+        return fut
+
+    def reload(self, config: Config, done: Callable[[concurrent.futures.Future[None]], None] | None = None
+               ) -> concurrent.futures.Future[None]:
+        async def run(service: OmenService) -> None:
+            await service.reload(config)
+            self.config = config
+            self._refresh_status()
+
+        return self.call(run, done)
+
+    # ---------------------------------------------------------------- router thread side
+
+    def _on_event(self, event: Event) -> None:
+        """Hub listener, on the router's loop: append and maybe wake the UI. Nothing more."""
+        if isinstance(event, AttemptStarted | AttemptProgress):
+            return
+        self.events.append(event)
+        with self._lock:
+            if self._pending:
+                return
+            self._pending = True
+        self.events_ready.emit()
+
+    def drain(self, rearm: bool = True) -> list[Event]:
+        """The events since the last drain (UI thread). ``rearm=False`` keeps the signal quiet
+        (the caller drains again, with ``rearm=True``, a moment later: one wake-up per batch)."""
+        if rearm:
+            with self._lock:
+                self._pending = False
+        out: list[Event] = []
+        pop = self.events.popleft
+        with contextlib.suppress(IndexError):
+            while True:
+                out.append(pop())
+        return out
+
+    def _refresh_status(self) -> None:
+        service = self.service
+        if service is None:
+            return
+        self.status = service.status()
+        if service.metering is not None:
+            m = service.metering
+            scopes = [("user", "owner"), *(s for s, _ in m.quotas.configured())]
+            limits, used = {}, {}
+            for scope in scopes:
+                lim = m.quotas.limits(scope)
+                if lim:
+                    label = f"{scope[0]} {scope[1]}"
+                    limits[label] = dict(lim)
+                    day_usd, month_usd, _, _ = m.ledger.used(scope)
+                    used[label] = (day_usd, month_usd)
+            self.quota_limits, self.quota_used = limits, used
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            try:
+                self._refresh_status()
+            except Exception:
+                log.exception("status refresh failed")
+            self.status_changed.emit()

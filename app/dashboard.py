@@ -1,0 +1,443 @@
+"""The dashboard window: live charts (pyqtgraph), spend against quotas, recent requests,
+history from the usage store, Glyph's audit log.
+
+Charts redraw from ``LiveStats`` (fixed-size rings) once a second, and only while the
+window is visible; each redraw is a handful of ``setData`` calls on 600-point arrays.
+The recent-requests table is a model over a bounded deque. History comes from the same
+rollups as ``/v1/usage``, fetched on the router's loop without blocking this thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import QCloseEvent, QColor, QFont, QGuiApplication
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .icons import COLORS, app_icon
+from .state import STOPPED, LiveStats, Overall, RequestRow
+
+PALETTE = ("#3b6fd8", "#e07a1f", "#2e9d5b", "#b04fc6", "#d23b3b", "#1fa5b8", "#8a6d3b", "#5c6bc0")
+COLUMNS = ("time", "client", "user", "intent", "strategy", "provider", "model", "tokens", "cost", "latency",
+           "TTFT", "outcome")
+OUTCOME_COLORS = {"ok": None, "error": QColor("#c62828"), "cancelled": QColor("#8a8f98"),
+                  "budget_cut": QColor("#e0a100")}
+
+pg.setConfigOptions(antialias=True, background="w", foreground="#3a4250")
+
+
+def money(usd: float) -> str:
+    if usd == 0:
+        return "$0.00"
+    if usd < 0.01:
+        return f"${usd:.4f}"
+    return f"${usd:,.2f}"
+
+
+class RequestsModel(QAbstractTableModel):
+    """The recent requests (newest first), a snapshot of ``LiveStats.recent``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[RequestRow] = []
+
+    def set_rows(self, rows: list[RequestRow]) -> None:
+        self.beginResetModel()
+        self.rows = rows
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (
+                datetime.fromtimestamp(row.time).strftime("%H:%M:%S"), row.client, row.user, row.intent,
+                row.strategy, row.provider, row.model, f"{row.tokens:,}", money(row.cost_usd),
+                f"{row.latency_ms:,.0f} ms", "" if row.ttft_ms is None else f"{row.ttft_ms:,.0f} ms", row.outcome,
+            )[col]
+        if role == Qt.ItemDataRole.ForegroundRole and col == len(COLUMNS) - 1:
+            return OUTCOME_COLORS.get(row.outcome)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (7, 8, 9, 10):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"request {row.request_id}"
+        return None
+
+
+class Card(QFrame):
+    """A number with a caption, and an optional bar against a limit."""
+
+    def __init__(self, caption: str, with_bar: bool = False) -> None:
+        super().__init__()
+        self.setObjectName("card")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 10, 14, 10)
+        layout.setSpacing(2)
+        self.caption = QLabel(caption)
+        self.caption.setObjectName("caption")
+        self.value = QLabel("—")
+        self.value.setObjectName("value")
+        self.note = QLabel("")
+        self.note.setObjectName("note")
+        layout.addWidget(self.caption)
+        layout.addWidget(self.value)
+        self.bar: QProgressBar | None = None
+        if with_bar:
+            self.bar = QProgressBar()
+            self.bar.setRange(0, 1000)
+            self.bar.setTextVisible(False)
+            self.bar.setFixedHeight(6)
+            layout.addWidget(self.bar)
+        layout.addWidget(self.note)
+
+    def set(self, value: str, note: str = "", fraction: float | None = None) -> None:
+        self.value.setText(value)
+        self.note.setText(note)
+        if self.bar is not None:
+            self.bar.setVisible(fraction is not None)
+            if fraction is not None:
+                self.bar.setValue(int(min(1.0, fraction) * 1000))
+                color = "#d23b3b" if fraction >= 1 else "#e0a100" if fraction >= 0.8 else "#2e9d5b"
+                self.bar.setStyleSheet(f"QProgressBar::chunk {{ background: {color}; border-radius: 3px; }}")
+
+
+STYLE = """
+QMainWindow, QWidget#central { background: #f6f7fb; }
+QFrame#card { background: white; border: 1px solid #e1e4ec; border-radius: 10px; }
+QLabel#caption { color: #6b7280; font-size: 11px; text-transform: uppercase; }
+QLabel#value { color: #1f2937; font-size: 22px; font-weight: 600; }
+QLabel#note { color: #6b7280; font-size: 11px; }
+QLabel#headline { font-size: 17px; font-weight: 600; color: #1f2937; }
+QLabel#endpoint { color: #4b5563; font-family: monospace; }
+QProgressBar { background: #eef0f5; border: none; border-radius: 3px; }
+QTabWidget::pane { border: 1px solid #e1e4ec; border-radius: 8px; background: white; top: -1px; }
+QTabBar::tab { padding: 6px 14px; color: #4b5563; }
+QTabBar::tab:selected { color: #1f2937; font-weight: 600; }
+QTableView { border: none; gridline-color: #f0f1f5; selection-background-color: #dfe8fb;
+             selection-color: #1f2937; }
+QHeaderView::section { background: #fafbfd; border: none; border-bottom: 1px solid #e1e4ec;
+                       padding: 4px 6px; color: #4b5563; font-weight: 600; }
+"""
+
+
+class Chart(pg.PlotWidget):  # type: ignore[misc]
+    """A time chart with a clock axis, a legend, and one curve per series name."""
+
+    def __init__(self, title: str, unit: str) -> None:
+        super().__init__(axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
+        self.setTitle(f"<span style='font-size:10.5pt;color:#374151'>{title}</span>")
+        self.setLabel("left", unit)
+        self.showGrid(x=True, y=True, alpha=0.15)
+        self.setMouseEnabled(x=False, y=False)
+        self.setMenuEnabled(False)
+        self.hideButtons()
+        self.getPlotItem().layout.setContentsMargins(4, 4, 10, 4)
+        self.legend = self.addLegend(offset=(8, 4), labelTextSize="8.5pt", brush=pg.mkBrush(255, 255, 255, 200))
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.setMinimumHeight(170)
+
+    def curve(self, name: str, color: str, *, fill: bool = False, dash: bool = False) -> pg.PlotDataItem:
+        found = self.curves.get(name)
+        if found is None:
+            pen = pg.mkPen(color, width=1,  # 1 px: Qt's fast path; 2 px costs ten times the paint time
+                           style=Qt.PenStyle.DashLine if dash else Qt.PenStyle.SolidLine)
+            kwargs: dict[str, Any] = {"pen": pen, "name": name, "connect": "finite"}
+            if fill:
+                c = QColor(color)
+                c.setAlpha(50)
+                kwargs.update(fillLevel=0, brush=pg.mkBrush(c))
+            found = self.curves[name] = self.plot([], [], **kwargs)
+        return found
+
+
+class Dashboard(QMainWindow):
+    """The main window. ``closing`` fires when the user closes it (the app decides: hide or quit)."""
+
+    closing = Signal()
+
+    def __init__(self, stats: LiveStats, copy_endpoint: Callable[[], None] | None = None,
+                 fetch_history: Callable[[Callable[[dict[str, Any]], None]], None] | None = None,
+                 audit_view: QWidget | None = None) -> None:
+        super().__init__()
+        self.stats = stats
+        self.fetch_history = fetch_history
+        self.setWindowTitle("OMEN Local")
+        self.setWindowIcon(app_icon())
+        self.setObjectName("dashboard")
+        self.resize(1180, 820)
+        self.setStyleSheet(STYLE)
+        self.redraws = 0
+        self.spend_today = 0.0
+        self.spend_month = 0.0
+        self.quota_limits: dict[str, dict[str, float]] = {}
+        self.quota_used: dict[str, tuple[float, float]] = {}
+        self._dirty_table = True
+        self._colors: dict[str, str] = {}
+        self.paused_until = 0.0
+
+        central = QWidget()
+        central.setObjectName("central")
+        root = QVBoxLayout(central)
+        root.setContentsMargins(18, 14, 18, 14)
+        root.setSpacing(12)
+
+        header = QHBoxLayout()
+        self.state_dot = QLabel("●")
+        self.state_dot.setStyleSheet(f"color: {COLORS[STOPPED].name()}; font-size: 18px;")
+        self.headline = QLabel("Starting…")
+        self.headline.setObjectName("headline")
+        self.endpoint = QLabel("")
+        self.endpoint.setObjectName("endpoint")
+        self.endpoint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        header.addWidget(self.state_dot)
+        header.addWidget(self.headline)
+        header.addSpacing(12)
+        header.addWidget(self.endpoint)
+        header.addStretch(1)
+        if copy_endpoint is not None:
+            copy = QPushButton("Copy endpoint and token")
+            copy.clicked.connect(copy_endpoint)
+            header.addWidget(copy)
+        root.addLayout(header)
+        self.detail = QLabel("")
+        self.detail.setStyleSheet("color: #b45309;")
+        self.detail.setVisible(False)
+        root.addWidget(self.detail)
+
+        cards = QHBoxLayout()
+        cards.setSpacing(12)
+        self.card_rate = Card("Requests / min")
+        self.card_ttft = Card("Time to first token")
+        self.card_today = Card("Spend today", with_bar=True)
+        self.card_month = Card("Spend this month", with_bar=True)
+        self.card_failovers = Card("Failovers")
+        for card in (self.card_rate, self.card_ttft, self.card_today, self.card_month, self.card_failovers):
+            cards.addWidget(card, 1)
+        root.addLayout(cards)
+
+        charts = QGridLayout()
+        charts.setSpacing(10)
+        self.chart_ttft = Chart("Time to first token by provider", "ms")
+        self.chart_latency = Chart("Total latency by provider", "ms")
+        self.chart_rate = Chart("Requests and failovers", "per s")
+        charts.addWidget(self.chart_ttft, 0, 0)
+        charts.addWidget(self.chart_latency, 0, 1)
+        charts.addWidget(self.chart_rate, 1, 0, 1, 2)
+        root.addLayout(charts, 3)
+
+        self.tabs = QTabWidget()
+        self.table_model = RequestsModel()
+        self.table = QTableView()
+        self.table.setObjectName("recent")
+        self.table.setModel(self.table_model)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setAlternatingRowColors(False)
+        self.table.setShowGrid(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        for col, width in enumerate((70, 110, 70, 80, 70, 80, 170, 70, 70, 80, 70, 70)):
+            self.table.setColumnWidth(col, width)
+        self.tabs.addTab(self.table, "Recent requests")
+
+        self.history = QTableWidget(0, 7)
+        self.history.setObjectName("history")
+        self.history.setHorizontalHeaderLabels(["day", "provider", "model", "requests", "tokens", "cost",
+                                                "avg latency"])
+        self.history.verticalHeader().setVisible(False)
+        self.history.setShowGrid(False)
+        self.history.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.history.horizontalHeader().setStretchLastSection(True)
+        history_box = QWidget()
+        hl = QVBoxLayout(history_box)
+        hl.setContentsMargins(6, 6, 6, 6)
+        row = QHBoxLayout()
+        self.history_note = QLabel("Last 30 days, from the usage store (the same data as /v1/usage).")
+        self.history_note.setStyleSheet("color: #6b7280;")
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh_history)
+        row.addWidget(self.history_note, 1)
+        row.addWidget(refresh)
+        hl.addLayout(row)
+        hl.addWidget(self.history)
+        self.tabs.addTab(history_box, "History")
+        if audit_view is not None:
+            self.tabs.addTab(audit_view, "Tool audit (Glyph)")
+        self.tabs.currentChanged.connect(lambda i: self.refresh_history() if self.tabs.widget(i) is history_box else None)
+        root.addWidget(self.tabs, 2)
+        self.setCentralWidget(central)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(os.environ.get("OMEN_DASHBOARD_INTERVAL_MS", "1000")))  # bench: faster
+        self.timer.timeout.connect(self.redraw)
+        self.timer.start()
+
+    # ---------------------------------------------------------------- live
+
+    def mark_dirty(self) -> None:
+        self._dirty_table = True
+
+    def set_overall(self, overall: Overall, url: str) -> None:
+        self.state_dot.setStyleSheet(f"color: {COLORS[overall.state].name()}; font-size: 18px;")
+        self.headline.setText(overall.headline)
+        self.endpoint.setText(f"{url}/v1" if url and overall.state != STOPPED else "")
+        self.detail.setText("  ·  ".join(overall.detail))
+        self.detail.setVisible(bool(overall.detail))
+
+    def set_spend(self, today: float, month: float, limits: dict[str, dict[str, float]],
+                  used: dict[str, tuple[float, float]]) -> None:
+        self.spend_today, self.spend_month = today, month
+        self.quota_limits, self.quota_used = limits, used
+
+    def color(self, provider: str) -> str:
+        if provider not in self._colors:
+            self._colors[provider] = PALETTE[len(self._colors) % len(PALETTE)]
+        return self._colors[provider]
+
+    def redraw(self, force: bool = False) -> None:
+        """Charts, cards and table from the stats (1/s, only while visible)."""
+        if not force and not self.isVisible():
+            return
+        now = int(time.time())
+        s = self.stats
+        x = np.arange(now - s.window + 1, now + 1, dtype=np.float64)
+        for provider in list(s.rings):
+            color = self.color(provider)
+            self.chart_ttft.curve(provider, color).setData(x, s.latency(provider, "ttft", now))
+            self.chart_latency.curve(provider, color).setData(x, s.latency(provider, "lat", now))
+        self.chart_rate.curve("requests/s", "#3b6fd8", fill=True).setData(x, s.rate(now))
+        self.chart_rate.curve("failovers/s", "#d23b3b").setData(x, s.failovers.series("count", now))
+        start = x[0]  # a fresh app shows the minutes it has, not ten empty ones
+        if s.first_time is not None:
+            start = max(x[0], min(s.first_time - 10, now - 120))
+        for chart in (self.chart_ttft, self.chart_latency, self.chart_rate):
+            chart.setXRange(start, x[-1], padding=0)
+
+        per_min = float(s.total.series("count", now)[-60:].sum())
+        self.card_rate.set(f"{per_min:,.0f}", f"{s.events_seen:,} attempts since start")
+        ttft = s.recent_mean("ttft", now)
+        lat = s.recent_mean("lat", now)
+        self.card_ttft.set("—" if ttft is None else f"{ttft:,.0f} ms",
+                           "" if lat is None else f"total {lat:,.0f} ms (last minute)")
+        today = self.spend_today + s.live_cost
+        month = self.spend_month + s.live_cost
+        self.card_today.set(money(today), *self._quota_note("daily_usd", 0))
+        self.card_month.set(money(month), *self._quota_note("monthly_usd", 1))
+        recent = float(s.failovers.series("count", now).sum())
+        self.card_failovers.set(f"{s.failover_count:,}", f"{recent:,.0f} in the last 10 min")
+        if self._dirty_table:
+            self._dirty_table = False
+            self.table_model.set_rows(list(s.recent))
+        self.redraws += 1
+
+    def _quota_note(self, key: str, which: int) -> tuple[str, float | None]:
+        """The tightest quota of this period: "of $5.00 (user owner)" and the fraction used."""
+        best: tuple[float, str] | None = None
+        for label, lim in self.quota_limits.items():
+            cap = lim.get(key)
+            if cap is None or math.isinf(cap):
+                continue
+            used = self.quota_used.get(label, (0.0, 0.0))[which]
+            frac = used / cap if cap > 0 else 1.0
+            if best is None or frac > best[0]:
+                best = (frac, f"{money(used)} of {money(cap)} quota ({label})")
+        if best is None:
+            return "no quota set", None
+        return best[1], best[0]
+
+    # ---------------------------------------------------------------- history
+
+    def refresh_history(self) -> None:
+        if self.fetch_history is not None:
+            self.history_note.setText("Loading…")
+            self.fetch_history(self.show_history)
+
+    def show_history(self, body: dict[str, Any]) -> None:
+        rows = body.get("data", [])
+        self.history.setRowCount(len(rows))
+        for i, r in enumerate(reversed(rows)):  # newest day first
+            lat = (r.get("latency_ms") or {}).get("avg")
+            values = (r.get("day", ""), r.get("provider", ""), r.get("model", ""), f"{r.get('requests', 0):,}",
+                      f"{r.get('total_tokens', 0):,}", money(float(r.get("cost_usd", 0.0))),
+                      "" if lat is None else f"{lat:,.0f} ms")
+            for j, v in enumerate(values):
+                item = QTableWidgetItem(str(v))
+                if j >= 3:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.history.setItem(i, j, item)
+        self.history.resizeColumnsToContents()
+        total = body.get("total", {})
+        self.history_note.setText(
+            f"Last 30 days: {total.get('requests', 0):,} requests, {money(float(total.get('cost_usd', 0.0)))}"
+            " (from the usage store, the same data as /v1/usage).")
+
+    # ---------------------------------------------------------------- window
+
+    def bring_to_front(self) -> None:
+        self.show()
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized | Qt.WindowState.WindowActive)
+        self.raise_()
+        self.activateWindow()
+        self.redraw(force=True)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.closing.emit()
+        super().closeEvent(event)
+
+
+def bold(font: QFont) -> QFont:
+    font.setBold(True)
+    return font
+
+
+def screen_center(widget: QWidget) -> None:
+    screen = QGuiApplication.primaryScreen()
+    if screen is not None:
+        geo = screen.availableGeometry()
+        widget.move(geo.center() - widget.rect().center())

@@ -1,0 +1,82 @@
+"""Provider API keys in the OS keyring, for Settings: read, write, mask. Never the config file.
+
+Unlike ``omen_local.secrets.SecretStore`` (which falls back to a private file on headless
+machines), the app writes keys only to a real keyring backend; where there is none, it
+says so and points to the documented alternatives. Every call here blocks (D-Bus,
+Keychain): the app runs them on a worker thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omen_local.config import ProviderConfig
+from omen_local.secrets import SERVICE
+
+NO_BACKEND = (
+    "No OS keyring is available, so the app cannot store API keys safely here. "
+    "Install and unlock a Secret Service provider (GNOME Keyring or KWallet) and restart the app, "
+    "or give OMEN the key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) or with "
+    "`omen key set NAME` (which uses a file only you can read). See docs/app.md, \"Keyring\"."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    ok: bool
+    name: str  # e.g. "SecretService Keyring", or why there is none
+
+
+def backend() -> Backend:
+    try:
+        import keyring
+        from keyring.backends import fail
+
+        kr = keyring.get_keyring()
+    except Exception as exc:  # a broken backend is the same as none
+        return Backend(False, f"keyring unusable: {type(exc).__name__}")
+    if isinstance(kr, fail.Keyring):
+        return Backend(False, "no keyring backend")
+    name = getattr(kr, "name", None) or type(kr).__name__
+    return Backend(True, str(name))
+
+
+def keyring_name(pc: ProviderConfig) -> str | None:
+    """The keyring entry a provider reads its key from (``keyring:NAME`` in its ``key`` list)."""
+    for ref in pc.key:
+        scheme, _, name = ref.partition(":")
+        if scheme == "keyring" and name:
+            return name
+    return None
+
+
+def get(name: str) -> str | None:
+    import keyring
+
+    return keyring.get_password(SERVICE, name)
+
+
+def put(name: str, value: str) -> None:
+    import keyring
+
+    if not backend().ok:
+        raise RuntimeError(NO_BACKEND)
+    keyring.set_password(SERVICE, name, value)
+
+
+def delete(name: str) -> None:
+    import keyring
+    from keyring.errors import PasswordDeleteError
+
+    try:
+        keyring.delete_password(SERVICE, name)
+    except PasswordDeleteError:
+        pass
+
+
+def mask(value: str | None) -> str:
+    """``••••••••7890``: enough to recognise a key, never enough to use it."""
+    if not value:
+        return "not set"
+    tail = value[-4:] if len(value) >= 12 else ""
+    return "•" * 8 + tail

@@ -1,0 +1,44 @@
+"""The app's log: rotating files in the platform log dir (what "View logs" opens)."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+from pathlib import Path
+
+import platformdirs
+
+from omen_local.config import APP_NAME
+
+LOG_FILE = "omen-app.log"
+MAX_BYTES = 2 * 1024 * 1024
+BACKUPS = 5
+FORMAT = "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
+
+
+def log_dir() -> Path:
+    env = os.environ.get("OMEN_LOG_DIR")
+    return Path(env) if env else Path(platformdirs.user_log_dir(APP_NAME))
+
+
+def setup(level: str = "info", directory: Path | None = None) -> Path:
+    """Log to ``omen-app.log`` (2 MB x 5 rotations) and stderr; return the folder."""
+    folder = directory or log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(folder / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                                                   encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for old in [h for h in root.handlers if isinstance(h, logging.handlers.RotatingFileHandler)]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(console)
+    for noisy in ("aiohttp.access", "mcp", "httpx", "httpx2", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return folder

@@ -1,0 +1,296 @@
+"""What the tray and dashboard show, kept in fixed-size buffers (no Qt here).
+
+Usage events are folded into per-second slots of a ring (``WINDOW_S`` seconds per
+provider), recent requests into a bounded deque, failover detection into a bounded
+map of recent request ids. Memory is the same after a minute or a month at any
+request rate: a day at 50 requests/s only ever overwrites slots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from omen_local.observe import UsageEvent
+from omen_local.providers.base import is_loopback_url
+
+WINDOW_S = 600  # the live charts' span
+MAX_PROVIDERS = 32  # providers beyond this share the "other" row (a config never has that many)
+RECENT_ROWS = 500
+TRACKED_REQUESTS = 2048  # request ids remembered for failover detection
+FIELDS = ("count", "errors", "ttft_sum", "ttft_n", "lat_sum", "lat_n", "cost")
+FIELD_AT = {name: i for i, name in enumerate(FIELDS)}
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class Ring:
+    """Per-second sums over the last ``window`` seconds, in preallocated arrays.
+
+    Plain ``array('d')`` columns (cheap scalar updates on the UI thread) that numpy reads
+    without copying when a chart asks for a series.
+    """
+
+    def __init__(self, window: int = WINDOW_S) -> None:
+        self.window = window
+        self.stamp = array("q", [-1]) * window  # the absolute second each slot holds
+        self.cols = [array("d", [0.0]) * window for _ in FIELDS]
+
+    def add(self, second: int, values: Mapping[str, float]) -> None:
+        slot = second % self.window
+        held = self.stamp[slot]
+        if held != second:
+            if held > second:
+                return  # older than the window
+            self.stamp[slot] = second
+            for col in self.cols:
+                col[slot] = 0.0
+        for name, value in values.items():
+            self.cols[FIELD_AT[name]][slot] += value
+
+    def series(self, name: str, now: int) -> FloatArray:
+        """``window`` values, oldest first, ending at second ``now`` (0 where nothing happened)."""
+        seconds = np.arange(now - self.window + 1, now + 1)
+        slots = seconds % self.window
+        stamp = np.frombuffer(self.stamp, dtype=np.int64)
+        row = np.frombuffer(self.cols[FIELD_AT[name]], dtype=np.float64)
+        out: FloatArray = np.where(stamp[slots] == seconds, row[slots], 0.0)
+        return out
+
+    def nbytes(self) -> int:
+        return self.stamp.itemsize * len(self.stamp) + sum(c.itemsize * len(c) for c in self.cols)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """One row of the recent-requests table (one upstream attempt)."""
+
+    time: float
+    client: str
+    user: str
+    intent: str
+    strategy: str
+    provider: str
+    model: str
+    tokens: int
+    cost_usd: float
+    latency_ms: float
+    ttft_ms: float | None
+    outcome: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    request_id: str
+    from_provider: str
+    to_provider: str
+    local_to_cloud: bool
+    time: float
+
+
+class LiveStats:
+    """Everything the dashboard charts, bounded. Fed on the UI thread with drained events."""
+
+    def __init__(self, window: int = WINDOW_S, recent: int = RECENT_ROWS) -> None:
+        self.window = window
+        self.rings: dict[str, Ring] = {}
+        self.total = Ring(window)
+        self.failovers = Ring(window)
+        self.recent: deque[RequestRow] = deque(maxlen=recent)
+        self._requests: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (last provider, outcome)
+        self.local: dict[str, bool] = {}  # provider -> runs on this machine
+        self.failover_count = 0
+        self.live_cost = 0.0  # since the last spend baseline
+        self.live_cost_since = 0.0
+        self.events_seen = 0
+        self.first_time: float | None = None  # the first event's time (charts start there)
+
+    def set_providers(self, status_providers: Mapping[str, Mapping[str, Any]]) -> None:
+        for name, info in status_providers.items():
+            self.local[name] = info.get("kind") == "ollama" or is_loopback_url(str(info.get("base_url", "")))
+
+    def ring(self, provider: str) -> Ring:
+        found = self.rings.get(provider)
+        if found is None:
+            if len(self.rings) >= MAX_PROVIDERS:
+                provider = "other"
+                found = self.rings.get(provider)
+            if found is None:
+                found = self.rings[provider] = Ring(self.window)
+        return found
+
+    def add(self, event: UsageEvent) -> Failover | None:
+        """Fold one usage event in; return a Failover if this attempt took over from a failed one."""
+        self.events_seen += 1
+        if self.first_time is None:
+            self.first_time = event.time
+        second = int(event.time)
+        ok = event.outcome in ("ok", "budget_cut")
+        values: dict[str, float] = {"count": 1.0, "cost": event.cost_usd, "errors": 0.0 if ok else 1.0}
+        if ok:
+            values["lat_sum"] = event.total_ms
+            values["lat_n"] = 1.0
+            if event.ttft_ms is not None:
+                values["ttft_sum"] = event.ttft_ms
+                values["ttft_n"] = 1.0
+        self.ring(event.provider).add(second, values)
+        self.total.add(second, values)
+        if event.time >= self.live_cost_since:
+            self.live_cost += event.cost_usd
+        u = event.usage
+        self.recent.appendleft(RequestRow(
+            time=event.time, client=_client_label(event.client), user=event.user, intent=event.intent or "",
+            strategy=event.strategy, provider=event.provider, model=event.model,
+            tokens=u.prompt_tokens + u.completion_tokens, cost_usd=event.cost_usd,
+            latency_ms=event.total_ms, ttft_ms=event.ttft_ms, outcome=event.outcome,
+            request_id=event.request_id,
+        ))
+        return self._track(event, second)
+
+    def _track(self, event: UsageEvent, second: int) -> Failover | None:
+        before = self._requests.pop(event.request_id, None)
+        self._requests[event.request_id] = (event.provider, event.outcome)
+        while len(self._requests) > TRACKED_REQUESTS:
+            self._requests.popitem(last=False)
+        if before is None:
+            return None
+        prev_provider, prev_outcome = before
+        if prev_outcome != "error" or prev_provider == event.provider:
+            return None
+        self.failover_count += 1
+        self.failovers.add(second, {"count": 1.0})
+        local_to_cloud = self.local.get(prev_provider, False) and not self.local.get(event.provider, False)
+        return Failover(event.request_id, prev_provider, event.provider, local_to_cloud, event.time)
+
+    def reset_live_cost(self, since: float) -> None:
+        """A fresh spend total from the usage store covers everything before ``since``."""
+        self.live_cost = 0.0
+        self.live_cost_since = since
+
+    # ---------------------------------------------------------------- chart series
+
+    def rate(self, now: int, smooth: int = 5) -> FloatArray:
+        """Requests per second, averaged over ``smooth`` seconds."""
+        return _rolling(self.total.series("count", now), smooth) / smooth
+
+    def latency(self, provider: str, field: str, now: int, smooth: int = 15) -> FloatArray:
+        """Mean ``ttft`` or ``lat`` (ms) over the last ``smooth`` seconds at each second
+        (NaN where there was no request: a gap in the line)."""
+        ring = self.rings[provider]
+        total = _rolling(ring.series(f"{field}_sum", now), smooth)
+        n = _rolling(ring.series(f"{field}_n", now), smooth)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+    def recent_mean(self, field: str, now: int, seconds: int = 60) -> float | None:
+        """Mean ``ttft``/``lat`` over every provider in the last ``seconds``."""
+        total = self.total.series(f"{field}_sum", now)[-seconds:].sum()
+        n = self.total.series(f"{field}_n", now)[-seconds:].sum()
+        return float(total / n) if n else None
+
+    def failover_series(self, now: int) -> FloatArray:
+        return self.failovers.series("count", now)
+
+    def nbytes(self) -> int:
+        return sum(r.nbytes() for r in self.rings.values()) + self.total.nbytes() + self.failovers.nbytes()
+
+
+def _rolling(values: FloatArray, width: int) -> FloatArray:
+    """Sum over a trailing window of ``width`` samples (same length as ``values``)."""
+    if width <= 1:
+        return values
+    c = np.cumsum(np.concatenate(([0.0], values)))
+    out: FloatArray = c[1:] - c[np.maximum(np.arange(1, len(c)) - width, 0)]
+    return out
+
+
+def _client_label(user_agent: str | None) -> str:
+    """``OpenAI/Python 1.54.0`` -> the product name a person recognises."""
+    if not user_agent:
+        return ""
+    return user_agent.split()[0][:40]
+
+
+# ---------------------------------------------------------------- state of the whole (icon, tooltip)
+
+HEALTHY, DEGRADED, DOWN, QUOTA, STOPPED = "healthy", "degraded", "down", "quota", "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Overall:
+    state: str  # one of the constants above
+    headline: str  # "Running", "Degraded: ...", ...
+    detail: tuple[str, ...] = ()
+
+
+def overall(status: Mapping[str, Any] | None, quota_fractions: Mapping[str, float], running: bool) -> Overall:
+    """The one state the icon shows: stopped > down (every enabled provider unusable) >
+    degraded (some provider down) > quota (>= 80% of a quota) > healthy."""
+    if not running or status is None:
+        return Overall(STOPPED, "Stopped")
+    enabled = {n: p for n, p in status.get("providers", {}).items() if p.get("enabled")}
+    down = sorted(n for n, p in enabled.items() if _is_down(p))
+    near = sorted((f for f in quota_fractions.items() if f[1] >= 0.8), key=lambda f: -f[1])
+    detail = tuple(f"{n}: {_why(enabled[n])}" for n in down) + tuple(
+        f"quota {k} at {math.floor(v * 100)}%" for k, v in near)
+    if enabled and len(down) == len(enabled):
+        return Overall(DOWN, "No provider available", detail)
+    if down:
+        return Overall(DEGRADED, "Degraded: " + ", ".join(down) + (" down" if len(down) > 1 else " is down"), detail)
+    if near:
+        return Overall(QUOTA, f"Quota {near[0][0]} at {math.floor(near[0][1] * 100)}%", detail)
+    return Overall(HEALTHY, "Running", detail)
+
+
+def _is_down(p: Mapping[str, Any]) -> bool:
+    if not p.get("usable", False):
+        return True
+    return p.get("state", "up") == "down" or bool(p.get("cooling_down"))
+
+
+def _why(p: Mapping[str, Any]) -> str:
+    return str(p.get("reason") or p.get("last_error") or "down")
+
+
+def provider_label(name: str, info: Mapping[str, Any]) -> str:
+    """The tray's provider entry: ``ollama — 3 models`` or ``openai — no API key``."""
+    if not info.get("enabled"):
+        return f"{name} — off"
+    if _is_down(info):
+        return f"{name} — {_why(info)}"
+    models = info.get("models") or []
+    return f"{name} — {len(models)} model{'s' if len(models) != 1 else ''}"
+
+
+def since_epoch_second() -> int:
+    return int(time.time())
+
+
+def quota_fractions(used: Mapping[str, tuple[float, float]], limits: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """{"owner daily_usd": 0.83, ...} from used (day_usd, month_usd) and limits per scope label."""
+    out: dict[str, float] = {}
+    for label, lim in limits.items():
+        day, month = used.get(label, (0.0, 0.0))
+        for key, value in (("daily_usd", day), ("monthly_usd", month)):
+            cap = lim.get(key)
+            if cap is not None and cap > 0 and not math.isinf(cap):
+                out[f"{label} {key}"] = value / cap
+            elif cap == 0:
+                out[f"{label} {key}"] = 1.0
+    return out
+
+
+def summarize(rows: Iterable[RequestRow]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.provider] = counts.get(row.provider, 0) + 1
+    return counts

@@ -1,0 +1,234 @@
+"""Edits to the user's config file that keep its comments and layout (tomlkit round trip).
+
+The tray app's Settings and the ``omen provider`` CLI change one key at a time; the
+user's own file stays theirs: comments, blank lines, key order and quoting survive.
+Every edit is checked by loading the result with :func:`omen_local.config.load_config`
+before the file is replaced (atomically), so a bad value never reaches the disk.
+Only what differs from the shipped defaults is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.items import Table, Whitespace
+from tomlkit.toml_document import TOMLDocument
+
+from .config import STRATEGIES, Config, ConfigError, load_config
+
+Edit = Callable[[TOMLDocument], None]
+
+
+def read_document(path: Path) -> TOMLDocument:
+    """The file as a tomlkit document (an empty one when the file does not exist yet)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return tomlkit.document()
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.TOMLKitError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def apply(path: Path, *edits: Edit) -> Config:
+    """Apply ``edits`` to the file at ``path``, validate, write atomically; return the new Config."""
+    path = Path(path).expanduser()
+    doc = read_document(path)
+    before = set(_table_paths(doc))
+    for edit in edits:
+        edit(doc)
+    for key, table in _table_paths(doc).items():
+        if key not in before:  # a new section ends with a blank line, like the ones around it
+            body = table.value.body
+            if body and not isinstance(body[-1][1], Whitespace):
+                table.add(tomlkit.nl())
+    text = tomlkit.dumps(doc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        load_config(tmp)  # raises ConfigError naming the key; the real file is untouched
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return load_config(path)
+
+
+# ---------------------------------------------------------------- document helpers
+
+
+def _table_paths(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Table]:
+    found: dict[tuple[str, ...], Table] = {}
+    for key, item in node.items():
+        if isinstance(item, Table):
+            path = (*prefix, str(key))
+            if not item.is_super_table():
+                found[path] = item
+            found.update(_table_paths(item, path))
+    return found
+
+
+def _table(doc: TOMLDocument | Table, *keys: str) -> Table:
+    """The table at ``keys``, created (as a proper ``[a.b]`` section) when missing."""
+    node: Any = doc
+    for key in keys:
+        if key not in node:
+            node[key] = tomlkit.table(is_super_table=True) if key != keys[-1] else tomlkit.table()
+        node = node[key]
+        if not isinstance(node, Table) and not hasattr(node, "keys"):
+            raise ConfigError(f"{'.'.join(keys)} is not a table in the config file")
+    return node  # type: ignore[no-any-return]
+
+
+def _set(table: Any, key: str, value: Any) -> None:
+    """Set a value; a value of None removes the key (back to the default)."""
+    if value is None:
+        if key in table:
+            del table[key]
+    else:
+        table[key] = value
+
+
+# ---------------------------------------------------------------- edits (pure over a document)
+
+
+def provider_enabled(name: str, enabled: bool) -> Edit:
+    def edit(doc: TOMLDocument) -> None:
+        _table(doc, "providers", name)["enabled"] = enabled
+
+    return edit
+
+
+def provider_table(name: str, values: Mapping[str, Any]) -> Edit:
+    """Set (or add) keys of ``[providers.NAME]``; a None value removes that key."""
+
+    def edit(doc: TOMLDocument) -> None:
+        table = _table(doc, "providers", name)
+        for key, value in values.items():
+            if key == "models" and isinstance(value, list):
+                value = _models_array(value)
+            _set(table, key, value)
+
+    return edit
+
+
+def _models_array(models: list[Any]) -> Any:
+    """Models as a multi-line array of inline tables (or plain names), like the shipped file."""
+    array = tomlkit.array()
+    array.multiline(len(models) > 1)
+    for m in models:
+        if isinstance(m, dict):
+            inline = tomlkit.inline_table()
+            inline.update(m)
+            array.append(inline)
+        else:
+            array.append(m)
+    return array
+
+
+def default_strategy(strategy: str) -> Edit:
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"defaults.strategy must be one of {', '.join(STRATEGIES)}")
+
+    def edit(doc: TOMLDocument) -> None:
+        _table(doc, "defaults")["strategy"] = strategy
+
+    return edit
+
+
+def _limit_edit(section: str, scope: str, name: str | None, values: Mapping[str, float | str | None]) -> Edit:
+    """``[section.default_user]`` (name None) or ``[section.users.NAME]``; None removes a key."""
+
+    def edit(doc: TOMLDocument) -> None:
+        keys = (section, f"default_{scope}") if name is None else (section, f"{scope}s", name)
+        table = _table(doc, *keys)
+        for key, value in values.items():
+            _set(table, key, value)
+
+    return edit
+
+
+def quota(scope: str, name: str | None, values: Mapping[str, float | str | None]) -> Edit:
+    """Quota keys (daily_usd, monthly_usd, daily_tokens, monthly_tokens) for a user or workspace."""
+    if scope not in ("user", "workspace"):
+        raise ConfigError("a quota applies to a user or a workspace")
+    return _limit_edit("quotas", scope, name, values)
+
+
+def limit(scope: str, name: str | None, values: Mapping[str, float | str | None]) -> Edit:
+    """Rate-limit keys (rpm, tpm) for a user, a workspace or (with a name) a provider."""
+    if scope not in ("user", "workspace", "provider"):
+        raise ConfigError("a rate limit applies to a user, a workspace or a provider")
+    if scope == "provider" and name is None:
+        raise ConfigError("a provider rate limit names the provider")
+    return _limit_edit("limits", scope, name, values)
+
+
+def server(host: str | None = None, port: int | None = None) -> Edit:
+    def edit(doc: TOMLDocument) -> None:
+        table = _table(doc, "server")
+        if host is not None:
+            table["host"] = host
+        if port is not None:
+            table["port"] = port
+
+    return edit
+
+
+def intent_ref(intent: str, ref: str, current: tuple[str, ...], position: int | None = None) -> Edit:
+    """Add ``provider/model`` to an intent bucket (once). ``current`` is the bucket as loaded
+    (the user's file may not list it yet, since it is merged over the shipped one)."""
+
+    def edit(doc: TOMLDocument) -> None:
+        table = _table(doc, "intents")
+        if intent in table:
+            refs = [str(r) for r in table[intent]]
+        else:
+            refs = list(current)
+        if ref in refs:
+            return
+        refs.insert(len(refs) if position is None else position, ref)
+        array = tomlkit.array()
+        array.extend(refs)
+        table[intent] = array
+
+    return edit
+
+
+# ---------------------------------------------------------------- one-call helpers over a path
+
+
+def set_provider_enabled(path: Path, name: str, enabled: bool) -> Config:
+    return apply(path, provider_enabled(name, enabled))
+
+
+def set_provider(path: Path, name: str, values: Mapping[str, Any]) -> Config:
+    return apply(path, provider_table(name, values))
+
+
+def set_default_strategy(path: Path, strategy: str) -> Config:
+    return apply(path, default_strategy(strategy))
+
+
+def set_quota(path: Path, scope: str, name: str | None, values: Mapping[str, float | str | None]) -> Config:
+    return apply(path, quota(scope, name, values))
+
+
+def set_limit(path: Path, scope: str, name: str | None, values: Mapping[str, float | str | None]) -> Config:
+    return apply(path, limit(scope, name, values))
+
+
+def set_server(path: Path, host: str | None = None, port: int | None = None) -> Config:
+    return apply(path, server(host, port))
+
+
+def add_intent_ref(path: Path, intent: str, ref: str, position: int | None = None) -> Config:
+    current = load_config(path if Path(path).exists() else None).intents.get(intent, ())
+    return apply(path, intent_ref(intent, ref, current, position))

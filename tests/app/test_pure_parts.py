@@ -1,0 +1,178 @@
+"""The app's Qt-free parts: bounded live buffers, overall state, notice limiting, autostart."""
+
+from __future__ import annotations
+
+import configparser
+import math
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app import autostart
+from app.notify import NoticeLimiter, Notices
+from app.state import (
+    DEGRADED,
+    DOWN,
+    HEALTHY,
+    QUOTA,
+    RECENT_ROWS,
+    STOPPED,
+    TRACKED_REQUESTS,
+    WINDOW_S,
+    Failover,
+    LiveStats,
+    overall,
+    quota_fractions,
+)
+from omen_local.observe import HealthEvent, UsageEvent
+from omen_local.providers.base import Usage
+
+T0 = 1_750_000_000.0
+
+
+def event(i: int, t: float, provider: str = "ollama", outcome: str = "ok", request: str | None = None) -> UsageEvent:
+    return UsageEvent(
+        attempt_id=f"a{i}", request_id=request or f"r{i}", user="owner", workspace=None, client="OpenAI/Python 1.0",
+        session=None, provider=provider, model="m", strategy="single", usage=Usage(10, 5), cost_usd=0.001,
+        ttft_ms=50.0 + i % 7, total_ms=200.0 + i % 11, outcome=outcome, time=t, intent="chat")
+
+
+def test_a_day_at_50_requests_per_second_keeps_memory_bounded() -> None:
+    stats = LiveStats()
+    per_day = 50 * 86400
+    step = 86400 / 60_000  # 60k events spread over one day: every slot is reused ~100 times, as at 50/s
+    providers = ("ollama", "openai", "anthropic")
+    for i in range(20_000):
+        stats.add(event(i, T0 + i * step, providers[i % 3], "error" if i % 50 == 0 else "ok"))
+    baseline_bytes = stats.nbytes()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for i in range(20_000, 60_000):
+        stats.add(event(i, T0 + i * step, providers[i % 3], "error" if i % 50 == 0 else "ok"))
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert stats.nbytes() == baseline_bytes  # the rings never grow
+    assert len(stats.recent) == RECENT_ROWS
+    assert len(stats._requests) <= TRACKED_REQUESTS
+    assert set(stats.rings) == set(providers)
+    assert grown < 1_000_000, f"memory grew by {grown} bytes over 40k events"
+    assert stats.events_seen == 60_000 and per_day > stats.events_seen
+
+
+def test_rings_aggregate_per_second_and_forget_the_old() -> None:
+    stats = LiveStats(window=60)
+    now = int(T0)
+    for i in range(10):
+        stats.add(event(i, now - 0.5))  # ten requests in the last second
+    stats.add(event(99, now - 120))  # older than the window: ignored by the series
+    rate = stats.total.series("count", now - 1)
+    assert rate[-1] == 10 and rate.sum() == 10
+    lat = stats.latency("ollama", "lat", now - 1, smooth=1)
+    assert math.isclose(lat[-1], np.mean([200.0 + i % 11 for i in range(10)]))
+    assert np.isnan(lat[0])
+    assert WINDOW_S == 600
+
+
+def test_failover_is_detected_and_local_to_cloud_flagged() -> None:
+    stats = LiveStats()
+    stats.set_providers({"ollama": {"kind": "ollama", "base_url": "http://127.0.0.1:11434"},
+                         "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1"}})
+    assert stats.add(event(1, T0, "ollama", "error", request="r")) is None
+    failover = stats.add(event(2, T0 + 0.1, "openai", "ok", request="r"))
+    assert failover == Failover("r", "ollama", "openai", True, T0 + 0.1)
+    assert stats.failover_count == 1
+
+
+def test_overall_state_order() -> None:
+    up = {"enabled": True, "usable": True, "state": "up", "models": ["a"]}
+    down = {"enabled": True, "usable": True, "state": "down", "last_error": "refused"}
+    off = {"enabled": False, "usable": False, "reason": "disabled"}
+    assert overall(None, {}, False).state == STOPPED
+    assert overall({"providers": {"a": up, "b": off}}, {}, True).state == HEALTHY
+    state = overall({"providers": {"a": up, "b": down}}, {}, True)
+    assert state.state == DEGRADED and "b" in state.headline and "b: refused" in state.detail
+    assert overall({"providers": {"b": down}}, {}, True).state == DOWN
+    q = overall({"providers": {"a": up}}, {"user owner daily_usd": 0.85}, True)
+    assert q.state == QUOTA and "85%" in q.headline
+    assert quota_fractions({"user owner": (4.0, 10.0)}, {"user owner": {"daily_usd": 5.0, "monthly_usd": math.inf}}) == {
+        "user owner daily_usd": 0.8}
+
+
+def test_notice_limiter_never_floods() -> None:
+    limiter = NoticeLimiter(per_key_s=300, burst=3, window_s=60)
+    assert limiter.allow("a", 0)
+    assert not limiter.allow("a", 10)  # same subject within 5 min
+    assert limiter.allow("b", 11) and limiter.allow("c", 12)
+    assert not limiter.allow("d", 13)  # 3 per minute in all
+    assert limiter.allow("d", 61)  # the window moved on
+    assert limiter.allow("a", 301)  # the subject may speak again
+    assert limiter.suppressed == 2
+    for i in range(5000):  # many subjects: bounded memory
+        limiter.allow(f"k{i}", 1000 + i * 100)
+    assert len(limiter._last) <= 1024
+
+
+def test_notices_say_down_once_back_once_and_quota_thresholds() -> None:
+    notices = Notices(NoticeLimiter(per_key_s=0, burst=100))
+    down = notices.health(HealthEvent("openai", "down", "refused"), 0)
+    assert down is not None and down.title == "openai is down"
+    assert notices.health(HealthEvent("openai", "down", "refused"), 1) is None
+    back = notices.health(HealthEvent("openai", "up"), 2)
+    assert back is not None and back.title == "openai is back"
+    assert notices.health(HealthEvent("openai", "up"), 3) is None
+    assert [n.title for n in notices.quotas({"user owner daily_usd": 0.5}, 4)] == []
+    assert [n.title for n in notices.quotas({"user owner daily_usd": 0.82}, 5)] == ["Quota 80%"]
+    assert notices.quotas({"user owner daily_usd": 0.9}, 6) == []
+    assert [n.title for n in notices.quotas({"user owner daily_usd": 1.0}, 7)] == ["Quota 100%"]
+    assert notices.failover(Failover("r", "openai", "anthropic", False, 0), 8) is None  # cloud to cloud: quiet
+    assert notices.failover(Failover("r", "ollama", "openai", True, 0), 9) is not None
+
+
+@pytest.mark.skipif(autostart.sys.platform != "linux", reason="XDG autostart is Linux")
+def test_autostart_writes_and_removes_an_xdg_desktop_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert not autostart.is_enabled()
+    path = autostart.enable(["/opt/omen venv/bin/python", "-m", "app", "--minimized"])
+    assert path == tmp_path / "cfg" / "autostart" / "omen-local.desktop"
+    assert autostart.is_enabled()
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str  # type: ignore[assignment,method-assign]
+    entry.read(path)
+    d = entry["Desktop Entry"]
+    assert d["Type"] == "Application" and d["Name"] == "OMEN Local" and d["Terminal"] == "false"
+    assert d["Exec"] == '"/opt/omen venv/bin/python" -m app --minimized'
+    assert d["X-GNOME-Autostart-enabled"] == "true"
+    autostart.disable()
+    assert not path.exists() and not autostart.is_enabled()
+    autostart.disable()  # twice is fine
+
+
+def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: Path) -> None:
+    from app.audit_view import AuditView
+    from glyph.audit import AuditEntry, AuditLog
+    from glyph.db import Store
+
+    with Store(tmp_path / "g.db") as store:
+        log = AuditLog(store)
+        log.append(AuditEntry(client="code", server="rune", tool="read_file", decision="allow", outcome="ok"))
+        log.append(AuditEntry(client="code", server="rune", tool="write_file", decision="deny", outcome="denied"))
+        log.append(AuditEntry(client="cursor", server="git", tool="commit", decision="allow", outcome="ok"))
+        view = AuditView(log)
+        assert "Chain intact: 3 entries" in view.status.text()  # verified on every refresh
+        view.filter.setText("rune")
+        assert view.visible_rows() == 2
+        view.decision.setCurrentText("deny")
+        assert view.visible_rows() == 1
+        view.filter.setText("")
+        view.decision.setCurrentText("allow")
+        assert view.visible_rows() == 2
+        view.filter.setText("cursor")
+        assert view.visible_rows() == 1
+        store.db.execute_sql("DROP TRIGGER audit_no_update")
+        store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
+        view.refresh()
+        assert "TAMPERED at row 2" in view.status.text()
+        view.close()
