@@ -1,7 +1,10 @@
 """OpenAI and every OpenAI-compatible server (OpenRouter, Groq, LM Studio, vLLM, llama.cpp).
 
 The body passes through as is, with the model replaced and ``stream_options.include_usage``
-forced on for streams so usage is always known. The same holds for ``/completions``
+forced on for streams so usage is always known. A stream is read a block at a time: the
+SSE events of one read are decoded at once (``data`` bytes straight into the JSON
+parser) into one :class:`Batch`; each chunk keeps the upstream's delta as parsed (only
+``role`` is taken out) and its ``system_fingerprint``. The same holds for ``/completions``
 (legacy and FIM text completions, streamed the same way) and ``/embeddings`` (always
 asked for floats: the door encodes base64 itself, so every upstream's answer is read
 the same way).
@@ -14,9 +17,11 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+
 from .. import jsonutil
 from . import _http, _sse
-from .base import Chunk, Completion, Embeddings, Provider, Usage
+from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
 from .errors import ProtocolError, StreamBroken, UpstreamError
 
 
@@ -58,7 +63,11 @@ class OpenAICompatProvider(Provider):
         return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
 
     def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        return self._stream(f"{self.config.base_url}/chat/completions", self._body(model, body, True), text=False)
+        return unbatched(self.stream_batches(model, body))
+
+    def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
+        path = "/completions" if text else "/chat/completions"
+        return self._stream(f"{self.config.base_url}{path}", self._body(model, body, True), text=text)
 
     async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
         url = f"{self.config.base_url}/completions"
@@ -71,7 +80,7 @@ class OpenAICompatProvider(Provider):
         return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
 
     def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        return self._stream(f"{self.config.base_url}/completions", self._body(model, body, True), text=True)
+        return unbatched(self.stream_batches(model, body, text=True))
 
     async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
         request = {**body, "model": model, "encoding_format": "float"}
@@ -84,47 +93,55 @@ class OpenAICompatProvider(Provider):
         usage = Usage.from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
         return Embeddings(vectors, data.get("model") or model, usage)
 
-    async def _stream(self, url: str, request: dict[str, Any], *, text: bool) -> AsyncIterator[Chunk]:
+    async def _stream(self, url: str, request: dict[str, Any], *, text: bool) -> AsyncIterator[Batch]:
         async with _http.post(self, url, request) as resp:
             decoder = _sse.Decoder()
+            read = resp.content.readany
             finished = ended = False
-            reads = _http.iter_reads(self, resp)
             while not ended:
-                block = await anext(reads, None)
-                events = decoder.close() if block is None else decoder.feed(block)
+                try:
+                    block = await read()
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    raise _http.translate(self, exc, midstream=True) from None
+                events = decoder.feed_raw(block) if block else decoder.close_raw()
                 batch, finished, ended, error = self._translate(events, finished, text)
-                for i, chunk in enumerate(batch):
-                    chunk.more = i < len(batch) - 1
-                    yield chunk
+                ended = ended or not block
+                if batch:
+                    batch.last = ended and error is None
+                    yield batch
                 if error is not None:
                     raise error
-                ended = ended or block is None
             if not finished:
                 raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
 
     def _translate(
-        self, events: list[_sse.SSEEvent], finished: bool, text: bool = False
-    ) -> tuple[list[Chunk], bool, bool, UpstreamError | None]:
+        self, events: list[tuple[str, bytes]], finished: bool, text: bool = False
+    ) -> tuple[Batch, bool, bool, UpstreamError | None]:
         """The chunks of one read's events: (chunks, finished, [DONE] seen, error to raise after them).
 
         ``text``: legacy completion chunks, whose ``choices[0].text`` becomes ``delta.content``.
         """
-        out: list[Chunk] = []
-        for event in events:
-            if event.data == "[DONE]":
+        out = Batch()
+        loads = jsonutil.loads
+        for _, payload in events:
+            if payload == b"[DONE]":
                 return out, finished, True, None
             try:
-                data = jsonutil.loads(event.data)
+                data = loads(payload)
             except jsonutil.JSONDecodeError:
-                return out, finished, True, ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
-            if not isinstance(data, dict):
+                try:  # text that is not UTF-8 is read as the line parser reads it: replaced
+                    data = loads(payload.decode("utf-8", "replace"))
+                except jsonutil.JSONDecodeError:
+                    return out, finished, True, ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
+            if type(data) is not dict:
                 continue
             if data.get("error") is not None:
                 message = _http.error_message(data) or "error event"
                 return out, finished, True, StreamBroken(self.name, self.redact(f"{self.name}: {message}"))
             try:
-                usage = Usage.from_openai(data["usage"]) if data.get("usage") else None
-                choices = data.get("choices") or []
+                raw_usage = data.get("usage")
+                usage = Usage.from_openai(raw_usage) if raw_usage else None
+                choices = data.get("choices")
                 if not choices:
                     if usage is not None:
                         out.append(Chunk(usage=usage))
@@ -134,15 +151,20 @@ class OpenAICompatProvider(Provider):
                     piece = choice.get("text")
                     delta = {"content": piece} if isinstance(piece, str) and piece else {}
                 else:
-                    delta = dict(choice.get("delta") or {})
-                    delta.pop("role", None)
+                    delta = choice.get("delta") or {}
+                    if type(delta) is not dict:
+                        raise TypeError(f"delta is {type(delta).__name__}, not an object")
+                    if "role" in delta:
+                        del delta["role"]
                 reason = choice.get("finish_reason")
             except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
                 # The chunks before it still go out; then the stream ends as broken.
                 error = ProtocolError(self.name, f"{self.name} sent a chunk OMEN cannot read ({exc})")
                 return out, finished, True, error
-            finished = finished or reason is not None
-            out.append(Chunk(delta=delta, finish_reason=reason, usage=usage))
+            if reason is not None:
+                finished = True
+            fingerprint = data.get("system_fingerprint")
+            out.append(Chunk(delta, reason, usage, fingerprint=fingerprint if type(fingerprint) is str else None))
         return out, finished, False, None
 
 

@@ -273,23 +273,26 @@ async def _stream(request: web.Request, session: StreamSession, request_id: str,
     enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
     outcome = Outcome.CANCELLED
     error: UpstreamError | None = None
-    held: list[bytes] = []  # encoded frames waiting for the rest of their upstream read
+    held: list[bytes] = []  # frames of the read that ended the stream, written with its end
     try:
         await resp.prepare(request)
-        async for chunk in session:
-            if chunk.omen is not None and "swap" in chunk.omen:
-                enc.model = session.target.model
-            if chunk.delta or chunk.finish_reason is not None or chunk.omen is not None:
-                held.append(enc.chunk(chunk))
-            if not chunk.more and held:  # frames from one upstream read go out in one write
-                await resp.write(b"".join(held))
-                held.clear()
+        async for batch in session.batches():
+            frames = []
+            for chunk in batch:
+                if chunk.omen is not None and "swap" in chunk.omen:
+                    enc.model = session.target.model
+                if chunk.delta or chunk.finish_reason is not None or chunk.omen is not None:
+                    frames.append(enc.chunk(chunk))
+            if batch.last:
+                held += frames
+            elif frames:  # the frames of one upstream read go out in one write
+                await resp.write(b"".join(frames))
         if req.include_usage:
             usage, estimated = session.usage_or_estimate()
             cost = session.call.spent_usd + usage.cost(session.attempt.price)
             held.append(enc.usage(usage, {"cost_usd": round(cost, 8), "usage_estimated": estimated}))
         held.append(DONE)
-        await resp.write(b"".join(held))
+        await resp.write_eof(b"".join(held))
         held.clear()
         outcome = Outcome.OK
     except UpstreamError as err:
