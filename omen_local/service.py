@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -160,16 +161,17 @@ class OmenService:
         self.health.cooldown_s = d.failure_cooldown_s
         self.health.breaker_failures = d.breaker_failures
         policy = self.metering.policy if self.metering is not None else None
+        price_for = functools.lru_cache(maxsize=1024)(config.price_for)  # names come from the catalog
         dispatcher = Dispatcher(
             providers,
             self.health,
             self.hub,
             self._record,
-            config.price_for,
+            price_for,
             policy.provider_wait if policy is not None else (lambda _p: 0.0),
             d.first_token_timeout_s,
         )
-        planner = Planner(config, catalog, self.health, self.sticky)
+        planner = Planner(config, catalog, self.health, self.sticky, price_for)
         return Router(config, planner, dispatcher, strategies(catalog, d), self.sticky, policy=policy)
 
     # ------------------------------------------------------------ lifecycle

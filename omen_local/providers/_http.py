@@ -7,6 +7,7 @@ redacted) so the router can decide on failover without knowing any wire format.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
@@ -14,6 +15,7 @@ from time import time
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from .. import jsonutil
 from .base import Provider
@@ -115,17 +117,17 @@ def encode(provider: Provider, body: dict[str, Any]) -> bytes:
         raise RequestRejected(provider.name, f"the request cannot be encoded for {provider.name}: {exc}") from None
 
 
-@asynccontextmanager
-async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST ``body`` as JSON; yield the response if 2xx, raise UpstreamError otherwise.
+@functools.lru_cache(maxsize=256)
+def _url(url: str) -> URL:
+    """A provider's endpoint, parsed once (a handful per provider)."""
+    return URL(url)
 
-    The connection goes back to the pool only when the body was read to the end; on
-    any error or cancellation it is closed, so the upstream stops generating at once.
-    """
+
+async def _send(provider: Provider, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
     data = encode(provider, body)
     try:
-        resp = await provider.session.post(
-            url,
+        return await provider.session.post(
+            _url(url),
             data=data,
             headers=provider.headers,
             timeout=provider._client_timeout,
@@ -133,6 +135,31 @@ async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncItera
         )
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise translate(provider, exc) from None
+
+
+async def post_json(provider: Provider, url: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` and return the decoded JSON answer (a whole answer: :func:`post` then
+    :func:`read_json`, without the context manager)."""
+    resp = await _send(provider, url, body)
+    try:
+        if resp.status >= 400:
+            raise await _http_error(provider, resp)
+        data = await read_json(provider, resp)
+    except BaseException:
+        resp.close()
+        raise
+    resp.release()
+    return data
+
+
+@asynccontextmanager
+async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST ``body`` as JSON; yield the response if 2xx, raise UpstreamError otherwise.
+
+    The connection goes back to the pool only when the body was read to the end; on
+    any error or cancellation it is closed, so the upstream stops generating at once.
+    """
+    resp = await _send(provider, url, body)
     ok = False
     try:
         if resp.status >= 400:

@@ -54,9 +54,7 @@ class OpenAICompatProvider(Provider):
         return out
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
-        url = f"{self.config.base_url}/chat/completions"
-        async with _http.post(self, url, self._body(model, body, False)) as resp:
-            data = await _http.read_json(self, resp)
+        data = await _http.post_json(self, f"{self.config.base_url}/chat/completions", self._body(model, body, False))
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise ProtocolError(self.name, f"{self.name} sent a completion without choices")
         data.setdefault("model", model)
@@ -70,9 +68,7 @@ class OpenAICompatProvider(Provider):
         return self._stream(f"{self.config.base_url}{path}", self._body(model, body, True), text=text)
 
     async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
-        url = f"{self.config.base_url}/completions"
-        async with _http.post(self, url, self._body(model, body, False)) as resp:
-            data = await _http.read_json(self, resp)
+        data = await _http.post_json(self, f"{self.config.base_url}/completions", self._body(model, body, False))
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("text"), str):
             raise ProtocolError(self.name, f"{self.name} sent a completion without text")
@@ -84,8 +80,7 @@ class OpenAICompatProvider(Provider):
 
     async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
         request = {**body, "model": model, "encoding_format": "float"}
-        async with _http.post(self, f"{self.config.base_url}/embeddings", request) as resp:
-            data = await _http.read_json(self, resp)
+        data = await _http.post_json(self, f"{self.config.base_url}/embeddings", request)
         items = data.get("data") if isinstance(data, dict) else None
         vectors = _vectors(items)
         if vectors is None:
