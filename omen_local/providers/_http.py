@@ -216,3 +216,34 @@ async def iter_lines(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncI
     """Lines of a streamed body without their line ending."""
     async for line in _until_eof(provider, resp.content.readline):
         yield line.rstrip(b"\r\n")
+
+
+MAX_LINE = 1 << 20  # an NDJSON line longer than this is not a streamed chunk
+
+
+async def read_block(provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
+    """Whatever bytes have arrived (b"" at the end), transport errors as mid-stream UpstreamErrors."""
+    try:
+        return await resp.content.readany()
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise translate(provider, exc, midstream=True) from None
+
+
+async def ndjson_reads(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+    """The complete non-blank lines of each read (without line ends); the last read may end
+    without a newline. A read at a time, so a stream's lines cross the layers together."""
+    tail = b""
+    while True:
+        block = await read_block(provider, resp)
+        if block:
+            lines = (tail + block if tail else block).split(b"\n")
+            tail = lines.pop()
+            if len(tail) > MAX_LINE:
+                raise ProtocolError(provider.name, f"{provider.name} sent a line longer than {MAX_LINE} bytes")
+        else:
+            lines, tail = [tail], b""
+        out = [line for line in lines if line.strip()]
+        if out:
+            yield out
+        if not block:
+            return
