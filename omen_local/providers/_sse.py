@@ -25,6 +25,8 @@ class SSEEvent:
 
 _DATA = b"data: "
 _EVENT = b"event: "
+_SEP = b"\n\ndata: "
+_DONE_TAIL = b"\n\ndata: [DONE]"
 
 
 @dataclass(slots=True)
@@ -42,6 +44,25 @@ class Decoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         return [SSEEvent(name, data.decode("utf-8", "replace")) for name, data in self.feed_raw(chunk)]
+
+    def data_array(self, block: bytes) -> tuple[bytes, bool] | None:
+        """A read of nothing but whole ``data: <json>`` events as one JSON array of their data
+        (so one parse covers them all), and whether it ends with ``data: [DONE]``; None when
+        the read is anything else (or the decoder holds part of an event): use :meth:`feed_raw`.
+
+        Such data holds no newline, so every newline of the read is in an event separator.
+        """
+        if self._tail or self._open or not block.startswith(_DATA) or not block.endswith(b"\n\n") or b"\r" in block:
+            return None
+        body = block[6:-2]
+        done = body.endswith(_DONE_TAIL)
+        if done:
+            body = body[: -len(_DONE_TAIL)]
+        elif body == b"[DONE]":
+            return b"[]", True
+        if not body or body.count(b"\n") != 2 * body.count(_SEP):
+            return None
+        return b"[" + body.replace(_SEP, b",") + b"]", done
 
     def close(self) -> list[SSEEvent]:
         """The events a stream that ended without its final blank line still completes."""

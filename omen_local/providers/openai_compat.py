@@ -92,14 +92,25 @@ class OpenAICompatProvider(Provider):
         async with _http.post(self, url, request) as resp:
             decoder = _sse.Decoder()
             read = resp.content.readany
+            loads = jsonutil.loads
             finished = ended = False
             while not ended:
                 try:
                     block = await read()
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     raise _http.translate(self, exc, midstream=True) from None
-                events = decoder.feed_raw(block) if block else decoder.close_raw()
-                batch, finished, ended, error = self._translate(events, finished, text)
+                items = None
+                whole = decoder.data_array(block) if block else None
+                if whole is not None:  # the usual read: whole events, one parse for all of them
+                    try:
+                        items = loads(whole[0])
+                    except jsonutil.JSONDecodeError:
+                        items = None  # find the bad one event by event
+                if items is not None and whole is not None:
+                    batch, finished, ended, error = self._chunks(items, finished, text, whole[1])
+                else:
+                    events = decoder.feed_raw(block) if block else decoder.close_raw()
+                    batch, finished, ended, error = self._translate(events, finished, text)
                 ended = ended or not block
                 if batch:
                     batch.last = ended and error is None
@@ -116,18 +127,27 @@ class OpenAICompatProvider(Provider):
 
         ``text``: legacy completion chunks, whose ``choices[0].text`` becomes ``delta.content``.
         """
-        out = Batch()
+        items: list[Any] = []
         loads = jsonutil.loads
         for _, payload in events:
             if payload == b"[DONE]":
-                return out, finished, True, None
+                return self._chunks(items, finished, text, True)
             try:
-                data = loads(payload)
+                items.append(loads(payload))
             except jsonutil.JSONDecodeError:
                 try:  # text that is not UTF-8 is read as the line parser reads it: replaced
-                    data = loads(payload.decode("utf-8", "replace"))
+                    items.append(loads(payload.decode("utf-8", "replace")))
                 except jsonutil.JSONDecodeError:
-                    return out, finished, True, ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
+                    batch, finished, _, error = self._chunks(items, finished, text, False)
+                    return batch, finished, True, error or ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
+        return self._chunks(items, finished, text, False)
+
+    def _chunks(
+        self, items: list[Any], finished: bool, text: bool, done: bool
+    ) -> tuple[Batch, bool, bool, UpstreamError | None]:
+        """Chunks from the decoded events of one read (``done``: [DONE] came after them)."""
+        out = Batch()
+        for data in items:
             if type(data) is not dict:
                 continue
             if data.get("error") is not None:
@@ -159,8 +179,8 @@ class OpenAICompatProvider(Provider):
             if reason is not None:
                 finished = True
             fingerprint = data.get("system_fingerprint")
-            out.append(Chunk(delta, reason, usage, fingerprint=fingerprint if type(fingerprint) is str else None))
-        return out, finished, False, None
+            out.append(Chunk(delta, reason, usage, None, False, fingerprint if type(fingerprint) is str else None))
+        return out, finished, done, None
 
 
 def _vector(value: Any) -> list[float] | None:
