@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from time import time
@@ -18,6 +18,8 @@ import aiohttp
 from yarl import URL
 
 from .. import jsonutil
+from ._h1 import H1ConnectError
+from ._h1 import Response as H1Response
 from .base import Provider
 from .errors import (
     ConnectFailed,
@@ -31,6 +33,7 @@ from .errors import (
 )
 
 _MAX_ERROR_BODY = 64 * 1024
+Response = aiohttp.ClientResponse | H1Response  # aiohttp's, or the lean client's (plain-HTTP upstreams)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -62,7 +65,7 @@ def error_message(payload: Any) -> str | None:
     return None
 
 
-async def _http_error(provider: Provider, resp: aiohttp.ClientResponse) -> HTTPStatusError:
+async def _http_error(provider: Provider, resp: Response) -> HTTPStatusError:
     try:
         raw = await resp.content.read(_MAX_ERROR_BODY)
     except (TimeoutError, aiohttp.ClientError):
@@ -104,7 +107,7 @@ def translate(provider: Provider, exc: BaseException, *, midstream: bool = False
         return StreamBroken(provider.name, provider.redact(f"{provider.name} {what}"))
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(provider.name, f"{provider.name} did not answer in time")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | H1ConnectError):
         return ConnectFailed(provider.name, provider.redact(f"cannot reach {provider.name}: {exc}"))
     return ConnectionDropped(provider.name, provider.redact(f"{provider.name} closed the connection: {exc}"))
 
@@ -123,9 +126,13 @@ def _url(url: str) -> URL:
     return URL(url)
 
 
-async def _send(provider: Provider, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+async def _send(provider: Provider, url: str, body: dict[str, Any]) -> Response:
     data = encode(provider, body)
+    h1 = provider.h1
     try:
+        if h1 is not None:
+            t = provider.timeouts
+            return await h1.post(_url(url), provider.h1_headers, data, connect_s=t.connect, idle_s=t.idle, total_s=t.total)
         return await provider.session.post(
             _url(url),
             data=data,
@@ -153,7 +160,7 @@ async def post_json(provider: Provider, url: str, body: dict[str, Any]) -> Any:
 
 
 @asynccontextmanager
-async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncIterator[aiohttp.ClientResponse]:
+async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncIterator[Response]:
     """POST ``body`` as JSON; yield the response if 2xx, raise UpstreamError otherwise.
 
     The connection goes back to the pool only when the body was read to the end; on
@@ -184,7 +191,7 @@ async def get_json(provider: Provider, url: str) -> Any:
         raise translate(provider, exc) from None
 
 
-async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
+async def read_json(provider: Provider, resp: Response) -> Any:
     try:
         raw = await resp.read()
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -195,33 +202,10 @@ async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
         raise ProtocolError(provider.name, f"{provider.name} sent a body that is not JSON") from None
 
 
-async def _until_eof(provider: Provider, read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[bytes]:
-    """Call ``read`` until the body ends, mapping transport errors to mid-stream UpstreamErrors."""
-    while True:
-        try:
-            data = await read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise translate(provider, exc, midstream=True) from None
-        if not data:
-            return
-        yield data
-
-
-def iter_reads(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Whatever bytes have arrived, one block per read."""
-    return _until_eof(provider, resp.content.readany)
-
-
-async def iter_lines(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Lines of a streamed body without their line ending."""
-    async for line in _until_eof(provider, resp.content.readline):
-        yield line.rstrip(b"\r\n")
-
-
 MAX_LINE = 1 << 20  # an NDJSON line longer than this is not a streamed chunk
 
 
-async def read_block(provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
+async def read_block(provider: Provider, resp: Response) -> bytes:
     """Whatever bytes have arrived (b"" at the end), transport errors as mid-stream UpstreamErrors."""
     try:
         return await resp.content.readany()
@@ -229,7 +213,7 @@ async def read_block(provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
         raise translate(provider, exc, midstream=True) from None
 
 
-async def ndjson_reads(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+async def ndjson_reads(provider: Provider, resp: Response) -> AsyncIterator[list[bytes]]:
     """The complete non-blank lines of each read (without line ends); the last read may end
     without a newline. A read at a time, so a stream's lines cross the layers together."""
     tail = b""

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..config import Price, ProviderConfig
+from ._h1 import H1Pool
 from .errors import Unsupported, UpstreamError
 
 __all__ = [
@@ -245,6 +246,23 @@ class Provider(ABC):
         self._client_timeout = self.timeouts.client_timeout()
         self.proxy = env_proxy(config.base_url)
         self.headers = {"Content-Type": "application/json", **config.headers, **self.auth_headers()}
+        self.h1: H1Pool | None = None  # the lean client, for plain-HTTP upstreams (use_h1)
+        self.h1_headers = b""
+
+    def use_h1(self, pool: H1Pool) -> bool:
+        """Send POSTs through ``pool`` if this upstream is plain HTTP without a proxy and its
+        headers can be written as they are; True if so."""
+        if urlsplit(self.config.base_url).scheme != "http" or self.proxy is not None:
+            return False
+        lines = []
+        for name, value in self.headers.items():
+            text = f"{name}: {value}\r\n"
+            if any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value or not text.isascii():
+                return False  # leave odd headers to aiohttp, which checks and encodes them
+            lines.append(text)
+        self.h1_headers = "".join(lines).encode("ascii")
+        self.h1 = pool
+        return True
 
     @classmethod
     def needs_key(cls, config: ProviderConfig) -> bool:
