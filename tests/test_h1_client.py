@@ -130,6 +130,17 @@ async def test_chunk_extensions_trailers_and_gzip(server: Scripted) -> None:
     pool.close()
 
 
+async def test_an_interim_answer_is_skipped(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 100 Continue\r\n\r\n", ok(b"real")])
+    server.scripts.append(lambda r: [b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"together")])
+    pool = H1Pool()
+    for expected in (b"real", b"together"):
+        resp = await post(pool, server.url)
+        assert resp.status == 200 and await resp.read() == expected
+        resp.release()
+    pool.close()
+
+
 async def test_close_delimited_answer_and_connection_close(server: Scripted) -> None:
     server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"])
     server.scripts.append(lambda r: [b"HTTP/1.0 200 OK\r\n\r\nuntil ", b"the end", b""])

@@ -321,7 +321,12 @@ class Connection(asyncio.Protocol):
                     raise H1Error("the upstream sent data without a request")
                 head, rest = bytes(self._head[:end]), bytes(self._head[end + 4 :])
                 self._head.clear()
-                response = self.response = self._parse_head(head)
+                response = self._parse_head(head)
+                if 100 <= response.status < 200:  # an interim answer (100 Continue): the real one follows
+                    if rest:
+                        self.data_received(rest)
+                    return
+                self.response = response
                 waiter, self._head_waiter = self._head_waiter, None
                 if not waiter.done():
                     waiter.set_result(response)
