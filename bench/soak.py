@@ -6,6 +6,11 @@ from 1,000 users, each request naming a fresh random workspace and session, one 
 asking for an invented model (404) and one in five streamed. The server's RSS is read
 from /proc every 10,000 requests. Target: growth under 30 MB after warm-up.
 
+Warm-up ends when the time-bounded structures have reached their steady size: after
+WARMUP requests *and* WARMUP_S seconds (rate-limit windows hold a minute of traffic,
+sticky sessions and idle quota tallies are capped at 10,000). Before that, growth is
+the structures filling to their bounds; after it, growth is a leak.
+
     python bench/soak.py [--requests 200000] [--concurrency 32]
 """
 
@@ -33,6 +38,7 @@ from omen_local.tokens import TokenBook  # noqa: E402
 
 USERS = 1000
 WARMUP = 20_000
+WARMUP_S = 90.0
 MSG = [{"role": "user", "content": "Say hello in five words."}]
 
 
@@ -96,8 +102,9 @@ tpm = 1000000000
     return cfg
 
 
-async def drive(base: str, tokens: list[str], n: int, concurrency: int, pid: int) -> list[tuple[int, float]]:
-    samples: list[tuple[int, float]] = [(0, rss_mb(pid))]
+async def drive(base: str, tokens: list[str], n: int, concurrency: int, pid: int) -> list[tuple[int, float, float]]:
+    t0 = time.perf_counter()
+    samples: list[tuple[int, float, float]] = [(0, 0.0, rss_mb(pid))]
     done = 0
     codes: dict[int, int] = {}
     rng = random.Random(7)
@@ -126,8 +133,8 @@ async def drive(base: str, tokens: list[str], n: int, concurrency: int, pid: int
                 codes[resp.status] = codes.get(resp.status, 0) + 1
             done += 1
             if done % 10_000 == 0:
-                samples.append((done, rss_mb(pid)))
-                print(f"  {done:>7} requests  RSS {samples[-1][1]:7.1f} MB  statuses {dict(sorted(codes.items()))}", flush=True)
+                samples.append((done, time.perf_counter() - t0, rss_mb(pid)))
+                print(f"  {done:>7} requests  {samples[-1][1]:6.0f} s  RSS {samples[-1][2]:7.1f} MB  statuses {dict(sorted(codes.items()))}", flush=True)
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -155,11 +162,20 @@ def main() -> None:
         print(f"soak: {args.requests} requests, {USERS} users, random workspace/session each, 10% invented models")
         samples = asyncio.run(drive(f"http://127.0.0.1:{port}", tokens, args.requests, args.concurrency, server.pid))
         took = time.perf_counter() - t0
-        warm = [mb for n, mb in samples if n >= WARMUP]
-        growth = warm[-1] - warm[0] if len(warm) > 1 else float("nan")
-        peak = max(mb for _, mb in samples)
+        warm = [(n, mb) for n, t, mb in samples if n >= WARMUP and t >= WARMUP_S]
+        peak = max(mb for _, _, mb in samples)
         print(f"\n{args.requests} requests in {took:.0f} s ({args.requests / took:.0f} req/s)")
-        print(f"RSS after warm-up ({WARMUP}): {warm[0]:.1f} MB; at the end: {warm[-1]:.1f} MB; growth {growth:+.1f} MB (target < 30 MB); peak {peak:.1f} MB")
+        if len(warm) < 2:
+            print("the run ended before the warm-up did: run more requests")
+            return
+        growth = warm[-1][1] - warm[0][1]
+        half = warm[len(warm) // 2]
+        slope = (warm[-1][1] - half[1]) / max(1, (warm[-1][0] - half[0]) / 10_000)
+        print(
+            f"RSS after warm-up ({warm[0][0]} requests, >= {WARMUP_S:.0f} s): {warm[0][1]:.1f} MB; at the end: "
+            f"{warm[-1][1]:.1f} MB; growth {growth:+.1f} MB (target < 30 MB); last half {slope:+.2f} MB per 10,000 "
+            f"requests; peak {peak:.1f} MB"
+        )
     finally:
         server.terminate()
         upstream.terminate()

@@ -23,6 +23,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+from rune.exclude import glob_to_regex as rune_glob_to_regex
+
 PATH_NAMES = frozenset({
     "path", "paths", "file", "files", "filename", "filenames", "filepath", "directory",
     "directories", "dir", "dirs", "folder", "source", "sources", "destination", "src", "dst",
@@ -110,39 +112,8 @@ def real_roots(roots: Sequence[Path]) -> tuple[Path, ...]:
     return tuple(Path(os.path.realpath(r)) for r in roots)
 
 
-@functools.lru_cache(maxsize=1024)
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """``**`` crosses directories, ``*`` and ``?`` do not; ``[...]`` as in fnmatch."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1:end].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+# One glob syntax for Glyph's rules and the exclusions Rune carries out for them.
+glob_to_regex = functools.lru_cache(maxsize=1024)(rune_glob_to_regex)
 
 
 def path_covered(pattern: str, path: Path, roots: Sequence[Path]) -> bool:

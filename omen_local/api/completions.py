@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
+from .shape import check_output_cap, check_sampling, check_shape, is_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,19 +25,13 @@ class CompletionRequest:
     hints: Hints
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _prompt(value: Any) -> str | list[int]:
     """The one prompt: a string or a token array."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and value and all(_is_int(t) and t >= 0 for t in value):
+    if isinstance(value, list) and value and all(is_int(t) and t >= 0 for t in value):
         return list(value)
     if isinstance(value, list) and len(value) == 1:
         return _prompt(value[0])
@@ -46,16 +41,8 @@ def _prompt(value: Any) -> str | list[int]:
 
 
 def _check_scalars(raw: dict[str, Any]) -> None:
-    for key, lo, hi in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0), ("frequency_penalty", -2.0, 2.0), ("presence_penalty", -2.0, 2.0)):
-        v = raw.get(key)
-        if v is not None and (not _is_num(v) or not lo <= v <= hi):
-            raise invalid(f"{key} must be a number from {lo:g} to {hi:g}", key)
-    cap = raw.get("max_tokens")
-    if cap is not None and (not _is_int(cap) or cap < 1):
-        raise invalid("max_tokens must be a positive integer", "max_tokens")
-    seed = raw.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise invalid("seed must be an integer", "seed")
+    check_sampling(raw)
+    check_output_cap(raw, "max_tokens")
     for key in ("n", "best_of"):
         if raw.get(key) not in (None, 1):
             raise invalid(f"{key} must be 1: OMEN returns one choice per request", key)
@@ -83,6 +70,7 @@ def parse_completion_request(raw: Any, *, intents: tuple[str, ...], providers: t
     """Validate a decoded body; raise a 400 :class:`OmenError` naming the first bad field."""
     if not isinstance(raw, dict):
         raise invalid("the request body must be a JSON object")
+    check_shape(raw)
     model = raw.get("model")
     if not isinstance(model, str) or not model or len(model) > 256:
         raise invalid("model must be a non-empty string ('auto' lets OMEN choose)", "model")

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
+from .shape import check_shape, is_int
 
 MAX_INPUTS = 2048  # OpenAI's limit on one request's inputs
 ENCODINGS = ("float", "base64")
@@ -34,12 +35,9 @@ class EmbeddingsRequest:
         return len(value)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
 
 def _tokens(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(_is_int(t) and t >= 0 for t in v)
+    return isinstance(v, list) and bool(v) and all(is_int(t) and t >= 0 for t in v)
 
 
 def check_input(value: Any) -> None:
@@ -71,6 +69,7 @@ def parse_embeddings_request(raw: Any, *, intents: tuple[str, ...], providers: t
     """Validate a decoded body; raise a 400 :class:`OmenError` naming the first bad field."""
     if not isinstance(raw, dict):
         raise invalid("the request body must be a JSON object")
+    check_shape(raw)
     model = raw.get("model")
     if not isinstance(model, str) or not model or len(model) > 256:
         raise invalid("model must be a non-empty string ('auto' lets OMEN choose)", "model")
@@ -83,7 +82,7 @@ def parse_embeddings_request(raw: Any, *, intents: tuple[str, ...], providers: t
     if encoding not in ENCODINGS:
         raise invalid("encoding_format must be 'float' or 'base64'", "encoding_format")
     dims = raw.get("dimensions")
-    if dims is not None and (not _is_int(dims) or dims < 1):
+    if dims is not None and (not is_int(dims) or dims < 1):
         raise invalid("dimensions must be a positive integer", "dimensions")
     user = raw.get("user")
     if user is not None and not isinstance(user, str):

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import STRATEGIES, Alias, StrategyName
 from ..errors import invalid
+from .shape import is_int
 
 STICKINESS = ("none", "session")
 _FIELDS = (
@@ -63,9 +64,6 @@ class Hints:
 NO_HINTS = Hints()
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
 
 def _body_name(key: str) -> str:
     return f"omen.{key}"
@@ -107,7 +105,7 @@ def parse_hints(
         raise invalid(f"{name('strategy')} must be one of {', '.join(STRATEGIES)}", name("strategy"))
 
     k = raw.get("k")
-    if k is not None and (not _is_int(k) or not 1 <= k <= 8):
+    if k is not None and (not is_int(k) or not 1 <= k <= 8):
         raise invalid(f"{name('k')} must be an integer from 1 to 8", name("k"))
 
     intent = raw.get("intent")
@@ -137,7 +135,7 @@ def parse_hints(
         raise invalid(f"{name('budget_usd')} must be a number from 0 to {MAX_BUDGET_USD:g}", name("budget_usd"))
 
     latency = raw.get("max_latency_ms")
-    if latency is not None and (not _is_int(latency) or not 1 <= latency <= MAX_LATENCY_MS):
+    if latency is not None and (not is_int(latency) or not 1 <= latency <= MAX_LATENCY_MS):
         raise invalid(f"{name('max_latency_ms')} must be an integer from 1 to {MAX_LATENCY_MS}", name("max_latency_ms"))
 
     stick = raw.get("stickiness")

@@ -26,6 +26,7 @@ from ..wire.anthropic import (
     tool_choice_from_anthropic,
     tools_from_anthropic,
 )
+from .shape import is_int, is_num
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 TOOL_CHOICES = ("auto", "any", "tool", "none")
@@ -75,12 +76,6 @@ class MessagesRequest:
     thinking: bool  # the client asked for thinking blocks
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _obj(v: Any, where: str) -> dict[str, Any]:
@@ -313,12 +308,12 @@ def _sampling(raw: dict[str, Any], chat: dict[str, Any]) -> None:
     for key in ("temperature", "top_p"):
         v = raw.get(key)
         if v is not None:
-            if not _is_num(v) or not 0 <= v <= 1:
+            if not is_num(v) or not 0 <= v <= 1:
                 raise invalid(f"{key}: Input should be a number from 0 to 1", key)
             chat[key] = v
     top_k = raw.get("top_k")
     if top_k is not None:
-        if not _is_int(top_k) or top_k < 0:
+        if not is_int(top_k) or top_k < 0:
             raise invalid("top_k: Input should be an integer >= 0", "top_k")
         if top_k:
             chat["top_k"] = top_k

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
-from .shape import MAX_OUTPUT_TOKENS, check_shape
+from .shape import check_output_cap, check_sampling, check_shape
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
@@ -41,12 +41,6 @@ class ChatRequest:
     op: Operation = Operation.CHAT
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _check_content(content: Any, where: str, role: str) -> None:
@@ -136,17 +130,8 @@ def _check_tools(body: dict[str, Any]) -> None:
 
 
 def _check_scalars(body: dict[str, Any]) -> None:
-    for key, lo, hi in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0), ("frequency_penalty", -2.0, 2.0), ("presence_penalty", -2.0, 2.0)):
-        v = body.get(key)
-        if v is not None and (not _is_num(v) or not lo <= v <= hi):
-            raise invalid(f"{key} must be a number from {lo:g} to {hi:g}", key)
-    for key in ("max_tokens", "max_completion_tokens"):
-        v = body.get(key)
-        if v is not None and (not _is_int(v) or not 1 <= v <= MAX_OUTPUT_TOKENS):
-            raise invalid(f"{key} must be an integer from 1 to {MAX_OUTPUT_TOKENS}", key)
-    seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise invalid("seed must be an integer", "seed")
+    check_sampling(body)
+    check_output_cap(body, "max_tokens", "max_completion_tokens")
     n = body.get("n")
     if n is not None and n != 1:
         raise invalid("n must be 1: OMEN returns one choice per request", "n")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import OmenError, invalid
+from .shape import is_num
 
 ROLES = ("user", "system", "developer", "assistant")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -80,9 +81,6 @@ class ResponsesRequest:
         system = [{"role": "system", "content": self.instructions}] if self.instructions else []
         return {"model": self.model, **self.fields, "messages": [*system, *history, *self.messages], "stream": self.stream}
 
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _obj(v: Any, where: str) -> dict[str, Any]:
@@ -285,7 +283,7 @@ def _sampling(raw: dict[str, Any], fields: dict[str, Any]) -> None:
     for key, hi in (("temperature", 2.0), ("top_p", 1.0)):
         v = raw.get(key)
         if v is not None:
-            if not _is_num(v) or not 0 <= v <= hi:
+            if not is_num(v) or not 0 <= v <= hi:
                 raise invalid(f"{key} must be a number from 0 to {hi:g}", key)
             fields[key] = v
     cap = raw.get("max_output_tokens")

@@ -12,6 +12,8 @@ from typing import Any
 
 from ..errors import invalid
 
+SAMPLING_RANGES = (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0), ("frequency_penalty", -2.0, 2.0), ("presence_penalty", -2.0, 2.0))
+
 MAX_DEPTH = 128  # orjson writes at most 254 levels; translations add a handful
 MAX_INT = 2**63 - 1
 MAX_OUTPUT_TOKENS = 2**31 - 1
@@ -60,3 +62,30 @@ def _locate(body: Any) -> None:
             stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value))
         elif isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT - 1 <= value <= MAX_INT:
             raise invalid(f"{where or 'a number'} is outside the 64-bit integer range", where or None)
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def check_sampling(body: dict[str, Any]) -> None:
+    """The OpenAI sampling fields every generating door shares: ranges, and an integer seed."""
+    for key, lo, hi in SAMPLING_RANGES:
+        v = body.get(key)
+        if v is not None and (not is_num(v) or not lo <= v <= hi):
+            raise invalid(f"{key} must be a number from {lo:g} to {hi:g}", key)
+    seed = body.get("seed")
+    if seed is not None and not is_int(seed):
+        raise invalid("seed must be an integer", "seed")
+
+
+def check_output_cap(body: dict[str, Any], *keys: str) -> None:
+    """Output caps (``max_tokens`` and friends) are integers a budget and an upstream can both carry."""
+    for key in keys:
+        v = body.get(key)
+        if v is not None and (not is_int(v) or not 1 <= v <= MAX_OUTPUT_TOKENS):
+            raise invalid(f"{key} must be an integer from 1 to {MAX_OUTPUT_TOKENS}", key)

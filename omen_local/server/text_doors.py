@@ -15,7 +15,6 @@ from .. import estimate, jsonutil
 from ..api.completions import parse_completion_request
 from ..api.embeddings import parse_embeddings_request
 from ..api.request import ChatRequest, Operation
-from ..api.shape import check_shape
 from ..errors import OmenError
 from ..providers.base import Usage
 from .app import error_response, read_json, request_id_of, with_hints
@@ -30,7 +29,6 @@ async def completions(request: web.Request) -> web.StreamResponse:
     request_id = request_id_of(request)
     try:
         raw = await read_json(request)
-        check_shape(raw)
         parsed = parse_completion_request(raw, intents=tuple(config.intents), providers=tuple(config.providers))
         req = ChatRequest(parsed.model, parsed.body, parsed.stream, parsed.include_usage, parsed.hints, op=Operation.TEXT)
         req, caller, _ = with_hints(req, request, config)
@@ -55,7 +53,6 @@ async def embeddings(request: web.Request) -> web.Response:
     request_id = request_id_of(request)
     try:
         raw = await read_json(request)
-        check_shape(raw)
         parsed = parse_embeddings_request(raw, intents=tuple(config.intents), providers=tuple(config.providers))
         req = ChatRequest(parsed.model, parsed.body, False, False, parsed.hints, op=Operation.EMBED)
         req, caller, _ = with_hints(req, request, config)
