@@ -142,3 +142,41 @@ async def test_upstreams_without_a_fingerprint_send_none(stack: Stack, model: st
     assert chunks and all("system_fingerprint" not in c for c in chunks)
     assert {c["id"] for c in chunks} == {chunks[0]["id"]}
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+
+
+# ---------------------------------------------------------------- reads of many events
+
+
+async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed() -> None:
+    """An upstream that sends a whole answer in one write: the first batch ends with the
+    first content (so the client's first token waits for nothing else), the rest of the
+    read follows as one batch that ends the stream."""
+    import asyncio
+
+    from omen_local.config import ProviderConfig
+    from omen_local.providers._h1 import H1Pool
+    from omen_local.providers.openai_compat import OpenAICompatProvider
+    from tests.test_h1_client import Scripted
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "system_fingerprint": "fp",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    sse = chunk({"role": "assistant", "content": ""}) + b"".join(chunk({"content": f"w{i}"}) for i in range(10))
+    sse += chunk({}, "stop") + b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":10}}\n\ndata: [DONE]\n\n'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(sse)
+    server = Scripted()
+    server.scripts.append(lambda r: [head + sse])
+    server.server = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    pool = H1Pool()
+    async with server.server:
+        provider = OpenAICompatProvider(ProviderConfig(name="o", kind="openai", base_url=str(server.url.with_path("/v1"))), None)  # type: ignore[arg-type]
+        assert provider.use_h1(pool)
+        batches = [b async for b in provider.stream_batches("m", {"messages": [{"role": "user", "content": "hi"}]})]
+    pool.close()
+    assert [c.delta.get("content") for c in batches[0]] == ["", "w0"]  # role chunk + first content
+    assert len(batches) == 2 and not batches[0].last and batches[1].last
+    assert "".join(c.delta.get("content") or "" for b in batches for c in b) == "".join(f"w{i}" for i in range(10))
+    assert batches[1][-2].finish_reason == "stop" and batches[1][-1].usage is not None
+    assert batches[1][-1].usage.completion_tokens == 10

@@ -93,12 +93,39 @@ class OpenAICompatProvider(Provider):
             decoder = _sse.Decoder()
             read = resp.content.readany
             loads = jsonutil.loads
-            finished = ended = False
+            finished = ended = primed = False
+            head = Batch()  # chunks before the first content (the role chunk): they go out with it
             while not ended:
                 try:
                     block = await read()
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     raise _http.translate(self, exc, midstream=True) from None
+                error: UpstreamError | None = None
+                if not primed and block:
+                    # Until the first content, events are read one at a time, and the first
+                    # content goes out before the rest of its read is even parsed.
+                    events = decoder.feed_raw(block)
+                    i = 0
+                    while i < len(events) and not primed and error is None:
+                        batch, finished, ended, error = self._translate(events[i : i + 1], finished, text)
+                        i += 1
+                        head.extend(batch)
+                        primed = ended or any(c.finish_reason is not None or c.has_content for c in batch)
+                    if error is None and not primed:
+                        continue  # nothing to show yet: keep what came for the first content
+                    rest = [] if ended or error is not None else events[i:]
+                    if head:
+                        head.last = ended and error is None
+                        yield head
+                        head = Batch()
+                    if rest:
+                        batch, finished, ended, error = self._translate(rest, finished, text)
+                        if batch:
+                            batch.last = ended and error is None
+                            yield batch
+                    if error is not None:
+                        raise error
+                    continue
                 items = None
                 whole = decoder.data_array(block) if block else None
                 if whole is not None:  # the usual read: whole events, one parse for all of them
@@ -112,6 +139,9 @@ class OpenAICompatProvider(Provider):
                     events = decoder.feed_raw(block) if block else decoder.close_raw()
                     batch, finished, ended, error = self._translate(events, finished, text)
                 ended = ended or not block
+                if head:  # the stream ended before any content
+                    batch[0:0] = head
+                    head = Batch()
                 if batch:
                     batch.last = ended and error is None
                     yield batch
