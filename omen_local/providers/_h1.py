@@ -22,6 +22,7 @@ aiohttp's. Nothing is retried: a request is sent at most once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -453,6 +454,17 @@ def _timeout(waiter: asyncio.Future[Response], seconds: float) -> None:
         waiter.set_exception(TimeoutError(f"no answer within {seconds:g} s"))
 
 
+@functools.lru_cache(maxsize=256)
+def _endpoint(url: URL) -> tuple[tuple[str, int], bytes]:
+    """(host, port) and the request's start up to the Content-Length value, for ``url``."""
+    host, port = url.raw_host or "", url.port or 80
+    shown = f"[{host}]" if ":" in host else host
+    if port != 80:
+        shown = f"{shown}:{port}"
+    start = f"POST {url.raw_path_qs or '/'} HTTP/1.1\r\nHost: {shown}\r\nContent-Length: "
+    return (host, port), start.encode("latin-1")
+
+
 class H1Pool:
     """Idle keep-alive connections per (host, port), newest reused first."""
 
@@ -495,8 +507,7 @@ class H1Pool:
         self, url: URL, headers: bytes, body: bytes, *, connect_s: float, idle_s: float, total_s: float
     ) -> Response:
         """Send ``POST url`` with the prepared header lines (``Name: value\\r\\n`` each) and body."""
-        host, port = url.raw_host or "", url.port or 80
-        key = (host, port)
+        key, start = _endpoint(url)
         idle = self._idle.get(key)
         conn = None
         while idle:
@@ -510,16 +521,7 @@ class H1Pool:
         if conn is None:
             conn = await self._connect(key, connect_s, idle_s)
         conn.idle_s = idle_s
-        target = url.raw_path_qs or "/"
-        host_header = host if port == 80 else f"{host}:{port}"
-        if ":" in host and not host.startswith("["):
-            host_header = f"[{host}]" if port == 80 else f"[{host}]:{port}"
-        request = (
-            f"POST {target} HTTP/1.1\r\nHost: {host_header}\r\nContent-Length: {len(body)}\r\n".encode("latin-1")
-            + headers
-            + b"\r\n"
-            + body
-        )
+        request = b"".join((start, str(len(body)).encode(), b"\r\n", headers, b"\r\n", body))
         response = await conn.send(request, min(idle_s, total_s))
         response.deadline = asyncio.get_running_loop().time() + total_s
         return response
