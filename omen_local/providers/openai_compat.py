@@ -100,32 +100,30 @@ class OpenAICompatProvider(Provider):
                     block = await read()
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     raise _http.translate(self, exc, midstream=True) from None
+                eof = not block
                 error: UpstreamError | None = None
                 if not primed and block:
-                    # Until the first content, events are read one at a time, and the first
+                    # Until the first content, events are taken one at a time, and the first
                     # content goes out before the rest of its read is even parsed.
-                    events = decoder.feed_raw(block)
-                    i = 0
-                    while i < len(events) and not primed and error is None:
-                        batch, finished, ended, error = self._translate(events[i : i + 1], finished, text)
-                        i += 1
+                    pos = 0
+                    while not primed and error is None:
+                        stop = block.find(b"\n\n", pos)
+                        if stop < 0:
+                            break
+                        batch, finished, ended, error = self._translate(decoder.feed_raw(block[pos : stop + 2]), finished, text)
+                        pos = stop + 2
                         head.extend(batch)
                         primed = ended or any(c.finish_reason is not None or c.has_content for c in batch)
-                    if error is None and not primed:
-                        continue  # nothing to show yet: keep what came for the first content
-                    rest = [] if ended or error is not None else events[i:]
-                    if head:
-                        head.last = ended and error is None
-                        yield head
-                        head = Batch()
-                    if rest:
-                        batch, finished, ended, error = self._translate(rest, finished, text)
-                        if batch:
-                            batch.last = ended and error is None
-                            yield batch
-                    if error is not None:
-                        raise error
-                    continue
+                    block = block[pos:]
+                    if primed or error is not None:
+                        if head:
+                            head.last = ended and error is None
+                            yield head
+                            head = Batch()
+                        if error is not None:
+                            raise error
+                    if ended or not block:
+                        continue
                 items = None
                 whole = decoder.data_array(block) if block else None
                 if whole is not None:  # the usual read: whole events, one parse for all of them
@@ -138,11 +136,12 @@ class OpenAICompatProvider(Provider):
                 else:
                     events = decoder.feed_raw(block) if block else decoder.close_raw()
                     batch, finished, ended, error = self._translate(events, finished, text)
-                ended = ended or not block
-                if head:  # the stream ended before any content
+                ended = ended or eof
+                if head and (primed or ended or error is not None or batch):  # held for the first content
                     batch[0:0] = head
                     head = Batch()
                 if batch:
+                    primed = True
                     batch.last = ended and error is None
                     yield batch
                 if error is not None:
