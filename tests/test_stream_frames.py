@@ -180,3 +180,16 @@ async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed() 
     assert "".join(c.delta.get("content") or "" for b in batches for c in b) == "".join(f"w{i}" for i in range(10))
     assert batches[1][-2].finish_reason == "stop" and batches[1][-1].usage is not None
     assert batches[1][-1].usage.completion_tokens == 10
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_read_encoded_at_once_is_the_frames_of_its_chunks(seed: int) -> None:
+    rng = random.Random(seed)
+    one, many = ChunkEncoder("chatcmpl-a", "m"), ChunkEncoder("chatcmpl-a", "m")
+    many.created = one.created
+    for _ in range(8):
+        batch = [random_chunk(rng) for _ in range(rng.randint(1, 6))]
+        if rng.random() < 0.3:
+            batch.append(Chunk())  # nothing to say: no frame
+        expected = b"".join(one.chunk(c) for c in batch if c.delta or c.finish_reason is not None or c.omen is not None)
+        assert many.frames(batch) == expected

@@ -278,16 +278,13 @@ async def _stream(request: web.Request, session: StreamSession, request_id: str,
     try:
         await resp.prepare(request)
         async for batch in session.batches():
-            frames = []
-            for chunk in batch:
-                if chunk.omen is not None and "swap" in chunk.omen:
-                    enc.model = session.target.model
-                if chunk.delta or chunk.finish_reason is not None or chunk.omen is not None:
-                    frames.append(enc.chunk(chunk))
+            if batch and batch[0].omen is not None and "swap" in batch[0].omen:  # a swap comes alone
+                enc.model = session.target.model
+            frames = enc.frames(batch)
             if batch.last:
-                held += frames
+                held.append(frames)
             elif frames:  # the frames of one upstream read go out in one write
-                await resp.write(b"".join(frames))
+                await resp.write(frames)
         if req.include_usage:
             usage, estimated = session.usage_or_estimate()
             cost = session.call.spent_usd + usage.cost(session.attempt.price)
