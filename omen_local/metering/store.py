@@ -62,6 +62,7 @@ from peewee import (
     TextField,
 )
 
+from ..memtrim import release_memory
 from ..observe import AttemptStarted, UsageEvent
 from . import rollup as r
 from . import sanitise
@@ -334,8 +335,12 @@ class SqliteUsageStore:
                 "journal_mode": "wal",
                 "synchronous": 1,  # NORMAL: WAL stays consistent; the journal covers a crash
                 "busy_timeout": 10000,
-                "cache_size": -16000,
-                "temp_store": 2,
+                # Bounded memory: a 2 MB page cache per connection (the OS caches the file
+                # too), and sorts that spill to temporary files (in memory, a fold's or a
+                # rollup's sort of many distinct names swelled the process by 150 MB at a
+                # time; bench/soak.py).
+                "cache_size": -2000,
+                "temp_store": 1,
             },
         )
         self.max_queue = max_queue
@@ -729,6 +734,7 @@ class SqliteUsageStore:
                     continue
                 self._succeeded(taken, records, events)
                 pending, taken, progressed = [], 0, True
+                release_memory()  # a batch's rows and a fold's sorts leave freed arena pages (at most every 5 s)
             self._end_spill()
             if not pending and not self._spilling and self._applied >= self._submitted:
                 self._behind_since = None  # caught up
@@ -877,6 +883,7 @@ class SqliteUsageStore:
             self.compact()
         except Exception:  # the events are safe; folding is retried later
             log.exception("could not fold usage events into the rollups of %s", self.path)
+
 
     # ------------------------------------------------------------ queries (blocking)
 
