@@ -5,7 +5,8 @@ pooled ``ClientSession`` and relays the answer (streams chunk by chunk), doing n
 else: no auth, no parsing, no routing. OMEN cannot be faster than this on the same
 stack, so it is the floor its overhead is judged against.
 
-Run: ``python bench/_thinproxy.py --upstream http://127.0.0.1:PORT/v1``; prints ``READY <port>``.
+Run: ``python bench/_thinproxy.py --upstream http://127.0.0.1:PORT/v1 [--lag FILE]``; prints
+``READY <port>``. ``--lag FILE`` attaches the benchmark's event-loop lag probe (``_lag.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         return web.Response(status=up.status, body=await up.read(), content_type="application/json")
 
 
-async def serve(host: str, port: int, upstream: str) -> None:
+async def serve(host: str, port: int, upstream: str, lag: str | None = None) -> None:
     app = web.Application()
     app[UPSTREAM] = upstream.rstrip("/")
     app.router.add_post("/v1/chat/completions", forward)
@@ -52,6 +53,10 @@ async def serve(host: str, port: int, upstream: str) -> None:
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
     sockets: list[socket.socket] = list(getattr(site._server, "sockets", None) or [])
+    if lag:
+        from _lag import install
+
+        install(lag)
     print(f"READY {sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -69,13 +74,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:PORT/v1")
+    parser.add_argument("--lag", help="file for the event-loop lag probe's samples (SIGUSR1 on, SIGUSR2 off)")
     args = parser.parse_args()
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(args.host, args.port, args.upstream))
+        asyncio.run(serve(args.host, args.port, args.upstream, args.lag))
     else:
-        uvloop.run(serve(args.host, args.port, args.upstream))
+        uvloop.run(serve(args.host, args.port, args.upstream, args.lag))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,23 @@
-"""A fast fake OpenAI upstream for the overhead benchmark: asyncio Protocol + uvloop.
+"""A fast fake upstream for the benchmarks: asyncio Protocol + uvloop, canned answers.
 
 It answers ``POST .../chat/completions`` with a canned ``chat.completion`` (Content-Length)
 or, when the body asks for ``"stream": true``, a canned SSE stream (chunked: a role
-chunk, three content chunks, a finish chunk, the usage chunk, ``data: [DONE]``). It
-keeps connections alive and does no other work, so it is never the bottleneck.
+chunk, N content chunks (3 unless ``--chunks N``), a finish chunk, the usage chunk,
+``data: [DONE]``, all in one write). The same server speaks two other wire formats, so
+OMEN's translating adapters can be measured against the same upstream:
 
-Run: ``python bench/_upstream.py [--port N]``; it prints ``READY <port>`` once listening.
+* ``POST /v1/messages``: Anthropic's Messages API, a ``message`` or, streamed, Anthropic's
+  SSE events (``message_start``, ``content_block_start``, ``ping``, N
+  ``content_block_delta``, ``content_block_stop``, ``message_delta``, ``message_stop``);
+* ``POST /api/chat``: Ollama's chat API, one JSON object or, streamed, NDJSON lines
+  (N content lines, then the ``done`` line with the counts).
+
+It counts the requests it answered that carry an ``x-bench-from: <name>`` header, per name
+(``GET /stats`` returns them as JSON), so a benchmark can check that the usage OMEN
+metered matches what the upstream saw. It keeps connections alive and does no other
+work, so it is never the bottleneck.
+
+Run: ``python bench/_upstream.py [--port N] [--chunks N]``; prints ``READY <port>`` once listening.
 """
 
 from __future__ import annotations
@@ -18,6 +30,8 @@ import socket
 from typing import Any, cast
 
 MODEL = "gpt-4o-mini"
+CLAUDE = "claude-haiku-4-5"
+LLAMA = "llama3.2"
 _ID = "chatcmpl-bench0000000000000000000000"
 _CREATED = 1_700_000_000
 _USAGE = {
@@ -32,7 +46,17 @@ _USAGE = {
         "rejected_prediction_tokens": 0,
     },
 }
-TEXT_PARTS = ("Hello there,", " nice to", " meet you.")
+THREE_PARTS = ("Hello there,", " nice to", " meet you.")
+
+
+def text_parts(n: int) -> tuple[str, ...]:
+    """``n`` content pieces: the classic three, or as many short words."""
+    if n == 3:
+        return THREE_PARTS
+    return tuple(("Hello" if i == 0 else f" word{i}") for i in range(n))
+
+
+TEXT_PARTS = THREE_PARTS  # set by build()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -124,44 +148,185 @@ def embeddings_body() -> bytes:
     )
 
 
+# ---------------------------------------------------------------- Anthropic Messages API
+
+
+def anthropic_message_body() -> bytes:
+    """A canned ``message``, as Anthropic's API reference shapes it."""
+    return _dumps(
+        {
+            "id": "msg_bench0000000000000000",
+            "type": "message",
+            "role": "assistant",
+            "model": CLAUDE,
+            "content": [{"type": "text", "text": "".join(TEXT_PARTS)}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 21, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 9},
+        }
+    )
+
+
+def anthropic_stream_frames() -> list[bytes]:
+    """Anthropic's streamed events for the same text (docs: "Streaming Messages")."""
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_bench0000000000000000",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": CLAUDE,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 21, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1},
+        },
+    }
+    frames = [
+        event("message_start", start),
+        event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        event("ping", {"type": "ping"}),
+    ]
+    frames += [
+        event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}})
+        for part in TEXT_PARTS
+    ]
+    frames += [
+        event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        event(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 9}},
+        ),
+        event("message_stop", {"type": "message_stop"}),
+    ]
+    return frames
+
+
+# ---------------------------------------------------------------- Ollama chat API
+
+_OLLAMA_AT = "2023-11-14T22:13:20.000000000Z"
+
+
+def ollama_chat_body() -> bytes:
+    return _dumps(
+        {
+            "model": LLAMA,
+            "created_at": _OLLAMA_AT,
+            "message": {"role": "assistant", "content": "".join(TEXT_PARTS)},
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": 5_000_000,
+            "load_duration": 1_000_000,
+            "prompt_eval_count": 21,
+            "prompt_eval_duration": 1_000_000,
+            "eval_count": 9,
+            "eval_duration": 3_000_000,
+        }
+    )
+
+
+def ollama_stream_lines() -> list[bytes]:
+    """Ollama's NDJSON stream: one line per piece, then the ``done`` line with the counts."""
+    lines = [
+        _dumps({"model": LLAMA, "created_at": _OLLAMA_AT, "message": {"role": "assistant", "content": part}, "done": False}) + b"\n"
+        for part in TEXT_PARTS
+    ]
+    done = _dumps(
+        {
+            "model": LLAMA,
+            "created_at": _OLLAMA_AT,
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": 5_000_000,
+            "load_duration": 1_000_000,
+            "prompt_eval_count": 21,
+            "prompt_eval_duration": 1_000_000,
+            "eval_count": 9,
+            "eval_duration": 3_000_000,
+        }
+    )
+    return [*lines, done + b"\n"]
+
+
 def _plain(body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
 
-def _chunked(frames: list[bytes]) -> bytes:
+def _chunked(frames: list[bytes], content_type: bytes = b"text/event-stream") -> bytes:
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(f), f) for f in frames)
-    return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
-
-
-TEXT_PLAIN, TEXT_STREAM, EMBEDDINGS = _plain(text_completion_body()), _chunked(text_stream_frames()), _plain(embeddings_body())
-
-
-def _responses() -> tuple[bytes, bytes, bytes]:
-    body = completion_body()
-    plain = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-        + str(len(body)).encode()
-        + b"\r\n\r\n"
-        + body
-    )
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(f), f) for f in stream_frames())
-    stream = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\nCache-Control: no-cache\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
     )
-    missing = (
-        b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-    )
-    return plain, stream, missing
 
 
-PLAIN, STREAM, NOT_FOUND = _responses()
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+# (plain answer, streamed answer) per path; build() fills them in.
+ANSWERS: dict[str, tuple[bytes, bytes]] = {}
+PLAIN = STREAM = b""
+
+
+def build(chunks: int = 3) -> None:
+    """Make every canned answer with ``chunks`` content pieces per stream."""
+    global TEXT_PARTS, PLAIN, STREAM
+    TEXT_PARTS = text_parts(chunks)
+    PLAIN, STREAM = _plain(completion_body()), _chunked(stream_frames())
+    ANSWERS.clear()
+    ANSWERS.update(
+        {
+            "chat": (PLAIN, STREAM),
+            "text": (_plain(text_completion_body()), _chunked(text_stream_frames())),
+            "embeddings": (_plain(embeddings_body()), _plain(embeddings_body())),
+            "anthropic": (_plain(anthropic_message_body()), _chunked(anthropic_stream_frames())),
+            "ollama": (_plain(ollama_chat_body()), _chunked(ollama_stream_lines(), b"application/x-ndjson")),
+        }
+    )
+
+
+build()
 
 
 def wants_stream(body: bytes) -> bool:
     """True if a JSON body sets ``"stream": true`` (compact or spaced, as clients write it)."""
     return b'"stream":true' in body or b'"stream": true' in body
+
+
+def route(line: bytes) -> str | None:
+    """Which canned answer a request line (lower-cased) gets."""
+    if not line.startswith(b"post "):
+        return None
+    if b"/chat/completions " in line:
+        return "chat"
+    if b"/completions " in line:
+        return "text"
+    if b"/embeddings " in line:
+        return "embeddings"
+    if b"/messages " in line:
+        return "anthropic"
+    if b"/api/chat " in line:
+        return "ollama"
+    return None
+
+
+STATS: dict[str, int] = {}  # x-bench-from name -> requests answered
+
+
+def _stats() -> bytes:
+    return _plain(_dumps(STATS))
+
+
+def _count(head: bytes) -> None:
+    at = head.find(b"\r\nx-bench-from:")
+    if at >= 0:
+        stop = head.find(b"\r\n", at + 2)
+        name = head[at + 15 : stop if stop >= 0 else len(head)].strip().decode(errors="replace")
+        STATS[name] = STATS.get(name, 0) + 1
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -206,12 +371,13 @@ class UpstreamProtocol(asyncio.Protocol):
             body = buf[end + 4 : total]
             buf = buf[total:]
             line = head[: head.find(b"\r\n")]
-            if head.startswith(b"post ") and b"/chat/completions " in line:
-                transport.write(STREAM if wants_stream(body) else PLAIN)
-            elif head.startswith(b"post ") and b"/completions " in line:
-                transport.write(TEXT_STREAM if wants_stream(body) else TEXT_PLAIN)
-            elif head.startswith(b"post ") and b"/embeddings " in line:
-                transport.write(EMBEDDINGS)
+            kind = route(line)
+            if kind is not None:
+                _count(head)
+                plain, stream = ANSWERS[kind]
+                transport.write(stream if wants_stream(body) else plain)
+            elif line.startswith(b"get /stats "):
+                transport.write(_stats())
             else:
                 transport.write(NOT_FOUND)
             if b"\r\nconnection: close" in head:
@@ -238,7 +404,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=3, help="content chunks per stream (default 3)")
     args = parser.parse_args()
+    build(max(1, args.chunks))
     try:
         import uvloop
     except ImportError:

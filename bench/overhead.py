@@ -2,15 +2,21 @@
 
 One run starts three processes on 127.0.0.1 and measures them side by side:
 
-* a fast fake OpenAI upstream (``bench/_upstream.py``, asyncio Protocol + uvloop);
-* OMEN itself, ``omen serve``, as a subprocess pinned to one core (``taskset``);
+* a fast fake upstream (``bench/_upstream.py``, asyncio Protocol + uvloop) that speaks the
+  OpenAI, Anthropic and Ollama chat APIs, streams of ``--chunks`` content chunks (20);
+* OMEN itself, ``omen serve``, as a subprocess pinned to one core (``taskset``), through
+  ``bench/_lagprobe.py`` (the real CLI plus an event-loop lag probe switched on by signal);
 * the thinnest aiohttp proxy (``bench/_thinproxy.py``), pinned to the same core: the floor.
 
 Concurrency 1 uses a raw-socket Python client (keep-alive, requests interleaved across
 the targets); concurrency 16/64 and throughput use ``wrk`` (one thread). The upstream and
 the load generator share the other core. Streaming time-to-first-byte is the time from
-sending the request to receiving the first ``data:`` frame. Nothing is asserted: the
-figures and ratios are printed, with each target marked met or not.
+sending the request to receiving the first ``data:`` frame. CPU per request is the
+server process's utime+stime (``/proc/PID/stat``) over a load run divided by the requests
+answered. Then the loop lag under c=64 load, and a mixed load (every provider, streamed
+and not, clients that leave mid-stream) after which the usage OMEN metered must count
+exactly the requests the upstream saw. Nothing is asserted: the figures and ratios are
+printed, with each target marked met or not.
 
 Usage: ``python bench/overhead.py [--quick] [--requests N] [--duration S] [--profile FILE]``
 (``PYTHONPATH=DIR`` measures the ``omen_local`` package in DIR instead of the installed one).
@@ -32,11 +38,12 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -47,12 +54,16 @@ PATH = "/v1/chat/completions"
 UPSTREAM_KEY = "sk-bench-" + "0" * 24
 EXPLICIT = "openai/gpt-4o-mini"
 
-# Targets from the issue.
-TARGET_ADDED_P50_MS = 0.3
-TARGET_TTFB_ADDED_MS = 0.5
-TARGET_RPS = 3000.0
-STRETCH_RPS = 5000.0
-THIN_PROXY_RPS_REFERENCE = 8600.0
+# Targets of issue 10, all relative to the thin proxy (or OMEN itself) in the same run.
+TARGET_NS_SHARE = 0.75  # non-streamed c=64 rps, OMEN / thin proxy
+TARGET_STREAM_SHARE = 0.75  # streamed c=16 rps, OMEN / thin proxy
+TARGET_TTFB_OVER_THIN_MS = 0.25  # time to first token at c=1, OMEN - thin proxy (p50)
+TARGET_CPU_RATIO = 1.4  # CPU per request, OMEN / thin proxy, streamed and not
+TARGET_TRANSLATED_SHARE = 0.70  # Anthropic / Ollama streamed c=16 rps, over OMEN's OpenAI stream rps
+TARGET_LAG_P99_MS = 1.0  # event-loop lag p99 under c=64 load
+CLAUDE = "anthropic/claude-haiku-4-5"
+LLAMA = "ollama/llama3.2"
+BENCH_FROM = "omen"  # the x-bench-from header OMEN's providers send; the upstream counts them
 
 
 # ---------------------------------------------------------------- requests
@@ -223,6 +234,14 @@ class Latency:
     rps: float | None = None
     errors: int = 0
     cpu: CpuUse | None = None
+    requests: int = 0  # answered in a load run
+
+    @property
+    def cpu_us(self) -> float | None:
+        """The server's CPU time per request answered, in microseconds (load runs)."""
+        if self.cpu is None or self.cpu.server_s is None or not self.requests:
+            return None
+        return 1e6 * self.cpu.server_s / self.requests
 
     @classmethod
     def of(cls, samples_ns: list[int]) -> Latency:
@@ -303,7 +322,9 @@ def clean_env() -> dict[str, str]:
 
 
 def write_config(path: Path, data_dir: Path, upstream_port: int) -> None:
-    """An OMEN config whose only usable provider is the fake upstream."""
+    """An OMEN config whose providers (OpenAI, Anthropic, Ollama) are all the fake upstream."""
+    base = f"http://{HOST}:{upstream_port}"
+    tag = f'headers = {{ "x-bench-from" = "{BENCH_FROM}" }}'
     path.write_text(
         f"""
 [server]
@@ -316,14 +337,22 @@ data_dir = "{data_dir}"
 health_interval_s = 3600
 
 [providers.ollama]
-enabled = false
+base_url = "{base}"
+discover = false
+models = ["{LLAMA.split("/", 1)[1]}"]
+{tag}
 
 [providers.anthropic]
-enabled = false
+base_url = "{base}"
+key = ["env:BENCH_KEY"]
+models = ["{CLAUDE.split("/", 1)[1]}"]
+{tag}
 
 [providers.openai]
-base_url = "http://{HOST}:{upstream_port}/v1"
+base_url = "{base}/v1"
 key = ["env:BENCH_KEY"]
+models = ["{EXPLICIT.split("/", 1)[1]}", "text-embedding-3-small"]
+{tag}
 
 [intents]
 chat = ["{EXPLICIT}"]
@@ -356,6 +385,7 @@ class CpuUse:
     server_core: float  # how busy the server's core was
     load_core: float  # how busy the load generator's core was
     foreign: float  # the most that processes outside this benchmark took on either core
+    server_s: float | None = None  # the server's CPU seconds (utime + stime, all threads)
 
 
 class CpuMeter:
@@ -390,8 +420,9 @@ class CpuMeter:
             ours[core] += pct(p1[pid] - p0[pid])
         ours[self.load_core] += pct(m1 - m0)
         foreign = max(busy[c] - ours[c] for c in busy)
-        server = pct(p1[server_pid] - p0[server_pid]) if server_pid in p0 else None
-        out.append(CpuUse(server, busy[self.server_core], busy[self.load_core], max(0.0, foreign)))
+        server_s = p1[server_pid] - p0[server_pid] if server_pid in p0 else None
+        server = pct(server_s) if server_s is not None else None
+        out.append(CpuUse(server, busy[self.server_core], busy[self.load_core], max(0.0, foreign), server_s))
 
 
 def omen_source(env: dict[str, str], cwd: Path) -> str:
@@ -450,11 +481,14 @@ end
 
 
 def run_wrk(
-    ep: Endpoint, body: bytes, conns: int, duration: float, workdir: Path, load_cpu: int
+    ep: Endpoint, body: bytes, conns: int, duration: float, workdir: Path, load_cpu: int, rate: float | None = None
 ) -> Latency:
-    """Closed-loop load with ``wrk -t1``, pinned to the load core."""
-    script = workdir / f"wrk-{ep.port}-{conns}-{len(body)}.lua"
+    """Closed-loop load with ``wrk -t1``, pinned to the load core; with ``rate``, each
+    connection pauses ``conns / rate`` s before each request (about ``rate`` requests/s)."""
+    script = workdir / f"wrk-{ep.port}-{conns}-{len(body)}-{rate or 0:g}.lua"
     headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in request_headers(ep.token).items())
+    if rate:
+        headers += f"\ndelay = function() return {1000 * conns / rate:.3f} end"
     script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=headers))
     argv = [
         "taskset",
@@ -463,7 +497,7 @@ def run_wrk(
         "wrk",
         "-t1",
         f"-c{conns}",
-        f"-d{duration:g}s",
+        f"-d{max(1, round(duration))}s",  # wrk takes whole seconds
         "--timeout",
         "5s",
     ]
@@ -480,6 +514,7 @@ def run_wrk(
         p99=r["p99_us"] / 1000,
         rps=r["requests"] / (r["duration_us"] / 1e6),
         errors=r["errors"],
+        requests=r["requests"],
     )
 
 
@@ -544,6 +579,7 @@ async def _py_load(ep: Endpoint, body: bytes, stream: bool, conns: int, duration
             p.transport.close()
     lat = Latency.of(samples)
     lat.rps = len(samples) / wall
+    lat.requests = len(samples)
     lat.errors = sum(p.errors for p in protos)
     return lat
 
@@ -560,6 +596,7 @@ def run_py_load(ep: Endpoint, body: bytes, stream: bool, conns: int, duration: f
 # ---------------------------------------------------------------- the benchmark
 
 UPSTREAM_MODEL = "gpt-4o-mini"  # what the direct and thin-proxy requests name
+C1_LABELS = ("direct", "thin", "omen", "auto")  # the targets of the concurrency-1 round trips
 
 
 @dataclass(slots=True)
@@ -586,7 +623,7 @@ class Bench:
 
     def c1(self, stream: bool) -> tuple[dict[str, Latency], dict[str, Latency]]:
         """Interleaved concurrency-1 round trips: (total latency, time to first data frame) per endpoint."""
-        eps = list(self.endpoints.values())
+        eps = [ep for ep in self.endpoints.values() if ep.label in C1_LABELS]
         clients = {ep.label: SyncClient(ep.port) for ep in eps}
         reqs = {
             ep.label: http_request(ep.port, chat_body(ep.model, stream), ep.token) for ep in eps
@@ -616,14 +653,16 @@ class Bench:
             {k: Latency.of(v) for k, v in first.items()},
         )
 
-    def load(self, label: str, stream: bool, conns: int, duration: float | None = None) -> Latency:
+    def load(
+        self, label: str, stream: bool, conns: int, duration: float | None = None, rate: float | None = None
+    ) -> Latency:
         """Closed-loop load at ``conns`` connections, with the CPU use it caused."""
         ep = self.endpoints[label]
         body = chat_body(ep.model, stream)
         duration = duration or self.duration
         with self.meter.measure(self.pids.get(label)) as use:
             if self.use_wrk:
-                lat = run_wrk(ep, body, conns, duration, self.workdir, self.load_core)
+                lat = run_wrk(ep, body, conns, duration, self.workdir, self.load_core, rate)
             else:
                 lat = run_py_load(ep, body, stream, conns, duration)
         lat.cpu = use[0]
@@ -641,6 +680,14 @@ def render(headers: list[str], rows: list[list[str]]) -> str:
         )
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def typical(rounds: list[Latency]) -> Latency:
+    """Of the rounds other processes disturbed least (within 5 points of CPU), the one of median rps."""
+    ok = [lat for lat in rounds if answered(lat)] or rounds
+    least = min(lat.cpu.foreign if lat.cpu else 0.0 for lat in ok)
+    calm = sorted((lat for lat in ok if (lat.cpu.foreign if lat.cpu else 0.0) <= least + 5), key=lambda lat: lat.rps or 0.0)
+    return calm[len(calm) // 2]
 
 
 def answered(lat: Latency | None) -> bool:
@@ -687,10 +734,15 @@ def c1_table(rows: list[Row]) -> str:
     return render(headers, out)
 
 
+def us(value: float | None) -> str:
+    return f"{value:.0f}" if value is not None else "-"
+
+
 def load_table(rows: list[Row]) -> str:
     headers = [
         "scenario", "direct p50/p99", "thin proxy p50/p99", "OMEN p50/p99", "OMEN added p50/p99",
         "direct rps", "thin rps", "OMEN rps", "OMEN/direct", "OMEN/thin", "OMEN CPU", "load core", "other procs",
+        "thin CPU/req us", "OMEN CPU/req us", "CPU OMEN/thin",
     ]  # fmt: skip
     out = []
     for row in rows:
@@ -710,6 +762,31 @@ def load_table(rows: list[Row]) -> str:
                 f"{use.server:.0f}%" if use and use.server is not None else "-",
                 f"{use.load_core:.0f}%" if use else "-",
                 f"{use.foreign:.0f}%" if use else "-",
+                us(t.cpu_us if t else None),
+                us(o.cpu_us if o else None),
+                f"{o.cpu_us / t.cpu_us:.2f}" if o and t and o.cpu_us and t.cpu_us else "-",
+            ]
+        )
+    return render(headers, out)
+
+
+def stream_api_table(row: Row) -> str:
+    """OMEN's own streams by upstream API, against its OpenAI-compatible stream rate."""
+    headers = ["upstream API (through OMEN)", "p50/p99", "rps", "share of OpenAI rps", "OMEN CPU/req us", "other procs"]
+    base = row.results["omen"].rps or 0.0
+    out = []
+    for label, name in (("omen", "OpenAI-compatible"), ("anthropic", "Anthropic Messages SSE"), ("ollama", "Ollama NDJSON")):
+        lat = row.results.get(label)
+        if lat is None:
+            continue
+        out.append(
+            [
+                name,
+                pair(lat),
+                f"{lat.rps:,.0f}" if lat.rps else "-",
+                f"{lat.rps / base:.2f}" if lat.rps and base else "-",
+                us(lat.cpu_us),
+                f"{lat.cpu.foreign:.0f}%" if lat.cpu else "-",
             ]
         )
     return render(headers, out)
@@ -732,7 +809,7 @@ def start_targets(
     env = clean_env()
     up, m = procs.start(
         "upstream",
-        [sys.executable, str(HERE / "_upstream.py")],
+        [sys.executable, str(HERE / "_upstream.py"), "--chunks", str(args.chunks)],
         cpu=args.load_cpu,
         env=env,
         ready=r"READY (\d+)",
@@ -746,8 +823,8 @@ def start_targets(
         "omen",
         [
             sys.executable,
-            "-m",
-            "omen_local",
+            str(HERE / "_lagprobe.py"),
+            str(tmp / "lag-omen.txt"),
             "--config",
             str(cfg),
             "--log-level",
@@ -762,7 +839,7 @@ def start_targets(
     )
     omen_port = int(m.group(1))
     endpoints = {"direct": Endpoint("direct", up_port, UPSTREAM_KEY, UPSTREAM_MODEL)}
-    pids = {"omen": omen.pid, "auto": omen.pid}
+    pids = {label: omen.pid for label in ("omen", "auto", "anthropic", "ollama")}
     known = {up.pid: args.load_cpu, omen.pid: args.omen_cpu}
     if not args.no_thin:
         thin, m = procs.start(
@@ -772,6 +849,8 @@ def start_targets(
                 str(HERE / "_thinproxy.py"),
                 "--upstream",
                 f"http://{HOST}:{up_port}/v1",
+                "--lag",
+                str(tmp / "lag-thin.txt"),
             ],
             cpu=args.omen_cpu,
             env=env,
@@ -782,7 +861,173 @@ def start_targets(
         known[thin.pid] = args.omen_cpu
     endpoints["omen"] = Endpoint("omen", omen_port, token, EXPLICIT)
     endpoints["auto"] = Endpoint("auto", omen_port, token, "auto")
+    endpoints["anthropic"] = Endpoint("anthropic", omen_port, token, CLAUDE)
+    endpoints["ollama"] = Endpoint("ollama", omen_port, token, LLAMA)
     return endpoints, pids, known
+
+
+def measure_lag(
+    bench: Bench, label: str, out: Path, load: tuple[bool, int] | None, seconds: float, rate: float | None = None
+) -> tuple[Latency, Latency | None]:
+    """Switch a server's loop-lag probe on for one run (a c=N load, or idle); (lag p50/p99 in ms, the load's figures)."""
+    pid = bench.pids[label]
+    out.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    time.sleep(0.05)
+    lat = None
+    if load is None:
+        time.sleep(seconds)
+    else:
+        stream, conns = load
+        lat = bench.load(label, stream, conns, duration=seconds, rate=rate)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 10
+    while not out.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the loop-lag probe of {label} wrote nothing (SIGUSR2 not handled?)")
+        time.sleep(0.02)
+    samples = [float(x) for x in out.read_text().split()]
+    if not samples:
+        raise RuntimeError(f"the loop-lag probe of {label} recorded no samples")
+    lag = Latency(percentile(samples, 50), percentile(samples, 99))
+    lag.requests = len(samples)
+    lag.rps = max(samples)  # the worst overshoot, kept here for the report
+    return lag, lat
+
+
+# ---------------------------------------------------------------- usage exactness
+
+
+@dataclass(frozen=True, slots=True)
+class Mixed:
+    """One kind of request in the mixed load: door path, body, how to tell it was answered."""
+
+    name: str
+    path: str
+    body: bytes
+    stream: bool
+    ends: bytes  # a whole answer contains (non-stream) or ends with (stream) this
+
+
+def mixed_kinds() -> list[Mixed]:
+    """Every provider through the chat door, streamed and not, and the other doors on OpenAI."""
+    kinds = []
+    for label, model in (("openai", EXPLICIT), ("anthropic", CLAUDE), ("ollama", LLAMA)):
+        kinds.append(Mixed(f"chat {label}", PATH, chat_body(model, False), False, b'"chat.completion"'))
+        kinds.append(Mixed(f"chat {label} stream", PATH, chat_body(model, True), True, b"data: [DONE]\n\n"))
+    msg = {"model": EXPLICIT, "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello."}]}
+    kinds.append(Mixed("messages", "/v1/messages", json.dumps(msg).encode(), False, b'"type":"message"'))
+    kinds.append(Mixed("messages stream", "/v1/messages", json.dumps({**msg, "stream": True}).encode(), True, b'{"type":"message_stop"}\n\n'))
+    text = {"model": EXPLICIT, "prompt": "Say hello.", "max_tokens": 16}
+    kinds.append(Mixed("completions", "/v1/completions", json.dumps(text).encode(), False, b'"text_completion"'))
+    kinds.append(Mixed("completions stream", "/v1/completions", json.dumps({**text, "stream": True}).encode(), True, b"data: [DONE]\n\n"))
+    emb = {"model": "openai/text-embedding-3-small", "input": "hello"}
+    kinds.append(Mixed("embeddings", "/v1/embeddings", json.dumps(emb).encode(), False, b'"embedding"'))
+    return kinds
+
+
+def raw_request(port: int, path: str, body: bytes, token: str) -> bytes:
+    return http_request(port, body, token).replace(f"POST {PATH} ".encode(), f"POST {path} ".encode(), 1)
+
+
+async def _mixed_load(ep: Endpoint, conns: int, per_conn: int, leave_every: int) -> tuple[int, int, list[str]]:
+    """Closed-loop mixed requests; every ``leave_every``-th stream is dropped after its first bytes.
+
+    Every request is either answered in full or left after the upstream's first bytes came
+    back, so the upstream has seen each one: the usage must count exactly these.
+    """
+    kinds = mixed_kinds()
+    sent = left = 0
+    failures: list[str] = []
+
+    async def worker(i: int) -> None:
+        nonlocal sent, left
+        reader, writer = await asyncio.open_connection(HOST, ep.port)
+        try:
+            for j in range(per_conn):
+                kind = kinds[(i + j) % len(kinds)]
+                leave = kind.stream and (i * per_conn + j) % leave_every == 0
+                writer.write(raw_request(ep.port, kind.path, kind.body, ep.token))
+                sent += 1
+                reply = Reply()
+                while not reply.done:
+                    data = await reader.read(262144)
+                    if not data:
+                        raise RuntimeError(f"{kind.name}: the connection closed")
+                    reply.feed(data)
+                    if leave and reply.first_data:
+                        break
+                if leave:
+                    left += 1
+                    writer.transport.abort()
+                    reader, writer = await asyncio.open_connection(HOST, ep.port)
+                    continue
+                payload = bytes(reply.payload)
+                ok = reply.status == 200 and (payload.endswith(kind.ends) if kind.stream else kind.ends in payload)
+                if not ok:
+                    failures.append(f"{kind.name}: HTTP {reply.status} {payload[-200:]!r}")
+        finally:
+            writer.transport.abort()
+
+    await asyncio.gather(*(worker(i) for i in range(conns)))
+    return sent, left, failures
+
+
+def get_json(port: int, path: str, token: str | None = None) -> Any:
+    """One GET on a fresh connection, the JSON body decoded."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    with socket.create_connection((HOST, port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        reply = Reply()
+        while not reply.done:
+            data = sock.recv(262144)
+            if not data:
+                break
+            reply.feed(data)
+    if reply.status != 200:
+        raise RuntimeError(f"GET {path}: HTTP {reply.status}: {bytes(reply.payload[:300])!r}")
+    return json.loads(bytes(reply.payload))
+
+
+@dataclass(slots=True)
+class UsageCheck:
+    sent: int
+    left: int
+    upstream: int  # requests the upstream answered for OMEN during the mixed load
+    metered: int  # usage events (attempts) OMEN recorded meanwhile
+    failures: list[str]
+
+    @property
+    def exact(self) -> bool:
+        return self.upstream == self.metered == self.sent and not self.failures
+
+
+def usage_check(bench: Bench, up_port: int, conns: int, per_conn: int) -> UsageCheck:
+    """Run the mixed load; compare the upstream's request count with OMEN's metered attempts."""
+    ep = bench.endpoints["omen"]
+
+    def counts() -> tuple[int, int]:
+        time.sleep(0.5)  # let cancelled requests of earlier runs finish reporting
+        metered = get_json(ep.port, "/v1/usage", ep.token)["total"]["attempts"]  # flushes the writer first
+        return get_json(up_port, "/stats").get(BENCH_FROM, 0), metered
+
+    up0, m0 = counts()
+    sent, left, failures = run_async(_mixed_load(ep, conns, per_conn, leave_every=5))
+    up1, m1 = counts()
+    return UsageCheck(sent, left, up1 - up0, m1 - m0, failures)
+
+
+def run_async(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# ---------------------------------------------------------------- the run
 
 
 def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
@@ -807,7 +1052,10 @@ def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
         f"core {args.omen_cpu}: OMEN (pid {pids['omen']}) and the thin aiohttp proxy; core {args.load_cpu}: "
         "fake upstream, load generator, this script"
     )
-    print(f"explicit: model {EXPLICIT}; auto: model auto, intent chat -> [{EXPLICIT}]; times in ms")
+    print(
+        f"explicit: model {EXPLICIT}; auto: model auto, intent chat -> [{EXPLICIT}]; streams: {args.chunks} content "
+        "chunks (+ role, finish and usage chunks) in one upstream write; times in ms"
+    )
 
     # ---- concurrency 1: every target interleaved, explicit and auto alike
     def pick(results: dict[str, Latency], omen_label: str) -> dict[str, Latency]:
@@ -846,85 +1094,162 @@ def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> int:
         bench.load(label, False, 64, duration=1.0)
     servers = [k for k in ("direct", "thin", "omen") if k in endpoints]
     cn: list[Row] = []
+    apis: Row | None = None
+    paired: dict[str, dict[str, list[Latency]]] = {}  # scenario -> target -> its rounds, in order
     for name, stream, conns, labels in (
         ("c=16 non-stream explicit", False, 16, servers),
         ("c=64 non-stream explicit", False, 64, [*servers, "auto"]),
+        ("c=16 stream explicit", True, 16, [*servers, "anthropic", "ollama"]),
         ("c=64 stream explicit", True, 64, servers),
     ):
         runs: dict[str, list[Latency]] = {k: [] for k in labels}
         for _ in range(args.rounds):
             for k in labels:
                 runs[k].append(bench.load(k, stream, conns))
-        best = {
-            k: min(v, key=lambda lat: (not answered(lat), lat.cpu.foreign if lat.cpu else 0.0))
-            for k, v in runs.items()
-        }
+        best = {k: typical(v) for k, v in runs.items()}
+        paired[name] = runs
         auto = best.pop("auto", None)
+        translated = {k: best.pop(k) for k in ("anthropic", "ollama") if k in best}
         cn.append(Row(name, best))
         if auto is not None:
             cn.append(Row("c=64 non-stream auto", {**best, "omen": auto}))
+        if translated:
+            apis = Row(name, {"omen": best["omen"], **translated})
     print(
-        f"\nConcurrency 16/64: {loadgen}; {args.rounds} interleaved rounds of {duration:g} s per target, "
-        "the least disturbed kept; CPU in % of one core"
+        f"\nConcurrency 16/64: {loadgen}; {args.rounds} interleaved rounds of {duration:g} s per target; of the rounds "
+        "other processes disturbed least (within 5 points), the one of median rps is shown; CPU in % of one core; "
+        "CPU/req = the server's utime+stime per request answered"
     )
     print(load_table(cn))
     errors = sum(lat.errors for v in cn for lat in v.results.values())
+    if apis is not None:
+        print("\nOMEN's streams at c=16 by upstream API (the same fake upstream speaking each)")
+        print(stream_api_table(apis))
+        errors += sum(lat.errors for lat in apis.results.values())
     if errors:
         print(f"warning: the load generator counted {errors} failed requests")
 
-    report_targets(c1, cn)
+    # ---- event-loop lag: a 1 ms sleeper in the server's loop, on only for these runs
+    lags: list[tuple[str, str, Latency, Latency | None]] = []
+    probed = [k for k in ("thin", "omen") if k in endpoints]
+    for k in probed:
+        lags.append((k, "idle", *measure_lag(bench, k, tmp / f"lag-{k}.txt", None, 1.0)))
+    for name, stream, rate in (
+        ("c=64 non-stream", False, None),
+        ("c=64 stream", True, None),
+        (f"c=64 non-stream paced {args.paced:g}/s", False, args.paced),
+        (f"c=64 stream paced {args.paced:g}/s", True, args.paced),
+    ):
+        for k in probed:
+            lags.append((k, name, *measure_lag(bench, k, tmp / f"lag-{k}.txt", (stream, 64), duration, rate)))
+    print(
+        "\nEvent-loop lag: how late a task sleeping 1 ms in the server's loop wakes up (ms); closed-loop c=64 "
+        "saturates the core (the lag is then a loop iteration over every ready request), paced runs do not"
+    )
+    print(
+        render(
+            ["server", "load", "samples", "lag p50", "lag p99", "lag max", "rps meanwhile"],
+            [
+                [k, name, f"{lag.requests}", f"{lag.p50:.3f}", f"{lag.p99:.3f}", f"{lag.rps or 0:.3f}", f"{lat.rps:,.0f}" if lat and lat.rps else "-"]
+                for k, name, lag, lat in lags
+            ],
+        )
+    )
+
+    # ---- usage exactness after a mixed load
+    check = usage_check(bench, int(endpoints["direct"].port), conns=8, per_conn=args.mixed)
+    print(
+        f"\nUsage after a mixed load ({len(mixed_kinds())} kinds: chat on OpenAI/Anthropic/Ollama streamed and not, "
+        "/v1/messages, /v1/completions, /v1/embeddings; 8 connections; every 5th stream left after its first bytes)"
+    )
+    print(
+        f"  requests sent {check.sent} ({check.left} left mid-stream), answered by the upstream {check.upstream}, "
+        f"usage events metered {check.metered}"
+    )
+    for failure in check.failures[:5]:
+        print(f"  failed: {failure}")
+
+    thin_lag = {name: lag for k, name, lag, _ in lags if k == "thin"}
+    omen_lags = [(name, lag, thin_lag.get(name)) for k, name, lag, _ in lags if k == "omen" and name != "idle"]
+    report_targets(c1, cn, apis, omen_lags, check, paired)
     if args.profile:
-        profile(bench, pids["omen"], args.profile, duration, args.load_cpu)
+        profile(bench, pids["omen"], args.profile, duration, args.load_cpu, stream=args.profile_stream)
     print(f"\ntotal time {time.monotonic() - started:.0f} s")
     return 0
 
 
-def report_targets(c1: list[Row], cn: list[Row]) -> None:
-    """The issue's targets, each marked met or not, and the checks that the figures mean something."""
-    ns, ttfb, c64 = c1[0].results, c1[2].results, cn[1].results  # c=64 non-stream explicit
-    add_p50 = ns["omen"].p50 - ns["direct"].p50
-    ttfb_add = ttfb["omen"].p50 - ttfb["direct"].p50
-    rps = c64["omen"].rps or 0.0
-    direct_rps = c64["direct"].rps or 0.0
+def report_targets(
+    c1: list[Row],
+    cn: list[Row],
+    apis: Row | None,
+    lags: list[tuple[str, Latency, Latency | None]],
+    check: UsageCheck,
+    paired: dict[str, dict[str, list[Latency]]],
+) -> None:
+    """Issue 10's targets, each marked met or not, and the checks that the figures mean something."""
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT MET"
 
-    print("\nTargets (from this run)")
+    rows = {r.scenario: r.results for r in cn}
+    ns, st = rows["c=64 non-stream explicit"], rows["c=16 stream explicit"]
+    ttfb = c1[2].results
     print(
-        f"  added p50 at c=1, non-stream explicit <= {TARGET_ADDED_P50_MS} ms:  {add_p50:6.3f} ms  {verdict(add_p50 <= TARGET_ADDED_P50_MS)}"
+        "\nTargets (issue 10). Ratios are medians over the rounds of the ratio within each round (the two runs "
+        "of a round are seconds apart, so the machine's drift cancels); in brackets, every round's ratio"
     )
-    print(
-        f"  added streaming TTFB p50 at c=1 <= {TARGET_TTFB_ADDED_MS} ms:      {ttfb_add:6.3f} ms  {verdict(ttfb_add <= TARGET_TTFB_ADDED_MS)}"
-    )
-    print(
-        f"  throughput at c=64 on one core >= {TARGET_RPS:,.0f} rps:   {rps:6,.0f} rps {verdict(rps >= TARGET_RPS)}"
-    )
-    print(
-        f"  stretch: >= {STRETCH_RPS:,.0f} rps:                         {rps:6,.0f} rps {verdict(rps >= STRETCH_RPS)}"
-    )
-    if "thin" in c64:
-        thin_rps = c64["thin"].rps or 1.0
-        thin_add = ns["thin"].p50 - ns["direct"].p50
-        share, ref = rps / thin_rps, THIN_PROXY_RPS_REFERENCE
+
+    def ratios(scenario: str, a: str, b: str, of: Callable[[Latency], float | None]) -> tuple[float, str]:
+        runs = paired[scenario]
+        each = [x / y for ra, rb in zip(runs[a], runs[b], strict=True) if (x := of(ra)) and (y := of(rb))]
+        return statistics.median(each) if each else 0.0, ", ".join(f"{r:.2f}" for r in each)
+
+    if "thin" in ns:
+        for label, scenario, target in (
+            ("non-streamed c=64", "c=64 non-stream explicit", TARGET_NS_SHARE),
+            ("streamed c=16", "c=16 stream explicit", TARGET_STREAM_SHARE),
+        ):
+            share, each = ratios(scenario, "omen", "thin", lambda lat: lat.rps)
+            print(f"  {label} rps >= {target:.0%} of the thin proxy: {share:.0%} [{each}]  {verdict(share >= target)}")
+        over = ttfb["omen"].p50 - ttfb["thin"].p50
         print(
-            f"  for scale: the thin aiohttp proxy did {thin_rps:,.0f} rps and added {thin_add:.3f} ms at c=1 here; "
-            f"OMEN reached {share:.0%} of its rps, i.e. ~{share * ref:,.0f} rps where the proxy does ~{ref:,.0f} "
-            f"(the issue's machine; targets = {TARGET_RPS / ref:.0%} and {STRETCH_RPS / ref:.0%} of it)"
+            f"  time to first token at c=1 <= thin proxy's + {TARGET_TTFB_OVER_THIN_MS} ms: added {ttfb['omen'].p50 - ttfb['direct'].p50:.3f} ms "
+            f"vs the proxy's {ttfb['thin'].p50 - ttfb['direct'].p50:.3f} ms, OMEN - proxy = {over:+.3f} ms  {verdict(over <= TARGET_TTFB_OVER_THIN_MS)}"
         )
-    use = c64["omen"].cpu
+        for label, scenario, res in (("non-streamed c=64", "c=64 non-stream explicit", ns), ("streamed c=16", "c=16 stream explicit", st)):
+            ratio, each = ratios(scenario, "omen", "thin", lambda lat: lat.cpu_us)
+            print(
+                f"  CPU per request, {label} <= {TARGET_CPU_RATIO}x the proxy's: {ratio:.2f}x [{each}] (shown round: "
+                f"{us(res['omen'].cpu_us)} vs {us(res['thin'].cpu_us)} us)  {verdict(ratio <= TARGET_CPU_RATIO)}"
+            )
+    if apis is not None:
+        for label, name in (("anthropic", "Anthropic"), ("ollama", "Ollama")):
+            if label in paired["c=16 stream explicit"]:
+                share, each = ratios("c=16 stream explicit", label, "omen", lambda lat: lat.rps)
+                print(
+                    f"  {name} translated streams >= {TARGET_TRANSLATED_SHARE:.0%} of OMEN's OpenAI stream rate (c=16): "
+                    f"{share:.0%} [{each}]  {verdict(share >= TARGET_TRANSLATED_SHARE)}"
+                )
+    for name, lag, floor in lags:
+        thin = f" (thin proxy: {floor.p99:.3f} ms)" if floor is not None else ""
+        print(
+            f"  event-loop lag p99 under {name} load <= {TARGET_LAG_P99_MS} ms: {lag.p99:.3f} ms{thin}  "
+            f"{verdict(lag.p99 <= TARGET_LAG_P99_MS)}"
+        )
+    print(
+        f"  usage exact after a mixed load: {check.sent} requests, upstream saw {check.upstream}, OMEN metered "
+        f"{check.metered}  {verdict(check.exact)}"
+    )
+    use = ns["omen"].cpu
+    direct_rps, rps = ns["direct"].rps or 0.0, ns["omen"].rps or 0.0
     if use is not None:
         print(
             f"  load generator check: direct did {direct_rps:,.0f} rps = {direct_rps / max(rps, 1):.0f}x OMEN; in OMEN's c=64 run "
             f"OMEN used {use.server or 0:.0f}% of its core and the load core was {use.load_core:.0f}% busy"
         )
         if direct_rps < 2 * rps or use.load_core > 90 or (use.server or 0) < 85:
-            print(
-                "  warning: OMEN may not have been the bottleneck; its throughput is a lower bound"
-            )
-    noisy = [
-        r.scenario for r in cn for lat in r.results.values() if lat.cpu and lat.cpu.foreign > 10
-    ]
+            print("  warning: OMEN may not have been the bottleneck; its throughput is a lower bound")
+    noisy = [r.scenario for r in cn for lat in r.results.values() if lat.cpu and lat.cpu.foreign > 10]
     if noisy:
         print(
             f"  warning: other processes on this machine competed for the cores during: {', '.join(dict.fromkeys(noisy))}"
@@ -941,8 +1266,8 @@ def _where(frame: str) -> str:
     )
 
 
-def profile(bench: Bench, pid: int, out: Path, duration: float, load_core: int) -> None:
-    """Sample OMEN with py-spy during one more c=64 non-stream run; print where its CPU time goes."""
+def profile(bench: Bench, pid: int, out: Path, duration: float, load_core: int, *, stream: bool = False) -> None:
+    """Sample OMEN with py-spy during one more run (c=64 non-stream, or c=16 stream); print where its CPU time goes."""
     spy_bin = shutil.which("py-spy")
     if spy_bin is None:
         print("\n--profile needs py-spy: pip install py-spy")
@@ -963,7 +1288,7 @@ def profile(bench: Bench, pid: int, out: Path, duration: float, load_core: int) 
     argv += ["--format", "raw", "-o", str(out), "-d", str(seconds)]
     with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as spy:
         try:
-            lat = bench.load("omen", False, 64, duration=seconds + 1.0)
+            lat = bench.load("omen", stream, 16 if stream else 64, duration=seconds + 1.0)
             _, err = spy.communicate(timeout=seconds + 30)
         finally:
             if spy.poll() is None:
@@ -990,7 +1315,7 @@ def profile(bench: Bench, pid: int, out: Path, duration: float, load_core: int) 
         by_area[area] = by_area.get(area, 0) + n
     rps = lat.rps or 0.0
     print(
-        f"\nProfile of OMEN at c=64 non-stream ({total} py-spy samples, {rps:,.0f} rps; raw stacks in {out})"
+        f"\nProfile of OMEN at {'c=16 stream' if stream else 'c=64 non-stream'} ({total} py-spy samples, {rps:,.0f} rps; raw stacks in {out})"
     )
     print(
         "  self time by area: "
@@ -1023,8 +1348,8 @@ def main() -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="interleaved load runs per target at c=16/64 (default 3)",
+        default=5,
+        help="interleaved load runs per target at c=16/64 (default 5)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a short smoke run: 300 round trips, one 1 s round"
@@ -1050,13 +1375,25 @@ def main() -> int:
         "--keep", action="store_true", help="keep the temp dir (config, logs, wrk scripts)"
     )
     parser.add_argument(
+        "--chunks", type=int, default=20, help="content chunks per upstream stream (default 20)"
+    )
+    parser.add_argument(
+        "--mixed", type=int, default=60, help="requests per connection in the mixed usage check (8 connections; default 60)"
+    )
+    parser.add_argument(
+        "--profile-stream", action="store_true", help="with --profile: sample a c=16 stream run instead"
+    )
+    parser.add_argument(
+        "--paced", type=float, default=1000.0, help="requests/s of the paced c=64 loop-lag runs (default 1000)"
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="also sample OMEN with py-spy at c=64 and write the raw stacks here",
     )
     args = parser.parse_args()
     if args.quick:
-        args.requests, args.duration, args.rounds = 300, 1.0, 1
+        args.requests, args.duration, args.rounds, args.mixed = 300, 1.0, 1, 20
     args.requests, args.duration = max(10, args.requests), max(0.5, args.duration)
     args.rounds = max(1, args.rounds)
     if shutil.which("taskset") is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from . import __version__, endpoint, local_servers
 from .config import Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
+from .providers._h1 import H1Pool
 from .providers.base import Provider, Timeouts
 from .providers.errors import UpstreamError
 from .providers.registry import provider_kinds
@@ -79,6 +81,7 @@ class OmenService:
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
         self.sticky = StickyMap(ttl_s=config.defaults.sticky_ttl_s)
         self.session: aiohttp.ClientSession | None = None
+        self.h1: H1Pool | None = None
         self.router_ref = RouterRef()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -144,6 +147,9 @@ class OmenService:
             name: kinds[pc.kind](pc, self.session, key=keys.get(name), timeouts=timeouts)
             for name, pc in config.providers.items()
         }
+        if self.h1 is not None:
+            for provider in providers.values():
+                provider.use_h1(self.h1)
         catalog = Catalog(
             config,
             {name: p.unusable_reason() for name, p in providers.items()},
@@ -160,16 +166,17 @@ class OmenService:
         self.health.cooldown_s = d.failure_cooldown_s
         self.health.breaker_failures = d.breaker_failures
         policy = self.metering.policy if self.metering is not None else None
+        price_for = functools.lru_cache(maxsize=1024)(config.price_for)  # names come from the catalog
         dispatcher = Dispatcher(
             providers,
             self.health,
             self.hub,
             self._record,
-            config.price_for,
+            price_for,
             policy.provider_wait if policy is not None else (lambda _p: 0.0),
             d.first_token_timeout_s,
         )
-        planner = Planner(config, catalog, self.health, self.sticky)
+        planner = Planner(config, catalog, self.health, self.sticky, price_for)
         return Router(config, planner, dispatcher, strategies(catalog, d), self.sticky, policy=policy)
 
     # ------------------------------------------------------------ lifecycle
@@ -185,6 +192,7 @@ class OmenService:
             trust_env=False,  # proxies are resolved once per provider (Provider.proxy), not per request
             auto_decompress=True,
         )
+        self.h1 = H1Pool(keepalive_s=30)  # plain-HTTP upstreams' POSTs (providers/_h1.py)
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source)
         if self.metering is not None:
@@ -272,6 +280,9 @@ class OmenService:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self.h1 is not None:
+            self.h1.close()
+            self.h1 = None
         if self.metering is not None:
             await self.metering.stop()  # after the server: in-flight requests have reported
 

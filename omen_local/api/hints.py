@@ -176,7 +176,13 @@ def _header_value(field: str, text: str) -> Any:
 
 def header_hints(headers: Mapping[str, str], *, intents: tuple[str, ...], providers: tuple[str, ...]) -> Hints:
     """The hints given as ``x-omen-*`` headers (validated like the body's)."""
-    raw = {field: _header_value(field, headers[h]) for h, field in HEADERS.items() if h in headers}
+    raw = None
+    for h, field in HEADERS.items():
+        value = headers.get(h)
+        if value is not None:
+            if raw is None:
+                raw = {}
+            raw[field] = _header_value(field, value)
     return parse_hints(raw, intents=intents, providers=providers, from_headers=True) if raw else NO_HINTS
 
 

@@ -19,8 +19,36 @@ MAX_INT = 2**63 - 1
 MAX_OUTPUT_TOKENS = 2**31 - 1
 
 
+def _fits(value: Any, depth: int) -> bool:
+    """The check without the paths: scalars are skipped by type, containers recursed."""
+    if depth >= MAX_DEPTH:
+        return False
+    for v in value.values() if type(value) is dict else value:
+        t = type(v)
+        if t is dict or t is list:
+            if not _fits(v, depth + 1):
+                return False
+        elif t is int and not -MAX_INT - 1 <= v <= MAX_INT:
+            return False
+    return True
+
+
 def check_shape(body: Any) -> None:
-    """Raise a 400 if ``body`` nests deeper than MAX_DEPTH or holds an integer out of int64 range."""
+    """Raise a 400 if ``body`` nests deeper than MAX_DEPTH or holds an integer out of int64 range.
+
+    A decoded JSON body holds only dicts, lists, str, int, float, bool and None; the fast
+    check passes almost every body, and only a failing one is walked again for the path.
+    """
+    if type(body) is dict or type(body) is list:
+        if _fits(body, 0):
+            return
+    elif type(body) is not int or -MAX_INT - 1 <= body <= MAX_INT:
+        return
+    _locate(body)
+
+
+def _locate(body: Any) -> None:
+    """Raise the 400 naming where ``body`` breaks a limit (the slow walk, with paths)."""
     stack: list[tuple[Any, int, str]] = [(body, 0, "")]
     while stack:
         value, depth, where = stack.pop()

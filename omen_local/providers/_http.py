@@ -7,15 +7,19 @@ redacted) so the router can decide on failover without knowing any wire format.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from time import time
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from .. import jsonutil
+from ._h1 import H1ConnectError
+from ._h1 import Response as H1Response
 from .base import Provider
 from .errors import (
     ConnectFailed,
@@ -29,6 +33,7 @@ from .errors import (
 )
 
 _MAX_ERROR_BODY = 64 * 1024
+Response = aiohttp.ClientResponse | H1Response  # aiohttp's, or the lean client's (plain-HTTP upstreams)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -60,7 +65,7 @@ def error_message(payload: Any) -> str | None:
     return None
 
 
-async def _http_error(provider: Provider, resp: aiohttp.ClientResponse) -> HTTPStatusError:
+async def _http_error(provider: Provider, resp: Response) -> HTTPStatusError:
     try:
         raw = await resp.content.read(_MAX_ERROR_BODY)
     except (TimeoutError, aiohttp.ClientError):
@@ -102,7 +107,7 @@ def translate(provider: Provider, exc: BaseException, *, midstream: bool = False
         return StreamBroken(provider.name, provider.redact(f"{provider.name} {what}"))
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(provider.name, f"{provider.name} did not answer in time")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | H1ConnectError):
         return ConnectFailed(provider.name, provider.redact(f"cannot reach {provider.name}: {exc}"))
     return ConnectionDropped(provider.name, provider.redact(f"{provider.name} closed the connection: {exc}"))
 
@@ -115,17 +120,21 @@ def encode(provider: Provider, body: dict[str, Any]) -> bytes:
         raise RequestRejected(provider.name, f"the request cannot be encoded for {provider.name}: {exc}") from None
 
 
-@asynccontextmanager
-async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST ``body`` as JSON; yield the response if 2xx, raise UpstreamError otherwise.
+@functools.lru_cache(maxsize=256)
+def _url(url: str) -> URL:
+    """A provider's endpoint, parsed once (a handful per provider)."""
+    return URL(url)
 
-    The connection goes back to the pool only when the body was read to the end; on
-    any error or cancellation it is closed, so the upstream stops generating at once.
-    """
+
+async def _send(provider: Provider, url: str, body: dict[str, Any]) -> Response:
     data = encode(provider, body)
+    h1 = provider.h1
     try:
-        resp = await provider.session.post(
-            url,
+        if h1 is not None:
+            t = provider.timeouts
+            return await h1.post(_url(url), provider.h1_headers, data, connect_s=t.connect, idle_s=t.idle, total_s=t.total)
+        return await provider.session.post(
+            _url(url),
             data=data,
             headers=provider.headers,
             timeout=provider._client_timeout,
@@ -133,6 +142,31 @@ async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncItera
         )
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise translate(provider, exc) from None
+
+
+async def post_json(provider: Provider, url: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` and return the decoded JSON answer (a whole answer: :func:`post` then
+    :func:`read_json`, without the context manager)."""
+    resp = await _send(provider, url, body)
+    try:
+        if resp.status >= 400:
+            raise await _http_error(provider, resp)
+        data = await read_json(provider, resp)
+    except BaseException:
+        resp.close()
+        raise
+    resp.release()
+    return data
+
+
+@asynccontextmanager
+async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncIterator[Response]:
+    """POST ``body`` as JSON; yield the response if 2xx, raise UpstreamError otherwise.
+
+    The connection goes back to the pool only when the body was read to the end; on
+    any error or cancellation it is closed, so the upstream stops generating at once.
+    """
+    resp = await _send(provider, url, body)
     ok = False
     try:
         if resp.status >= 400:
@@ -157,7 +191,7 @@ async def get_json(provider: Provider, url: str) -> Any:
         raise translate(provider, exc) from None
 
 
-async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
+async def read_json(provider: Provider, resp: Response) -> Any:
     try:
         raw = await resp.read()
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -168,24 +202,32 @@ async def read_json(provider: Provider, resp: aiohttp.ClientResponse) -> Any:
         raise ProtocolError(provider.name, f"{provider.name} sent a body that is not JSON") from None
 
 
-async def _until_eof(provider: Provider, read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[bytes]:
-    """Call ``read`` until the body ends, mapping transport errors to mid-stream UpstreamErrors."""
+MAX_LINE = 1 << 20  # an NDJSON line longer than this is not a streamed chunk
+
+
+async def read_block(provider: Provider, resp: Response) -> bytes:
+    """Whatever bytes have arrived (b"" at the end), transport errors as mid-stream UpstreamErrors."""
+    try:
+        return await resp.content.readany()
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise translate(provider, exc, midstream=True) from None
+
+
+async def ndjson_reads(provider: Provider, resp: Response) -> AsyncIterator[list[bytes]]:
+    """The complete non-blank lines of each read (without line ends); the last read may end
+    without a newline. A read at a time, so a stream's lines cross the layers together."""
+    tail = b""
     while True:
-        try:
-            data = await read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise translate(provider, exc, midstream=True) from None
-        if not data:
+        block = await read_block(provider, resp)
+        if block:
+            lines = (tail + block if tail else block).split(b"\n")
+            tail = lines.pop()
+            if len(tail) > MAX_LINE:
+                raise ProtocolError(provider.name, f"{provider.name} sent a line longer than {MAX_LINE} bytes")
+        else:
+            lines, tail = [tail], b""
+        out = [line for line in lines if line.strip()]
+        if out:
+            yield out
+        if not block:
             return
-        yield data
-
-
-def iter_reads(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Whatever bytes have arrived, one block per read."""
-    return _until_eof(provider, resp.content.readany)
-
-
-async def iter_lines(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Lines of a streamed body without their line ending."""
-    async for line in _until_eof(provider, resp.content.readline):
-        yield line.rstrip(b"\r\n")

@@ -3,6 +3,12 @@
 :class:`Decoder` is fed whatever bytes arrived and returns the events they complete, so
 an adapter can handle one network read at a time (and OMEN can write the frames of one
 read with one write). :func:`decode` is the same over an async stream of lines.
+
+Every upstream OMEN streams from frames its events the same way (``data: {...}`` and a
+blank line, ``\\n`` line ends, perhaps an ``event:`` line first), so a read is split at
+the blank lines and such events are taken whole; anything else (``\\r\\n`` line ends,
+comments, several ``data`` lines, an event cut across reads) goes through the line
+parser. Both give the same events, whatever way the bytes are split.
 """
 
 from __future__ import annotations
@@ -17,53 +23,104 @@ class SSEEvent:
     data: str
 
 
+_DATA = b"data: "
+_EVENT = b"event: "
+_SEP = b"\n\ndata: "
+_DONE_TAIL = b"\n\ndata: [DONE]"
+
+
 @dataclass(slots=True)
 class Decoder:
-    """Incremental SSE parser: ``feed`` bytes, get the events completed so far."""
+    """Incremental SSE parser: ``feed`` bytes, get the events completed so far.
 
-    _tail: bytes = b""
+    ``feed_raw`` returns ``(event name, data bytes)`` pairs, for adapters that hand the
+    data straight to a JSON parser; ``feed`` returns :class:`SSEEvent` with text.
+    """
+
+    _tail: bytes = b""  # bytes after the last complete event (fast path) or line (line parser)
     _event: str = ""
-    _data: list[str] = field(default_factory=list)
+    _data: list[bytes] = field(default_factory=list)
+    _open: bool = False  # the line parser holds part of an event (an event or data line seen)
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buf = self._tail + chunk
-        lines = buf.split(b"\n")
-        self._tail = lines.pop()  # an incomplete last line waits for more bytes
-        out: list[SSEEvent] = []
-        for raw in lines:
-            event = self._line(raw.rstrip(b"\r"))
-            if event is not None:
-                out.append(event)
-        return out
+        return [SSEEvent(name, data.decode("utf-8", "replace")) for name, data in self.feed_raw(chunk)]
+
+    def data_array(self, block: bytes) -> tuple[bytes, bool] | None:
+        """A read of nothing but whole ``data: <json>`` events as one JSON array of their data
+        (so one parse covers them all), and whether it ends with ``data: [DONE]``; None when
+        the read is anything else (or the decoder holds part of an event): use :meth:`feed_raw`.
+
+        Such data holds no newline, so every newline of the read is in an event separator.
+        """
+        if self._tail or self._open or not block.startswith(_DATA) or not block.endswith(b"\n\n") or b"\r" in block:
+            return None
+        body = block[6:-2]
+        done = body.endswith(_DONE_TAIL)
+        if done:
+            body = body[: -len(_DONE_TAIL)]
+        elif body == b"[DONE]":
+            return b"[]", True
+        if not body or body.count(b"\n") != 2 * body.count(_SEP):
+            return None
+        return b"[" + body.replace(_SEP, b",") + b"]", done
 
     def close(self) -> list[SSEEvent]:
         """The events a stream that ended without its final blank line still completes."""
-        out: list[SSEEvent] = []
-        if self._tail:
-            event = self._line(self._tail.rstrip(b"\r"))
-            self._tail = b""
-            if event is not None:
-                out.append(event)
-        if self._data:
-            out.append(SSEEvent(self._event or "message", "\n".join(self._data)))
-            self._event, self._data = "", []
+        return [SSEEvent(name, data.decode("utf-8", "replace")) for name, data in self.close_raw()]
+
+    def feed_raw(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        buf = self._tail + chunk if self._tail else chunk
+        if self._open or b"\r" in buf:
+            out, self._tail = self._lines(buf)
+            return out
+        parts = buf.split(b"\n\n")
+        self._tail = parts.pop()  # an incomplete event waits for more bytes
+        out = []
+        for part in parts:
+            if part.startswith(_DATA) and b"\n" not in part:
+                out.append(("message", part[6:]))
+            elif part.startswith(_EVENT) and part.count(b"\n") == 1 and b"\ndata: " in part:
+                name, _, line = part.partition(b"\n")
+                out.append((name[7:].decode("utf-8", "replace") or "message", line[6:]))
+            elif part:
+                out += self._lines(part + b"\n\n")[0]
         return out
 
-    def _line(self, raw: bytes) -> SSEEvent | None:
-        if not raw:
-            done = SSEEvent(self._event or "message", "\n".join(self._data)) if self._data else None
-            self._event, self._data = "", []
+    def close_raw(self) -> list[tuple[str, bytes]]:
+        tail, self._tail = self._tail, b""
+        out = self._lines(tail + b"\n")[0] if tail else []  # a last line without its line end counts
+        if self._data:
+            out.append((self._event or "message", b"\n".join(self._data)))
+        self._event, self._data, self._open = "", [], False
+        return out
+
+    def _lines(self, buf: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+        """The line parser over every complete line of ``buf``: (events, the incomplete last line)."""
+        lines = buf.split(b"\n")
+        tail = lines.pop()
+        out: list[tuple[str, bytes]] = []
+        for raw in lines:
+            event = self._line(raw[:-1] if raw.endswith(b"\r") else raw)
+            if event is not None:
+                out.append(event)
+        return out, tail
+
+    def _line(self, line: bytes) -> tuple[str, bytes] | None:
+        if not line:
+            done = (self._event or "message", b"\n".join(self._data)) if self._data else None
+            self._event, self._data, self._open = "", [], False
             return done
-        line = raw.decode("utf-8", "replace")
-        if line.startswith(":"):
+        if line.startswith(b":"):
             return None
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
             value = value[1:]
-        if name == "data":
+        if name == b"data":
             self._data.append(value)
-        elif name == "event":
-            self._event = value
+            self._open = True
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+            self._open = True
         return None
 
 

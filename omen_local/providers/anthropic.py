@@ -46,7 +46,7 @@ from ..wire.anthropic import (
     usage_from_anthropic,
 )
 from . import _http, _sse
-from .base import Chunk, Completion, Provider, Usage
+from .base import Batch, Chunk, Completion, Provider, Usage, unbatched
 from .errors import ProtocolError, StreamBroken, Unsupported
 
 __all__ = [
@@ -490,22 +490,52 @@ class AnthropicProvider(Provider):
         out, usage = from_anthropic_message(data)
         return Completion(body=out, usage=usage)
 
-    async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+    def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        return unbatched(self.stream_batches(model, body))
+
+    def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
+        if text:
+            return super().stream_batches(model, body, text=True)  # unsupported: raises when read
+        return self._stream(model, body)
+
+    async def _stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Batch]:
+        """The events of each read at once (the SSE data straight into the JSON parser)."""
         request = self.translated(to_anthropic, self.name, model, body, True)
         translator = StreamTranslator(self.name, self.redact)
+        loads = jsonutil.loads
         async with _http.post(self, self._url, request) as resp:
-            async for event in _sse.decode(_http.iter_lines(self, resp)):
-                try:
-                    data = jsonutil.loads(event.data)
-                except jsonutil.JSONDecodeError:
-                    raise ProtocolError(self.name, f"{self.name} sent an event that is not JSON"
-                    ) from None
-                if not isinstance(data, dict):
-                    continue
-                chunk = translator.feed(event.event, data)
-                if chunk is not None:
-                    yield chunk
+            decoder = _sse.Decoder()
+            while True:
+                block = await _http.read_block(self, resp)
+                events = decoder.feed_raw(block) if block else decoder.close_raw()
+                batch = Batch()
+                error: Exception | None = None
+                for name, payload in events:
+                    try:
+                        data = loads(payload)
+                    except jsonutil.JSONDecodeError:
+                        try:  # text that is not UTF-8 is read as the line parser reads it: replaced
+                            data = loads(payload.decode("utf-8", "replace"))
+                        except jsonutil.JSONDecodeError:
+                            error = ProtocolError(self.name, f"{self.name} sent an event that is not JSON")
+                            break
+                    if type(data) is not dict:
+                        continue
+                    try:
+                        chunk = translator.feed(name, data)
+                    except Exception as err:  # an error event (or one it cannot read): what came before still goes out
+                        error = err
+                        break
+                    if chunk is not None:
+                        batch.append(chunk)
+                    if translator.done:
+                        batch.last = True
+                        break
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
                 if translator.done:
                     return
-            raise StreamBroken(self.name, f"{self.name} ended the stream before message_stop"
-            )
+                if not block:
+                    raise StreamBroken(self.name, f"{self.name} ended the stream before message_stop")

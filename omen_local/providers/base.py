@@ -3,7 +3,9 @@
 Requests arrive as validated OpenAI chat bodies (a ``dict``); adapters translate them
 to their upstream API and translate answers back into the OpenAI shape. Streaming
 yields :class:`Chunk` events whose ``delta`` is an OpenAI ``choices[0].delta`` (without
-``role``), so the router writes one SSE format whatever the provider.
+``role``), so the router writes one SSE format whatever the provider. The router reads
+streams a network read at a time (:meth:`Provider.stream_batches`, one :class:`Batch`
+per read), so the chunks of one read cost one pass through the layers, not one each.
 
 Embeddings (:meth:`Provider.embed`) and legacy text completions
 (:meth:`Provider.complete_text`, :meth:`Provider.stream_text`, the text in
@@ -17,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,9 +27,22 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..config import Price, ProviderConfig
+from ._h1 import H1Pool
 from .errors import Unsupported, UpstreamError
 
-__all__ = ["Chunk", "Completion", "Embeddings", "Provider", "Timeouts", "UpstreamError", "Usage", "env_proxy"]
+__all__ = [
+    "Batch",
+    "Chunk",
+    "Completion",
+    "Embeddings",
+    "Provider",
+    "Timeouts",
+    "UpstreamError",
+    "Usage",
+    "batched",
+    "env_proxy",
+    "unbatched",
+]
 
 
 @dataclass(slots=True)
@@ -87,6 +102,7 @@ class Chunk:
     swap); it goes out as a top-level ``omen`` field that OpenAI clients ignore.
     ``more`` says the next chunk is already here (same network read): the server may
     hold this one back and write both at once. The last chunk of a read never has it.
+    ``fingerprint`` is the upstream's ``system_fingerprint``, passed on to the client.
     """
 
     delta: dict[str, Any] = field(default_factory=dict)
@@ -94,11 +110,58 @@ class Chunk:
     usage: Usage | None = None
     omen: dict[str, Any] | None = None
     more: bool = False
+    fingerprint: str | None = None
 
     @property
     def has_content(self) -> bool:
         d = self.delta
         return bool(d.get("content") or d.get("tool_calls") or d.get("reasoning_content") or d.get("refusal"))
+
+
+class Batch(list[Chunk]):
+    """The chunks of one upstream read, in order. ``last``: the upstream's stream ended in
+    this read (nothing more will come), so the server may write these with its end."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, chunks: Iterable[Chunk] = (), last: bool = False) -> None:
+        super().__init__(chunks)
+        self.last = last
+
+
+async def batched(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Batch]:
+    """Chunks grouped by read (a chunk with ``more`` is followed by one of the same read).
+
+    Closing this iterator closes ``chunks`` (and with it the upstream)."""
+    batch = Batch()
+    try:
+        async for chunk in chunks:
+            batch.append(chunk)
+            if not chunk.more:
+                yield batch
+                batch = Batch()
+        if batch:
+            yield batch
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def unbatched(batches: AsyncIterator[Batch]) -> AsyncIterator[Chunk]:
+    """One chunk at a time, ``more`` set on all but the last chunk of each read.
+
+    Closing this iterator closes ``batches`` (and with it the upstream)."""
+    try:
+        async for batch in batches:
+            last = len(batch) - 1
+            for i, chunk in enumerate(batch):
+                chunk.more = i < last
+                yield chunk
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @dataclass(slots=True)
@@ -183,6 +246,23 @@ class Provider(ABC):
         self._client_timeout = self.timeouts.client_timeout()
         self.proxy = env_proxy(config.base_url)
         self.headers = {"Content-Type": "application/json", **config.headers, **self.auth_headers()}
+        self.h1: H1Pool | None = None  # the lean client, for plain-HTTP upstreams (use_h1)
+        self.h1_headers = b""
+
+    def use_h1(self, pool: H1Pool) -> bool:
+        """Send POSTs through ``pool`` if this upstream is plain HTTP without a proxy and its
+        headers can be written as they are; True if so."""
+        if urlsplit(self.config.base_url).scheme != "http" or self.proxy is not None:
+            return False
+        lines = []
+        for name, value in self.headers.items():
+            text = f"{name}: {value}\r\n"
+            if any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value or not text.isascii():
+                return False  # leave odd headers to aiohttp, which checks and encodes them
+            lines.append(text)
+        self.h1_headers = "".join(lines).encode("ascii")
+        self.h1 = pool
+        return True
 
     @classmethod
     def needs_key(cls, config: ProviderConfig) -> bool:
@@ -239,6 +319,12 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         """Stream the answer. Raises :class:`UpstreamError`; closing the iterator closes the upstream."""
+
+    def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
+        """The answer a network read at a time (what the router reads): :meth:`stream` (or,
+        with ``text``, :meth:`stream_text`) grouped by ``Chunk.more``. Adapters that read
+        blocks override it and derive :meth:`stream` from it (:func:`unbatched`)."""
+        return batched(self.stream_text(model, body) if text else self.stream(model, body))
 
     def unsupported(self, what: str) -> Unsupported:
         """The error for a request this provider cannot take (another may)."""

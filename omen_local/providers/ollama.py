@@ -20,7 +20,7 @@ from typing import Any
 from .. import jsonutil
 from ..config import ProviderConfig
 from . import _http
-from .base import Chunk, Completion, Embeddings, Provider, Usage
+from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
 from .errors import HTTPStatusError, ProtocolError, StreamBroken, Unsupported
 
 _OPTION_MAP = {
@@ -220,38 +220,61 @@ class OllamaProvider(Provider):
             usage=usage,
         )
 
-    async def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+    def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        return unbatched(self.stream_batches(model, body))
+
+    def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        return unbatched(self.stream_batches(model, body, text=True))
+
+    def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
+        return self._generate(model, body) if text else self._chat(model, body)
+
+    def _line(self, line: bytes) -> dict[str, Any] | None:
+        """One NDJSON line as an object (None: not an object, skipped); an error line raises."""
+        try:
+            data = jsonutil.loads(line)
+        except jsonutil.JSONDecodeError:
+            raise ProtocolError(self.name, f"{self.name} sent a line that is not JSON") from None
+        if not isinstance(data, dict):
+            return None
+        if data.get("error") is not None:
+            raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
+        return data
+
+    async def _chat(self, model: str, body: dict[str, Any]) -> AsyncIterator[Batch]:
         url = f"{self.config.base_url}/api/chat"
         async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, True)) as resp:
             n_calls = 0
-            async for line in _http.iter_lines(self, resp):
-                if not line.strip():
-                    continue
+            async for lines in _http.ndjson_reads(self, resp):
+                batch = Batch()
                 try:
-                    data = jsonutil.loads(line)
-                except jsonutil.JSONDecodeError:
-                    raise ProtocolError(self.name, f"{self.name} sent a line that is not JSON") from None
-                if not isinstance(data, dict):
-                    continue
-                if data.get("error") is not None:
-                    raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
-                msg = data.get("message") or {}
-                delta: dict[str, Any] = {}
-                if msg.get("content"):
-                    delta["content"] = msg["content"]
-                if msg.get("thinking"):
-                    delta["reasoning_content"] = msg["thinking"]
-                calls = _tool_calls(msg.get("tool_calls"), n_calls)
-                if calls:
-                    delta["tool_calls"] = calls
-                    n_calls += len(calls)
-                if data.get("done"):
-                    if delta:
-                        yield Chunk(delta=delta)
-                    yield Chunk(finish_reason=_finish(data, n_calls > 0), usage=_usage(data))
-                    return
-                if delta:
-                    yield Chunk(delta=delta)
+                    for line in lines:
+                        data = self._line(line)
+                        if data is None:
+                            continue
+                        msg = data.get("message") or {}
+                        delta: dict[str, Any] = {}
+                        if msg.get("content"):
+                            delta["content"] = msg["content"]
+                        if msg.get("thinking"):
+                            delta["reasoning_content"] = msg["thinking"]
+                        calls = _tool_calls(msg.get("tool_calls"), n_calls)
+                        if calls:
+                            delta["tool_calls"] = calls
+                            n_calls += len(calls)
+                        if delta:
+                            batch.append(Chunk(delta=delta))
+                        if data.get("done"):
+                            batch.append(Chunk(finish_reason=_finish(data, n_calls > 0), usage=_usage(data)))
+                            batch.last = True
+                            yield batch
+                            return
+                except (ProtocolError, StreamBroken):
+                    if batch:  # what came before the bad line still goes out
+                        yield batch
+                    raise
+                if batch:
+                    yield batch
             raise StreamBroken(self.name, f"{self.name} ended the stream before it was done")
 
     # ------------------------------------------------------------ embeddings and text completions
@@ -304,27 +327,31 @@ class OllamaProvider(Provider):
             usage=usage,
         )
 
-    async def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+    async def _generate(self, model: str, body: dict[str, Any]) -> AsyncIterator[Batch]:
         request = self.translated(to_ollama_generate, self.name, model, body, True)
         echo = request["prompt"] if body.get("echo") else ""  # goes out with the first piece
         async with self._post(f"{self.config.base_url}/api/generate", request) as resp:
-            async for line in _http.iter_lines(self, resp):
-                if not line.strip():
-                    continue
+            async for lines in _http.ndjson_reads(self, resp):
+                batch = Batch()
                 try:
-                    data = jsonutil.loads(line)
-                except jsonutil.JSONDecodeError:
-                    raise ProtocolError(self.name, f"{self.name} sent a line that is not JSON") from None
-                if not isinstance(data, dict):
-                    continue
-                if data.get("error") is not None:
-                    raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
-                piece = data.get("response")
-                text = echo + (piece if isinstance(piece, str) else "")
-                if text:
-                    echo = ""
-                    yield Chunk(delta={"content": text})
-                if data.get("done"):
-                    yield Chunk(finish_reason=_finish(data, False), usage=_usage(data))
-                    return
+                    for line in lines:
+                        data = self._line(line)
+                        if data is None:
+                            continue
+                        piece = data.get("response")
+                        text = echo + (piece if isinstance(piece, str) else "")
+                        if text:
+                            echo = ""
+                            batch.append(Chunk(delta={"content": text}))
+                        if data.get("done"):
+                            batch.append(Chunk(finish_reason=_finish(data, False), usage=_usage(data)))
+                            batch.last = True
+                            yield batch
+                            return
+                except (ProtocolError, StreamBroken):
+                    if batch:
+                        yield batch
+                    raise
+                if batch:
+                    yield batch
             raise StreamBroken(self.name, f"{self.name} ended the stream before it was done")

@@ -1,7 +1,10 @@
 """OpenAI and every OpenAI-compatible server (OpenRouter, Groq, LM Studio, vLLM, llama.cpp).
 
 The body passes through as is, with the model replaced and ``stream_options.include_usage``
-forced on for streams so usage is always known. The same holds for ``/completions``
+forced on for streams so usage is always known. A stream is read a block at a time: the
+SSE events of one read are decoded at once (``data`` bytes straight into the JSON
+parser) into one :class:`Batch`; each chunk keeps the upstream's delta as parsed (only
+``role`` is taken out) and its ``system_fingerprint``. The same holds for ``/completions``
 (legacy and FIM text completions, streamed the same way) and ``/embeddings`` (always
 asked for floats: the door encodes base64 itself, so every upstream's answer is read
 the same way).
@@ -14,9 +17,11 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+
 from .. import jsonutil
 from . import _http, _sse
-from .base import Chunk, Completion, Embeddings, Provider, Usage
+from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
 from .errors import ProtocolError, StreamBroken, UpstreamError
 
 
@@ -49,21 +54,21 @@ class OpenAICompatProvider(Provider):
         return out
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
-        url = f"{self.config.base_url}/chat/completions"
-        async with _http.post(self, url, self._body(model, body, False)) as resp:
-            data = await _http.read_json(self, resp)
+        data = await _http.post_json(self, f"{self.config.base_url}/chat/completions", self._body(model, body, False))
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise ProtocolError(self.name, f"{self.name} sent a completion without choices")
         data.setdefault("model", model)
         return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
 
     def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        return self._stream(f"{self.config.base_url}/chat/completions", self._body(model, body, True), text=False)
+        return unbatched(self.stream_batches(model, body))
+
+    def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
+        path = "/completions" if text else "/chat/completions"
+        return self._stream(f"{self.config.base_url}{path}", self._body(model, body, True), text=text)
 
     async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
-        url = f"{self.config.base_url}/completions"
-        async with _http.post(self, url, self._body(model, body, False)) as resp:
-            data = await _http.read_json(self, resp)
+        data = await _http.post_json(self, f"{self.config.base_url}/completions", self._body(model, body, False))
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("text"), str):
             raise ProtocolError(self.name, f"{self.name} sent a completion without text")
@@ -71,12 +76,11 @@ class OpenAICompatProvider(Provider):
         return Completion(body=data, usage=Usage.from_openai(data.get("usage")))
 
     def stream_text(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        return self._stream(f"{self.config.base_url}/completions", self._body(model, body, True), text=True)
+        return unbatched(self.stream_batches(model, body, text=True))
 
     async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
         request = {**body, "model": model, "encoding_format": "float"}
-        async with _http.post(self, f"{self.config.base_url}/embeddings", request) as resp:
-            data = await _http.read_json(self, resp)
+        data = await _http.post_json(self, f"{self.config.base_url}/embeddings", request)
         items = data.get("data") if isinstance(data, dict) else None
         vectors = _vectors(items)
         if vectors is None:
@@ -84,47 +88,104 @@ class OpenAICompatProvider(Provider):
         usage = Usage.from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
         return Embeddings(vectors, data.get("model") or model, usage)
 
-    async def _stream(self, url: str, request: dict[str, Any], *, text: bool) -> AsyncIterator[Chunk]:
+    async def _stream(self, url: str, request: dict[str, Any], *, text: bool) -> AsyncIterator[Batch]:
         async with _http.post(self, url, request) as resp:
             decoder = _sse.Decoder()
-            finished = ended = False
-            reads = _http.iter_reads(self, resp)
+            read = resp.content.readany
+            loads = jsonutil.loads
+            finished = ended = primed = False
+            head = Batch()  # chunks before the first content (the role chunk): they go out with it
             while not ended:
-                block = await anext(reads, None)
-                events = decoder.close() if block is None else decoder.feed(block)
-                batch, finished, ended, error = self._translate(events, finished, text)
-                for i, chunk in enumerate(batch):
-                    chunk.more = i < len(batch) - 1
-                    yield chunk
+                try:
+                    block = await read()
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    raise _http.translate(self, exc, midstream=True) from None
+                eof = not block
+                error: UpstreamError | None = None
+                if not primed and block:
+                    # Until the first content, events are taken one at a time, and the first
+                    # content goes out before the rest of its read is even parsed.
+                    pos = 0
+                    while not primed and error is None:
+                        stop = block.find(b"\n\n", pos)
+                        if stop < 0:
+                            break
+                        batch, finished, ended, error = self._translate(decoder.feed_raw(block[pos : stop + 2]), finished, text)
+                        pos = stop + 2
+                        head.extend(batch)
+                        primed = ended or any(c.finish_reason is not None or c.has_content for c in batch)
+                    block = block[pos:]
+                    if primed or error is not None:
+                        if head:
+                            head.last = ended and error is None
+                            yield head
+                            head = Batch()
+                        if error is not None:
+                            raise error
+                    if ended or not block:
+                        continue
+                items = None
+                whole = decoder.data_array(block) if block else None
+                if whole is not None:  # the usual read: whole events, one parse for all of them
+                    try:
+                        items = loads(whole[0])
+                    except jsonutil.JSONDecodeError:
+                        items = None  # find the bad one event by event
+                if items is not None and whole is not None:
+                    batch, finished, ended, error = self._chunks(items, finished, text, whole[1])
+                else:
+                    events = decoder.feed_raw(block) if block else decoder.close_raw()
+                    batch, finished, ended, error = self._translate(events, finished, text)
+                ended = ended or eof
+                if head and (primed or ended or error is not None or batch):  # held for the first content
+                    batch[0:0] = head
+                    head = Batch()
+                if batch:
+                    primed = True
+                    batch.last = ended and error is None
+                    yield batch
                 if error is not None:
                     raise error
-                ended = ended or block is None
             if not finished:
                 raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
 
     def _translate(
-        self, events: list[_sse.SSEEvent], finished: bool, text: bool = False
-    ) -> tuple[list[Chunk], bool, bool, UpstreamError | None]:
+        self, events: list[tuple[str, bytes]], finished: bool, text: bool = False
+    ) -> tuple[Batch, bool, bool, UpstreamError | None]:
         """The chunks of one read's events: (chunks, finished, [DONE] seen, error to raise after them).
 
         ``text``: legacy completion chunks, whose ``choices[0].text`` becomes ``delta.content``.
         """
-        out: list[Chunk] = []
-        for event in events:
-            if event.data == "[DONE]":
-                return out, finished, True, None
+        items: list[Any] = []
+        loads = jsonutil.loads
+        for _, payload in events:
+            if payload == b"[DONE]":
+                return self._chunks(items, finished, text, True)
             try:
-                data = jsonutil.loads(event.data)
+                items.append(loads(payload))
             except jsonutil.JSONDecodeError:
-                return out, finished, True, ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
-            if not isinstance(data, dict):
+                try:  # text that is not UTF-8 is read as the line parser reads it: replaced
+                    items.append(loads(payload.decode("utf-8", "replace")))
+                except jsonutil.JSONDecodeError:
+                    batch, finished, _, error = self._chunks(items, finished, text, False)
+                    return batch, finished, True, error or ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
+        return self._chunks(items, finished, text, False)
+
+    def _chunks(
+        self, items: list[Any], finished: bool, text: bool, done: bool
+    ) -> tuple[Batch, bool, bool, UpstreamError | None]:
+        """Chunks from the decoded events of one read (``done``: [DONE] came after them)."""
+        out = Batch()
+        for data in items:
+            if type(data) is not dict:
                 continue
             if data.get("error") is not None:
                 message = _http.error_message(data) or "error event"
                 return out, finished, True, StreamBroken(self.name, self.redact(f"{self.name}: {message}"))
             try:
-                usage = Usage.from_openai(data["usage"]) if data.get("usage") else None
-                choices = data.get("choices") or []
+                raw_usage = data.get("usage")
+                usage = Usage.from_openai(raw_usage) if raw_usage else None
+                choices = data.get("choices")
                 if not choices:
                     if usage is not None:
                         out.append(Chunk(usage=usage))
@@ -134,16 +195,21 @@ class OpenAICompatProvider(Provider):
                     piece = choice.get("text")
                     delta = {"content": piece} if isinstance(piece, str) and piece else {}
                 else:
-                    delta = dict(choice.get("delta") or {})
-                    delta.pop("role", None)
+                    delta = choice.get("delta") or {}
+                    if type(delta) is not dict:
+                        raise TypeError(f"delta is {type(delta).__name__}, not an object")
+                    if "role" in delta:
+                        del delta["role"]
                 reason = choice.get("finish_reason")
             except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
                 # The chunks before it still go out; then the stream ends as broken.
                 error = ProtocolError(self.name, f"{self.name} sent a chunk OMEN cannot read ({exc})")
                 return out, finished, True, error
-            finished = finished or reason is not None
-            out.append(Chunk(delta=delta, finish_reason=reason, usage=usage))
-        return out, finished, False, None
+            if reason is not None:
+                finished = True
+            fingerprint = data.get("system_fingerprint")
+            out.append(Chunk(delta, reason, usage, None, False, fingerprint if type(fingerprint) is str else None))
+        return out, finished, done, None
 
 
 def _vector(value: Any) -> list[float] | None:

@@ -18,9 +18,24 @@ from ..api.request import Operation
 from ..caller import Caller
 from ..config import Price
 from ..observe import PROGRESS_CHARS, AttemptProgress, AttemptStarted, Outcome, Record, UsageEvent
-from ..providers.base import Chunk, Completion, Embeddings, Provider, Usage
+from ..providers.base import Batch, Chunk, Completion, Embeddings, Provider, Usage
 from ..providers.errors import ProtocolError, StreamBroken, UpstreamError
 from .catalog import Target
+
+
+def output_chars(delta: dict[str, Any]) -> int:
+    """Characters of output in a delta: content and tool-call arguments (what estimates count)."""
+    chars = 0
+    content = delta.get("content")
+    if content:
+        chars = len(content)
+    calls = delta.get("tool_calls")
+    if calls:
+        for call in calls:
+            args = (call.get("function") or {}).get("arguments")
+            if args:
+                chars += len(args)
+    return chars
 
 
 class Reporter(Protocol):
@@ -57,8 +72,8 @@ class Attempt:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.output_chars = 0
-        self._agen: AsyncIterator[Chunk] | None = None
-        self._buffer: list[Chunk] = []
+        self._agen: AsyncIterator[Batch] | None = None
+        self._buffer: list[Batch] = []
         self._exhausted = False
         self._reported = False
         self.whole = False  # the upstream finished its answer
@@ -127,11 +142,10 @@ class Attempt:
     async def open(self) -> None:
         """Start the stream and read until the first content (or its end), keeping what was read."""
         self.streamed = True
-        stream = self.provider.stream_text if self.op is Operation.TEXT else self.provider.stream
-        self._agen = stream(self.target.model, self.body)
+        self._agen = self.provider.stream_batches(self.target.model, self.body, text=self.op is Operation.TEXT)
         while True:
             try:
-                chunk = await anext(self._agen)
+                batch = await anext(self._agen)
             except StopAsyncIteration:
                 self._exhausted = True
                 self.ttft = time.perf_counter()
@@ -140,48 +154,59 @@ class Attempt:
                 raise self._before_client(err) from None
             except Exception as exc:
                 raise self._unreadable(exc) from exc
-            self._buffer.append(chunk)
-            if chunk.has_content or chunk.finish_reason is not None:
-                self.ttft = time.perf_counter()
-                return
+            self._buffer.append(batch)
+            for chunk in batch:
+                if chunk.finish_reason is not None or chunk.has_content:
+                    self.ttft = time.perf_counter()
+                    return
 
-    def _account(self, chunk: Chunk) -> None:
-        content = chunk.delta.get("content")
-        if content:
-            self.output_chars += len(content)
-        for call in chunk.delta.get("tool_calls") or ():
-            args = (call.get("function") or {}).get("arguments")
-            if args:
-                self.output_chars += len(args)
-        if self._progress_at is not None and self.output_chars >= self._progress_at:
-            self._progress_at = self.output_chars + PROGRESS_CHARS
-            self._reporter.record(AttemptProgress(self.id, self.output_chars))
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-            self.whole = True
+    def _account(self, batch: Batch) -> None:
+        """Characters, usage and finish of a read, before the client gets it (a progress
+        note, if due, is journaled first: a crash then charges what was shown)."""
+        chars = self.output_chars
+        for chunk in batch:
+            delta = chunk.delta
+            if delta:
+                chars += output_chars(delta)
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+            if chunk.finish_reason is not None:
+                self.finish_reason = chunk.finish_reason
+                self.whole = True
+        self.output_chars = chars
+        if self._progress_at is not None and chars >= self._progress_at:
+            self._progress_at = chars + PROGRESS_CHARS
+            self._reporter.record(AttemptProgress(self.id, chars))
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
-        """The buffered chunks, then the rest of the stream; raises UpstreamError mid-stream."""
+    def account_chunk(self, chunk: Chunk) -> None:
+        """:meth:`_account` for one chunk (a budgeted stream checks its spend after each)."""
+        self._account(Batch((chunk,)))
+
+    async def batches(self, *, account: bool = True) -> AsyncIterator[Batch]:
+        """The buffered reads, then the rest of the stream, a read at a time; raises
+        UpstreamError mid-stream. Each read is accounted (characters, usage, finish) before
+        it is handed on, unless ``account`` is False (the caller calls :meth:`account_chunk`)."""
         assert self._agen is not None, "open() first"
         buffered, self._buffer = self._buffer, []
-        for chunk in buffered:
-            self._account(chunk)
-            yield chunk
+        for batch in buffered:
+            if account:
+                self._account(batch)
+            yield batch
         if self._exhausted:
             return
+        agen = self._agen
         while True:
             try:
-                chunk = await anext(self._agen)
+                batch = await anext(agen)
             except StopAsyncIteration:
                 return
             except UpstreamError:
                 raise
             except Exception as exc:
                 raise self._unreadable(exc) from exc
-            self._account(chunk)
-            yield chunk
+            if account:
+                self._account(batch)
+            yield batch
 
     def announce(self) -> None:
         """Record that this stream is reaching the client (before the first byte is sent)."""

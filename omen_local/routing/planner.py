@@ -10,6 +10,7 @@ skipped, so a user can fix the cause.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,11 +70,19 @@ class Plan:
 
 
 class Planner:
-    def __init__(self, config: Config, catalog: Catalog, health: HealthBook, sticky: StickyMap) -> None:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        health: HealthBook,
+        sticky: StickyMap,
+        price_for: Callable[[str, str], Price] | None = None,
+    ) -> None:
         self.config = config
         self.catalog = catalog
         self.health = health
         self.sticky = sticky
+        self.price_for = price_for or config.price_for
 
     def plan(self, req: ChatRequest, caller: Caller) -> Plan:
         """Candidates in order, filtered by allowlist, usability, health, deadline and budget."""
@@ -276,7 +285,11 @@ class Planner:
         requested = budgets.requested_output_cap(req.body)
         cap = 0 if req.op is Operation.EMBED else requested or d.assumed_output_tokens
         budget = req.hints.budget_usd if req.hints.budget_usd is not None else d.budget_usd
-        prices = {t: self.config.price_for(t.provider, t.model) for t in targets}
+        price_for = self.price_for
+        if budget is None:  # the usual case: only the worst case for quotas
+            top = max(budgets.worst_cost(price_for(t.provider, t.model), prompt, cap) for t in targets)
+            return targets, CostBound(prompt, cap, top * fanout), None
+        prices = {t: price_for(t.provider, t.model) for t in targets}
         worst = {t: budgets.worst_cost(prices[t], prompt, cap) for t in targets}
         if budget is not None:
             if requested is not None:  # the client's own output cap: its worst case must fit

@@ -5,6 +5,10 @@
 mid-flight; :class:`CompletedSession` streams an answer that is already whole (the
 merged answer of ``parallel_merge``). A session knows its request (``Call``) and its
 attempts, nothing else: whoever started the request sets ``on_end`` to hear how it ended.
+
+Sessions hand on what the upstream sent a network read at a time (:meth:`StreamSession.batches`,
+one :class:`~omen_local.providers.base.Batch` per read), so the server writes a read's
+frames with one write and the chunks of a read cross the layers together.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..observe import Outcome
-from ..providers.base import Chunk, Completion, Usage
+from ..providers.base import Batch, Chunk, Completion, Usage
 from ..providers.errors import UpstreamError
 from .attempt import Attempt
 from .catalog import Target
@@ -62,22 +66,33 @@ class StreamSession:
     def output_chars(self) -> int:
         return self.attempt.output_chars
 
-    async def _budgeted(self, attempt: Attempt) -> AsyncIterator[Chunk]:
+    async def _budgeted(self, attempt: Attempt) -> AsyncIterator[Batch]:
         budget = self.plan.budget_usd
+        if budget is None:
+            async for batch in attempt.batches():
+                yield batch
+            return
         spent_before = self.call.spent_usd
-        async for chunk in attempt.chunks():
-            yield chunk
-            if budget is not None and chunk.finish_reason is None and chunk.has_content:
-                spent = spent_before + attempt.spent_estimate()
-                if spent > budget:
-                    self.budget_cut = True
-                    yield Chunk(
-                        finish_reason="length",
-                        omen={"budget_cut": {"budget_usd": budget, "spent_usd": round(spent, 8)}},
-                    )
-                    return
+        async for batch in attempt.batches(account=False):
+            for i, chunk in enumerate(batch):
+                attempt.account_chunk(chunk)  # chunk by chunk: the cut falls where the budget ran out
+                if chunk.finish_reason is None and chunk.has_content:
+                    spent = spent_before + attempt.spent_estimate()
+                    if spent > budget:
+                        self.budget_cut = True
+                        cut = Batch(batch[: i + 1], last=True)
+                        cut.append(
+                            Chunk(
+                                finish_reason="length",
+                                omen={"budget_cut": {"budget_usd": budget, "spent_usd": round(spent, 8)}},
+                            )
+                        )
+                        yield cut
+                        return
+            yield batch
 
-    def __aiter__(self) -> AsyncIterator[Chunk]:
+    def batches(self) -> AsyncIterator[Batch]:
+        """What the client gets, a read at a time."""
         return self._budgeted(self.attempt)
 
     async def finish(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
@@ -121,54 +136,55 @@ class SpeculativeSession(StreamSession):
         for attempt in pending.values():
             await attempt.close(Outcome.CANCELLED)
 
-    async def _stream(self) -> AsyncIterator[Chunk]:
+    async def _stream(self) -> AsyncIterator[Batch]:
         fast = self.attempt
-        fast_chunks = self._budgeted(fast)
-        next_chunk: asyncio.Future[Chunk] = asyncio.ensure_future(anext(fast_chunks))
+        fast_batches = self._budgeted(fast)
+        next_batch: asyncio.Future[Batch] = asyncio.ensure_future(anext(fast_batches))
         shown = 0
         try:
             while True:
                 timeout = max(0.0, self.window_end - time.perf_counter()) if self.pending else None
-                waiting: set[asyncio.Future[Any]] = {next_chunk, *self.pending}
+                waiting: set[asyncio.Future[Any]] = {next_batch, *self.pending}
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for task in [t for t in done if t in self.pending]:
                     attempt = self.pending.pop(task)
                     if not task.cancelled() and task.exception() is None:
-                        # A fast chunk that arrived meanwhile is dropped unseen.
-                        await self._swap(fast, attempt, next_chunk)
-                        yield Chunk(omen={"swap": {"from": str(fast.target), "to": str(attempt.target), "discard_chars": shown}})
-                        async for chunk in self._budgeted(attempt):
-                            yield chunk
+                        # A fast read that arrived meanwhile is dropped unseen.
+                        await self._swap(fast, attempt, next_batch)
+                        yield Batch([Chunk(omen={"swap": {"from": str(fast.target), "to": str(attempt.target), "discard_chars": shown}})])
+                        async for batch in self._budgeted(attempt):
+                            yield batch
                         return
                 if self.pending and time.perf_counter() >= self.window_end:
                     await self._drop_pending()
-                if next_chunk.done():
+                if next_batch.done():
                     try:
-                        chunk = next_chunk.result()
+                        batch = next_batch.result()
                     except StopAsyncIteration:
                         await self._drop_pending()
                         return
-                    if chunk.finish_reason is not None:
-                        await self._drop_pending()  # the fast answer is whole: nothing to swap to
-                    shown += len(chunk.delta.get("content") or "")
-                    yield chunk
-                    next_chunk = asyncio.ensure_future(anext(fast_chunks))
+                    for chunk in batch:
+                        if chunk.finish_reason is not None:
+                            await self._drop_pending()  # the fast answer is whole: nothing to swap to
+                        shown += len(chunk.delta.get("content") or "")
+                    yield batch
+                    next_batch = asyncio.ensure_future(anext(fast_batches))
         finally:
-            if not next_chunk.done():
-                next_chunk.cancel()
-                await asyncio.gather(next_chunk, return_exceptions=True)
+            if not next_batch.done():
+                next_batch.cancel()
+                await asyncio.gather(next_batch, return_exceptions=True)
             await self._drop_pending()
 
-    async def _swap(self, fast: Attempt, to: Attempt, next_chunk: asyncio.Future[Chunk]) -> None:
+    async def _swap(self, fast: Attempt, to: Attempt, next_batch: asyncio.Future[Batch]) -> None:
         # Own the new attempt before the first await: a disconnect from here on closes it (finish()).
         self.attempt = to
-        next_chunk.cancel()
-        await asyncio.gather(next_chunk, return_exceptions=True)
+        next_batch.cancel()
+        await asyncio.gather(next_batch, return_exceptions=True)
         await fast.close(Outcome.CANCELLED)
         await self._drop_pending()
         self.swapped_from = fast.target
 
-    def __aiter__(self) -> AsyncIterator[Chunk]:
+    def batches(self) -> AsyncIterator[Batch]:
         return self._stream()
 
     async def finish(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
@@ -190,7 +206,7 @@ class CompletedSession(StreamSession):
     def usage_or_estimate(self) -> tuple[Usage, bool]:
         return self.done.usage, self.attempt.estimated
 
-    async def _chunks(self) -> AsyncIterator[Chunk]:
+    async def _batches(self) -> AsyncIterator[Batch]:
         choice = self.done.body["choices"][0]
         message: dict[str, Any] = choice.get("message") or {}
         delta: dict[str, Any] = {}
@@ -198,12 +214,12 @@ class CompletedSession(StreamSession):
             delta["content"] = message["content"]
         if message.get("tool_calls"):
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
-        if delta:
-            yield Chunk(delta=delta)
-        yield Chunk(finish_reason=choice.get("finish_reason") or "stop", usage=self.done.usage, omen=self.done.body.get("omen"))
+        batch = Batch([Chunk(delta=delta)] if delta else [], last=True)
+        batch.append(Chunk(finish_reason=choice.get("finish_reason") or "stop", usage=self.done.usage, omen=self.done.body.get("omen")))
+        yield batch
 
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        return self._chunks()
+    def batches(self) -> AsyncIterator[Batch]:
+        return self._batches()
 
     async def finish(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
         self.on_end(self.target if outcome is Outcome.OK else None)

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import jsonutil
-from ..api.hints import alias_hints, combine, header_hints
+from ..api.hints import NO_HINTS, alias_hints, combine, header_hints
 from ..api.request import ChatRequest, parse_chat_request
 from ..caller import Caller
 from ..config import Config, ConfigError, ServerConfig
@@ -168,6 +168,8 @@ def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:
     """
     if value is None:
         return None
+    if value.isascii() and value.isprintable():  # what clients send: nothing to clean
+        return value[:limit] or None
     text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
     return text[:limit] or None
@@ -200,18 +202,17 @@ def routed_request(raw: Any, request: web.Request, config: Config) -> tuple[Chat
 def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
     """Any door's parsed request with every hint layer applied (alias, then headers, then the
     body's), the token's workspace enforced, and its caller; the request id too."""
-    intents, providers = tuple(config.intents), tuple(config.providers)
-    layers = []
     alias = config.aliases.get(req.model)
-    if alias is not None:
-        layers.append(alias_hints(alias))
-    layers += [header_hints(request.headers, intents=intents, providers=providers), req.hints]
-    req = dataclasses.replace(
-        req,
-        model="auto" if alias is not None else req.model,
-        hints=combine(*layers),
-        alias=alias.name if alias is not None else None,
-    )
+    headed = header_hints(request.headers, intents=tuple(config.intents), providers=tuple(config.providers))
+    if alias is not None or headed is not NO_HINTS:  # else the body's hints are all there is
+        layers = [alias_hints(alias)] if alias is not None else []
+        layers += [headed, req.hints]
+        req = dataclasses.replace(
+            req,
+            model="auto" if alias is not None else req.model,
+            hints=combine(*layers),
+            alias=alias.name if alias is not None else None,
+        )
     identity: Identity = request[IDENTITY]
     workspace = req.hints.workspace
     if identity.workspace is not None and workspace is not None and workspace != identity.workspace:
@@ -273,23 +274,23 @@ async def _stream(request: web.Request, session: StreamSession, request_id: str,
     enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
     outcome = Outcome.CANCELLED
     error: UpstreamError | None = None
-    held: list[bytes] = []  # encoded frames waiting for the rest of their upstream read
+    held: list[bytes] = []  # frames of the read that ended the stream, written with its end
     try:
         await resp.prepare(request)
-        async for chunk in session:
-            if chunk.omen is not None and "swap" in chunk.omen:
+        async for batch in session.batches():
+            if batch and batch[0].omen is not None and "swap" in batch[0].omen:  # a swap comes alone
                 enc.model = session.target.model
-            if chunk.delta or chunk.finish_reason is not None or chunk.omen is not None:
-                held.append(enc.chunk(chunk))
-            if not chunk.more and held:  # frames from one upstream read go out in one write
-                await resp.write(b"".join(held))
-                held.clear()
+            frames = enc.frames(batch)
+            if batch.last:
+                held.append(frames)
+            elif frames:  # the frames of one upstream read go out in one write
+                await resp.write(frames)
         if req.include_usage:
             usage, estimated = session.usage_or_estimate()
             cost = session.call.spent_usd + usage.cost(session.attempt.price)
             held.append(enc.usage(usage, {"cost_usd": round(cost, 8), "usage_estimated": estimated}))
         held.append(DONE)
-        await resp.write(b"".join(held))
+        await resp.write_eof(b"".join(held))
         held.clear()
         outcome = Outcome.OK
     except UpstreamError as err:

@@ -95,19 +95,20 @@ async def stream_answer(
     )
     outcome = Outcome.CANCELLED
     error: UpstreamError | None = None
-    held: list[bytes] = [encoder.start()]  # frames waiting for the rest of their upstream read
+    held: list[bytes] = [encoder.start()]  # frames not written yet (the start waits for content)
     try:
         await resp.prepare(request)
-        async for chunk in session:
-            frames = encoder.chunk(chunk)
-            if frames:
-                held.append(frames)
-            if not chunk.more and held:  # frames from one upstream read go out in one write
+        async for batch in session.batches():
+            for chunk in batch:
+                frames = encoder.chunk(chunk)
+                if frames:
+                    held.append(frames)
+            if held and not batch.last:  # frames from one upstream read go out in one write
                 await resp.write(b"".join(held))
                 held.clear()
         usage, _ = session.usage_or_estimate()  # the provider's count, or the meter's own estimate
         held.append(encoder.finish(usage))
-        await resp.write(b"".join(held))
+        await resp.write_eof(b"".join(held))
         held.clear()
         outcome = Outcome.OK
     except UpstreamError as err:

@@ -1,8 +1,14 @@
-"""The one SSE writer: OpenAI ``chat.completion.chunk`` frames from normalized chunks."""
+"""The one SSE writer: OpenAI ``chat.completion.chunk`` frames from normalized chunks.
+
+Every frame of a stream shares its start (``id``, ``object``, ``created``, ``model`` and
+the upstream's ``system_fingerprint``), so that part is encoded once per stream and each
+chunk adds only its own delta: the bytes are those of encoding the whole object.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from .. import jsonutil
@@ -10,52 +16,89 @@ from ..errors import OmenError
 from ..providers.base import Chunk, Usage
 
 DONE = b"data: [DONE]\n\n"
+_CHOICE = b',"choices":[{"index":0,"delta":'
+_NO_FINISH = b',"logprobs":null,"finish_reason":null}]'
+_FINISH = b',"logprobs":null,"finish_reason":'
 
 
 class ChunkEncoder:
-    """Encodes chunks of one response; the first carries ``role: assistant``."""
+    """Encodes chunks of one response; the first carries ``role: assistant``.
+
+    Frames carry the ``system_fingerprint`` the upstream sent last (none until it sends one).
+    """
 
     def __init__(self, completion_id: str, model: str) -> None:
         self.id = completion_id
-        self.model = model
+        self._model = model
         self.created = int(time.time())
+        self.fingerprint: str | None = None
         self._first = True
+        self._head: bytes | None = None  # ``data: {"id":..,"model":..`` without the closing brace
 
-    def _frame(self, obj: dict[str, Any]) -> bytes:
-        return b"data: " + jsonutil.dumps(obj) + b"\n\n"
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @model.setter
+    def model(self, model: str) -> None:
+        self._model = model
+        self._head = None
+
+    def _start(self) -> bytes:
+        head = self._head
+        if head is None:
+            obj: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self._model}
+            if self.fingerprint is not None:
+                obj["system_fingerprint"] = self.fingerprint
+            head = self._head = b"data: " + jsonutil.dumps(obj)[:-1]
+        return head
 
     def chunk(self, chunk: Chunk) -> bytes:
+        fingerprint = chunk.fingerprint
+        if fingerprint is not None and fingerprint != self.fingerprint:
+            self.fingerprint = fingerprint
+            self._head = None
         delta = chunk.delta
         if self._first:
             self._first = False
             delta = {"role": "assistant", **delta}
             if "content" not in delta and "tool_calls" not in delta:
                 delta["content"] = ""
-        frame: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": chunk.finish_reason}],
-        }
+        reason = chunk.finish_reason
+        frame = self._start() + _CHOICE + jsonutil.dumps(delta)
+        frame += _NO_FINISH if reason is None else _FINISH + jsonutil.dumps(reason) + b"}]"
         if chunk.omen is not None:
-            frame["omen"] = chunk.omen
-        return self._frame(frame)
+            frame += b',"omen":' + jsonutil.dumps(chunk.omen)
+        return frame + b"}\n\n"
+
+    def frames(self, chunks: Iterable[Chunk]) -> bytes:
+        """The frames of several chunks (one upstream read), joined; chunks with nothing to
+        say (no delta, finish or note) are skipped. Same bytes as :meth:`chunk` for each."""
+        out = []
+        dumps = jsonutil.dumps
+        for chunk in chunks:
+            delta = chunk.delta
+            reason = chunk.finish_reason
+            if not delta and reason is None and chunk.omen is None:
+                continue
+            fingerprint = chunk.fingerprint
+            if self._first or chunk.omen is not None or (fingerprint is not None and fingerprint != self.fingerprint):
+                out.append(self.chunk(chunk))
+                continue
+            start = self._head or self._start()
+            if reason is None:
+                out.append(start + _CHOICE + dumps(delta) + _NO_FINISH + b"}\n\n")
+            else:
+                out.append(start + _CHOICE + dumps(delta) + _FINISH + dumps(reason) + b"}]}\n\n")
+        return b"".join(out)
 
     def usage(self, usage: Usage, omen: dict[str, Any] | None = None) -> bytes:
         """The include_usage chunk; ``omen`` says what it cost and whether the counts are estimates."""
-        frame: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage.to_openai(),
-        }
+        frame = self._start() + b',"choices":[],"usage":' + jsonutil.dumps(usage.to_openai())
         if omen is not None:
-            frame["omen"] = omen
-        return self._frame(frame)
+            frame += b',"omen":' + jsonutil.dumps(omen)
+        return frame + b"}\n\n"
 
     def error(self, err: OmenError) -> bytes:
         """An error frame: the OpenAI SDK raises APIError on it; no [DONE] follows."""
-        return self._frame(err.body())
+        return b"data: " + jsonutil.dumps(err.body()) + b"\n\n"

@@ -1,0 +1,275 @@
+"""The lean HTTP/1.1 client (providers/_h1.py) against a server that sends exact bytes.
+
+Every test that runs OmenService over the fakes also goes through it (they are plain HTTP
+on loopback); these pin down framing, keep-alive, early close, timeouts and errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from yarl import URL
+
+from omen_local.config import ProviderConfig
+from omen_local.providers import _http
+from omen_local.providers._h1 import H1ConnectError, H1Error, H1Pool
+from omen_local.providers.base import Timeouts
+from omen_local.providers.errors import ConnectFailed, StreamBroken
+from omen_local.providers.openai_compat import OpenAICompatProvider
+
+Script = Callable[[bytes], list[bytes]]  # request bytes -> pieces written apart (b"": close there)
+
+
+class Scripted:
+    """A TCP server that answers each request with the next script; records what it saw."""
+
+    def __init__(self) -> None:
+        self.scripts: list[Script | None] = []  # None: close the connection without answering
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                script = self.scripts.pop(0) if self.scripts else (lambda r: [ok(b"{}")])
+                if script is None:
+                    writer.close()
+                    return
+                for piece in script(request):
+                    if not piece:  # b"": close the connection here
+                        writer.close()
+                        return
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed.set()
+            writer.close()
+
+    @property
+    def url(self) -> URL:
+        assert self.server is not None
+        return URL(f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/x")
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def chunked(*pieces: bytes, extra: bytes = b"") -> bytes:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n%s\r\n" % extra + body
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Scripted]:
+    s = Scripted()
+    s.server = await asyncio.start_server(s.handle, "127.0.0.1", 0)
+    async with s.server:
+        yield s
+
+
+async def post(pool: H1Pool, url: URL, *, idle: float = 5.0, total: float = 30.0) -> _http.H1Response:
+    return await pool.post(url, b"Content-Type: application/json\r\n", b'{"a":1}', connect_s=2, idle_s=idle, total_s=total)
+
+
+async def test_content_length_answer_and_keep_alive_reuse(server: Scripted) -> None:
+    pool = H1Pool()
+    for _ in range(3):
+        resp = await post(pool, server.url)
+        assert resp.status == 200 and resp.headers.get("content-type") == "application/json"
+        assert resp.headers.get("CONTENT-LENGTH") == "2"
+        assert await resp.read() == b"{}"
+        resp.release()
+    assert server.connections == 1  # one connection, reused
+    assert server.requests[0].startswith(b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert server.requests[0].endswith(b'Content-Length: 7\r\nContent-Type: application/json\r\n\r\n{"a":1}')
+    pool.close()
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, 64, 100000])
+async def test_chunked_answer_split_anywhere(server: Scripted, step: int) -> None:
+    raw = chunked(b"data: one\n\n", b"data: two\n\n", b"x" * 300, extra=b"X-A: b\r\n")
+    server.scripts.append(lambda r: [raw[i : i + step] for i in range(0, len(raw), step)])
+    server.scripts.append(lambda r: [ok(b"again")])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    got = b""
+    while chunk := await resp.content.readany():
+        got += chunk
+    assert got == b"data: one\n\ndata: two\n\n" + b"x" * 300
+    resp.release()
+    again = await post(pool, server.url)
+    assert await again.read() == b"again"
+    again.release()
+    assert server.connections == 1
+    pool.close()
+
+
+async def test_chunk_extensions_trailers_and_gzip(server: Scripted) -> None:
+    packed = gzip.compress(b'{"big": "' + b"y" * 1000 + b'"}')
+    body = b"%x;name=v\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n" % (len(packed), packed)
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n" + body])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.read() == b'{"big": "' + b"y" * 1000 + b'"}'
+    resp.release()
+    pool.close()
+
+
+async def test_an_interim_answer_is_skipped(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 100 Continue\r\n\r\n", ok(b"real")])
+    server.scripts.append(lambda r: [b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"together")])
+    pool = H1Pool()
+    for expected in (b"real", b"together"):
+        resp = await post(pool, server.url)
+        assert resp.status == 200 and await resp.read() == expected
+        resp.release()
+    pool.close()
+
+
+async def test_close_delimited_answer_and_connection_close(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"])
+    server.scripts.append(lambda r: [b"HTTP/1.0 200 OK\r\n\r\nuntil ", b"the end", b""])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.read() == b"hi"
+    resp.release()
+    resp = await post(pool, server.url)  # a new connection: the last one said close
+    assert await resp.read() == b"until the end"  # no length: the body lasts until the server closes
+    resp.release()
+    assert server.connections == 2 and not any(pool._idle.values())
+    pool.close()
+
+
+async def test_closing_a_response_early_closes_its_connection(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.content.readany() == b"first"
+    resp.close()
+    await asyncio.wait_for(server.closed.wait(), 2)  # the server saw the connection go
+    resp2 = await post(pool, server.url)
+    assert await resp2.read() == b"{}"
+    resp2.release()
+    assert server.connections == 2
+    pool.close()
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused(server: Scripted) -> None:
+    server.scripts.append(lambda r: [ok(b"one"), b""])  # answers, then closes the idle connection
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.read() == b"one"
+    resp.release()
+    await asyncio.wait_for(server.closed.wait(), 2)
+    await asyncio.sleep(0.05)
+    assert not any(pool._idle.values())  # dropped from the pool when the server closed it
+    resp = await post(pool, server.url)
+    assert await resp.read() == b"{}"
+    resp.release()
+    assert server.connections == 2
+    pool.close()
+
+
+async def test_idle_and_total_timeouts(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"])
+    pool = H1Pool()
+    resp = await post(pool, server.url, idle=0.2)
+    assert await resp.content.readany() == b"first"
+    with pytest.raises(TimeoutError):
+        await resp.content.readany()
+    resp.close()
+    server.scripts.append(lambda r: [])  # never answers
+    with pytest.raises(TimeoutError):
+        await post(pool, server.url, idle=0.2)
+    pool.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SPDY/3 200 OK\r\n\r\n",
+        b"HTTP/1.1 2x0 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"a" * 70000 + b"\r\n\r\n",
+    ],
+)
+async def test_broken_answers_are_errors_and_the_connection_is_dropped(server: Scripted, answer: bytes) -> None:
+    server.scripts.append(lambda r: [answer])
+    pool = H1Pool()
+    with pytest.raises(H1Error):
+        resp = await post(pool, server.url)
+        await resp.read()
+    assert not any(pool._idle.values())
+    pool.close()
+
+
+async def test_a_bad_chunk_midway_breaks_the_body(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\nzz\r\n"])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.content.readany() == b"first"
+    with pytest.raises(H1Error):
+        await resp.content.readany()
+    pool.close()
+
+
+async def test_nothing_listening_is_a_connect_error_and_the_adapter_says_unreachable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pool = H1Pool()
+    with pytest.raises(H1ConnectError):
+        await post(pool, URL(f"http://127.0.0.1:{port}/v1/x"))
+    config = ProviderConfig(name="local", kind="openai", base_url=f"http://127.0.0.1:{port}/v1")
+    provider = OpenAICompatProvider(config, None, timeouts=Timeouts(connect=1))  # type: ignore[arg-type]
+    assert provider.use_h1(pool)
+    with pytest.raises(ConnectFailed):
+        await provider.complete("m", {"messages": [{"role": "user", "content": "hi"}]})
+    pool.close()
+
+
+async def test_a_stream_cut_midway_is_a_broken_stream_for_the_adapter(server: Scripted) -> None:
+    frame = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    server.scripts.append(lambda r: [head + b"%x\r\n%s\r\n" % (len(frame), frame), b""])
+    config = ProviderConfig(name="local", kind="openai", base_url=str(server.url.with_path("/v1")))
+    pool = H1Pool()
+    provider = OpenAICompatProvider(config, None)  # type: ignore[arg-type]
+    assert provider.use_h1(pool)
+    got = []
+    with pytest.raises(StreamBroken):
+        async for chunk in provider.stream("m", {"messages": [{"role": "user", "content": "hi"}]}):
+            got.append(chunk.delta)
+    assert got == [{"content": "x"}]
+    pool.close()
+
+
+def test_headers_that_cannot_be_written_as_they_are_stay_with_aiohttp() -> None:
+    pool = H1Pool()
+    tls = OpenAICompatProvider(ProviderConfig(name="a", kind="openai", base_url="https://api.example.com/v1"), None, key="k")  # type: ignore[arg-type]
+    assert not tls.use_h1(pool) and tls.h1 is None
+    odd = OpenAICompatProvider(
+        ProviderConfig(name="b", kind="openai", base_url="http://127.0.0.1:1/v1", headers={"X-Odd": "caf\u00e9"}), None  # type: ignore[arg-type]
+    )
+    assert not odd.use_h1(pool)
+    plain = OpenAICompatProvider(ProviderConfig(name="c", kind="openai", base_url="http://127.0.0.1:1/v1"), None, key="sk-1")  # type: ignore[arg-type]
+    assert plain.use_h1(pool)
+    assert plain.h1_headers == b"Content-Type: application/json\r\nAuthorization: Bearer sk-1\r\n"
