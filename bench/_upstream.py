@@ -211,22 +211,25 @@ def anthropic_stream_frames() -> list[bytes]:
 _OLLAMA_AT = "2023-11-14T22:13:20.000000000Z"
 
 
+def _ollama_done(content: str) -> dict[str, object]:
+    """Ollama's last object: the message (whole, or empty after a stream) and the counts."""
+    return {
+        "model": LLAMA,
+        "created_at": _OLLAMA_AT,
+        "message": {"role": "assistant", "content": content},
+        "done": True,
+        "done_reason": "stop",
+        "total_duration": 5_000_000,
+        "load_duration": 1_000_000,
+        "prompt_eval_count": 21,
+        "prompt_eval_duration": 1_000_000,
+        "eval_count": 9,
+        "eval_duration": 3_000_000,
+    }
+
+
 def ollama_chat_body() -> bytes:
-    return _dumps(
-        {
-            "model": LLAMA,
-            "created_at": _OLLAMA_AT,
-            "message": {"role": "assistant", "content": "".join(TEXT_PARTS)},
-            "done": True,
-            "done_reason": "stop",
-            "total_duration": 5_000_000,
-            "load_duration": 1_000_000,
-            "prompt_eval_count": 21,
-            "prompt_eval_duration": 1_000_000,
-            "eval_count": 9,
-            "eval_duration": 3_000_000,
-        }
-    )
+    return _dumps(_ollama_done("".join(TEXT_PARTS)))
 
 
 def ollama_stream_lines() -> list[bytes]:
@@ -235,21 +238,7 @@ def ollama_stream_lines() -> list[bytes]:
         _dumps({"model": LLAMA, "created_at": _OLLAMA_AT, "message": {"role": "assistant", "content": part}, "done": False}) + b"\n"
         for part in TEXT_PARTS
     ]
-    done = _dumps(
-        {
-            "model": LLAMA,
-            "created_at": _OLLAMA_AT,
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": "stop",
-            "total_duration": 5_000_000,
-            "load_duration": 1_000_000,
-            "prompt_eval_count": 21,
-            "prompt_eval_duration": 1_000_000,
-            "eval_count": 9,
-            "eval_duration": 3_000_000,
-        }
-    )
+    done = _dumps(_ollama_done(""))
     return [*lines, done + b"\n"]
 
 
