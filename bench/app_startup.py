@@ -142,6 +142,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="start-ups of each kind")
     parser.add_argument("--requests", type=int, default=300, help="requests per latency series")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds to wait after /health before measuring with the dashboard open")
     args = parser.parse_args()
 
     up = subprocess.Popen([sys.executable, str(HERE / "_upstream.py")], stdout=subprocess.PIPE, env=clean_env())
@@ -194,6 +196,8 @@ def main() -> int:
                     if t1 is None or t2 is None:
                         print(f"  {label}: did not start")
                         continue
+                    if window:  # the app serves before it builds the window: measure once it is up
+                        time.sleep(args.settle)
                     headless, hosted = latencies([serve_port, app_port], token, args.requests)
                 finally:
                     stop(serve)
