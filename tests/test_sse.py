@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omen_local.providers._sse import Decoder, SSEEvent
+from omen_local.providers._sse import MAX_EVENT, Decoder, EventTooLong, SSEEvent
 
 STREAM = (
     b": keep-alive comment\n\n"
@@ -144,3 +144,29 @@ def test_no_array_while_the_decoder_holds_part_of_an_event() -> None:
     decoder = Decoder()
     assert decoder.feed_raw(b'data: {"a"') == []
     assert decoder.data_array(b'data: {"b":1}\n\n') is None
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [
+        b"x" * 65536,  # one endless line (fast path)
+        b"data: x\n" * 8192,  # data lines, never a blank one (fast path's held event)
+        b"data: x\r\n" * 8192,  # the same with CRLF (line parser)
+    ],
+)
+def test_an_event_that_never_ends_is_refused_once_past_the_limit(piece: bytes) -> None:
+    """An upstream that streams without ending an event must not grow OMEN's memory for ever."""
+    decoder = Decoder()
+    decoder.feed_raw(b"data: ")
+    with pytest.raises(EventTooLong):
+        for _ in range(3 * MAX_EVENT // len(piece) + 1):
+            decoder.feed_raw(piece)
+
+
+def test_events_up_to_the_limit_still_decode() -> None:
+    big = b"y" * (MAX_EVENT - 16)
+    decoder = Decoder()
+    got = decoder.feed_raw(b"data: " + big[: MAX_EVENT // 2]) + decoder.feed_raw(big[MAX_EVENT // 2 :] + b"\n\n")
+    assert got == [("message", big)]
+    line = Decoder()
+    assert line.feed_raw(b"data: " + big + b"\r\n\r\n") == [("message", big)]
