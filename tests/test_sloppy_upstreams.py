@@ -52,6 +52,26 @@ async def test_unreadable_chunk_mid_stream_ends_with_an_error_frame(stack: Stack
     assert events(stack) == [("openai", "error")]
 
 
+async def test_an_event_holding_two_values_is_not_read_as_two_chunks(stack: Stack) -> None:
+    # `data: {...},{...}` is one event whose data is not JSON: the fast path that parses a
+    # read's events as one array must not take it for two events.
+    part = chunk([{"index": 0, "delta": {"content": "part"}, "finish_reason": None}])
+    two = chunk([{"index": 0, "delta": {"content": "A"}, "finish_reason": None}])[6:-2]
+    finish = chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    stack.openai.queue(Reply(raw_frames=[part, b"data: " + two + b"," + two + b"\n\n", finish, b"data: [DONE]\n\n"]))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{stack.base}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MSG, "stream": True},
+            headers=stack.auth(),
+            timeout=aiohttp.ClientTimeout(total=5),
+        ) as resp:
+            body = await resp.read()
+    assert b'"content":"part"' in body and b'"content":"A"' not in body
+    assert b'"code":"upstream_stream_error"' in body and b"not JSON" in body and b"[DONE]" not in body
+    assert events(stack) == [("openai", "error")]
+
+
 async def test_done_without_finish_reason_is_not_success(stack: Stack) -> None:
     stack.openai.queue(Reply(raw_frames=[b"data: [DONE]\n\n"]))
     stack.anthropic.enqueue(text_reply("from the next candidate"))

@@ -123,20 +123,21 @@ def test_raw_events_keep_the_bytes_for_the_json_parser() -> None:
 @pytest.mark.parametrize(
     ("block", "expected"),
     [
-        (b'data: {"a":1}\n\ndata: {"b":2}\n\n', (b'[{"a":1},{"b":2}]', False)),
-        (b'data: {"a":1}\n\ndata: [DONE]\n\n', (b'[{"a":1}]', True)),
-        (b"data: [DONE]\n\n", (b"[]", True)),
-        (b'data: {"a":1}\n\n', (b'[{"a":1}]', False)),
+        (b'data: {"a":1}\n\ndata: {"b":2}\n\n', (b'[{"a":1},{"b":2}]', False, 2)),
+        (b'data: {"a":1}\n\ndata: [DONE]\n\n', (b'[{"a":1}]', True, 1)),
+        (b"data: [DONE]\n\n", (b"[]", True, 0)),
+        (b'data: {"a":1}\n\n', (b'[{"a":1}]', False, 1)),
         (b'data: {"a":1}\n\ndata: {"b"', None),  # an event cut at the end of the read
         (b'event: x\ndata: {"a":1}\n\n', None),
         (b'data: {"a":1}\r\n\r\n', None),
-        (b'data: {"a":\n\n', (b'[{"a":]', False)),  # framing only: the JSON parser refuses it
+        (b'data: {"a":\n\n', (b'[{"a":]', False, 1)),  # framing only: the JSON parser refuses it
+        (b'data: {"a":1},{"b":2}\n\n', (b'[{"a":1},{"b":2}]', False, 1)),  # one event, two values: the count tells
         (b'data: {"a":1}\ndata: {"b":2}\n\n', None),  # two data lines make one event
         (b": ping\n\ndata: {}\n\n", None),
         (b"data: \n\n", None),
     ],
 )
-def test_reads_of_whole_data_events_become_one_json_array(block: bytes, expected: tuple[bytes, bool] | None) -> None:
+def test_reads_of_whole_data_events_become_one_json_array(block: bytes, expected: tuple[bytes, bool, int] | None) -> None:
     assert Decoder().data_array(block) == expected
 
 

@@ -53,12 +53,15 @@ class Decoder:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         return [SSEEvent(name, data.decode("utf-8", "replace")) for name, data in self.feed_raw(chunk)]
 
-    def data_array(self, block: bytes) -> tuple[bytes, bool] | None:
+    def data_array(self, block: bytes) -> tuple[bytes, bool, int] | None:
         """A read of nothing but whole ``data: <json>`` events as one JSON array of their data
-        (so one parse covers them all), and whether it ends with ``data: [DONE]``; None when
-        the read is anything else (or the decoder holds part of an event): use :meth:`feed_raw`.
+        (so one parse covers them all), whether it ends with ``data: [DONE]``, and how many
+        events the array holds; None when the read is anything else (or the decoder holds
+        part of an event): use :meth:`feed_raw`.
 
         Such data holds no newline, so every newline of the read is in an event separator.
+        The caller must check that the array parses to that many items: an event's data
+        such as ``{"a":1},{"b":2}`` would otherwise pass as two events.
         """
         if self._tail or self._open or not block.startswith(_DATA) or not block.endswith(b"\n\n") or b"\r" in block:
             return None
@@ -67,10 +70,11 @@ class Decoder:
         if done:
             body = body[: -len(_DONE_TAIL)]
         elif body == b"[DONE]":
-            return b"[]", True
-        if not body or body.count(b"\n") != 2 * body.count(_SEP):
+            return b"[]", True, 0
+        events = body.count(_SEP)
+        if not body or body.count(b"\n") != 2 * events:
             return None
-        return b"[" + body.replace(_SEP, b",") + b"]", done
+        return b"[" + body.replace(_SEP, b",") + b"]", done, events + 1
 
     def close(self) -> list[SSEEvent]:
         """The events a stream that ended without its final blank line still completes."""
