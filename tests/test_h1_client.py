@@ -18,7 +18,7 @@ from omen_local.config import ProviderConfig
 from omen_local.providers import _http
 from omen_local.providers._h1 import H1ConnectError, H1Error, H1Pool
 from omen_local.providers.base import Timeouts
-from omen_local.providers.errors import ConnectFailed, StreamBroken
+from omen_local.providers.errors import ConnectFailed, HTTPStatusError, StreamBroken
 from omen_local.providers.openai_compat import OpenAICompatProvider
 
 Script = Callable[[bytes], list[bytes]]  # request bytes -> pieces written apart (b"": close there)
@@ -209,6 +209,15 @@ async def test_idle_and_total_timeouts(server: Scripted) -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx",
         b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"a" * 70000 + b"\r\n\r\n",
+        # Framing HTTP does not allow, which int() or a first-wins lookup would read some way:
+        # sizes with signs, blanks, 0x, _ or more than 64 bits; lengths that disagree or are
+        # not ASCII digits; transfer codings other than chunked, also across repeated fields.
+        *(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\nhello\r\n0\r\n\r\n" % size
+          for size in (b"+5", b" 5", b"\t5", b"0x5", b"0_5", b"-5", b"-0", b"", b"1" + b"0" * 16)),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 10\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     ],
 )
 async def test_broken_answers_are_errors_and_the_connection_is_dropped(server: Scripted, answer: bytes) -> None:
@@ -218,6 +227,96 @@ async def test_broken_answers_are_errors_and_the_connection_is_dropped(server: S
         resp = await post(pool, server.url)
         await resp.read()
     assert not any(pool._idle.values())
+    pool.close()
+
+
+async def test_a_chunk_size_with_extensions_or_trailing_blanks_is_read(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 ;a=b\r\nhello\r\n00000000000000000\r\n\r\n"])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.read() == b"hello"  # leading zeros are digits too
+    resp.release()
+    pool.close()
+
+
+async def test_an_answer_with_both_lengths_is_read_chunked_and_its_connection_not_reused(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.read() == b"hello"
+    resp.release()
+    assert not any(pool._idle.values())  # RFC 9112 §6.3: such a connection is not trusted again
+    pool.close()
+
+
+async def test_thousands_of_interim_answers_in_one_read_are_all_skipped(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 100 Continue\r\n\r\n" * 3000 + ok(b"at last")])
+    pool = H1Pool()
+    resp = await asyncio.wait_for(post(pool, server.url), 10)  # was: recursion, a lost wake-up, a hang
+    assert resp.status == 200 and await resp.read() == b"at last"
+    resp.release()
+    pool.close()
+
+
+async def test_bytes_on_an_idle_connection_are_never_read_as_the_next_answer() -> None:
+    """An upstream that sends more than its answer later (a wrong Content-Length, a stray
+    write) must not have those bytes taken as the start of the next request's answer."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(7)
+            writer.write(ok(b"one"))
+            await asyncio.sleep(0.2)  # the client has read its answer and pooled the connection
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n")  # no end yet
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(7)
+            writer.write(b"\r\nSTALE" + ok(b"two"))
+            await writer.drain()
+            await asyncio.sleep(1)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with srv:
+        url = URL(f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1/x")
+        pool = H1Pool()
+        resp = await post(pool, url)
+        assert await resp.read() == b"one"
+        resp.release()
+        await asyncio.sleep(0.4)
+        assert not any(pool._idle.values())  # the stray bytes closed it
+        resp = await post(pool, url)  # a new connection, whose first answer is "one" again
+        assert await resp.read() == b"one"
+        resp.close()
+        pool.close()
+
+
+async def test_the_total_timeout_holds_for_a_reader_slower_than_the_upstream(server: Scripted) -> None:
+    piece = b"1000\r\n" + b"x" * 4096 + b"\r\n"
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"] + [piece] * 1000 + [b"0\r\n\r\n"])
+    pool = H1Pool()
+    resp = await post(pool, server.url, idle=5, total=0.2)
+    got = 0
+    with pytest.raises(TimeoutError):
+        while block := await resp.content.readany():  # there is always more waiting: no read waits
+            got += len(block)
+            await asyncio.sleep(0.05)  # a slow client downstream
+    assert got < 1000 * 4096
+    resp.close()
+    pool.close()
+
+
+async def test_an_error_answer_whose_body_breaks_is_still_the_upstreams_http_error(server: Scripted) -> None:
+    server.scripts.append(lambda r: [b"HTTP/1.1 500 Oops\r\nContent-Length: 50\r\n\r\n", b""])
+    config = ProviderConfig(name="local", kind="openai", base_url=str(server.url.with_path("/v1")))
+    pool = H1Pool()
+    provider = OpenAICompatProvider(config, None)  # type: ignore[arg-type]
+    assert provider.use_h1(pool)
+    with pytest.raises(HTTPStatusError) as caught:  # was: the client's H1Error, unmapped
+        await provider.complete("m", {"messages": [{"role": "user", "content": "hi"}]})
+    assert caught.value.status == 500 and "Oops" in str(caught.value)
     pool.close()
 
 

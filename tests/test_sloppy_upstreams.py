@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 
 import aiohttp
+import openai
 import pytest
 
 from tests.conftest import Stack, start_stack
@@ -47,6 +49,26 @@ async def test_unreadable_chunk_mid_stream_ends_with_an_error_frame(stack: Stack
             body = await resp.read()
     assert b'"content":"part"' in body and b'"code":"upstream_stream_error"' in body
     assert b"[DONE]" not in body
+    assert events(stack) == [("openai", "error")]
+
+
+async def test_an_event_holding_two_values_is_not_read_as_two_chunks(stack: Stack) -> None:
+    # `data: {...},{...}` is one event whose data is not JSON: the fast path that parses a
+    # read's events as one array must not take it for two events.
+    part = chunk([{"index": 0, "delta": {"content": "part"}, "finish_reason": None}])
+    two = chunk([{"index": 0, "delta": {"content": "A"}, "finish_reason": None}])[6:-2]
+    finish = chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    stack.openai.queue(Reply(raw_frames=[part, b"data: " + two + b"," + two + b"\n\n", finish, b"data: [DONE]\n\n"]))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{stack.base}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MSG, "stream": True},
+            headers=stack.auth(),
+            timeout=aiohttp.ClientTimeout(total=5),
+        ) as resp:
+            body = await resp.read()
+    assert b'"content":"part"' in body and b'"content":"A"' not in body
+    assert b'"code":"upstream_stream_error"' in body and b"not JSON" in body and b"[DONE]" not in body
     assert events(stack) == [("openai", "error")]
 
 
@@ -117,3 +139,48 @@ async def test_speculate_respects_provider_rate_limits_for_the_fast_candidate(tm
         )
         assert done.choices[0].message.content == "preferred only"
         assert len(stack.ollama.seen) == n  # the fast (local) candidate was not sent over its limit
+
+
+async def test_a_stream_whose_event_never_ends_is_cut_and_reported_not_held_in_memory(tmp_path: Path) -> None:
+    """An OpenAI-compatible server that streams bytes but never ends an event: OMEN stops
+    at its event limit with an OpenAI error, closes the upstream and meters the attempt once."""
+    closed = asyncio.Event()
+    sent = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            first = chunk([{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]) + b"data: "
+            writer.write(b"%x\r\n%s\r\n" % (len(first), first))  # a first token, then an event that never ends
+            piece = b"x" * 65536
+            while sent < 64 * 1024 * 1024:  # 64 MB, then it would hang
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+                await writer.drain()
+            await asyncio.sleep(3600)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            closed.set()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        extra = f'\n[providers.endless]\nkind = "openai"\nbase_url = "http://127.0.0.1:{port}/v1"\nmodels = [{{ name = "m" }}]\n'
+        async for stack in start_stack(tmp_path, extra=extra):
+            stream = await stack.client.chat.completions.create(model="endless/m", messages=MSG, stream=True)
+            got = []
+            with pytest.raises(openai.APIError) as caught:
+                async with asyncio.timeout(30):  # mid-stream: only the 900 s total would end it
+                    async for part in stream:
+                        got.append(part.choices[0].delta.content)
+            assert got == ["hi"] and "more than 1048576 bytes" in caught.value.message
+            await asyncio.wait_for(closed.wait(), 5)
+            assert sent < 16 * 1024 * 1024  # stopped at the limit, not at the upstream's end
+            await asyncio.sleep(0.05)
+            assert [(e.provider, e.outcome) for e in stack.service.hub.recent] == [("endless", "error")]

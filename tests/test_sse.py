@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from omen_local.providers._sse import Decoder, SSEEvent
+from omen_local.providers._sse import MAX_EVENT, Decoder, EventTooLong, SSEEvent
 
 STREAM = (
     b": keep-alive comment\n\n"
@@ -123,20 +123,21 @@ def test_raw_events_keep_the_bytes_for_the_json_parser() -> None:
 @pytest.mark.parametrize(
     ("block", "expected"),
     [
-        (b'data: {"a":1}\n\ndata: {"b":2}\n\n', (b'[{"a":1},{"b":2}]', False)),
-        (b'data: {"a":1}\n\ndata: [DONE]\n\n', (b'[{"a":1}]', True)),
-        (b"data: [DONE]\n\n", (b"[]", True)),
-        (b'data: {"a":1}\n\n', (b'[{"a":1}]', False)),
+        (b'data: {"a":1}\n\ndata: {"b":2}\n\n', (b'[{"a":1},{"b":2}]', False, 2)),
+        (b'data: {"a":1}\n\ndata: [DONE]\n\n', (b'[{"a":1}]', True, 1)),
+        (b"data: [DONE]\n\n", (b"[]", True, 0)),
+        (b'data: {"a":1}\n\n', (b'[{"a":1}]', False, 1)),
         (b'data: {"a":1}\n\ndata: {"b"', None),  # an event cut at the end of the read
         (b'event: x\ndata: {"a":1}\n\n', None),
         (b'data: {"a":1}\r\n\r\n', None),
-        (b'data: {"a":\n\n', (b'[{"a":]', False)),  # framing only: the JSON parser refuses it
+        (b'data: {"a":\n\n', (b'[{"a":]', False, 1)),  # framing only: the JSON parser refuses it
+        (b'data: {"a":1},{"b":2}\n\n', (b'[{"a":1},{"b":2}]', False, 1)),  # one event, two values: the count tells
         (b'data: {"a":1}\ndata: {"b":2}\n\n', None),  # two data lines make one event
         (b": ping\n\ndata: {}\n\n", None),
         (b"data: \n\n", None),
     ],
 )
-def test_reads_of_whole_data_events_become_one_json_array(block: bytes, expected: tuple[bytes, bool] | None) -> None:
+def test_reads_of_whole_data_events_become_one_json_array(block: bytes, expected: tuple[bytes, bool, int] | None) -> None:
     assert Decoder().data_array(block) == expected
 
 
@@ -144,3 +145,29 @@ def test_no_array_while_the_decoder_holds_part_of_an_event() -> None:
     decoder = Decoder()
     assert decoder.feed_raw(b'data: {"a"') == []
     assert decoder.data_array(b'data: {"b":1}\n\n') is None
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [
+        b"x" * 65536,  # one endless line (fast path)
+        b"data: x\n" * 8192,  # data lines, never a blank one (fast path's held event)
+        b"data: x\r\n" * 8192,  # the same with CRLF (line parser)
+    ],
+)
+def test_an_event_that_never_ends_is_refused_once_past_the_limit(piece: bytes) -> None:
+    """An upstream that streams without ending an event must not grow OMEN's memory for ever."""
+    decoder = Decoder()
+    decoder.feed_raw(b"data: ")
+    with pytest.raises(EventTooLong):
+        for _ in range(3 * MAX_EVENT // len(piece) + 1):
+            decoder.feed_raw(piece)
+
+
+def test_events_up_to_the_limit_still_decode() -> None:
+    big = b"y" * (MAX_EVENT - 16)
+    decoder = Decoder()
+    got = decoder.feed_raw(b"data: " + big[: MAX_EVENT // 2]) + decoder.feed_raw(big[MAX_EVENT // 2 :] + b"\n\n")
+    assert got == [("message", big)]
+    line = Decoder()
+    assert line.feed_raw(b"data: " + big + b"\r\n\r\n") == [("message", big)]

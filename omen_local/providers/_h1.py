@@ -34,18 +34,19 @@ MAX_HEADERS = 200
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 
 
+_HEX = b"0123456789abcdefABCDEF"
+
+
 def _chunk_size(line: bytes) -> int:
-    """A chunk-size line (hex digits, maybe ``;extensions``)."""
-    try:
-        size = int(line, 16)
-    except ValueError:
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise H1Error(f"the upstream sent a bad chunk size {line[:40]!r}") from None
-    if size < 0:
-        raise H1Error("the upstream sent a negative chunk size")
-    return size
+    """A chunk-size line: hex digits (at most 64 bits), maybe ``;extensions`` (RFC 9112 §7.1).
+
+    Strict on purpose: ``int(x, 16)`` also takes signs, ``0x``, ``_`` and leading blanks,
+    which HTTP does not; an upstream that frames oddly must not be read some other way.
+    """
+    digits = line.split(b";", 1)[0].rstrip(b" \t") if b";" in line else line.rstrip(b" \t")
+    if not digits or digits.strip(_HEX) or (len(digits) > 16 and len(digits.lstrip(b"0")) > 16):
+        raise H1Error(f"the upstream sent a bad chunk size {line[:40]!r}")
+    return int(digits, 16)
 
 
 class H1ConnectError(ConnectionError):
@@ -57,14 +58,17 @@ class H1Error(ConnectionError):
 
 
 class Headers:
-    """Response headers, looked up case-insensitively (the first of repeated names wins)."""
+    """Response headers, looked up case-insensitively; a repeated name's values are joined
+    with ", " (RFC 9110 §5.3), so two Content-Lengths or Transfer-Encodings cannot hide."""
 
     __slots__ = ("_map",)
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self._map: dict[str, str] = {}
         for name, value in pairs:
-            self._map.setdefault(name.lower(), value)
+            key = name.lower()
+            seen = self._map.get(key)
+            self._map[key] = value if seen is None else f"{seen}, {value}"
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self._map.get(name.lower(), default)
@@ -254,9 +258,14 @@ class Response:
         return data
 
     async def readany(self) -> bytes:
-        """Whatever body bytes have arrived (waiting for some); b"" once the body ended."""
+        """Whatever body bytes have arrived (waiting for some); b"" once the body ended.
+
+        The total timeout holds even for a reader slower than the upstream (bytes always
+        waiting): past the deadline, an unfinished body is a timeout."""
         while True:
             if self._parts:
+                if not self.done and asyncio.get_running_loop().time() > self.deadline:
+                    raise TimeoutError("the upstream did not finish its answer in time")
                 return self._take()
             if self._error is not None:
                 raise self._error
@@ -312,21 +321,24 @@ class Connection(asyncio.Protocol):
         try:
             response = self.response
             if response is None:
-                self._head += data
-                end = self._head.find(b"\r\n\r\n")
-                if end > MAX_HEAD or (end < 0 and len(self._head) > MAX_HEAD):
-                    raise H1Error("the upstream sent headers longer than 64 KB")
-                if end < 0:
-                    return
-                if self._head_waiter is None:  # bytes nobody asked for
+                if self._head_waiter is None:  # bytes nobody asked for (an idle connection)
                     raise H1Error("the upstream sent data without a request")
-                head, rest = bytes(self._head[:end]), bytes(self._head[end + 4 :])
-                self._head.clear()
-                response = self._parse_head(head)
-                if 100 <= response.status < 200:  # an interim answer (100 Continue): the real one follows
-                    if rest:
-                        self.data_received(rest)
-                    return
+                head = self._head
+                head += data
+                pos = 0
+                while True:  # interim answers (100 Continue) are skipped in a loop, not recursion
+                    end = head.find(b"\r\n\r\n", pos)
+                    if end - pos > MAX_HEAD or (end < 0 and len(head) - pos > MAX_HEAD):
+                        raise H1Error("the upstream sent headers longer than 64 KB")
+                    if end < 0:
+                        del head[:pos]
+                        return
+                    response = self._parse_head(bytes(head[pos:end]))
+                    pos = end + 4
+                    if not 100 <= response.status < 200:
+                        break
+                rest = bytes(head[pos:])
+                head.clear()
                 self.response = response
                 waiter, self._head_waiter = self._head_waiter, None
                 if not waiter.done():
@@ -386,11 +398,13 @@ class Connection(asyncio.Protocol):
         if status in (204, 304) or 100 <= status < 200:
             mode, size = "length", 0
         elif transfer:
-            if transfer.rsplit(",", 1)[-1].strip() != "chunked":
-                raise H1Error(f"the upstream sent a transfer encoding OMEN cannot read ({transfer})")
+            if transfer != "chunked":  # the only coding HTTP/1.1 may use unasked (RFC 9112 §6.1)
+                raise H1Error(f"the upstream sent a transfer encoding OMEN cannot read ({transfer[:40]})")
             mode, size = "chunked", 0
+            if length is not None:  # both framings: read as chunked, never reuse (RFC 9112 §6.3)
+                self.keep_alive = False
         elif length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 raise H1Error(f"the upstream sent a bad Content-Length ({length[:40]})")
             mode, size = "length", int(length)
         else:
@@ -507,6 +521,7 @@ class H1Pool:
         self, url: URL, headers: bytes, body: bytes, *, connect_s: float, idle_s: float, total_s: float
     ) -> Response:
         """Send ``POST url`` with the prepared header lines (``Name: value\\r\\n`` each) and body."""
+        deadline = asyncio.get_running_loop().time() + total_s  # connecting and waiting count too
         key, start = _endpoint(url)
         idle = self._idle.get(key)
         conn = None
@@ -522,8 +537,8 @@ class H1Pool:
             conn = await self._connect(key, connect_s, idle_s)
         conn.idle_s = idle_s
         request = b"".join((start, str(len(body)).encode(), b"\r\n", headers, b"\r\n", body))
-        response = await conn.send(request, min(idle_s, total_s))
-        response.deadline = asyncio.get_running_loop().time() + total_s
+        response = await conn.send(request, min(idle_s, max(0.0, deadline - asyncio.get_running_loop().time())))
+        response.deadline = deadline
         return response
 
     def close(self) -> None:

@@ -68,7 +68,7 @@ def error_message(payload: Any) -> str | None:
 async def _http_error(provider: Provider, resp: Response) -> HTTPStatusError:
     try:
         raw = await resp.content.read(_MAX_ERROR_BODY)
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, aiohttp.ClientError, OSError):  # OSError: the lean client's (H1Error)
         raw = b""
     try:
         message = error_message(jsonutil.loads(raw)) if raw else None

@@ -23,6 +23,13 @@ class SSEEvent:
     data: str
 
 
+MAX_EVENT = 1 << 20  # an event (or the part of one held) longer than this is not a streamed chunk
+
+
+class EventTooLong(ValueError):
+    """The upstream sent more than MAX_EVENT bytes without ending an event: memory stays bounded."""
+
+
 _DATA = b"data: "
 _EVENT = b"event: "
 _SEP = b"\n\ndata: "
@@ -41,16 +48,20 @@ class Decoder:
     _event: str = ""
     _data: list[bytes] = field(default_factory=list)
     _open: bool = False  # the line parser holds part of an event (an event or data line seen)
+    _held: int = 0  # bytes of data lines the line parser holds for the open event
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         return [SSEEvent(name, data.decode("utf-8", "replace")) for name, data in self.feed_raw(chunk)]
 
-    def data_array(self, block: bytes) -> tuple[bytes, bool] | None:
+    def data_array(self, block: bytes) -> tuple[bytes, bool, int] | None:
         """A read of nothing but whole ``data: <json>`` events as one JSON array of their data
-        (so one parse covers them all), and whether it ends with ``data: [DONE]``; None when
-        the read is anything else (or the decoder holds part of an event): use :meth:`feed_raw`.
+        (so one parse covers them all), whether it ends with ``data: [DONE]``, and how many
+        events the array holds; None when the read is anything else (or the decoder holds
+        part of an event): use :meth:`feed_raw`.
 
         Such data holds no newline, so every newline of the read is in an event separator.
+        The caller must check that the array parses to that many items: an event's data
+        such as ``{"a":1},{"b":2}`` would otherwise pass as two events.
         """
         if self._tail or self._open or not block.startswith(_DATA) or not block.endswith(b"\n\n") or b"\r" in block:
             return None
@@ -59,10 +70,11 @@ class Decoder:
         if done:
             body = body[: -len(_DONE_TAIL)]
         elif body == b"[DONE]":
-            return b"[]", True
-        if not body or body.count(b"\n") != 2 * body.count(_SEP):
+            return b"[]", True, 0
+        events = body.count(_SEP)
+        if not body or body.count(b"\n") != 2 * events:
             return None
-        return b"[" + body.replace(_SEP, b",") + b"]", done
+        return b"[" + body.replace(_SEP, b",") + b"]", done, events + 1
 
     def close(self) -> list[SSEEvent]:
         """The events a stream that ended without its final blank line still completes."""
@@ -72,9 +84,13 @@ class Decoder:
         buf = self._tail + chunk if self._tail else chunk
         if self._open or b"\r" in buf:
             out, self._tail = self._lines(buf)
+            if len(self._tail) > MAX_EVENT:
+                raise EventTooLong(f"a line of more than {MAX_EVENT} bytes")
             return out
         parts = buf.split(b"\n\n")
         self._tail = parts.pop()  # an incomplete event waits for more bytes
+        if len(self._tail) > MAX_EVENT:
+            raise EventTooLong(f"an event of more than {MAX_EVENT} bytes")
         out = []
         for part in parts:
             if part.startswith(_DATA) and b"\n" not in part:
@@ -91,7 +107,7 @@ class Decoder:
         out = self._lines(tail + b"\n")[0] if tail else []  # a last line without its line end counts
         if self._data:
             out.append((self._event or "message", b"\n".join(self._data)))
-        self._event, self._data, self._open = "", [], False
+        self._event, self._data, self._open, self._held = "", [], False, 0
         return out
 
     def _lines(self, buf: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
@@ -108,7 +124,7 @@ class Decoder:
     def _line(self, line: bytes) -> tuple[str, bytes] | None:
         if not line:
             done = (self._event or "message", b"\n".join(self._data)) if self._data else None
-            self._event, self._data, self._open = "", [], False
+            self._event, self._data, self._open, self._held = "", [], False, 0
             return done
         if line.startswith(b":"):
             return None
@@ -116,6 +132,9 @@ class Decoder:
         if value.startswith(b" "):
             value = value[1:]
         if name == b"data":
+            self._held += len(line) + 1  # as sent: many short lines count too
+            if self._held > MAX_EVENT:
+                raise EventTooLong(f"an event of more than {MAX_EVENT} bytes")
             self._data.append(value)
             self._open = True
         elif name == b"event":

@@ -131,6 +131,8 @@ class OpenAICompatProvider(Provider):
                         items = loads(whole[0])
                     except jsonutil.JSONDecodeError:
                         items = None  # find the bad one event by event
+                    if items is not None and len(items) != whole[2]:
+                        items = None  # an event held more than one value: the event parser says so
                 if items is not None and whole is not None:
                     batch, finished, ended, error = self._chunks(items, finished, text, whole[1])
                 else:
