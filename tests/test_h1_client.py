@@ -190,7 +190,14 @@ async def test_idle_and_total_timeouts(server: Scripted) -> None:
     pool = H1Pool()
     resp = await post(pool, server.url, idle=0.2)
     assert await resp.content.readany() == b"first"
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match="stopped sending"):
+        await resp.content.readany()
+    resp.close()
+    # The total deadline comes first: the error says so, not that the upstream went quiet.
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"])
+    resp = await post(pool, server.url, idle=5.0, total=0.3)
+    assert await resp.content.readany() == b"first"
+    with pytest.raises(TimeoutError, match="did not finish its answer in time"):
         await resp.content.readany()
     resp.close()
     server.scripts.append(lambda r: [])  # never answers

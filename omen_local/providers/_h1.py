@@ -234,7 +234,8 @@ class Response:
         if left <= 0:
             raise TimeoutError("the upstream did not finish its answer in time")
         self._waiter = loop.create_future()
-        timer = loop.call_later(min(self._conn.idle_s, left), self._fail_idle)
+        idle = self._conn.idle_s
+        timer = loop.call_later(idle, self._fail_idle) if idle < left else loop.call_later(left, self._fail_late)
         try:
             await self._waiter
         finally:
@@ -243,6 +244,9 @@ class Response:
 
     def _fail_idle(self) -> None:
         self._fail(TimeoutError("the upstream stopped sending"))
+
+    def _fail_late(self) -> None:
+        self._fail(TimeoutError("the upstream did not finish its answer in time"))
 
     def _take(self, limit: int = -1) -> bytes:
         parts = self._parts
