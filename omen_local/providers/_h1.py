@@ -35,14 +35,22 @@ HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 
 
 _HEX = b"0123456789abcdefABCDEF"
+_X = (ord("x"), ord("X"))
 
 
 def _chunk_size(line: bytes) -> int:
     """A chunk-size line: hex digits (at most 64 bits), maybe ``;extensions`` (RFC 9112 §7.1).
 
-    Strict on purpose: ``int(x, 16)`` also takes signs, ``0x``, ``_`` and leading blanks,
-    which HTTP does not; an upstream that frames oddly must not be read some other way.
+    Strict on purpose: ``int(x, 16)`` also takes signs, ``0x``, ``_`` and blanks, which
+    HTTP does not; an upstream that frames oddly must not be read some other way. The
+    usual line (a few digits) costs one ``isalnum`` past ``int``: with no sign or blank,
+    the only non-digit ``int`` reads as hex is the ``x`` of a ``0x`` prefix.
     """
+    if 0 < len(line) <= 16 and line.isalnum() and (len(line) < 2 or line[1] not in _X):
+        try:
+            return int(line, 16)
+        except ValueError:
+            pass  # a letter past f: refused below
     digits = line.split(b";", 1)[0].rstrip(b" \t") if b";" in line else line.rstrip(b" \t")
     if not digits or digits.strip(_HEX) or (len(digits) > 16 and len(digits.lstrip(b"0")) > 16):
         raise H1Error(f"the upstream sent a bad chunk size {line[:40]!r}")
