@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
-from .shape import check_output_cap, check_sampling, check_shape, is_int
+from .shape import check_output_cap, check_sampling, checked_body, is_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +68,7 @@ def _check_scalars(raw: dict[str, Any]) -> None:
 
 def parse_completion_request(raw: Any, *, intents: tuple[str, ...], providers: tuple[str, ...]) -> CompletionRequest:
     """Validate a decoded body; raise a 400 :class:`OmenError` naming the first bad field."""
-    if not isinstance(raw, dict):
-        raise invalid("the request body must be a JSON object")
-    check_shape(raw)
-    model = raw.get("model")
-    if not isinstance(model, str) or not model or len(model) > 256:
-        raise invalid("model must be a non-empty string ('auto' lets OMEN choose)", "model")
+    raw, model = checked_body(raw)
     if "prompt" not in raw:
         raise invalid("prompt is required", "prompt")
     prompt = _prompt(raw["prompt"])

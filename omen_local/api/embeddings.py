@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
-from .shape import check_shape, is_int
+from .shape import checked_body, is_int
 
 MAX_INPUTS = 2048  # OpenAI's limit on one request's inputs
 ENCODINGS = ("float", "base64")
@@ -67,12 +67,7 @@ def check_input(value: Any) -> None:
 
 def parse_embeddings_request(raw: Any, *, intents: tuple[str, ...], providers: tuple[str, ...]) -> EmbeddingsRequest:
     """Validate a decoded body; raise a 400 :class:`OmenError` naming the first bad field."""
-    if not isinstance(raw, dict):
-        raise invalid("the request body must be a JSON object")
-    check_shape(raw)
-    model = raw.get("model")
-    if not isinstance(model, str) or not model or len(model) > 256:
-        raise invalid("model must be a non-empty string ('auto' lets OMEN choose)", "model")
+    raw, model = checked_body(raw)
     if "input" not in raw:
         raise invalid("input is required", "input")
     check_input(raw["input"])

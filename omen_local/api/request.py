@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
-from .shape import check_output_cap, check_sampling, check_shape
+from .shape import check_output_cap, check_sampling, checked_body
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
@@ -149,12 +149,7 @@ def _check_scalars(body: dict[str, Any]) -> None:
 
 def parse_chat_request(raw: Any, *, intents: tuple[str, ...], providers: tuple[str, ...]) -> ChatRequest:
     """Validate a decoded JSON body; raise a 400 :class:`OmenError` naming the first bad field."""
-    if not isinstance(raw, dict):
-        raise invalid("the request body must be a JSON object")
-    check_shape(raw)
-    model = raw.get("model")
-    if not isinstance(model, str) or not model or len(model) > 256:
-        raise invalid("model must be a non-empty string ('auto' lets OMEN choose)", "model")
+    raw, model = checked_body(raw)
     _check_messages(raw.get("messages"))
     stream = raw.get("stream", False)
     if stream is None:

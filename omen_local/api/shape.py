@@ -47,6 +47,18 @@ def check_shape(body: Any) -> None:
     _locate(body)
 
 
+def checked_body(raw: Any) -> tuple[dict[str, Any], str]:
+    """A door's first checks, in order: a JSON object, that the whole path can encode,
+    naming a model. Returns the body and the model."""
+    if not isinstance(raw, dict):
+        raise invalid("the request body must be a JSON object")
+    check_shape(raw)
+    model = raw.get("model")
+    if not isinstance(model, str) or not model or len(model) > 256:
+        raise invalid("model must be a non-empty string ('auto' lets OMEN choose)", "model")
+    return raw, model
+
+
 def _locate(body: Any) -> None:
     """Raise the 400 naming where ``body`` breaks a limit (the slow walk, with paths)."""
     stack: list[tuple[Any, int, str]] = [(body, 0, "")]
