@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
-from .shape import check_output_cap, check_sampling, checked_body, is_int
+from .shape import check_output_cap, check_sampling, checked_body, is_int, stream_flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +73,7 @@ def parse_completion_request(raw: Any, *, intents: tuple[str, ...], providers: t
         raise invalid("prompt is required", "prompt")
     prompt = _prompt(raw["prompt"])
     _check_scalars(raw)
-    stream = raw.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise invalid("stream must be true or false", "stream")
-    opts = raw.get("stream_options")
-    if opts is not None and not isinstance(opts, dict):
-        raise invalid("stream_options must be an object", "stream_options")
+    stream, include_usage = stream_flags(raw)
     hints = parse_hints(raw.get("omen"), intents=intents, providers=providers)
     body = {k: v for k, v in raw.items() if k not in ("model", "omen", "stream", "stream_options") and v is not None}
     body["prompt"] = prompt
@@ -88,6 +81,6 @@ def parse_completion_request(raw: Any, *, intents: tuple[str, ...], providers: t
         model=model,
         body=body,
         stream=stream,
-        include_usage=bool(stream and opts and opts.get("include_usage")),
+        include_usage=include_usage,
         hints=hints,
     )

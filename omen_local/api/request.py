@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import invalid
 from .hints import Hints, parse_hints
-from .shape import check_output_cap, check_sampling, checked_body
+from .shape import check_output_cap, check_sampling, checked_body, stream_flags
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
@@ -151,14 +151,7 @@ def parse_chat_request(raw: Any, *, intents: tuple[str, ...], providers: tuple[s
     """Validate a decoded JSON body; raise a 400 :class:`OmenError` naming the first bad field."""
     raw, model = checked_body(raw)
     _check_messages(raw.get("messages"))
-    stream = raw.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise invalid("stream must be true or false", "stream")
-    opts = raw.get("stream_options")
-    if opts is not None and not isinstance(opts, dict):
-        raise invalid("stream_options must be an object", "stream_options")
+    stream, include_usage = stream_flags(raw)
     _check_tools(raw)
     _check_scalars(raw)
     hints = parse_hints(raw.get("omen"), intents=intents, providers=providers)
@@ -167,6 +160,6 @@ def parse_chat_request(raw: Any, *, intents: tuple[str, ...], providers: tuple[s
         model=model,
         body=body,
         stream=stream,
-        include_usage=bool(stream and opts and opts.get("include_usage")),
+        include_usage=include_usage,
         hints=hints,
     )

@@ -59,6 +59,20 @@ def checked_body(raw: Any) -> tuple[dict[str, Any], str]:
     return raw, model
 
 
+def stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage): ``stream`` (null counts as false) and ``stream_options``
+    (an object when given; ``include_usage`` counts only for a stream)."""
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise invalid("stream must be true or false", "stream")
+    opts = body.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise invalid("stream_options must be an object", "stream_options")
+    return stream, bool(stream and opts and opts.get("include_usage"))
+
+
 def _locate(body: Any) -> None:
     """Raise the 400 naming where ``body`` breaks a limit (the slow walk, with paths)."""
     stack: list[tuple[Any, int, str]] = [(body, 0, "")]
