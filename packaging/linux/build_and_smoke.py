@@ -112,7 +112,22 @@ def appimage(bundle: Path, dist: Path) -> str:
     out = subprocess.run(["sh", str(script), str(bundle), str(dist)], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"make_appimage.sh failed:\n{out.stdout}{out.stderr}")
+    apprun_dispatches(dist / "OMEN_Local.AppDir" / "AppRun")
     return out.stdout.strip().splitlines()[-1]
+
+
+def apprun_dispatches(apprun: Path) -> None:
+    """The AppDir's entry runs the programs the way the AppImage will: by first argument
+    (``AppRun omen --version``) and by the name of a symlink to it (``glyph --version``)."""
+    with tempfile.TemporaryDirectory(prefix="omen-apprun-") as tmp:
+        link = Path(tmp) / "glyph"
+        link.symlink_to(apprun)
+        for argv, want in (([str(apprun), "omen", "--version"], f"omen {version()}"),
+                           ([str(link), "--version"], f"glyph {version()}")):
+            got = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            if got.returncode != 0 or got.stdout.strip() != want:
+                raise RuntimeError(f"{' '.join(argv)}: {got.stdout}{got.stderr} (wanted {want!r})")
+    log("AppDir: AppRun runs omen by argument and glyph by symlink name")
 
 
 def sizes(bundle: Path) -> dict[str, Any]:
