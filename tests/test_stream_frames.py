@@ -147,10 +147,19 @@ async def test_upstreams_without_a_fingerprint_send_none(stack: Stack, model: st
 # ---------------------------------------------------------------- reads of many events
 
 
-async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed() -> None:
-    """An upstream that sends a whole answer in one write: the first batch ends with the
-    first content (so the client's first token waits for nothing else), the rest of the
-    read follows as one batch that ends the stream."""
+def _chunk_event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "system_fingerprint": "fp",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+_ANSWER = _chunk_event({"role": "assistant", "content": ""}) + b"".join(_chunk_event({"content": f"w{i}"}) for i in range(10))
+_END = _chunk_event({}, "stop") + b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":10}}\n\ndata: [DONE]\n\n'
+
+
+async def test_a_read_that_ends_the_stream_goes_out_whole() -> None:
+    """An upstream that sends a whole answer in one write (over a real socket): one batch,
+    the stream's last, so the server writes it with its end in one go."""
     import asyncio
 
     from omen_local.config import ProviderConfig
@@ -158,13 +167,7 @@ async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed() 
     from omen_local.providers.openai_compat import OpenAICompatProvider
     from tests.test_h1_client import Scripted
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "system_fingerprint": "fp",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
-        return b"data: " + orjson.dumps(body) + b"\n\n"
-
-    sse = chunk({"role": "assistant", "content": ""}) + b"".join(chunk({"content": f"w{i}"}) for i in range(10))
-    sse += chunk({}, "stop") + b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":10}}\n\ndata: [DONE]\n\n'
+    sse = _ANSWER + _END
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(sse)
     server = Scripted()
     server.scripts.append(lambda r: [head + sse])
@@ -175,11 +178,39 @@ async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed() 
         assert provider.use_h1(pool)
         batches = [b async for b in provider.stream_batches("m", {"messages": [{"role": "user", "content": "hi"}]})]
     pool.close()
-    assert [c.delta.get("content") for c in batches[0]] == ["", "w0"]  # role chunk + first content
-    assert len(batches) == 2 and not batches[0].last and batches[1].last
-    assert "".join(c.delta.get("content") or "" for b in batches for c in b) == "".join(f"w{i}" for i in range(10))
-    assert batches[1][-2].finish_reason == "stop" and batches[1][-1].usage is not None
-    assert batches[1][-1].usage.completion_tokens == 10
+    assert len(batches) == 1 and batches[0].last
+    assert [c.delta.get("content") for c in batches[0][:11]] == ["", *(f"w{i}" for i in range(10))]
+    assert batches[0][-2].finish_reason == "stop" and batches[0][-1].usage is not None
+    assert batches[0][-1].usage.completion_tokens == 10
+
+
+async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that holds the first content and more, but not the end: the first batch ends
+    with the first content (the client's first token waits for nothing else), the rest of
+    the read follows as one batch, the end as another."""
+    import contextlib
+    from collections.abc import AsyncIterator
+    from types import SimpleNamespace
+
+    from omen_local.config import ProviderConfig
+    from omen_local.providers import _http
+    from omen_local.providers.openai_compat import OpenAICompatProvider
+
+    reads = [_ANSWER, _END]
+
+    async def readany() -> bytes:
+        return reads.pop(0) if reads else b""
+
+    @contextlib.asynccontextmanager
+    async def post(provider: Any, url: str, body: Any) -> AsyncIterator[Any]:
+        yield SimpleNamespace(content=SimpleNamespace(readany=readany))
+
+    monkeypatch.setattr(_http, "post", post)
+    provider = OpenAICompatProvider(ProviderConfig(name="o", kind="openai", base_url="http://127.0.0.1:9/v1"), None)
+    batches = [b async for b in provider.stream_batches("m", {"messages": [{"role": "user", "content": "hi"}]})]
+    assert [[c.delta.get("content") for c in b] for b in batches[:2]] == [["", "w0"], [f"w{i}" for i in range(1, 10)]]
+    assert [b.last for b in batches] == [False, False, True]
+    assert batches[2][0].finish_reason == "stop" and batches[2][1].usage is not None
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -92,7 +92,10 @@ class StreamSession:
             yield batch
 
     def batches(self) -> AsyncIterator[Batch]:
-        """What the client gets, a read at a time."""
+        """What the client gets, a read at a time (the attempt's own reads when no budget
+        watches the stream: one generator less per read)."""
+        if self.plan.budget_usd is None:
+            return self.attempt.batches()
         return self._budgeted(self.attempt)
 
     async def finish(self, outcome: Outcome, err: UpstreamError | None = None) -> None:
