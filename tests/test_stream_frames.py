@@ -157,9 +157,10 @@ _ANSWER = _chunk_event({"role": "assistant", "content": ""}) + b"".join(_chunk_e
 _END = _chunk_event({}, "stop") + b'data: {"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":10}}\n\ndata: [DONE]\n\n'
 
 
-async def test_a_read_that_ends_the_stream_goes_out_whole() -> None:
-    """An upstream that sends a whole answer in one write (over a real socket): one batch,
-    the stream's last, so the server writes it with its end in one go."""
+async def test_the_first_content_of_a_whole_answer_goes_out_first() -> None:
+    """An upstream that sends a whole answer in one write (over a real socket): the first
+    batch ends with the first content (the client's first token waits for nothing else),
+    the rest of the read follows as one batch that ends the stream."""
     import asyncio
 
     from omen_local.config import ProviderConfig
@@ -178,10 +179,11 @@ async def test_a_read_that_ends_the_stream_goes_out_whole() -> None:
         assert provider.use_h1(pool)
         batches = [b async for b in provider.stream_batches("m", {"messages": [{"role": "user", "content": "hi"}]})]
     pool.close()
-    assert len(batches) == 1 and batches[0].last
-    assert [c.delta.get("content") for c in batches[0][:11]] == ["", *(f"w{i}" for i in range(10))]
-    assert batches[0][-2].finish_reason == "stop" and batches[0][-1].usage is not None
-    assert batches[0][-1].usage.completion_tokens == 10
+    assert [c.delta.get("content") for c in batches[0]] == ["", "w0"]  # role chunk + first content
+    assert len(batches) == 2 and not batches[0].last and batches[1].last
+    assert "".join(c.delta.get("content") or "" for b in batches for c in b) == "".join(f"w{i}" for i in range(10))
+    assert batches[1][-2].finish_reason == "stop" and batches[1][-1].usage is not None
+    assert batches[1][-1].usage.completion_tokens == 10
 
 
 async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,11 +50,6 @@ class Decoder:
     _open: bool = False  # the line parser holds part of an event (an event or data line seen)
     _held: int = 0  # bytes of data lines the line parser holds for the open event
 
-    @property
-    def idle(self) -> bool:
-        """Nothing of an event is held: the next byte starts a new event."""
-        return not self._tail and not self._open
-
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         return [SSEEvent(name, data.decode("utf-8", "replace")) for name, data in self.feed_raw(chunk)]
 

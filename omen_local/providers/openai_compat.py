@@ -13,7 +13,6 @@ the same way).
 from __future__ import annotations
 
 import base64
-import re
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -93,6 +92,7 @@ class OpenAICompatProvider(Provider):
         async with _http.post(self, url, request) as resp:
             decoder = _sse.Decoder()
             read = resp.content.readany
+            loads = jsonutil.loads
             finished = ended = primed = False
             head = Batch()  # chunks before the first content (the role chunk): they go out with it
             while not ended:
@@ -102,11 +102,9 @@ class OpenAICompatProvider(Provider):
                     raise _http.translate(self, exc, midstream=True) from None
                 eof = not block
                 error: UpstreamError | None = None
-                if not primed and block and not block.endswith(_DONE_EVENT):
+                if not primed and block:
                     # Until the first content, events are taken one at a time, and the first
-                    # content goes out before the rest of its read is even parsed. (A read
-                    # that ends the stream goes out whole, in one write: the client has
-                    # the whole answer at once either way.)
+                    # content goes out before the rest of its read is even parsed.
                     pos = 0
                     while not primed and error is None:
                         stop = block.find(b"\n\n", pos)
@@ -126,10 +124,20 @@ class OpenAICompatProvider(Provider):
                             raise error
                     if ended or not block:
                         continue
-                if block and not text:
-                    batch, finished, ended, error = self._read(block, finished, decoder)
+                items = None
+                whole = decoder.data_array(block) if block else None
+                if whole is not None:  # the usual read: whole events, one parse for all of them
+                    try:
+                        items = loads(whole[0])
+                    except jsonutil.JSONDecodeError:
+                        items = None  # find the bad one event by event
+                    if items is not None and len(items) != whole[2]:
+                        items = None  # an event held more than one value: the event parser says so
+                if items is not None and whole is not None:
+                    batch, finished, ended, error = self._chunks(items, finished, text, whole[1])
                 else:
-                    batch, finished, ended, error = self._parse(block, finished, text, decoder)
+                    events = decoder.feed_raw(block) if block else decoder.close_raw()
+                    batch, finished, ended, error = self._translate(events, finished, text)
                 ended = ended or eof
                 if head and (primed or ended or error is not None or batch):  # held for the first content
                     batch[0:0] = head
@@ -142,44 +150,6 @@ class OpenAICompatProvider(Provider):
                     raise error
             if not finished:
                 raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
-
-    def _read(self, block: bytes, finished: bool, decoder: _sse.Decoder) -> tuple[Batch, bool, bool, UpstreamError | None]:
-        """The chunks of one read of a chat stream: runs of plain content events through
-        :func:`plain_contents`, the others through :meth:`_parse` (the first one alone, so
-        that a run may follow it; after two in a row, the rest of the read at once)."""
-        out = Batch()
-        pos, end, misses = 0, len(block), 0
-        while pos < end:
-            run = plain_contents(block, pos) if decoder.idle else None
-            if run is not None:
-                out += run[0]
-                pos, misses = run[1], 0
-                continue
-            misses += 1
-            stop = block.find(b"\n\n", pos) if misses == 1 else -1
-            piece = block[pos : stop + 2] if stop >= 0 else block[pos:]
-            batch, finished, ended, error = self._parse(piece, finished, False, decoder)
-            out += batch
-            if ended or error is not None:
-                return out, finished, ended, error
-            pos += len(piece)
-        return out, finished, False, None
-
-    def _parse(
-        self, block: bytes, finished: bool, text: bool, decoder: _sse.Decoder
-    ) -> tuple[Batch, bool, bool, UpstreamError | None]:
-        """The chunks of the events of ``block`` (b"": the stream's end), through the JSON parser:
-        whole ``data`` events as one array, anything else event by event."""
-        whole = decoder.data_array(block) if block else None
-        if whole is not None:  # the usual read: whole events, one parse for all of them
-            try:
-                items = jsonutil.loads(whole[0])
-            except jsonutil.JSONDecodeError:
-                items = None  # find the bad one event by event
-            if items is not None and len(items) == whole[2]:  # else an event held more than one value
-                return self._chunks(items, finished, text, whole[1])
-        events = decoder.feed_raw(block) if block else decoder.close_raw()
-        return self._translate(events, finished, text)
 
     def _translate(
         self, events: list[tuple[str, bytes]], finished: bool, text: bool = False
@@ -242,66 +212,6 @@ class OpenAICompatProvider(Provider):
             fingerprint = data.get("system_fingerprint")
             out.append(Chunk(delta, reason, usage, None, False, fingerprint if type(fingerprint) is str else None))
         return out, finished, done, None
-
-
-_DONE_EVENT = b"data: [DONE]\n\n"
-_STR = rb'"[^"\\\x00-\x1f]*"'  # a JSON string without escapes
-_PLAIN_HEAD = re.compile(
-    rb'data: \{"id":' + _STR + rb',"object":"chat\.completion\.chunk","created":\d+,"model":' + _STR + rb","
-    rb'(?:"system_fingerprint":"([^"\\\x00-\x1f]*)",)?"choices":\[\{"index":0,"delta":\{"content":"'
-)
-_PLAIN_TAIL = b'"},"logprobs":null,"finish_reason":null}]}\n\n'
-_RAW_BAD = re.compile(rb'[\x00-\x1f"]')  # in a string without escapes: not JSON, or not the end
-
-
-def plain_contents(block: bytes, pos: int = 0) -> tuple[Batch, int] | None:
-    """The chunks of the plain content events at ``block[pos:]``, and where they end; None
-    if no such event starts there.
-
-    A plain content event is the chunk OpenAI's API reference shows, in its order:
-    ``data: {"id":..,"object":"chat.completion.chunk","created":..,"model":..,
-    ["system_fingerprint":..,]"choices":[{"index":0,"delta":{"content":..},
-    "logprobs":null,"finish_reason":null}]}`` and a blank line. Most of a stream is such
-    events and the event parser would make the same chunk of each (delta
-    ``{"content": ..}``, the fingerprint): here the content is cut out of the bytes and
-    only it is decoded. The id, object, created and model OMEN replaces anyway.
-    Anything else (another field, escapes in the head, an event cut by the read) stops
-    the run, and the event parser reads the rest.
-    """
-    out = Batch()
-    first, end_of_block = pos, len(block)
-    head: bytes | None = None
-    fingerprint: str | None = None
-    tail_len = len(_PLAIN_TAIL)
-    loads = jsonutil.loads
-    while pos < end_of_block:
-        if head is None or not block.startswith(head, pos):  # a stream's events share the head
-            m = _PLAIN_HEAD.match(block, pos)
-            if m is None:
-                break
-            head = m.group()
-            raw_fp = m.group(1)
-            try:
-                fingerprint = None if raw_fp is None else raw_fp.decode()
-            except UnicodeDecodeError:
-                break
-        start = pos + len(head)
-        stop = block.find(_PLAIN_TAIL, start)
-        if stop < 0:
-            break
-        raw = block[start:stop]
-        try:
-            if b"\\" in raw:  # escapes: the JSON parser reads the string (and refuses a stray quote)
-                content = loads(b'"' + raw + b'"')
-            elif _RAW_BAD.search(raw) is None:
-                content = raw.decode()
-            else:
-                break
-        except (jsonutil.JSONDecodeError, UnicodeDecodeError):
-            break
-        out.append(Chunk({"content": content}, None, None, None, False, fingerprint))
-        pos = stop + tail_len
-    return (out, pos) if pos > first else None
 
 
 def _vector(value: Any) -> list[float] | None:

@@ -167,7 +167,11 @@ class Attempt:
         for chunk in batch:
             delta = chunk.delta
             if delta:
-                chars += output_chars(delta)
+                content = delta.get("content")
+                if len(delta) == 1 and type(content) is str:  # most chunks: text, nothing else
+                    chars += len(content)
+                else:
+                    chars += output_chars(delta)
             if chunk.usage is not None:
                 self.usage = chunk.usage
             if chunk.finish_reason is not None:

@@ -19,6 +19,7 @@ DONE = b"data: [DONE]\n\n"
 _CHOICE = b',"choices":[{"index":0,"delta":'
 _NO_FINISH = b',"logprobs":null,"finish_reason":null}]'
 _FINISH = b',"logprobs":null,"finish_reason":'
+_NO_FINISH_END = _NO_FINISH + b"}\n\n"
 
 
 class ChunkEncoder:
@@ -74,8 +75,10 @@ class ChunkEncoder:
     def frames(self, chunks: Iterable[Chunk]) -> bytes:
         """The frames of several chunks (one upstream read), joined; chunks with nothing to
         say (no delta, finish or note) are skipped. Same bytes as :meth:`chunk` for each."""
-        out = []
+        out: list[bytes] = []
+        add = out.append
         dumps = jsonutil.dumps
+        opening: bytes | None = None  # the frame's start and the choice's, until the head changes
         for chunk in chunks:
             delta = chunk.delta
             reason = chunk.finish_reason
@@ -83,13 +86,19 @@ class ChunkEncoder:
                 continue
             fingerprint = chunk.fingerprint
             if self._first or chunk.omen is not None or (fingerprint is not None and fingerprint != self.fingerprint):
-                out.append(self.chunk(chunk))
+                add(self.chunk(chunk))
+                opening = None
                 continue
-            start = self._head or self._start()
+            if opening is None:
+                opening = (self._head or self._start()) + _CHOICE
+            add(opening)  # the pieces are joined once, at the end
+            add(dumps(delta))
             if reason is None:
-                out.append(start + _CHOICE + dumps(delta) + _NO_FINISH + b"}\n\n")
+                add(_NO_FINISH_END)
             else:
-                out.append(start + _CHOICE + dumps(delta) + _FINISH + dumps(reason) + b"}]}\n\n")
+                add(_FINISH)
+                add(dumps(reason))
+                add(b"}]}\n\n")
         return b"".join(out)
 
     def usage(self, usage: Usage, omen: dict[str, Any] | None = None) -> bytes:

@@ -127,17 +127,24 @@ class FakeOpenAI(FakeServer):
         await resp.prepare(request)
 
         def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            """A chunk as api.openai.com sends it: compact JSON in its field order, ``usage``
+            null in every chunk but the last when asked for, and obfuscation padding unless
+            ``include_obfuscation`` is false."""
             chunk = {
                 "id": cid,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
+                "service_tier": "default",
                 "system_fingerprint": "fp_fake",
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
             }
-            if (body.get("stream_options") or {}).get("include_usage"):
+            options = body.get("stream_options") or {}
+            if options.get("include_usage"):
                 chunk["usage"] = None
-            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            if options.get("include_obfuscation", True):
+                chunk["obfuscation"] = "x" * (8 - len(str(delta.get("content") or "")) % 8)
+            return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
         await resp.write(frame({"role": "assistant", "content": "", "refusal": None}))
         sent = 0
@@ -167,11 +174,12 @@ class FakeOpenAI(FakeServer):
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
+                "service_tier": "default",
                 "system_fingerprint": "fp_fake",
                 "choices": [],
                 "usage": _usage(r),
             }
-            await resp.write(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
+            await resp.write(b"data: " + json.dumps(usage_chunk, separators=(",", ":")).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
