@@ -161,15 +161,7 @@ class Response:
                     if len(buf) - pos > MAX_HEAD:
                         raise H1Error("the upstream sent a chunk header that never ends")
                     break
-                line = buf[pos:eol]
-                # the usual size line inline (see _chunk_size): a few hex digits, no 0x
-                if 0 < len(line) <= 16 and line.isalnum() and (len(line) < 2 or line[1] not in _X):
-                    try:
-                        size = int(line, 16)
-                    except ValueError:
-                        size = size_of(line)
-                else:
-                    size = size_of(line)
+                size = size_of(buf[pos:eol])
                 if size == 0:
                     self._chunk_state, pos = 3, eol + 2
                     continue
