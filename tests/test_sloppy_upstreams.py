@@ -23,6 +23,18 @@ def chunk(delta: object) -> bytes:
     return b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": delta}).encode() + b"\n\n"
 
 
+async def streamed_body(stack: Stack) -> bytes:
+    """The raw bytes of a streamed chat answer through OMEN (whatever the upstream sent)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{stack.base}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MSG, "stream": True},
+            headers=stack.auth(),
+            timeout=aiohttp.ClientTimeout(total=5),
+        ) as resp:
+            return await resp.read()
+
+
 def events(stack: Stack) -> list[tuple[str, str]]:
     return [(e.provider, e.outcome) for e in stack.service.hub.recent]
 
@@ -39,14 +51,7 @@ async def test_unreadable_answer_fails_over(stack: Stack) -> None:
 async def test_unreadable_chunk_mid_stream_ends_with_an_error_frame(stack: Stack) -> None:
     frames = [chunk([{"index": 0, "delta": {"content": "part"}, "finish_reason": None}]), chunk("not a list")]
     stack.openai.queue(Reply(raw_frames=frames))
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{stack.base}/v1/chat/completions",
-            json={"model": "gpt-4o-mini", "messages": MSG, "stream": True},
-            headers=stack.auth(),
-            timeout=aiohttp.ClientTimeout(total=5),
-        ) as resp:
-            body = await resp.read()
+    body = await streamed_body(stack)
     assert b'"content":"part"' in body and b'"code":"upstream_stream_error"' in body
     assert b"[DONE]" not in body
     assert events(stack) == [("openai", "error")]
@@ -59,14 +64,7 @@ async def test_an_event_holding_two_values_is_not_read_as_two_chunks(stack: Stac
     two = chunk([{"index": 0, "delta": {"content": "A"}, "finish_reason": None}])[6:-2]
     finish = chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
     stack.openai.queue(Reply(raw_frames=[part, b"data: " + two + b"," + two + b"\n\n", finish, b"data: [DONE]\n\n"]))
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{stack.base}/v1/chat/completions",
-            json={"model": "gpt-4o-mini", "messages": MSG, "stream": True},
-            headers=stack.auth(),
-            timeout=aiohttp.ClientTimeout(total=5),
-        ) as resp:
-            body = await resp.read()
+    body = await streamed_body(stack)
     assert b'"content":"part"' in body and b'"content":"A"' not in body
     assert b'"code":"upstream_stream_error"' in body and b"not JSON" in body and b"[DONE]" not in body
     assert events(stack) == [("openai", "error")]
