@@ -27,7 +27,9 @@ class Outcome(StrEnum):
 OUTCOMES = tuple(o.value for o in Outcome)
 
 
-@dataclass(frozen=True, slots=True)
+# The records the journal writes have no __slots__: orjson encodes a dataclass from its
+# __dict__ and, without one, pays for an AttributeError before its fallback (per request).
+@dataclass(frozen=True)
 class AttemptStarted:
     """A stream began reaching the client: its UsageEvent will follow, unless the process dies.
 
@@ -48,7 +50,7 @@ class AttemptStarted:
     time: float = field(default_factory=time.time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AttemptProgress:
     """A started stream has sent ``output_chars`` characters so far (every ``PROGRESS_CHARS``).
 
@@ -64,7 +66,7 @@ class AttemptProgress:
 PROGRESS_CHARS = 512  # about 128 tokens between progress notes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class UsageEvent:
     """One upstream attempt: what it was for, what it cost, how it ended."""
 

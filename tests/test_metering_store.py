@@ -277,3 +277,26 @@ async def test_clean_shutdown_commits_everything_and_empties_the_journal(stack: 
     assert store.open_attempts() == []
     assert list((stack.data_dir / JOURNAL_DIR).iterdir()) == []
     store.close()
+
+
+def test_event_rows_bind_without_sqlite_adaptation() -> None:
+    """Rows hold exact ints, floats, strs and None (None through a registered adapter): anything
+    else makes sqlite3 raise and clear an AttributeError per value, per event (issue 10)."""
+    import sqlite3
+
+    import orjson
+
+    from omen_local.metering.store import EVENT_COLUMNS, event_row
+    from omen_local.observe import Outcome
+
+    row = event_row(_event(1, outcome=Outcome.OK, estimated=True, error=None, ttft_ms=None))
+    assert {type(v) for v in row} <= {int, float, str, type(None)}
+    assert row[EVENT_COLUMNS.index("outcome")] == "ok"
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (a, b)")
+    db.execute("INSERT INTO t VALUES (?, ?)", (None, True))
+    assert db.execute("SELECT typeof(a), b FROM t").fetchall() == [("null", 1)]
+    assert (type(None), sqlite3.PrepareProtocol) in sqlite3.adapters
+    # Journaled records have a __dict__ (orjson's fast path; without one it raises and falls back).
+    assert not hasattr(UsageEvent, "__slots__") and not hasattr(Usage, "__slots__")
+    assert orjson.loads(orjson.dumps(_event(2)))["usage"]["prompt_tokens"] == 100

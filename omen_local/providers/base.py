@@ -45,9 +45,12 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
+@dataclass
 class Usage:
-    """Token counts in OpenAI's sense: ``prompt_tokens`` includes cached and cache-written tokens."""
+    """Token counts in OpenAI's sense: ``prompt_tokens`` includes cached and cache-written tokens.
+
+    No ``__slots__``: it is journaled inside every UsageEvent (see observe.AttemptStarted).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
