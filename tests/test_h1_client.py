@@ -220,7 +220,9 @@ async def test_idle_and_total_timeouts(server: Scripted) -> None:
         # sizes with signs, blanks, 0x, _ or more than 64 bits; lengths that disagree or are
         # not ASCII digits; transfer codings other than chunked, also across repeated fields.
         *(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\nhello\r\n0\r\n\r\n" % size
-          for size in (b"+5", b" 5", b"\t5", b"0x5", b"0_5", b"-5", b"-0", b"", b"1" + b"0" * 16)),
+          for size in (b"+5", b" 5", b"\t5", b"0x5", b"0_5", b"-5", b"-0", b"", b"1" + b"0" * 16, b"5 5", b"g")),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n",  # data past its size
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",  # a bare LF
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 10\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -234,6 +236,38 @@ async def test_broken_answers_are_errors_and_the_connection_is_dropped(server: S
         resp = await post(pool, server.url)
         await resp.read()
     assert not any(pool._idle.values())
+    pool.close()
+
+
+@pytest.mark.parametrize(
+    "after",
+    [b"garbage", b"HTTP/1.1 200 OK\r\n\r\n", b"HTTP/1.1 2", b"5\r\nhello\r\n0\r\n\r\n"],
+    ids=["garbage", "a-whole-head", "a-partial-head", "a-second-body"],
+)
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "later-read"])
+async def test_bytes_after_a_chunked_body_drop_the_connection_not_the_answer(server: Scripted, after: bytes, split: bool) -> None:
+    """llhttp would read what follows as the next response (a valid head raises nothing):
+    the body is whole, but such a connection is never reused."""
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    server.scripts.append(lambda r: [answer, after] if split else [answer + after])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.read() == b"hello"
+    if split:
+        await asyncio.sleep(0.05)  # the stray bytes arrive after the body was read
+    resp.release()
+    assert not any(pool._idle.values())
+    pool.close()
+
+
+async def test_a_chunked_body_followed_by_a_blank_line_keeps_its_connection(server: Scripted) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    server.scripts.append(lambda r: [answer + b"\r\n"])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    assert await resp.read() == b"hello"
+    resp.release()
+    assert sum(len(v) for v in pool._idle.values()) == 1
     pool.close()
 
 
