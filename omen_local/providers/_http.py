@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from time import time
 from typing import Any
@@ -159,25 +158,39 @@ async def post_json(provider: Provider, url: str, body: dict[str, Any]) -> Any:
     return data
 
 
-@asynccontextmanager
-async def post(provider: Provider, url: str, body: dict[str, Any]) -> AsyncIterator[Response]:
-    """POST ``body`` as JSON; yield the response if 2xx, raise UpstreamError otherwise.
+class post:  # lower case: it reads like the function it replaced, ``async with _http.post(...)``
+    """POST ``body`` as JSON; ``async with`` gives the response if 2xx, raises UpstreamError otherwise.
 
     The connection goes back to the pool only when the body was read to the end; on
     any error or cancellation it is closed, so the upstream stops generating at once.
+    (A class, not ``@asynccontextmanager``: every stream enters one, and a generator-based
+    manager costs an async generator, its loop hooks and contextlib's frames per stream.)
     """
-    resp = await _send(provider, url, body)
-    ok = False
-    try:
+
+    __slots__ = ("_args", "_resp")
+
+    def __init__(self, provider: Provider, url: str, body: dict[str, Any]) -> None:
+        self._args = (provider, url, body)
+        self._resp: Response | None = None
+
+    async def __aenter__(self) -> Response:
+        provider = self._args[0]
+        resp = await _send(*self._args)
         if resp.status >= 400:
-            raise await _http_error(provider, resp)
-        yield resp
-        ok = True
-    finally:
-        if ok:
-            resp.release()
-        else:
-            resp.close()
+            try:
+                raise await _http_error(provider, resp)
+            finally:
+                resp.close()
+        self._resp = resp
+        return resp
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            if exc_type is None:
+                resp.release()
+            else:
+                resp.close()
 
 
 async def get_json(provider: Provider, url: str) -> Any:
