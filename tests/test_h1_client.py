@@ -260,6 +260,20 @@ async def test_bytes_after_a_chunked_body_drop_the_connection_not_the_answer(ser
     pool.close()
 
 
+@pytest.mark.parametrize("endless", [b"5;" + b"e" * 70000, b"5\r\nhello\r\n0\r\nX-T: " + b"t" * 100000])
+async def test_chunk_framing_that_never_ends_is_an_error(server: Scripted, endless: bytes) -> None:
+    """An extension or trailer without end: llhttp buffers none of it, but after 64 KB of
+    framing without data the answer is broken (as a head that long is)."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    server.scripts.append(lambda r: [head, *(endless[i : i + 8192] for i in range(0, len(endless), 8192))])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    with pytest.raises(H1Error, match="chunk framing without data"):
+        await asyncio.wait_for(resp.read(), 10)
+    assert not any(pool._idle.values())
+    pool.close()
+
+
 async def test_a_chunked_body_followed_by_a_blank_line_keeps_its_connection(server: Scripted) -> None:
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     server.scripts.append(lambda r: [answer + b"\r\n"])

@@ -48,7 +48,8 @@ class _Dechunker:
     ``list.append`` when the body is not compressed). The parser is fed a fixed head, then
     the body's bytes. It is strict: a size is hex digits (no sign, ``0x`` or ``_``, at most
     64 bits), blanks are allowed only between a size and its ``;extensions``, and the data
-    must end with CRLF; trailers are read and dropped.
+    must end with CRLF; trailers are read and dropped. llhttp keeps no framing bytes, so the
+    64 KB bound on framing without data (an endless extension or trailer) is ``Response._feed``'s.
     """
 
     __slots__ = ("_parser", "begun", "ended", "on_body")
@@ -134,6 +135,7 @@ class Response:
         elif encoding not in ("", "identity"):
             raise H1Error(f"the upstream sent a body encoded as {encoding!r}, which was not asked for")
         self._dechunker: _Dechunker | None = None
+        self._framing = 0  # chunked: bytes fed since the last data llhttp passed on
         if mode == "chunked":
             self._dechunker = _Dechunker(self._parts.append if self._decoder is None else self._deliver)
         if mode == "length" and length == 0:
@@ -158,8 +160,15 @@ class Response:
             parts = self._parts
             had = len(parts)
             extra = dechunker.feed(data)
-            if self._decoder is None and len(parts) > had:
+            if self._decoder is not None:
+                pass  # _deliver counted what it decoded
+            elif len(parts) > had:
                 self._unread += len(parts[had]) if len(parts) == had + 1 else sum(map(len, parts[had:]))
+                self._framing = 0
+            else:  # framing only: llhttp keeps none of it, but an upstream must not send it forever
+                self._framing += len(data)
+                if self._framing > MAX_HEAD:
+                    raise H1Error("the upstream sent 64 KB of chunk framing without data (sizes, extensions, trailers)")
             if dechunker.ended:
                 self._finish()
                 if extra:
