@@ -29,7 +29,10 @@ OUTCOMES = tuple(o.value for o in Outcome)
 
 # The records the journal writes have no __slots__: orjson encodes a dataclass from its
 # __dict__ and, without one, pays for an AttributeError before its fallback (per request).
-@dataclass(frozen=True)
+# Nor are they frozen: a frozen dataclass's __init__ sets each field through
+# object.__setattr__, about 8x the cost of a plain one (2.8 us against 0.37 us for
+# UsageEvent's 18 fields). Records are made per request and never changed after.
+@dataclass
 class AttemptStarted:
     """A stream began reaching the client: its UsageEvent will follow, unless the process dies.
 
@@ -50,7 +53,7 @@ class AttemptStarted:
     time: float = field(default_factory=time.time)
 
 
-@dataclass(frozen=True)
+@dataclass
 class AttemptProgress:
     """A started stream has sent ``output_chars`` characters so far (every ``PROGRESS_CHARS``).
 
@@ -66,7 +69,7 @@ class AttemptProgress:
 PROGRESS_CHARS = 512  # about 128 tokens between progress notes
 
 
-@dataclass(frozen=True)
+@dataclass
 class UsageEvent:
     """One upstream attempt: what it was for, what it cost, how it ended."""
 

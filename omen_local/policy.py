@@ -15,7 +15,7 @@ from typing import Protocol
 from .caller import Caller
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class CostBound:
     """The most a request can cost: estimated prompt plus its output cap, at the dearest candidate."""
 

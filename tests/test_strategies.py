@@ -356,7 +356,9 @@ async def test_half_open_trial_failing_reopens_for_longer(tmp_path: Path) -> Non
         with pytest.raises(openai.InternalServerError):
             await stack.client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
         health = stack.service.status()["providers"]["openai"]["model_health"]["gpt-4o-mini"]
-        assert health["breaker"] == "open" and 0.3 < health["retry_in_s"] <= 0.4  # doubled
+        # doubled: 0.4 s from the second failure (an undoubled 0.2 s could not show more than 0.2
+        # however soon status is read; a loaded machine may take a while to read it)
+        assert health["breaker"] == "open" and 0.2 < health["retry_in_s"] <= 0.4
 
 
 # ---------------------------------------------------------------- intent

@@ -28,7 +28,7 @@ class Operation(StrEnum):
     EMBED = "embed"  # embeddings
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class ChatRequest:
     """A request as routing sees it, whatever door it came in by (``op`` says which kind)."""
 

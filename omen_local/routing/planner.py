@@ -43,7 +43,7 @@ PROMPT_ESTIMATE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class Plan:
     strategy: StrategyName
     intent: str | None

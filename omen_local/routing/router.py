@@ -28,7 +28,7 @@ from .strategies import Answer, Completed, Strategy
 __all__ = ["Answer", "Embedded", "Plan", "Routed", "Router"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class Routed:
     """A whole answer, the plan that led to it and who gave it."""
 
@@ -38,7 +38,7 @@ class Routed:
     cost_usd: float  # every attempt of the request, the losers' too
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class Embedded:
     """An embeddings request's vectors, the plan and who computed them."""
 

@@ -47,7 +47,7 @@ from .session import CompletedSession, SpeculativeSession, StreamSession
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class Completed:
     """A whole answer (or an embeddings request's vectors) and the target that gave it."""
 
