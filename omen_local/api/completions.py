@@ -16,7 +16,7 @@ from .hints import Hints, parse_hints
 from .shape import check_output_cap, check_sampling, checked_body, is_int, stream_flags
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class CompletionRequest:
     model: str
     body: dict[str, Any]  # what an adapter's complete_text()/stream_text() take; prompt normalized

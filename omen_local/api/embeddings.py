@@ -19,7 +19,7 @@ MAX_INPUTS = 2048  # OpenAI's limit on one request's inputs
 ENCODINGS = ("float", "base64")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class EmbeddingsRequest:
     model: str
     body: dict[str, Any]  # what an adapter's embed() takes

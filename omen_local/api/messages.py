@@ -66,7 +66,7 @@ UNSUPPORTED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
 class MessagesRequest:
     """A validated Messages body and the chat body it becomes."""
 
