@@ -286,10 +286,11 @@ def test_event_rows_bind_without_sqlite_adaptation() -> None:
 
     import orjson
 
+    from omen_local.config import StrategyName
     from omen_local.metering.store import EVENT_COLUMNS, event_row
     from omen_local.observe import Outcome
 
-    row = event_row(_event(1, outcome=Outcome.OK, estimated=True, error=None, ttft_ms=None))
+    row = event_row(_event(1, outcome=Outcome.OK, estimated=True, error=None, ttft_ms=None, strategy=StrategyName.SINGLE))
     assert {type(v) for v in row} <= {int, float, str, type(None)}
     assert row[EVENT_COLUMNS.index("outcome")] == "ok"
     db = sqlite3.connect(":memory:")

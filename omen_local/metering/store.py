@@ -219,7 +219,8 @@ def cursor(db: Database) -> Any:
 # an enum) through its adapter lookup, which asks PrepareProtocol's type for ``__adapt__``
 # and pays for a formatted AttributeError each time: about 3k instructions per value, eight
 # values per usage event. With an adapter for None (a C callable that returns None) that is
-# a dict hit; the rows below hold exact ints and strs for the rest. The binding is the same.
+# a dict hit; the rows below hold exact ints and strs for the rest (the outcome and the
+# strategy are StrEnums, the flags bools). The binding is the same.
 _NONE: Callable[[None], None] = {}.get  # type: ignore[assignment]  # any key -> None, in C
 sqlite3.register_adapter(type(None), _NONE)
 
@@ -229,7 +230,7 @@ def event_row(e: UsageEvent) -> tuple[Any, ...]:
     served = e.outcome in r.SERVED
     return (
         e.attempt_id, e.request_id, e.time, int(e.time // r.HOUR), e.user, e.workspace, e.client, e.session,
-        e.provider, e.model, e.strategy, u.prompt_tokens, u.completion_tokens, u.cached_tokens,
+        e.provider, e.model, str(e.strategy), u.prompt_tokens, u.completion_tokens, u.cached_tokens,
         u.cache_write_tokens, u.reasoning_tokens, e.cost_usd, e.ttft_ms, e.total_ms, str(e.outcome),
         1 if e.estimated else 0, e.error, 1 if e.attempt_id == e.request_id + ".0" else 0,
         r.lat_bin(e.total_ms) if served else None,
@@ -479,7 +480,7 @@ class SqliteUsageStore:
             elif isinstance(rec, AttemptStarted):
                 starts[rec.attempt_id] = [
                     rec.attempt_id, rec.request_id, rec.user, rec.workspace, rec.client, rec.session, rec.provider,
-                    rec.model, rec.strategy, rec.prompt_tokens, 0, rec.time, rec.time,
+                    rec.model, str(rec.strategy), rec.prompt_tokens, 0, rec.time, rec.time,
                 ]  # fmt: skip
             else:
                 row = starts.get(rec.attempt_id)

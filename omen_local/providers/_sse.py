@@ -63,7 +63,9 @@ class Decoder:
         The caller must check that the array parses to that many items: an event's data
         such as ``{"a":1},{"b":2}`` would otherwise pass as two events.
         """
-        if self._tail or self._open or not block.startswith(_DATA) or not block.endswith(b"\n\n") or b"\r" in block:
+        # (find, not ``in``: ``bytes in bytes`` first tries the needle as an integer and
+        # formats a TypeError before it searches; this runs on every read)
+        if self._tail or self._open or not block.startswith(_DATA) or not block.endswith(b"\n\n") or block.find(b"\r") >= 0:
             return None
         body = block[6:-2]
         done = body.endswith(_DONE_TAIL)
@@ -82,7 +84,7 @@ class Decoder:
 
     def feed_raw(self, chunk: bytes) -> list[tuple[str, bytes]]:
         buf = self._tail + chunk if self._tail else chunk
-        if self._open or b"\r" in buf:
+        if self._open or buf.find(b"\r") >= 0:  # find, not ``in``: see data_array
             out, self._tail = self._lines(buf)
             if len(self._tail) > MAX_EVENT:
                 raise EventTooLong(f"a line of more than {MAX_EVENT} bytes")
@@ -93,9 +95,9 @@ class Decoder:
             raise EventTooLong(f"an event of more than {MAX_EVENT} bytes")
         out = []
         for part in parts:
-            if part.startswith(_DATA) and b"\n" not in part:
+            if part.startswith(_DATA) and part.find(b"\n") < 0:
                 out.append(("message", part[6:]))
-            elif part.startswith(_EVENT) and part.count(b"\n") == 1 and b"\ndata: " in part:
+            elif part.startswith(_EVENT) and part.count(b"\n") == 1 and part.find(b"\ndata: ") >= 0:
                 name, _, line = part.partition(b"\n")
                 out.append((name[7:].decode("utf-8", "replace") or "message", line[6:]))
             elif part:
