@@ -239,6 +239,16 @@ async def test_broken_answers_are_errors_and_the_connection_is_dropped(server: S
     pool.close()
 
 
+async def test_a_chunked_gzip_body_that_does_not_decompress_says_so(server: Scripted) -> None:
+    body = b"5\r\nhello\r\n0\r\n\r\n"  # "hello" is not gzip
+    server.scripts.append(lambda r: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n" + body])
+    pool = H1Pool()
+    resp = await post(pool, server.url)
+    with pytest.raises(H1Error, match="does not decompress"):
+        await resp.read()
+    pool.close()
+
+
 @pytest.mark.parametrize(
     "after",
     [b"garbage", b"HTTP/1.1 200 OK\r\n\r\n", b"HTTP/1.1 2", b"5\r\nhello\r\n0\r\n\r\n"],

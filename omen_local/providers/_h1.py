@@ -76,6 +76,8 @@ class _Dechunker:
         except httptools.HttpParserError as exc:
             if self.ended:
                 return True
+            if isinstance(exc.__context__, H1Error):  # on_body's own (a body that does not decompress)
+                raise exc.__context__ from None
             raise H1Error(f"the upstream broke chunked framing ({exc})") from None
         return self.begun > 1
 
