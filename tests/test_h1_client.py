@@ -65,6 +65,9 @@ class Scripted:
         return URL(f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/x")
 
 
+GZ_HELLO = gzip.compress(b"hello")
+
+
 def ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
@@ -251,13 +254,22 @@ async def test_a_chunked_gzip_body_that_does_not_decompress_says_so(server: Scri
 
 @pytest.mark.parametrize(
     "after",
-    [b"garbage", b"HTTP/1.1 200 OK\r\n\r\n", b"HTTP/1.1 2", b"5\r\nhello\r\n0\r\n\r\n"],
-    ids=["garbage", "a-whole-head", "a-partial-head", "a-second-body"],
+    [
+        b"garbage",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 2",
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nEVIL!\r\n0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
+    ],
+    ids=["garbage", "a-whole-head", "a-partial-head", "a-second-body", "a-response-with-a-body", "a-chunked-response", "an-upgrade"],
 )
 @pytest.mark.parametrize("split", [False, True], ids=["one-read", "later-read"])
 async def test_bytes_after_a_chunked_body_drop_the_connection_not_the_answer(server: Scripted, after: bytes, split: bool) -> None:
-    """llhttp would read what follows as the next response (a valid head raises nothing):
-    the body is whole, but such a connection is never reused."""
+    """llhttp would read what follows as the next response (a valid head raises nothing, and
+    its body would reach the answer's): the body is whole and only its own, and such a
+    connection is never reused."""
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     server.scripts.append(lambda r: [answer, after] if split else [answer + after])
     pool = H1Pool()
@@ -270,11 +282,15 @@ async def test_bytes_after_a_chunked_body_drop_the_connection_not_the_answer(ser
     pool.close()
 
 
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("endless", [b"5;" + b"e" * 70000, b"5\r\nhello\r\n0\r\nX-T: " + b"t" * 100000])
-async def test_chunk_framing_that_never_ends_is_an_error(server: Scripted, endless: bytes) -> None:
+async def test_chunk_framing_that_never_ends_is_an_error(server: Scripted, endless: bytes, gzipped: bool) -> None:
     """An extension or trailer without end: llhttp buffers none of it, but after 64 KB of
     framing without data the answer is broken (as a head that long is)."""
-    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    encoding = b"Content-Encoding: gzip\r\n" if gzipped else b""
+    if gzipped:
+        endless = endless.replace(b"5\r\nhello\r\n", b"%x\r\n%s\r\n" % (len(GZ_HELLO), GZ_HELLO))
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" + encoding + b"\r\n"
     server.scripts.append(lambda r: [head, *(endless[i : i + 8192] for i in range(0, len(endless), 8192))])
     pool = H1Pool()
     resp = await post(pool, server.url)

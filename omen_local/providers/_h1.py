@@ -52,19 +52,21 @@ class _Dechunker:
     64 KB bound on framing without data (an endless extension or trailer) is ``Response._feed``'s.
     """
 
-    __slots__ = ("_parser", "begun", "ended", "on_body")
+    __slots__ = ("_parser", "ended", "on_body")
 
     def __init__(self, on_body: Callable[[bytes], object]) -> None:
         self.on_body = on_body  # llhttp looks the callbacks up once, when the parser is made
         self.ended = False
-        self.begun = 0  # messages llhttp began: a second one is bytes past the end of the body
         parser = httptools.HttpResponseParser(self)
         parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)  # BWS before ";" (§7.1.1)
         parser.feed_data(_CHUNKED_HEAD)
         self._parser = parser
 
     def on_message_begin(self) -> None:
-        self.begun += 1
+        # llhttp reads what follows the body as the next response (a valid head raises
+        # nothing, and its body would reach on_body): stop it before it begins.
+        if self.ended:
+            raise H1Error("the upstream sent more than its response")
 
     def on_message_complete(self) -> None:
         self.ended = True
@@ -73,13 +75,13 @@ class _Dechunker:
         """Take body bytes; True if bytes followed the end of the body (``ended``)."""
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if self.ended:
                 return True
             if isinstance(exc.__context__, H1Error):  # on_body's own (a body that does not decompress)
                 raise exc.__context__ from None
             raise H1Error(f"the upstream broke chunked framing ({exc})") from None
-        return self.begun > 1
+        return False
 
 
 class H1ConnectError(ConnectionError):
@@ -146,6 +148,7 @@ class Response:
     # ------------------------------------------------------------ fed by the connection
 
     def _deliver(self, data: bytes) -> None:
+        self._framing = 0
         if self._decoder is not None:
             try:
                 data = self._decoder.decompress(data)
@@ -161,21 +164,18 @@ class Response:
         if dechunker is not None:
             parts = self._parts
             had = len(parts)
+            self._framing += len(data)  # back to 0 once data comes through (here, or in _deliver)
             extra = dechunker.feed(data)
-            if self._decoder is not None:
-                pass  # _deliver counted what it decoded
-            elif len(parts) > had:
+            if self._decoder is None and len(parts) > had:  # (a decoded body: _deliver counted it)
                 self._unread += len(parts[had]) if len(parts) == had + 1 else sum(map(len, parts[had:]))
                 self._framing = 0
-            else:  # framing only: llhttp keeps none of it, but an upstream must not send it forever
-                self._framing += len(data)
-                if self._framing > MAX_HEAD:
-                    raise H1Error("the upstream sent 64 KB of chunk framing without data (sizes, extensions, trailers)")
             if dechunker.ended:
                 self._finish()
                 if extra:
                     raise H1Error("the upstream sent more than its response")
                 return b""
+            if self._framing > MAX_HEAD:  # llhttp keeps no framing, but it must not come forever
+                raise H1Error("the upstream sent 64 KB of chunk framing without data (sizes, extensions, trailers)")
         elif self._mode == "eof":
             self._deliver(data)
         else:
