@@ -9,6 +9,7 @@ reported as a :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -66,6 +67,7 @@ class ProviderConfig:
     discover: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     anthropic_version: str = "2023-06-01"
+    ca_file: str | None = None  # a PEM file of CAs trusted for this upstream besides the system's
     found: bool = False  # found running on this machine, not configured (local_servers.py)
 
 
@@ -341,7 +343,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     table = _table(raw, where)
     _check_keys(
         table,
-        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version"},
+        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version", "ca_file"},
         where,
     )
     if "/" in name or not name:
@@ -384,7 +386,22 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
         discover=discover,
         headers=dict(headers),
         anthropic_version=_str(table, "anthropic_version", where, "2023-06-01"),
+        ca_file=_ca_file(table, where),
     )
+
+
+def _ca_file(table: dict[str, Any], where: str) -> str | None:
+    """``ca_file``: a PEM file of CAs to trust for this upstream (besides the system's)."""
+    if table.get("ca_file") is None:
+        return None
+    path = os.path.expanduser(_str(table, "ca_file", where, ""))
+    if not os.path.isfile(path):
+        raise ConfigError(f"{where}.ca_file {path!r} is not a file")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise ConfigError(f"{where}.ca_file {path!r} holds no usable PEM certificates ({exc})") from None
+    return path
 
 
 def _limit(table: dict[str, Any], key: str, where: str, *, integer: bool) -> float | None:

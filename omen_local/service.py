@@ -27,7 +27,7 @@ from . import __version__, endpoint, local_servers
 from .config import Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
-from .providers._h1 import H1Pool
+from .providers import _http
 from .providers.base import Provider, Timeouts
 from .providers.errors import UpstreamError
 from .providers.registry import provider_kinds
@@ -81,7 +81,6 @@ class OmenService:
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
         self.sticky = StickyMap(ttl_s=config.defaults.sticky_ttl_s)
         self.session: aiohttp.ClientSession | None = None
-        self.h1: H1Pool | None = None
         self.router_ref = RouterRef()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -147,9 +146,6 @@ class OmenService:
             name: kinds[pc.kind](pc, self.session, key=keys.get(name), timeouts=timeouts)
             for name, pc in config.providers.items()
         }
-        if self.h1 is not None:
-            for provider in providers.values():
-                provider.use_h1(self.h1)
         catalog = Catalog(
             config,
             {name: p.unusable_reason() for name, p in providers.items()},
@@ -187,12 +183,7 @@ class OmenService:
         if self._want_metering:
             self.metering = await asyncio.to_thread(Metering, self.config)
             await self.metering.start()  # replays a crashed server's journal before taking requests
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            trust_env=False,  # proxies are resolved once per provider (Provider.proxy), not per request
-            auto_decompress=True,
-        )
-        self.h1 = H1Pool(keepalive_s=30)  # plain-HTTP upstreams' POSTs (providers/_h1.py)
+        self.session = _http.make_session()  # every upstream request goes through it (one transport)
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source)
         if self.metering is not None:
@@ -280,9 +271,6 @@ class OmenService:
         if self.session is not None:
             await self.session.close()
             self.session = None
-        if self.h1 is not None:
-            self.h1.close()
-            self.h1 = None
         if self.metering is not None:
             await self.metering.stop()  # after the server: in-flight requests have reported
 

@@ -115,7 +115,9 @@ async def test_budget_zero_serves_free_local_models_in_full(stack: Stack) -> Non
 
 
 async def test_a_dropped_connection_blames_the_model_not_the_provider(stack: Stack) -> None:
-    stack.ollama.queue_for("llama3.2:latest", Reply(drop=True))
+    # A drop on a reused keep-alive connection looks like the upstream's keep-alive timer and
+    # is sent again once on a fresh connection (providers/_http.py): this worker drops both.
+    stack.ollama.queue_for("llama3.2:latest", Reply(drop=True), Reply(drop=True))
     stack.ollama.queue_for("qwen2.5-coder:7b", Reply(text="sibling answers"))
     done = await stack.client.chat.completions.create(model="auto", messages=MSG)
     assert done.choices[0].message.content == "sibling answers"

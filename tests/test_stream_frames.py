@@ -164,21 +164,18 @@ async def test_the_first_content_of_a_whole_answer_goes_out_first() -> None:
     import asyncio
 
     from omen_local.config import ProviderConfig
-    from omen_local.providers._h1 import H1Pool
+    from omen_local.providers import _http
     from omen_local.providers.openai_compat import OpenAICompatProvider
-    from tests.test_h1_client import Scripted
+    from tests.test_transport import Scripted
 
     sse = _ANSWER + _END
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(sse)
     server = Scripted()
     server.scripts.append(lambda r: [head + sse])
     server.server = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    pool = H1Pool()
-    async with server.server:
-        provider = OpenAICompatProvider(ProviderConfig(name="o", kind="openai", base_url=str(server.url.with_path("/v1"))), None)  # type: ignore[arg-type]
-        assert provider.use_h1(pool)
+    async with server.server, _http.make_session() as session:
+        provider = OpenAICompatProvider(ProviderConfig(name="o", kind="openai", base_url=str(server.url.with_path("/v1"))), session)
         batches = [b async for b in provider.stream_batches("m", {"messages": [{"role": "user", "content": "hi"}]})]
-    pool.close()
     assert [c.delta.get("content") for c in batches[0]] == ["", "w0"]  # role chunk + first content
     assert len(batches) == 2 and not batches[0].last and batches[1].last
     assert "".join(c.delta.get("content") or "" for b in batches for c in b) == "".join(f"w{i}" for i in range(10))
@@ -195,7 +192,6 @@ async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed(mo
     from types import SimpleNamespace
 
     from omen_local.config import ProviderConfig
-    from omen_local.providers import _http
     from omen_local.providers.openai_compat import OpenAICompatProvider
 
     reads = [_ANSWER, _END]
@@ -204,10 +200,10 @@ async def test_the_first_content_of_a_read_goes_out_before_the_rest_is_parsed(mo
         return reads.pop(0) if reads else b""
 
     @contextlib.asynccontextmanager
-    async def post(provider: Any, url: str, body: Any) -> AsyncIterator[Any]:
+    async def exchange(provider: Any, path: str, body: Any) -> AsyncIterator[Any]:
         yield SimpleNamespace(content=SimpleNamespace(readany=readany))
 
-    monkeypatch.setattr(_http, "post", post)
+    monkeypatch.setattr(OpenAICompatProvider, "_exchange", exchange)
     provider = OpenAICompatProvider(ProviderConfig(name="o", kind="openai", base_url="http://127.0.0.1:9/v1"), None)
     batches = [b async for b in provider.stream_batches("m", {"messages": [{"role": "user", "content": "hi"}]})]
     assert [[c.delta.get("content") for c in b] for b in batches[:2]] == [["", "w0"], [f"w{i}" for i in range(1, 10)]]

@@ -1,38 +1,62 @@
-"""Transport helpers shared by the adapters: one POST, one error mapping.
+"""The one transport: every upstream request goes through aiohttp's ClientSession, here.
 
-Upstream failures become :class:`UpstreamError` with the provider's own message (keys
-redacted) so the router can decide on failover without knowing any wire format.
+Why one: a second, hand-written client beside aiohttp saved tens of microseconds per
+request and cost a second set of framing, TLS, proxy and redirect rules (and a hang on
+large answers) that the suite had to prove twice (issue 22). What this module adds to
+aiohttp is only what OMEN's upstream requests need:
+
+* no redirects, ever: a 3xx is an error naming the Location, so a key is never re-sent
+  to wherever an upstream points (issue 21.9);
+* a POST sent on a *reused* keep-alive connection that the upstream closed before any
+  byte of an answer is sent again, once (the upstream never read it; Go's net/http and
+  browsers do the same); a connection made for the request is never retried;
+* bounded reads: a whole (non-streamed) answer is at most :data:`MAX_ANSWER` bytes after
+  decompression (a gzip bomb stops there too), an error body :data:`MAX_ERROR_BODY`,
+  an NDJSON line :data:`MAX_LINE` (SSE events: ``_sse.MAX_EVENT``);
+* failures as :class:`UpstreamError` with the provider's own message (keys redacted), an
+  error status classified by the adapter (``Provider.classify``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
 from time import time
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from yarl import URL
 
 from .. import jsonutil
-from ._h1 import H1ConnectError
-from ._h1 import Response as H1Response
-from .base import Provider
 from .errors import (
     ConnectFailed,
     ConnectionDropped,
     HTTPStatusError,
     ProtocolError,
+    Redirected,
     RequestRejected,
     StreamBroken,
     UpstreamError,
     UpstreamTimeout,
 )
 
-_MAX_ERROR_BODY = 64 * 1024
-Response = aiohttp.ClientResponse | H1Response  # aiohttp's, or the lean client's (plain-HTTP upstreams)
+if TYPE_CHECKING:
+    from .base import Provider
+
+MAX_ERROR_BODY = 64 * 1024
+MAX_ANSWER = 8 * 1024 * 1024
+"""A non-streamed chat or text answer larger than this (decompressed) is refused: no model
+writes 8 MB in one answer, and OMEN holds a whole answer in memory to translate it."""
+MAX_EMBEDDINGS = 64 * 1024 * 1024
+"""Embeddings answers are bigger by nature (2048 inputs of 3072 floats as JSON is ~60 MB)."""
+MAX_LINE = 1 << 20  # an NDJSON line longer than this is not a streamed chunk
+PER_HOST = 256  # open connections to one upstream (OMEN's own limits decide who waits first)
+KEEPALIVE_S = 30.0  # below the idle timeouts of the usual servers and load balancers (60 s+)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -64,31 +88,38 @@ def error_message(payload: Any) -> str | None:
     return None
 
 
-async def _http_error(provider: Provider, resp: Response) -> HTTPStatusError:
+def body_message(body: bytes, reason: str | None = None) -> str:
+    """The message of an error body: the JSON error's, else the text, else the reason."""
     try:
-        raw = await resp.content.read(_MAX_ERROR_BODY)
-    except (TimeoutError, aiohttp.ClientError, OSError):  # OSError: the lean client's (H1Error)
-        raw = b""
-    try:
-        message = error_message(jsonutil.loads(raw)) if raw else None
+        message = error_message(jsonutil.loads(body)) if body else None
     except jsonutil.JSONDecodeError:
         message = None
     if message is None:
-        message = raw.decode("utf-8", "replace")[:500].strip() or resp.reason or "no body"
-    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-    if retry_after is None:
-        # OpenAI also sends this header with milliseconds.
-        ms = resp.headers.get("retry-after-ms")
+        message = body.decode("utf-8", "replace")[:500].strip() or reason or "no body"
+    return message
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After, or OpenAI's ``retry-after-ms``, in seconds."""
+    seconds = parse_retry_after(headers.get("Retry-After"))
+    if seconds is None:
+        ms = headers.get("retry-after-ms")
         if ms:
             try:
-                retry_after = float(ms) / 1000
+                seconds = float(ms) / 1000
             except ValueError:
-                retry_after = None
+                seconds = None
+    return seconds
+
+
+def status_error(provider: Provider, status: int, headers: Mapping[str, str], body: bytes) -> HTTPStatusError:
+    """The usual reading of an error status (what ``Provider.classify`` does unless an adapter knows better)."""
+    message = body_message(body)
     return HTTPStatusError(
         provider.name,
-        provider.redact(f"{provider.name} returned HTTP {resp.status}: {message}"),
-        status=resp.status,
-        retry_after=retry_after,
+        provider.redact(f"{provider.name} returned HTTP {status}: {message}"),
+        status=status,
+        retry_after=retry_after(headers),
     )
 
 
@@ -106,7 +137,7 @@ def translate(provider: Provider, exc: BaseException, *, midstream: bool = False
         return StreamBroken(provider.name, provider.redact(f"{provider.name} {what}"))
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout(provider.name, f"{provider.name} did not answer in time")
-    if isinstance(exc, aiohttp.ClientConnectorError | H1ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return ConnectFailed(provider.name, provider.redact(f"cannot reach {provider.name}: {exc}"))
     return ConnectionDropped(provider.name, provider.redact(f"{provider.name} closed the connection: {exc}"))
 
@@ -119,47 +150,137 @@ def encode(provider: Provider, body: dict[str, Any]) -> bytes:
         raise RequestRejected(provider.name, f"the request cannot be encoded for {provider.name}: {exc}") from None
 
 
+# ---------------------------------------------------------------- the session
+
+
+async def _on_reuse(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object) -> None:
+    attempt = ctx.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.reused = True
+
+
+def _trace() -> aiohttp.TraceConfig:
+    """Tells a request whether it went out on a pooled connection (aiohttp's public tracing)."""
+    config = aiohttp.TraceConfig()
+    config.on_connection_reuseconn.append(_on_reuse)
+    return config
+
+
+def make_session() -> aiohttp.ClientSession:
+    """The session every upstream request of one OmenService goes through.
+
+    Keep-alive pooled (30 s, per-host bounded); no environment lookups per request
+    (``Provider.proxy`` is resolved once); compressed answers decoded (reads stay bounded
+    after decompression, see :func:`read_body`); headers bounded by aiohttp's defaults.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=PER_HOST, keepalive_timeout=KEEPALIVE_S),
+        trust_env=False,
+        auto_decompress=True,
+        trace_configs=[_trace()],
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def ssl_context(ca_file: str) -> ssl.SSLContext:
+    """The system's trusted CAs plus ``ca_file`` (a provider's ``ca_file``: a private CA, a
+    corporate proxy's, a test CA). Made once per file."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_file)
+    return context
+
+
 @functools.lru_cache(maxsize=256)
 def _url(url: str) -> URL:
     """A provider's endpoint, parsed once (a handful per provider)."""
     return URL(url)
 
 
-async def _send(provider: Provider, url: str, body: dict[str, Any]) -> Response:
-    data = encode(provider, body)
-    h1 = provider.h1
+class _Attempt:
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """The connection closed (or was reset) before any byte of an answer: the upstream did not
+    take the request (a connection it had closed while idle)."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return isinstance(exc.message, str)  # else the parser had started on an answer
+    if isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.errno in (errno.ECONNRESET, errno.EPIPE)
+    return False
+
+
+async def _post(provider: Provider, url: str, data: bytes) -> aiohttp.ClientResponse:
+    """One POST, sent again once if it went out on a reused connection that turned out closed."""
+    for _ in range(2):
+        attempt = _Attempt()
+        try:
+            return await provider.session.post(
+                _url(url),
+                data=data,
+                headers=provider.headers,
+                timeout=provider._client_timeout,
+                proxy=provider.proxy,
+                ssl=provider.ssl,
+                allow_redirects=False,
+                trace_request_ctx=attempt,
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if not (attempt.reused and _unanswered(exc)):
+                raise translate(provider, exc) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def read_body(provider: Provider, resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, decompressed, refused past ``limit`` bytes (the connection is then closed)."""
+    declared = resp.content_length
+    if declared is not None and declared > limit and "Content-Encoding" not in resp.headers:
+        raise _too_large(provider, limit)
+    buf = bytearray()
     try:
-        if h1 is not None:
-            t = provider.timeouts
-            return await h1.post(_url(url), provider.h1_headers, data, connect_s=t.connect, idle_s=t.idle, total_s=t.total)
-        return await provider.session.post(
-            _url(url),
-            data=data,
-            headers=provider.headers,
-            timeout=provider._client_timeout,
-            proxy=provider.proxy,
-        )
+        while block := await resp.content.readany():
+            buf += block
+            if len(buf) > limit:
+                raise _too_large(provider, limit)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise translate(provider, exc) from None
+        raise translate(provider, exc, midstream=True) from None
+    return bytes(buf)
 
 
-async def post_json(provider: Provider, url: str, body: dict[str, Any]) -> Any:
-    """POST ``body`` and return the decoded JSON answer (a whole answer: :func:`post` then
-    :func:`read_json`, without the context manager)."""
-    resp = await _send(provider, url, body)
+def _too_large(provider: Provider, limit: int) -> ProtocolError:
+    return ProtocolError(
+        provider.name,
+        f"{provider.name} sent an answer larger than {limit // (1024 * 1024)} MB, more than OMEN reads "
+        "in one piece (ask for a stream, or a shorter answer)",
+    )
+
+
+async def _error(provider: Provider, resp: aiohttp.ClientResponse) -> UpstreamError:
+    """What an answer that is not a 2xx means: a redirect (never followed), or the adapter's
+    reading of the error status."""
+    if 300 <= resp.status < 400:
+        location = resp.headers.get("Location", "")[:300] or "(no Location)"
+        return Redirected(
+            provider.name,
+            provider.redact(f"{provider.name} answered HTTP {resp.status} redirecting to {location}; "
+                            "OMEN follows no redirects for upstreams (fix base_url)"),
+            status=resp.status,
+        )
+    body = b""
     try:
-        if resp.status >= 400:
-            raise await _http_error(provider, resp)
-        data = await read_json(provider, resp)
-    except BaseException:
-        resp.close()
-        raise
-    resp.release()
-    return data
+        while len(body) < MAX_ERROR_BODY and (block := await resp.content.readany()):
+            body += block
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass  # the status is the answer; a body that broke adds nothing
+    return provider.classify(resp.status, resp.headers, body[:MAX_ERROR_BODY])
 
 
-class post:  # lower case: it reads like the function it replaced, ``async with _http.post(...)``
-    """POST ``body`` as JSON; ``async with`` gives the response if 2xx, raises UpstreamError otherwise.
+class Exchange:
+    """``async with``: POST ``body`` as JSON and give the 2xx response; any other status
+    raises what the adapter classifies it as.
 
     The connection goes back to the pool only when the body was read to the end; on
     any error or cancellation it is closed, so the upstream stops generating at once.
@@ -167,18 +288,20 @@ class post:  # lower case: it reads like the function it replaced, ``async with 
     manager costs an async generator, its loop hooks and contextlib's frames per stream.)
     """
 
-    __slots__ = ("_args", "_resp")
+    __slots__ = ("_body", "_provider", "_resp", "_url")
 
     def __init__(self, provider: Provider, url: str, body: dict[str, Any]) -> None:
-        self._args = (provider, url, body)
-        self._resp: Response | None = None
+        self._provider = provider
+        self._url = url
+        self._body = body
+        self._resp: aiohttp.ClientResponse | None = None
 
-    async def __aenter__(self) -> Response:
-        provider = self._args[0]
-        resp = await _send(*self._args)
-        if resp.status >= 400:
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        provider = self._provider
+        resp = await _post(provider, self._url, encode(provider, self._body))
+        if resp.status >= 300:
             try:
-                raise await _http_error(provider, resp)
+                raise await _error(provider, resp)
             finally:
                 resp.close()
         self._resp = resp
@@ -194,31 +317,36 @@ class post:  # lower case: it reads like the function it replaced, ``async with 
 
 
 async def get_json(provider: Provider, url: str) -> Any:
-    """GET ``url`` with the provider's headers; the decoded JSON, or UpstreamError."""
+    """GET ``url`` with the provider's headers (discovery); the decoded JSON, or UpstreamError."""
     try:
-        async with provider.session.get(url, headers=provider.headers, timeout=provider._client_timeout, proxy=provider.proxy) as resp:
-            if resp.status >= 400:
-                raise await _http_error(provider, resp)
-            return await read_json(provider, resp)
+        async with provider.session.get(
+            url,
+            headers=provider.headers,
+            timeout=provider._client_timeout,
+            proxy=provider.proxy,
+            ssl=provider.ssl,
+            allow_redirects=False,
+        ) as resp:
+            if resp.status >= 300:
+                raise await _error(provider, resp)
+            return decode(provider, await read_body(provider, resp, MAX_ANSWER))
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise translate(provider, exc) from None
 
 
-async def read_json(provider: Provider, resp: Response) -> Any:
-    try:
-        raw = await resp.read()
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise translate(provider, exc, midstream=True) from None
+def decode(provider: Provider, raw: bytes) -> Any:
     try:
         return jsonutil.loads(raw)
     except jsonutil.JSONDecodeError:
         raise ProtocolError(provider.name, f"{provider.name} sent a body that is not JSON") from None
 
 
-MAX_LINE = 1 << 20  # an NDJSON line longer than this is not a streamed chunk
+async def read_json(provider: Provider, resp: aiohttp.ClientResponse, limit: int = MAX_ANSWER) -> Any:
+    """A whole answer's JSON, at most ``limit`` bytes of it."""
+    return decode(provider, await read_body(provider, resp, limit))
 
 
-async def read_block(provider: Provider, resp: Response) -> bytes:
+async def read_block(provider: Provider, resp: aiohttp.ClientResponse) -> bytes:
     """Whatever bytes have arrived (b"" at the end), transport errors as mid-stream UpstreamErrors."""
     try:
         return await resp.content.readany()
@@ -226,7 +354,7 @@ async def read_block(provider: Provider, resp: Response) -> bytes:
         raise translate(provider, exc, midstream=True) from None
 
 
-async def ndjson_reads(provider: Provider, resp: Response) -> AsyncIterator[list[bytes]]:
+async def ndjson_reads(provider: Provider, resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
     """The complete non-blank lines of each read (without line ends); the last read may end
     without a newline. A read at a time, so a stream's lines cross the layers together."""
     tail = b""

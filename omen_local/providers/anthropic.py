@@ -464,10 +464,10 @@ class AnthropicProvider(Provider):
     def runs_locally(cls, config: ProviderConfig) -> bool:
         return False  # a cloud API, even behind a local proxy
 
-    @property
-    def _url(self) -> str:
+    def endpoint(self, path: str) -> str:
+        """``path`` under the API's /v1 (a base_url may or may not end with it)."""
         base = self.config.base_url.rstrip("/")
-        return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        return f"{base}{path}" if base.endswith("/v1") else f"{base}/v1{path}"
 
     def auth_headers(self) -> dict[str, str]:
         headers = {"anthropic-version": self.config.anthropic_version}
@@ -477,8 +477,7 @@ class AnthropicProvider(Provider):
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         request = self.translated(to_anthropic, self.name, model, body, False)
-        async with _http.post(self, self._url, request) as resp:
-            data = await _http.read_json(self, resp)
+        data = await self._exchange_json("/messages", request)
         if (
             not isinstance(data, dict)
             or data.get("type") != "message"
@@ -503,7 +502,7 @@ class AnthropicProvider(Provider):
         request = self.translated(to_anthropic, self.name, model, body, True)
         translator = StreamTranslator(self.name, self.redact)
         loads = jsonutil.loads
-        async with _http.post(self, self._url, request) as resp:
+        async with self._exchange("/messages", request) as resp:
             decoder = _sse.Decoder()
             while True:
                 block = await _http.read_block(self, resp)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..config import Price, ProviderConfig
-from ._h1 import H1Pool
+from . import _http
 from .errors import Unsupported, UpstreamError
 
 __all__ = [
@@ -249,23 +249,29 @@ class Provider(ABC):
         self._client_timeout = self.timeouts.client_timeout()
         self.proxy = env_proxy(config.base_url)
         self.headers = {"Content-Type": "application/json", **config.headers, **self.auth_headers()}
-        self.h1: H1Pool | None = None  # the lean client, for plain-HTTP upstreams (use_h1)
-        self.h1_headers = b""
+        self.ssl = _http.ssl_context(config.ca_file) if config.ca_file else True  # True: the system's CAs
 
-    def use_h1(self, pool: H1Pool) -> bool:
-        """Send POSTs through ``pool`` if this upstream is plain HTTP without a proxy and its
-        headers can be written as they are; True if so."""
-        if urlsplit(self.config.base_url).scheme != "http" or self.proxy is not None:
-            return False
-        lines = []
-        for name, value in self.headers.items():
-            text = f"{name}: {value}\r\n"
-            if any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value or not text.isascii():
-                return False  # leave odd headers to aiohttp, which checks and encodes them
-            lines.append(text)
-        self.h1_headers = "".join(lines).encode("ascii")
-        self.h1 = pool
-        return True
+    # ------------------------------------------------------------ the seam: every request goes here
+
+    def endpoint(self, path: str) -> str:
+        """The URL of ``path`` (``/chat/completions``, ``/api/chat``...) on this upstream."""
+        return f"{self.config.base_url}{path}"
+
+    def _exchange(self, path: str, body: dict[str, Any]) -> _http.Exchange:
+        """POST ``body`` to ``path``: ``async with`` gives the 2xx response (a stream is read
+        from it); redirects and error statuses raise :meth:`classify`'s error. Every request
+        path of every adapter goes through here, so a rule about answers lives in one place."""
+        return _http.Exchange(self, self.endpoint(path), body)
+
+    async def _exchange_json(self, path: str, body: dict[str, Any], *, limit: int = _http.MAX_ANSWER) -> Any:
+        """:meth:`_exchange` for a whole answer: its JSON, at most ``limit`` bytes of it."""
+        async with self._exchange(path, body) as resp:
+            return await _http.read_json(self, resp, limit)
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        """What an error status (``body``: at most 64 KB of it) says: an :class:`HTTPStatusError`
+        by status unless the adapter knows its upstream's wording (Ollama's capability errors)."""
+        return _http.status_error(self, status, headers, body)
 
     @classmethod
     def needs_key(cls, config: ProviderConfig) -> bool:

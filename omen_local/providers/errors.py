@@ -95,6 +95,17 @@ class HTTPStatusError(UpstreamError):
         return self.status in (429, 503)
 
 
+class Redirected(HTTPStatusError):
+    """A 3xx: OMEN follows no redirect for an upstream (its key would go wherever the
+    upstream points), so the provider's address is wrong: the whole provider is blamed,
+    and another may answer."""
+
+    def __init__(self, provider: str, message: str, *, status: int, retry_after: float | None = None) -> None:
+        super().__init__(provider, message, status=status, retry_after=retry_after)
+        self.blame = Blame.PROVIDER
+        self.retryable = True
+
+
 class ProtocolError(UpstreamError):
     kind = ErrorKind.PROTOCOL
 

@@ -5,23 +5,23 @@ The native API reports real token counts (``prompt_eval_count``/``eval_count``) 
 loads models on demand, which the OpenAI shim hides; so we translate ourselves. Legacy
 completions go to /api/generate with ``suffix`` for fill-in-the-middle (the model's
 template formats the prompt, as Ollama's own /v1/completions does). A model that lacks
-the capability (Ollama answers 400 "... does not support ...") is an ``unsupported``
-error, so routing tries another.
+the capability (Ollama answers 400 "... does not support tools", "... does not support
+insert"...) is an ``unsupported`` error on every path (:meth:`OllamaProvider.classify`),
+so routing tries another candidate without holding it against the model's health.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from .. import jsonutil
 from ..config import ProviderConfig
 from . import _http
 from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
-from .errors import HTTPStatusError, ProtocolError, StreamBroken, Unsupported
+from .errors import ProtocolError, StreamBroken, Unsupported, UpstreamError
 
 _OPTION_MAP = {
     "temperature": "temperature",
@@ -169,6 +169,51 @@ def _finish(data: dict[str, Any], had_tools: bool) -> str:
     return "length" if data.get("done_reason") == "length" else "stop"
 
 
+class _ChatPieces:
+    """/api/chat stream lines as deltas (tool calls numbered across the stream)."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def delta(self, data: dict[str, Any]) -> dict[str, Any]:
+        msg = data.get("message") or {}
+        delta: dict[str, Any] = {}
+        if msg.get("content"):
+            delta["content"] = msg["content"]
+        if msg.get("thinking"):
+            delta["reasoning_content"] = msg["thinking"]
+        calls = _tool_calls(msg.get("tool_calls"), self.calls)
+        if calls:
+            delta["tool_calls"] = calls
+            self.calls += len(calls)
+        return delta
+
+    def finish(self, data: dict[str, Any]) -> str:
+        return _finish(data, self.calls > 0)
+
+
+class _TextPieces:
+    """/api/generate stream lines as text deltas (the echoed prompt goes out with the first)."""
+
+    __slots__ = ("echo",)
+
+    def __init__(self, echo: str) -> None:
+        self.echo = echo
+
+    def delta(self, data: dict[str, Any]) -> dict[str, Any]:
+        piece = data.get("response")
+        text = self.echo + (piece if isinstance(piece, str) else "")
+        if not text:
+            return {}
+        self.echo = ""
+        return {"content": text}
+
+    def finish(self, data: dict[str, Any]) -> str:
+        return _finish(data, False)
+
+
 class OllamaProvider(Provider):
     kind = "ollama"
     discovers_by_default = True  # what is pulled is what it serves
@@ -181,6 +226,15 @@ class OllamaProvider(Provider):
     def runs_locally(cls, config: ProviderConfig) -> bool:
         return True  # Ollama is a local model server, wherever its address points
 
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        """Ollama's 400 "<model> does not support <capability>" (tools, insert, embedding,
+        thinking, vision...) is this model's limit for this request: ``unsupported``, so
+        routing moves on and the model's health is untouched."""
+        err = super().classify(status, headers, body)
+        if status == 400 and "does not support" in err.message:
+            return Unsupported(self.name, err.message)
+        return err
+
     async def discover(self) -> list[str]:
         data = await _http.get_json(self, f"{self.config.base_url}/api/tags")
         models = data.get("models") if isinstance(data, dict) else None
@@ -191,9 +245,7 @@ class OllamaProvider(Provider):
         return configured + [n for n in names if isinstance(n, str) and n not in configured]
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
-        url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, False)) as resp:
-            data = await _http.read_json(self, resp)
+        data = await self._exchange_json("/api/chat", self.translated(to_ollama, self.name, model, body, False))
         if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
             raise ProtocolError(self.name, f"{self.name} sent an answer without a message")
         msg = data["message"]
@@ -227,7 +279,14 @@ class OllamaProvider(Provider):
         return unbatched(self.stream_batches(model, body, text=True))
 
     def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
-        return self._generate(model, body) if text else self._chat(model, body)
+        return self._stream(model, body, text)
+
+    def _start(self, model: str, body: dict[str, Any], text: bool) -> tuple[str, dict[str, Any], _ChatPieces | _TextPieces]:
+        """Path, request body and line reader of a stream (/api/generate for text completions)."""
+        if text:
+            request = self.translated(to_ollama_generate, self.name, model, body, True)
+            return "/api/generate", request, _TextPieces(request["prompt"] if body.get("echo") else "")
+        return "/api/chat", self.translated(to_ollama, self.name, model, body, True), _ChatPieces()
 
     def _line(self, line: bytes) -> dict[str, Any] | None:
         """One NDJSON line as an object (None: not an object, skipped); an error line raises."""
@@ -241,10 +300,10 @@ class OllamaProvider(Provider):
             raise StreamBroken(self.name, self.redact(f"{self.name}: {data['error']}"))
         return data
 
-    async def _chat(self, model: str, body: dict[str, Any]) -> AsyncIterator[Batch]:
-        url = f"{self.config.base_url}/api/chat"
-        async with _http.post(self, url, self.translated(to_ollama, self.name, model, body, True)) as resp:
-            n_calls = 0
+    async def _stream(self, model: str, body: dict[str, Any], text: bool) -> AsyncIterator[Batch]:
+        """The one NDJSON stream loop (chat and generate differ only in their ``pieces``)."""
+        path, request, pieces = self._start(model, body, text)
+        async with self._exchange(path, request) as resp:
             async for lines in _http.ndjson_reads(self, resp):
                 batch = Batch()
                 try:
@@ -252,20 +311,11 @@ class OllamaProvider(Provider):
                         data = self._line(line)
                         if data is None:
                             continue
-                        msg = data.get("message") or {}
-                        delta: dict[str, Any] = {}
-                        if msg.get("content"):
-                            delta["content"] = msg["content"]
-                        if msg.get("thinking"):
-                            delta["reasoning_content"] = msg["thinking"]
-                        calls = _tool_calls(msg.get("tool_calls"), n_calls)
-                        if calls:
-                            delta["tool_calls"] = calls
-                            n_calls += len(calls)
+                        delta = pieces.delta(data)
                         if delta:
                             batch.append(Chunk(delta=delta))
                         if data.get("done"):
-                            batch.append(Chunk(finish_reason=_finish(data, n_calls > 0), usage=_usage(data)))
+                            batch.append(Chunk(finish_reason=pieces.finish(data), usage=_usage(data)))
                             batch.last = True
                             yield batch
                             return
@@ -279,17 +329,6 @@ class OllamaProvider(Provider):
 
     # ------------------------------------------------------------ embeddings and text completions
 
-    @asynccontextmanager
-    async def _post(self, url: str, body: dict[str, Any]) -> AsyncIterator[Any]:
-        """:func:`_http.post`, with Ollama's "model does not support X" 400 made ``unsupported``."""
-        try:
-            async with _http.post(self, url, body) as resp:
-                yield resp
-        except HTTPStatusError as err:
-            if err.status == 400 and "does not support" in err.message:
-                raise Unsupported(self.name, err.message) from None
-            raise
-
     async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
         value = body.get("input")
         if not isinstance(value, str) and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
@@ -297,8 +336,7 @@ class OllamaProvider(Provider):
         request: dict[str, Any] = {"model": model, "input": value}
         if body.get("dimensions") is not None:
             request["dimensions"] = body["dimensions"]
-        async with self._post(f"{self.config.base_url}/api/embed", request) as resp:
-            data = await _http.read_json(self, resp)
+        data = await self._exchange_json("/api/embed", request, limit=_http.MAX_EMBEDDINGS)
         count = 1 if isinstance(value, str) else len(value)
         vectors = _vectors(data, count)
         if vectors is None:
@@ -309,8 +347,7 @@ class OllamaProvider(Provider):
 
     async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
         request = self.translated(to_ollama_generate, self.name, model, body, False)
-        async with self._post(f"{self.config.base_url}/api/generate", request) as resp:
-            data = await _http.read_json(self, resp)
+        data = await self._exchange_json("/api/generate", request)
         if not isinstance(data, dict) or not isinstance(data.get("response"), str):
             raise ProtocolError(self.name, f"{self.name} sent an answer without a response")
         text = (request["prompt"] if body.get("echo") else "") + data["response"]
@@ -326,32 +363,3 @@ class OllamaProvider(Provider):
             },
             usage=usage,
         )
-
-    async def _generate(self, model: str, body: dict[str, Any]) -> AsyncIterator[Batch]:
-        request = self.translated(to_ollama_generate, self.name, model, body, True)
-        echo = request["prompt"] if body.get("echo") else ""  # goes out with the first piece
-        async with self._post(f"{self.config.base_url}/api/generate", request) as resp:
-            async for lines in _http.ndjson_reads(self, resp):
-                batch = Batch()
-                try:
-                    for line in lines:
-                        data = self._line(line)
-                        if data is None:
-                            continue
-                        piece = data.get("response")
-                        text = echo + (piece if isinstance(piece, str) else "")
-                        if text:
-                            echo = ""
-                            batch.append(Chunk(delta={"content": text}))
-                        if data.get("done"):
-                            batch.append(Chunk(finish_reason=_finish(data, False), usage=_usage(data)))
-                            batch.last = True
-                            yield batch
-                            return
-                except (ProtocolError, StreamBroken):
-                    if batch:
-                        yield batch
-                    raise
-                if batch:
-                    yield batch
-            raise StreamBroken(self.name, f"{self.name} ended the stream before it was done")

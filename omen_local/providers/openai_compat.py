@@ -54,7 +54,7 @@ class OpenAICompatProvider(Provider):
         return out
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
-        data = await _http.post_json(self, f"{self.config.base_url}/chat/completions", self._body(model, body, False))
+        data = await self._exchange_json("/chat/completions", self._body(model, body, False))
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise ProtocolError(self.name, f"{self.name} sent a completion without choices")
         data.setdefault("model", model)
@@ -65,10 +65,10 @@ class OpenAICompatProvider(Provider):
 
     def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
         path = "/completions" if text else "/chat/completions"
-        return self._stream(f"{self.config.base_url}{path}", self._body(model, body, True), text=text)
+        return self._stream(path, self._body(model, body, True), text=text)
 
     async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
-        data = await _http.post_json(self, f"{self.config.base_url}/completions", self._body(model, body, False))
+        data = await self._exchange_json("/completions", self._body(model, body, False))
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("text"), str):
             raise ProtocolError(self.name, f"{self.name} sent a completion without text")
@@ -80,7 +80,7 @@ class OpenAICompatProvider(Provider):
 
     async def embed(self, model: str, body: dict[str, Any]) -> Embeddings:
         request = {**body, "model": model, "encoding_format": "float"}
-        data = await _http.post_json(self, f"{self.config.base_url}/embeddings", request)
+        data = await self._exchange_json("/embeddings", request, limit=_http.MAX_EMBEDDINGS)
         items = data.get("data") if isinstance(data, dict) else None
         vectors = _vectors(items)
         if vectors is None:
@@ -88,8 +88,8 @@ class OpenAICompatProvider(Provider):
         usage = Usage.from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
         return Embeddings(vectors, data.get("model") or model, usage)
 
-    async def _stream(self, url: str, request: dict[str, Any], *, text: bool) -> AsyncIterator[Batch]:
-        async with _http.post(self, url, request) as resp:
+    async def _stream(self, path: str, request: dict[str, Any], *, text: bool) -> AsyncIterator[Batch]:
+        async with self._exchange(path, request) as resp:
             decoder = _sse.Decoder()
             read = resp.content.readany
             loads = jsonutil.loads
