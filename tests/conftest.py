@@ -1,7 +1,13 @@
-"""Shared fixtures: fake upstreams on 127.0.0.1, an OmenService wired to them, an SDK client."""
+"""Shared fixtures: fake upstreams on 127.0.0.1, an OmenService wired to them, an SDK client.
+
+``start_stack(..., tls=True)`` (and the ``any_stack`` fixture, once each way) serves the
+fakes over HTTPS with a certificate from a test CA made for the run (``trustme``), which
+each provider trusts through its ``ca_file``: the path cloud upstreams take, end to end.
+"""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +44,10 @@ class Stack:
         return {"Authorization": f"Bearer {token or self.token}"}
 
 
-def write_config(path: Path, data_dir: Path, ollama: str, openai_url: str, anthropic: str, extra: str = "") -> Path:
+def write_config(
+    path: Path, data_dir: Path, ollama: str, openai_url: str, anthropic: str, extra: str = "", ca_file: Path | None = None
+) -> Path:
+    ca = f'ca_file = "{ca_file}"' if ca_file else ""
     path.write_text(
         f"""
 [server]
@@ -54,14 +63,17 @@ health_interval_s = 3600
 
 [providers.ollama]
 base_url = "{ollama}"
+{ca}
 
 [providers.openai]
 base_url = "{openai_url}/v1"
 key = ["keyring:openai"]
+{ca}
 
 [providers.anthropic]
 base_url = "{anthropic}"
 key = ["keyring:anthropic"]
+{ca}
 
 [intents]
 chat = ["ollama/*", "anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]
@@ -74,10 +86,28 @@ cloud = ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"]
     return path
 
 
-async def start_stack(tmp_path: Path, extra: str = "", **overrides: Any) -> AsyncIterator[Stack]:
-    async with FakeOllama() as ollama, FakeOpenAI() as oai, FakeAnthropic() as ant:
+def make_test_ca(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A CA made for this test, a server context with its certificate for 127.0.0.1, and the
+    CA's PEM file (what a provider's ``ca_file`` points to)."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    ca_file = tmp_path / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return server, ca_file
+
+
+async def start_stack(tmp_path: Path, extra: str = "", *, tls: bool = False, **overrides: Any) -> AsyncIterator[Stack]:
+    ollama, oai, ant = FakeOllama(), FakeOpenAI(), FakeAnthropic()
+    ca_file = None
+    if tls:
+        server_ssl, ca_file = make_test_ca(tmp_path)
+        ollama.ssl = oai.ssl = ant.ssl = server_ssl
+    async with ollama, oai, ant:
         data_dir = tmp_path / "data"
-        cfg_path = write_config(tmp_path / "config.toml", data_dir, ollama.url, oai.url, ant.url, extra)
+        cfg_path = write_config(tmp_path / "config.toml", data_dir, ollama.url, oai.url, ant.url, extra, ca_file)
         config: Config = load_config(cfg_path, overrides=overrides or None)
         store = SecretStore(data_dir, use_keyring=False)
         store.set("openai", FakeOpenAI.api_key)
@@ -96,4 +126,11 @@ async def start_stack(tmp_path: Path, extra: str = "", **overrides: Any) -> Asyn
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     async for s in start_stack(tmp_path):
+        yield s
+
+
+@pytest.fixture(params=["http", "tls"])
+async def any_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The stack over plain HTTP, then over TLS (a test CA's certificates)."""
+    async for s in start_stack(tmp_path, tls=request.param == "tls"):
         yield s

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply, tool_reply
 
@@ -20,6 +22,13 @@ WEATHER_TOOL = {
     },
 }
 
+
+
+@pytest.fixture(params=["http", "tls"])
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    """This module's tests run over plain HTTP and over TLS (tests/conftest.py's test CA)."""
+    async for s in start_stack(tmp_path, tls=request.param == "tls"):
+        yield s
 
 async def test_auto_plain_goes_local_first(stack: Stack) -> None:
     stack.ollama.queue(Reply(text="Bonjour!", prompt_tokens=21, completion_tokens=4))

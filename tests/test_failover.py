@@ -17,6 +17,13 @@ from tests.fakes.fake_anthropic import http_error, text_reply
 MSG = [{"role": "user", "content": "hello"}]
 
 
+
+@pytest.fixture(params=["http", "tls"])
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    """This module's tests run over plain HTTP and over TLS (tests/conftest.py's test CA)."""
+    async for s in start_stack(tmp_path, tls=request.param == "tls"):
+        yield s
+
 @pytest.fixture
 async def quick(tmp_path: Path) -> AsyncIterator[Stack]:
     async for s in start_stack(tmp_path, defaults={"first_token_timeout_s": 0.3}):

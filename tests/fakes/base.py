@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class FakeServer:
         self.seen: list[Seen] = []
         self.url = ""
         self.bind = ("127.0.0.1", 0)  # where __aenter__ listens (a port of its own by default)
+        self.ssl: ssl.SSLContext | None = None  # serve HTTPS with this (tests/conftest.py: a test CA's)
         self._runner: web.AppRunner | None = None
 
     def queue(self, *replies: Reply) -> None:
@@ -83,10 +85,10 @@ class FakeServer:
         self.routes(app)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, *self.bind)
+        site = web.TCPSite(self._runner, *self.bind, ssl_context=self.ssl)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://{self.bind[0]}:{port}"
+        port = self._runner.addresses[0][1]
+        self.url = f"{'https' if self.ssl else 'http'}://{self.bind[0]}:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

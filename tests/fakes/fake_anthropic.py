@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import json
 import re
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -272,6 +273,7 @@ class FakeAnthropic:
         self.accept_bearer = accept_bearer
         self.model_ids = ["claude-haiku-4-5-20251001", "claude-sonnet-4-5-20250929"]
         self.bind = ("127.0.0.1", 0)
+        self.ssl: ssl.SSLContext | None = None  # serve HTTPS with this (tests/conftest.py: a test CA's)
         self.requests: list[Received] = []
         self.default = Reply()
         self._queue: deque[Reply] = deque()
@@ -297,10 +299,10 @@ class FakeAnthropic:
             app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, *self.bind)
+        site = web.TCPSite(self._runner, *self.bind, ssl_context=self.ssl)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if self.ssl else 'http'}://{host}:{port}"
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -41,6 +41,7 @@ class FakeOllama(FakeServer):
         self.models = models if models is not None else ["llama3.2:latest", "qwen2.5-coder:7b"]
         self.embed_models = embed_models if embed_models is not None else ["nomic-embed-text:latest"]
         self.insert_models = insert_models if insert_models is not None else ["qwen2.5-coder:7b"]
+        self.no_tools: set[str] = set()  # models whose template has no tools: 400 on a request with tools
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)
@@ -100,6 +101,8 @@ class FakeOllama(FakeServer):
         model = body["model"]
         if model not in self.models:
             return web.json_response({"error": f'model "{model}" not found, try pulling it first'}, status=404)
+        if body.get("tools") and model in self.no_tools:  # checked before loading, as Ollama does
+            return web.json_response({"error": f"registry.ollama.ai/library/{model} does not support tools"}, status=400)
         if r.status:
             return web.json_response({"error": r.error_message}, status=r.status, headers=r.headers)
         if not body.get("stream", True):
@@ -264,6 +267,8 @@ class FakeOllama(FakeServer):
         model = body.get("model")
         if model not in self.models:
             return self._openai_error(404, f'model "{model}" not found, try pulling it first')
+        if body.get("tools") and model in self.no_tools:
+            return self._openai_error(400, f"registry.ollama.ai/library/{model} does not support tools")
         if r.status:
             return self._openai_error(r.status, r.error_message)
         cid = f"chatcmpl-{len(self.seen) % 999}"
