@@ -55,12 +55,14 @@ UPSTREAM_KEY = "sk-bench-" + "0" * 24
 EXPLICIT = "openai/gpt-4o-mini"
 
 # Targets of issue 10, all relative to the thin proxy (or OMEN itself) in the same run.
-TARGET_NS_SHARE = 0.75  # non-streamed c=64 rps, OMEN / thin proxy
-TARGET_STREAM_SHARE = 0.75  # streamed c=16 rps, OMEN / thin proxy
+# Issue 22's restated targets (one transport: aiohttp for every upstream request); the CPU
+# ratio and the translated-stream share are issue 10's, still printed for comparison.
+TARGET_NS_SHARE = 0.50  # non-streamed c=64 rps, OMEN / thin proxy
+TARGET_STREAM_SHARE = 0.40  # streamed c=16 rps, OMEN / thin proxy
 TARGET_TTFB_OVER_THIN_MS = 0.25  # time to first token at c=1, OMEN - thin proxy (p50)
 TARGET_CPU_RATIO = 1.4  # CPU per request, OMEN / thin proxy, streamed and not
 TARGET_TRANSLATED_SHARE = 0.70  # Anthropic / Ollama streamed c=16 rps, over OMEN's OpenAI stream rps
-TARGET_LAG_P99_MS = 1.0  # event-loop lag p99 under c=64 load
+TARGET_LAG_OVER_THIN_MS = 1.0  # event-loop lag p99, paced: OMEN's <= the thin proxy's + this
 CLAUDE = "anthropic/claude-haiku-4-5"
 LLAMA = "ollama/llama3.2"
 BENCH_FROM = "omen"  # the x-bench-from header OMEN's providers send; the upstream counts them
@@ -1195,7 +1197,7 @@ def report_targets(
     ns, st = rows["c=64 non-stream explicit"], rows["c=16 stream explicit"]
     ttfb = c1[2].results
     print(
-        "\nTargets (issue 10). Ratios are medians over the rounds of the ratio within each round (the two runs "
+        "\nTargets (issue 22; the CPU and translated-stream lines are issue 10's). Ratios are medians over the rounds of the ratio within each round (the two runs "
         "of a round are seconds apart, so the machine's drift cancels); in brackets, every round's ratio"
     )
 
@@ -1231,10 +1233,12 @@ def report_targets(
                     f"{share:.0%} [{each}]  {verdict(share >= TARGET_TRANSLATED_SHARE)}"
                 )
     for name, lag, floor in lags:
-        thin = f" (thin proxy: {floor.p99:.3f} ms)" if floor is not None else ""
+        if floor is None:
+            print(f"  event-loop lag p99 under {name} load: {lag.p99:.3f} ms (no thin proxy run to compare)")
+            continue
         print(
-            f"  event-loop lag p99 under {name} load <= {TARGET_LAG_P99_MS} ms: {lag.p99:.3f} ms{thin}  "
-            f"{verdict(lag.p99 <= TARGET_LAG_P99_MS)}"
+            f"  event-loop lag p99 under {name} load <= thin proxy's + {TARGET_LAG_OVER_THIN_MS} ms: {lag.p99:.3f} ms "
+            f"(thin proxy: {floor.p99:.3f} ms)  {verdict(lag.p99 <= floor.p99 + TARGET_LAG_OVER_THIN_MS)}"
         )
     print(
         f"  usage exact after a mixed load: {check.sent} requests, upstream saw {check.upstream}, OMEN metered "

@@ -239,23 +239,23 @@ class Span:
 
 def spans(start: float, end: float, fine: bool) -> list[Span]:
     """Split [start, end) into raw edges, whole hours and (unless ``fine``) whole days."""
-    h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
-    if h0 >= h1:
+    first_hour, end_hour = math.ceil(start / HOUR), math.floor(end / HOUR)
+    if first_hour >= end_hour:
         return [Span("raw", start, end)]
     out = []
-    if start < h0 * HOUR:
-        out.append(Span("raw", start, h0 * HOUR))
-    d0, d1 = math.ceil(h0 / 24), math.floor(h1 / 24)
-    if fine or d0 >= d1:
-        out.append(Span("hour", h0, h1))
+    if start < first_hour * HOUR:
+        out.append(Span("raw", start, first_hour * HOUR))
+    first_day, end_day = math.ceil(first_hour / 24), math.floor(end_hour / 24)
+    if fine or first_day >= end_day:
+        out.append(Span("hour", first_hour, end_hour))
     else:
-        if h0 < d0 * 24:
-            out.append(Span("hour", h0, d0 * 24))
-        out.append(Span("day", d0, d1))
-        if d1 * 24 < h1:
-            out.append(Span("hour", d1 * 24, h1))
-    if h1 * HOUR < end:
-        out.append(Span("raw", h1 * HOUR, end))
+        if first_hour < first_day * 24:
+            out.append(Span("hour", first_hour, first_day * 24))
+        out.append(Span("day", first_day, end_day))
+        if end_day * 24 < end_hour:
+            out.append(Span("hour", end_day * 24, end_hour))
+    if end_hour * HOUR < end:
+        out.append(Span("raw", end_hour * HOUR, end))
     return out
 
 
