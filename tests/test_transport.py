@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -317,10 +318,11 @@ async def test_chunk_extensions_trailers_and_gzip_are_read(server: Scripted, ses
 
 
 async def test_a_custom_ca_file_is_trusted_for_its_provider_only(tmp_path: Any, session: aiohttp.ClientSession) -> None:
-    trustme = pytest.importorskip("trustme")
+    import trustme
+
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
-    server_ctx = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(server_ctx)
     srv = Scripted()
     srv.server = await asyncio.start_server(srv.handle, "127.0.0.1", 0, ssl=server_ctx)
@@ -341,3 +343,15 @@ def test_error_bodies_are_read_for_their_message() -> None:
     assert _http.body_message(jsonutil.dumps({"error": {"message": "nope"}})) == "nope"
     assert _http.body_message(b"plain text") == "plain text"
     assert _http.body_message(b"", "Bad Gateway") == "Bad Gateway"
+
+
+def test_a_ca_file_that_is_missing_or_not_pem_is_a_config_error(tmp_path: Any) -> None:
+    from omen_local.config import ConfigError, load_config
+
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("hello\n")
+    for path in (tmp_path / "missing.pem", bad):
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f'[providers.x]\nkind = "openai"\nbase_url = "https://127.0.0.1:1/v1"\nca_file = "{path}"\n')
+        with pytest.raises(ConfigError, match=r"providers\.x\.ca_file"):
+            load_config(cfg)
