@@ -181,25 +181,36 @@ async def test_an_upstream_that_closes_idle_connections_after_a_second(session: 
         assert srv.connections == 2
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "ollama"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_a_redirect_is_an_error_naming_the_location_and_the_key_goes_nowhere(
-    server: Scripted, session: aiohttp.ClientSession
+    server: Scripted, session: aiohttp.ClientSession, kind: str, stream: bool
 ) -> None:
+    """Issue 21.9: an upstream answering 307 to another address must not get the key (and
+    the prompt) re-sent there; the redirect is an error naming where it pointed."""
+    from omen_local.providers.registry import provider_kinds
+
     target = Scripted()
     target.server = await asyncio.start_server(target.handle, "127.0.0.1", 0)
     async with target.server:
         location = str(target.url).encode()
+        config = ProviderConfig(name="up", kind=kind, base_url=server.base)
+        provider = provider_kinds()[kind](config, session, key="sk-secret")
         for status in (301, 302, 303, 307, 308):
             server.scripts.append(lambda r, s=status: [b"HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % (s, location)])
-            provider = provider_for(server.base, session, key="sk-secret")
             with pytest.raises(Redirected) as caught:
-                await provider.complete("m", ASK)
+                if stream:
+                    async for _ in provider.stream("m", ASK):
+                        pass
+                else:
+                    await provider.complete("m", ASK)
             assert caught.value.status == status and str(target.url) in caught.value.message
             assert caught.value.retryable and caught.value.blame == "provider"
-        # discovery's GET follows none either
-        server.scripts.append(lambda r: [b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location])
-        with pytest.raises(Redirected):
-            await provider.discover()
-        assert target.requests == []
+        if kind != "anthropic":  # discovery's GET follows none either (Anthropic's models are configured)
+            server.scripts.append(lambda r: [b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location])
+            with pytest.raises(Redirected):
+                await provider.discover()
+        assert target.requests == [] and target.connections == 0
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip", "chunked"])
