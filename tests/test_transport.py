@@ -137,6 +137,23 @@ async def test_keep_alive_reuses_one_connection(server: Scripted, session: aioht
     assert b"Authorization: Bearer sk-1\r\n" in server.requests[0]
 
 
+async def test_the_connector_tells_a_request_whether_its_connection_was_pooled(server: Scripted, session: aiohttp.ClientSession) -> None:
+    """The retry below rests on this (an override of aiohttp's documented
+    ``BaseConnector.connect``): if aiohttp changes it, this says so first."""
+    marks = []
+    for _ in range(3):
+        attempt = _http._Attempt()
+        token = _http._ATTEMPT.set(attempt)
+        try:
+            async with session.post(server.url, data=b"{}") as resp:
+                await resp.read()
+        finally:
+            _http._ATTEMPT.reset(token)
+        marks.append(attempt.reused)
+    assert marks == [False, True, True], "aiohttp's BaseConnector.connect no longer reports pooled connections to _http._Connector"
+    assert server.connections == 1
+
+
 async def test_a_post_on_a_reused_connection_closed_before_any_answer_is_sent_again_once(
     server: Scripted, session: aiohttp.ClientSession
 ) -> None:
