@@ -56,6 +56,9 @@ port = 0
 [storage]
 data_dir = "{data_dir}"
 
+[discovery]
+local = false  # hermetic: a model server someone runs on this machine is not part of the test
+
 [defaults]
 failure_cooldown_s = 30
 first_token_timeout_s = 5

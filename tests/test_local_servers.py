@@ -59,7 +59,7 @@ async def test_discover_lists_an_openai_compatible_servers_models(tmp_path: Path
 async def test_a_server_started_after_omen_is_used_by_auto_without_config(tmp_path: Path) -> None:
     port = _dead_port()
     dead_ollama = {"ollama": {"base_url": f"http://127.0.0.1:{_dead_port()}"}}
-    async for stack in start_stack(tmp_path, providers=dead_ollama, discovery={"extra": [f"http://127.0.0.1:{port}/v1"]}):
+    async for stack in start_stack(tmp_path, providers=dead_ollama, discovery={"local": True, "extra": [f"http://127.0.0.1:{port}/v1"]}):
         with_ollama_only = {"omen": {"providers": ["ollama"]}}
         try:
             await stack.client.chat.completions.create(model="auto", messages=MSG, extra_body=with_ollama_only)
