@@ -121,3 +121,20 @@ async def test_auto_code_with_tools_fails_over_past_ollama_models_without_tool_s
     stack.ollama.queue(Reply(text="local"))
     plain = await stack.client.chat.completions.create(model="auto-code", messages=MSG)
     assert plain.choices[0].message.content == "local"
+
+
+async def test_the_messages_door_with_tools_fails_over_past_ollama_models_without_tool_support(code_stack: Stack) -> None:
+    """Claude Code's path: /v1/messages, streamed, with tools, model auto-code."""
+    stack = code_stack
+    stack.ollama.no_tools = set(stack.ollama.models)
+    stack.anthropic.enqueue(text_reply("from claude"))
+    body = {
+        "model": "auto-code", "max_tokens": 100, "stream": True, "messages": MSG,
+        "tools": [{"name": "read_file", "description": "Read a file", "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}],
+    }  # fmt: skip
+    async with aiohttp.ClientSession() as http, http.post(f"{stack.base}/v1/messages", json=body, headers=stack.auth()) as resp:
+        assert resp.status == 200
+        assert resp.headers["x-omen-provider"] == "anthropic"
+        events = sse_events(await resp.read())
+    assert "".join(e[1]["delta"].get("text", "") for e in events if e[0] == "content_block_delta") == "from claude"
+    assert stack.anthropic.last.body["tools"][0]["name"] == "read_file"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import os
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -207,10 +208,19 @@ def make_session() -> aiohttp.ClientSession:
     )
 
 
-@functools.lru_cache(maxsize=16)
 def ssl_context(ca_file: str) -> ssl.SSLContext:
     """The system's trusted CAs plus ``ca_file`` (a provider's ``ca_file``: a private CA, a
-    corporate proxy's, a test CA). Made once per file."""
+    corporate proxy's, a test CA). Made once per file and version of it (a reload after the
+    file changed reads it again)."""
+    try:
+        version = os.stat(ca_file).st_mtime_ns
+    except OSError:
+        version = 0  # gone since the config was read: loading it says so
+    return _ssl_context(ca_file, version)
+
+
+@functools.lru_cache(maxsize=16)
+def _ssl_context(ca_file: str, version: int) -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.load_verify_locations(cafile=ca_file)
     return context
