@@ -26,6 +26,7 @@ from glyph.config import ConfigError, GlyphConfig, default_config_path, load_con
 from glyph.consent import DenyPrompter, Prompter, TerminalPrompter
 from glyph.db import Store
 from glyph.decisions import DecisionMemory
+from glyph.display import VisibleFormatter, json_visible, one_line
 from glyph.downstream import SEP
 from glyph.init import no_config_message, no_tools_message, write_starter
 from glyph.pins import Pins
@@ -131,8 +132,9 @@ def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: Te
 
 
 def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="glyph %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(VisibleFormatter("glyph %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("mcp", "httpx", "httpx2", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     prompter = choose_prompter(args.prompt, args.http, fallback=args.prompt_fallback)
@@ -172,15 +174,15 @@ def _audit(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     rows = log.rows(None if args.limit == 0 else args.limit)
     if args.json:
         for row in rows:
-            print(json.dumps(row, ensure_ascii=False), file=out)
+            print(json_visible(json.dumps(row, ensure_ascii=False)), file=out)
         return 0
     print(f"{'id':>5}  {'time (UTC)':19}  {'kind':6}  {'client':14}  {'tool':32}  {'decision':8}  "
           f"{'outcome':15}  {'ms':>7}  {'bytes':>7}  decided by", file=out)
     for r in rows:
         tool = f"{r['server']}{SEP}{r['tool']}" if r["server"] else r["tool"]
-        print(f"{r['id']:>5}  {r['ts'][:19]:19}  {r['kind']:6}  {r['client'][:14]:14}  {tool[:32]:32}  "
-              f"{r['decision']:8}  {r['outcome'][:15]:15}  {r['duration_us'] / 1000:7.1f}  {r['result_bytes']:>7}  "
-              f"{r['decided_by']}", file=out)
+        print(one_line(f"{r['id']:>5}  {r['ts'][:19]:19}  {r['kind']:6}  {r['client'][:14]:14}  {tool[:32]:32}  "
+                       f"{r['decision']:8}  {r['outcome'][:15]:15}  {r['duration_us'] / 1000:7.1f}  "
+                       f"{r['result_bytes']:>7}  {r['decided_by']}"), file=out)
     return 0
 
 

@@ -170,9 +170,10 @@ class TerminalPrompter:
         return cls(tty_in, tty_out)
 
     async def ask(self, request: ConsentRequest) -> Decision:
+        from glyph.display import visible
         from glyph.render import render_request
 
-        self._write("\n" + render_request(request) + "\n")
+        self._write("\n" + visible(render_request(request)) + "\n")  # visible() again: this is the tty
         for _ in range(3):
             self._write(_MENU + "\n> ")
             stop = threading.Event()

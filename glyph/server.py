@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from glyph import __version__
+from glyph.display import one_line
 from glyph.gateway import Gateway
 from rune.server import BearerAuth  # the same loopback hardening as Rune's HTTP server
 
@@ -31,12 +32,17 @@ INSTRUCTIONS = (
 )
 
 
+MAX_CLIENT_NAME = 200
+
+
 def client_name(ctx: ServerRequestContext[Any, Any]) -> str:
+    """The client's self-declared name, made one visible line: it reaches prompts, the audit and logs."""
     params = ctx.session.client_params
     if params is None:
         return "unknown"
     info = params.client_info
-    return f"{info.name}/{info.version}" if info.version else info.name
+    name = f"{info.name}/{info.version}" if info.version else info.name
+    return one_line(name[:MAX_CLIENT_NAME])
 
 
 class MalformedCalls:
