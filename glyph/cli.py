@@ -23,13 +23,22 @@ import anyio
 from glyph import __version__
 from glyph.audit import AuditLog
 from glyph.config import ConfigError, GlyphConfig, default_config_path, load_config
-from glyph.consent import DenyPrompter, Prompter, TerminalPrompter
+from glyph.consent import (
+    NO_PROMPT_HTTP,
+    NO_PROMPT_NO_APP,
+    NO_PROMPT_OFF,
+    NO_PROMPT_STDIO,
+    DenyPrompter,
+    Prompter,
+    TerminalPrompter,
+)
 from glyph.db import Store
 from glyph.decisions import DecisionMemory
 from glyph.display import VisibleFormatter, json_visible, one_line
 from glyph.downstream import SEP
 from glyph.init import no_config_message, no_tools_message, write_starter
 from glyph.pins import Pins
+from rune.pipes import client_gone, discard_stdout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +125,8 @@ def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: Te
         from glyph.app_prompter import AppPrompter
 
         local = fallback or ("local-auto" if mode == "auto" else "deny")
+        if local == "deny":
+            return AppPrompter(DenyPrompter(NO_PROMPT_NO_APP))
         return AppPrompter(choose_prompter(local, http, stdin, stderr))
     if mode == "dialog":
         from glyph.app_prompter import DialogPrompter
@@ -128,7 +139,9 @@ def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: Te
         logging.getLogger("glyph").warning("no terminal to prompt on; every prompt is denied")
     elif mode == "local-auto" and http and stdin.isatty():
         return TerminalPrompter(stdin, stderr)
-    return DenyPrompter()
+    elif mode == "deny":
+        return DenyPrompter(NO_PROMPT_OFF)
+    return DenyPrompter(NO_PROMPT_HTTP if http else NO_PROMPT_STDIO)
 
 
 def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
@@ -154,6 +167,10 @@ def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
         anyio.run(run)
     except KeyboardInterrupt:
         pass
+    except BaseException as exc:
+        if not client_gone(exc):
+            raise
+        discard_stdout()  # the client closed the pipe: a normal end, no traceback
     return 0
 
 
