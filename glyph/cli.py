@@ -1,7 +1,7 @@
 """``glyph``: serve the gateway, read and verify the audit log, manage pins and decisions.
 
     glyph init [--config FILE] [--root DIR] [--force]
-    glyph serve [--config FILE] [--http [--host H] [--port P]] [--prompt auto|app|tty|dialog|deny]
+    glyph serve [--config FILE] [--http [--host H] [--port P] [--no-auth]] [--prompt auto|app|tty|dialog|deny]
     glyph audit [--config FILE] [--limit N] [--json] [--verify [--head ID:HASH]]
     glyph pins [--config FILE] [--approve SERVER__TOOL ...]
     glyph decisions [--config FILE] [--forget SERVER__TOOL ...]
@@ -54,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the MCP gateway (stdio by default)")
     serve.add_argument("--config", type=Path, help="config file (TOML or JSON)")
     serve.add_argument("--http", action="store_true",
-                       help="serve Streamable HTTP instead of stdio (GLYPH_HTTP_TOKEN: require that bearer token)")
+                       help="serve Streamable HTTP instead of stdio; clients need the bearer token in "
+                            "<data_dir>/http-token (created on first use) or GLYPH_HTTP_TOKEN")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="with --http on a loopback host only: no token (any local user or process can call tools)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8767)
     serve.add_argument("--prompt", choices=("auto", "app", "tty", "dialog", "deny"), default="auto",
@@ -150,6 +153,13 @@ def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("mcp", "httpx", "httpx2", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    token: str | None = None
+    if args.http:
+        try:
+            token = http_token(config, args.host, args.no_auth, sys.stderr)
+        except (ValueError, OSError) as exc:
+            print(f"glyph: {exc}", file=sys.stderr, flush=True)
+            return 2
     prompter = choose_prompter(args.prompt, args.http, fallback=args.prompt_fallback)
 
     async def run() -> None:
@@ -159,7 +169,7 @@ def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
         async with Gateway(config, prompter) as gateway:
             logging.getLogger("glyph").info("status %s; prompts: %s", json.dumps(gateway.status()), prompter.name)
             if args.http:
-                await serve_http(gateway, args.host, args.port, os.environ.get("GLYPH_HTTP_TOKEN") or None)
+                await serve_http(gateway, args.host, args.port, token)
             else:
                 await serve_stdio(gateway)
 
@@ -172,6 +182,40 @@ def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
             raise
         discard_stdout()  # the client closed the pipe: a normal end, no traceback
     return 0
+
+
+NO_AUTH_WARNING = """\
+glyph WARNING: ==============================================================
+glyph WARNING:  --no-auth: this Glyph answers ANY process of ANY user on this
+glyph WARNING:  machine (loopback is shared). They can call its tools on {roots}.
+glyph WARNING:  Drop --no-auth to require the token.
+glyph WARNING: =============================================================="""
+
+
+def http_token(config: GlyphConfig, host: str, no_auth: bool, err: TextIO) -> str | None:
+    """The token `glyph serve --http` requires: GLYPH_HTTP_TOKEN, else the stored one (created once).
+
+    ``--no-auth`` is only accepted on a loopback host, and said loudly; ValueError otherwise.
+    """
+    from glyph.http_auth import LOOPBACK, load_or_create, token_path
+
+    if no_auth:
+        if host not in LOOPBACK:
+            raise ValueError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1), not {host}")
+        print(NO_AUTH_WARNING.format(roots=", ".join(str(r) for r in config.roots) or "(no roots)"),
+              file=err, flush=True)
+        return None
+    env = os.environ.get("GLYPH_HTTP_TOKEN")
+    if env:
+        return env
+    path = token_path(config.data_dir)
+    token, created = load_or_create(path)
+    if created:
+        print(f"glyph: created the HTTP token (shown only this once; stored in {path}, readable by you only).\n"
+              f"glyph: clients send the header  Authorization: Bearer {token}", file=err, flush=True)
+    else:
+        print(f"glyph: HTTP clients need the bearer token stored in {path}", file=err, flush=True)
+    return token
 
 
 def _audit(store: Store, args: argparse.Namespace, out: TextIO) -> int:
