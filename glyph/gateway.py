@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,7 @@ from anyio.abc import TaskGroup
 from mcp import MCPError
 
 from glyph.audit import AuditEntry, AuditLog
+from glyph.casefold import case_insensitive as case_insensitive_fs
 from glyph.config import RUNE, GlyphConfig, ServerSpec
 from glyph.consent import (
     ConsentRequest,
@@ -61,10 +63,13 @@ class Gateway:
     (``glyph.server``) and the tray app call :meth:`list_tools` and :meth:`call`.
     """
 
-    def __init__(self, config: GlyphConfig, prompter: Prompter | None = None) -> None:
+    def __init__(self, config: GlyphConfig, prompter: Prompter | None = None,
+                 case_insensitive: Callable[[Path], bool] = case_insensitive_fs) -> None:
         self.config = config
         self.roots: tuple[Path, ...] = real_roots(config.roots)
-        self.policy = Policy(config.rules, self.roots, config.consent)
+        # Deny globs match in any case on roots whose file system ignores case (detected once per root).
+        self.policy = Policy(config.rules, self.roots, config.consent,
+                             fold=[r for r in self.roots if case_insensitive(r)])
         self.prompter: Prompter = prompter or DenyPrompter()
         self._rune: Any = None  # the in-process Rune, when configured
         self.downstreams: dict[str, Downstream] = {
