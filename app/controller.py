@@ -372,7 +372,7 @@ class OmenApp(QObject):
     def copy_endpoint(self) -> None:
         clip = QGuiApplication.clipboard()
         text = f"OPENAI_BASE_URL={self.url}/v1\nOPENAI_API_KEY={self.host.owner_token}\n"
-        if self.glyph is not None:  # Glyph's MCP endpoint requires the same bearer token
+        if self.glyph is not None and self.glyph.token:  # Glyph's MCP endpoint takes the same bearer token
             text += f"GLYPH_MCP_URL={self.glyph.url}\nGLYPH_HTTP_TOKEN={self.glyph.token}\n"
         clip.setText(text)
 
