@@ -177,3 +177,22 @@ def test_tray_notifications_and_tooltip_show_upstream_text_visibly(qapp: object)
     assert shown[0][1].endswith("⟨U+202E⟩your key expired⟨U+200B⟩\nline 2")
     tray.set_state(Overall("degraded", "openai down", ("openai: \x1b]8;;http://evil\x07click\u202e",)), "")
     assert invisible(tray.icon.toolTip()) == [] and "␛]8;;http://evil␇click⟨U+202E⟩" in tray.icon.toolTip()
+
+
+def test_the_audit_view_shows_hostile_rows_visibly(qapp: object, tmp_path: Path) -> None:
+    from app.audit_view import AuditView
+    from glyph.audit import AuditEntry, AuditLog
+    from glyph.db import Store
+
+    with Store(tmp_path / "g.db") as store:
+        log = AuditLog(store)
+        log.append(AuditEntry(client="ed\u202e\x1b[2J", server="rune", tool="x\u200by",
+                              arguments={"content": "\x1b[8mhidden\u2066"}, decision="deny", outcome="denied"))
+        view = AuditView(log)
+        try:
+            cells = [view.table.item(0, j) for j in range(view.table.columnCount())]
+            texts = [c.text() for c in cells if c is not None] + [cells[0].toolTip() if cells[0] else ""]
+            assert all(invisible(t) == [] for t in texts), texts
+            assert "ed⟨U+202E⟩␛[2J" in texts and "hidden⟨U+2066⟩" in texts[-1]
+        finally:
+            view.deleteLater()
