@@ -196,3 +196,13 @@ def test_the_audit_view_shows_hostile_rows_visibly(qapp: object, tmp_path: Path)
             assert "ed⟨U+202E⟩␛[2J" in texts and "hidden⟨U+2066⟩" in texts[-1]
         finally:
             view.deleteLater()
+
+
+def test_notices_built_from_upstream_text_are_visible() -> None:
+    from app.notify import Notices
+    from omen_local.observe import HealthEvent
+
+    notice = Notices().health(HealthEvent(provider="evil\x1b[2J", state="down",
+                                          detail="503 \u202eyour key leaked\u200b\x1b]8;;http://x\x07"), 0.0)
+    assert notice is not None and invisible(notice.title + notice.body) == []
+    assert notice.title == "evil␛[2J is down" and "⟨U+202E⟩your key leaked⟨U+200B⟩␛]8;;http://x␇" in notice.body
