@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pwd
 import shutil
 import subprocess
+import sys
+import traceback
 
 import pytest
 
@@ -28,8 +32,44 @@ def attacker() -> pwd.struct_passwd:
 
 
 def run_as_attacker(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` (stdlib only: the system interpreter) as the attacker, from /."""
+    """Run Python ``code`` (stdlib only) as the attacker, from /.
+
+    With the system interpreter when there is one (the project's venv lives under /root,
+    which the attacker cannot enter); otherwise in a forked child that drops to the
+    attacker's uid and gid before running it.
+    """
     user = attacker()
-    python = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
-    return subprocess.run([python, "-I", "-c", code, *args], capture_output=True, text=True, timeout=60, cwd="/",
-                          user=user.pw_uid, group=user.pw_gid, extra_groups=[], env={"PATH": "/usr/bin:/bin"})
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is not None:
+        return subprocess.run([python, "-I", "-c", code, *args], capture_output=True, text=True, timeout=60, cwd="/",
+                              user=user.pw_uid, group=user.pw_gid, extra_groups=[], env={"PATH": "/usr/bin:/bin"})
+    return _forked(code, list(args), user)
+
+
+def _forked(code: str, args: list[str], user: pwd.struct_passwd) -> subprocess.CompletedProcess[str]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become the attacker, run the code, report, never return into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            os.chdir("/")
+            out = io.StringIO()
+            sys.argv = ["attacker", *args]
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, "<attacker>", "exec"), {"__name__": "__main__"})
+            os.write(write_end, out.getvalue().encode())
+            status = 0
+        except BaseException:
+            os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read().decode(errors="replace")
+    _, wait_status = os.waitpid(pid, 0)
+    code_ = os.waitstatus_to_exitcode(wait_status)
+    return subprocess.CompletedProcess([], code_, output if code_ == 0 else "", output if code_ else "")
