@@ -304,7 +304,8 @@ class Gateway:
         names such a folder would act on them.
         """
         executes = spec.rooted or spec.name == RUNE
-        if not paths or (executes and (entry.read_only or entry.tool.name in EXCLUDES_INSIDE_FOLDERS)):
+        if not paths or (executes and entry.read_only) or (
+                spec.name == RUNE and entry.tool.name in EXCLUDES_INSIDE_FOLDERS):
             return None
         exclusions = self.policy.exclusions(entry.server, entry.tool.name)
         rules = (*exclusions.hide, *exclusions.content)
