@@ -39,7 +39,7 @@ def render_header(request: ConsentRequest) -> str:
         + (f"  [{', '.join(hints)}]" if hints else ""),
         f"Why asked: {one_line(request.reason)}",
     ]
-    about = request.description.strip().split("\n")[0][:200] if request.description else ""
+    about = re.split(r"\r?\n", request.description.strip())[0][:200] if request.description else ""
     if about:
         lines.append("About    : " + one_line(about))
     return "\n".join(lines)
