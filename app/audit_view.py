@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from glyph.audit import AuditLog, VerifyReport
+from glyph.display import one_line, visible
 
 COLUMNS = ("id", "time (UTC)", "kind", "client", "server", "tool", "decision", "decided by", "outcome",
            "ms", "bytes")
@@ -85,8 +86,8 @@ class AuditView(QWidget):
             if row["detail"]:
                 tip += "\n\n" + row["detail"]
             for j, value in enumerate(values):
-                item = QTableWidgetItem(str(value))
-                item.setToolTip(tip)
+                item = QTableWidgetItem(one_line(str(value)))  # names and arguments are untrusted text
+                item.setToolTip(visible(tip))
                 if row["decision"] == "deny":
                     item.setForeground(DENIED)
                 self.table.setItem(i, j, item)

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from glyph.consent import ConsentRequest, Decision, Scope
+from glyph.display import one_line
 from glyph.render import render_arguments
 
 SCOPE_ORDER = (Scope.ONCE, Scope.SESSION, Scope.ALWAYS, Scope.DENY, Scope.DENY_ALWAYS)
@@ -82,12 +83,14 @@ class ConsentDialog(QDialog):
         self.request = request
         self._decision: Decision | None = None
         self._deadline = time.monotonic() + timeout_s if timeout_s else None
-        self.setWindowTitle(f"Glyph: allow {request.tool}?")
+        self.setWindowTitle(f"Glyph: allow {one_line(request.tool)}?")
         self.setObjectName("glyph-consent")
         self.resize(760, 560)
 
         layout = QVBoxLayout(self)
-        e = html.escape
+        def e(text: str) -> str:  # untrusted: no bidi override or invisible character reaches the label
+            return html.escape(one_line(text))
+
         header = QLabel(
             f"<b>{e(request.client)}</b> wants to run <b>{e(request.tool)}</b> on server "
             f"<b>{e(request.server)}</b> <span style='color:gray'>({e(request.exposed)})</span>")

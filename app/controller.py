@@ -371,7 +371,10 @@ class OmenApp(QObject):
 
     def copy_endpoint(self) -> None:
         clip = QGuiApplication.clipboard()
-        clip.setText(f"OPENAI_BASE_URL={self.url}/v1\nOPENAI_API_KEY={self.host.owner_token}\n")
+        text = f"OPENAI_BASE_URL={self.url}/v1\nOPENAI_API_KEY={self.host.owner_token}\n"
+        if self.glyph is not None and self.glyph.token:  # Glyph's MCP endpoint takes the same bearer token
+            text += f"GLYPH_MCP_URL={self.glyph.url}\nGLYPH_HTTP_TOKEN={self.glyph.token}\n"
+        clip.setText(text)
 
     def apply(self, *edits: config_edit.Edit, done: Callable[[BaseException | None], None] | None = None) -> None:
         """Write the edits to the user's config (off the UI thread) and reload OMEN with it."""

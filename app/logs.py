@@ -9,6 +9,7 @@ from pathlib import Path
 
 import platformdirs
 
+from glyph.display import VisibleFormatter
 from omen_local.config import APP_NAME
 
 LOG_FILE = "omen-app.log"
@@ -28,7 +29,7 @@ def setup(level: str = "info", directory: Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(folder / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS,
                                                    encoding="utf-8")
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(VisibleFormatter(FORMAT))
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     for old in [h for h in root.handlers if isinstance(h, logging.handlers.RotatingFileHandler)]:
@@ -37,7 +38,7 @@ def setup(level: str = "info", directory: Path | None = None) -> Path:
     root.addHandler(handler)
     if not any(type(h) is logging.StreamHandler for h in root.handlers):
         console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter(FORMAT))
+        console.setFormatter(VisibleFormatter(FORMAT))
         root.addHandler(console)
     for noisy in ("aiohttp.access", "mcp", "httpx", "httpx2", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -10,8 +10,9 @@ flapping provider (down, up, down...) says so once instead of every time.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from glyph.display import one_line, visible
 from omen_local.observe import HealthEvent
 
 from .state import Failover
@@ -61,7 +62,10 @@ class Notices:
         self._quota_said: dict[str, int] = {}  # quota label -> highest threshold announced
 
     def _pass(self, notice: Notice, now: float) -> Notice | None:
-        return notice if self.limiter.allow(notice.key, now) else None
+        if not self.limiter.allow(notice.key, now):
+            return None
+        # Provider names and upstream details are untrusted: no control or invisible character is shown.
+        return replace(notice, title=one_line(notice.title), body=visible(notice.body, "\n"))
 
     def health(self, event: HealthEvent, now: float) -> Notice | None:
         if event.state == "down" and event.provider not in self._down:

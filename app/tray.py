@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
+from glyph.display import one_line, visible
 from omen_local.config import STRATEGIES
 
 from .icons import state_icon
@@ -85,12 +86,12 @@ class Tray:
         if overall.state != self.state:
             self.state = overall.state
             self.icon.setIcon(state_icon(overall.state, template=self.template))
-        self.icon.setToolTip(tooltip(overall, url))
+        self.icon.setToolTip(visible(tooltip(overall, url), "\n"))  # provider details are untrusted text
 
     def notify(self, title: str, body: str, level: str) -> None:
         icon = {"critical": QSystemTrayIcon.MessageIcon.Critical,
                 "warning": QSystemTrayIcon.MessageIcon.Warning}.get(level, QSystemTrayIcon.MessageIcon.Information)
-        self.icon.showMessage(title, body, icon, 8000)
+        self.icon.showMessage(one_line(title), visible(body, "\n"), icon, 8000)  # upstream text: made visible
 
     # ---------------------------------------------------------------- the menu
 

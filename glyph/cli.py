@@ -1,7 +1,7 @@
 """``glyph``: serve the gateway, read and verify the audit log, manage pins and decisions.
 
     glyph init [--config FILE] [--root DIR] [--force]
-    glyph serve [--config FILE] [--http [--host H] [--port P]] [--prompt auto|app|tty|dialog|deny]
+    glyph serve [--config FILE] [--http [--host H] [--port P] [--no-auth]] [--prompt auto|app|tty|dialog|deny]
     glyph audit [--config FILE] [--limit N] [--json] [--verify [--head ID:HASH]]
     glyph pins [--config FILE] [--approve SERVER__TOOL ...]
     glyph decisions [--config FILE] [--forget SERVER__TOOL ...]
@@ -23,12 +23,22 @@ import anyio
 from glyph import __version__
 from glyph.audit import AuditLog
 from glyph.config import ConfigError, GlyphConfig, default_config_path, load_config
-from glyph.consent import DenyPrompter, Prompter, TerminalPrompter
+from glyph.consent import (
+    NO_PROMPT_HTTP,
+    NO_PROMPT_NO_APP,
+    NO_PROMPT_OFF,
+    NO_PROMPT_STDIO,
+    DenyPrompter,
+    Prompter,
+    TerminalPrompter,
+)
 from glyph.db import Store
 from glyph.decisions import DecisionMemory
+from glyph.display import VisibleFormatter, json_visible, one_line
 from glyph.downstream import SEP
 from glyph.init import no_config_message, no_tools_message, write_starter
 from glyph.pins import Pins
+from rune.pipes import client_gone, discard_stdout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the MCP gateway (stdio by default)")
     serve.add_argument("--config", type=Path, help="config file (TOML or JSON)")
     serve.add_argument("--http", action="store_true",
-                       help="serve Streamable HTTP instead of stdio (GLYPH_HTTP_TOKEN: require that bearer token)")
+                       help="serve Streamable HTTP instead of stdio; clients need the bearer token in "
+                            "<data_dir>/http-token (created on first use) or GLYPH_HTTP_TOKEN")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="with --http on a loopback host only: no token (any local user or process can call tools)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8767)
     serve.add_argument("--prompt", choices=("auto", "app", "tty", "dialog", "deny"), default="auto",
@@ -115,6 +128,8 @@ def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: Te
         from glyph.app_prompter import AppPrompter
 
         local = fallback or ("local-auto" if mode == "auto" else "deny")
+        if local == "deny":
+            return AppPrompter(DenyPrompter(NO_PROMPT_NO_APP))
         return AppPrompter(choose_prompter(local, http, stdin, stderr))
     if mode == "dialog":
         from glyph.app_prompter import DialogPrompter
@@ -127,14 +142,24 @@ def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: Te
         logging.getLogger("glyph").warning("no terminal to prompt on; every prompt is denied")
     elif mode == "local-auto" and http and stdin.isatty():
         return TerminalPrompter(stdin, stderr)
-    return DenyPrompter()
+    elif mode == "deny":
+        return DenyPrompter(NO_PROMPT_OFF)
+    return DenyPrompter(NO_PROMPT_HTTP if http else NO_PROMPT_STDIO)
 
 
 def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="glyph %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(VisibleFormatter("glyph %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("mcp", "httpx", "httpx2", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    token: str | None = None
+    if args.http:
+        try:
+            token = http_token(config, args.host, args.no_auth, sys.stderr)
+        except (ValueError, OSError) as exc:
+            print(f"glyph: {exc}", file=sys.stderr, flush=True)
+            return 2
     prompter = choose_prompter(args.prompt, args.http, fallback=args.prompt_fallback)
 
     async def run() -> None:
@@ -144,7 +169,7 @@ def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
         async with Gateway(config, prompter) as gateway:
             logging.getLogger("glyph").info("status %s; prompts: %s", json.dumps(gateway.status()), prompter.name)
             if args.http:
-                await serve_http(gateway, args.host, args.port, os.environ.get("GLYPH_HTTP_TOKEN") or None)
+                await serve_http(gateway, args.host, args.port, token)
             else:
                 await serve_stdio(gateway)
 
@@ -152,7 +177,45 @@ def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:
         anyio.run(run)
     except KeyboardInterrupt:
         pass
+    except BaseException as exc:
+        if not client_gone(exc):
+            raise
+        discard_stdout()  # the client closed the pipe: a normal end, no traceback
     return 0
+
+
+NO_AUTH_WARNING = """\
+glyph WARNING: ==============================================================
+glyph WARNING:  --no-auth: this Glyph answers ANY process of ANY user on this
+glyph WARNING:  machine (loopback is shared). They can call its tools on {roots}.
+glyph WARNING:  Drop --no-auth to require the token.
+glyph WARNING: =============================================================="""
+
+
+def http_token(config: GlyphConfig, host: str, no_auth: bool, err: TextIO) -> str | None:
+    """The token `glyph serve --http` requires: GLYPH_HTTP_TOKEN, else the stored one (created once).
+
+    ``--no-auth`` is only accepted on a loopback host, and said loudly; ValueError otherwise.
+    """
+    from glyph.http_auth import LOOPBACK, load_or_create, token_path
+
+    if no_auth:
+        if host not in LOOPBACK:
+            raise ValueError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1), not {host}")
+        print(NO_AUTH_WARNING.format(roots=", ".join(str(r) for r in config.roots) or "(no roots)"),
+              file=err, flush=True)
+        return None
+    env = os.environ.get("GLYPH_HTTP_TOKEN")
+    if env:
+        return env
+    path = token_path(config.data_dir)
+    token, created = load_or_create(path)
+    if created:
+        print(f"glyph: created the HTTP token (shown only this once; stored in {path}, readable by you only).\n"
+              f"glyph: clients send the header  Authorization: Bearer {token}", file=err, flush=True)
+    else:
+        print(f"glyph: HTTP clients need the bearer token stored in {path}", file=err, flush=True)
+    return token
 
 
 def _audit(store: Store, args: argparse.Namespace, out: TextIO) -> int:
@@ -172,15 +235,15 @@ def _audit(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     rows = log.rows(None if args.limit == 0 else args.limit)
     if args.json:
         for row in rows:
-            print(json.dumps(row, ensure_ascii=False), file=out)
+            print(json_visible(json.dumps(row, ensure_ascii=False)), file=out)
         return 0
     print(f"{'id':>5}  {'time (UTC)':19}  {'kind':6}  {'client':14}  {'tool':32}  {'decision':8}  "
           f"{'outcome':15}  {'ms':>7}  {'bytes':>7}  decided by", file=out)
     for r in rows:
         tool = f"{r['server']}{SEP}{r['tool']}" if r["server"] else r["tool"]
-        print(f"{r['id']:>5}  {r['ts'][:19]:19}  {r['kind']:6}  {r['client'][:14]:14}  {tool[:32]:32}  "
-              f"{r['decision']:8}  {r['outcome'][:15]:15}  {r['duration_us'] / 1000:7.1f}  {r['result_bytes']:>7}  "
-              f"{r['decided_by']}", file=out)
+        print(one_line(f"{r['id']:>5}  {r['ts'][:19]:19}  {r['kind']:6}  {r['client'][:14]:14}  {tool[:32]:32}  "
+                       f"{r['decision']:8}  {r['outcome'][:15]:15}  {r['duration_us'] / 1000:7.1f}  "
+                       f"{r['result_bytes']:>7}  {r['decided_by']}"), file=out)
     return 0
 
 

@@ -50,6 +50,7 @@ SCOPE_LABELS = {
 class Decision:
     scope: Scope
     by: str  # who or what decided: "user:qt", "user:terminal", "fail-closed:timeout", ...
+    note: str = field(default="", compare=False)  # why no one could be asked, for the refusal message
 
     @property
     def allows(self) -> bool:
@@ -88,13 +89,29 @@ class Prompter(Protocol):
     async def ask(self, request: ConsentRequest) -> Decision: ...
 
 
+NO_PROMPT = "this Glyph has no consent prompt"
+NO_PROMPT_STDIO = "this Glyph has no consent prompt (under stdio, stdin and stdout carry MCP)"
+NO_PROMPT_HTTP = ("this Glyph serves HTTP with no consent prompt (it has no terminal to ask on, and the tray "
+                  "app is not running)")
+NO_PROMPT_NO_APP = ("the OMEN Local tray app, which asks for this Glyph, is not running, and no other consent "
+                    "prompt is configured")
+NO_PROMPT_OFF = "this Glyph was started with consent prompts turned off (--prompt deny)"
+
+
 class DenyPrompter:
-    """For when no one can be asked: every question is answered with a denial."""
+    """For when no one can be asked: every question is answered with a denial.
+
+    ``why`` says why no one can be asked (the transport, a flag); the refusal message repeats
+    it, so the model is not told something about the setup that is not true.
+    """
 
     name = "none"
 
+    def __init__(self, why: str = NO_PROMPT) -> None:
+        self.why = why
+
     async def ask(self, request: ConsentRequest) -> Decision:
-        return Decision(Scope.DENY, "fail-closed:no-prompter")
+        return Decision(Scope.DENY, "fail-closed:no-prompter", self.why)
 
 
 async def ask_fail_closed(prompter: Prompter, request: ConsentRequest, timeout_s: float) -> Decision:
@@ -122,8 +139,8 @@ def refusal_message(server: str, tool: str, exposed: str, decision: Decision, ti
            f"terminal; the OMEN Local tray app shows a consent dialog), or add an allow rule to glyph.toml: "
            f'[[rules]] server = "{server}" tool = "{tool}" action = "allow".')
     if by.startswith("fail-closed:no-prompter"):
-        return (f"Denied: {exposed} needs the user's consent, but no one could be asked: this Glyph has no "
-                f"consent prompt (under stdio, stdin and stdout carry MCP). The user has not refused it. {fix}")
+        return (f"Denied: {exposed} needs the user's consent, but no one could be asked: "
+                f"{decision.note or NO_PROMPT}. The user has not refused it. {fix}")
     if by.startswith("fail-closed:timeout"):
         return (f"Denied: nobody answered the consent prompt for {exposed} within {timeout_s:g} s, so Glyph "
                 f"refused it (no answer is a denial). The user may not be at the computer; ask them, then retry.")
@@ -170,9 +187,10 @@ class TerminalPrompter:
         return cls(tty_in, tty_out)
 
     async def ask(self, request: ConsentRequest) -> Decision:
+        from glyph.display import visible
         from glyph.render import render_request
 
-        self._write("\n" + render_request(request) + "\n")
+        self._write("\n" + visible(render_request(request)) + "\n")  # visible() again: this is the tty
         for _ in range(3):
             self._write(_MENU + "\n> ")
             stop = threading.Event()

@@ -15,16 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp import MCPError
 
 from glyph.audit import AuditEntry, AuditLog
+from glyph.casefold import case_insensitive as case_insensitive_fs
 from glyph.config import RUNE, GlyphConfig, ServerSpec
 from glyph.consent import (
     ConsentRequest,
@@ -38,6 +41,7 @@ from glyph.consent import (
 )
 from glyph.db import Store
 from glyph.decisions import DecisionMemory
+from glyph.dircheck import Inside, denied_inside
 from glyph.downstream import Downstream, Target, ToolEntry
 from glyph.paths import PathError, extract_paths, real_roots, resolve
 from glyph.pins import Pins
@@ -48,6 +52,8 @@ from glyph.withhold import withheld_by
 log = logging.getLogger("glyph.gateway")
 
 SHUTDOWN_GRACE_S = 10.0
+# Rune's write tools that carry out a call's exclusions for what a folder argument holds.
+EXCLUDES_INSIDE_FOLDERS = frozenset({"git_add"})
 
 
 def tool_error(message: str) -> types.CallToolResult:
@@ -61,10 +67,13 @@ class Gateway:
     (``glyph.server``) and the tray app call :meth:`list_tools` and :meth:`call`.
     """
 
-    def __init__(self, config: GlyphConfig, prompter: Prompter | None = None) -> None:
+    def __init__(self, config: GlyphConfig, prompter: Prompter | None = None,
+                 case_insensitive: Callable[[Path], bool] = case_insensitive_fs) -> None:
         self.config = config
         self.roots: tuple[Path, ...] = real_roots(config.roots)
-        self.policy = Policy(config.rules, self.roots, config.consent)
+        # Deny globs match in any case on roots whose file system ignores case (detected once per root).
+        self.policy = Policy(config.rules, self.roots, config.consent,
+                             fold=[r for r in self.roots if case_insensitive(r)])
         self.prompter: Prompter = prompter or DenyPrompter()
         self._rune: Any = None  # the in-process Rune, when configured
         self.downstreams: dict[str, Downstream] = {
@@ -233,6 +242,12 @@ class Gateway:
         if verdict.action == "deny":
             return await self._refuse(audit, started, "denied", f"policy:{verdict.reason}",
                                       f"Denied by Glyph policy: {verdict.reason}")
+        inside = await self._denied_inside(entry, paths, spec)
+        if inside is not None:
+            reason = inside.describe(self.roots)
+            rule = f"rule {inside.rule.index}" if inside.rule is not None else "a folder too large to check"
+            return await self._refuse(audit, started, "denied", f"policy:{rule} (inside {inside.directory})",
+                                      f"Denied by Glyph policy: {reason}.")
 
         decided_by = await self._settled(entry, verdict.action == "allow", verdict.reason)
         if decided_by is None:
@@ -280,6 +295,27 @@ class Gateway:
                 return await self._done(audit, started, "invalid_output", tool_error(
                     f"{exposed} returned a result that does not match its outputSchema: {detail}"), detail)
         return await self._done(audit, started, "error" if result.is_error else "ok", clean)
+
+    async def _denied_inside(self, entry: ToolEntry, paths: tuple[Path, ...], spec: ServerSpec) -> Inside | None:
+        """The first directory argument holding paths a deny rule covers (glyph/dircheck.py), if any.
+
+        Read-only tools of a server that carries out the exclusions (Rune), and Rune's ``git_add``
+        (its pathspecs exclude them), leave those paths out themselves; every other call that
+        names such a folder would act on them.
+        """
+        executes = spec.rooted or spec.name == RUNE
+        if not paths or (executes and entry.read_only) or (
+                spec.name == RUNE and entry.tool.name in EXCLUDES_INSIDE_FOLDERS):
+            return None
+        exclusions = self.policy.exclusions(entry.server, entry.tool.name)
+        rules = (*exclusions.hide, *exclusions.content)
+        if not rules:
+            return None
+        for path in paths:
+            inside = await anyio.to_thread.run_sync(denied_inside, path, rules, self.roots, self.policy.fold)
+            if inside:
+                return inside
+        return None
 
     async def _settled(self, entry: ToolEntry, policy_allows: bool, reason: str) -> str | None:
         """Who already decided, if anyone: ``deny:...`` for a denial, None to ask the user."""

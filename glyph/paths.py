@@ -17,12 +17,13 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+from glyph.casefold import fold_glob
 from rune.exclude import glob_to_regex as rune_glob_to_regex
 
 PATH_NAMES = frozenset({
@@ -116,19 +117,25 @@ def real_roots(roots: Sequence[Path]) -> tuple[Path, ...]:
 glob_to_regex = functools.lru_cache(maxsize=1024)(rune_glob_to_regex)
 
 
-def path_covered(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
+def _regex(pattern: str, folded: bool) -> re.Pattern[str]:
+    text = pattern.replace(os.sep, "/")
+    return glob_to_regex(fold_glob(text) if folded else text)
+
+
+def path_covered(pattern: str, path: Path, roots: Sequence[Path], fold: Collection[Path] = ()) -> bool:
     """The path, or a directory above it inside its root, matches: a denied directory covers its contents.
 
     The same rule Rune applies to the exclusions Glyph hands it (and git to pathspecs). Works on
-    strings: it runs for every path a result names.
+    strings: it runs for every path a result names. Under a root in ``fold`` (a case-insensitive
+    file system) the pattern matches in any case.
     """
     expanded = os.path.expanduser(pattern)
-    regex = glob_to_regex(expanded.replace(os.sep, "/"))
     absolute = os.path.isabs(expanded)
     text = path.as_posix()
-    if absolute and regex.match(text) is not None:
+    if absolute and _regex(expanded, _in_folded(path, fold)).match(text) is not None:
         return True
     for root in roots:
+        regex = _regex(expanded, root in fold)
         base = root.as_posix().rstrip("/") + "/"
         if text == base.rstrip("/") or text == base:
             if not absolute and regex.match(".") is not None:
@@ -144,15 +151,18 @@ def path_covered(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
     return False
 
 
-def path_matches(pattern: str, path: Path, roots: Sequence[Path]) -> bool:
+def path_matches(pattern: str, path: Path, roots: Sequence[Path], fold: Collection[Path] = ()) -> bool:
     """Absolute (or ``~``) patterns match the absolute path; others match it relative to a root."""
     expanded = os.path.expanduser(pattern)
-    regex = glob_to_regex(expanded.replace(os.sep, "/"))
     if os.path.isabs(expanded):
-        return regex.match(path.as_posix()) is not None
+        return _regex(expanded, _in_folded(path, fold)).match(path.as_posix()) is not None
     for root in roots:
         if path.is_relative_to(root):
             rel = path.relative_to(root).as_posix()
-            if regex.match(rel) is not None:
+            if _regex(expanded, root in fold).match(rel) is not None:
                 return True
     return False
+
+
+def _in_folded(path: Path, fold: Collection[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in fold)

@@ -17,11 +17,12 @@ Order, first hit wins:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from glyph.casefold import fold_glob
 from glyph.config import Action, ConsentSettings, Rule
 from glyph.paths import inside, path_covered, path_matches
 
@@ -47,14 +48,16 @@ class Exclusions:
 
     hide: tuple[Rule, ...] = ()
     content: tuple[Rule, ...] = ()
+    fold: frozenset[Path] = frozenset()  # the roots whose file system ignores case
 
     def __bool__(self) -> bool:
         return bool(self.hide or self.content)
 
-    @staticmethod
-    def globs(rules: tuple[Rule, ...]) -> list[str]:
-        """The rules' globs as a server takes them: ``~`` expanded (Rune does not expand it)."""
-        return list(dict.fromkeys(os.path.expanduser(r.path) for r in rules if r.path is not None))
+    def globs(self, rules: tuple[Rule, ...]) -> list[str]:
+        """The rules' globs as a server takes them: ``~`` expanded (Rune does not expand it), and
+        folded to match any case when a root ignores case (a server matches them case-sensitively)."""
+        expanded = (os.path.expanduser(r.path) for r in rules if r.path is not None)
+        return list(dict.fromkeys(fold_glob(g) if self.fold else g for g in expanded))
 
     def meta(self) -> dict[str, list[str]]:
         """The call's ``_meta`` entries for a server that executes exclusions (Rune)."""
@@ -73,10 +76,15 @@ class Verdict:
 
 
 class Policy:
-    def __init__(self, rules: Sequence[Rule], roots: Sequence[Path], consent: ConsentSettings) -> None:
+    """``fold``: the roots on a case-insensitive file system (``glyph.casefold``): path globs match
+    there in any case, so ``.ENV`` cannot walk around a rule for ``.env``."""
+
+    def __init__(self, rules: Sequence[Rule], roots: Sequence[Path], consent: ConsentSettings,
+                 fold: Collection[Path] = ()) -> None:
         self.rules = tuple(rules)
         self.roots = tuple(roots)
         self.consent = consent
+        self.fold = frozenset(fold)
 
     def evaluate(self, facts: CallFacts) -> Verdict:
         if self.consent.deny_outside_roots:
@@ -100,8 +108,8 @@ class Policy:
         if rule.path is None:
             return True
         if rule.action == "deny":
-            return any(path_covered(rule.path, p, self.roots) for p in facts.paths)
-        hits = [path_matches(rule.path, p, self.roots) for p in facts.paths]
+            return any(path_covered(rule.path, p, self.roots, self.fold) for p in facts.paths)
+        hits = [path_matches(rule.path, p, self.roots, self.fold) for p in facts.paths]
         if rule.action == "allow":
             return bool(hits) and all(hits)
         return any(hits)
@@ -118,7 +126,7 @@ class Policy:
             if (rule.action == "deny" and rule.path is not None and fnmatchcase(server, rule.server)
                     and fnmatchcase(tool, rule.tool)):
                 (content if rule.show_names else hide).append(rule)
-        return Exclusions(tuple(hide), tuple(content))
+        return Exclusions(tuple(hide), tuple(content), self.fold)
 
 
 def describe(rule: Rule) -> str:

@@ -3,7 +3,9 @@
 Readable means: multi-line strings (file contents, patches) are shown as blocks, not as
 JSON with ``\\n`` escapes; old/new text pairs (``old_string``/``new_string``,
 ``oldText``/``newText``, ...) are shown as a unified diff; a changed tool definition is
-shown as a diff of the definition the user approved against the new one.
+shown as a diff of the definition the user approved against the new one. Everything that
+comes from the model, the client or a server passes through ``glyph.display`` first, so no
+escape sequence, bidi override or zero-width character reaches the person deciding.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from glyph.consent import ConsentRequest
+from glyph.display import one_line, visible
 
 _OLD_NEW = {
     "oldstring": "newstring", "oldstr": "newstr", "oldtext": "newtext", "old": "new",
@@ -30,13 +33,15 @@ def _norm(key: str) -> str:
 def render_header(request: ConsentRequest) -> str:
     hints = [h for h, on in (("read-only", request.read_only), ("destructive", request.destructive)) if on]
     lines = [
-        f"Client   : {request.client}",
-        f"Server   : {request.server}",
-        f"Tool     : {request.tool}  ({request.exposed})" + (f"  [{', '.join(hints)}]" if hints else ""),
-        f"Why asked: {request.reason}",
+        f"Client   : {one_line(request.client)}",
+        f"Server   : {one_line(request.server)}",
+        f"Tool     : {one_line(request.tool)}  ({one_line(request.exposed)})"
+        + (f"  [{', '.join(hints)}]" if hints else ""),
+        f"Why asked: {one_line(request.reason)}",
     ]
-    if request.description:
-        lines.append("About    : " + request.description.strip().splitlines()[0][:200])
+    about = re.split(r"\r?\n", request.description.strip())[0][:200] if request.description else ""
+    if about:
+        lines.append("About    : " + one_line(about))
     return "\n".join(lines)
 
 
@@ -49,7 +54,7 @@ def render_arguments(request: ConsentRequest) -> str:
         parts.append("Paths:\n" + "\n".join(f"  {p}" for p in request.paths))
     parts.append("Arguments:\n" + (_render_value(request.arguments, 1) if request.arguments else "  (none)"))
     parts.extend(_edit_diffs(request.arguments, ""))
-    return "\n\n".join(parts)
+    return visible("\n\n".join(parts))
 
 
 def render_request(request: ConsentRequest) -> str:
@@ -59,7 +64,7 @@ def render_request(request: ConsentRequest) -> str:
 def definition_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     a = json.dumps(old, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
     b = json.dumps(new, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
-    return "\n".join(difflib.unified_diff(a, b, "approved", "now", lineterm=""))
+    return visible("\n".join(difflib.unified_diff(a, b, "approved", "now", lineterm="")))
 
 
 def _render_value(value: Any, depth: int) -> str:

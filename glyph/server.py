@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from glyph import __version__
+from glyph.display import one_line
 from glyph.gateway import Gateway
-from rune.server import BearerAuth  # the same loopback hardening as Rune's HTTP server
 
 log = logging.getLogger("glyph.server")
 
@@ -31,12 +31,17 @@ INSTRUCTIONS = (
 )
 
 
+MAX_CLIENT_NAME = 200
+
+
 def client_name(ctx: ServerRequestContext[Any, Any]) -> str:
+    """The client's self-declared name, made one visible line: it reaches prompts, the audit and logs."""
     params = ctx.session.client_params
     if params is None:
         return "unknown"
     info = params.client_info
-    return f"{info.name}/{info.version}" if info.version else info.name
+    name = f"{info.name}/{info.version}" if info.version else info.name
+    return one_line(name[:MAX_CLIENT_NAME])
 
 
 class MalformedCalls:
@@ -90,15 +95,23 @@ async def serve_stdio(gateway: Gateway) -> None:
 
 
 async def serve_http(gateway: Gateway, host: str = "127.0.0.1", port: int = 8767, token: str | None = None) -> None:
-    """Streamable HTTP at ``http://host:port/mcp`` (DNS-rebinding protection on loopback)."""
+    """Streamable HTTP at ``http://host:port/mcp`` (DNS-rebinding protection on loopback).
+
+    With ``token`` every request must carry ``Authorization: Bearer <token>`` (checked by the
+    SDK's bearer-auth middleware); without one (``--no-auth``) only a loopback host is allowed.
+    """
     import uvicorn
 
-    app: ASGIApp = build_server(gateway).streamable_http_app(host=host)
+    from glyph.http_auth import LOOPBACK, StaticTokenVerifier, auth_settings
+
+    server = build_server(gateway)
     if token:
-        app = BearerAuth(app, token)
-    elif host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s without GLYPH_HTTP_TOKEN: anyone who can reach it can call tools", host)
+        app: ASGIApp = server.streamable_http_app(host=host, auth=auth_settings(host, port),
+                                                  token_verifier=StaticTokenVerifier(token))
+    elif host in LOOPBACK:
+        app = server.streamable_http_app(host=host)
+    else:
+        raise ValueError(f"refusing to serve {host} without a token: anyone who can reach it could call tools")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    log.info("glyph listening on http://%s:%d/mcp", host, port)
-    await server.serve()
+    log.info("glyph listening on http://%s:%d/mcp%s", host, port, "" if token else " WITHOUT AUTHENTICATION")
+    await uvicorn.Server(config).serve()

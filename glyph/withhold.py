@@ -64,7 +64,7 @@ def withheld_by(result: types.CallToolResult, exclusions: Exclusions, roots: Seq
         rules = (*exclusions.hide, *(exclusions.content if named.content else ()))
         for rule in rules:
             assert rule.path is not None
-            if path_covered(os.path.expanduser(rule.path), path, roots):
+            if path_covered(os.path.expanduser(rule.path), path, roots, exclusions.fold):
                 return rule
     return None
 

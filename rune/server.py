@@ -22,6 +22,7 @@ import orjson
 from rune import __version__
 from rune.api import Rune
 from rune.errors import RuneError
+from rune.pipes import client_gone, discard_stdout
 
 if TYPE_CHECKING:  # the SDK is heavy to import: load it when serving
     import mcp_types as types
@@ -171,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             anyio.run(serve_stdio, rune)
     except KeyboardInterrupt:
         pass
+    except BaseException as exc:
+        if not client_gone(exc):
+            raise
+        discard_stdout()  # the client closed the pipe: a normal end, no traceback
     finally:
         rune.close()
     return 0

@@ -258,9 +258,11 @@ async def test_write_edit_move_mkdir(tmp_path: Path, repo: Repo) -> None:
         await holds(c, "edit_file", {"path": "a.txt", "edits": [{"old_text": "gamma", "new_text": "GAMMA"}]},
                     refused=False)
         await holds(c, "move", {"source": "sub/.env", "destination": "sub/public.txt"}, refused=True, names_path=True)
-        await holds(c, "move", {"source": "moved", "destination": "elsewhere"}, refused=False)
+        # A folder holding a denied file is refused as a whole (issue 21 item 5: a tool given a folder
+        # acts on everything inside it); the refusal names the denied path.
+        await holds(c, "move", {"source": "moved", "destination": "elsewhere"}, refused=True, names_path=True)
         await holds(c, "make_directory", {"path": "newdir/.env"}, refused=True, names_path=True)
-        assert (repo.root / "elsewhere" / DENIED).read_text().startswith("SUB_KEY=")  # moved with its folder
+        assert (repo.root / "moved" / DENIED).read_text().startswith("SUB_KEY=") and not (repo.root / "elsewhere").exists()
 
 
 async def test_rune_subprocess_gets_the_exclusions_over_mcp(tmp_path: Path, repo: Repo) -> None:
