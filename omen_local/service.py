@@ -89,6 +89,7 @@ class OmenService:
         self._started = 0.0
         self._first_probe: asyncio.Future[None] | None = None  # done once the first probe ends
         self.port = config.server.port
+        self.proof_key = endpoint.new_proof_key()  # in the endpoint file; proves us to clients
 
     # ------------------------------------------------------------ parts made at start
 
@@ -194,7 +195,8 @@ class OmenService:
         )
         self.h1 = H1Pool(keepalive_s=30)  # plain-HTTP upstreams' POSTs (providers/_h1.py)
         self.router_ref.set(self._build(self.config, keys))
-        app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source)
+        app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
+                       functools.partial(endpoint.hello_answer, self))
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)

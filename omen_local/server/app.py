@@ -58,9 +58,11 @@ ROUTER: web.AppKey[RouterRef] = web.AppKey("router", RouterRef)
 TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 STATUS: web.AppKey[Any] = web.AppKey("status", object)
 RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
+HELLO: web.AppKey[Any] = web.AppKey("hello", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/v1/omen/hello"})
+MAX_NONCE = 128
 ErrorRenderer = Callable[[OmenError, str | None], web.Response]
 # (path prefix, renderer): doors whose API has its own error shape (door_kit.register_error_shape).
 ERROR_RENDERERS: web.AppKey[list[tuple[str, ErrorRenderer]]] = web.AppKey("error_renderers", list)
@@ -355,8 +357,19 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(body=jsonutil.dumps(body), content_type="application/json")
 
 
+async def hello(request: web.Request) -> web.Response:
+    """Prove this is the OMEN of the endpoint file before a client sends it a token
+    (endpoint.verify): the nonce's HMAC with the file's secret. Public, and tells nothing."""
+    nonce = request.query.get("nonce", "")
+    if not 16 <= len(nonce) <= MAX_NONCE or not nonce.isascii() or not nonce.isalnum():
+        raise OmenError(400, f"nonce must be 16 to {MAX_NONCE} letters or digits", code="invalid_nonce")
+    body = {"object": "omen.hello", "proof": request.app[HELLO](nonce)}
+    return web.Response(body=jsonutil.dumps(body), content_type="application/json")
+
+
 def make_app(
-    router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None
+    router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None,
+    hello_fn: Any = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)],
@@ -366,12 +379,15 @@ def make_app(
     app[TOKENS] = tokens
     app[STATUS] = status_fn
     app[RELOAD] = reload_fn
+    app[HELLO] = hello_fn
     app.router.add_post("/v1/chat/completions", chat_completions)
     if reload_fn is not None:
         app.router.add_post("/v1/omen/reload", reload)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/v1/omen/status", status)
+    if hello_fn is not None:
+        app.router.add_get("/v1/omen/hello", hello)
     app.router.add_get("/health", health)
     from .messages_door import add_messages_routes  # the doors import this module
     from .responses_door import add_responses_routes
