@@ -67,6 +67,9 @@ class ProviderConfig:
     headers: dict[str, str] = field(default_factory=dict)
     anthropic_version: str = "2023-06-01"
     found: bool = False  # found running on this machine, not configured (local_servers.py)
+    # A loopback server is used only when its socket is the user's (local_trust.py), or this
+    # account's (a user name, uid, or "*"): e.g. "ollama", the account Linux packages run it as.
+    trust_owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +344,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     table = _table(raw, where)
     _check_keys(
         table,
-        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version"},
+        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version", "trust_owner"},
         where,
     )
     if "/" in name or not name:
@@ -384,6 +387,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
         discover=discover,
         headers=dict(headers),
         anthropic_version=_str(table, "anthropic_version", where, "2023-06-01"),
+        trust_owner=_str(table, "trust_owner", where, "") or None,
     )
 
 

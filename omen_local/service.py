@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +165,9 @@ class OmenService:
             for name in providers:
                 if name in old.models and name not in old.undiscovered and config.providers[name].discover:
                     catalog.set_models(name, old.models[name])
+        for f in self.found:  # a server found running listed its models already: usable at once
+            if f.name in providers and f.name in catalog.undiscovered:
+                catalog.set_models(f.name, list(f.models))
         self.health.cooldown_s = d.failure_cooldown_s
         self.health.breaker_failures = d.breaker_failures
         policy = self.metering.policy if self.metering is not None else None
@@ -309,13 +313,25 @@ class OmenService:
         if self.health.ok(provider.name) or changed:
             self.hub.emit(HealthEvent(provider.name, "up", f"{len(models)} models"))
 
+    def _recheck_trust(self, providers: Iterable[Provider], catalog: Catalog) -> None:
+        """A local port can change hands while OMEN runs (a model server stops, another user
+        binds its port): each round asks again who owns it (local_trust.py, a /proc read)."""
+        for p in providers:
+            if catalog.is_local(p.name):
+                why = p.unusable_reason()
+                if why != catalog.usable(p.name):
+                    if why is not None:
+                        log.warning("not using %s: %s", p.name, why)
+                    catalog.set_unusable(p.name, why)
+
     async def _probe_all(self) -> None:
         router = self.router
         catalog = router.planner.catalog
+        self._recheck_trust(router.dispatcher.providers.values(), catalog)
         probes = [
             self._probe(p, catalog)
             for p in router.dispatcher.providers.values()
-            if p.config.enabled and p.config.discover
+            if p.config.enabled and p.config.discover and not (catalog.is_local(p.name) and catalog.usable(p.name))
         ]
         if probes:
             await asyncio.gather(*probes)
