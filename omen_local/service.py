@@ -19,13 +19,15 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import platformdirs
 from aiohttp import web
 
-from . import __version__, endpoint, local_servers
-from .config import Config, load_config
+from . import __version__, endpoint, local_servers, private_files
+from .config import APP_NAME, Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
 from .providers._h1 import H1Pool
@@ -119,7 +121,13 @@ class OmenService:
         return f"http://{host}:{self.port}"
 
     def _open_stores(self) -> None:
-        """Blocking: the keyring (D-Bus, Keychain) and the owner token. Runs in a thread."""
+        """Blocking: the keyring (D-Bus, Keychain) and the owner token. Runs in a thread.
+        First, OMEN's folders are made (or left) readable by the user alone (private_files.py)."""
+        private_files.private_dir(self.config.data_dir)
+        private_files.tighten(self.config.data_dir)
+        private_files.tighten(Path(platformdirs.user_config_dir(APP_NAME)))  # ours: config, glyph.toml, app.json
+        if self.config.source is not None:
+            private_files.tighten(Path(self.config.source))
         if self._secrets is None:
             self._secrets = SecretStore(self.config.data_dir)
         if self._tokens is None:
