@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 POSIX = os.name == "posix"
@@ -48,3 +49,69 @@ def private_file(path: Path) -> Path:
         if side.exists():
             _tighten(side, side.stat())
     return Path(path)
+
+
+# ---------------------------------------------------------------- the runtime folder
+
+RUNTIME_NAME = "omen-local"
+FALLBACKS = 8  # $TMPDIR/omen-local-<uid>-1 .. -8 when the plain name is someone else's
+
+
+def _is_mine(path: Path) -> bool | None:
+    """True: a real folder of ours nobody else may write in; False: someone else's (or a
+    symlink, or writable by others); None: it does not exist."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or (POSIX and (st.st_uid != os.getuid() or st.st_mode & 0o022)):
+        return False
+    return True
+
+
+def runtime_candidates() -> list[Path]:
+    """Where the app's runtime folder may be, in the order the app and Glyph both try."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and Path(base).is_dir():
+        return [Path(base) / RUNTIME_NAME]
+    if os.name == "nt":  # pragma: no cover
+        import tempfile
+
+        return [Path(os.environ.get("LOCALAPPDATA", tempfile.gettempdir())) / RUNTIME_NAME / "run"]
+    import tempfile
+
+    first = Path(tempfile.gettempdir()) / f"{RUNTIME_NAME}-{os.getuid()}"
+    return [first, *(first.with_name(f"{first.name}-{n}") for n in range(1, FALLBACKS + 1))]
+
+
+def runtime_base(*, create: bool = False, warn: Callable[[str], object] | None = None) -> Path:
+    """The user's runtime folder for OMEN Local: the first candidate that is the user's own
+    (0700; one of ours that others could only read is tightened). One that belongs to someone
+    else is skipped (``warn`` is called with why); with ``create``, the first free name is made
+    0700 (mkdir fails if another user takes it first, and the next name is tried). Without
+    ``create`` (Glyph looking for the app), the first free name is returned as it is."""
+    skipped = []
+    for path in runtime_candidates():
+        mine = _is_mine(path)
+        if mine is None:
+            if not create:
+                return path
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:  # someone was quicker: look at what they made
+                mine = _is_mine(path)
+                if not mine:
+                    skipped.append(path)
+                    continue
+            _tighten(path, path.lstat())
+            return path
+        if mine:
+            _tighten(path, path.lstat())
+            return path
+        skipped.append(path)
+        if warn is not None:
+            warn(f"{path} belongs to another user (or others may write in it): not used")
+    if not create:
+        return Path(os.devnull)  # nothing can be found under it: Glyph sees no app, asks on the terminal
+    raise PermissionError(f"no private runtime folder could be made (taken by others: {', '.join(map(str, skipped))}); "
+                          "set XDG_RUNTIME_DIR to a folder only you can enter")
