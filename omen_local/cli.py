@@ -22,7 +22,7 @@ from .config import ConfigError, default_config_path, load_config
 from .metering import MeteringError
 from .metering import cli as metering_cli
 from .secrets import SecretStore
-from .tokens import TokenBook
+from .tokens import TokenBook, reserved_user
 
 
 def _setup_logging(level: str) -> None:
@@ -93,6 +93,10 @@ def _token(args: argparse.Namespace) -> int:
     elif action == "create":
         if not args.user:
             print("omen token create: --user is required", file=sys.stderr)
+            return 2
+        if reserved_user(args.user):
+            print(f"omen token create: the user name {args.user.strip()!r} is reserved (the owner's token and the "
+                  "endpoint file's use it); choose another", file=sys.stderr)
             return 2
         print(book.create(args.user, args.workspace, args.label))
     elif action == "list":

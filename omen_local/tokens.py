@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 OWNER_SECRET = "server-token"
 OWNER_USER = "owner"
+# Names a client token may not take: "owner" is the owner's token, "local" the endpoint
+# file's; a client token naming either would read their stored responses and usage.
+RESERVED_USERS = frozenset({OWNER_USER, "local"})
+
+
+def reserved_user(name: str) -> bool:
+    return name.strip().lower() in RESERVED_USERS
 
 
 @dataclass(frozen=True, slots=True)
