@@ -54,6 +54,9 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     print(f"OMEN {__version__} serving the OpenAI API at {service.url}/v1", flush=True)
     print(f"  token: run `omen token` (secrets: {service.secrets.backend})", flush=True)
+    if service.tls is not None:
+        print(f"  beyond loopback: TLS only, client tokens only; certificate {service.tls.cert}", flush=True)
+        print(f"  its fingerprint (compare it on the client): {service.tls.fingerprint}", flush=True)
     for report in service.probe_report():
         print(f"  provider {report.provider}: {report.state} ({report.detail})", flush=True)
     ready = [r.provider for r in service.probe_report() if r.state in ("up", "not probed")]

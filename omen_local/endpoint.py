@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import sys
 import time
 import urllib.error
@@ -59,6 +60,7 @@ class EndpointInfo:
     stale: str | None = None  # why the file cannot be trusted, or None
     path: Path | None = None
     proof_key: str | None = None  # the server proves it holds this before it gets a token
+    tls_cert: str | None = None  # beyond loopback OMEN serves TLS: its certificate, to trust
 
 
 def path_for(data_dir: Path) -> Path:
@@ -147,7 +149,7 @@ def verify(info: EndpointInfo, timeout: float = VERIFY_TIMEOUT_S) -> str | None:
     if info.stale is not None:
         return info.stale
     nonce = new_nonce()
-    opener = no_redirect_opener()
+    opener = no_redirect_opener(info)
     try:
         with opener.open(hello_url(info.url, nonce), timeout=timeout) as resp:
             body = resp.read(64 * 1024)
@@ -163,9 +165,22 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a redirect is not a proof, and a token must not follow one
 
 
-def no_redirect_opener() -> urllib.request.OpenerDirector:
-    """urllib without proxies (local traffic) and without redirects."""
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+def no_redirect_opener(info: EndpointInfo | None = None) -> urllib.request.OpenerDirector:
+    """urllib without proxies (local traffic) and without redirects, trusting OMEN's TLS
+    certificate when it serves TLS (bound beyond loopback)."""
+    cert = Path(info.tls_cert) if info is not None and info.tls_cert else None
+    https = urllib.request.HTTPSHandler(context=client_context(cert))
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect, https)
+
+
+def client_context(cert: Path | None) -> ssl.SSLContext:
+    """What a local client trusts to reach OMEN over TLS: the system's CAs, plus OMEN's own
+    certificate (self-signed, or the user's) as an anchor of its own."""
+    context = ssl.create_default_context()
+    if cert is not None and cert.exists():
+        context.load_verify_locations(cafile=str(cert))
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 def hello_answer(service: OmenService, nonce: str) -> str:
@@ -186,6 +201,7 @@ def publish(service: OmenService) -> Path | None:
             "started": time.time(),
             "stamp": process_stamp(os.getpid()),
             "proof_key": service.proof_key,
+            "tls_cert": str(service.tls.cert) if service.tls is not None else None,
         }
         write_private(path, json.dumps(info, indent=1).encode())
     except Exception as exc:  # clients then need OMEN_BASE_URL/OMEN_TOKEN; serving goes on
@@ -212,6 +228,7 @@ def _parse(raw: Any, path: Path) -> EndpointInfo | None:
     stamp = raw.get("stamp")
     started = raw.get("started")
     key = raw.get("proof_key")
+    cert = raw.get("tls_cert")
     return EndpointInfo(
         url=url.rstrip("/"),
         pid=pid,
@@ -222,6 +239,7 @@ def _parse(raw: Any, path: Path) -> EndpointInfo | None:
         stamp=stamp if isinstance(stamp, str) else None,
         path=path,
         proof_key=key if isinstance(key, str) and key else None,
+        tls_cert=cert if isinstance(cert, str) and cert else None,
     )
 
 

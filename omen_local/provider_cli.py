@@ -101,7 +101,7 @@ def notify_running(config: Config) -> str:
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )  # fmt: skip
     try:
-        with endpoint.no_redirect_opener().open(req, timeout=10) as resp:
+        with endpoint.no_redirect_opener(info).open(req, timeout=10) as resp:
             json.loads(resp.read())
     except urllib.error.HTTPError as err:
         detail = json.loads(err.read() or b"{}").get("error", {}).get("message", err.reason)

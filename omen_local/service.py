@@ -42,6 +42,7 @@ from .routing.router import Router
 from .routing.sticky import StickyMap
 from .routing.strategies import strategies
 from .secrets import SecretStore, resolve_key
+from .server import exposure
 from .server.app import RouterRef, make_app
 from .server.runner import Runner
 from .server.usage_routes import add_usage_routes
@@ -93,6 +94,7 @@ class OmenService:
         self._first_probe: asyncio.Future[None] | None = None  # done once the first probe ends
         self.port = config.server.port
         self.proof_key = endpoint.new_proof_key()  # in the endpoint file; proves us to clients
+        self.tls: exposure.Tls | None = None  # beyond loopback: TLS only (server/exposure.py)
 
     # ------------------------------------------------------------ parts made at start
 
@@ -118,7 +120,7 @@ class OmenService:
     def url(self) -> str:
         host = self.config.server.host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{host}:{self.port}"
 
     def _open_stores(self) -> None:
         """Blocking: the keyring (D-Bus, Keychain) and the owner token. Runs in a thread.
@@ -208,12 +210,22 @@ class OmenService:
         self.h1 = H1Pool(keepalive_s=30)  # plain-HTTP upstreams' POSTs (providers/_h1.py)
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
-                       functools.partial(endpoint.hello_answer, self))
+                       functools.partial(endpoint.hello_answer, self), lambda: self.config.server)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, backlog=1024)
+        try:
+            self.tls = await asyncio.to_thread(exposure.tls_for, self.config.server, self.config.data_dir)
+        except (OSError, ValueError) as exc:
+            await self.stop()
+            raise OSError(f"the TLS certificate cannot be used ({exc})") from exc
+        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, backlog=1024,
+                           ssl_context=self.tls.context if self.tls is not None else None)
+        if self.tls is not None:
+            log.warning("listening beyond loopback at %s: TLS only (%s certificate, fingerprint %s), client tokens "
+                        "only", self.config.server.host, "self-signed" if self.tls.self_signed else "your",
+                        self.tls.fingerprint)
         try:
             await site.start()
         except OSError:
@@ -240,11 +252,17 @@ class OmenService:
         the old listener closes (its open connections finish). The data dir is fixed for the
         service's life (restart to change it)."""
         new_site: web.TCPSite | None = None
+        new_tls = self.tls
         if self._runner is not None and (config.server.host, config.server.port) != (
             self.config.server.host,
             self.config.server.port,
         ):
-            new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024)
+            try:
+                new_tls = await asyncio.to_thread(exposure.tls_for, config.server, self.config.data_dir)
+            except ValueError as exc:
+                raise OSError(f"the TLS certificate cannot be used ({exc})") from exc
+            new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024,
+                                   ssl_context=new_tls.context if new_tls is not None else None)
             await new_site.start()  # OSError propagates before anything changed
         try:
             keys = await asyncio.to_thread(self._keys, config)
@@ -260,6 +278,7 @@ class OmenService:
         self.router_ref.set(self._build(self.config, keys))
         self.sticky.ttl_s = config.defaults.sticky_ttl_s
         if new_site is not None:
+            self.tls = new_tls
             old_site, self._site = self._site, new_site
             sockets = getattr(new_site._server, "sockets", None) or ()
             self.port = sockets[0].getsockname()[1] if sockets else config.server.port
@@ -424,6 +443,8 @@ class OmenService:
             "url": self.url,
             "uptime_s": round(time.time() - self._started, 3) if self._started else 0.0,
             "secrets": self.secrets.backend,
+            "tls": None if self.tls is None else {"fingerprint": self.tls.fingerprint, "self_signed": self.tls.self_signed,
+                                                   "certificate": str(self.tls.cert)},
             "default_strategy": self.config.defaults.strategy,
             "intents": {k: list(v) for k, v in self.config.intents.items()},
             "aliases": sorted(self.config.aliases),

@@ -85,8 +85,11 @@ class OmenClient:
         self.health = Health(backoff)
         self._models: tuple[float, list[str]] | None = None
         self._proven: set[tuple[str, int | None]] = set()  # (url, pid) that proved they are the file's OMEN
+        published = endpoint.read(endpoint.path_for(self.local.data_dir), check=False)
+        cert = Path(published.tls_cert) if published is not None and published.tls_cert else None
         self._http = httpx2.Client(
             timeout=httpx2.Timeout(read_timeout_s, connect=connect_timeout_s),
+            verify=endpoint.client_context(cert),  # OMEN beyond loopback serves TLS with its own certificate
             trust_env=False,  # a proxy from the environment must never see local traffic
         )
 

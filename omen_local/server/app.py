@@ -28,8 +28,9 @@ from ..routing.catalog import Target
 from ..routing.planner import Plan
 from ..routing.router import Router
 from ..routing.session import StreamSession
-from ..tokens import Identity, TokenBook
-from .security import bearer, check_host, check_origin
+from ..tokens import Identity, TokenBook, reserved_user
+from .exposure import is_loopback_peer, typed_hosts
+from .security import bearer, check_host, check_origin, host_name
 from .sse import DONE, ChunkEncoder
 
 log = logging.getLogger(__name__)
@@ -106,13 +107,37 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
     return OmenError(exc.status, exc.reason or "request failed", code="http_error")
 
 
-def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...], max_body: int) -> Any:
+def _check_remote(request: web.Request, typed: tuple[str, ...]) -> None:
+    """A request from another machine (OMEN bound beyond loopback, exposure.py): over TLS,
+    and naming a Host the user typed, never a loopback name."""
+    if not request.secure:
+        raise OmenError(403, "plain HTTP from another machine is refused: use https", code="tls_required")
+    name = host_name(request.headers.get("Host") or "")
+    if name not in typed:
+        raise OmenError(403, f"Host '{name}' is not allowed from another machine: use one of the names in "
+                             "server.host or server.allowed_hosts", code="forbidden_host")
+
+
+def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...], max_body: int,
+              server_fn: Callable[[], ServerConfig] | None = None) -> Any:
+    seen: list[Any] = [None, ()]  # the server config last seen, and its typed Host names
+
     @web.middleware
     async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
         headers = request.headers
         try:
-            check_host(headers.get("Host"), allowed_hosts)
+            typed: tuple[str, ...] = ()
+            if server_fn is not None:
+                server = server_fn()
+                if server is not seen[0]:  # a reload may bind elsewhere: its typed names from then on
+                    seen[:] = [server, typed_hosts(server)]
+                typed = seen[1]
+            check_host(headers.get("Host"), allowed_hosts + typed if typed else allowed_hosts)
             check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"), allowed_origins)
+            transport = request.transport
+            remote = transport is not None and not is_loopback_peer(transport.get_extra_info("peername"))
+            if remote:
+                _check_remote(request, typed)
             if request.path not in PUBLIC_PATHS:
                 ident = tokens.identify(bearer(headers.get("Authorization"), headers.get("x-api-key")))
                 if ident is None:
@@ -122,6 +147,9 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
                         type="invalid_request_error",
                         code="invalid_api_key",
                     )
+                if remote and (tokens.is_owner(ident) or reserved_user(ident.user)):
+                    raise OmenError(403, "from another machine, only a client token is accepted (never the owner's "
+                                         "or the endpoint file's): `omen token create --user NAME`", code="client_token_required")
                 request[IDENTITY] = ident
             length = request.content_length
             if length is not None and length > max_body:
@@ -369,10 +397,11 @@ async def hello(request: web.Request) -> web.Response:
 
 def make_app(
     router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None,
-    hello_fn: Any = None,
+    hello_fn: Any = None, server_fn: Callable[[], ServerConfig] | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)],
+        middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes,
+                               server_fn or (lambda: server))],
         client_max_size=server.max_body_bytes,
     )
     app[ROUTER] = router

@@ -154,7 +154,7 @@ def start_omen(config: Path, env: dict[str, str]) -> OmenProcess:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            m = re.search(r"serving the OpenAI API at (http://\S+)/v1", line)
+            m = re.search(r"serving the OpenAI API at (https?://\S+)/v1", line)
             if m:
                 found.put(m.group(1))
         found.put("")
