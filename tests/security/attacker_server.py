@@ -4,18 +4,21 @@ Stdlib only (it runs under /usr/bin/python3 as the attacker, outside the venv). 
 ``READY <port>`` once bound, then one JSON line per request: method, path, headers, body.
 """
 
+from __future__ import annotations
+
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args):
+    def log_message(self, *args: Any) -> None:
         pass
 
-    def _answer(self, body):
+    def _answer(self, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -23,12 +26,12 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _log(self, body=b""):
+    def _log(self, body: bytes = b"") -> None:
         line = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
                 "body": body.decode("utf-8", "replace")}
         print(json.dumps(line), flush=True)
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self._log()
         if self.path.startswith("/api/tags"):
             self._answer({"models": [{"name": "squat:latest", "model": "squat:latest"}]})
@@ -39,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._answer({"ok": True})
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n)
         self._log(body)
@@ -55,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
             self._answer({"reloaded": True})
 
 
-def main():
+def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     server = ThreadingHTTPServer((host, port), Handler)
     print(f"READY {server.server_address[1]}", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import queue
 import re
 import shutil
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,16 +40,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def attacker() -> str:
+def attacker() -> Iterator[str]:
     """The name of an unprivileged account, made for the session (root only)."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("needs root to create a second OS user and run processes as it (CI runs as root)")
-    if shutil.which("runuser") is None:
-        pytest.skip("runuser (util-linux) is not installed")
-    if subprocess.run(["id", ATTACKER], capture_output=True).returncode != 0:
+    if shutil.which("runuser") is None or shutil.which("setpriv") is None:
+        pytest.skip("runuser and setpriv (util-linux) are not installed")
+    made = subprocess.run(["id", ATTACKER], capture_output=True).returncode != 0
+    if made:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ATTACKER],
                        check=True, capture_output=True)
-    return ATTACKER
+    yield ATTACKER
+    if made:
+        subprocess.run(["userdel", ATTACKER], capture_output=True)
 
 
 @dataclass
@@ -72,8 +76,9 @@ class Squatter:
 
 
 def start_squatter(user: str, port: int, host: str = "127.0.0.1") -> Squatter:
-    proc = subprocess.Popen(["runuser", "-u", user, "--", "/usr/bin/python3", "-c",
-                             SQUATTER_SRC, host, str(port)],
+    pw = pwd.getpwnam(user)  # setpriv execs (runuser would fork, and a kill would leave the server running)
+    proc = subprocess.Popen(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                             "/usr/bin/python3", "-c", SQUATTER_SRC, host, str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
     assert proc.stdout is not None
     ready: queue.Queue[str] = queue.Queue()
@@ -95,8 +100,11 @@ def start_squatter(user: str, port: int, host: str = "127.0.0.1") -> Squatter:
     return sq
 
 
+Squat = Callable[..., Squatter]
+
+
 @pytest.fixture
-def squat(attacker: str) -> Iterator[Any]:
+def squat(attacker: str) -> Iterator[Squat]:
     made: list[Squatter] = []
 
     def make(port: int, host: str = "127.0.0.1") -> Squatter:

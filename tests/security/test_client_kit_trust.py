@@ -18,8 +18,9 @@ import pytest
 from omen_local import endpoint
 from omen_local.client import OmenClient, Unavailable, discovery
 from omen_local.client.fallback import Backoff
+from omen_local.secrets import write_private
 
-from .conftest import free_port, omen_cli, omen_env
+from .conftest import Squat, free_port, omen_cli, omen_env
 
 PROMPT = "the merger closes on friday"
 FILE_TOKEN = "omen-client-token-from-the-endpoint-file"
@@ -38,14 +39,14 @@ def _endpoint_file(tmp_path: Path, port: int) -> None:
     data.mkdir(mode=0o700, exist_ok=True)
     info = {"url": f"http://127.0.0.1:{port}", "pid": os.getpid(), "version": "x", "token": FILE_TOKEN,
             "user": "local", "started": 0.0, "stamp": endpoint.process_stamp(os.getpid()), "proof_key": "cd" * 32}
-    endpoint.write_private(endpoint.path_for(data), json.dumps(info).encode())
+    write_private(endpoint.path_for(data), json.dumps(info).encode())
 
 
 def _client(cfg: Path, **environ: str) -> OmenClient:
     return OmenClient(config=cfg, environ=environ, backoff=Backoff(initial_s=0.01, cap_s=0.02), fetch_cost=False)
 
 
-def test_the_endpoint_files_port_held_by_another_user_gets_no_token_and_no_prompt(tmp_path: Path, squat) -> None:  # type: ignore[no-untyped-def]
+def test_the_endpoint_files_port_held_by_another_user_gets_no_token_and_no_prompt(tmp_path: Path, squat: Squat) -> None:
     omen_port, ollama = free_port(), squat(free_port())
     fake_omen = squat(omen_port)
     cfg = _config(tmp_path, ollama.port)
@@ -58,7 +59,7 @@ def test_the_endpoint_files_port_held_by_another_user_gets_no_token_and_no_promp
 
 
 def test_omen_token_without_an_endpoint_file_is_not_sent_to_a_squatted_default_port(
-        tmp_path: Path, squat, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, squat: Squat, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     fake_omen = squat(port)
     monkeypatch.setattr(discovery, "DEFAULT_URL", f"http://127.0.0.1:{port}")  # 8765 stays untouched
@@ -69,7 +70,7 @@ def test_omen_token_without_an_endpoint_file_is_not_sent_to_a_squatted_default_p
     assert PROMPT not in fake_omen.bodies()
 
 
-def test_omen_ask_sends_nothing_to_a_squatter(tmp_path: Path, squat) -> None:  # type: ignore[no-untyped-def]
+def test_omen_ask_sends_nothing_to_a_squatter(tmp_path: Path, squat: Squat) -> None:
     omen_port, ollama = free_port(), squat(free_port())
     fake_omen = squat(omen_port)
     cfg = _config(tmp_path, ollama.port)

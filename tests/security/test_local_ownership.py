@@ -17,7 +17,7 @@ from typing import Any
 
 from omen_local import local_trust
 
-from .conftest import free_port, omen_cli, omen_env, start_omen, wait_for
+from .conftest import Squat, free_port, omen_cli, omen_env, start_omen, wait_for
 
 OWNER = "omen-owner-token-for-the-test-0123456789"
 PROMPT = "my secret plan for the quarter"
@@ -49,7 +49,7 @@ def _config(tmp_path: Path, ollama_port: int, lmstudio_port: int, trust: str | N
     return cfg
 
 
-def test_another_users_listener_gets_no_prompt(tmp_path: Path, squat) -> None:  # type: ignore[no-untyped-def]
+def test_another_users_listener_gets_no_prompt(tmp_path: Path, squat: Squat) -> None:
     ollama, lmstudio = squat(free_port()), squat(free_port())
     env = omen_env(tmp_path, OMEN_TOKEN=OWNER)
     omen = start_omen(_config(tmp_path, ollama.port, lmstudio.port), env)
@@ -71,7 +71,7 @@ def test_another_users_listener_gets_no_prompt(tmp_path: Path, squat) -> None:  
     assert f"127.0.0.1:{ollama.port} belongs to another user" in doctor.stdout, doctor.stdout
 
 
-def test_trust_owner_names_the_account_the_user_accepts(tmp_path: Path, squat, attacker: str) -> None:  # type: ignore[no-untyped-def]
+def test_trust_owner_names_the_account_the_user_accepts(tmp_path: Path, squat: Squat, attacker: str) -> None:
     ollama, lmstudio = squat(free_port()), squat(free_port())
     env = omen_env(tmp_path, OMEN_TOKEN=OWNER)
     omen = start_omen(_config(tmp_path, ollama.port, lmstudio.port, trust=attacker), env)
@@ -84,7 +84,7 @@ def test_trust_owner_names_the_account_the_user_accepts(tmp_path: Path, squat, a
         omen.stop()
 
 
-def test_socket_owner_from_proc(squat, attacker: str) -> None:  # type: ignore[no-untyped-def]
+def test_socket_owner_from_proc(squat: Squat, attacker: str) -> None:
     sq = squat(free_port())
     why = local_trust.distrust(f"http://127.0.0.1:{sq.port}")
     assert why is not None and "belongs to another user" in why and attacker in why

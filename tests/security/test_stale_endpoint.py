@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 
 from omen_local import endpoint
+from omen_local.secrets import write_private
 
-from .conftest import free_port, omen_cli, omen_env, start_omen
+from .conftest import Squat, free_port, omen_cli, omen_env, start_omen
 
 OWNER = "omen-owner-token-for-the-test-0123456789"
 
@@ -27,7 +28,7 @@ def _config(tmp_path: Path, port: int) -> Path:
     return cfg
 
 
-def test_killed_omen_port_squatted_gets_no_token(tmp_path: Path, squat) -> None:  # type: ignore[no-untyped-def]
+def test_killed_omen_port_squatted_gets_no_token(tmp_path: Path, squat: Squat) -> None:
     port = free_port()
     cfg = _config(tmp_path, port)
     env = omen_env(tmp_path, OMEN_TOKEN=OWNER)
@@ -45,7 +46,7 @@ def test_killed_omen_port_squatted_gets_no_token(tmp_path: Path, squat) -> None:
     assert "not running" in done.stdout or "not verified" in done.stdout, done.stdout
 
 
-def test_endpoint_file_with_live_pid_pointing_at_squatter_gets_no_token(tmp_path: Path, squat) -> None:  # type: ignore[no-untyped-def]
+def test_endpoint_file_with_live_pid_pointing_at_squatter_gets_no_token(tmp_path: Path, squat: Squat) -> None:
     port = free_port()
     cfg = _config(tmp_path, port)
     env = omen_env(tmp_path, OMEN_TOKEN=OWNER)
@@ -56,7 +57,7 @@ def test_endpoint_file_with_live_pid_pointing_at_squatter_gets_no_token(tmp_path
     info = {"url": f"http://127.0.0.1:{port}", "pid": os.getpid(), "version": "x", "token": "client-token",
             "user": "local", "started": 0.0, "stamp": endpoint.process_stamp(os.getpid()),
             "proof_key": "ab" * 32}
-    endpoint.write_private(endpoint.path_for(data), json.dumps(info).encode())
+    write_private(endpoint.path_for(data), json.dumps(info).encode())
     assert endpoint.read(endpoint.path_for(data)) is not None
     done = omen_cli("provider", "disable", "ollama", "--config", str(cfg), env=env)
     assert done.returncode == 0, done.stderr
