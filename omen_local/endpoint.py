@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 FILE_NAME = "endpoint.json"
 CLIENT_SECRET = "endpoint-client-token"  # the plain client token, kept like the owner's
 CLIENT_USER = "local"
-CLIENT_LABEL = "endpoint file: clients on this machine"
+CLIENT_LABEL = "endpoint file: clients on this machine"  # tokens.ENDPOINT_LABEL: only it may name "local"
 HELLO_PATH = "/v1/omen/hello"
 VERIFY_TIMEOUT_S = 5.0
 

@@ -73,3 +73,20 @@ def test_owner_and_local_are_reserved_user_names(tmp_path: Path) -> None:
         assert made.returncode == 2, (name, made.stdout)
         assert "reserved" in made.stderr
     assert omen_cli("token", "create", "--user", "alice", "--config", str(cfg), env=env).returncode == 0
+
+
+def test_client_tokens_made_before_the_names_were_reserved_are_refused(tmp_path: Path) -> None:
+    from omen_local import endpoint, tokens
+    from omen_local.secrets import SecretStore
+
+    assert tokens.ENDPOINT_LABEL == endpoint.CLIENT_LABEL
+    data = tmp_path / "data"
+    book = tokens.TokenBook(data, SecretStore(data, use_keyring=False), owner_token=OWNER)
+    as_owner = book.create("owner")  # what `omen token create --user owner` did before
+    as_local = book.create("local", label="my script")
+    real_local = book.create("local", label=endpoint.CLIENT_LABEL)
+    fresh = tokens.TokenBook(data, SecretStore(data, use_keyring=False), owner_token=OWNER)
+    assert fresh.identify(as_owner) is None and fresh.identify(as_local) is None
+    ident = fresh.identify(real_local)
+    assert ident is not None and ident.user == "local"
+    assert fresh.is_owner(fresh.identify(OWNER))  # type: ignore[arg-type]
