@@ -257,6 +257,21 @@ def check_port(host: str, port: int, state: str, detail: str) -> Finding:
 PRIVATE_FILES = ("secrets.json", "tokens.json")
 
 
+def _loose_paths(root: Path, limit: int = 10_000) -> list[Path]:
+    """Paths under ``root`` (itself included) with group/other bits: others could read usage."""
+    out = []
+    for n, path in enumerate([root, *root.rglob("*")]):
+        if n >= limit:
+            break
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+            out.append(path)
+    return out
+
+
 def check_data_dir(data_dir: Path, *, posix: bool = os.name == "posix") -> list[Finding]:
     topic = "data dir"
     if not data_dir.exists():
@@ -277,6 +292,11 @@ def check_data_dir(data_dir: Path, *, posix: bool = os.name == "posix") -> list[
                                      f"`chown -R $USER {data_dir}` or set [storage] data_dir")]
     out = [Finding(OK, topic, f"{data_dir} exists and is writable")]
     if posix:
+        loose = [p for p in _loose_paths(data_dir) if p.parent != data_dir or p.name not in PRIVATE_FILES]
+        if loose:
+            out.append(Finding(FAIL, topic, f"{len(loose)} file(s)/folder(s) in {data_dir} are readable by other users "
+                                            f"(e.g. {loose[0]}); fix: `chmod -R go-rwx {data_dir}` (OMEN also "
+                                            "tightens them when it starts)"))
         for name in PRIVATE_FILES:
             path = data_dir / name
             try:
