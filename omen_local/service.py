@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 FIRST_PROBE_WAIT_S = 2.0
 LOCAL_RETRY_S = 2.0  # how often to look again while no local model server answers
+TRUST_RECHECK_S = 1.0  # how often to ask who owns local providers' ports (a /proc read, no network)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class OmenService:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._trust_task: asyncio.Task[None] | None = None
         self._started = 0.0
         self._first_probe: asyncio.Future[None] | None = None  # done once the first probe ends
         self.port = config.server.port
@@ -239,6 +241,7 @@ class OmenService:
         self._started = time.time()
         self._first_probe = asyncio.get_running_loop().create_future()
         self._health_task = asyncio.create_task(self._health_loop(), name="omen-health")
+        self._trust_task = asyncio.create_task(self._trust_loop(), name="omen-local-trust")
         # Give local discovery a moment so the first "auto" request sees Ollama's models,
         # but never let a slow network hold up start-up.
         await asyncio.wait({self._first_probe}, timeout=FIRST_PROBE_WAIT_S)
@@ -301,11 +304,12 @@ class OmenService:
 
     async def stop(self) -> None:
         endpoint.remove(self)
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-            self._health_task = None
+        for task in (self._health_task, self._trust_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._health_task = self._trust_task = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -350,6 +354,18 @@ class OmenService:
                     if why is not None:
                         log.warning("not using %s: %s", p.name, why)
                     catalog.set_unusable(p.name, why)
+
+    async def _trust_loop(self) -> None:
+        """Between health rounds (15 s by default) a local model server can stop and another
+        user bind its port: ask who owns local ports every second, so such a port is skipped
+        within about a second rather than at the next round."""
+        while True:
+            await asyncio.sleep(TRUST_RECHECK_S)
+            try:
+                router = self.router
+                self._recheck_trust(router.dispatcher.providers.values(), router.planner.catalog)
+            except Exception:
+                log.exception("checking who owns local ports failed")
 
     async def _probe_all(self) -> None:
         router = self.router

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from omen_local import local_trust
 
-from .conftest import Squat, free_port, omen_cli, omen_env, start_omen, wait_for
+from .conftest import SQUATTER_SRC, Squat, free_port, omen_cli, omen_env, start_omen, wait_for
 
 OWNER = "omen-owner-token-for-the-test-0123456789"
 PROMPT = "my secret plan for the quarter"
@@ -93,3 +94,30 @@ def test_socket_owner_from_proc(squat: Squat, attacker: str) -> None:
     assert local_trust.distrust("https://api.openai.com/v1") is None  # not this module's question
     wait_for(lambda: sq.proc.poll() is None, "the squatter to be alive")
     assert os.getuid() not in local_trust.listeners(sq.port).uids
+
+
+def test_a_port_that_changes_hands_while_omen_runs_is_dropped(tmp_path: Path, squat: Squat) -> None:
+    """The user's model server stops; another user binds its port before the next health
+    round (an hour away here): within about a second OMEN stops sending there."""
+    port = free_port()
+    own = subprocess.Popen(["/usr/bin/python3", "-c", SQUATTER_SRC, "127.0.0.1", str(port)],
+                           stdout=subprocess.PIPE, text=True)
+    assert own.stdout is not None and own.stdout.readline().startswith("READY")
+    env = omen_env(tmp_path, OMEN_TOKEN=OWNER)
+    omen = start_omen(_config(tmp_path, port, free_port()), env)
+    try:
+        chat = {"model": "ollama/squat:latest", "messages": [{"role": "user", "content": "hi"}]}
+        assert _post(f"{omen.url}/v1/chat/completions", chat)[0] == 200  # the user's own: used
+        own.kill()
+        own.wait()
+        sq = squat(port)
+        wait_for(lambda: _get(f"{omen.url}/v1/omen/status")["providers"]["ollama"]["usable"] is False,
+                 "OMEN to notice the port changed hands", deadline_s=10)
+        status, body = _post(f"{omen.url}/v1/chat/completions", {**chat, "messages": [{"role": "user", "content": PROMPT}]})
+        assert status == 503 and "belongs to another user" in json.dumps(body), body
+        assert PROMPT not in sq.bodies()
+    finally:
+        omen.stop()
+        if own.poll() is None:
+            own.kill()
+            own.wait()
