@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from omen_local import local_trust
 
@@ -121,3 +124,21 @@ def test_a_port_that_changes_hands_while_omen_runs_is_dropped(tmp_path: Path, sq
         if own.poll() is None:
             own.kill()
             own.wait()
+
+
+@pytest.mark.parametrize(("family", "address"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"),
+                                                 (socket.AF_INET6, "::1"), (socket.AF_INET6, "::")])
+def test_the_kernels_tables_are_read_for_every_loopback_and_wildcard_listener(family: int, address: str) -> None:
+    """/proc/net/tcp and tcp6 as this kernel writes them: the listener's uid is found."""
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("no /proc/net/tcp here (not Linux)")
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError as exc:
+            pytest.skip(f"cannot bind {address} here ({exc})")
+        s.listen()
+        port = s.getsockname()[1]
+        assert local_trust.listeners(port).uids == {os.getuid()}
+        assert local_trust.distrust(f"http://localhost:{port}") is None
+    assert local_trust.listeners(port).uids == frozenset()
