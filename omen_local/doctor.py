@@ -16,6 +16,7 @@ import asyncio
 import errno
 import os
 import socket
+import ssl
 import stat
 import sys
 import tempfile
@@ -27,8 +28,10 @@ import aiohttp
 
 from . import jsonutil, local_servers
 from .config import Config, ProviderConfig
+from .endpoint import client_context
 from .probe import ProbeResult, check_providers
 from .secrets import SERVICE, SecretStore, resolve_key
+from .server.exposure import is_loopback_bind
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 _TAGS = {OK: "[ok]  ", INFO: "[info]", WARN: "[warn]", FAIL: "[FAIL]"}
@@ -213,8 +216,10 @@ def check_local_servers(config: Config, addresses: Mapping[str, str], found: Seq
 # ------------------------------------------------------------------ port
 
 
-async def port_state(host: str, port: int, *, timeout_s: float = 2.0) -> tuple[str, str]:
-    """``free``, ``omen`` (an OMEN answers /health there), ``other`` or ``error`` (+ detail)."""
+async def port_state(host: str, port: int, *, timeout_s: float = 2.0,
+                     tls: ssl.SSLContext | None = None) -> tuple[str, str]:
+    """``free``, ``omen`` (an OMEN answers /health there), ``other`` or ``error`` (+ detail).
+    ``tls``: OMEN bound beyond loopback serves TLS only; what to trust to ask it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         if os.name != "nt":  # as aiohttp binds: a port in TIME_WAIT is free
@@ -225,10 +230,12 @@ async def port_state(host: str, port: int, *, timeout_s: float = 2.0) -> tuple[s
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
                 return "error", exc.strerror or str(exc)
-    url_host = f"[{host}]" if ":" in host else host
+    ask = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # a wildcard is reached on loopback
+    url_host = f"[{ask}]" if ":" in ask else ask
     try:
         async with aiohttp.ClientSession(trust_env=False) as session, session.get(
-            f"http://{url_host}:{port}/health", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            f"{'https' if tls is not None else 'http'}://{url_host}:{port}/health",
+            timeout=aiohttp.ClientTimeout(total=timeout_s), ssl=tls if tls is not None else True,
         ) as resp:
             body = await resp.content.read(4096)
             if resp.status == 200 and jsonutil.loads(body) == {"status": "ok"}:
@@ -365,7 +372,11 @@ async def run_doctor(config: Config, secrets: SecretStore, *, glyph_config: Path
     intents, report.servable = check_intents(config, {r.provider: r for r in results})
     report.findings += intents
 
-    state, detail = await port_state(config.server.host, config.server.port, timeout_s=timeout_s)
+    tls = None
+    if config.server.tls_cert or not is_loopback_bind(config.server.host):  # OMEN serves TLS there
+        cert = config.server.tls_cert or str(config.data_dir / "tls" / "cert.pem")
+        tls = await asyncio.to_thread(client_context, Path(cert))  # ~ is expanded there
+    state, detail = await port_state(config.server.host, config.server.port, timeout_s=timeout_s, tls=tls)
     report.findings.append(check_port(config.server.host, config.server.port, state, detail))
     report.findings += check_data_dir(config.data_dir)
     report.findings += check_glyph(glyph_config)

@@ -177,6 +177,7 @@ def client_context(cert: Path | None) -> ssl.SSLContext:
     """What a local client trusts to reach OMEN over TLS: the system's CAs, plus OMEN's own
     certificate (self-signed, or the user's) as an anchor of its own."""
     context = ssl.create_default_context()
+    cert = cert.expanduser() if cert is not None else None
     if cert is not None and cert.exists():
         context.load_verify_locations(cafile=str(cert))
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN

@@ -83,6 +83,8 @@ def test_beyond_loopback_tls_client_tokens_and_typed_hosts_only(tmp_path: Path) 
         done = omen_cli("provider", "disable", "ollama", "--config", str(cfg), env=env)
         assert done.returncode == 0, done.stderr
         assert "only a client token" in done.stdout, done.stdout
+        doctor = omen_cli("doctor", "--config", str(cfg), "--timeout", "3", env=env)
+        assert f"OMEN is already running on {lan}:{port}" in doctor.stdout, doctor.stdout
     finally:
         omen.stop()
 
