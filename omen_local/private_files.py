@@ -66,6 +66,26 @@ def private_file(path: Path) -> Path:
     return path
 
 
+# What OMEN (and Glyph, by default) keep in the data dir: only these are tightened there,
+# in case ``[storage] data_dir`` names a folder that holds other things too.
+DATA_DIR_ENTRIES = ("usage.db", "usage.db-wal", "usage.db-shm", "usage-journal", "usage.lock", "tokens.json",
+                    "secrets.json", "quotas.json", "endpoint.json", "tls", "glyph")
+
+
+def tighten_data_dir(data_dir: Path) -> int:
+    """Make the data dir private (created 0700 if missing) and tighten what OMEN keeps in
+    it. Never the home folder or a root, whatever the config says."""
+    data_dir = Path(data_dir)
+    if data_dir.exists() and data_dir.resolve() in (Path.home().resolve(), Path(data_dir.anchor)):
+        log.warning("data dir %s is your home or a root folder: its mode is left as it is", data_dir)
+    else:
+        private_dir(data_dir)
+    changed = 0
+    for name in DATA_DIR_ENTRIES:
+        changed += tighten(data_dir / name)
+    return changed
+
+
 def tighten(root: Path) -> int:
     """Remove group/other bits from ``root`` and everything of ours under it (symlinks are
     not followed); return how many paths changed. For data left by older versions."""

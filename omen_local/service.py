@@ -127,8 +127,7 @@ class OmenService:
     def _open_stores(self) -> None:
         """Blocking: the keyring (D-Bus, Keychain) and the owner token. Runs in a thread.
         First, OMEN's folders are made (or left) readable by the user alone (private_files.py)."""
-        private_files.private_dir(self.config.data_dir)
-        private_files.tighten(self.config.data_dir)
+        private_files.tighten_data_dir(self.config.data_dir)
         private_files.tighten(Path(platformdirs.user_config_dir(APP_NAME)))  # ours: config, glyph.toml, app.json
         if self.config.source is not None:
             private_files.tighten(Path(self.config.source))

@@ -106,19 +106,22 @@ def test_loose_files_from_before_are_tightened_on_start(tmp_path: Path) -> None:
     data = home / "data" / "omen-local"
     data.mkdir(parents=True, mode=0o755)
     os.chmod(data, 0o755)
-    (data / "journal").mkdir(mode=0o755)
+    (data / "usage-journal").mkdir(mode=0o755)
     for name in ("usage.db", "tokens.json", "quotas.json"):
         (data / name).write_bytes(b"{}")
         os.chmod(data / name, 0o644)
-    os.chmod(data / "journal", 0o755)
+    os.chmod(data / "usage-journal", 0o755)
     (data / "usage.db").unlink()  # an empty file is not a database; the others may be empty
+    (data / "notes.txt").write_text("not OMEN's")  # a data_dir that holds other things: not ours to change
+    os.chmod(data / "notes.txt", 0o644)
     cfg = home / "omen.toml"
     cfg.write_text(f'[server]\nport = 0\n\n[storage]\ndata_dir = "{data}"\n')
     env = omen_env(home, OMEN_TOKEN=OWNER)
     omen = start_omen(cfg, env)
     try:
-        loose = _loose([data])
+        loose = [p for p in _loose([data]) if "notes.txt" not in p]
         assert not loose, "left readable by other users:\n" + "\n".join(loose)
+        assert stat.S_IMODE((data / "notes.txt").stat().st_mode) == 0o644
     finally:
         omen.stop()
 
