@@ -29,6 +29,7 @@ import aiohttp
 from . import jsonutil, local_servers
 from .config import Config, ProviderConfig
 from .endpoint import client_context
+from .private_files import DATA_DIR_ENTRIES
 from .probe import ProbeResult, check_providers
 from .secrets import SERVICE, SecretStore, resolve_key
 from .server.exposure import is_loopback_bind
@@ -299,7 +300,8 @@ def check_data_dir(data_dir: Path, *, posix: bool = os.name == "posix") -> list[
                                      f"`chown -R $USER {data_dir}` or set [storage] data_dir")]
     out = [Finding(OK, topic, f"{data_dir} exists and is writable")]
     if posix:
-        loose = [p for p in _loose_paths(data_dir) if p.parent != data_dir or p.name not in PRIVATE_FILES]
+        loose = [p for p in _loose_paths(data_dir) if p == data_dir or (p.relative_to(data_dir).parts[0] in DATA_DIR_ENTRIES
+                 and not (p.parent == data_dir and p.name in PRIVATE_FILES))]
         if loose:
             out.append(Finding(FAIL, topic, f"{len(loose)} file(s)/folder(s) in {data_dir} are readable by other users "
                                             f"(e.g. {loose[0]}); fix: `chmod -R go-rwx {data_dir}` (OMEN also "
