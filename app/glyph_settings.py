@@ -9,6 +9,7 @@ from typing import Any
 import tomlkit
 
 from glyph.config import ACTIONS, ConfigError, load_config
+from glyph.private import private_dir
 
 
 def save(path: Path, roots: list[str], rules: list[dict[str, str]]) -> None:
@@ -36,9 +37,11 @@ def save(path: Path, roots: list[str], rules: list[dict[str, str]]) -> None:
         doc["rules"] = aot
     elif "rules" in doc:
         del doc["rules"]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(tomlkit.dumps(doc))
     try:
         load_config(tmp)  # the same checks Glyph makes at start
         os.replace(tmp, path)

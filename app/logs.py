@@ -11,6 +11,7 @@ import platformdirs
 
 from glyph.display import VisibleFormatter
 from omen_local.config import APP_NAME
+from omen_local.private_files import private_dir, private_file, tighten
 
 LOG_FILE = "omen-app.log"
 MAX_BYTES = 2 * 1024 * 1024
@@ -23,12 +24,22 @@ def log_dir() -> Path:
     return Path(env) if env else Path(platformdirs.user_log_dir(APP_NAME))
 
 
+def _private_rotate(source: str, dest: str) -> None:
+    """Rotate as logging does, then make the new file 0600 before the handler reopens it."""
+    if os.path.exists(source):
+        os.replace(source, dest)
+    private_file(Path(source))
+
+
 def setup(level: str = "info", directory: Path | None = None) -> Path:
     """Log to ``omen-app.log`` (2 MB x 5 rotations) and stderr; return the folder."""
     folder = directory or log_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)  # logs name clients, models and errors: the user's alone
+    tighten(folder)
+    private_file(folder / LOG_FILE)
     handler = logging.handlers.RotatingFileHandler(folder / LOG_FILE, maxBytes=MAX_BYTES, backupCount=BACKUPS,
                                                    encoding="utf-8")
+    handler.rotator = _private_rotate
     handler.setFormatter(VisibleFormatter(FORMAT))
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

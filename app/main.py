@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     from .single_instance import SingleInstance, ask_running_instance
 
     core = QCoreApplication.instance()
+    try:
+        from .paths import runtime_dir
+
+        runtime_dir()  # the instance socket and the consent channel live there: never another user's
+    except PermissionError as exc:
+        print(f"omen app: {exc}", file=sys.stderr)
+        return 1
     if ask_running_instance():
         print("OMEN Local is already running; brought it to the front.", flush=True)
         return 0

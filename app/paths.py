@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import stat
 from pathlib import Path
 
 import platformdirs
 
-from glyph.app_prompter import runtime_base
+from glyph import private
 from omen_local.config import APP_NAME
+
+log = logging.getLogger(__name__)
 
 
 def runtime_dir() -> Path:
-    """A directory only this user can enter: $XDG_RUNTIME_DIR/omen-local (or a private temp dir)."""
-    path = runtime_base()  # the same place Glyph looks for the consent channel
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if os.name != "nt":
-        st = path.lstat()
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise PermissionError(f"{path} is not a directory owned by this user")
-        if st.st_mode & 0o077:
-            os.chmod(path, 0o700)
-    return path
+    """A directory only this user can enter: $XDG_RUNTIME_DIR/omen-local, else
+    $TMPDIR/omen-local-<uid> (or -1, -2... when another user made that name first: never
+    theirs, glyph/private.py), where Glyph looks for the consent channel too."""
+    return private.runtime_base(create=True, warn=log.warning)
 
 
 def prefs_path() -> Path:

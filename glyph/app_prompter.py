@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from glyph import private
 from glyph.consent import ConsentRequest, Decision, DefinitionChange, DenyPrompter, Prompter, Scope
 
 PROTOCOL = 1
@@ -32,13 +32,9 @@ CONNECT_TIMEOUT_S = 2.0
 
 
 def runtime_base() -> Path:
-    """The user's private runtime dir for OMEN Local (shared with the app's instance socket)."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and Path(base).is_dir():
-        return Path(base) / APP_DIR
-    if os.name == "nt":  # pragma: no cover
-        return Path(os.environ.get("LOCALAPPDATA", tempfile.gettempdir())) / APP_DIR / "run"
-    return Path(tempfile.gettempdir()) / f"{APP_DIR}-{os.getuid()}"
+    """The user's private runtime dir for OMEN Local (shared with the app's instance socket):
+    never one another user made first (glyph/private.py)."""
+    return private.runtime_base(create=False)
 
 
 def channel_file() -> Path:

@@ -19,6 +19,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from peewee import AutoField, CharField, IntegerField, Model, SqliteDatabase, TextField
 
+from glyph.private import private_file
+
 T = TypeVar("T")
 P = ParamSpec("P")
 M = TypeVar("M", bound=Model)
@@ -86,7 +88,7 @@ def _bind(model: type[M], db: SqliteDatabase) -> type[M]:
 
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 in a 0700 folder before SQLite opens it (glyph/private.py)
         self.path = path
         self.db = SqliteDatabase(
             str(path), pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "synchronous": "normal"})

@@ -12,6 +12,8 @@ import os
 from datetime import date
 from pathlib import Path
 
+from glyph.private import private_dir
+
 STARTER = """\
 # Glyph: the tool gateway of OMEN Local. Written by `glyph init` on {today}.
 # Editors call tools through Glyph; Glyph asks you before anything changes your files and
@@ -66,9 +68,11 @@ def write_starter(path: Path, root: Path, *, force: bool = False) -> Path:
     """Write the starter config to ``path``; an existing file is kept unless ``force``."""
     if path.exists() and not force:
         raise FileExistsError(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(starter_config(root.resolve()), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(starter_config(root.resolve()))
     os.replace(tmp, path)
     return path
 

@@ -22,7 +22,7 @@ from .config import ConfigError, default_config_path, load_config
 from .metering import MeteringError
 from .metering import cli as metering_cli
 from .secrets import SecretStore
-from .tokens import TokenBook
+from .tokens import TokenBook, reserved_user
 
 
 def _setup_logging(level: str) -> None:
@@ -54,6 +54,9 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     print(f"OMEN {__version__} serving the OpenAI API at {service.url}/v1", flush=True)
     print(f"  token: run `omen token` (secrets: {service.secrets.backend})", flush=True)
+    if service.tls is not None:
+        print(f"  beyond loopback: TLS only, client tokens only; certificate {service.tls.cert}", flush=True)
+        print(f"  its fingerprint (compare it on the client): {service.tls.fingerprint}", flush=True)
     for report in service.probe_report():
         print(f"  provider {report.provider}: {report.state} ({report.detail})", flush=True)
     ready = [r.provider for r in service.probe_report() if r.state in ("up", "not probed")]
@@ -93,6 +96,10 @@ def _token(args: argparse.Namespace) -> int:
     elif action == "create":
         if not args.user:
             print("omen token create: --user is required", file=sys.stderr)
+            return 2
+        if reserved_user(args.user):
+            print(f"omen token create: the user name {args.user.strip()!r} is reserved (the owner's token and the "
+                  "endpoint file's use it); choose another", file=sys.stderr)
             return 2
         print(book.create(args.user, args.workspace, args.label))
     elif action == "list":

@@ -69,6 +69,9 @@ class ProviderConfig:
     anthropic_version: str = "2023-06-01"
     ca_file: str | None = None  # a PEM file of CAs trusted for this upstream besides the system's
     found: bool = False  # found running on this machine, not configured (local_servers.py)
+    # A loopback server is used only when its socket is the user's (local_trust.py), or this
+    # account's (a user name, uid, or "*"): e.g. "ollama", the account Linux packages run it as.
+    trust_owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ class ServerConfig:
     max_body_bytes: int = 20 * 1024 * 1024
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    tls_cert: str | None = None  # beyond loopback: your certificate (PEM), else a self-signed one
+    tls_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +348,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     table = _table(raw, where)
     _check_keys(
         table,
-        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version", "ca_file"},
+        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version", "ca_file", "trust_owner"},
         where,
     )
     if "/" in name or not name:
@@ -387,6 +392,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
         headers=dict(headers),
         anthropic_version=_str(table, "anthropic_version", where, "2023-06-01"),
         ca_file=_ca_file(table, where),
+        trust_owner=_str(table, "trust_owner", where, "") or None,
     )
 
 
@@ -528,16 +534,20 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits", "aliases", "discovery"}, "config"
     )
     srv = _table(raw.get("server"), "server")
-    _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins"}, "server")
+    _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins", "tls_cert", "tls_key"}, "server")
     server = ServerConfig(
         host=_str(srv, "host", "server", "127.0.0.1"),
         port=_int(srv, "port", "server", 8765),
         max_body_bytes=int(_num(srv, "max_body_mb", "server", 20.0, minimum=0.001) * 1024 * 1024),
         allowed_hosts=tuple(h.lower() for h in _strs(srv, "allowed_hosts", "server")),
         allowed_origins=_strs(srv, "allowed_origins", "server"),
+        tls_cert=_str(srv, "tls_cert", "server", "") or None,
+        tls_key=_str(srv, "tls_key", "server", "") or None,
     )
     if server.port > 65535:
         raise ConfigError("server.port must be <= 65535")
+    if bool(server.tls_cert) != bool(server.tls_key):
+        raise ConfigError("server.tls_cert and server.tls_key go together (a PEM certificate and its key)")
 
     d = _table(raw.get("defaults"), "defaults")
     dd = Defaults()

@@ -19,6 +19,7 @@ from tomlkit.items import Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from .config import STRATEGIES, Config, ConfigError, load_config
+from .private_files import private_dir
 
 Edit = Callable[[TOMLDocument], None]
 
@@ -48,12 +49,14 @@ def apply(path: Path, *edits: Edit) -> Config:
             if body and not isinstance(body[-1][1], Whitespace):
                 table.add(tomlkit.nl())
     text = tomlkit.dumps(doc)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
     try:
         load_config(tmp)  # raises ConfigError naming the key; the real file is untouched
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+        mode = path.stat().st_mode & 0o700 if path.exists() else 0o600  # user-only, like every file of ours
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:

@@ -16,6 +16,7 @@ import asyncio
 import errno
 import os
 import socket
+import ssl
 import stat
 import sys
 import tempfile
@@ -27,8 +28,11 @@ import aiohttp
 
 from . import jsonutil, local_servers
 from .config import Config, ProviderConfig
+from .endpoint import client_context
+from .private_files import DATA_DIR_ENTRIES
 from .probe import ProbeResult, check_providers
 from .secrets import SERVICE, SecretStore, resolve_key
+from .server.exposure import is_loopback_bind
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 _TAGS = {OK: "[ok]  ", INFO: "[info]", WARN: "[warn]", FAIL: "[FAIL]"}
@@ -213,8 +217,10 @@ def check_local_servers(config: Config, addresses: Mapping[str, str], found: Seq
 # ------------------------------------------------------------------ port
 
 
-async def port_state(host: str, port: int, *, timeout_s: float = 2.0) -> tuple[str, str]:
-    """``free``, ``omen`` (an OMEN answers /health there), ``other`` or ``error`` (+ detail)."""
+async def port_state(host: str, port: int, *, timeout_s: float = 2.0,
+                     tls: ssl.SSLContext | None = None) -> tuple[str, str]:
+    """``free``, ``omen`` (an OMEN answers /health there), ``other`` or ``error`` (+ detail).
+    ``tls``: OMEN bound beyond loopback serves TLS only; what to trust to ask it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         if os.name != "nt":  # as aiohttp binds: a port in TIME_WAIT is free
@@ -225,10 +231,12 @@ async def port_state(host: str, port: int, *, timeout_s: float = 2.0) -> tuple[s
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
                 return "error", exc.strerror or str(exc)
-    url_host = f"[{host}]" if ":" in host else host
+    ask = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # a wildcard is reached on loopback
+    url_host = f"[{ask}]" if ":" in ask else ask
     try:
         async with aiohttp.ClientSession(trust_env=False) as session, session.get(
-            f"http://{url_host}:{port}/health", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            f"{'https' if tls is not None else 'http'}://{url_host}:{port}/health",
+            timeout=aiohttp.ClientTimeout(total=timeout_s), ssl=tls if tls is not None else True,
         ) as resp:
             body = await resp.content.read(4096)
             if resp.status == 200 and jsonutil.loads(body) == {"status": "ok"}:
@@ -257,6 +265,21 @@ def check_port(host: str, port: int, state: str, detail: str) -> Finding:
 PRIVATE_FILES = ("secrets.json", "tokens.json")
 
 
+def _loose_paths(root: Path, limit: int = 10_000) -> list[Path]:
+    """Paths under ``root`` (itself included) with group/other bits: others could read usage."""
+    out = []
+    for n, path in enumerate([root, *root.rglob("*")]):
+        if n >= limit:
+            break
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+            out.append(path)
+    return out
+
+
 def check_data_dir(data_dir: Path, *, posix: bool = os.name == "posix") -> list[Finding]:
     topic = "data dir"
     if not data_dir.exists():
@@ -277,6 +300,12 @@ def check_data_dir(data_dir: Path, *, posix: bool = os.name == "posix") -> list[
                                      f"`chown -R $USER {data_dir}` or set [storage] data_dir")]
     out = [Finding(OK, topic, f"{data_dir} exists and is writable")]
     if posix:
+        loose = [p for p in _loose_paths(data_dir) if p == data_dir or (p.relative_to(data_dir).parts[0] in DATA_DIR_ENTRIES
+                 and not (p.parent == data_dir and p.name in PRIVATE_FILES))]
+        if loose:
+            out.append(Finding(FAIL, topic, f"{len(loose)} file(s)/folder(s) in {data_dir} are readable by other users "
+                                            f"(e.g. {loose[0]}); fix: `chmod -R go-rwx {data_dir}` (OMEN also "
+                                            "tightens them when it starts)"))
         for name in PRIVATE_FILES:
             path = data_dir / name
             try:
@@ -345,7 +374,11 @@ async def run_doctor(config: Config, secrets: SecretStore, *, glyph_config: Path
     intents, report.servable = check_intents(config, {r.provider: r for r in results})
     report.findings += intents
 
-    state, detail = await port_state(config.server.host, config.server.port, timeout_s=timeout_s)
+    tls = None
+    if config.server.tls_cert or not is_loopback_bind(config.server.host):  # OMEN serves TLS there
+        cert = config.server.tls_cert or str(config.data_dir / "tls" / "cert.pem")
+        tls = await asyncio.to_thread(client_context, Path(cert))  # ~ is expanded there
+    state, detail = await port_state(config.server.host, config.server.port, timeout_s=timeout_s, tls=tls)
     report.findings.append(check_port(config.server.host, config.server.port, state, detail))
     report.findings += check_data_dir(config.data_dir)
     report.findings += check_glyph(glyph_config)

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
+import ssl
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +43,9 @@ log = logging.getLogger(__name__)
 FILE_NAME = "endpoint.json"
 CLIENT_SECRET = "endpoint-client-token"  # the plain client token, kept like the owner's
 CLIENT_USER = "local"
-CLIENT_LABEL = "endpoint file: clients on this machine"
+CLIENT_LABEL = "endpoint file: clients on this machine"  # tokens.ENDPOINT_LABEL: only it may name "local"
+HELLO_PATH = "/v1/omen/hello"
+VERIFY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,8 @@ class EndpointInfo:
     stamp: str | None = None  # boot id and process start time (Linux), to spot a reused pid
     stale: str | None = None  # why the file cannot be trusted, or None
     path: Path | None = None
+    proof_key: str | None = None  # the server proves it holds this before it gets a token
+    tls_cert: str | None = None  # beyond loopback OMEN serves TLS: its certificate, to trust
 
 
 def path_for(data_dir: Path) -> Path:
@@ -82,7 +93,7 @@ def pid_alive(pid: int) -> bool | None:
     return True
 
 
-def _loopback(url: str) -> str:
+def loopback_url(url: str) -> str:
     """A wildcard bind address is not something to connect to (nor a Host OMEN accepts)."""
     return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
 
@@ -100,18 +111,98 @@ def client_token(tokens: TokenBook, secrets: SecretStore) -> str:
     return token
 
 
+def new_proof_key() -> str:
+    return secrets.token_hex(32)
+
+
+def proof(key: str, nonce: str, url: str) -> str:
+    """What the server at ``url`` answers to ``nonce`` if it holds ``key``."""
+    return hmac.new(key.encode(), f"{nonce}|{url.rstrip('/')}".encode(), hashlib.sha256).hexdigest()
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def hello_url(url: str, nonce: str) -> str:
+    return f"{url.rstrip('/')}{HELLO_PATH}?{urllib.parse.urlencode({'nonce': nonce})}"
+
+
+def check_hello(info: EndpointInfo, nonce: str, body: bytes) -> str | None:
+    """Why the answer ``body`` to ``nonce`` does not prove the server is the file's OMEN, or None."""
+    if not info.proof_key:
+        return "the endpoint file has no proof key (written by an older OMEN: restart it)"
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    got = answer.get("proof") if isinstance(answer, dict) else None
+    if isinstance(got, str) and hmac.compare_digest(got, proof(info.proof_key, nonce, info.url)):
+        return None
+    return f"the server at {info.url} is not the OMEN that wrote {info.path or FILE_NAME}"
+
+
+def verify(info: EndpointInfo, timeout: float = VERIFY_TIMEOUT_S) -> str | None:
+    """Blocking: None if the server at ``info.url`` proves it is the OMEN of the endpoint
+    file, else why not. Sends no token. For the CLI; the client kit does the same over its
+    own HTTP client (:func:`new_nonce`, :func:`hello_url`, :func:`check_hello`)."""
+    if info.stale is not None:
+        return info.stale
+    nonce = new_nonce()
+    opener = no_redirect_opener(info)
+    try:
+        with opener.open(hello_url(info.url, nonce), timeout=timeout) as resp:
+            body = resp.read(64 * 1024)
+    except urllib.error.HTTPError as err:
+        return f"the server at {info.url} does not answer OMEN's challenge (HTTP {err.code})"
+    except OSError as exc:
+        return f"cannot reach {info.url} ({exc})"
+    return check_hello(info, nonce, body)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is not a proof, and a token must not follow one
+
+
+def no_redirect_opener(info: EndpointInfo | None = None) -> urllib.request.OpenerDirector:
+    """urllib without proxies (local traffic) and without redirects, trusting OMEN's TLS
+    certificate when it serves TLS (bound beyond loopback)."""
+    cert = Path(info.tls_cert) if info is not None and info.tls_cert else None
+    https = urllib.request.HTTPSHandler(context=client_context(cert))
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect, https)
+
+
+def client_context(cert: Path | None) -> ssl.SSLContext:
+    """What a local client trusts to reach OMEN over TLS: the system's CAs, plus OMEN's own
+    certificate (self-signed, or the user's) as an anchor of its own."""
+    context = ssl.create_default_context()
+    cert = cert.expanduser() if cert is not None else None
+    if cert is not None and cert.exists():
+        context.load_verify_locations(cafile=str(cert))
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+def hello_answer(service: OmenService, nonce: str) -> str:
+    """The server's side of :func:`verify`: the proof for ``nonce`` at the URL it publishes."""
+    return proof(service.proof_key, nonce, loopback_url(service.url))
+
+
 def publish(service: OmenService) -> Path | None:
     """Write the endpoint file for a started service; a failure is logged, never raised."""
     path = path_for(service.config.data_dir)
     try:
         info = {
-            "url": _loopback(service.url),
+            "url": loopback_url(service.url),
             "pid": os.getpid(),
             "version": __version__,
             "token": client_token(service.tokens, service.secrets),
             "user": CLIENT_USER,
             "started": time.time(),
             "stamp": process_stamp(os.getpid()),
+            "proof_key": service.proof_key,
+            "tls_cert": str(service.tls.cert) if service.tls is not None else None,
         }
         write_private(path, json.dumps(info, indent=1).encode())
     except Exception as exc:  # clients then need OMEN_BASE_URL/OMEN_TOKEN; serving goes on
@@ -124,7 +215,7 @@ def remove(service: OmenService) -> None:
     """Remove the endpoint file if it is still ours (another server may have replaced it)."""
     path = path_for(service.config.data_dir)
     info = read(path, check=False)
-    if info is not None and info.pid == os.getpid() and info.url == _loopback(service.url):
+    if info is not None and info.pid == os.getpid() and info.url == loopback_url(service.url):
         with contextlib.suppress(OSError):
             path.unlink()
 
@@ -137,6 +228,8 @@ def _parse(raw: Any, path: Path) -> EndpointInfo | None:
         return None
     stamp = raw.get("stamp")
     started = raw.get("started")
+    key = raw.get("proof_key")
+    cert = raw.get("tls_cert")
     return EndpointInfo(
         url=url.rstrip("/"),
         pid=pid,
@@ -146,6 +239,8 @@ def _parse(raw: Any, path: Path) -> EndpointInfo | None:
         started=float(started) if isinstance(started, int | float) else 0.0,
         stamp=stamp if isinstance(stamp, str) else None,
         path=path,
+        proof_key=key if isinstance(key, str) and key else None,
+        tls_cert=cert if isinstance(cert, str) and cert else None,
     )
 
 

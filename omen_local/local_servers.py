@@ -5,7 +5,8 @@ asks each address for ``/v1/models`` with a short timeout; a server that answers
 added as an OpenAI-compatible provider (models discovered) and placed in every intent
 bucket right after the local entries, so ``auto`` uses it at once. Only loopback
 addresses are probed unless the config lists others (``[discovery] extra``). Ollama is
-not here: it is a configured provider by default.
+not here: it is a configured provider by default. A port another user holds is skipped
+(local_trust.py): answering on loopback does not make a server the user's.
 
 The probing is I/O (``probe``); what it changes is pure (``with_found``).
 """
@@ -14,14 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiohttp
 
-from . import jsonutil
+from . import jsonutil, local_trust
 from .config import Config, ProviderConfig
 from .providers.registry import provider_kinds
+
+log = logging.getLogger(__name__)
 
 # name -> base URL of the OpenAI API, for the servers people run locally.
 WELL_KNOWN: dict[str, str] = {
@@ -68,9 +72,25 @@ async def _probe_one(session: aiohttp.ClientSession, name: str, url: str) -> Fou
     return Found(name, url, models)
 
 
+def untrusted(addresses: dict[str, str]) -> dict[str, str]:
+    """name -> why, for the addresses whose port another user holds: never probed, never used
+    (it would get the user's prompts and answer as a local model; local_trust.py)."""
+    out = {}
+    for name, url in addresses.items():
+        why = local_trust.distrust(url)
+        if why is not None:
+            out[name] = why
+    return out
+
+
 async def probe(session: aiohttp.ClientSession, addresses: dict[str, str]) -> list[Found]:
-    """Every address that answers like an OpenAI-compatible server, in parallel."""
-    results = await asyncio.gather(*(_probe_one(session, n, u) for n, u in addresses.items()))
+    """Every address that answers like an OpenAI-compatible server and whose socket is the
+    user's own (local_trust.py), in parallel."""
+    skipped = untrusted(addresses)
+    for name, why in skipped.items():
+        log.info("not using %s at %s: %s", name, addresses[name], why)
+    wanted = {n: u for n, u in addresses.items() if n not in skipped}
+    results = await asyncio.gather(*(_probe_one(session, n, u) for n, u in wanted.items()))
     return [f for f in results if f is not None]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from . import jsonutil
+from . import jsonutil, local_trust
 from .config import ProviderConfig
 from .providers._http import error_message
 from .providers.base import env_proxy, is_loopback_url
@@ -37,6 +37,7 @@ BAD_KEY = "bad_key"  # 401/403: the key was refused
 UNREACHABLE = "unreachable"  # connection refused, DNS, timeout
 ERROR = "error"  # reachable, but the answer is not a model list (wrong URL, server error)
 DISABLED = "disabled"
+UNTRUSTED = "untrusted"  # a loopback port held by another user (local_trust.py): nothing was sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,9 @@ async def check_provider(
         return ProbeResult(pc.name, DISABLED, explain(pc, DISABLED))
     if needs_key(pc) and not key:
         return ProbeResult(pc.name, NO_KEY, explain(pc, NO_KEY))
+    distrusted = local_trust.distrust(pc.base_url, pc.trust_owner)
+    if distrusted is not None:  # asking it for models would tell it nothing, but OMEN will not use it
+        return ProbeResult(pc.name, UNTRUSTED, f"{distrusted}; OMEN sends it nothing")
     own = session is None
     sess = session or aiohttp.ClientSession(trust_env=False)
     url = models_url(pc)

@@ -90,13 +90,18 @@ def notify_running(config: Config) -> str:
     info = endpoint.read(endpoint.path_for(config.data_dir))
     if info is None:
         return "OMEN is not running: it will use the change when it starts"
+    if info.stale is not None:
+        return f"OMEN is not running ({info.stale}): it will use the change when it starts"
+    why = endpoint.verify(info)
+    if why is not None:  # never send the owner's token to a server that has not proved it is ours
+        return f"the server at {info.url} is not verified as your OMEN ({why}); nothing was sent: restart OMEN to use the change"
     token = TokenBook(config.data_dir, SecretStore(config.data_dir)).owner_token
     req = urllib.request.Request(
         f"{info.url.rstrip('/')}/v1/omen/reload", method="POST", data=b"{}",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )  # fmt: skip
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with endpoint.no_redirect_opener(info).open(req, timeout=10) as resp:
             json.loads(resp.read())
     except urllib.error.HTTPError as err:
         detail = json.loads(err.read() or b"{}").get("error", {}).get("message", err.reason)

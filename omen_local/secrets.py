@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from . import jsonutil
+from .private_files import private_dir
 
 log = logging.getLogger(__name__)
 SERVICE = "omen-local"
@@ -89,8 +90,8 @@ class SecretStore:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically to a file only the owner can read (0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` atomically to a file only the owner can read (0600), in a 0700 folder."""
+    private_dir(path.parent)
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

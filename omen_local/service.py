@@ -17,14 +17,17 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import platformdirs
 from aiohttp import web
 
-from . import __version__, endpoint, local_servers
-from .config import Config, load_config
+from . import __version__, endpoint, local_servers, private_files
+from .config import APP_NAME, Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
 from .providers import _http
@@ -39,6 +42,7 @@ from .routing.router import Router
 from .routing.sticky import StickyMap
 from .routing.strategies import strategies
 from .secrets import SecretStore, resolve_key
+from .server import exposure
 from .server.app import RouterRef, make_app
 from .server.runner import Runner
 from .server.usage_routes import add_usage_routes
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 
 FIRST_PROBE_WAIT_S = 2.0
 LOCAL_RETRY_S = 2.0  # how often to look again while no local model server answers
+TRUST_RECHECK_S = 1.0  # how often to ask who owns local providers' ports (a /proc read, no network)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +90,12 @@ class OmenService:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._trust_task: asyncio.Task[None] | None = None
         self._started = 0.0
         self._first_probe: asyncio.Future[None] | None = None  # done once the first probe ends
         self.port = config.server.port
+        self.proof_key = endpoint.new_proof_key()  # in the endpoint file; proves us to clients
+        self.tls: exposure.Tls | None = None  # beyond loopback: TLS only (server/exposure.py)
 
     # ------------------------------------------------------------ parts made at start
 
@@ -113,10 +121,15 @@ class OmenService:
     def url(self) -> str:
         host = self.config.server.host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{host}:{self.port}"
 
     def _open_stores(self) -> None:
-        """Blocking: the keyring (D-Bus, Keychain) and the owner token. Runs in a thread."""
+        """Blocking: the keyring (D-Bus, Keychain) and the owner token. Runs in a thread.
+        First, OMEN's folders are made (or left) readable by the user alone (private_files.py)."""
+        private_files.tighten_data_dir(self.config.data_dir)
+        private_files.tighten(Path(platformdirs.user_config_dir(APP_NAME)))  # ours: config, glyph.toml, app.json
+        if self.config.source is not None:
+            private_files.tighten(Path(self.config.source))
         if self._secrets is None:
             self._secrets = SecretStore(self.config.data_dir)
         if self._tokens is None:
@@ -159,6 +172,9 @@ class OmenService:
             for name in providers:
                 if name in old.models and name not in old.undiscovered and config.providers[name].discover:
                     catalog.set_models(name, old.models[name])
+        for f in self.found:  # a server found running listed its models already: usable at once
+            if f.name in providers and f.name in catalog.undiscovered:
+                catalog.set_models(f.name, list(f.models))
         self.health.cooldown_s = d.failure_cooldown_s
         self.health.breaker_failures = d.breaker_failures
         policy = self.metering.policy if self.metering is not None else None
@@ -185,12 +201,23 @@ class OmenService:
             await self.metering.start()  # replays a crashed server's journal before taking requests
         self.session = _http.make_session()  # every upstream request goes through it (one transport)
         self.router_ref.set(self._build(self.config, keys))
-        app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source)
+        app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
+                       functools.partial(endpoint.hello_answer, self), lambda: self.config.server)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, backlog=1024)
+        try:
+            self.tls = await asyncio.to_thread(exposure.tls_for, self.config.server, self.config.data_dir)
+        except (OSError, ValueError) as exc:
+            await self.stop()
+            raise OSError(f"the TLS certificate cannot be used ({exc})") from exc
+        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, backlog=1024,
+                           ssl_context=self.tls.context if self.tls is not None else None)
+        if self.tls is not None:
+            log.warning("listening beyond loopback at %s: TLS only (%s certificate, fingerprint %s), client tokens "
+                        "only", self.config.server.host, "self-signed" if self.tls.self_signed else "your",
+                        self.tls.fingerprint)
         try:
             await site.start()
         except OSError:
@@ -204,6 +231,7 @@ class OmenService:
         self._started = time.time()
         self._first_probe = asyncio.get_running_loop().create_future()
         self._health_task = asyncio.create_task(self._health_loop(), name="omen-health")
+        self._trust_task = asyncio.create_task(self._trust_loop(), name="omen-local-trust")
         # Give local discovery a moment so the first "auto" request sees Ollama's models,
         # but never let a slow network hold up start-up.
         await asyncio.wait({self._first_probe}, timeout=FIRST_PROBE_WAIT_S)
@@ -217,11 +245,17 @@ class OmenService:
         the old listener closes (its open connections finish). The data dir is fixed for the
         service's life (restart to change it)."""
         new_site: web.TCPSite | None = None
+        new_tls = self.tls
         if self._runner is not None and (config.server.host, config.server.port) != (
             self.config.server.host,
             self.config.server.port,
         ):
-            new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024)
+            try:
+                new_tls = await asyncio.to_thread(exposure.tls_for, config.server, self.config.data_dir)
+            except ValueError as exc:
+                raise OSError(f"the TLS certificate cannot be used ({exc})") from exc
+            new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024,
+                                   ssl_context=new_tls.context if new_tls is not None else None)
             await new_site.start()  # OSError propagates before anything changed
         try:
             keys = await asyncio.to_thread(self._keys, config)
@@ -237,6 +271,7 @@ class OmenService:
         self.router_ref.set(self._build(self.config, keys))
         self.sticky.ttl_s = config.defaults.sticky_ttl_s
         if new_site is not None:
+            self.tls = new_tls
             old_site, self._site = self._site, new_site
             sockets = getattr(new_site._server, "sockets", None) or ()
             self.port = sockets[0].getsockname()[1] if sockets else config.server.port
@@ -259,11 +294,12 @@ class OmenService:
 
     async def stop(self) -> None:
         endpoint.remove(self)
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-            self._health_task = None
+        for task in (self._health_task, self._trust_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._health_task = self._trust_task = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -295,13 +331,37 @@ class OmenService:
         if self.health.ok(provider.name) or changed:
             self.hub.emit(HealthEvent(provider.name, "up", f"{len(models)} models"))
 
+    def _recheck_trust(self, providers: Iterable[Provider], catalog: Catalog) -> None:
+        """A local port can change hands while OMEN runs (a model server stops, another user
+        binds its port): each round asks again who owns it (local_trust.py, a /proc read)."""
+        for p in providers:
+            if catalog.is_local(p.name):
+                why = p.unusable_reason()
+                if why != catalog.usable(p.name):
+                    if why is not None:
+                        log.warning("not using %s: %s", p.name, why)
+                    catalog.set_unusable(p.name, why)
+
+    async def _trust_loop(self) -> None:
+        """Between health rounds (15 s by default) a local model server can stop and another
+        user bind its port: ask who owns local ports every second, so such a port is skipped
+        within about a second rather than at the next round."""
+        while True:
+            await asyncio.sleep(TRUST_RECHECK_S)
+            try:
+                router = self.router
+                self._recheck_trust(router.dispatcher.providers.values(), router.planner.catalog)
+            except Exception:
+                log.exception("checking who owns local ports failed")
+
     async def _probe_all(self) -> None:
         router = self.router
         catalog = router.planner.catalog
+        self._recheck_trust(router.dispatcher.providers.values(), catalog)
         probes = [
             self._probe(p, catalog)
             for p in router.dispatcher.providers.values()
-            if p.config.enabled and p.config.discover
+            if p.config.enabled and p.config.discover and not (catalog.is_local(p.name) and catalog.usable(p.name))
         ]
         if probes:
             await asyncio.gather(*probes)
@@ -386,6 +446,8 @@ class OmenService:
             "url": self.url,
             "uptime_s": round(time.time() - self._started, 3) if self._started else 0.0,
             "secrets": self.secrets.backend,
+            "tls": None if self.tls is None else {"fingerprint": self.tls.fingerprint, "self_signed": self.tls.self_signed,
+                                                   "certificate": str(self.tls.cert)},
             "default_strategy": self.config.defaults.strategy,
             "intents": {k: list(v) for k, v in self.config.intents.items()},
             "aliases": sorted(self.config.aliases),

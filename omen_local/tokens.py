@@ -24,6 +24,25 @@ log = logging.getLogger(__name__)
 
 OWNER_SECRET = "server-token"
 OWNER_USER = "owner"
+# Names a client token may not take: "owner" is the owner's token, "local" the endpoint
+# file's; a client token naming either would read their stored responses and usage.
+RESERVED_USERS = frozenset({OWNER_USER, "local"})
+
+
+ENDPOINT_LABEL = "endpoint file: clients on this machine"  # endpoint.CLIENT_LABEL: the one "local" token
+
+
+def reserved_user(name: str) -> bool:
+    return name.strip().lower() in RESERVED_USERS
+
+
+def _legitimate(entry: dict[str, str]) -> bool:
+    """A client token from before the names were reserved must not act as the owner, nor as
+    the endpoint file's ``local`` token (it would read their stored responses and usage)."""
+    user = (entry.get("user") or "").strip().lower()
+    if user == OWNER_USER:
+        return False
+    return user != "local" or entry.get("label") == ENDPOINT_LABEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +102,14 @@ class TokenBook:
         except ValueError as exc:  # edited by hand and broken: no client token is trusted until fixed
             log.error("%s is not valid JSON (%s): client tokens are refused until it is fixed", self.file, exc)
             entries = []
+        refused = [e for e in entries if not _legitimate(e)]
+        if refused:
+            log.warning("%d client token(s) in %s name a reserved user (owner, local) and are refused; "
+                        "revoke them and make new ones under another name", len(refused), self.file)
         self._by_hash = {
             e["sha256"]: Identity(e.get("user") or "unknown", e.get("workspace") or None, e.get("label") or None)
             for e in entries
+            if _legitimate(e)
         }
 
     def is_owner(self, identity: Identity) -> bool:

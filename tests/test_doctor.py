@@ -179,12 +179,16 @@ def test_data_dir_world_readable_secrets_fail(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert check_data_dir(data)[0].level == OK  # created on first run
     data.mkdir()
+    data.chmod(0o700)
     (data / "secrets.json").write_text("{}")
     (data / "secrets.json").chmod(0o644)
     findings = check_data_dir(data)
     assert [f.level for f in findings] == [OK, FAIL] and "chmod 600" in findings[1].text
     (data / "secrets.json").chmod(0o600)
     assert [f.level for f in check_data_dir(data)] == [OK]
+    data.chmod(0o755)  # the usage store in a folder others may read (docs/security.md, item 8)
+    findings = check_data_dir(data)
+    assert [f.level for f in findings] == [OK, FAIL] and "chmod -R go-rwx" in findings[1].text
 
 
 def test_glyph_config_and_roots(tmp_path: Path) -> None:

@@ -379,7 +379,7 @@ def parse_responses_request(raw: Any) -> ResponsesRequest:
 def previous_not_found(response_id: str) -> OmenError:
     return OmenError(
         400,
-        f"Previous response with id '{response_id}' not found (OMEN keeps stored responses for a limited time, per user).",
+        f"Previous response with id '{response_id}' not found (OMEN keeps stored responses for a limited time, per user and workspace).",
         code="previous_response_not_found",
         param="previous_response_id",
     )

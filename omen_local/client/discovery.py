@@ -2,7 +2,11 @@
 
 OMEN: ``OMEN_BASE_URL`` / ``OMEN_TOKEN`` (or arguments), else the endpoint file a running
 OMEN publishes in its data dir (``omen_local.endpoint``). A stale file (its server is gone)
-yields no target at all: its token is never sent to whatever listens on that port now.
+yields no target at all: its token is never sent to whatever listens on that port now. A
+target from the file carries it (``Target.endpoint``): the client asks the server to prove
+it holds the file's secret before the token goes (``endpoint.check_hello``). ``OMEN_TOKEN``
+with no file and no URL goes to the default port only if its socket is the user's own
+(``local_trust``). A URL the user gave (``OMEN_BASE_URL``, ``base_url``) is their choice.
 Ollama: the first enabled Ollama provider in OMEN's config (the same file OMEN reads), so
 degraded mode talks to the Ollama that OMEN would have used, and knows what an alias stands
 for (its intent picks the local model; its other hints are reported as not honoured).
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .. import endpoint
+from .. import endpoint, local_trust
 from ..config import APP_NAME, Config, ConfigError, load_config
 from .hints import Hints
 
@@ -34,6 +38,7 @@ class Target:
     source: str
     problem: str | None = None
     pid: int | None = None  # from the endpoint file: a new pid means a new server to try at once
+    endpoint_info: endpoint.EndpointInfo | None = None  # the server must prove it wrote this before a token goes
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,7 @@ class Local:
     ollama_url: str
     local_providers: tuple[str, ...]  # provider names of kind ollama: "ollama/x" maps to x
     aliases: Mapping[str, Hints] = field(default_factory=dict)  # what each alias stands for
+    trust_owner: str | None = None  # the Ollama provider's trust_owner (local_trust.py)
 
 
 def _aliases(cfg: Config, local: tuple[str, ...]) -> dict[str, Hints]:
@@ -69,7 +75,8 @@ def read_local(config: Path | str | None = None) -> Local:
     ollamas = [(n, p.base_url) for n, p in cfg.providers.items() if p.kind == "ollama" and p.enabled]
     url = ollamas[0][1] if ollamas else DEFAULT_OLLAMA
     names = tuple(n for n, _ in ollamas) or ("ollama",)
-    return Local(cfg.data_dir, url, names, _aliases(cfg, names))
+    trust = cfg.providers[ollamas[0][0]].trust_owner if ollamas else None
+    return Local(cfg.data_dir, url, names, _aliases(cfg, names), trust)
 
 
 def find_omen(local: Local, *, base_url: str | None = None, token: str | None = None,
@@ -80,14 +87,21 @@ def find_omen(local: Local, *, base_url: str | None = None, token: str | None = 
     info = endpoint.read(path)
     if url is not None:
         url = root_url(url)
+        source = "OMEN_BASE_URL" if base_url is None else "base_url argument"
         if tok is None and info is not None and info.stale is None and info.url == url:
-            tok = info.token  # the file's token only ever goes to the server that wrote it
-        return Target(url, tok, "OMEN_BASE_URL" if base_url is None else "base_url argument")
+            # the file's token only ever goes to the server that wrote it, once it proves so
+            return Target(url, info.token, source, pid=info.pid, endpoint_info=info)
+        return Target(url, tok, source)
     if info is None:
         if tok is not None:
+            why = local_trust.own_listener(DEFAULT_URL)
+            if why is not None:  # an unverified server on the default port gets no token
+                return Target(None, None, "OMEN_TOKEN and the default URL",
+                              problem=f"OMEN is not running (no endpoint file {path}; {why}; "
+                                      "set OMEN_BASE_URL to send the token elsewhere)")
             return Target(DEFAULT_URL, tok, "OMEN_TOKEN and the default URL")
         return Target(None, None, str(path), problem=f"OMEN is not running (no endpoint file {path})")
     if info.stale is not None:
         return Target(None, None, str(path), problem=f"OMEN is not running ({info.stale}; stale endpoint file {path})",
                       pid=info.pid)
-    return Target(info.url, tok or info.token, f"endpoint file {path}", pid=info.pid)
+    return Target(info.url, tok or info.token, f"endpoint file {path}", pid=info.pid, endpoint_info=info)

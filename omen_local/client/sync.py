@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx2
 
+from .. import endpoint, local_trust
 from ._core import (
     USER_AGENT,
     Call,
@@ -83,8 +84,12 @@ class OmenClient:
         self.user_agent = user_agent
         self.health = Health(backoff)
         self._models: tuple[float, list[str]] | None = None
+        self._proven: set[tuple[str, int | None]] = set()  # (url, pid) that proved they are the file's OMEN
+        published = endpoint.read(endpoint.path_for(self.local.data_dir), check=False)
+        cert = Path(published.tls_cert) if published is not None and published.tls_cert else None
         self._http = httpx2.Client(
             timeout=httpx2.Timeout(read_timeout_s, connect=connect_timeout_s),
+            verify=endpoint.client_context(cert),  # OMEN beyond loopback serves TLS with its own certificate
             trust_env=False,  # a proxy from the environment must never see local traffic
         )
 
@@ -105,7 +110,24 @@ class OmenClient:
         return self.health.degraded
 
     def find_omen(self) -> Target:
-        return find_omen(self.local, base_url=self._base_url, token=self._token, environ=self._environ)
+        """Where OMEN is, verified: a target from the endpoint file is used only once its
+        server proved it holds the file's secret (endpoint.check_hello; no token is sent
+        for that); otherwise there is no target and ``problem`` says why."""
+        target = find_omen(self.local, base_url=self._base_url, token=self._token, environ=self._environ)
+        info = target.endpoint_info
+        if target.url is None or info is None or (target.url, target.pid) in self._proven:
+            return target
+        nonce = endpoint.new_nonce()
+        try:
+            resp = self._http.get(endpoint.hello_url(info.url, nonce))
+            why = endpoint.check_hello(info, nonce, resp.read())
+        except httpx2.TransportError as exc:
+            why = unreachable(info.url, exc, self.connect_timeout_s)
+        if why is not None:
+            problem = f"OMEN is not running: the server at {info.url} is not verified ({why})"
+            return dataclasses.replace(target, url=None, token=None, problem=problem)
+        self._proven.add((target.url, target.pid))
+        return target
 
     # ------------------------------------------------------------ chat
 
@@ -230,7 +252,15 @@ class OmenClient:
                     return resp, Assembler(route), Started(route)
         return self._open_local(call)
 
+    def _check_local(self, reason: str) -> None:
+        """Degraded mode talks to Ollama only if its port is the user's own (or the account
+        the config's trust_owner names): another user's listener would get the prompt."""
+        why = local_trust.distrust(self.local.ollama_url, self.local.trust_owner)
+        if why is not None:
+            raise Unavailable(f"{reason}, and local Ollama is not used: {why}")
+
     def _local_models(self, fresh: bool = False) -> list[str]:
+        self._check_local(self.health.down_reason or "OMEN is unreachable")
         now = time.monotonic()
         if not fresh and self._models is not None and now - self._models[0] < MODELS_TTL_S:
             return self._models[1]

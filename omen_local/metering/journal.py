@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from ..observe import AttemptProgress, AttemptStarted, UsageEvent
+from ..private_files import private_dir
 from ..providers.base import Usage
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Journal:
 
     def start(self, next_seq: int) -> None:
         """Begin appending at ``next_seq``; older segments must be committed already (they are removed)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         for _, path in self._existing():
             path.unlink(missing_ok=True)
         self.seq = next_seq - 1

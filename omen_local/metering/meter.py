@@ -30,6 +30,7 @@ import orjson
 from ..config import Config
 from ..errors import OmenError
 from ..observe import Outcome, UsageEvent
+from ..private_files import private_dir
 from ..providers.base import Usage
 from . import rollup as r
 from . import sanitise
@@ -55,7 +56,7 @@ class DirLock:
     """An exclusive advisory lock on a file: one server per usage store (released by the OS on kill -9)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if sys.platform == "win32":  # pragma: no cover

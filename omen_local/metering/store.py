@@ -64,6 +64,7 @@ from peewee import (
 
 from ..memtrim import release_memory
 from ..observe import AttemptStarted, UsageEvent
+from ..private_files import private_file
 from . import rollup as r
 from . import sanitise
 from .journal import Record
@@ -405,7 +406,7 @@ class SqliteUsageStore:
 
     def open(self) -> int:
         """Create the schema if needed; return the journal sequence number committed last."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 before SQLite opens it: its -wal and -shm get the same mode
         with self.db.connection_context():
             if not {m._meta.table_name for m in MODELS} <= set(self.db.get_tables()):
                 with _SCHEMA_LOCK, self.db.bind_ctx(MODELS), self.db.atomic():

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import local_trust
 from ..config import Price, ProviderConfig
 from . import _http
 from .errors import Unsupported, UpstreamError
@@ -289,7 +290,7 @@ class Provider(ABC):
             return "disabled"
         if self.needs_key(self.config) and not self.key:
             return f"no API key (set it with `omen key set {self.name}` or the environment)"
-        return None
+        return local_trust.distrust(self.config.base_url, self.config.trust_owner)  # another user's port
 
     def translated(self, translate: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         """``translate(*args)``: the upstream's request body. A body the translation cannot

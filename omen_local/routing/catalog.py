@@ -50,6 +50,11 @@ class Catalog:
             return "not configured"
         return self._unusable[provider]
 
+    def set_unusable(self, provider: str, why: str | None) -> None:
+        """Change whether ``provider`` may be used (a local port changed hands, local_trust.py)."""
+        if provider in self._unusable:
+            self._unusable[provider] = why
+
     def is_local(self, provider: str) -> bool:
         """Runs on this machine (Ollama, or an OpenAI-compatible server on loopback)."""
         return provider in self.local

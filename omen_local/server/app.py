@@ -28,8 +28,9 @@ from ..routing.catalog import Target
 from ..routing.planner import Plan
 from ..routing.router import Router
 from ..routing.session import StreamSession
-from ..tokens import Identity, TokenBook
-from .security import bearer, check_host, check_origin
+from ..tokens import Identity, TokenBook, reserved_user
+from .exposure import is_loopback_peer, typed_hosts
+from .security import bearer, check_host, check_origin, host_name
 from .sse import DONE, ChunkEncoder
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,11 @@ ROUTER: web.AppKey[RouterRef] = web.AppKey("router", RouterRef)
 TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
 STATUS: web.AppKey[Any] = web.AppKey("status", object)
 RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
+HELLO: web.AppKey[Any] = web.AppKey("hello", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/v1/omen/hello"})
+MAX_NONCE = 128
 ErrorRenderer = Callable[[OmenError, str | None], web.Response]
 # (path prefix, renderer): doors whose API has its own error shape (door_kit.register_error_shape).
 ERROR_RENDERERS: web.AppKey[list[tuple[str, ErrorRenderer]]] = web.AppKey("error_renderers", list)
@@ -104,13 +107,37 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
     return OmenError(exc.status, exc.reason or "request failed", code="http_error")
 
 
-def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...], max_body: int) -> Any:
+def _check_remote(request: web.Request, typed: tuple[str, ...]) -> None:
+    """A request from another machine (OMEN bound beyond loopback, exposure.py): over TLS,
+    and naming a Host the user typed, never a loopback name."""
+    if not request.secure:
+        raise OmenError(403, "plain HTTP from another machine is refused: use https", code="tls_required")
+    name = host_name(request.headers.get("Host") or "")
+    if name not in typed:
+        raise OmenError(403, f"Host '{name}' is not allowed from another machine: use one of the names in "
+                             "server.host or server.allowed_hosts", code="forbidden_host")
+
+
+def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...], max_body: int,
+              server_fn: Callable[[], ServerConfig] | None = None) -> Any:
+    seen: list[Any] = [None, ()]  # the server config last seen, and its typed Host names
+
     @web.middleware
     async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
         headers = request.headers
         try:
-            check_host(headers.get("Host"), allowed_hosts)
+            typed: tuple[str, ...] = ()
+            if server_fn is not None:
+                server = server_fn()
+                if server is not seen[0]:  # a reload may bind elsewhere: its typed names from then on
+                    seen[:] = [server, typed_hosts(server)]
+                typed = seen[1]
+            check_host(headers.get("Host"), allowed_hosts + typed if typed else allowed_hosts)
             check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"), allowed_origins)
+            transport = request.transport
+            remote = transport is not None and not is_loopback_peer(transport.get_extra_info("peername"))
+            if remote:
+                _check_remote(request, typed)
             if request.path not in PUBLIC_PATHS:
                 ident = tokens.identify(bearer(headers.get("Authorization"), headers.get("x-api-key")))
                 if ident is None:
@@ -120,6 +147,9 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
                         type="invalid_request_error",
                         code="invalid_api_key",
                     )
+                if remote and (tokens.is_owner(ident) or reserved_user(ident.user)):
+                    raise OmenError(403, "from another machine, only a client token is accepted (never the owner's "
+                                         "or the endpoint file's): `omen token create --user NAME`", code="client_token_required")
                 request[IDENTITY] = ident
             length = request.content_length
             if length is not None and length > max_body:
@@ -355,23 +385,38 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(body=jsonutil.dumps(body), content_type="application/json")
 
 
+async def hello(request: web.Request) -> web.Response:
+    """Prove this is the OMEN of the endpoint file before a client sends it a token
+    (endpoint.verify): the nonce's HMAC with the file's secret. Public, and tells nothing."""
+    nonce = request.query.get("nonce", "")
+    if not 16 <= len(nonce) <= MAX_NONCE or not nonce.isascii() or not nonce.isalnum():
+        raise OmenError(400, f"nonce must be 16 to {MAX_NONCE} letters or digits", code="invalid_nonce")
+    body = {"object": "omen.hello", "proof": request.app[HELLO](nonce)}
+    return web.Response(body=jsonutil.dumps(body), content_type="application/json")
+
+
 def make_app(
-    router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None
+    router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None,
+    hello_fn: Any = None, server_fn: Callable[[], ServerConfig] | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)],
+        middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes,
+                               server_fn or (lambda: server))],
         client_max_size=server.max_body_bytes,
     )
     app[ROUTER] = router
     app[TOKENS] = tokens
     app[STATUS] = status_fn
     app[RELOAD] = reload_fn
+    app[HELLO] = hello_fn
     app.router.add_post("/v1/chat/completions", chat_completions)
     if reload_fn is not None:
         app.router.add_post("/v1/omen/reload", reload)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/v1/omen/status", status)
+    if hello_fn is not None:
+        app.router.add_get("/v1/omen/hello", hello)
     app.router.add_get("/health", health)
     from .messages_door import add_messages_routes  # the doors import this module
     from .responses_door import add_responses_routes

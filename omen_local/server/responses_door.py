@@ -19,7 +19,7 @@ from .. import jsonutil
 from ..api.responses import items_to_messages, parse_responses_request, previous_not_found
 from ..errors import OmenError
 from ..observe import Outcome
-from .app import IDENTITY, error_response, request_id_of
+from .app import IDENTITY, TOKENS, error_response, request_id_of
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -38,10 +38,18 @@ from .responses_store import ResponseStore
 STORE: web.AppKey[ResponseStore] = web.AppKey("responses_store", ResponseStore)
 
 
+def _owner(request: web.Request) -> str:
+    """Whose a stored response is: the token's user *and* workspace (a workspace-bound token
+    never reads another workspace's conversation), the owner's token apart from any client's."""
+    ident = request[IDENTITY]
+    user = "\x00owner" if request.app[TOKENS].is_owner(ident) else ident.user
+    return f"{user}\x1f{ident.workspace or ''}"
+
+
 def _remember(request: web.Request, response: dict[str, Any], history: list[dict[str, Any]]) -> None:
     """Keep a whole answer, and the conversation it ends, for previous_response_id."""
     messages = items_to_messages(response["output"], "output") if response["output"] else []
-    request.app[STORE].put(request[IDENTITY].user, response["id"], response, [*history, *messages])
+    request.app[STORE].put(_owner(request), response["id"], response, [*history, *messages])
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
@@ -52,7 +60,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         parsed = parse_responses_request(await read_json(request))
         history: list[dict[str, Any]] = []
         if parsed.previous_response_id is not None:
-            stored = request.app[STORE].get(request[IDENTITY].user, parsed.previous_response_id)
+            stored = request.app[STORE].get(_owner(request), parsed.previous_response_id)
             if stored is None:
                 raise previous_not_found(parsed.previous_response_id)
             history = stored.history
@@ -86,7 +94,7 @@ def _not_found(response_id: str) -> OmenError:
 
 async def get_response(request: web.Request) -> web.Response:
     response_id = request.match_info["response_id"]
-    stored = request.app[STORE].get(request[IDENTITY].user, response_id)
+    stored = request.app[STORE].get(_owner(request), response_id)
     if stored is None:
         raise _not_found(response_id)
     return web.Response(body=jsonutil.dumps(stored.response), content_type="application/json")
@@ -94,7 +102,7 @@ async def get_response(request: web.Request) -> web.Response:
 
 async def delete_response(request: web.Request) -> web.Response:
     response_id = request.match_info["response_id"]
-    if not request.app[STORE].delete(request[IDENTITY].user, response_id):
+    if not request.app[STORE].delete(_owner(request), response_id):
         raise _not_found(response_id)
     body = {"id": response_id, "object": "response.deleted", "deleted": True}
     return web.Response(body=jsonutil.dumps(body), content_type="application/json")

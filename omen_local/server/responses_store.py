@@ -1,7 +1,7 @@
 """Stored responses for ``previous_response_id`` and ``GET /v1/responses/{id}``: in memory, bounded.
 
-Entries belong to the user whose token created them: another user's lookup finds
-nothing (not even whether the id exists). They expire ``ttl_s`` after they were made,
+Entries belong to the user and workspace of the token that created them (the door's
+``_owner`` key): any other lookup finds nothing (not even whether the id exists). They expire ``ttl_s`` after they were made,
 and the least recently used go first when there are more than ``max_entries`` or
 their JSON size passes ``max_bytes``. Nothing survives a restart, by design: a local
 router keeps no conversation archive.
