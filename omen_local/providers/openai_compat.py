@@ -23,6 +23,7 @@ from .. import jsonutil
 from ..wire.anthropic import without_anthropic_extensions
 from . import _http, _sse
 from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
+from .capabilities import takes_reasoning_effort
 from .errors import ProtocolError, StreamBroken, UpstreamError
 
 
@@ -44,6 +45,8 @@ class OpenAICompatProvider(Provider):
 
     def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         out = dict(without_anthropic_extensions(body))  # strict in what it sends (wire/anthropic.py)
+        if "reasoning_effort" in out and not takes_reasoning_effort(self.config, model):
+            del out["reasoning_effort"]  # the model would refuse it (capabilities.py)
         out["model"] = model
         out["stream"] = stream
         if stream:
