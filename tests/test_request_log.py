@@ -1,0 +1,70 @@
+"""The request log (omen_local/requestlog.py): one line per request, no bodies or keys, ``omen logs``."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omen_local.requestlog import FILE_NAME, format_line, log_dir, parse_line
+from tests import door_util as du
+from tests.conftest import Stack
+from tests.fakes.base import Reply
+
+
+def _lines_for(request_id: str) -> list[dict[str, str]]:
+    path = log_dir() / FILE_NAME
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the writer thread appends after the answer: poll the file
+        rows = [parse_line(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+        found = [r for r in rows if r.get("request_id") == request_id]
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no request log line for {request_id}")
+
+
+async def test_one_line_per_request_without_bodies_or_keys(stack: Stack) -> None:
+    stack.openai.queue(Reply(text="secret-answer-text"))
+    body = {"model": "claude-sonnet-9-9", "messages": [{"role": "user", "content": "secret-prompt-text"}]}
+    got, headers, _ = await du.post(stack, "/v1/messages", {**body, "max_tokens": 20, "context_management": {"edits": []}},
+                                    headers={"User-Agent": 'evil "client" 2.0', "x-omen-providers": "openai"})  # fmt: skip
+    assert got == 200
+    (row,) = _lines_for(headers["x-omen-request-id"])
+    assert row["door"] == "messages" and row["status"] == "200" and row["provider"] == "openai"
+    assert row["asked"] == "claude-sonnet-9-9" and row["alias"] == "auto-code"  # mapped by the shipped patterns
+    assert headers["x-omen-asked-model"] == "claude-sonnet-9-9"
+    assert row["ignored"] == "context_management" and int(row["latency_ms"]) >= 0
+    assert row["client"] == 'evil "client" 2.0'
+    text = (log_dir() / FILE_NAME).read_text(encoding="utf-8")
+    for secret in ("secret-prompt-text", "secret-answer-text", stack.token):
+        assert secret not in text
+    assert stat.S_IMODE(os.stat(log_dir() / FILE_NAME).st_mode) == 0o600
+
+    refused = await du.post(stack, "/v1/chat/completions", {"model": "auto", "messages": []}, headers={"Authorization": "Bearer nope"})
+    assert refused[0] == 401  # refused requests are logged too (by their path and status)
+    assert "nope" not in (log_dir() / FILE_NAME).read_text(encoding="utf-8")
+
+
+def test_format_and_parse_round_trip() -> None:
+    line = format_line({"time": "t", "door": "chat", "client": 'a "b" c', "status": 200, "ignored": ""})
+    assert line == 'time=t door=chat status=200 client="a \\"b\\" c"'
+    assert parse_line(line) == {"time": "t", "door": "chat", "status": "200", "client": 'a "b" c'}
+    # A client's control characters never reach a terminal that shows the log.
+    hostile = format_line({"client": "x\x1b[31m\x07\r\ny=1"})
+    assert hostile == 'client="x\\u001b[31m\\u0007\\r\\ny=1"' and parse_line(hostile) == {"client": "x\x1b[31m\x07\r\ny=1"}
+
+
+def test_omen_logs_prints_the_last_lines(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / FILE_NAME).write_text("".join(f"time=t{i} door=chat status=200\n" for i in range(30)), encoding="utf-8")
+    env = {**os.environ, "OMEN_LOG_DIR": str(logs)}
+    out = subprocess.run([sys.executable, "-m", "omen_local", "logs", "-n", "3"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.splitlines() == [f"time=t{i} door=chat status=200" for i in (27, 28, 29)]
+    missing = subprocess.run([sys.executable, "-m", "omen_local", "logs"], env={**env, "OMEN_LOG_DIR": str(tmp_path / "none")},
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and "no request log yet" in missing.stderr
