@@ -445,7 +445,7 @@ CLAUDE_CODE_TURN: dict[str, Any] = {
 @pytest.mark.parametrize("provider", list(MODELS))
 async def test_claude_code_turn_reaches_each_upstream_in_its_own_terms(stack: Stack, provider: str) -> None:
     queue_text(stack, provider, "I see it.")
-    got, headers, body = await du.post(stack, "/v1/messages", {"model": MODELS[provider], **CLAUDE_CODE_TURN},
+    got, _, body = await du.post(stack, "/v1/messages", {"model": MODELS[provider], **CLAUDE_CODE_TURN},
                                        headers={"anthropic-beta": "claude-code-20250219,some-future-beta-2099-01-01"})  # fmt: skip
     assert got == 200, body
     sent = last_body(stack, provider)
