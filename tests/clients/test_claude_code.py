@@ -200,3 +200,20 @@ def test_thinking_signatures_go_back_to_anthropic_unchanged(
         thinking = [b for b in assistant["content"] if b["type"] == "thinking"]
         assert thinking and thinking[0]["signature"] == FAKE_SIGNATURE, assistant["content"]
         assert "thinking" in second  # so thinking stays on in the tool loop
+
+
+def test_omen_hints_through_anthropic_custom_headers(
+    fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path
+) -> None:
+    """docs/clients.md's recipe: ANTHROPIC_CUSTOM_HEADERS carries x-omen-* hints (here: only Ollama)."""
+    omen = omen_factory(intents("anthropic", "ollama"))
+    fakes["ollama"].rules({"reply": {"text": "Local answer by hint"}, "times": None})
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {"ANTHROPIC_BASE_URL": omen.url, "ANTHROPIC_AUTH_TOKEN": omen.token,
+           "ANTHROPIC_CUSTOM_HEADERS": "x-omen-providers: ollama\nx-omen-strategy: single"}  # fmt: skip
+    run = run_cli(CLIENT, ["-p", "Say hello"], home=tmp_path / "claude-home", env=env, cwd=work)
+    with recorded("hint headers", run.version):
+        assert run.returncode == 0, run.describe()
+        assert "Local answer by hint" in run.stdout, run.describe()
+        assert not fakes["anthropic"].seen()
