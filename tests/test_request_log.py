@@ -44,9 +44,9 @@ async def test_one_line_per_request_without_bodies_or_keys(stack: Stack) -> None
         assert secret not in text
     assert stat.S_IMODE(os.stat(log_dir() / FILE_NAME).st_mode) == 0o600
 
-    refused = await du.post(stack, "/v1/chat/completions", {"model": "auto", "messages": []}, headers={"Authorization": "Bearer nope"})
+    refused = await du.post(stack, "/v1/chat/completions", {"model": "auto", "messages": []}, headers={"Authorization": "Bearer omen-not-a-token-zq81"})
     assert refused[0] == 401  # refused requests are logged too (by their path and status)
-    assert "nope" not in (log_dir() / FILE_NAME).read_text(encoding="utf-8")
+    assert "omen-not-a-token-zq81" not in (log_dir() / FILE_NAME).read_text(encoding="utf-8")
 
 
 def test_format_and_parse_round_trip() -> None:
