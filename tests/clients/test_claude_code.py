@@ -217,3 +217,27 @@ def test_omen_hints_through_anthropic_custom_headers(
         assert run.returncode == 0, run.describe()
         assert "Local answer by hint" in run.stdout, run.describe()
         assert not fakes["anthropic"].seen()
+
+
+def test_failover_mid_session_carries_the_history_across_kinds(
+    fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path
+) -> None:
+    """Turn one on Anthropic (signed thinking and a tool call); Anthropic then fails before its
+    first token, and the OpenAI-compatible candidate finishes the session from the same history."""
+    omen = omen_factory(intents("anthropic", "openai"))
+    fakes["anthropic"].rules(
+        {"match": {"tools": True, "tool_result": False},
+         "reply": {"thinking": "Run it first.", "tool": {"name": "Bash", "input": {"command": "echo mid-session-7", "description": "Print"}}}},
+        {"match": {"tool_result": True}, "reply": {"status": 529, "message": "Overloaded"}, "times": None},
+    )  # fmt: skip
+    fakes["openai"].rules({"match": {"tool_result": True}, "reply": {"text": "Finished on the second candidate."}, "times": None})
+    run = claude(omen, tmp_path, "Run it", "--allowedTools", "Bash(echo:*)")
+    with recorded("failover (mid-session)", run.version):
+        assert run.returncode == 0, run.describe()
+        assert "Finished on the second candidate." in run.stdout, run.describe()
+        (second,) = [s["body"] for s in fakes["openai"].seen()]
+        tool = next(m for m in second["messages"] if m["role"] == "tool")
+        assert "mid-session-7" in json.dumps(tool)
+        assert "thinking_blocks" not in json.dumps(second) and "signature" not in json.dumps(second)
+        served = [r for r in messages_lines(omen, 2) if r.get("status") == "200"]
+        assert [r["provider"] for r in served][-2:] == ["anthropic", "openai"], served
