@@ -14,7 +14,6 @@ quotes JSON-quoted; control characters escaped, since the User-Agent is the clie
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import logging.handlers
@@ -121,20 +120,27 @@ def now_iso(t: float | None = None) -> str:
 
 
 def follow(path: Path, *, lines: int = 20, forever: bool = False, poll_s: float = 0.5) -> Iterator[str]:
-    """The last ``lines`` lines, then (``forever``) each new one as it is written, across rotations."""
-    with contextlib.suppress(FileNotFoundError):
-        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:] if lines else []
-        yield from tail
-    if not forever:
-        return
+    """The last ``lines`` lines, then (``forever``) each new one as it is written, across rotations.
+
+    The tail is read from the handle that is then followed, so no line falls between them."""
     handle = None
     inode = None
+    try:
+        handle = path.open("r", encoding="utf-8", errors="replace")
+        inode = os.fstat(handle.fileno()).st_ino
+        tail = handle.read().splitlines()
+        yield from (tail[-lines:] if lines else [])
+    except FileNotFoundError:
+        pass
+    if not forever:
+        if handle is not None:
+            handle.close()
+        return
     while True:
         if handle is None:
             try:
                 handle = path.open("r", encoding="utf-8", errors="replace")
                 inode = os.fstat(handle.fileno()).st_ino
-                handle.seek(0, os.SEEK_END)
             except FileNotFoundError:
                 time.sleep(poll_s)
                 continue
@@ -143,10 +149,9 @@ def follow(path: Path, *, lines: int = 20, forever: bool = False, poll_s: float 
             yield line.rstrip("\n")
             continue
         try:
-            if os.stat(path).st_ino != inode:  # rotated: read the new file from its start
+            if os.stat(path).st_ino != inode:  # rotated: the rest of the old file was read; on to the new one
                 handle.close()
-                handle = path.open("r", encoding="utf-8", errors="replace")
-                inode = os.fstat(handle.fileno()).st_ino
+                handle = None
                 continue
         except FileNotFoundError:
             pass

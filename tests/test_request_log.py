@@ -68,3 +68,34 @@ def test_omen_logs_prints_the_last_lines(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "omen_local", "logs"], env={**env, "OMEN_LOG_DIR": str(tmp_path / "none")},
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert missing.returncode == 1 and "no request log yet" in missing.stderr
+
+
+def test_omen_logs_follow_reads_new_lines_across_a_rotation(tmp_path: Path) -> None:
+    import selectors
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / FILE_NAME
+    path.write_text("time=old door=chat\n", encoding="utf-8")
+    env = {**os.environ, "OMEN_LOG_DIR": str(logs)}
+    proc = subprocess.Popen([sys.executable, "-m", "omen_local", "logs", "-f", "-n", "1"], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+
+    def next_line() -> str:
+        assert sel.select(timeout=15), "omen logs -f printed nothing"
+        return proc.stdout.readline().strip()  # type: ignore[union-attr]
+
+    try:
+        assert next_line() == "time=old door=chat"
+        # The tail came from the handle -f follows: a line written from here on is printed.
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("time=new door=chat\n")
+        assert next_line() == "time=new door=chat"
+        path.rename(logs / (FILE_NAME + ".1"))  # what RotatingFileHandler does
+        path.write_text("time=rotated door=messages\n", encoding="utf-8")
+        assert next_line() == "time=rotated door=messages"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
