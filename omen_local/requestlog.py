@@ -79,23 +79,36 @@ def door_of(path: str) -> str:
     return "other"
 
 
+class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    """Rotation that leaves every file user-only (the log names clients and models)."""
+
+    def doRollover(self) -> None:  # the stdlib's name
+        super().doRollover()
+        if os.name == "posix" and os.path.exists(self.baseFilename):
+            os.chmod(self.baseFilename, 0o600)
+
+
 class RequestLog:
     """The file and the thread that writes it; ``write`` only enqueues."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, max_bytes: int = MAX_BYTES) -> None:
         self.path = (directory or log_dir()) / FILE_NAME
+        self.max_bytes = max_bytes
         self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        self._logger = logging.getLogger(f"omen_local.requests.{id(self)}")
+        # Not from logging.getLogger: an app's logger goes away with it (no registry entry per app).
+        self._logger = logging.Logger("omen_local.requests")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
         self._listener: logging.handlers.QueueListener | None = None
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.path.exists():  # user-only from the start (rotation keeps the mode of new files via umask)
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-            os.close(fd)
-        handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.name == "posix" and folder.stat().st_uid == os.getuid():
+            os.chmod(folder, 0o700)  # the app's log folder too: user-only
+        fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)  # user-only from the start
+        os.close(fd)
+        handler = _PrivateRotatingFile(self.path, maxBytes=self.max_bytes, backupCount=BACKUPS, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._listener = logging.handlers.QueueListener(self._queue, handler)
         self._logger.addHandler(logging.handlers.QueueHandler(self._queue))

@@ -99,3 +99,20 @@ def test_omen_logs_follow_reads_new_lines_across_a_rotation(tmp_path: Path) -> N
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_rotation_keeps_every_file_user_only(tmp_path: Path) -> None:
+    from omen_local.requestlog import RequestLog
+
+    book = RequestLog(tmp_path / "logs", max_bytes=300)
+    book.start()
+    for i in range(40):
+        book.write({"time": f"t{i}", "door": "chat", "status": 200, "client": "x" * 40})
+    book.stop()  # writes what is queued
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files[:3] == [FILE_NAME, FILE_NAME + ".1", FILE_NAME + ".2"], files
+    assert len(files) == 1 + 5  # five kept
+    for p in (tmp_path / "logs").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    assert stat.S_IMODE((tmp_path / "logs").stat().st_mode) == 0o700
+    assert parse_line((tmp_path / "logs" / FILE_NAME).read_text(encoding="utf-8").splitlines()[-1])["time"] == "t39"
