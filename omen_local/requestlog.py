@@ -102,10 +102,8 @@ class RequestLog:
         self._listener: logging.handlers.QueueListener | None = None
 
     def start(self) -> None:
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if os.name == "posix" and folder.stat().st_uid == os.getuid():
-            os.chmod(folder, 0o700)  # the app's log folder too: user-only
+        # A folder it makes is user-only; an existing one (OMEN_LOG_DIR may name any) is left as it is.
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)  # user-only from the start
         os.close(fd)
         handler = _PrivateRotatingFile(self.path, maxBytes=self.max_bytes, backupCount=BACKUPS, encoding="utf-8")
