@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -246,8 +247,9 @@ def cli_path(client: str) -> Path:
 @cache
 def cli_version(client: str) -> str:
     """``CLIENT --version``'s version number (e.g. ``2.1.332``)."""
-    out = subprocess.run([str(cli_path(client)), "--version"], capture_output=True, text=True, timeout=60,
-                         env={**clean_env(HERE / ".version-home"), "PATH": os.environ.get("PATH", "")})  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="omen-cli-version-") as home:  # some CLIs write into HOME even for --version
+        out = subprocess.run([str(cli_path(client)), "--version"], capture_output=True, text=True, timeout=60,
+                             env=clean_env(Path(home)), cwd=home)  # fmt: skip
     found = re.search(r"\d+\.\d+\.\d+", out.stdout + out.stderr)
     assert found, f"{client} --version said {out.stdout!r} {out.stderr!r}"
     return found.group(0)
