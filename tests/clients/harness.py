@@ -43,11 +43,10 @@ QUIET_ENV = {
     "DISABLE_ERROR_REPORTING": "1",
     "DISABLE_BUG_COMMAND": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    # Codex, Qwen Code, Continue: their own switches (config files add the rest)
-    "CODEX_DISABLE_UPDATE_CHECK": "1",
-    "QWEN_CODE_DISABLE_TELEMETRY": "1",
-    "CONTINUE_TELEMETRY_ENABLED": "0",
-    "CONTINUE_ALLOW_ANONYMOUS_TELEMETRY": "0",
+    # Qwen Code and Continue: the variables their pinned bundles read (grep node_modules);
+    # Codex's update check and analytics are config-file settings (its test writes them).
+    "QWEN_TELEMETRY_ENABLED": "false",
+    "CONTINUE_CLI_ENABLE_TELEMETRY": "0",
     # every npm/node program
     "NO_UPDATE_NOTIFIER": "1",
     "NPM_CONFIG_UPDATE_NOTIFIER": "false",
