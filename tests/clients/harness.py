@@ -47,6 +47,7 @@ QUIET_ENV = {
     # Codex's update check and analytics are config-file settings (its test writes them).
     "QWEN_TELEMETRY_ENABLED": "false",
     "CONTINUE_CLI_ENABLE_TELEMETRY": "0",
+    "CONTINUE_METRICS_ENABLED": "0",
     # every npm/node program
     "NO_UPDATE_NOTIFIER": "1",
     "NPM_CONFIG_UPDATE_NOTIFIER": "false",
