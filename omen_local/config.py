@@ -54,6 +54,7 @@ class ModelSpec:
     name: str
     context_window: int | None = None
     price: Price | None = None
+    reasoning: bool | None = None  # takes reasoning_effort; None: known by name (providers/capabilities.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     tls_cert: str | None = None  # beyond loopback: your certificate (PEM), else a self-signed one
     tls_key: str | None = None
+    request_log: bool = True  # one line per request in the log dir (omen_local/requestlog.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,9 @@ class Config:
     limits: LimitConfig = LimitConfig()
     aliases: dict[str, Alias] = field(default_factory=dict)
     discovery: DiscoveryConfig = DiscoveryConfig()
+    # [aliases] "pattern" = "target": model names clients insist on (claude-*, gpt-5*-codex),
+    # most specific pattern first (api/model_map.py).
+    model_map: tuple[tuple[str, str], ...] = ()
 
     def price_for(self, provider: str, model: str) -> Price:
         """The price of ``model`` as served by ``provider``; local models are free unless priced."""
@@ -330,7 +335,7 @@ def _model(raw: Any, where: str) -> ModelSpec:
     table = _table(raw, where)
     _check_keys(
         table,
-        {"name", "context_window", "input", "output", "cached_input", "cache_write"},
+        {"name", "context_window", "input", "output", "cached_input", "cache_write", "reasoning"},
         where,
     )
     name = table.get("name")
@@ -340,7 +345,8 @@ def _model(raw: Any, where: str) -> ModelSpec:
     window = table.get("context_window")
     if window is not None:
         window = _int(table, "context_window", where, 0, minimum=1)
-    return ModelSpec(name=name, context_window=window, price=_price(price_keys, where) if price_keys else None)
+    reasoning = None if table.get("reasoning") is None else _bool(table, "reasoning", where, False)
+    return ModelSpec(name=name, context_window=window, price=_price(price_keys, where) if price_keys else None, reasoning=reasoning)
 
 
 def _provider(name: str, raw: Any) -> ProviderConfig:
@@ -526,7 +532,27 @@ def _alias(name: str, raw: Any, intents: dict[str, tuple[str, ...]], providers: 
 
 def _aliases(raw: Any, intents: dict[str, tuple[str, ...]], providers: dict[str, ProviderConfig]) -> dict[str, Alias]:
     table = _table(raw, "aliases")
-    return {name: _alias(name, value, intents, providers) for name, value in table.items()}
+    return {name: _alias(name, value, intents, providers) for name, value in table.items() if not isinstance(value, str)}
+
+
+def _model_map(raw: Any, aliases: dict[str, Alias], providers: dict[str, ProviderConfig]) -> tuple[tuple[str, str], ...]:
+    """``[aliases]`` string entries: a model-name glob and the alias (or provider/model) it means."""
+    table = _table(raw, "aliases")
+    out: list[tuple[str, str]] = []
+    for pattern, target in table.items():
+        if not isinstance(target, str):
+            continue
+        if not pattern or len(pattern) > 128 or "/" in pattern:
+            raise ConfigError(f"aliases.{pattern!r}: a model-name pattern must be 1-128 characters without '/'")
+        provider, sep, model = target.partition("/")
+        if not (target == "auto" or target in aliases or (sep and provider in providers and model)):
+            raise ConfigError(
+                f"aliases.{pattern!r} = {target!r}: the target must be 'auto', an alias ([aliases.NAME]) or 'provider/model' of a configured provider"
+            )
+        out.append((pattern, target))
+    # The most literal characters first, so "claude-haiku-*" wins over "claude-*" and "*haiku*".
+    out.sort(key=lambda pt: -len(pt[0].replace("*", "").replace("?", "")))
+    return tuple(out)
 
 
 def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Path | None = None) -> Config:
@@ -534,7 +560,7 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits", "aliases", "discovery"}, "config"
     )
     srv = _table(raw.get("server"), "server")
-    _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins", "tls_cert", "tls_key"}, "server")
+    _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins", "tls_cert", "tls_key", "request_log"}, "server")
     server = ServerConfig(
         host=_str(srv, "host", "server", "127.0.0.1"),
         port=_int(srv, "port", "server", 8765),
@@ -543,6 +569,7 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         allowed_origins=_strs(srv, "allowed_origins", "server"),
         tls_cert=_str(srv, "tls_cert", "server", "") or None,
         tls_key=_str(srv, "tls_key", "server", "") or None,
+        request_log=_bool(srv, "request_log", "server", True),
     )
     if server.port > 65535:
         raise ConfigError("server.port must be <= 65535")
@@ -612,6 +639,7 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         source=source,
         quotas=_quotas(raw.get("quotas")),
         limits=_limits(raw.get("limits"), providers),
-        aliases=_aliases(raw.get("aliases"), intents, providers),
+        aliases=(aliases := _aliases(raw.get("aliases"), intents, providers)),
         discovery=_discovery(raw.get("discovery")),
+        model_map=_model_map(raw.get("aliases"), aliases, providers),
     )

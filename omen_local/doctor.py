@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from . import jsonutil, local_servers
+from .api.model_map import describe
 from .config import Config, ProviderConfig
 from .endpoint import client_context
 from .private_files import DATA_DIR_ENTRIES
@@ -353,6 +354,14 @@ def check_glyph(path: Path | None) -> list[Finding]:
 # ------------------------------------------------------------------ all together
 
 
+def check_model_map(config: Config) -> list[Finding]:
+    """The model names clients insist on and what they route as ([aliases] patterns, api/model_map.py)."""
+    if not config.model_map:
+        return [Finding(INFO, "model names", "no [aliases] patterns: a model name no provider serves is a 404")]
+    mapped = "; ".join(describe(config))
+    return [Finding(INFO, "model names", f"names no usable provider serves route by pattern, most specific first: {mapped}")]
+
+
 async def run_doctor(config: Config, secrets: SecretStore, *, glyph_config: Path | None = None,
                      timeout_s: float = 3.0) -> Report:
     report = Report()
@@ -373,6 +382,7 @@ async def run_doctor(config: Config, secrets: SecretStore, *, glyph_config: Path
     report.findings += check_provider_results(results)
     intents, report.servable = check_intents(config, {r.provider: r for r in results})
     report.findings += intents
+    report.findings += check_model_map(config)
 
     tls = None
     if config.server.tls_cert or not is_loopback_bind(config.server.host):  # OMEN serves TLS there

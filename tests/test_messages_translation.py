@@ -60,6 +60,8 @@ def test_history_with_tools_documents_and_thinking_becomes_chat() -> None:
         "role": "assistant",
         "content": "Let me look.",
         "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "look", "arguments": '{"page":2}'}}],
+        # Signed thinking rides along as sent (only the Anthropic adapter uses it).
+        "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}],
     }
     # Tool results come first after the assistant turn, as chat requires.
     assert m[3] == {"role": "tool", "tool_call_id": "toolu_1", "content": "(error) no such page"}
@@ -226,3 +228,23 @@ def test_message_from_completion() -> None:
     assert msg["content"][2]["id"].startswith("toolu_") and msg["stop_reason"] == "max_tokens"
     assert json.loads(json.dumps(msg))["usage"]["output_tokens"] == 2
     assert message_from_completion(done, "msg_x", "m", thinking=True)["content"][0] == {"type": "thinking", "thinking": "r", "signature": ""}
+
+
+def test_tool_result_media_go_after_the_run_of_tool_messages() -> None:
+    """OpenAI tool messages take text only, and must follow their assistant turn unbroken."""
+    from omen_local.wire.tool_media import tool_media_to_user
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    messages = [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "a"}, {"id": "b"}]},
+        {"role": "tool", "tool_call_id": "a", "content": [{"type": "text", "text": "shot A"}, image]},
+        {"role": "tool", "tool_call_id": "b", "content": [image]},
+        {"role": "user", "content": "and now?"},
+    ]
+    out = tool_media_to_user(messages)
+    assert [m["role"] for m in out] == ["assistant", "tool", "tool", "user", "user"]
+    assert out[1]["content"].startswith("shot A\n[1 attachment") and out[2]["content"].startswith("[1 attachment")
+    assert [p["type"] for p in out[3]["content"]] == ["text", "image_url", "text", "image_url"]
+    assert out[4] == messages[3]
+    plain = [{"role": "tool", "tool_call_id": "a", "content": "ok"}]
+    assert tool_media_to_user(plain) is plain  # nothing to move: the same list

@@ -5,9 +5,11 @@ through the same parser, router and providers (an Anthropic upstream translates 
 with the same tables, ``wire/anthropic.py``). Every rejection is a 400 naming the field
 in the message; the door renders it in Anthropic's error shape.
 
-What does not survive the trip is listed in docs/api.md: thinking signatures and
-redacted thinking in the history (dropped), ``cache_control`` anywhere but text, image
-and document blocks and the system prompt, which stop sequence matched, server tools.
+What each field becomes per upstream kind is the table in docs/api.md ("Messages door:
+fields"). Anthropic-only parts of the history ride on the chat body as extensions the
+Anthropic adapter honours and the OpenAI-compatible adapter strips
+(``wire.anthropic.without_anthropic_extensions``): thinking blocks with their signatures
+(``thinking_blocks`` on an assistant message) and ``cache_control`` on content parts.
 """
 
 from __future__ import annotations
@@ -55,13 +57,18 @@ FIELDS = frozenset(
         "inference_geo",
         "speed",
         "cache_control",
+        "context_management",
     }
 )
+# Accepted and left out of what upstreams see (docs/api.md, "Messages door: fields"):
+# context_management's edits need Anthropic's per-request beta header, which OMEN does not
+# send; the edit Claude Code sends (clear_thinking, keep "all") asks for Anthropic's default.
+TRANSLATED = ("system", "thinking", "output_config", "tool_choice", "stop_sequences", "metadata", "top_k")
+IGNORED = ("context_management", "service_tier", "inference_geo", "speed", "cache_control")
 COUNT_FIELDS = FIELDS - {"max_tokens", "stop_sequences", "stream", "temperature", "top_p", "top_k", "metadata", "service_tier", "inference_geo", "speed"}
 UNSUPPORTED = {
     "container": "code execution containers",
     "mcp_servers": "remote MCP servers (use Glyph)",
-    "context_management": "server-side context management",
     "diagnostics": "cache diagnostics",
 }
 
@@ -74,6 +81,8 @@ class MessagesRequest:
     chat: dict[str, Any]  # an OpenAI chat body, with "model", "stream" and "omen", for parse_chat_request
     stream: bool
     thinking: bool  # the client asked for thinking blocks
+    ignored: tuple[str, ...] = ()  # fields accepted without effect (the request log names them)
+    translated: tuple[str, ...] = ()  # fields carried over in another form
 
 
 
@@ -128,6 +137,24 @@ def _system(raw: Any) -> dict[str, Any] | None:
     return {"role": "system", "content": parts} if parts else None
 
 
+def _system_message(content: Any, where: str) -> dict[str, Any]:
+    """A ``role: "system"`` entry of ``messages``: a chat system message at that point."""
+    if isinstance(content, str):
+        if not content:
+            raise invalid(f"{where}.content: text content must be non-empty", f"{where}.content")
+        return {"role": "system", "content": content}
+    if not isinstance(content, list) or not content:
+        raise invalid(f"{where}.content: Input should be a string or a list of text blocks", f"{where}.content")
+    parts = []
+    for j, block in enumerate(content):
+        bw = f"{where}.content[{j}]"
+        if _obj(block, bw).get("type") != "text":
+            raise invalid(f"{bw}.type: system messages take text blocks", f"{bw}.type")
+        parts.append(_with_cache({"type": "text", "text": _text(block, bw)}, block))
+    plain = all("cache_control" not in p for p in parts)
+    return {"role": "system", "content": "".join(p["text"] for p in parts) if plain else parts}
+
+
 def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
@@ -180,6 +207,7 @@ def _user(content: list[Any], where: str) -> list[dict[str, Any]]:
 def _assistant(content: list[Any], where: str) -> dict[str, Any] | None:
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         bw = f"{where}.content[{j}]"
         kind = _obj(block, bw).get("type")
@@ -199,7 +227,7 @@ def _assistant(content: list[Any], where: str) -> dict[str, Any] | None:
                 raise invalid(f"{bw}.input: Input should be an object", f"{bw}.input")
             calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": jsonutil.dumps(args).decode()}})
         elif kind in ("thinking", "redacted_thinking"):
-            continue  # chat histories carry no thinking; see the module docstring
+            thinking.append(block)  # as sent: only an Anthropic upstream gets them, signatures intact
         else:
             raise invalid(f"{bw}.type: assistant content takes text, tool_use and thinking blocks (not {kind!r})", f"{bw}.type")
     if not parts and not calls:
@@ -209,6 +237,8 @@ def _assistant(content: list[Any], where: str) -> dict[str, Any] | None:
     message["content"] = ("".join(p["text"] for p in parts) if plain else parts) if parts else None
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        message["thinking_blocks"] = thinking
     return message
 
 
@@ -219,6 +249,9 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
     for i, m in enumerate(raw):
         where = f"messages[{i}]"
         role = _obj(m, where).get("role")
+        if role == "system":  # newer clients place system text mid-conversation; kept in place
+            out.append(_system_message(m.get("content"), where))
+            continue
         if role not in ("user", "assistant"):
             raise invalid(f"{where}.role: Input should be 'user' or 'assistant'", f"{where}.role")
         content = m.get("content")
@@ -238,6 +271,8 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
                 out.append(message)
     if not out:
         raise invalid("messages: the conversation has no content", "messages")
+    if all(m["role"] == "system" for m in out):
+        raise invalid("messages: at least one user or assistant message is required", "messages")
     return out
 
 
@@ -387,7 +422,9 @@ def parse_messages_request(raw: Any) -> MessagesRequest:
     if not isinstance(stream, bool):
         raise invalid("stream: Input should be a valid boolean", "stream")
     chat["stream"] = stream
-    return MessagesRequest(model=model, chat=chat, stream=stream, thinking=thinking)
+    ignored = tuple(k for k in IGNORED if k in raw)
+    translated = tuple(k for k in TRANSLATED if raw.get(k) is not None)
+    return MessagesRequest(model=model, chat=chat, stream=stream, thinking=thinking, ignored=ignored, translated=translated)
 
 
 def parse_count_tokens_request(raw: Any) -> tuple[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,12 +19,14 @@ from aiohttp import web
 
 from .. import jsonutil
 from ..api.hints import NO_HINTS, alias_hints, combine, header_hints
+from ..api.model_map import mapped_name
 from ..api.request import ChatRequest, parse_chat_request
 from ..caller import Caller
 from ..config import Config, ConfigError, ServerConfig
 from ..errors import OmenError, invalid
 from ..observe import Outcome
 from ..providers.errors import UpstreamError
+from ..requestlog import RequestLog, RequestNote, door_of, now_iso
 from ..routing.catalog import Target
 from ..routing.planner import Plan
 from ..routing.router import Router
@@ -62,6 +65,7 @@ RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
 HELLO: web.AppKey[Any] = web.AppKey("hello", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+NOTE: web.RequestKey[RequestNote] = web.RequestKey("request_note", RequestNote)
 PUBLIC_PATHS = frozenset({"/health", "/v1/omen/hello"})
 MAX_NONCE = 128
 ErrorRenderer = Callable[[OmenError, str | None], web.Response]
@@ -105,6 +109,45 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
     if exc.status == 405:
         return OmenError(405, f"method not allowed: {exc.reason}", code="method_not_allowed")
     return OmenError(exc.status, exc.reason or "request failed", code="http_error")
+
+
+def note_of(request: web.Request) -> RequestNote:
+    """The request log's note for this request (a throwaway one when the log is off)."""
+    note = request.get(NOTE)
+    if note is None:
+        note = RequestNote()
+        request[NOTE] = note
+    return note
+
+
+def make_request_logger(book: RequestLog) -> Any:
+    """One log line per request, written when the answer (a whole stream included) is done."""
+
+    @web.middleware
+    async def log_request(request: web.Request, handler: Any) -> web.StreamResponse:
+        start = time.monotonic()
+        note = note_of(request)
+        status: int | str = 499  # the client went away before an answer
+        headers: Any = {}
+        try:
+            response: web.StreamResponse = await handler(request)
+            status, headers = response.status, response.headers
+            return response
+        except web.HTTPException as exc:
+            status, headers = exc.status, exc.headers
+            raise
+        finally:
+            book.write({
+                "time": now_iso(), "door": door_of(request.path), "method": request.method, "path": request.path,
+                "status": status, "client": request.headers.get("User-Agent", "")[:CLIENT_MAX_CHARS],
+                "asked": note.asked, "alias": headers.get("x-omen-alias") or note.alias,
+                "provider": headers.get("x-omen-provider"), "model": headers.get("x-omen-model"),
+                "strategy": headers.get("x-omen-strategy"), "latency_ms": round((time.monotonic() - start) * 1000),
+                "request_id": headers.get("x-omen-request-id") or request.get(REQUEST_ID),
+                "ignored": ",".join(note.ignored), "translated": ",".join(note.translated),
+            })  # fmt: skip
+
+    return log_request
 
 
 def _check_remote(request: web.Request, typed: tuple[str, ...]) -> None:
@@ -229,9 +272,22 @@ def routed_request(raw: Any, request: web.Request, config: Config) -> tuple[Chat
     return with_hints(req, request, config)
 
 
+def _served(request: web.Request, name: str) -> bool:
+    """Whether a usable provider serves the model ``name`` exactly."""
+    try:
+        return bool(request.app[ROUTER].get().catalog.resolve(name))
+    except (OmenError, LookupError):
+        return False
+
+
 def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
     """Any door's parsed request with every hint layer applied (alias, then headers, then the
     body's), the token's workspace enforced, and its caller; the request id too."""
+    mapped = mapped_name(req.model, config, lambda name: _served(request, name))
+    note = note_of(request)
+    note.asked = req.model
+    if mapped is not None:
+        req = dataclasses.replace(req, model=mapped, asked=req.model)
     alias = config.aliases.get(req.model)
     headed = header_hints(request.headers, intents=tuple(config.intents), providers=tuple(config.providers))
     if alias is not None or headed is not NO_HINTS:  # else the body's hints are all there is
@@ -258,11 +314,12 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
         workspace=workspace or identity.workspace,
         client=clean_text(request.headers.get("User-Agent")),
         session=req.hints.session,
+        asked=req.asked,
     )
     return req, caller, caller.request_id
 
 
-def _headers(request_id: str, target: Target, plan: Plan, alias: str | None) -> dict[str, str]:
+def _headers(request_id: str, target: Target, plan: Plan, alias: str | None, asked: str | None = None) -> dict[str, str]:
     headers = {
         "x-omen-request-id": request_id,
         "x-omen-provider": target.provider,
@@ -273,6 +330,8 @@ def _headers(request_id: str, target: Target, plan: Plan, alias: str | None) -> 
         headers["x-omen-intent"] = plan.intent + (" (guessed)" if plan.intent_guessed else "")
     if alias is not None:
         headers["x-omen-alias"] = alias
+    if asked is not None:
+        headers["x-omen-asked-model"] = asked
     return headers
 
 
@@ -283,7 +342,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         req, caller, _ = routed_request(await read_json(request), request, router.config)
         if not req.stream:
             routed = await router.complete(req, caller)
-            headers = _headers(request_id, routed.target, routed.plan, req.alias)
+            headers = _headers(request_id, routed.target, routed.plan, req.alias, req.asked)
             headers["x-omen-cost-usd"] = f"{routed.cost_usd:.8f}"
             return web.Response(body=jsonutil.dumps(routed.completion.body), content_type="application/json", headers=headers)
         session = await router.stream(req, caller)
@@ -298,7 +357,7 @@ async def _stream(request: web.Request, session: StreamSession, request_id: str,
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
-            **_headers(request_id, session.target, session.plan, req.alias),
+            **_headers(request_id, session.target, session.plan, req.alias, req.asked),
         }
     )
     enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
@@ -399,11 +458,23 @@ def make_app(
     router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None,
     hello_fn: Any = None, server_fn: Callable[[], ServerConfig] | None = None,
 ) -> web.Application:
+    edge = make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes,
+                     server_fn or (lambda: server))
+    book = RequestLog() if server.request_log else None
     app = web.Application(
-        middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes,
-                               server_fn or (lambda: server))],
+        middlewares=[make_request_logger(book), edge] if book is not None else [edge],
         client_max_size=server.max_body_bytes,
     )
+    if book is not None:
+
+        async def open_log(_: web.Application) -> None:
+            book.start()
+
+        async def close_log(_: web.Application) -> None:
+            book.stop()
+
+        app.on_startup.append(open_log)
+        app.on_cleanup.append(close_log)
     app[ROUTER] = router
     app[TOKENS] = tokens
     app[STATUS] = status_fn

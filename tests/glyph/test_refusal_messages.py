@@ -70,3 +70,4 @@ async def test_rule_denial_names_the_rule(tmp_path: Path) -> None:
         message = r.text(await r.call("fake__status"))
         assert message == "Denied by Glyph policy: rule 1 (deny fake/status)"
         assert r.prompter.requests == []
+
