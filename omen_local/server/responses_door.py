@@ -16,7 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from .. import jsonutil
-from ..api.responses import items_to_messages, parse_responses_request, previous_not_found
+from ..api.responses import (
+    ResponsesRequest,
+    items_to_messages,
+    parse_responses_request,
+    previous_not_found,
+)
 from ..errors import OmenError
 from ..observe import Outcome
 from .app import IDENTITY, error_response, request_id_of
@@ -36,6 +41,16 @@ from .responses_encode import (
 from .responses_store import ResponseStore
 
 STORE: web.AppKey[ResponseStore] = web.AppKey("responses_store", ResponseStore)
+
+
+def _notes(parsed: ResponsesRequest) -> dict[str, str]:
+    """Headers that say what of the request no upstream saw: hosted tools, ignored fields."""
+    notes: dict[str, str] = {}
+    if parsed.tools.omitted:
+        notes["x-omen-omitted-tools"] = ", ".join(dict.fromkeys(parsed.tools.omitted))
+    if parsed.ignored:
+        notes["x-omen-ignored-fields"] = ", ".join(dict.fromkeys(parsed.ignored))
+    return notes
 
 
 def _remember(request: web.Request, response: dict[str, Any], history: list[dict[str, Any]]) -> None:
@@ -61,7 +76,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         response_id = "resp_" + request_id[4:]
         if not parsed.stream:
             routed = await router.complete(req, caller)
-            output, finish = output_from_completion(routed.completion)
+            output, finish = output_from_completion(routed.completion, parsed.tools)
             status, incomplete = status_for(finish)
             model = routed.completion.body.get("model") or routed.target.model
             body = response_object(
@@ -69,12 +84,13 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             )
             if parsed.store:
                 _remember(request, body, [*history, *parsed.messages])
-            return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=omen_headers(request_id, routed, req))
+            headers = {**omen_headers(request_id, routed, req), **_notes(parsed)}
+            return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=headers)
         session = await router.stream(req, caller)
     except OmenError as err:
         return error_response(err, request_id)
-    encoder = ResponsesEncoder(response_id, created, session.target.model, echo)
-    resp, outcome = await stream_answer(request, session, request_id, req, encoder)
+    encoder = ResponsesEncoder(response_id, created, session.target.model, echo, parsed.tools)
+    resp, outcome = await stream_answer(request, session, request_id, req, encoder, _notes(parsed))
     if outcome is Outcome.OK and parsed.store and encoder.final is not None:
         _remember(request, encoder.final, [*history, *parsed.messages])
     return resp
