@@ -176,6 +176,9 @@ class Config:
     limits: LimitConfig = LimitConfig()
     aliases: dict[str, Alias] = field(default_factory=dict)
     discovery: DiscoveryConfig = DiscoveryConfig()
+    # [aliases] "pattern" = "target": model names clients insist on (claude-*, gpt-5*-codex),
+    # most specific pattern first (api/model_map.py).
+    model_map: tuple[tuple[str, str], ...] = ()
 
     def price_for(self, provider: str, model: str) -> Price:
         """The price of ``model`` as served by ``provider``; local models are free unless priced."""
@@ -503,7 +506,27 @@ def _alias(name: str, raw: Any, intents: dict[str, tuple[str, ...]], providers: 
 
 def _aliases(raw: Any, intents: dict[str, tuple[str, ...]], providers: dict[str, ProviderConfig]) -> dict[str, Alias]:
     table = _table(raw, "aliases")
-    return {name: _alias(name, value, intents, providers) for name, value in table.items()}
+    return {name: _alias(name, value, intents, providers) for name, value in table.items() if not isinstance(value, str)}
+
+
+def _model_map(raw: Any, aliases: dict[str, Alias], providers: dict[str, ProviderConfig]) -> tuple[tuple[str, str], ...]:
+    """``[aliases]`` string entries: a model-name glob and the alias (or provider/model) it means."""
+    table = _table(raw, "aliases")
+    out: list[tuple[str, str]] = []
+    for pattern, target in table.items():
+        if not isinstance(target, str):
+            continue
+        if not pattern or len(pattern) > 128 or "/" in pattern:
+            raise ConfigError(f"aliases.{pattern!r}: a model-name pattern must be 1-128 characters without '/'")
+        provider, sep, model = target.partition("/")
+        if not (target == "auto" or target in aliases or (sep and provider in providers and model)):
+            raise ConfigError(
+                f"aliases.{pattern!r} = {target!r}: the target must be 'auto', an alias ([aliases.NAME]) or 'provider/model' of a configured provider"
+            )
+        out.append((pattern, target))
+    # The most literal characters first, so "claude-haiku-*" wins over "claude-*" and "*haiku*".
+    out.sort(key=lambda pt: -len(pt[0].replace("*", "").replace("?", "")))
+    return tuple(out)
 
 
 def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Path | None = None) -> Config:
@@ -585,6 +608,7 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         source=source,
         quotas=_quotas(raw.get("quotas")),
         limits=_limits(raw.get("limits"), providers),
-        aliases=_aliases(raw.get("aliases"), intents, providers),
+        aliases=(aliases := _aliases(raw.get("aliases"), intents, providers)),
         discovery=_discovery(raw.get("discovery")),
+        model_map=_model_map(raw.get("aliases"), aliases, providers),
     )

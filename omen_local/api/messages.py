@@ -55,13 +55,18 @@ FIELDS = frozenset(
         "inference_geo",
         "speed",
         "cache_control",
+        "context_management",
     }
 )
+# Accepted and left out of what upstreams see (docs/api.md, "Messages door: fields"):
+# context_management's edits need Anthropic's per-request beta header, which OMEN does not
+# send; the edit Claude Code sends (clear_thinking, keep "all") asks for Anthropic's default.
+TRANSLATED = ("system", "thinking", "output_config", "tool_choice", "stop_sequences", "metadata", "top_k")
+IGNORED = ("context_management", "service_tier", "inference_geo", "speed", "cache_control")
 COUNT_FIELDS = FIELDS - {"max_tokens", "stop_sequences", "stream", "temperature", "top_p", "top_k", "metadata", "service_tier", "inference_geo", "speed"}
 UNSUPPORTED = {
     "container": "code execution containers",
     "mcp_servers": "remote MCP servers (use Glyph)",
-    "context_management": "server-side context management",
     "diagnostics": "cache diagnostics",
 }
 
@@ -74,6 +79,8 @@ class MessagesRequest:
     chat: dict[str, Any]  # an OpenAI chat body, with "model", "stream" and "omen", for parse_chat_request
     stream: bool
     thinking: bool  # the client asked for thinking blocks
+    ignored: tuple[str, ...] = ()  # fields accepted without effect (the request log names them)
+    translated: tuple[str, ...] = ()  # fields carried over in another form
 
 
 
@@ -126,6 +133,24 @@ def _system(raw: Any) -> dict[str, Any] | None:
             raise invalid(f"{where}.type: system blocks must be text blocks", f"{where}.type")
         parts.append(_with_cache({"type": "text", "text": _text(block, where)}, block))
     return {"role": "system", "content": parts} if parts else None
+
+
+def _system_message(content: Any, where: str) -> dict[str, Any]:
+    """A ``role: "system"`` entry of ``messages``: a chat system message at that point."""
+    if isinstance(content, str):
+        if not content:
+            raise invalid(f"{where}.content: text content must be non-empty", f"{where}.content")
+        return {"role": "system", "content": content}
+    if not isinstance(content, list) or not content:
+        raise invalid(f"{where}.content: Input should be a string or a list of text blocks", f"{where}.content")
+    parts = []
+    for j, block in enumerate(content):
+        bw = f"{where}.content[{j}]"
+        if _obj(block, bw).get("type") != "text":
+            raise invalid(f"{bw}.type: system messages take text blocks", f"{bw}.type")
+        parts.append(_with_cache({"type": "text", "text": _text(block, bw)}, block))
+    plain = all("cache_control" not in p for p in parts)
+    return {"role": "system", "content": "".join(p["text"] for p in parts) if plain else parts}
 
 
 def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
@@ -219,6 +244,9 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
     for i, m in enumerate(raw):
         where = f"messages[{i}]"
         role = _obj(m, where).get("role")
+        if role == "system":  # newer clients place system text mid-conversation; kept in place
+            out.append(_system_message(m.get("content"), where))
+            continue
         if role not in ("user", "assistant"):
             raise invalid(f"{where}.role: Input should be 'user' or 'assistant'", f"{where}.role")
         content = m.get("content")
@@ -238,6 +266,8 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
                 out.append(message)
     if not out:
         raise invalid("messages: the conversation has no content", "messages")
+    if all(m["role"] == "system" for m in out):
+        raise invalid("messages: at least one user or assistant message is required", "messages")
     return out
 
 
@@ -387,7 +417,9 @@ def parse_messages_request(raw: Any) -> MessagesRequest:
     if not isinstance(stream, bool):
         raise invalid("stream: Input should be a valid boolean", "stream")
     chat["stream"] = stream
-    return MessagesRequest(model=model, chat=chat, stream=stream, thinking=thinking)
+    ignored = tuple(k for k in IGNORED if k in raw)
+    translated = tuple(k for k in TRANSLATED if raw.get(k) is not None)
+    return MessagesRequest(model=model, chat=chat, stream=stream, thinking=thinking, ignored=ignored, translated=translated)
 
 
 def parse_count_tokens_request(raw: Any) -> tuple[str, dict[str, Any]]:

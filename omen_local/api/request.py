@@ -38,6 +38,7 @@ class ChatRequest:
     include_usage: bool
     hints: Hints
     alias: str | None = None  # the model alias the client asked for (its hints are in ``hints``)
+    asked: str | None = None  # the model name the client sent, when [aliases] mapped it (api/model_map.py)
     op: Operation = Operation.CHAT
 
 

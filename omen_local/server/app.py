@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .. import jsonutil
 from ..api.hints import NO_HINTS, alias_hints, combine, header_hints
+from ..api.model_map import mapped_name
 from ..api.request import ChatRequest, parse_chat_request
 from ..caller import Caller
 from ..config import Config, ConfigError, ServerConfig
@@ -199,9 +200,20 @@ def routed_request(raw: Any, request: web.Request, config: Config) -> tuple[Chat
     return with_hints(req, request, config)
 
 
+def _served(request: web.Request, name: str) -> bool:
+    """Whether a usable provider serves the model ``name`` exactly."""
+    try:
+        return bool(request.app[ROUTER].get().catalog.resolve(name))
+    except (OmenError, LookupError):
+        return False
+
+
 def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
     """Any door's parsed request with every hint layer applied (alias, then headers, then the
     body's), the token's workspace enforced, and its caller; the request id too."""
+    mapped = mapped_name(req.model, config, lambda name: _served(request, name))
+    if mapped is not None:
+        req = dataclasses.replace(req, model=mapped, asked=req.model)
     alias = config.aliases.get(req.model)
     headed = header_hints(request.headers, intents=tuple(config.intents), providers=tuple(config.providers))
     if alias is not None or headed is not NO_HINTS:  # else the body's hints are all there is
@@ -232,7 +244,7 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
     return req, caller, caller.request_id
 
 
-def _headers(request_id: str, target: Target, plan: Plan, alias: str | None) -> dict[str, str]:
+def _headers(request_id: str, target: Target, plan: Plan, alias: str | None, asked: str | None = None) -> dict[str, str]:
     headers = {
         "x-omen-request-id": request_id,
         "x-omen-provider": target.provider,
@@ -243,6 +255,8 @@ def _headers(request_id: str, target: Target, plan: Plan, alias: str | None) -> 
         headers["x-omen-intent"] = plan.intent + (" (guessed)" if plan.intent_guessed else "")
     if alias is not None:
         headers["x-omen-alias"] = alias
+    if asked is not None:
+        headers["x-omen-asked-model"] = asked
     return headers
 
 
@@ -253,7 +267,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         req, caller, _ = routed_request(await read_json(request), request, router.config)
         if not req.stream:
             routed = await router.complete(req, caller)
-            headers = _headers(request_id, routed.target, routed.plan, req.alias)
+            headers = _headers(request_id, routed.target, routed.plan, req.alias, req.asked)
             headers["x-omen-cost-usd"] = f"{routed.cost_usd:.8f}"
             return web.Response(body=jsonutil.dumps(routed.completion.body), content_type="application/json", headers=headers)
         session = await router.stream(req, caller)
@@ -268,7 +282,7 @@ async def _stream(request: web.Request, session: StreamSession, request_id: str,
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
-            **_headers(request_id, session.target, session.plan, req.alias),
+            **_headers(request_id, session.target, session.plan, req.alias, req.asked),
         }
     )
     enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)

@@ -38,7 +38,7 @@ __all__ = [
 
 def omen_headers(request_id: str, answer: StreamSession | Routed | Embedded, req: ChatRequest) -> dict[str, str]:
     """The x-omen-* headers of an answer, as the chat door sends them."""
-    headers = _headers(request_id, answer.target, answer.plan, req.alias)
+    headers = _headers(request_id, answer.target, answer.plan, req.alias, req.asked)
     if isinstance(answer, Routed | Embedded):
         headers["x-omen-cost-usd"] = f"{answer.cost_usd:.8f}"
     return headers
