@@ -152,6 +152,7 @@ def test_default_model_name_is_routed(tmp_path: Path, fakes: dict[str, Fake], om
     for fake in fakes.values():
         fake.rules({"match": {}, "reply": {"text": "Routed from the default model."}, "times": None})
     run = codex(tmp_path, omen, "Say hi.", model=None)
-    seen = [s for fake in fakes.values() for s in fake.seen()]
+    seen = [s["body"] for fake in fakes.values() for s in fake.seen()]
     ok = run.returncode == 0 and "Routed from the default model." in run.stdout and len(seen) == 1
+    ok = ok and "functions__exec" in chat_tools(seen[0])  # the custom tool, as a one-string function
     checked(run, "default-model", ok, "model: codex default")
