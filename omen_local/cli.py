@@ -203,10 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--timeout", type=float, default=3.0, help="seconds for each network check (default 3)")
     doctor.add_argument("--glyph-config", type=Path, help="Glyph's config (default: glyph.toml in the config dir)")
+    logs = sub.add_parser("logs", help="print the request log (one line per request); -f follows it", parents=[common])
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl+C stops)")
+    logs.add_argument("-n", "--lines", type=int, default=20, help="how many of the last lines to print first (default 20)")
     metering_cli.add_parsers(sub, common)
     ask_cli.add_parser(sub, common)
     provider_cli.add_parser(sub, common)
     return parser
+
+
+def _logs(args: argparse.Namespace) -> int:
+    """``omen logs [-f]``: the request log (omen_local/requestlog.py), followed across rotations."""
+    from .requestlog import FILE_NAME, follow, log_dir
+
+    path = log_dir() / FILE_NAME
+    if not path.exists() and not args.follow:
+        print(f"omen logs: no request log yet at {path} (it starts with `omen serve`)", file=sys.stderr)
+        return 1
+    try:
+        for line in follow(path, lines=max(0, args.lines), forever=args.follow):
+            print(line, flush=True)
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": _config,
         "app": _app,
         "doctor": _doctor,
+        "logs": _logs,
         "usage": metering_cli.usage_command,
         "quota": metering_cli.quota_command,
         "ask": ask_cli.main,

@@ -76,6 +76,7 @@ class ServerConfig:
     max_body_bytes: int = 20 * 1024 * 1024
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    request_log: bool = True  # one line per request in the log dir (omen_local/requestlog.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,13 +535,14 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits", "aliases", "discovery"}, "config"
     )
     srv = _table(raw.get("server"), "server")
-    _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins"}, "server")
+    _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins", "request_log"}, "server")
     server = ServerConfig(
         host=_str(srv, "host", "server", "127.0.0.1"),
         port=_int(srv, "port", "server", 8765),
         max_body_bytes=int(_num(srv, "max_body_mb", "server", 20.0, minimum=0.001) * 1024 * 1024),
         allowed_hosts=tuple(h.lower() for h in _strs(srv, "allowed_hosts", "server")),
         allowed_origins=_strs(srv, "allowed_origins", "server"),
+        request_log=_bool(srv, "request_log", "server", True),
     )
     if server.port > 65535:
         raise ConfigError("server.port must be <= 65535")

@@ -20,6 +20,14 @@ from tests.fakes.fake_ollama import FakeOllama
 from tests.fakes.fake_openai import FakeOpenAI
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _request_log_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Servers started by tests write their request log (omen_local/requestlog.py) to a temp dir."""
+    import os
+
+    os.environ.setdefault("OMEN_LOG_DIR", str(tmp_path_factory.mktemp("omen-logs")))
+
+
 @dataclass
 class Stack:
     ollama: FakeOllama

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from .. import jsonutil
+from ..wire.anthropic import without_anthropic_extensions
 from . import _http, _sse
 from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
 from .errors import ProtocolError, StreamBroken, UpstreamError
@@ -42,7 +43,7 @@ class OpenAICompatProvider(Provider):
         return configured + [n for n in names if isinstance(n, str) and n and n not in configured]
 
     def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
-        out = dict(body)
+        out = dict(without_anthropic_extensions(body))  # strict in what it sends (wire/anthropic.py)
         out["model"] = model
         out["stream"] = stream
         if stream:

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..config import Config, ConfigError, ServerConfig
 from ..errors import OmenError, invalid
 from ..observe import Outcome
 from ..providers.errors import UpstreamError
+from ..requestlog import RequestLog, RequestNote, door_of, now_iso
 from ..routing.catalog import Target
 from ..routing.planner import Plan
 from ..routing.router import Router
@@ -61,6 +63,7 @@ STATUS: web.AppKey[Any] = web.AppKey("status", object)
 RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+NOTE: web.RequestKey[RequestNote] = web.RequestKey("request_note", RequestNote)
 PUBLIC_PATHS = frozenset({"/health"})
 ErrorRenderer = Callable[[OmenError, str | None], web.Response]
 # (path prefix, renderer): doors whose API has its own error shape (door_kit.register_error_shape).
@@ -103,6 +106,45 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
     if exc.status == 405:
         return OmenError(405, f"method not allowed: {exc.reason}", code="method_not_allowed")
     return OmenError(exc.status, exc.reason or "request failed", code="http_error")
+
+
+def note_of(request: web.Request) -> RequestNote:
+    """The request log's note for this request (a throwaway one when the log is off)."""
+    note = request.get(NOTE)
+    if note is None:
+        note = RequestNote()
+        request[NOTE] = note
+    return note
+
+
+def make_request_logger(book: RequestLog) -> Any:
+    """One log line per request, written when the answer (a whole stream included) is done."""
+
+    @web.middleware
+    async def log_request(request: web.Request, handler: Any) -> web.StreamResponse:
+        start = time.monotonic()
+        note = note_of(request)
+        status: int | str = 499  # the client went away before an answer
+        headers: Any = {}
+        try:
+            response: web.StreamResponse = await handler(request)
+            status, headers = response.status, response.headers
+            return response
+        except web.HTTPException as exc:
+            status, headers = exc.status, exc.headers
+            raise
+        finally:
+            book.write({
+                "time": now_iso(), "door": door_of(request.path), "method": request.method, "path": request.path,
+                "status": status, "client": request.headers.get("User-Agent", "")[:CLIENT_MAX_CHARS],
+                "asked": note.asked, "alias": headers.get("x-omen-alias") or note.alias,
+                "provider": headers.get("x-omen-provider"), "model": headers.get("x-omen-model"),
+                "strategy": headers.get("x-omen-strategy"), "latency_ms": round((time.monotonic() - start) * 1000),
+                "request_id": headers.get("x-omen-request-id") or request.get(REQUEST_ID),
+                "ignored": ",".join(note.ignored), "translated": ",".join(note.translated),
+            })  # fmt: skip
+
+    return log_request
 
 
 def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...], max_body: int) -> Any:
@@ -212,6 +254,8 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
     """Any door's parsed request with every hint layer applied (alias, then headers, then the
     body's), the token's workspace enforced, and its caller; the request id too."""
     mapped = mapped_name(req.model, config, lambda name: _served(request, name))
+    note = note_of(request)
+    note.asked = req.model
     if mapped is not None:
         req = dataclasses.replace(req, model=mapped, asked=req.model)
     alias = config.aliases.get(req.model)
@@ -372,10 +416,22 @@ async def reload(request: web.Request) -> web.Response:
 def make_app(
     router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None
 ) -> web.Application:
+    edge = make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)
+    book = RequestLog() if server.request_log else None
     app = web.Application(
-        middlewares=[make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes)],
+        middlewares=[make_request_logger(book), edge] if book is not None else [edge],
         client_max_size=server.max_body_bytes,
     )
+    if book is not None:
+
+        async def open_log(_: web.Application) -> None:
+            book.start()
+
+        async def close_log(_: web.Application) -> None:
+            book.stop()
+
+        app.on_startup.append(open_log)
+        app.on_cleanup.append(close_log)
     app[ROUTER] = router
     app[TOKENS] = tokens
     app[STATUS] = status_fn

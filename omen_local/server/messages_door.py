@@ -14,7 +14,7 @@ from aiohttp import web
 from .. import estimate, jsonutil
 from ..api.messages import parse_count_tokens_request, parse_messages_request
 from ..errors import OmenError
-from .app import request_id_of
+from .app import note_of, request_id_of
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -46,6 +46,9 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     request_id = request_id_of(request)
     try:
         parsed = parse_messages_request(await read_json(request))
+        note = note_of(request)
+        note.ignored.extend(parsed.ignored)
+        note.translated.extend(parsed.translated)
         req, caller, _ = chat_request(request, router, parsed.chat)
         message_id = "msg_" + request_id[4:]
         if not parsed.stream:

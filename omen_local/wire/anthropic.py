@@ -232,3 +232,47 @@ def tool_choice_from_anthropic(choice: dict[str, Any]) -> tuple[Any, bool]:
     if kind == "tool":
         return {"type": "function", "function": {"name": choice["name"]}}, parallel
     return "auto", parallel
+
+
+# ---------------------------------------------------------------- what other upstreams must not see
+
+# Anthropic extensions the /v1/messages door keeps on a chat body for the Anthropic adapter:
+# on a message, its thinking blocks (signatures included); on a content part, cache_control.
+MESSAGE_EXTENSIONS = ("thinking_blocks",)
+PART_EXTENSIONS = ("cache_control",)
+BODY_EXTENSIONS: tuple[str, ...] = ()  # top_k stays: local OpenAI-compatible servers take it
+
+
+def _clean_part(part: Any) -> Any:
+    if isinstance(part, dict) and any(k in part for k in PART_EXTENSIONS):
+        return {k: v for k, v in part.items() if k not in PART_EXTENSIONS}
+    return part
+
+
+def _clean_message(m: Any) -> Any:
+    if not isinstance(m, dict):
+        return m
+    content = m.get("content")
+    parts: list[Any] = content if isinstance(content, list) else []
+    parts_dirty = any(isinstance(p, dict) and any(k in p for k in PART_EXTENSIONS) for p in parts)
+    if not parts_dirty and not any(k in m for k in (*MESSAGE_EXTENSIONS, *PART_EXTENSIONS)):
+        return m
+    out = {k: v for k, v in m.items() if k not in MESSAGE_EXTENSIONS and k not in PART_EXTENSIONS}
+    if parts_dirty:
+        out["content"] = [_clean_part(p) for p in parts]
+    return out
+
+
+def without_anthropic_extensions(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the Anthropic-only fields an OpenAI-compatible server does not take
+    (``cache_control``, thinking blocks); the same object when it has none."""
+    messages = body.get("messages")
+    listed: list[Any] = messages if isinstance(messages, list) else []
+    cleaned = [_clean_message(m) for m in listed]
+    changed = any(a is not b for a, b in zip(cleaned, listed, strict=True))
+    if not changed and not any(k in body for k in BODY_EXTENSIONS):
+        return body
+    out = {k: v for k, v in body.items() if k not in BODY_EXTENSIONS}
+    if changed:
+        out["messages"] = cleaned
+    return out

@@ -1,0 +1,153 @@
+"""The request log: one line per HTTP request, so a user can see what a client sent and
+where it went, without bodies or keys.
+
+``requests.log`` in the log dir (``$OMEN_LOG_DIR``, else the platform's, e.g.
+``~/.local/state/omen-local/log`` on Linux), rotated by the standard library at 5 MB
+(5 files kept), written from a thread (``QueueHandler``/``QueueListener``) so a slow disk
+never stalls the event loop. Each line is ``key=value`` pairs (values with spaces or
+quotes JSON-quoted; control characters escaped, since the User-Agent is the client's):
+
+    time=2026-12-07T06:18:04.123Z door=messages status=200 client="claude-cli/2.1.332" ...
+
+``omen logs [-f]`` prints (follows) it. ``[server] request_log = false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "omen-local"
+FILE_NAME = "requests.log"
+MAX_BYTES = 5 * 1024 * 1024
+BACKUPS = 5
+FIELDS = ("time", "door", "method", "path", "status", "client", "asked", "alias", "provider", "model",
+          "strategy", "latency_ms", "request_id", "ignored", "translated")  # fmt: skip
+_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+_PLAIN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]*$")  # printable ASCII without space, quote, backslash
+
+
+def log_dir() -> Path:
+    """Where OMEN's logs go (the tray app's log is in the same folder)."""
+    env = os.environ.get("OMEN_LOG_DIR")
+    return Path(env) if env else Path(platformdirs.user_log_dir(APP_NAME))
+
+
+@dataclass(slots=True)
+class RequestNote:
+    """What handlers learn about a request that the log line should carry."""
+
+    asked: str | None = None
+    alias: str | None = None
+    ignored: list[str] = field(default_factory=list)
+    translated: list[str] = field(default_factory=list)
+
+
+def _value(raw: object) -> str:
+    text = "" if raw is None else str(raw)
+    return text if text and _PLAIN.match(text) else json.dumps(text)
+
+
+def format_line(values: dict[str, object]) -> str:
+    """``key=value`` pairs in FIELDS order; empty values left out."""
+    return " ".join(f"{k}={_value(values[k])}" for k in FIELDS if values.get(k) not in (None, "", []))
+
+
+def parse_line(line: str) -> dict[str, str]:
+    """A log line back into its fields (for tests and tools)."""
+    out: dict[str, str] = {}
+    for key, raw in _PAIR.findall(line):
+        out[key] = json.loads(raw) if raw.startswith('"') else raw
+    return out
+
+
+def door_of(path: str) -> str:
+    for prefix, door in (("/v1/chat/completions", "chat"), ("/v1/messages", "messages"), ("/v1/responses", "responses"),
+                         ("/v1/completions", "completions"), ("/v1/embeddings", "embeddings")):  # fmt: skip
+        if path == prefix or path.startswith(prefix + "/"):
+            return door
+    return "other"
+
+
+class RequestLog:
+    """The file and the thread that writes it; ``write`` only enqueues."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.path = (directory or log_dir()) / FILE_NAME
+        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self._logger = logging.getLogger(f"omen_local.requests.{id(self)}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        self._listener: logging.handlers.QueueListener | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():  # user-only from the start (rotation keeps the mode of new files via umask)
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+            os.close(fd)
+        handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self._listener = logging.handlers.QueueListener(self._queue, handler)
+        self._logger.addHandler(logging.handlers.QueueHandler(self._queue))
+        self._listener.start()
+
+    def write(self, values: dict[str, object]) -> None:
+        if self._listener is not None:
+            self._logger.info(format_line(values))
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()  # writes what is queued, then joins the thread
+            for handler in listener.handlers:
+                handler.close()
+        self._logger.handlers.clear()
+
+
+def now_iso(t: float | None = None) -> str:
+    t = time.time() if t is None else t
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+def follow(path: Path, *, lines: int = 20, forever: bool = False, poll_s: float = 0.5) -> Iterator[str]:
+    """The last ``lines`` lines, then (``forever``) each new one as it is written, across rotations."""
+    with contextlib.suppress(FileNotFoundError):
+        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:] if lines else []
+        yield from tail
+    if not forever:
+        return
+    handle = None
+    inode = None
+    while True:
+        if handle is None:
+            try:
+                handle = path.open("r", encoding="utf-8", errors="replace")
+                inode = os.fstat(handle.fileno()).st_ino
+                handle.seek(0, os.SEEK_END)
+            except FileNotFoundError:
+                time.sleep(poll_s)
+                continue
+        line = handle.readline()
+        if line:
+            yield line.rstrip("\n")
+            continue
+        try:
+            if os.stat(path).st_ino != inode:  # rotated: read the new file from its start
+                handle.close()
+                handle = path.open("r", encoding="utf-8", errors="replace")
+                inode = os.fstat(handle.fileno()).st_ino
+                continue
+        except FileNotFoundError:
+            pass
+        time.sleep(poll_s)

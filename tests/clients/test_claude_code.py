@@ -1,0 +1,174 @@
+"""Claude Code, unchanged, through OMEN's /v1/messages door: the pinned CLI (package.json)
+run headless (``claude -p``) against a real ``omen serve`` in front of the fake upstreams.
+
+The only configuration is what docs/clients.md tells a user: ``ANTHROPIC_BASE_URL`` and
+``ANTHROPIC_AUTH_TOKEN``. Claude Code keeps its own default model (``claude-opus-*``), which
+OMEN's shipped ``[aliases]`` patterns route as ``auto-code``. Each test records what it saw
+for docs/clients.md's table (``harness.record_result``) under the client's version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import ROOT, CliRun, Fake, Omen, record_result, run_cli
+
+CLIENT = "claude"
+DOOR = "/v1/messages"
+# Which provider/model the "code" intent (auto-code, where claude-* lands) tries, per upstream kind.
+FIRST = {
+    "anthropic": "anthropic/claude-sonnet-4-5",
+    "openai": "openai/gpt-4o-mini",
+    "ollama": "ollama/qwen2.5-coder:7b",
+}
+
+
+def intents(*kinds: str) -> str:
+    code = ", ".join(f'"{FIRST[k]}"' for k in kinds)
+    return f'[intents]\nchat = ["ollama/llama3.2:latest"]\ncode = [{code}]\n'
+
+
+@contextmanager
+def recorded(feature: str, detail: str = "") -> Iterator[None]:
+    """Record the block's outcome for the compatibility table (a failure is recorded, then raised)."""
+    try:
+        yield
+    except BaseException:
+        record_result(CLIENT, DOOR, feature, False, detail)
+        raise
+    record_result(CLIENT, DOOR, feature, True, detail)
+
+
+def claude(omen: Omen, tmp: Path, prompt: str, *args: str, timeout: float = 150) -> CliRun:
+    """``claude -p PROMPT`` pointed at OMEN the way docs/clients.md says, nothing else."""
+    work = tmp / "work"
+    work.mkdir(exist_ok=True)
+    env = {"ANTHROPIC_BASE_URL": omen.url, "ANTHROPIC_AUTH_TOKEN": omen.token}
+    return run_cli(CLIENT, ["-p", prompt, *args], home=tmp / "claude-home", env=env, cwd=work, timeout=timeout)
+
+
+def agent_turns(fake: Fake) -> list[dict[str, Any]]:
+    """The upstream requests that carried Claude Code's tools (its agent turns)."""
+    return [s["body"] for s in fake.seen() if isinstance(s["body"], dict) and s["body"].get("tools")]
+
+
+def messages_lines(omen: Omen, count: int) -> list[dict[str, str]]:
+    return [r for r in omen.wait_log(count) if r.get("door") == "messages"]
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "ollama"])
+def test_text_answer_streamed_with_its_default_model(
+    kind: str, fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path
+) -> None:
+    omen = omen_factory(intents(kind))
+    fakes[kind].rules({"match": {"stream": True}, "reply": {"text": f"Streamed hello via {kind}"}, "times": None})
+    run = claude(omen, tmp_path, "Say hello")
+    with recorded(f"text+stream ({kind})", run.version):
+        assert run.returncode == 0, run.describe()
+        assert f"Streamed hello via {kind}" in run.stdout, run.describe()
+        sent = [s["body"] for s in fakes[kind].seen()]
+        assert sent and all(b.get("stream") is True for b in sent)  # streamed end to end
+        lines = messages_lines(omen, len(sent))
+        main = [r for r in lines if r.get("status") == "200" and r.get("provider") == kind]
+        assert main, lines
+        row = main[0]
+        assert row["client"].startswith(f"claude-cli/{run.version}"), row
+        assert "context_management" in row.get("ignored", ""), row  # accepted, named, not forwarded
+    with recorded("default model", f"{row['asked']} -> {row.get('alias')}"):
+        # Claude Code's own default model, routed by the shipped [aliases] patterns.
+        assert row["asked"].startswith("claude-") and row.get("alias") == "auto-code", row
+    if kind == "anthropic":  # strict in what it sends: no field Anthropic would refuse without its beta header
+        assert all("context_management" not in b for b in sent)
+    else:  # an OpenAI-compatible server or Ollama never sees Anthropic-only fields
+        blob = json.dumps(sent)
+        assert "cache_control" not in blob and "context_management" not in blob
+
+
+def test_failover_before_the_first_token(fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path) -> None:
+    omen = omen_factory(intents("anthropic", "openai"))
+    fakes["anthropic"].rules({"reply": {"status": 529, "message": "Overloaded"}, "times": None})
+    fakes["openai"].rules({"reply": {"text": "Answered by the second candidate"}, "times": None})
+    run = claude(omen, tmp_path, "Say hello")
+    with recorded("failover", run.version):
+        assert run.returncode == 0, run.describe()
+        assert "Answered by the second candidate" in run.stdout, run.describe()
+        assert fakes["anthropic"].seen(), "the first candidate was never tried"
+        served = [r for r in messages_lines(omen, 1) if r.get("status") == "200"]
+        assert served and all(r["provider"] == "openai" for r in served), served
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "ollama"])
+def test_tool_round_trip(kind: str, fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path) -> None:
+    """The upstream asks for Claude Code's Bash tool; the CLI runs it; the result comes back routed."""
+    omen = omen_factory(intents(kind))
+    fakes[kind].rules(
+        {"match": {"tools": True, "tool_result": False},
+         "reply": {"tool": {"name": "Bash", "input": {"command": "echo tool-ran-$((6*7))", "description": "Print a marker"}}}},
+        {"match": {"tool_result": True}, "reply": {"text": "The tool printed its marker."}, "times": None},
+    )  # fmt: skip
+    run = claude(omen, tmp_path, "Run the marker command", "--allowedTools", "Bash(echo:*)")
+    with recorded(f"tools ({kind})", run.version):
+        assert run.returncode == 0, run.describe()
+        assert "The tool printed its marker." in run.stdout, run.describe()
+        turns = agent_turns(fakes[kind])
+        assert len(turns) >= 2, turns
+        assert "tool-ran-42" in json.dumps(turns[-1]["messages"][-3:]), "the tool's output did not reach the second turn"
+
+
+def test_glyph_as_mcp_server_over_stdio(fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path) -> None:
+    """Glyph (``glyph serve``, stdio) as Claude Code's MCP server: its tools listed, a call its
+    rules allow answered, a call they deny refused with Glyph's reason."""
+    omen = omen_factory(intents("anthropic"))
+    root = tmp_path / "shared"
+    root.mkdir()
+    (root / "notes.txt").write_text("glyph-read-marker-7\n", encoding="utf-8")
+    glyph_toml = tmp_path / "glyph.toml"
+    glyph_toml.write_text(
+        f"""roots = ["{root}"]
+data_dir = "{tmp_path / 'glyph-data'}"
+
+[[rules]]
+server = "rune"
+tool = "read_file"
+action = "allow"
+
+[[rules]]
+server = "rune"
+tool = "write_file"
+action = "deny"
+""",
+        encoding="utf-8",
+    )
+    mcp = tmp_path / "mcp.json"
+    import sys
+
+    mcp.write_text(json.dumps({"mcpServers": {"glyph": {
+        "command": sys.executable, "args": ["-m", "glyph", "serve", "--config", str(glyph_toml)],
+        "env": {"PYTHONPATH": str(ROOT)}}}}), encoding="utf-8")  # fmt: skip
+    read = "mcp__glyph__rune__read_file"
+    write = "mcp__glyph__rune__write_file"
+    fakes["anthropic"].rules(
+        {"match": {"tools": True, "tool_result": False}, "reply": {"tool": {"name": read, "input": {"path": str(root / "notes.txt")}}}},
+        {"match": {"tool_result": True, "contains": "glyph-read-marker-7"},
+         "reply": {"tool": {"name": write, "input": {"path": str(root / "out.txt"), "content": "x"}}}},
+        {"match": {"tool_result": True}, "reply": {"text": "Glyph answered both calls."}, "times": None},
+    )  # fmt: skip
+    run = claude(omen, tmp_path, "Read notes.txt then write out.txt", "--mcp-config", str(mcp), "--strict-mcp-config",
+                 "--allowedTools", f"{read},{write}")  # fmt: skip
+    with recorded("MCP (Glyph, stdio)", run.version):
+        assert run.returncode == 0, run.describe()
+        turns = agent_turns(fakes["anthropic"])
+        # Listed: Claude Code names MCP tools to the model as deferred tools (found with its
+        # ToolSearch) rather than in `tools`, so look at everything the first turn showed.
+        shown = json.dumps(turns[0])
+        assert read in shown and write in shown, sorted(t["name"] for t in turns[0]["tools"])
+        history = json.dumps(turns[-1]["messages"])
+        assert "glyph-read-marker-7" in history  # the allowed call's answer
+        assert "Denied by Glyph policy" in history  # the denied call's reason
+        assert not (root / "out.txt").exists()
