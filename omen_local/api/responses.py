@@ -247,6 +247,7 @@ def _tools(raw: dict[str, Any]) -> ToolSet:
     items = raw.get("input")
     for i, item in enumerate(items if isinstance(items, list) else ()):
         if isinstance(item, dict) and item.get("type") == "additional_tools":
+            tools.translated.append("input.additional_tools")
             extra = item.get("tools")
             if not isinstance(extra, list):
                 raise bad_type(f"input[{i}].tools", "an array", extra)

@@ -77,6 +77,11 @@ class ToolSet:
     echo: list[dict[str, Any]] = field(default_factory=list)
     names: dict[str, ToolName] = field(default_factory=dict)  # chat function name -> client name
     omitted: list[str] = field(default_factory=list)  # tool types left out (hosted tools)
+    translated: list[str] = field(default_factory=list)  # what took a translation, for the request log
+
+    def _mark(self, what: str) -> None:
+        if what not in self.translated:
+            self.translated.append(what)
 
     def flat(self, name: str, namespace: str | None) -> str:
         """The chat name of a call the client names (history items), known tool or not."""
@@ -113,6 +118,7 @@ class ToolSet:
         for j, tool in enumerate(tools):
             self.add(tool, f"{where}.tools[{j}]", name)
         self.echo.append(raw)
+        self._mark("tools.namespace")
 
     def _function(self, raw: dict[str, Any], where: str, namespace: str | None, *, custom: bool) -> None:
         name = raw.get("name")
@@ -121,6 +127,7 @@ class ToolSet:
         description = raw.get("description")
         fn: dict[str, Any] = {"name": flat_name(namespace, name)}
         if custom:
+            self._mark("tools.custom")
             fmt = raw.get("format")
             hint = " Its input is free-form text." if not isinstance(fmt, dict) or fmt.get("type") in (None, "text") else (
                 f" Its input must follow this {fmt.get('syntax', '')} grammar: {fmt.get('definition', '')}"

@@ -24,7 +24,7 @@ from ..api.responses import (
 )
 from ..errors import OmenError
 from ..observe import Outcome
-from .app import IDENTITY, error_response, request_id_of
+from .app import IDENTITY, error_response, note_of, request_id_of
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -65,6 +65,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     created = int(time.time())
     try:
         parsed = parse_responses_request(await read_json(request))
+        note = note_of(request)  # the request log names what no upstream saw and what was translated
+        note.ignored.extend([*parsed.ignored, *(f"tools:{kind}" for kind in dict.fromkeys(parsed.tools.omitted))])
+        note.translated.extend(parsed.tools.translated)
         history: list[dict[str, Any]] = []
         if parsed.previous_response_id is not None:
             stored = request.app[STORE].get(request[IDENTITY].user, parsed.previous_response_id)

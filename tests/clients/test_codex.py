@@ -87,7 +87,11 @@ def test_text_answer_streamed(tmp_path: Path, fakes: dict[str, Fake], omen: Omen
     ok = run.returncode == 0 and "Four, streamed through OMEN." in run.stdout and sent.get("stream") is True
     # what Codex sent for OpenAI's own service never reached the upstream; web_search was left out
     leaked = [f for f in ("client_metadata", "prompt_cache_key", "encrypted_content", "web_search", "namespace") if f in json.dumps(sent)]
-    checked(run, "text+stream", ok and not leaked and "exec_command" in chat_tools(sent), f"leaked={leaked}")
+    # the request log names the client and what OMEN did not send on
+    [row] = [r for r in omen.wait_log(1) if r.get("door") == "responses"]
+    logged = row.get("status") == "200" and "codex_exec/0.171.0" in row.get("client", "")
+    logged = logged and {"client_metadata", "prompt_cache_key", "include:reasoning.encrypted_content", "tools:web_search"} <= set(row["ignored"].split(","))
+    checked(run, "text+stream", ok and logged and not leaked and "exec_command" in chat_tools(sent), f"leaked={leaked} log={row}")
 
 
 def _round_trip(fake: Fake) -> None:

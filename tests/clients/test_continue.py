@@ -69,7 +69,9 @@ def test_text_answer_streamed(tmp_path: Path, fakes: dict[str, Fake], omen: Omen
     run = cn(tmp_path, omen, "What is 2+2?", model=MODELS["openai"])
     turns = agent_turns(fakes["openai"])
     ok = run.returncode == 0 and "Four, streamed through OMEN." in run.stdout and bool(turns) and turns[0].get("stream") is True
-    checked(run, "text+stream", ok)
+    rows = [r for r in omen.wait_log(1) if r.get("door") == "chat"]  # the request log shows the client's requests
+    ok = ok and bool(rows) and all(r.get("status") == "200" and r.get("client") for r in rows)
+    checked(run, "text+stream", ok, f"log={rows[:1]}")
 
 
 def test_tool_round_trip_through_each_upstream_kind(tmp_path: Path, fakes: dict[str, Fake], omen_factory: Callable[[str], Omen]) -> None:
