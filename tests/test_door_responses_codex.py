@@ -203,3 +203,29 @@ async def test_openai_wording_for_what_stays_a_400(stack: Stack) -> None:
     assert err["code"] == "invalid_type" and err["message"] == "Invalid type for 'temperature': expected a decimal, but got a string instead."
     status, _, raw = await du.post(stack, "/v1/responses", {"model": "auto", "input": "hi", "reasoning": {"effort": "extreme"}})
     assert json.loads(raw)["error"]["message"].startswith("Invalid value: 'extreme'. Supported values are: 'none'")
+
+
+async def test_previous_response_id_carries_a_namespaced_call(stack: Stack) -> None:
+    queue_call(stack, "openai", "mcp__glyph__rune__read_file", {"path": "a"})
+    body = codex_body(model=MODELS["openai"], stream=False, store=True)
+    status, _, raw = await du.post(stack, "/v1/responses", body)
+    first = json.loads(raw)
+    call = first["output"][0]
+    queue_text(stack, "openai", "done")
+    follow = {"model": MODELS["openai"], "previous_response_id": first["id"], "tools": [GLYPH],
+              "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "content of a"}]}
+    status, _, raw = await du.post(stack, "/v1/responses", follow)
+    assert status == 200, raw
+    messages = upstream_body(stack, "openai")["messages"]
+    calls = [c for m in messages for c in m.get("tool_calls") or []]
+    assert [c["function"]["name"] for c in calls] == ["mcp__glyph__rune__read_file"] and calls[0]["id"] == call["call_id"]
+    assert messages[-1] == {"role": "tool", "tool_call_id": call["call_id"], "content": "content of a"}
+
+
+async def test_allowed_tools_choice_keeps_only_the_listed_tools(stack: Stack) -> None:
+    queue_text(stack, "openai", "ok")
+    choice = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "rune__read_file", "namespace": "mcp__glyph"}]}
+    status, _, raw = await du.post(stack, "/v1/responses", codex_body(model=MODELS["openai"], stream=False, tool_choice=choice))
+    assert status == 200, raw
+    sent = upstream_body(stack, "openai")
+    assert tool_names("openai", sent) == ["mcp__glyph__rune__read_file"] and sent["tool_choice"] == "required"
