@@ -53,6 +53,7 @@ class ModelSpec:
     name: str
     context_window: int | None = None
     price: Price | None = None
+    reasoning: bool | None = None  # takes reasoning_effort; None: known by name (providers/capabilities.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +328,7 @@ def _model(raw: Any, where: str) -> ModelSpec:
     table = _table(raw, where)
     _check_keys(
         table,
-        {"name", "context_window", "input", "output", "cached_input", "cache_write"},
+        {"name", "context_window", "input", "output", "cached_input", "cache_write", "reasoning"},
         where,
     )
     name = table.get("name")
@@ -337,7 +338,8 @@ def _model(raw: Any, where: str) -> ModelSpec:
     window = table.get("context_window")
     if window is not None:
         window = _int(table, "context_window", where, 0, minimum=1)
-    return ModelSpec(name=name, context_window=window, price=_price(price_keys, where) if price_keys else None)
+    reasoning = None if table.get("reasoning") is None else _bool(table, "reasoning", where, False)
+    return ModelSpec(name=name, context_window=window, price=_price(price_keys, where) if price_keys else None, reasoning=reasoning)
 
 
 def _provider(name: str, raw: Any) -> ProviderConfig:

@@ -26,6 +26,7 @@ from pathlib import Path
 import aiohttp
 
 from . import jsonutil, local_servers
+from .api.model_map import describe
 from .config import Config, ProviderConfig
 from .probe import ProbeResult, check_providers
 from .secrets import SERVICE, SecretStore, resolve_key
@@ -324,6 +325,14 @@ def check_glyph(path: Path | None) -> list[Finding]:
 # ------------------------------------------------------------------ all together
 
 
+def check_model_map(config: Config) -> list[Finding]:
+    """The model names clients insist on and what they route as ([aliases] patterns, api/model_map.py)."""
+    if not config.model_map:
+        return [Finding(INFO, "model names", "no [aliases] patterns: a model name no provider serves is a 404")]
+    mapped = "; ".join(describe(config))
+    return [Finding(INFO, "model names", f"names no usable provider serves route by pattern, most specific first: {mapped}")]
+
+
 async def run_doctor(config: Config, secrets: SecretStore, *, glyph_config: Path | None = None,
                      timeout_s: float = 3.0) -> Report:
     report = Report()
@@ -344,6 +353,7 @@ async def run_doctor(config: Config, secrets: SecretStore, *, glyph_config: Path
     report.findings += check_provider_results(results)
     intents, report.servable = check_intents(config, {r.provider: r for r in results})
     report.findings += intents
+    report.findings += check_model_map(config)
 
     state, detail = await port_state(config.server.host, config.server.port, timeout_s=timeout_s)
     report.findings.append(check_port(config.server.host, config.server.port, state, detail))

@@ -14,7 +14,6 @@ quotes JSON-quoted; control characters escaped, since the User-Agent is the clie
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import logging.handlers
@@ -80,23 +79,34 @@ def door_of(path: str) -> str:
     return "other"
 
 
+class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    """Rotation that leaves every file user-only (the log names clients and models)."""
+
+    def doRollover(self) -> None:  # the stdlib's name
+        super().doRollover()
+        if os.name == "posix" and os.path.exists(self.baseFilename):
+            os.chmod(self.baseFilename, 0o600)
+
+
 class RequestLog:
     """The file and the thread that writes it; ``write`` only enqueues."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, max_bytes: int = MAX_BYTES) -> None:
         self.path = (directory or log_dir()) / FILE_NAME
+        self.max_bytes = max_bytes
         self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        self._logger = logging.getLogger(f"omen_local.requests.{id(self)}")
+        # Not from logging.getLogger: an app's logger goes away with it (no registry entry per app).
+        self._logger = logging.Logger("omen_local.requests")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
         self._listener: logging.handlers.QueueListener | None = None
 
     def start(self) -> None:
+        # A folder it makes is user-only; an existing one (OMEN_LOG_DIR may name any) is left as it is.
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.path.exists():  # user-only from the start (rotation keeps the mode of new files via umask)
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-            os.close(fd)
-        handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)  # user-only from the start
+        os.close(fd)
+        handler = _PrivateRotatingFile(self.path, maxBytes=self.max_bytes, backupCount=BACKUPS, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._listener = logging.handlers.QueueListener(self._queue, handler)
         self._logger.addHandler(logging.handlers.QueueHandler(self._queue))
@@ -121,20 +131,27 @@ def now_iso(t: float | None = None) -> str:
 
 
 def follow(path: Path, *, lines: int = 20, forever: bool = False, poll_s: float = 0.5) -> Iterator[str]:
-    """The last ``lines`` lines, then (``forever``) each new one as it is written, across rotations."""
-    with contextlib.suppress(FileNotFoundError):
-        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:] if lines else []
-        yield from tail
-    if not forever:
-        return
+    """The last ``lines`` lines, then (``forever``) each new one as it is written, across rotations.
+
+    The tail is read from the handle that is then followed, so no line falls between them."""
     handle = None
     inode = None
+    try:
+        handle = path.open("r", encoding="utf-8", errors="replace")
+        inode = os.fstat(handle.fileno()).st_ino
+        tail = handle.read().splitlines()
+        yield from (tail[-lines:] if lines else [])
+    except FileNotFoundError:
+        pass
+    if not forever:
+        if handle is not None:
+            handle.close()
+        return
     while True:
         if handle is None:
             try:
                 handle = path.open("r", encoding="utf-8", errors="replace")
                 inode = os.fstat(handle.fileno()).st_ino
-                handle.seek(0, os.SEEK_END)
             except FileNotFoundError:
                 time.sleep(poll_s)
                 continue
@@ -143,10 +160,9 @@ def follow(path: Path, *, lines: int = 20, forever: bool = False, poll_s: float 
             yield line.rstrip("\n")
             continue
         try:
-            if os.stat(path).st_ino != inode:  # rotated: read the new file from its start
+            if os.stat(path).st_ino != inode:  # rotated: the rest of the old file was read; on to the new one
                 handle.close()
-                handle = path.open("r", encoding="utf-8", errors="replace")
-                inode = os.fstat(handle.fileno()).st_ino
+                handle = None
                 continue
         except FileNotFoundError:
             pass

@@ -89,3 +89,18 @@ def test_cost_with_cache_tokens() -> None:
     assert usage.cost(price) == pytest.approx(expected)
     # Without cache prices, cached tokens cost the input rate.
     assert Usage(prompt_tokens=10, cached_tokens=10).cost(Price(input=1.0)) == pytest.approx(10 / 1e6)
+
+
+def test_aliases_take_model_name_patterns(tmp_path: Path) -> None:
+    """`"glob" = "target"` entries in [aliases]: the most literal pattern first; a target must exist."""
+    from omen_local.config import ConfigError, load_config
+
+    good = tmp_path / "good.toml"
+    good.write_text('[aliases]\n"*" = "auto"\n"claude-*" = "auto-local"\n', encoding="utf-8")
+    cfg = load_config(good)
+    assert ("claude-*", "auto-local") in cfg.model_map and cfg.model_map[-1] == ("*", "auto")
+    assert "claude-*" not in cfg.aliases  # patterns are not model names of their own
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[aliases]\n"claude-*" = "no-such-alias"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="claude-"):
+        load_config(bad)

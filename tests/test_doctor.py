@@ -315,3 +315,15 @@ base_url = "{url}"
     assert "[ok]   provider found1: reachable" in out and "[warn] provider ollama" in out
     chat = next(line for line in out.splitlines() if "intent chat (the default)" in line)
     assert chat.startswith("[ok]") and "found1/qwen2.5-7b-instruct" in chat
+
+
+def test_doctor_lists_the_model_name_patterns(tmp_path: Path) -> None:
+    from omen_local.config import load_config
+    from omen_local.doctor import check_model_map
+
+    mine = tmp_path / "config.toml"
+    mine.write_text('[aliases]\n"my-editor-default" = "auto-local"\n', encoding="utf-8")
+    (finding,) = check_model_map(load_config(mine))
+    assert "my-editor-default -> auto-local" in finding.text  # the user's own, with the shipped ones
+    assert "claude-haiku-* -> auto-cheap" in finding.text and "claude-* -> auto-code" in finding.text
+    assert finding.text.index("claude-haiku-*") < finding.text.index("claude-* ")  # most specific first

@@ -420,3 +420,49 @@ async def test_count_tokens_is_an_estimate_that_grows_with_the_prompt(sdk: anthr
         await sdk.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(anthropic.BadRequestError):
         await sdk.messages.count_tokens(model="auto", messages=[])
+
+
+# ---------------------------------------------------------------- what Claude Code sends (issue 19)
+
+CLAUDE_CODE_TURN: dict[str, Any] = {
+    "max_tokens": 32000,
+    "thinking": {"type": "adaptive", "display": "omitted"},
+    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    "output_config": {"effort": "medium"},
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Look at the screenshot", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "system", "content": "# Environment\nPlatform: linux"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "", "signature": "sig-from-anthropic"},
+            {"type": "tool_use", "id": "toolu_9", "name": "Read", "input": {"file_path": "/tmp/shot.png"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": [
+            {"type": "text", "text": "the screenshot"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]}]},
+    ],
+}
+
+
+@pytest.mark.parametrize("provider", list(MODELS))
+async def test_claude_code_turn_reaches_each_upstream_in_its_own_terms(stack: Stack, provider: str) -> None:
+    queue_text(stack, provider, "I see it.")
+    got, _, body = await du.post(stack, "/v1/messages", {"model": MODELS[provider], **CLAUDE_CODE_TURN},
+                                       headers={"anthropic-beta": "claude-code-20250219,some-future-beta-2099-01-01"})  # fmt: skip
+    assert got == 200, body
+    sent = last_body(stack, provider)
+    blob = json.dumps(sent)
+    assert "context_management" not in blob
+    if provider == "anthropic":
+        assistant = next(m for m in sent["messages"] if m["role"] == "assistant")
+        assert assistant["content"][0] == {"type": "thinking", "thinking": "", "signature": "sig-from-anthropic"}
+        assert "<system-reminder>\\n# Environment" in blob  # folded in place, not hoisted
+        assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+        return
+    assert "cache_control" not in blob and "sig-from-anthropic" not in blob
+    roles = [m["role"] for m in sent["messages"]]
+    assert "system" in roles[1:2]  # a system message at that point
+    if provider == "openai":
+        tool = next(m for m in sent["messages"] if m["role"] == "tool")
+        assert isinstance(tool["content"], str) and tool["content"].startswith("the screenshot")
+        after = sent["messages"][sent["messages"].index(tool) + 1]
+        assert after["role"] == "user" and any(p["type"] == "image_url" for p in after["content"])
+        assert "reasoning_effort" not in sent  # gpt-4o-mini would refuse it

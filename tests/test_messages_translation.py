@@ -60,6 +60,8 @@ def test_history_with_tools_documents_and_thinking_becomes_chat() -> None:
         "role": "assistant",
         "content": "Let me look.",
         "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "look", "arguments": '{"page":2}'}}],
+        # Signed thinking rides along as sent (only the Anthropic adapter uses it).
+        "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}],
     }
     # Tool results come first after the assistant turn, as chat requires.
     assert m[3] == {"role": "tool", "tool_call_id": "toolu_1", "content": "(error) no such page"}

@@ -95,11 +95,12 @@ def test_system_and_developer_messages_are_hoisted() -> None:
             {"role": "developer", "content": "C"},
         ]
     }
-    assert to_anthropic("a", "m", body, False)["system"] == [
-        {"type": "text", "text": "A"},
-        {"type": "text", "text": "B"},
-        {"type": "text", "text": "C"},
-    ]
+    out = to_anthropic("a", "m", body, False)
+    assert out["system"] == [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}]
+    # Said later, system text stays in place: a reminder in the user turn (the system prompt,
+    # and Anthropic's prompt cache of it, stay as they were).
+    assert out["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "text", "text": "<system-reminder>\nC\n</system-reminder>"}]}]
 
 
 def test_system_cache_control_is_kept() -> None:
@@ -692,10 +693,12 @@ async def test_stream_thinking(fake: FakeAnthropic, session: aiohttp.ClientSessi
 
     fake.enqueue(Reply([Thinking("Hmm."), Text("Blue.")]))
     result = await provider(fake, session).complete("m", user("sky?"))
-    assert result.body["choices"][0]["message"] == {
+    message = result.body["choices"][0]["message"]
+    assert message == {
         "role": "assistant",
         "content": "Blue.",
         "reasoning_content": "Hmm.",
+        "thinking_blocks": [{"type": "thinking", "thinking": "Hmm.", "signature": Thinking("").signature}],
     }
 
 

@@ -100,3 +100,16 @@ def test_proxy_from_environment_is_read_once_and_skips_loopback(monkeypatch: pyt
     assert env_proxy("http://localhost:1234/v1") is None
     monkeypatch.delenv("HTTPS_PROXY")
     assert env_proxy("https://api.openai.com/v1") is None
+
+
+def test_reasoning_effort_goes_only_to_models_that_take_it() -> None:
+    """OpenAI refuses reasoning_effort on non-reasoning models; the config's flag wins over the name."""
+    from omen_local.config import ModelSpec, ProviderConfig
+    from omen_local.providers.capabilities import takes_reasoning_effort
+
+    plain = ProviderConfig(name="openai", kind="openai", base_url="https://api.openai.com/v1")
+    assert takes_reasoning_effort(plain, "o4-mini") and takes_reasoning_effort(plain, "gpt-5.1-codex")
+    assert not takes_reasoning_effort(plain, "gpt-4o-mini") and not takes_reasoning_effort(plain, "llama3.2")
+    flagged = ProviderConfig(name="box", kind="openai", base_url="http://127.0.0.1:1/v1",
+                             models=(ModelSpec("my-thinker", reasoning=True), ModelSpec("o3-lite", reasoning=False)))  # fmt: skip
+    assert takes_reasoning_effort(flagged, "my-thinker") and not takes_reasoning_effort(flagged, "o3-lite")

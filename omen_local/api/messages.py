@@ -5,9 +5,11 @@ through the same parser, router and providers (an Anthropic upstream translates 
 with the same tables, ``wire/anthropic.py``). Every rejection is a 400 naming the field
 in the message; the door renders it in Anthropic's error shape.
 
-What does not survive the trip is listed in docs/api.md: thinking signatures and
-redacted thinking in the history (dropped), ``cache_control`` anywhere but text, image
-and document blocks and the system prompt, which stop sequence matched, server tools.
+What each field becomes per upstream kind is the table in docs/api.md ("Messages door:
+fields"). Anthropic-only parts of the history ride on the chat body as extensions the
+Anthropic adapter honours and the OpenAI-compatible adapter strips
+(``wire.anthropic.without_anthropic_extensions``): thinking blocks with their signatures
+(``thinking_blocks`` on an assistant message) and ``cache_control`` on content parts.
 """
 
 from __future__ import annotations
@@ -205,6 +207,7 @@ def _user(content: list[Any], where: str) -> list[dict[str, Any]]:
 def _assistant(content: list[Any], where: str) -> dict[str, Any] | None:
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         bw = f"{where}.content[{j}]"
         kind = _obj(block, bw).get("type")
@@ -224,7 +227,7 @@ def _assistant(content: list[Any], where: str) -> dict[str, Any] | None:
                 raise invalid(f"{bw}.input: Input should be an object", f"{bw}.input")
             calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": jsonutil.dumps(args).decode()}})
         elif kind in ("thinking", "redacted_thinking"):
-            continue  # chat histories carry no thinking; see the module docstring
+            thinking.append(block)  # as sent: only an Anthropic upstream gets them, signatures intact
         else:
             raise invalid(f"{bw}.type: assistant content takes text, tool_use and thinking blocks (not {kind!r})", f"{bw}.type")
     if not parts and not calls:
@@ -234,6 +237,8 @@ def _assistant(content: list[Any], where: str) -> dict[str, Any] | None:
     message["content"] = ("".join(p["text"] for p in parts) if plain else parts) if parts else None
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        message["thinking_blocks"] = thinking
     return message
 
 

@@ -115,6 +115,26 @@ def _blocks(provider: str, content: Any, *, allow_media: bool = True) -> list[di
     return out
 
 
+def signed_thinking(raw: Any) -> list[dict[str, Any]]:
+    """The thinking blocks Anthropic can take back: signed thinking, redacted thinking (an
+    empty signature came from another kind of upstream and would be refused)."""
+    if not isinstance(raw, list):
+        return []
+    return [
+        b for b in raw
+        if isinstance(b, dict) and (
+            (b.get("type") == "thinking" and isinstance(b.get("thinking"), str) and isinstance(b.get("signature"), str) and b["signature"])
+            or (b.get("type") == "redacted_thinking" and isinstance(b.get("data"), str) and b["data"])
+        )
+    ]  # fmt: skip
+
+
+def system_reminder(block: dict[str, Any]) -> dict[str, Any]:
+    """A system text block said mid-conversation, as user text Claude reads as a system note."""
+    out = {**block, "text": f"<system-reminder>\n{block['text']}\n</system-reminder>"}
+    return out
+
+
 def _tool_use(provider: str, call: dict[str, Any]) -> dict[str, Any]:
     fn = call.get("function") or {}
     raw = fn.get("arguments") or "{}"
@@ -152,13 +172,18 @@ def _messages(
     turns: list[dict[str, Any]] = []
     for m in body.get("messages") or []:
         role = m.get("role")
-        if role in ("system", "developer"):
+        if role in ("system", "developer") and not turns:
             system.extend(_blocks(provider, m.get("content"), allow_media=False))
             continue
-        if role == "user":
+        if role in ("system", "developer"):
+            # Mid-conversation system text stays where it was said (a top-level system prompt
+            # that changes would also void Anthropic's prompt cache): a user-turn reminder.
+            role, blocks = "user", [system_reminder(b) for b in _blocks(provider, m.get("content"), allow_media=False)]
+        elif role == "user":
             role, blocks = "user", _blocks(provider, m.get("content"))
         elif role == "assistant":
-            blocks = _blocks(provider, m.get("content"), allow_media=False)
+            blocks = signed_thinking(m.get("thinking_blocks"))  # first, as Anthropic sent them
+            blocks += _blocks(provider, m.get("content"), allow_media=False)
             blocks += [_tool_use(provider, c) for c in m.get("tool_calls") or []]
         elif role == "tool":
             role, blocks = "user", [_tool_result(provider, m)]
@@ -200,10 +225,12 @@ def _response_format_instruction(body: dict[str, Any]) -> str | None:
 
 
 def _in_tool_loop(turns: list[dict[str, Any]]) -> bool:
-    """True when the last assistant turn called tools (its thinking would be needed)."""
+    """True when the last assistant turn called tools without its (signed) thinking, which
+    Anthropic would need to continue a thinking-enabled tool loop."""
     for turn in reversed(turns):
         if turn["role"] == "assistant":
-            return any(b["type"] == "tool_use" for b in turn["content"])
+            kinds = {b["type"] for b in turn["content"]}
+            return "tool_use" in kinds and not kinds & {"thinking", "redacted_thinking"}
     return False
 
 
@@ -300,6 +327,7 @@ def from_anthropic_message(data: dict[str, Any]) -> tuple[dict[str, Any], Usage]
     """An Anthropic ``message`` object -> (OpenAI ``chat.completion`` body, usage)."""
     texts: list[str] = []
     thinking: list[str] = []
+    signed: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for block in data.get("content") or []:
         if not isinstance(block, dict):
@@ -307,8 +335,9 @@ def from_anthropic_message(data: dict[str, Any]) -> tuple[dict[str, Any], Usage]
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
-        elif kind == "thinking":
+        elif kind in ("thinking", "redacted_thinking"):
             thinking.append(block.get("thinking") or "")
+            signed.append(block)
         elif kind == "tool_use":
             calls.append(
                 {
@@ -320,15 +349,17 @@ def from_anthropic_message(data: dict[str, Any]) -> tuple[dict[str, Any], Usage]
                     },
                 }
             )
-        # redacted_thinking and server-side tool blocks have no OpenAI counterpart.
+        # server-side tool blocks have no OpenAI counterpart.
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
     }
     if calls:
         message["tool_calls"] = calls
-    if thinking:
+    if any(thinking):
         message["reasoning_content"] = "".join(thinking)
+    if signed_thinking(signed):
+        message["thinking_blocks"] = signed  # byte for byte, for the /v1/messages door
     usage = usage_from_anthropic(data.get("usage"))
     body = {
         "id": data.get("id") or "",
@@ -405,6 +436,8 @@ class StreamTranslator:
                 return Chunk(delta={"content": block["text"]})
             if btype == "thinking" and block.get("thinking"):
                 return Chunk(delta={"reasoning_content": block["thinking"]})
+            if btype == "redacted_thinking" and isinstance(block.get("data"), str):
+                return Chunk(delta={"redacted_thinking": block["data"]})
             if btype == "tool_use" and isinstance(index, int):
                 self._tool_index[index] = len(self._tool_index)
                 initial = block.get("input")
@@ -432,7 +465,9 @@ class StreamTranslator:
                 return self._tool_delta(
                     data["index"], {"function": {"arguments": delta["partial_json"]}}
                 )
-            # signature_delta and citations_delta have no OpenAI counterpart.
+            if dtype == "signature_delta" and isinstance(delta.get("signature"), str):
+                return Chunk(delta={"reasoning_signature": delta["signature"]})  # for the /v1/messages door
+            # citations_delta has no OpenAI counterpart.
         elif kind == "message_delta":
             self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
             self._update_usage(data.get("usage"))

@@ -21,8 +21,10 @@ import aiohttp
 
 from .. import jsonutil
 from ..wire.anthropic import without_anthropic_extensions
+from ..wire.tool_media import tool_media_to_user
 from . import _http, _sse
 from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
+from .capabilities import takes_reasoning_effort
 from .errors import ProtocolError, StreamBroken, UpstreamError
 
 
@@ -44,6 +46,10 @@ class OpenAICompatProvider(Provider):
 
     def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         out = dict(without_anthropic_extensions(body))  # strict in what it sends (wire/anthropic.py)
+        if isinstance(out.get("messages"), list):
+            out["messages"] = tool_media_to_user(out["messages"])  # tool messages take text only
+        if "reasoning_effort" in out and not takes_reasoning_effort(self.config, model):
+            del out["reasoning_effort"]  # the model would refuse it (capabilities.py)
         out["model"] = model
         out["stream"] = stream
         if stream:

@@ -68,7 +68,10 @@ def message_from_completion(done: Completion, message_id: str, model: str, *, th
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content")
-    if thinking and isinstance(reasoning, str) and reasoning:
+    signed = message.get("thinking_blocks")
+    if thinking and isinstance(signed, list) and signed:
+        content.extend(b for b in signed if isinstance(b, dict))  # an Anthropic upstream's, byte for byte
+    elif thinking and isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
     if isinstance(text, str) and text:
@@ -180,6 +183,13 @@ class MessagesEncoder:
         reasoning = delta.get("reasoning_content")
         if self.thinking and isinstance(reasoning, str) and reasoning:
             out += self._delta("thinking", {"type": "thinking", "thinking": "", "signature": ""}, {"type": "thinking_delta", "thinking": reasoning})
+        signature = delta.get("reasoning_signature")  # an Anthropic upstream's, passed on unchanged
+        if self.thinking and isinstance(signature, str) and signature:
+            out += self._delta("thinking", {"type": "thinking", "thinking": "", "signature": ""}, {"type": "signature_delta", "signature": signature})
+        redacted = delta.get("redacted_thinking")
+        if self.thinking and isinstance(redacted, str) and redacted:
+            begun, _ = self._begin("redacted_thinking", {"type": "redacted_thinking", "data": redacted})
+            out += begun + self._close()
         text = delta.get("content")
         if isinstance(text, str) and text:
             out += self._delta("text", {"type": "text", "text": ""}, {"type": "text_delta", "text": text})

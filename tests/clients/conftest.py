@@ -56,3 +56,11 @@ def omen_factory(tmp_path: Path, fakes: dict[str, Fake]) -> Iterator[Callable[[s
 def omen(omen_factory: Callable[[str], Omen]) -> Omen:
     """``omen serve`` over the three fakes with DEFAULT_INTENTS."""
     return omen_factory(DEFAULT_INTENTS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_results() -> None:
+    """Each run writes its own results (render_table.py turns them into docs/clients.md's table)."""
+    from .harness import RESULTS
+
+    RESULTS.unlink(missing_ok=True)

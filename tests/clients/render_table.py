@@ -1,62 +1,95 @@
-"""Render tests/clients/results.jsonl (what the real-client tests observed) as docs/clients.md's
-compatibility table: ``python -m tests.clients.render_table [--write]``.
+"""Render docs/clients.md's compatibility table from what the real-client tests recorded.
 
-One row per client and version; a column per feature the tests check. A cell is "yes" when
-every run of that feature passed, "no" when any failed, blank when none ran. ``--write``
-replaces the text between the table markers in docs/clients.md; without it the table is printed.
+    .venv/bin/python -m pytest tests/clients -p no:cacheprovider    # writes tests/clients/results.jsonl
+    .venv/bin/python -m tests.clients.render_table                  # rewrites the table in docs/clients.md
+
+Each row is one client at the version the tests ran; a cell is "yes" when every recorded
+check of that kind passed, "NO" when one failed, "-" when none ran. Rows of clients that
+this run did not exercise are kept as they were, so each client's tests can refresh their
+own rows. Only the lines between the markers are rewritten.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DOC = HERE.parents[1] / "docs" / "clients.md"
-START, END = "<!-- compatibility-table:start -->", "<!-- compatibility-table:end -->"
-NAMES = {"claude": "Claude Code (`claude -p`)", "codex": "Codex CLI (`codex exec`)", "qwen": "Qwen Code (`qwen -p`)", "cn": "Continue CLI (`cn -p`)"}
-COLUMNS = [
-    ("text+stream", "text, streamed"),
-    ("tools:openai", "tools via OpenAI-compatible"),
-    ("tools:anthropic", "tools via Anthropic"),
-    ("tools:ollama", "tools via Ollama"),
-    ("mcp", "Glyph (MCP, stdio)"),
-    ("failover", "failover"),
-    ("default-model", "its default model"),
-]
+from .harness import RESULTS, ROOT
+
+DOC = ROOT / "docs" / "clients.md"
+START = "<!-- compat-table:start (tests/clients/render_table.py) -->"
+END = "<!-- compat-table:end -->"
+COLUMNS = ("text", "stream", "tools", "MCP", "failover", "default model")
+NAMES = {"claude": "Claude Code", "codex": "Codex CLI", "qwen": "Qwen Code", "cn": "Continue CLI"}
+HEADER = "| client | version | door | " + " | ".join(COLUMNS) + " |"
 
 
-def table(rows: list[dict[str, object]]) -> str:
-    seen: dict[tuple[str, str, str], dict[str, bool]] = {}
-    for row in rows:
-        key = (str(row["client"]), str(row["version"]), str(row["door"]))
-        cells = seen.setdefault(key, {})
-        feature = str(row["feature"])
-        cells[feature] = cells.get(feature, True) and bool(row["ok"])
-    head = "| client | version | door | " + " | ".join(label for _, label in COLUMNS) + " |"
-    lines = [head, "|" + " --- |" * (3 + len(COLUMNS))]
-    for (client, version, door), cells in sorted(seen.items()):
-        marks = ["" if f not in cells else ("yes" if cells[f] else "**no**") for f, _ in COLUMNS]
-        lines.append(f"| {NAMES.get(client, client)} | {version} | `{door}` | " + " | ".join(marks) + " |")
-    return "\n".join(lines) + "\n"
+def column_of(feature: str) -> tuple[str, ...]:
+    """Which columns a recorded feature counts for (``text+stream (openai)`` -> text and stream)."""
+    name = feature.split(" (")[0]
+    return {
+        "text+stream": ("text", "stream"),
+        "text": ("text",),
+        "stream": ("stream",),
+        "tools": ("tools",),
+        "MCP": ("MCP",),
+        "failover": ("failover",),
+        "default model": ("default model",),
+    }.get(name, ())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", type=Path, default=HERE / "results.jsonl")
-    parser.add_argument("--write", action="store_true", help=f"replace the table in {DOC}")
-    args = parser.parse_args(argv)
-    rows = [json.loads(line) for line in args.results.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rendered = table(rows)
-    if not args.write:
-        sys.stdout.write(rendered)
-        return 0
-    doc = DOC.read_text(encoding="utf-8")
-    before, rest = doc.split(START, 1)
-    _, after = rest.split(END, 1)
-    DOC.write_text(f"{before}{START}\n{rendered}{END}{after}", encoding="utf-8")
+def cell(oks: list[bool], kinds: set[str]) -> str:
+    if not oks:
+        return "-"
+    if not all(oks):
+        return "NO"
+    return "yes" + (f" ({', '.join(sorted(kinds))})" if kinds else "")
+
+
+def rows_from(results: list[dict[str, object]]) -> dict[tuple[str, str], str]:
+    """(client, door) -> its table row."""
+    grouped: dict[tuple[str, str, str], dict[str, tuple[list[bool], set[str]]]] = {}
+    for r in results:
+        key = (str(r["client"]), str(r["version"]), str(r["door"]))
+        cols = grouped.setdefault(key, {c: ([], set()) for c in COLUMNS})
+        feature = str(r["feature"])
+        kind = feature.split(" (", 1)[1].rstrip(")") if " (" in feature else ""
+        for col in column_of(feature):
+            cols[col][0].append(bool(r["ok"]))
+            if kind and col in ("text", "stream", "tools"):
+                cols[col][1].add(kind)
+    out: dict[tuple[str, str], str] = {}
+    for (client, version, door), cols in grouped.items():
+        cells = " | ".join(cell(*cols[c]) for c in COLUMNS)
+        name = NAMES.get(client, client)
+        out[(name, door)] = f"| {name} | {version} | `{door}` | {cells} |"
+    return out
+
+
+def render(doc: str, results: list[dict[str, object]]) -> str:
+    head, sep, rest = doc.partition(START)
+    if not sep:
+        raise SystemExit(f"{DOC}: no {START!r} marker")
+    old, sep2, tail = rest.partition(END)
+    if not sep2:
+        raise SystemExit(f"{DOC}: no {END!r} marker")
+    rows: dict[tuple[str, str], str] = {}
+    for line in old.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) > 3 and cells[0] not in ("client", "---"):
+            rows[(cells[0], cells[2].strip("`"))] = line
+    rows.update(rows_from(results))
+    table = [HEADER, "| " + " | ".join(["---"] * (3 + len(COLUMNS))) + " |", *(rows[k] for k in sorted(rows))]
+    return head + START + "\n" + "\n".join(table) + "\n" + END + tail
+
+
+def main() -> int:
+    if not RESULTS.exists():
+        print(f"no {RESULTS}: run the client tests first", file=sys.stderr)
+        return 1
+    results = [json.loads(line) for line in RESULTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    DOC.write_text(render(DOC.read_text(encoding="utf-8"), results), encoding="utf-8")
+    print(f"rewrote the table in {DOC} from {len(results)} results")
     return 0
 
 

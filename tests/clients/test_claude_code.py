@@ -17,8 +17,11 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.fake_anthropic import Thinking
+
 from .harness import ROOT, CliRun, Fake, Omen, record_result, run_cli
 
+FAKE_SIGNATURE = Thinking("").signature
 CLIENT = "claude"
 DOOR = "/v1/messages"
 # Which provider/model the "code" intent (auto-code, where claude-* lands) tries, per upstream kind.
@@ -87,7 +90,10 @@ def test_text_answer_streamed_with_its_default_model(
         assert all("context_management" not in b for b in sent)
     else:  # an OpenAI-compatible server or Ollama never sees Anthropic-only fields
         blob = json.dumps(sent)
-        assert "cache_control" not in blob and "context_management" not in blob
+        for anthropic_only in ("cache_control", "context_management", "thinking_blocks", "anthropic-beta"):
+            assert anthropic_only not in blob, anthropic_only
+        # Claude Code asks for an effort on every request; gpt-4o-mini would refuse reasoning_effort.
+        assert kind != "openai" or all("reasoning_effort" not in b for b in sent)
 
 
 def test_failover_before_the_first_token(fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path) -> None:
@@ -172,3 +178,66 @@ action = "deny"
         assert "glyph-read-marker-7" in history  # the allowed call's answer
         assert "Denied by Glyph policy" in history  # the denied call's reason
         assert not (root / "out.txt").exists()
+
+
+def test_thinking_signatures_go_back_to_anthropic_unchanged(
+    fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path
+) -> None:
+    """Anthropic's signed thinking reaches Claude Code and comes back in the tool loop byte for
+    byte (Anthropic refuses a thinking tool loop whose thinking is missing or altered)."""
+    omen = omen_factory(intents("anthropic"))
+    fakes["anthropic"].rules(
+        {"match": {"tools": True, "tool_result": False},
+         "reply": {"thinking": "I should run the command.", "tool": {"name": "Bash", "input": {"command": "echo signed-turn", "description": "Print"}}}},
+        {"match": {"tool_result": True}, "reply": {"text": "Done thinking."}, "times": None},
+    )  # fmt: skip
+    run = claude(omen, tmp_path, "Run it", "--allowedTools", "Bash(echo:*)")
+    with recorded("thinking signatures (anthropic)", run.version):
+        assert run.returncode == 0, run.describe()
+        assert "Done thinking." in run.stdout, run.describe()
+        second = agent_turns(fakes["anthropic"])[-1]
+        assistant = [m for m in second["messages"] if m["role"] == "assistant"][-1]
+        thinking = [b for b in assistant["content"] if b["type"] == "thinking"]
+        assert thinking and thinking[0]["signature"] == FAKE_SIGNATURE, assistant["content"]
+        assert "thinking" in second  # so thinking stays on in the tool loop
+
+
+def test_omen_hints_through_anthropic_custom_headers(
+    fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path
+) -> None:
+    """docs/clients.md's recipe: ANTHROPIC_CUSTOM_HEADERS carries x-omen-* hints (here: only Ollama)."""
+    omen = omen_factory(intents("anthropic", "ollama"))
+    fakes["ollama"].rules({"reply": {"text": "Local answer by hint"}, "times": None})
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {"ANTHROPIC_BASE_URL": omen.url, "ANTHROPIC_AUTH_TOKEN": omen.token,
+           "ANTHROPIC_CUSTOM_HEADERS": "x-omen-providers: ollama\nx-omen-strategy: single"}  # fmt: skip
+    run = run_cli(CLIENT, ["-p", "Say hello"], home=tmp_path / "claude-home", env=env, cwd=work)
+    with recorded("hint headers", run.version):
+        assert run.returncode == 0, run.describe()
+        assert "Local answer by hint" in run.stdout, run.describe()
+        assert not fakes["anthropic"].seen()
+
+
+def test_failover_mid_session_carries_the_history_across_kinds(
+    fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path
+) -> None:
+    """Turn one on Anthropic (signed thinking and a tool call); Anthropic then fails before its
+    first token, and the OpenAI-compatible candidate finishes the session from the same history."""
+    omen = omen_factory(intents("anthropic", "openai"))
+    fakes["anthropic"].rules(
+        {"match": {"tools": True, "tool_result": False},
+         "reply": {"thinking": "Run it first.", "tool": {"name": "Bash", "input": {"command": "echo mid-session-7", "description": "Print"}}}},
+        {"match": {"tool_result": True}, "reply": {"status": 529, "message": "Overloaded"}, "times": None},
+    )  # fmt: skip
+    fakes["openai"].rules({"match": {"tool_result": True}, "reply": {"text": "Finished on the second candidate."}, "times": None})
+    run = claude(omen, tmp_path, "Run it", "--allowedTools", "Bash(echo:*)")
+    with recorded("failover (mid-session)", run.version):
+        assert run.returncode == 0, run.describe()
+        assert "Finished on the second candidate." in run.stdout, run.describe()
+        (second,) = [s["body"] for s in fakes["openai"].seen()]
+        tool = next(m for m in second["messages"] if m["role"] == "tool")
+        assert "mid-session-7" in json.dumps(tool)
+        assert "thinking_blocks" not in json.dumps(second) and "signature" not in json.dumps(second)
+        served = [r for r in messages_lines(omen, 2) if r.get("status") == "200"]
+        assert [r["provider"] for r in served][-2:] == ["anthropic", "openai"], served

@@ -91,7 +91,7 @@ def test_text_answer_streamed(tmp_path: Path, fakes: dict[str, Fake], omen: Omen
     [row] = [r for r in omen.wait_log(1) if r.get("door") == "responses"]
     logged = row.get("status") == "200" and "codex_exec/0.171.0" in row.get("client", "")
     logged = logged and {"client_metadata", "prompt_cache_key", "include:reasoning.encrypted_content", "tools:web_search"} <= set(row["ignored"].split(","))
-    checked(run, "text+stream", ok and logged and not leaked and "exec_command" in chat_tools(sent), f"leaked={leaked} log={row}")
+    checked(run, "text+stream (openai)", ok and logged and not leaked and "exec_command" in chat_tools(sent), f"leaked={leaked} log={row}")
 
 
 def _round_trip(fake: Fake) -> None:
@@ -108,7 +108,7 @@ def test_tool_round_trip_through_each_upstream_kind(tmp_path: Path, fakes: dict[
         run = codex(tmp_path / kind, omen, "Run the command.", model=model)
         seen = [s["body"] for s in fakes[kind].seen()]
         ok = run.returncode == 0 and "The command printed 42." in run.stdout and len(seen) >= 2 and "tool-ran-42" in texts(seen[-1])
-        checked(run, f"tools:{kind}", ok, kind)
+        checked(run, f"tools ({kind})", ok, kind)
 
 
 def test_glyph_as_mcp_server_allowed_and_denied_calls(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
@@ -132,7 +132,7 @@ def test_glyph_as_mcp_server_allowed_and_denied_calls(tmp_path: Path, fakes: dic
         and "Denied" in texts(seen[-1])
         and not out.exists()
     )
-    checked(run, "mcp", ok, f"{len(listed)} tools listed")
+    checked(run, "MCP (Glyph, stdio)", ok, f"{len(listed)} tools listed")
 
 
 def test_failover_before_the_first_token_mid_session(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
@@ -146,7 +146,7 @@ def test_failover_before_the_first_token_mid_session(tmp_path: Path, fakes: dict
     run = codex(tmp_path, omen, "Check failover.", model="auto-code")
     anthropic, openai = fakes["anthropic"].seen(), fakes["openai"].seen()
     ok = run.returncode == 0 and "Answered after failover." in run.stdout and len(anthropic) >= 2 and len(openai) >= 1
-    checked(run, "failover", ok)
+    checked(run, "failover (mid-session)", ok)
 
 
 def test_default_model_name_is_routed(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
@@ -159,4 +159,4 @@ def test_default_model_name_is_routed(tmp_path: Path, fakes: dict[str, Fake], om
     seen = [s["body"] for fake in fakes.values() for s in fake.seen()]
     ok = run.returncode == 0 and "Routed from the default model." in run.stdout and len(seen) == 1
     ok = ok and "functions__exec" in chat_tools(seen[0])  # the custom tool, as a one-string function
-    checked(run, "default-model", ok, "model: codex default")
+    checked(run, "default model", ok, "model: codex default")

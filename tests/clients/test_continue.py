@@ -71,7 +71,7 @@ def test_text_answer_streamed(tmp_path: Path, fakes: dict[str, Fake], omen: Omen
     ok = run.returncode == 0 and "Four, streamed through OMEN." in run.stdout and bool(turns) and turns[0].get("stream") is True
     rows = [r for r in omen.wait_log(1) if r.get("door") == "chat"]  # the request log shows the client's requests
     ok = ok and bool(rows) and all(r.get("status") == "200" and r.get("client") for r in rows)
-    checked(run, "text+stream", ok, f"log={rows[:1]}")
+    checked(run, "text+stream (openai)", ok, f"log={rows[:1]}")
 
 
 def test_tool_round_trip_through_each_upstream_kind(tmp_path: Path, fakes: dict[str, Fake], omen_factory: Callable[[str], Omen]) -> None:
@@ -84,7 +84,7 @@ def test_tool_round_trip_through_each_upstream_kind(tmp_path: Path, fakes: dict[
         run = cn(tmp_path / kind, omen, "Run the command.", model=model)
         turns = agent_turns(fakes[kind])
         ok = run.returncode == 0 and "The command printed 42." in run.stdout and len(turns) >= 2 and "tool-ran-42" in texts(turns[-1])
-        checked(run, f"tools:{kind}", ok, kind)
+        checked(run, f"tools ({kind})", ok, kind)
 
 
 def test_glyph_as_mcp_server_allowed_and_denied_calls(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
@@ -108,7 +108,7 @@ def test_glyph_as_mcp_server_allowed_and_denied_calls(tmp_path: Path, fakes: dic
         and "Denied" in texts(turns[-1])
         and not out.exists()
     )
-    checked(run, "mcp", ok, f"listed={listed}")
+    checked(run, "MCP (Glyph, stdio)", ok, f"listed={listed}")
 
 
 def test_failover_before_the_first_token_mid_session(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
@@ -120,7 +120,7 @@ def test_failover_before_the_first_token_mid_session(tmp_path: Path, fakes: dict
     fakes["openai"].rules({"match": {"tool_result": True, "contains": "failover-check"}, "reply": {"text": "Answered after failover."}, "times": None})
     run = cn(tmp_path, omen, "Check failover.", model="auto-code")
     ok = run.returncode == 0 and "Answered after failover." in run.stdout and len(agent_turns(fakes["openai"])) >= 1
-    checked(run, "failover", ok)
+    checked(run, "failover (mid-session)", ok)
 
 
 def test_model_name_from_continues_docs_is_routed(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
@@ -130,4 +130,4 @@ def test_model_name_from_continues_docs_is_routed(tmp_path: Path, fakes: dict[st
         fake.rules({"match": {}, "reply": {"text": "Routed from the model name."}, "times": None})
     run = cn(tmp_path, omen, "Say hi.", model="gpt-5")
     ok = run.returncode == 0 and "Routed from the model name." in run.stdout
-    checked(run, "default-model", ok, "model: gpt-5 (from the config)")
+    checked(run, "default model", ok, "model: gpt-5 (from the config)")

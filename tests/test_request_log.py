@@ -1,0 +1,118 @@
+"""The request log (omen_local/requestlog.py): one line per request, no bodies or keys, ``omen logs``."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omen_local.requestlog import FILE_NAME, format_line, log_dir, parse_line
+from tests import door_util as du
+from tests.conftest import Stack
+from tests.fakes.base import Reply
+
+
+def _lines_for(request_id: str) -> list[dict[str, str]]:
+    path = log_dir() / FILE_NAME
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the writer thread appends after the answer: poll the file
+        rows = [parse_line(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+        found = [r for r in rows if r.get("request_id") == request_id]
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no request log line for {request_id}")
+
+
+async def test_one_line_per_request_without_bodies_or_keys(stack: Stack) -> None:
+    stack.openai.queue(Reply(text="secret-answer-text"))
+    body = {"model": "claude-sonnet-9-9", "messages": [{"role": "user", "content": "secret-prompt-text"}]}
+    got, headers, _ = await du.post(stack, "/v1/messages", {**body, "max_tokens": 20, "context_management": {"edits": []}},
+                                    headers={"User-Agent": 'evil "client" 2.0', "x-omen-providers": "openai"})  # fmt: skip
+    assert got == 200
+    (row,) = _lines_for(headers["x-omen-request-id"])
+    assert row["door"] == "messages" and row["status"] == "200" and row["provider"] == "openai"
+    assert row["asked"] == "claude-sonnet-9-9" and row["alias"] == "auto-code"  # mapped by the shipped patterns
+    assert headers["x-omen-asked-model"] == "claude-sonnet-9-9"
+    assert row["ignored"] == "context_management" and int(row["latency_ms"]) >= 0
+    assert row["client"] == 'evil "client" 2.0'
+    text = (log_dir() / FILE_NAME).read_text(encoding="utf-8")
+    for secret in ("secret-prompt-text", "secret-answer-text", stack.token):
+        assert secret not in text
+    assert stat.S_IMODE(os.stat(log_dir() / FILE_NAME).st_mode) == 0o600
+
+    refused = await du.post(stack, "/v1/chat/completions", {"model": "auto", "messages": []}, headers={"Authorization": "Bearer omen-not-a-token-zq81"})
+    assert refused[0] == 401  # refused requests are logged too (by their path and status)
+    assert "omen-not-a-token-zq81" not in (log_dir() / FILE_NAME).read_text(encoding="utf-8")
+
+
+def test_format_and_parse_round_trip() -> None:
+    line = format_line({"time": "t", "door": "chat", "client": 'a "b" c', "status": 200, "ignored": ""})
+    assert line == 'time=t door=chat status=200 client="a \\"b\\" c"'
+    assert parse_line(line) == {"time": "t", "door": "chat", "status": "200", "client": 'a "b" c'}
+    # A client's control characters never reach a terminal that shows the log.
+    hostile = format_line({"client": "x\x1b[31m\x07\r\ny=1"})
+    assert hostile == 'client="x\\u001b[31m\\u0007\\r\\ny=1"' and parse_line(hostile) == {"client": "x\x1b[31m\x07\r\ny=1"}
+
+
+def test_omen_logs_prints_the_last_lines(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / FILE_NAME).write_text("".join(f"time=t{i} door=chat status=200\n" for i in range(30)), encoding="utf-8")
+    env = {**os.environ, "OMEN_LOG_DIR": str(logs)}
+    out = subprocess.run([sys.executable, "-m", "omen_local", "logs", "-n", "3"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.splitlines() == [f"time=t{i} door=chat status=200" for i in (27, 28, 29)]
+    missing = subprocess.run([sys.executable, "-m", "omen_local", "logs"], env={**env, "OMEN_LOG_DIR": str(tmp_path / "none")},
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and "no request log yet" in missing.stderr
+
+
+def test_omen_logs_follow_reads_new_lines_across_a_rotation(tmp_path: Path) -> None:
+    import selectors
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / FILE_NAME
+    path.write_text("time=old door=chat\n", encoding="utf-8")
+    env = {**os.environ, "OMEN_LOG_DIR": str(logs)}
+    proc = subprocess.Popen([sys.executable, "-m", "omen_local", "logs", "-f", "-n", "1"], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+
+    def next_line() -> str:
+        assert sel.select(timeout=15), "omen logs -f printed nothing"
+        return proc.stdout.readline().strip()  # type: ignore[union-attr]
+
+    try:
+        assert next_line() == "time=old door=chat"
+        # The tail came from the handle -f follows: a line written from here on is printed.
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("time=new door=chat\n")
+        assert next_line() == "time=new door=chat"
+        path.rename(logs / (FILE_NAME + ".1"))  # what RotatingFileHandler does
+        path.write_text("time=rotated door=messages\n", encoding="utf-8")
+        assert next_line() == "time=rotated door=messages"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_rotation_keeps_every_file_user_only(tmp_path: Path) -> None:
+    from omen_local.requestlog import RequestLog
+
+    book = RequestLog(tmp_path / "logs", max_bytes=300)
+    book.start()
+    for i in range(40):
+        book.write({"time": f"t{i}", "door": "chat", "status": 200, "client": "x" * 40})
+    book.stop()  # writes what is queued
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files[:3] == [FILE_NAME, FILE_NAME + ".1", FILE_NAME + ".2"], files
+    assert len(files) == 1 + 5  # five kept
+    for p in (tmp_path / "logs").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    assert stat.S_IMODE((tmp_path / "logs").stat().st_mode) == 0o700
+    assert parse_line((tmp_path / "logs" / FILE_NAME).read_text(encoding="utf-8").splitlines()[-1])["time"] == "t39"
