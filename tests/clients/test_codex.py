@@ -76,7 +76,7 @@ def texts(body: dict[str, Any]) -> str:
 
 def checked(run: CliRun, feature: str, ok: bool, detail: str = "") -> None:
     record_result(CLIENT, DOOR, feature, ok, detail)
-    assert ok, run.describe()
+    assert ok, f"{run.describe()}\n--- {detail}"
 
 
 def test_text_answer_streamed(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
@@ -108,7 +108,7 @@ def test_tool_round_trip_through_each_upstream_kind(tmp_path: Path, fakes: dict[
         run = codex(tmp_path / kind, omen, "Run the command.", model=model)
         seen = [s["body"] for s in fakes[kind].seen()]
         ok = run.returncode == 0 and "The command printed 42." in run.stdout and len(seen) >= 2 and "tool-ran-42" in texts(seen[-1])
-        checked(run, f"tools ({kind})", ok, kind)
+        checked(run, f"tools ({kind})", ok, kind if ok else f"{kind}; last request's last message: {texts(seen[-1])[-600:] if seen else None}")
 
 
 def test_glyph_as_mcp_server_allowed_and_denied_calls(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
