@@ -32,6 +32,7 @@ from .shape import is_num
 ROLES = ("user", "system", "developer", "assistant")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 FORMATS = ("text", "json_object", "json_schema")
+PART_TYPES = (("input_text", "input_image", "input_file"), ("output_text", "refusal"))  # (non-assistant, assistant)
 UNSUPPORTED = {
     "background": "background responses",
     "conversation": "conversations",
@@ -117,13 +118,13 @@ class ResponsesRequest:
 
 def _obj(v: Any, where: str) -> dict[str, Any]:
     if not isinstance(v, dict):
-        raise invalid(f"{where} must be an object", where)
+        raise bad_type(where, "an object", v)
     return v
 
 
 def _str(v: Any, where: str) -> str:
     if not isinstance(v, str):
-        raise invalid(f"{where} must be a string", where)
+        raise bad_type(where, "a string", v)
     return v
 
 
@@ -152,7 +153,7 @@ def _parts(content: Any, where: str, role: str) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise invalid(f"{where}.content must be a string or a list of content parts", f"{where}.content")
+        raise bad_type(f"{where}.content", "one of a string or an array of input items", content)
     out: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         pw = f"{where}.content[{j}]"
@@ -168,7 +169,7 @@ def _parts(content: Any, where: str, role: str) -> str | list[dict[str, Any]]:
         elif kind == "input_file" and role != "assistant":
             out.append(_file(part, pw))
         else:
-            raise invalid(f"{pw}.type {kind!r} is not supported in a {role} message", f"{pw}.type")
+            raise bad_value(f"{pw}.type", kind, PART_TYPES[role == "assistant"])
     if all(p["type"] == "text" for p in out):
         return "".join(p["text"] for p in out)
     return out
@@ -184,9 +185,9 @@ def _call(item: dict[str, Any], iw: str, tools: ToolSet | None, custom: bool) ->
     """A function_call or custom_tool_call item -> a chat tool call (namespaced names flattened)."""
     call_id, name = item.get("call_id"), item.get("name")
     if not isinstance(call_id, str) or not call_id:
-        raise invalid(f"{iw}.call_id must be a non-empty string", f"{iw}.call_id")
+        raise missing(f"{iw}.call_id") if call_id is None else bad_type(f"{iw}.call_id", "a non-empty string", call_id)
     if not isinstance(name, str) or not name:
-        raise invalid(f"{iw}.name must be a non-empty string", f"{iw}.name")
+        raise missing(f"{iw}.name") if name is None else bad_type(f"{iw}.name", "a non-empty string", name)
     namespace = item.get("namespace") if isinstance(item.get("namespace"), str) and item.get("namespace") else None
     flat = (tools or ToolSet()).flat(name, namespace)
     if custom:
@@ -223,7 +224,7 @@ def items_to_messages(items: Any, where: str = "input", tools: ToolSet | None = 
         elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
-                raise invalid(f"{iw}.call_id must be a non-empty string", f"{iw}.call_id")
+                raise missing(f"{iw}.call_id") if call_id is None else bad_type(f"{iw}.call_id", "a non-empty string", call_id)
             out.append({"role": "tool", "tool_call_id": call_id, "content": _tool_output(item.get("output"), f"{iw}.output")})
         elif kind in ("reasoning", "additional_tools") or kind in HOSTED_ITEMS:
             continue  # chat histories carry no reasoning; tools declared in the input are in ``tools``
@@ -263,13 +264,13 @@ def _text_format(text: dict[str, Any]) -> dict[str, Any] | None:
     fmt = _obj(fmt, "text.format")
     kind = fmt.get("type")
     if kind not in FORMATS:
-        raise invalid(f"text.format.type must be one of {', '.join(FORMATS)}", "text.format.type")
+        raise bad_value("text.format.type", kind, FORMATS)
     if kind == "text":
         return None
     if kind == "json_object":
         return {"type": "json_object"}
     if not isinstance(fmt.get("schema"), dict):
-        raise invalid("text.format.schema must be a JSON Schema object", "text.format.schema")
+        raise missing("text.format.schema") if fmt.get("schema") is None else bad_type("text.format.schema", "an object", fmt["schema"])
     spec: dict[str, Any] = {"name": fmt.get("name") if isinstance(fmt.get("name"), str) else "output", "schema": fmt["schema"]}
     for key in ("strict", "description"):
         if fmt.get(key) is not None:
