@@ -160,3 +160,21 @@ def test_default_model_name_is_routed(tmp_path: Path, fakes: dict[str, Fake], om
     ok = run.returncode == 0 and "Routed from the default model." in run.stdout and len(seen) == 1
     ok = ok and "functions__exec" in chat_tools(seen[0])  # the custom tool, as a one-string function
     checked(run, "default model", ok, "model: codex default")
+
+
+def test_default_model_code_mode_custom_tool_round_trip(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
+    """Codex's default model gets its tools as code mode: one custom ``exec`` tool taking
+    JavaScript (in ``additional_tools``). The model's call goes upstream as the one-string
+    function ``functions__exec``, comes back as a ``custom_tool_call``, Codex runs the script,
+    and its output reaches the upstream in the second turn."""
+    for fake in fakes.values():
+        fake.rules(
+            {"match": {"tool_result": False}, "reply": {"tool": {"name": "functions__exec", "input": {"input": "text(String(6*7))"}}}, "times": None},
+            {"match": {"tool_result": True}, "reply": {"text": "The script printed its answer."}, "times": None},
+        )
+    run = codex(tmp_path, omen, "Compute six times seven.", model=None)
+    seen = [s["body"] for fake in fakes.values() for s in fake.seen()]
+    last = texts(seen[-1]) if seen else ""
+    ok = run.returncode == 0 and "The script printed its answer." in run.stdout and len(seen) >= 2
+    ok = ok and "functions__exec" in last and "Output:\\n42" in last
+    checked(run, "default model (code mode: custom exec tool round trip)", ok, "" if ok else last[-600:])
