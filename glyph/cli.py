@@ -127,7 +127,7 @@ def choose_prompter(mode: str, http: bool, stdin: TextIO = sys.stdin, stderr: Te
         logging.getLogger("glyph").warning("no terminal to prompt on; every prompt is denied")
     elif mode == "local-auto" and http and stdin.isatty():
         return TerminalPrompter(stdin, stderr)
-    return DenyPrompter()
+    return DenyPrompter(http=http)
 
 
 def _serve(config: GlyphConfig, args: argparse.Namespace) -> int:

@@ -89,12 +89,18 @@ class Prompter(Protocol):
 
 
 class DenyPrompter:
-    """For when no one can be asked: every question is answered with a denial."""
+    """For when no one can be asked: every question is answered with a denial.
+
+    ``http``: Glyph serves Streamable HTTP (no terminal, no tray app), so the refusal must not
+    blame stdio for the missing prompt."""
 
     name = "none"
 
+    def __init__(self, *, http: bool = False) -> None:
+        self.by = "fail-closed:no-prompter-http" if http else "fail-closed:no-prompter"
+
     async def ask(self, request: ConsentRequest) -> Decision:
-        return Decision(Scope.DENY, "fail-closed:no-prompter")
+        return Decision(Scope.DENY, self.by)
 
 
 async def ask_fail_closed(prompter: Prompter, request: ConsentRequest, timeout_s: float) -> Decision:
@@ -121,6 +127,9 @@ def refusal_message(server: str, tool: str, exposed: str, decision: Decision, ti
     fix = (f"To allow it, the user can run Glyph with a prompter (`glyph serve --prompt tty` asks on the "
            f"terminal; the OMEN Local tray app shows a consent dialog), or add an allow rule to glyph.toml: "
            f'[[rules]] server = "{server}" tool = "{tool}" action = "allow".')
+    if by.startswith("fail-closed:no-prompter-http"):
+        return (f"Denied: {exposed} needs the user's consent, but no one could be asked: this Glyph serves "
+                f"HTTP without a terminal to prompt on and no tray app answered. The user has not refused it. {fix}")
     if by.startswith("fail-closed:no-prompter"):
         return (f"Denied: {exposed} needs the user's consent, but no one could be asked: this Glyph has no "
                 f"consent prompt (under stdio, stdin and stdout carry MCP). The user has not refused it. {fix}")

@@ -12,3 +12,4 @@ class Caller:
     workspace: str | None = None
     client: str | None = None  # the User-Agent, sanitised
     session: str | None = None
+    asked: str | None = None  # the model name the client sent, when [aliases] patterns mapped it

@@ -91,6 +91,7 @@ class UsageEvent:
     error: str | None = None
     time: float = field(default_factory=time.time)
     intent: str | None = None  # the intent bucket the request was routed by (for the tray's table)
+    asked: str | None = None  # the model name the client sent, when [aliases] patterns mapped it
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ protocol error, as the spec asks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import logging
 import os
@@ -164,13 +165,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rune: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.http is not None:
-            token = os.environ.get("RUNE_HTTP_TOKEN") or None
-            anyio.run(lambda: serve_http(rune, host=args.host, port=args.http, path=args.path, token=token))
-        else:
-            anyio.run(serve_stdio, rune)
+        try:
+            if args.http is not None:
+                token = os.environ.get("RUNE_HTTP_TOKEN") or None
+                anyio.run(lambda: serve_http(rune, host=args.host, port=args.http, path=args.path, token=token))
+            else:
+                anyio.run(serve_stdio, rune)
+        except* (BrokenPipeError, ConnectionResetError):
+            _client_gone()
     except KeyboardInterrupt:
         pass
     finally:
         rune.close()
     return 0
+
+
+def _client_gone() -> None:
+    """The client closed the pipe (Glyph or an editor quit): end quietly, without a traceback.
+
+    stdout is pointed at devnull so the interpreter's final flush does not fail again
+    (the Python docs' advice for SIGPIPE)."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

@@ -325,5 +325,5 @@ def test_doctor_lists_the_model_name_patterns(tmp_path: Path) -> None:
     mine.write_text('[aliases]\n"my-editor-default" = "auto-local"\n', encoding="utf-8")
     (finding,) = check_model_map(load_config(mine))
     assert "my-editor-default -> auto-local" in finding.text  # the user's own, with the shipped ones
-    assert "claude-haiku-* -> auto-cheap" in finding.text and "claude-* -> auto-code" in finding.text
+    assert "claude-haiku-* -> auto-small" in finding.text and "claude-* -> auto-code" in finding.text
     assert finding.text.index("claude-haiku-*") < finding.text.index("claude-* ")  # most specific first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -301,3 +302,21 @@ def test_event_rows_bind_without_sqlite_adaptation() -> None:
     # Journaled records have a __dict__ (orjson's fast path; without one it raises and falls back).
     assert not hasattr(UsageEvent, "__slots__") and not hasattr(Usage, "__slots__")
     assert orjson.loads(orjson.dumps(_event(2)))["usage"]["prompt_tokens"] == 100
+
+
+def test_a_store_from_before_asked_names_gains_the_column(tmp_path: Path) -> None:
+    """usage_event.asked (the model name a client sent when a pattern mapped it) is added to older stores."""
+    import sqlite3
+
+    store = SqliteUsageStore(tmp_path / "usage.db")
+    store.open()
+    store.close()
+    with sqlite3.connect(tmp_path / "usage.db") as db:
+        db.execute("ALTER TABLE usage_event DROP COLUMN asked")
+    again = SqliteUsageStore(tmp_path / "usage.db")
+    again.open()
+    event = dataclasses.replace(random_events(1, seed=3)[0], asked="claude-opus-5-5")
+    again.apply([("u", 1, event)])
+    (row,) = again.events(EventQuery(limit=5))["data"]
+    assert row["asked_model"] == "claude-opus-5-5" and row["model"] == event.model
+    again.close()

@@ -44,6 +44,15 @@ async def test_one_line_per_request_without_bodies_or_keys(stack: Stack) -> None
         assert secret not in text
     assert stat.S_IMODE(os.stat(log_dir() / FILE_NAME).st_mode) == 0o600
 
+    # The usage row keeps both names too (GET /v1/usage/events).
+    from tests import metering_util as mu
+
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, object]] = []
+    while not rows and time.monotonic() < deadline:  # the writer commits in batches: poll the API
+        rows = [r for r in await mu.usage_events(stack, request_id=headers["x-omen-request-id"]) if r["outcome"] == "ok"]
+    assert rows and rows[0]["asked_model"] == "claude-sonnet-9-9" and rows[0]["model"] == "gpt-4o-mini", rows
+
     refused = await du.post(stack, "/v1/chat/completions", {"model": "auto", "messages": []}, headers={"Authorization": "Bearer omen-not-a-token-zq81"})
     assert refused[0] == 401  # refused requests are logged too (by their path and status)
     assert "omen-not-a-token-zq81" not in (log_dir() / FILE_NAME).read_text(encoding="utf-8")

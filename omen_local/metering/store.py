@@ -115,6 +115,7 @@ class EventRow(Model):
     error = TextField(null=True)
     is_first = BooleanField()  # the request's first attempt: counts the request once
     lat_bin = IntegerField(null=True)  # latency histogram bin, for served attempts only
+    asked = TextField(null=True)  # the model name the client sent, when an [aliases] pattern mapped it
 
     class Meta:
         table_name = "usage_event"
@@ -194,7 +195,7 @@ _SCHEMA_LOCK = threading.Lock()  # bind_ctx rebinds the model classes for a mome
 EVENT_COLUMNS = (
     "attempt_id", "request_id", "time", "hour", "user", "workspace", "client", "session", "provider", "model",
     "strategy", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
-    "cost_usd", "ttft_ms", "total_ms", "outcome", "estimated", "error", "is_first", "lat_bin",
+    "cost_usd", "ttft_ms", "total_ms", "outcome", "estimated", "error", "is_first", "lat_bin", "asked",
 )  # fmt: skip
 OPEN_COLUMNS = (
     "attempt_id", "request_id", "user", "workspace", "client", "session", "provider", "model", "strategy",
@@ -233,7 +234,7 @@ def event_row(e: UsageEvent) -> tuple[Any, ...]:
         e.provider, e.model, str(e.strategy), u.prompt_tokens, u.completion_tokens, u.cached_tokens,
         u.cache_write_tokens, u.reasoning_tokens, e.cost_usd, e.ttft_ms, e.total_ms, str(e.outcome),
         1 if e.estimated else 0, e.error, 1 if e.attempt_id == e.request_id + ".0" else 0,
-        r.lat_bin(e.total_ms) if served else None,
+        r.lat_bin(e.total_ms) if served else None, e.asked,
     )  # fmt: skip
 
 
@@ -434,6 +435,8 @@ class SqliteUsageStore:
                 sql(self.db, "ALTER TABLE usage_rollup ADD COLUMN lat_min REAL")
                 sql(self.db, "ALTER TABLE usage_rollup ADD COLUMN lat_max REAL")
                 sql(self.db, f"UPDATE usage_rollup SET lat_min = CASE {lows} END, lat_max = CASE {highs} END WHERE lat_n > 0")
+        if "asked" not in {row[1] for row in sql(self.db, "PRAGMA table_info(usage_event)").fetchall()}:
+            sql(self.db, "ALTER TABLE usage_event ADD COLUMN asked TEXT")  # before model-name patterns
         # One scope's spend per day, without reading every scope's rows (the ledger's reloads).
         sql(
             self.db,
@@ -1088,6 +1091,7 @@ def _public_event(row: dict[str, Any]) -> dict[str, Any]:
         "session": row["session"],
         "provider": row["provider"],
         "model": row["model"],
+        "asked_model": row.get("asked"),
         "strategy": row["strategy"],
         "outcome": row["outcome"],
         "estimated": bool(row["estimated"]),

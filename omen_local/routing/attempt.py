@@ -290,6 +290,7 @@ class Attempt:
                 estimated=self.estimated,
                 error=None if err is None else err.message,
                 intent=self.intent,
+                asked=self.caller.asked,
             )
         )
         self._reporter.ended(self, outcome, err)

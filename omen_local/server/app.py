@@ -284,6 +284,7 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
         workspace=workspace or identity.workspace,
         client=clean_text(request.headers.get("User-Agent")),
         session=req.hints.session,
+        asked=req.asked,
     )
     return req, caller, caller.request_id
 

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -42,11 +43,11 @@ QUIET_ENV = {
     "DISABLE_ERROR_REPORTING": "1",
     "DISABLE_BUG_COMMAND": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    # Codex, Qwen Code, Continue: their own switches (config files add the rest)
-    "CODEX_DISABLE_UPDATE_CHECK": "1",
-    "QWEN_CODE_DISABLE_TELEMETRY": "1",
-    "CONTINUE_TELEMETRY_ENABLED": "0",
-    "CONTINUE_ALLOW_ANONYMOUS_TELEMETRY": "0",
+    # Qwen Code and Continue: the variables their pinned bundles read (grep node_modules);
+    # Codex's update check and analytics are config-file settings (its test writes them).
+    "QWEN_TELEMETRY_ENABLED": "false",
+    "CONTINUE_CLI_ENABLE_TELEMETRY": "0",
+    "CONTINUE_METRICS_ENABLED": "0",
     # every npm/node program
     "NO_UPDATE_NOTIFIER": "1",
     "NPM_CONFIG_UPDATE_NOTIFIER": "false",
@@ -246,8 +247,9 @@ def cli_path(client: str) -> Path:
 @cache
 def cli_version(client: str) -> str:
     """``CLIENT --version``'s version number (e.g. ``2.1.332``)."""
-    out = subprocess.run([str(cli_path(client)), "--version"], capture_output=True, text=True, timeout=60,
-                         env={**clean_env(HERE / ".version-home"), "PATH": os.environ.get("PATH", "")})  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="omen-cli-version-") as home:  # some CLIs write into HOME even for --version
+        out = subprocess.run([str(cli_path(client)), "--version"], capture_output=True, text=True, timeout=60,
+                             env=clean_env(Path(home)), cwd=home)  # fmt: skip
     found = re.search(r"\d+\.\d+\.\d+", out.stdout + out.stderr)
     assert found, f"{client} --version said {out.stdout!r} {out.stderr!r}"
     return found.group(0)

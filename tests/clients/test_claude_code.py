@@ -241,3 +241,22 @@ def test_failover_mid_session_carries_the_history_across_kinds(
         assert "thinking_blocks" not in json.dumps(second) and "signature" not in json.dumps(second)
         served = [r for r in messages_lines(omen, 2) if r.get("status") == "200"]
         assert [r["provider"] for r in served][-2:] == ["anthropic", "openai"], served
+
+
+def test_a_model_name_a_provider_serves_goes_there_as_asked(
+    fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path
+) -> None:
+    """`--model claude-sonnet-4-5` (listed for the Anthropic provider) is routed there exactly,
+    although auto-code would try OpenAI first; an unknown small-model name maps to auto-small."""
+    omen = omen_factory(intents("openai"))
+    fakes["anthropic"].rules({"reply": {"text": "Exactly the model asked for"}, "times": None})
+    fakes["ollama"].rules({"reply": {"text": "Mapped by pattern"}, "times": None})  # auto-small: the chat bucket
+    exact = claude(omen, tmp_path, "Say hello", "--model", "claude-sonnet-4-5")
+    mapped = claude(omen, tmp_path, "Say hello", "--model", "claude-haiku-9-9")
+    with recorded("default model", f"{exact.version}: exact name served as asked, unknown names by pattern"):
+        assert exact.returncode == 0 and "Exactly the model asked for" in exact.stdout, exact.describe()
+        assert mapped.returncode == 0 and "Mapped by pattern" in mapped.stdout, mapped.describe()
+        rows = [r for r in messages_lines(omen, 2) if r.get("status") == "200"]
+        by_asked = {r["asked"]: r for r in rows}
+        assert by_asked["claude-sonnet-4-5"]["provider"] == "anthropic" and "alias" not in by_asked["claude-sonnet-4-5"]
+        assert by_asked["claude-haiku-9-9"]["alias"] == "auto-small", by_asked

@@ -70,3 +70,20 @@ async def test_rule_denial_names_the_rule(tmp_path: Path) -> None:
         message = r.text(await r.call("fake__status"))
         assert message == "Denied by Glyph policy: rule 1 (deny fake/status)"
         assert r.prompter.requests == []
+
+
+async def test_no_prompter_under_http_does_not_blame_stdio(tmp_path: Path) -> None:
+    from glyph.cli import choose_prompter
+
+    class NoTty:
+        def isatty(self) -> bool:
+            return False
+
+    prompter = choose_prompter("deny", True, stdin=NoTty())  # type: ignore[arg-type]
+    gateway = Gateway(make_config(tmp_path), prompter)
+    gateway.add_server(ServerSpec(name="fake"), FakeServer().server)
+    async with gateway, Client(build_server(gateway), cache=None) as client:
+        message = text(await client.call_tool("fake__write_file", {"path": "a.txt", "content": "x"}))
+        assert "no one could be asked" in message and "serves HTTP" in message
+        assert "stdio" not in message
+        assert gateway.audit.rows(1)[0]["decided_by"] == "fail-closed:no-prompter-http:deny"
