@@ -2,35 +2,64 @@
 
 The door routes like chat: ``instructions`` become a system message, input items become
 chat messages (``message`` items with ``input_text``/``input_image``/``input_file``
-parts, ``function_call`` items become an assistant turn's ``tool_calls``,
-``function_call_output`` items become ``tool`` messages), flat function tools become chat
-tools and ``text.format`` becomes ``response_format``. Output items have the same shape
-as input items, so :func:`items_to_messages` also turns an answer into history for
-``previous_response_id``.
+parts, ``function_call``/``custom_tool_call`` items become an assistant turn's
+``tool_calls``, their outputs become ``tool`` messages), tools become chat tools
+(``responses_tools.py``: namespaces flattened, custom tools as one-string functions,
+hosted tools left out) and ``text.format`` becomes ``response_format``. Output items have
+the same shape as input items, so :func:`items_to_messages` also turns an answer into
+history for ``previous_response_id``.
 
-What OMEN cannot honour is a 400 naming the field: built-in tools, ``background``,
-``conversation``, ``prompt`` templates, ``include``, logprobs, file ids. ``reasoning``
-items in the input are dropped (chat histories carry no reasoning).
+Liberal where OpenAI is: fields that only tune OpenAI's own service (``client_metadata``,
+``prompt_cache_key``, ``service_tier``, ``text.verbosity``, ``reasoning.summary``,
+``include`` entries OMEN cannot fill...) are accepted and left out of what the upstream
+sees; the request records their names (``ignored``) for the answer's header and the
+request log. What stays a 400 is what OMEN cannot do without changing what the caller is
+shown: ``background``, ``conversation``, ``prompt`` templates, logprobs, file ids; the
+wording and codes are OpenAI's. ``reasoning`` items and the calls of hosted tools in the
+input are dropped (no upstream OMEN routes to can read them).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import OmenError, invalid
+from .responses_tools import ToolSet, bad_type, bad_value, missing
 from .shape import is_num
 
 ROLES = ("user", "system", "developer", "assistant")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 FORMATS = ("text", "json_object", "json_schema")
+PART_TYPES = (("input_text", "input_image", "input_file"), ("output_text", "refusal"))  # (non-assistant, assistant)
 UNSUPPORTED = {
     "background": "background responses",
     "conversation": "conversations",
     "prompt": "prompt templates",
-    "max_tool_calls": "a limit on built-in tool calls",
     "context_management": "server-side context management",
 }
+# Fields that tune OpenAI's own service: accepted, not sent to any upstream (see docs/api.md).
+IGNORED = ("client_metadata", "prompt_cache_key", "prompt_cache_retention", "service_tier", "max_tool_calls")
+SUMMARIES = ("auto", "concise", "detailed")
+VERBOSITY = ("low", "medium", "high")
+# Output items of tools that run on OpenAI's servers: history OMEN's upstreams cannot read.
+HOSTED_ITEMS = frozenset(
+    {
+        "web_search_call",
+        "file_search_call",
+        "code_interpreter_call",
+        "image_generation_call",
+        "computer_call",
+        "computer_call_output",
+        "mcp_list_tools",
+        "mcp_call",
+        "mcp_approval_request",
+        "mcp_approval_response",
+        "local_shell_call",
+        "local_shell_call_output",
+    }
+)
 ACCEPTED = frozenset(
     {
         "model",
@@ -57,6 +86,8 @@ ACCEPTED = frozenset(
         "truncation",
         "include",
         "top_logprobs",
+        "client_metadata",
+        "max_tool_calls",
         "omen",
         *UNSUPPORTED,
     }
@@ -75,6 +106,8 @@ class ResponsesRequest:
     store: bool
     previous_response_id: str | None
     echo: dict[str, Any] = field(default_factory=dict)  # request settings the response object repeats
+    tools: ToolSet = field(default_factory=ToolSet)  # how calls map back to the client's tool names
+    ignored: list[str] = field(default_factory=list)  # accepted fields no upstream sees, for the log
 
     def chat_body(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         """The chat body for this turn after ``history`` (an earlier response's conversation)."""
@@ -85,13 +118,13 @@ class ResponsesRequest:
 
 def _obj(v: Any, where: str) -> dict[str, Any]:
     if not isinstance(v, dict):
-        raise invalid(f"{where} must be an object", where)
+        raise bad_type(where, "an object", v)
     return v
 
 
 def _str(v: Any, where: str) -> str:
     if not isinstance(v, str):
-        raise invalid(f"{where} must be a string", where)
+        raise bad_type(where, "a string", v)
     return v
 
 
@@ -120,7 +153,7 @@ def _parts(content: Any, where: str, role: str) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise invalid(f"{where}.content must be a string or a list of content parts", f"{where}.content")
+        raise bad_type(f"{where}.content", "one of a string or an array of input items", content)
     out: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         pw = f"{where}.content[{j}]"
@@ -136,7 +169,7 @@ def _parts(content: Any, where: str, role: str) -> str | list[dict[str, Any]]:
         elif kind == "input_file" and role != "assistant":
             out.append(_file(part, pw))
         else:
-            raise invalid(f"{pw}.type {kind!r} is not supported in a {role} message", f"{pw}.type")
+            raise bad_value(f"{pw}.type", kind, PART_TYPES[role == "assistant"])
     if all(p["type"] == "text" for p in out):
         return "".join(p["text"] for p in out)
     return out
@@ -148,7 +181,23 @@ def _tool_output(output: Any, where: str) -> str | list[dict[str, Any]]:
     return _parts(output, where.removesuffix(".output"), "tool") if isinstance(output, list) else _str(output, where)
 
 
-def items_to_messages(items: Any, where: str = "input") -> list[dict[str, Any]]:
+def _call(item: dict[str, Any], iw: str, tools: ToolSet | None, custom: bool) -> dict[str, Any]:
+    """A function_call or custom_tool_call item -> a chat tool call (namespaced names flattened)."""
+    call_id, name = item.get("call_id"), item.get("name")
+    if not isinstance(call_id, str) or not call_id:
+        raise missing(f"{iw}.call_id") if call_id is None else bad_type(f"{iw}.call_id", "a non-empty string", call_id)
+    if not isinstance(name, str) or not name:
+        raise missing(f"{iw}.name") if name is None else bad_type(f"{iw}.name", "a non-empty string", name)
+    namespace = item.get("namespace") if isinstance(item.get("namespace"), str) and item.get("namespace") else None
+    flat = (tools or ToolSet()).flat(name, namespace)
+    if custom:
+        arguments = json.dumps({"input": _str(item.get("input", ""), f"{iw}.input")})
+    else:
+        arguments = _str(item.get("arguments", ""), f"{iw}.arguments")
+    return {"id": call_id, "type": "function", "function": {"name": flat, "arguments": arguments}}
+
+
+def items_to_messages(items: Any, where: str = "input", tools: ToolSet | None = None) -> list[dict[str, Any]]:
     """Input (or output) items -> chat messages; function calls join the assistant turn before them."""
     if isinstance(items, str):
         if not items:
@@ -163,87 +212,65 @@ def items_to_messages(items: Any, where: str = "input") -> list[dict[str, Any]]:
         if kind == "message":
             role = item.get("role")
             if role not in ROLES:
-                raise invalid(f"{iw}.role must be one of {', '.join(ROLES)}", f"{iw}.role")
+                raise bad_value(f"{iw}.role", role, ROLES)
             out.append({"role": role, "content": _parts(item.get("content"), iw, role)})
-        elif kind == "function_call":
-            call_id, name = item.get("call_id"), item.get("name")
-            if not isinstance(call_id, str) or not call_id:
-                raise invalid(f"{iw}.call_id must be a non-empty string", f"{iw}.call_id")
-            if not isinstance(name, str) or not name:
-                raise invalid(f"{iw}.name must be a non-empty string", f"{iw}.name")
-            call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": _str(item.get("arguments", ""), f"{iw}.arguments")}}
+        elif kind in ("function_call", "custom_tool_call"):
+            call = _call(item, iw, tools, kind == "custom_tool_call")
             last = out[-1] if out else None
             if last is not None and last["role"] == "assistant" and not isinstance(last["content"], list):
                 last.setdefault("tool_calls", []).append(call)
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
-                raise invalid(f"{iw}.call_id must be a non-empty string", f"{iw}.call_id")
+                raise missing(f"{iw}.call_id") if call_id is None else bad_type(f"{iw}.call_id", "a non-empty string", call_id)
             out.append({"role": "tool", "tool_call_id": call_id, "content": _tool_output(item.get("output"), f"{iw}.output")})
-        elif kind == "reasoning":
-            continue  # chat histories carry no reasoning
+        elif kind in ("reasoning", "additional_tools") or kind in HOSTED_ITEMS:
+            continue  # chat histories carry no reasoning; tools declared in the input are in ``tools``
         else:
-            raise invalid(f"{iw}.type {kind!r} is not supported (OMEN takes message, function_call and function_call_output items)", f"{iw}.type")
+            raise bad_value(f"{iw}.type", kind)
     for m in out:  # an assistant turn with tool calls and no text has null content in chat
         if m["role"] == "assistant" and m.get("tool_calls") and m["content"] == "":
             m["content"] = None
     return out
 
 
-def _tools(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(chat tools, the tools as the response echoes them)."""
-    if not isinstance(raw, list):
-        raise invalid("tools must be a list", "tools")
-    chat: list[dict[str, Any]] = []
-    echo: list[dict[str, Any]] = []
-    for i, tool in enumerate(raw):
-        where = f"tools[{i}]"
-        kind = _obj(tool, where).get("type")
-        if kind != "function":
-            raise invalid(f"{where}.type {kind!r} is not supported: OMEN routes function tools only (no built-in tools)", f"{where}.type")
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise invalid(f"{where}.name must be a non-empty string", f"{where}.name")
-        params = tool.get("parameters")
-        if params is not None and not isinstance(params, dict):
-            raise invalid(f"{where}.parameters must be a JSON Schema object", f"{where}.parameters")
-        fn: dict[str, Any] = {"name": name}
-        if isinstance(tool.get("description"), str):
-            fn["description"] = tool["description"]
-        if params is not None:
-            fn["parameters"] = params
-        if isinstance(tool.get("strict"), bool):
-            fn["strict"] = tool["strict"]
-        chat.append({"type": "function", "function": fn})
-        echo.append({"type": "function", "name": name, "description": fn.get("description"), "parameters": params, "strict": fn.get("strict", True)})
-    return chat, echo
+def _tools(raw: dict[str, Any]) -> ToolSet:
+    """``tools``, and the tools Codex declares inside the input (``additional_tools`` items)."""
+    tools = ToolSet()
+    listed = raw.get("tools")
+    if listed is not None:
+        if not isinstance(listed, list):
+            raise bad_type("tools", "an array", listed)
+        for i, tool in enumerate(listed):
+            tools.add(tool, f"tools[{i}]")
+    items = raw.get("input")
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            tools.translated.append("input.additional_tools")
+            extra = item.get("tools")
+            if not isinstance(extra, list):
+                raise bad_type(f"input[{i}].tools", "an array", extra)
+            for j, tool in enumerate(extra):
+                tools.add(tool, f"input[{i}].tools[{j}]")
+    return tools
 
 
-def _tool_choice(raw: Any) -> Any:
-    if raw in ("none", "auto", "required"):
-        return raw
-    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str) and raw["name"]:
-        return {"type": "function", "function": {"name": raw["name"]}}
-    raise invalid("tool_choice must be 'none', 'auto', 'required' or {type: 'function', name}", "tool_choice")
-
-
-def _text_format(raw: Any) -> dict[str, Any] | None:
-    text = _obj(raw, "text")
+def _text_format(text: dict[str, Any]) -> dict[str, Any] | None:
     fmt = text.get("format")
     if fmt is None:
         return None
     fmt = _obj(fmt, "text.format")
     kind = fmt.get("type")
     if kind not in FORMATS:
-        raise invalid(f"text.format.type must be one of {', '.join(FORMATS)}", "text.format.type")
+        raise bad_value("text.format.type", kind, FORMATS)
     if kind == "text":
         return None
     if kind == "json_object":
         return {"type": "json_object"}
     if not isinstance(fmt.get("schema"), dict):
-        raise invalid("text.format.schema must be a JSON Schema object", "text.format.schema")
+        raise missing("text.format.schema") if fmt.get("schema") is None else bad_type("text.format.schema", "an object", fmt["schema"])
     spec: dict[str, Any] = {"name": fmt.get("name") if isinstance(fmt.get("name"), str) else "output", "schema": fmt["schema"]}
     for key in ("strict", "description"):
         if fmt.get(key) is not None:
@@ -256,85 +283,121 @@ def _flag(raw: dict[str, Any], key: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise invalid(f"{key} must be true or false", key)
+        raise bad_type(key, "a boolean", value)
     return value
 
 
-def _check_fields(raw: dict[str, Any]) -> None:
+def _check_fields(raw: dict[str, Any], ignored: list[str]) -> None:
+    """Refuse what OpenAI refuses or OMEN cannot honour; note what is accepted and not sent on."""
     for key in raw:
         if key not in ACCEPTED:
-            raise invalid(f"Unrecognized request argument supplied: {key}", key)
+            raise OmenError(400, f"Unknown parameter: '{key}'.", code="unknown_parameter", param=key)
     for key, what in UNSUPPORTED.items():
         if raw.get(key) not in (None, False):
             raise invalid(f"{key}: {what} are not supported by OMEN's /v1/responses", key)
+    ignored.extend(key for key in IGNORED if raw.get(key) is not None)
     include = raw.get("include")
     if include is not None:
         if not isinstance(include, list):
-            raise invalid("include must be a list", "include")
-        if include:
-            raise invalid(f"include[0]: {include[0]!r} cannot be honoured (OMEN returns no extra output data)", "include[0]")
+            raise bad_type("include", "an array", include)
+        for i, entry in enumerate(include):
+            if not isinstance(entry, str):
+                raise bad_type(f"include[{i}]", "a string", entry)
+            ignored.append(f"include:{entry}")  # extra output OMEN cannot fill: answered without it
     if raw.get("top_logprobs") not in (None, 0):
         raise invalid("top_logprobs: logprobs are not supported", "top_logprobs")
     if raw.get("truncation") not in (None, "auto", "disabled"):
-        raise invalid("truncation must be 'auto' or 'disabled'", "truncation")
+        raise bad_value("truncation", raw["truncation"], ("auto", "disabled"))
+
+
+def _reasoning(raw: Any, fields: dict[str, Any], ignored: list[str]) -> dict[str, Any]:
+    """``reasoning.effort`` -> reasoning_effort; ``summary`` (and Codex's ``context``) accepted and ignored."""
+    reasoning = _obj(raw, "reasoning")
+    effort = reasoning.get("effort")
+    if effort is not None:
+        if effort not in EFFORTS:
+            raise bad_value("reasoning.effort", effort, EFFORTS)
+        fields["reasoning_effort"] = effort
+    summary = reasoning.get("summary", reasoning.get("generate_summary"))
+    if summary is not None and summary not in SUMMARIES:
+        raise bad_value("reasoning.summary", summary, SUMMARIES)
+    ignored.extend(f"reasoning.{key}" for key in reasoning if key != "effort" and reasoning[key] is not None)
+    return {"effort": effort, "summary": None}  # no summaries are produced
 
 
 def _sampling(raw: dict[str, Any], fields: dict[str, Any]) -> None:
     for key, hi in (("temperature", 2.0), ("top_p", 1.0)):
         v = raw.get(key)
         if v is not None:
-            if not is_num(v) or not 0 <= v <= hi:
-                raise invalid(f"{key} must be a number from 0 to {hi:g}", key)
+            if not is_num(v):
+                raise bad_type(key, "a decimal", v)
+            if not 0 <= v <= hi:
+                raise OmenError(400, f"Invalid '{key}': decimal above maximum value. Expected a value <= {hi:g}, but got {v} instead."
+                                if v > hi else f"Invalid '{key}': decimal below minimum value. Expected a value >= 0, but got {v} instead.",
+                                code="decimal_above_max_value" if v > hi else "decimal_below_min_value", param=key)
             fields[key] = v
     cap = raw.get("max_output_tokens")
     if cap is not None:
-        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-            raise invalid("max_output_tokens must be a positive integer", "max_output_tokens")
+        if not isinstance(cap, int) or isinstance(cap, bool):
+            raise bad_type("max_output_tokens", "an integer", cap)
+        if cap < 1:
+            raise OmenError(400, f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 1, but got {cap} instead.",
+                            code="integer_below_min_value", param="max_output_tokens")
         fields["max_completion_tokens"] = cap
-    reasoning = raw.get("reasoning")
-    if reasoning is not None:
-        effort = _obj(reasoning, "reasoning").get("effort")
-        if effort is not None:
-            if effort not in EFFORTS:
-                raise invalid(f"reasoning.effort must be one of {', '.join(EFFORTS)}", "reasoning.effort")
-            fields["reasoning_effort"] = effort
     for key in ("user", "safety_identifier"):
         if raw.get(key) is not None:
             fields["user"] = _str(raw[key], key)
+
+
+def _text(raw: Any, fields: dict[str, Any], ignored: list[str]) -> dict[str, Any]:
+    """``text.format`` -> response_format; ``text.verbosity`` accepted, not sent on. The echo."""
+    text = _obj(raw, "text")
+    fmt = _text_format(text)
+    if fmt is not None:
+        fields["response_format"] = fmt
+    verbosity = text.get("verbosity")
+    if verbosity is not None:
+        if verbosity not in VERBOSITY:
+            raise bad_value("text.verbosity", verbosity, VERBOSITY)
+        ignored.append("text.verbosity")
+    return {"format": text.get("format") or {"type": "text"}}
 
 
 def parse_responses_request(raw: Any) -> ResponsesRequest:
     """Validate a decoded ``/v1/responses`` body; raise a 400 :class:`OmenError` naming the field."""
     if not isinstance(raw, dict):
         raise invalid("the request body must be a JSON object")
-    _check_fields(raw)
+    ignored: list[str] = []
+    _check_fields(raw, ignored)
     model = raw.get("model")
+    if model is None:
+        raise missing("model")
     if not isinstance(model, str) or not model or len(model) > 256:
         raise invalid("model must be a non-empty string ('auto' lets OMEN choose)", "model")
     if "input" not in raw:
-        raise invalid("input is required", "input")
-    messages = items_to_messages(raw["input"])
+        raise missing("input")
+    tools = _tools(raw)
+    messages = items_to_messages(raw["input"], tools=tools)
     instructions = raw.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
-        raise invalid("instructions must be a string", "instructions")
+        raise bad_type("instructions", "a string", instructions)
     fields: dict[str, Any] = {}
-    echo_tools: list[dict[str, Any]] = []
-    if raw.get("tools") is not None:
-        tools, echo_tools = _tools(raw["tools"])
-        if tools:
-            fields["tools"] = tools
     tool_choice = raw.get("tool_choice")
     if tool_choice is not None:
-        fields["tool_choice"] = _tool_choice(tool_choice)
-        if "tools" not in fields:
-            del fields["tool_choice"]
+        choice, left_out = tools.tool_choice(tool_choice)
+        if left_out:
+            ignored.append("tool_choice")
+        if choice is not None:
+            fields["tool_choice"] = choice
+    if tools.chat:
+        fields["tools"] = tools.chat
+    else:
+        fields.pop("tool_choice", None)
     parallel = _flag(raw, "parallel_tool_calls", True)
     if not parallel and "tools" in fields:
         fields["parallel_tool_calls"] = False
-    if raw.get("text") is not None:
-        fmt = _text_format(raw["text"])
-        if fmt is not None:
-            fields["response_format"] = fmt
+    text = _text(raw["text"], fields, ignored) if raw.get("text") is not None else {"format": {"type": "text"}}
+    reasoning = _reasoning(raw["reasoning"], fields, ignored) if raw.get("reasoning") is not None else {"effort": None, "summary": None}
     _sampling(raw, fields)
     metadata = raw.get("metadata")
     if metadata is not None and (
@@ -343,23 +406,22 @@ def parse_responses_request(raw: Any) -> ResponsesRequest:
         raise invalid("metadata must be an object of at most 16 string values", "metadata")
     previous = raw.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
-        raise invalid("previous_response_id must be a non-empty string", "previous_response_id")
+        raise bad_type("previous_response_id", "a non-empty string", previous)
     if raw.get("stream_options") is not None:
         _obj(raw["stream_options"], "stream_options")
     if raw.get("omen") is not None:
         fields["omen"] = raw["omen"]
-    text: dict[str, Any] = raw["text"] if isinstance(raw.get("text"), dict) else {}
     echo = {
         "instructions": instructions,
         "max_output_tokens": raw.get("max_output_tokens"),
         "metadata": metadata or {},
         "parallel_tool_calls": parallel,
         "previous_response_id": previous,
-        "reasoning": {"effort": fields.get("reasoning_effort"), "summary": None},
+        "reasoning": reasoning,
         "temperature": raw.get("temperature", 1.0),
-        "text": {"format": text.get("format") or {"type": "text"}},
+        "text": text,
         "tool_choice": tool_choice if tool_choice is not None else "auto",
-        "tools": echo_tools,
+        "tools": tools.echo,
         "top_p": raw.get("top_p", 1.0),
         "truncation": raw.get("truncation") or "disabled",
         "user": raw.get("user"),
@@ -373,6 +435,8 @@ def parse_responses_request(raw: Any) -> ResponsesRequest:
         store=_flag(raw, "store", True),
         previous_response_id=previous,
         echo=echo,
+        tools=tools,
+        ignored=ignored,
     )
 
 

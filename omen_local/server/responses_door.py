@@ -16,10 +16,15 @@ from typing import Any
 from aiohttp import web
 
 from .. import jsonutil
-from ..api.responses import items_to_messages, parse_responses_request, previous_not_found
+from ..api.responses import (
+    ResponsesRequest,
+    items_to_messages,
+    parse_responses_request,
+    previous_not_found,
+)
 from ..errors import OmenError
 from ..observe import Outcome
-from .app import IDENTITY, TOKENS, error_response, request_id_of
+from .app import IDENTITY, TOKENS, error_response, note_of, request_id_of
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -46,6 +51,16 @@ def _owner(request: web.Request) -> str:
     return f"{user}\x1f{ident.workspace or ''}"
 
 
+def _notes(parsed: ResponsesRequest) -> dict[str, str]:
+    """Headers that say what of the request no upstream saw: hosted tools, ignored fields."""
+    notes: dict[str, str] = {}
+    if parsed.tools.omitted:
+        notes["x-omen-omitted-tools"] = ", ".join(dict.fromkeys(parsed.tools.omitted))
+    if parsed.ignored:
+        notes["x-omen-ignored-fields"] = ", ".join(dict.fromkeys(parsed.ignored))
+    return notes
+
+
 def _remember(request: web.Request, response: dict[str, Any], history: list[dict[str, Any]]) -> None:
     """Keep a whole answer, and the conversation it ends, for previous_response_id."""
     messages = items_to_messages(response["output"], "output") if response["output"] else []
@@ -58,6 +73,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     created = int(time.time())
     try:
         parsed = parse_responses_request(await read_json(request))
+        note = note_of(request)  # the request log names what no upstream saw and what was translated
+        note.ignored.extend([*parsed.ignored, *(f"tools:{kind}" for kind in dict.fromkeys(parsed.tools.omitted))])
+        note.translated.extend(parsed.tools.translated)
         history: list[dict[str, Any]] = []
         if parsed.previous_response_id is not None:
             stored = request.app[STORE].get(_owner(request), parsed.previous_response_id)
@@ -69,7 +87,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         response_id = "resp_" + request_id[4:]
         if not parsed.stream:
             routed = await router.complete(req, caller)
-            output, finish = output_from_completion(routed.completion)
+            output, finish = output_from_completion(routed.completion, parsed.tools)
             status, incomplete = status_for(finish)
             model = routed.completion.body.get("model") or routed.target.model
             body = response_object(
@@ -77,12 +95,13 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             )
             if parsed.store:
                 _remember(request, body, [*history, *parsed.messages])
-            return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=omen_headers(request_id, routed, req))
+            headers = {**omen_headers(request_id, routed, req), **_notes(parsed)}
+            return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=headers)
         session = await router.stream(req, caller)
     except OmenError as err:
         return error_response(err, request_id)
-    encoder = ResponsesEncoder(response_id, created, session.target.model, echo)
-    resp, outcome = await stream_answer(request, session, request_id, req, encoder)
+    encoder = ResponsesEncoder(response_id, created, session.target.model, echo, parsed.tools)
+    resp, outcome = await stream_answer(request, session, request_id, req, encoder, _notes(parsed))
     if outcome is Outcome.OK and parsed.store and encoder.final is not None:
         _remember(request, encoder.final, [*history, *parsed.messages])
     return resp

@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 from .. import jsonutil
+from ..api.responses_tools import ToolName, ToolSet
 from ..errors import OmenError
 from ..providers.base import Chunk, Completion, Usage
 
@@ -79,11 +80,28 @@ def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": [_text_part(text)]}
 
 
-def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "arguments": arguments, "call_id": call_id, "name": name}
+def _call_item(item_id: str, call_id: str, tool: ToolName, arguments: str, status: str) -> dict[str, Any]:
+    """A call as the client named the tool: ``namespace`` + ``name``, or a custom tool's call."""
+    if tool.custom:
+        item = {"id": item_id, "type": "custom_tool_call", "status": status, "call_id": call_id, "name": tool.name, "input": _custom_input(arguments)}
+    else:
+        item = {"id": item_id, "type": "function_call", "status": status, "arguments": arguments, "call_id": call_id, "name": tool.name}
+    if tool.namespace is not None:
+        item["namespace"] = tool.namespace
+    return item
 
 
-def output_from_completion(done: Completion) -> tuple[list[dict[str, Any]], str | None]:
+def _custom_input(arguments: str) -> str:
+    """A custom tool's free-form input from the one-string function it went upstream as."""
+    try:
+        value = jsonutil.loads(arguments) if arguments else {}
+    except ValueError:
+        return arguments
+    text = value.get("input") if isinstance(value, dict) else None
+    return text if isinstance(text, str) else arguments
+
+
+def output_from_completion(done: Completion, tools: ToolSet) -> tuple[list[dict[str, Any]], str | None]:
     """(output items, finish_reason) of a ``chat.completion``: the message, then its function calls."""
     choice = (done.body.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -98,15 +116,17 @@ def output_from_completion(done: Completion) -> tuple[list[dict[str, Any]], str 
     for call in calls:
         fn = call.get("function") or {}
         args = fn.get("arguments")
-        items.append(_call_item(new_id("fc"), call.get("id") or new_id("call"), fn.get("name") or "", args if isinstance(args, str) else "{}", "completed"))
+        tool = tools.client_name(fn.get("name") or "")
+        items.append(_call_item(new_id("ctc" if tool.custom else "fc"), call.get("id") or new_id("call"), tool, args if isinstance(args, str) else "{}", "completed"))
     return items, finish
 
 
 class ResponsesEncoder:
     """Normalized chunks of one answer -> Responses stream events."""
 
-    def __init__(self, response_id: str, created_at: int, model: str, echo: dict[str, Any]) -> None:
+    def __init__(self, response_id: str, created_at: int, model: str, echo: dict[str, Any], tools: ToolSet | None = None) -> None:
         self.id = response_id
+        self.tools = tools or ToolSet()
         self.created_at = created_at
         self.model = model
         self.echo = echo
@@ -114,6 +134,7 @@ class ResponsesEncoder:
         self._seq = 0
         self._message: int | None = None  # output index of the open message item
         self._calls: dict[int, int] = {}  # OpenAI tool-call index -> output index
+        self._args: dict[int, str] = {}  # output index -> the chat arguments so far (custom tools keep input)
         self._open_calls: list[int] = []
         self._finish: str | None = None
         self.final: dict[str, Any] | None = None  # the response object, once the answer is whole
@@ -163,7 +184,11 @@ class ResponsesEncoder:
         for index in self._open_calls:
             item = self.items[index]
             item["status"] = "completed"
-            out += self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index, name=item["name"], arguments=item["arguments"])
+            if item["type"] == "custom_tool_call":
+                item["input"] = _custom_input(self._args.get(index, ""))
+                out += self._event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=item["input"])
+            else:
+                out += self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index, name=item["name"], arguments=item["arguments"])
             out += self._event("response.output_item.done", output_index=index, item=item)
         self._open_calls.clear()
         return out
@@ -185,16 +210,22 @@ class ResponsesEncoder:
         if index is None:
             out = self._close_message()
             index = len(self.items)
-            item = _call_item(new_id("fc"), call.get("id") or new_id("call"), fn.get("name") or "", "", "in_progress")
+            tool = self.tools.client_name(fn.get("name") or "")
+            item = _call_item(new_id("ctc" if tool.custom else "fc"), call.get("id") or new_id("call"), tool, "", "in_progress")
             self.items.append(item)
             self._calls[key] = index
             self._open_calls.append(index)
             out += self._event("response.output_item.added", output_index=index, item=dict(item))
         item = self.items[index]
         if args:
-            item["arguments"] += args
-            if index in self._open_calls:  # a late piece of a closed call only completes the final object
-                out += self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=args)
+            self._args[index] = self._args.get(index, "") + args
+            if item["type"] == "custom_tool_call":
+                if index not in self._open_calls:  # a late piece of a closed call completes the final object
+                    item["input"] = _custom_input(self._args[index])
+            else:
+                item["arguments"] += args
+                if index in self._open_calls:  # a late piece of a closed call only completes the final object
+                    out += self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=args)
         return out
 
     # ------------------------------------------------------------ the FrameEncoder protocol
