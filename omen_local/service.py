@@ -197,10 +197,8 @@ class OmenService:
             await self.stop()
             raise
         self._site = site
-        server = site._server
-        sockets = getattr(server, "sockets", None) or ()
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        if self._runner.addresses:  # the bound port (the configured one may be 0)
+            self.port = self._runner.addresses[0][1]
         self._started = time.time()
         self._first_probe = asyncio.get_running_loop().create_future()
         self._health_task = asyncio.create_task(self._health_loop(), name="omen-health")
@@ -217,12 +215,16 @@ class OmenService:
         the old listener closes (its open connections finish). The data dir is fixed for the
         service's life (restart to change it)."""
         new_site: web.TCPSite | None = None
+        new_port = config.server.port
         if self._runner is not None and (config.server.host, config.server.port) != (
             self.config.server.host,
             self.config.server.port,
         ):
             new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024)
+            before = set(self._runner.addresses)
             await new_site.start()  # OSError propagates before anything changed
+            # The new listener's bound address: the runner's public list, less what was there.
+            new_port = next((a[1] for a in self._runner.addresses if a not in before), new_port)
         try:
             keys = await asyncio.to_thread(self._keys, config)
             if self.metering is not None:
@@ -238,8 +240,7 @@ class OmenService:
         self.sticky.ttl_s = config.defaults.sticky_ttl_s
         if new_site is not None:
             old_site, self._site = self._site, new_site
-            sockets = getattr(new_site._server, "sockets", None) or ()
-            self.port = sockets[0].getsockname()[1] if sockets else config.server.port
+            self.port = new_port
             if old_site is not None:
                 await old_site.stop()
             log.info("OMEN now listening on %s", self.url)
