@@ -1,0 +1,29 @@
+"""Waiting on what a test can observe, never on the clock.
+
+``until`` polls a condition with a deadline: the deadline only bounds a failure (a test on
+a loaded machine waits longer rather than failing), and a pass takes as long as the
+condition takes to hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEADLINE_S = 10.0  # generous: under `stress --cpu 2` a loop turn can take a while
+
+
+async def until(check: Callable[[], T], what: str, within: float = DEADLINE_S) -> T:
+    """Return ``check()``'s first truthy value; fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {within:g} s for {what}")
+        await asyncio.sleep(0.005)  # a poll interval, not a synchronisation guess
