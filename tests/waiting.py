@@ -27,3 +27,17 @@ async def until(check: Callable[[], T], what: str, within: float = DEADLINE_S) -
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {within:g} s for {what}")
         await asyncio.sleep(0.005)  # a poll interval, not a synchronisation guess
+
+
+class ManualClock:
+    """A clock for an object that takes one (``HealthBook``, ``QuotaBook``): it moves only
+    when the test says, so a cooldown passes exactly, however loaded the machine."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.monotonic() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
