@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -13,21 +12,10 @@ import pytest
 from omen_local.observe import UsageEvent
 from tests.conftest import Stack
 from tests.fakes.base import Reply
-from tests.waiting import until
+from tests.waiting import new_post, until
 
 MSG = [{"role": "user", "content": "tell me a long story"}]
 LIMIT_S = 0.100
-
-
-def _grew(seen: Sequence[Any]) -> Callable[[], bool]:
-    """Whether an upstream received a request with a body (not a health probe's GET) since
-    this was called."""
-
-    def posts() -> int:
-        return sum(1 for r in seen if r.body is not None)
-
-    before = posts()
-    return lambda: posts() > before
 
 
 async def _last_event(stack: Stack, count: int = 1) -> UsageEvent:
@@ -79,7 +67,7 @@ async def test_disconnect_mid_stream_closes_upstream(stack: Stack) -> None:
 
 async def test_disconnect_before_first_token_closes_upstream(stack: Stack) -> None:
     stack.ollama.queue(Reply(hang=True))
-    closed = await _post_then_abandon(stack, body(True), _grew(stack.ollama.seen))
+    closed = await _post_then_abandon(stack, body(True), new_post(stack.ollama.seen))
     seen = stack.ollama.seen[-1]
     assert await stack.ollama.wait_closed(seen) - closed < LIMIT_S
     assert (await _last_event(stack)).outcome == "cancelled"
@@ -87,7 +75,7 @@ async def test_disconnect_before_first_token_closes_upstream(stack: Stack) -> No
 
 async def test_disconnect_non_streaming_closes_upstream(stack: Stack) -> None:
     stack.openai.queue(Reply(hang=True))
-    closed = await _post_then_abandon(stack, body(False, "gpt-4o-mini"), _grew(stack.openai.seen))
+    closed = await _post_then_abandon(stack, body(False, "gpt-4o-mini"), new_post(stack.openai.seen))
     seen = stack.openai.seen[-1]
     assert await stack.openai.wait_closed(seen) - closed < LIMIT_S
     assert (await _last_event(stack)).outcome == "cancelled"
@@ -109,8 +97,8 @@ async def test_disconnect_anthropic_stream_closes_upstream(stack: Stack) -> None
 
 async def test_server_keeps_serving_after_disconnects(stack: Stack) -> None:
     stack.ollama.queue(Reply(hang=True), Reply(hang=True))
-    await _post_then_abandon(stack, body(True), _grew(stack.ollama.seen))
-    await _post_then_abandon(stack, body(False), _grew(stack.ollama.seen))
+    await _post_then_abandon(stack, body(True), new_post(stack.ollama.seen))
+    await _post_then_abandon(stack, body(False), new_post(stack.ollama.seen))
     done = await stack.client.chat.completions.create(model="auto", messages=MSG)
     assert done.choices[0].message.content
 
@@ -121,7 +109,7 @@ async def test_disconnect_during_a_race_closes_every_candidate(stack: Stack) -> 
     stack.openai.queue(Reply(hang=True))
     stack.anthropic.enqueue(text_reply("never", delay=30))
     payload = {**body(True), "omen": {"strategy": "race", "intent": "cloud"}}
-    openai_seen, anthropic_seen = _grew(stack.openai.seen), _grew(stack.anthropic.requests)
+    openai_seen, anthropic_seen = new_post(stack.openai.seen), new_post(stack.anthropic.requests)
     closed = await _post_then_abandon(stack, payload, lambda: openai_seen() and anthropic_seen())
     assert await stack.openai.wait_closed(stack.openai.seen[-1]) - closed < LIMIT_S
     assert await stack.anthropic.wait_closed(stack.anthropic.last) - closed < LIMIT_S

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -41,3 +41,14 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def new_post(seen: Sequence[Any]) -> Callable[[], bool]:
+    """A check: has this fake upstream (its ``seen``/``requests`` list) received a request
+    with a body since the call? Health probes' GETs have none and do not count."""
+
+    def posts() -> int:
+        return sum(1 for r in seen if r.body is not None)
+
+    before = posts()
+    return lambda: posts() > before
