@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client import ClientRequestContext, Transport
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer, Server
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.tool_name_validation import validate_tool_name
 from pydantic import FileUrl
 
@@ -77,9 +77,15 @@ def spec_target(spec: ServerSpec) -> Target:
     return StdioServerParameters(command=spec.command, args=list(spec.args), env=spec.env or None, cwd=spec.cwd)
 
 
+# The MCP SDK's own defaults for its HTTP transports (30 s, and 300 s to read: a server may
+# hold an event stream open). Its helper that applies them lives in a private module
+# (mcp.shared._httpx_utils); streamable_http_client documents passing a client of our own.
+HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+
+
 @asynccontextmanager
 async def http_transport(url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
-    async with create_mcp_http_client(headers=headers or None) as http:
+    async with httpx2.AsyncClient(headers=headers or None, timeout=HTTP_TIMEOUT) as http:
         async with streamable_http_client(url, http_client=http) as streams:
             yield streams
 

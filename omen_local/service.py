@@ -224,10 +224,8 @@ class OmenService:
             await self.stop()
             raise
         self._site = site
-        server = site._server
-        sockets = getattr(server, "sockets", None) or ()
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        if self._runner.addresses:  # the bound port (the configured one may be 0)
+            self.port = self._runner.addresses[0][1]
         self._started = time.time()
         self._first_probe = asyncio.get_running_loop().create_future()
         self._health_task = asyncio.create_task(self._health_loop(), name="omen-health")
@@ -246,6 +244,7 @@ class OmenService:
         service's life (restart to change it)."""
         new_site: web.TCPSite | None = None
         new_tls = self.tls
+        new_port = config.server.port
         if self._runner is not None and (config.server.host, config.server.port) != (
             self.config.server.host,
             self.config.server.port,
@@ -256,7 +255,10 @@ class OmenService:
                 raise OSError(f"the TLS certificate cannot be used ({exc})") from exc
             new_site = web.TCPSite(self._runner, config.server.host, config.server.port, backlog=1024,
                                    ssl_context=new_tls.context if new_tls is not None else None)
+            before = set(self._runner.addresses)
             await new_site.start()  # OSError propagates before anything changed
+            # The new listener's bound address: the runner's public list, less what was there.
+            new_port = next((a[1] for a in self._runner.addresses if a not in before), new_port)
         try:
             keys = await asyncio.to_thread(self._keys, config)
             if self.metering is not None:
@@ -273,8 +275,7 @@ class OmenService:
         if new_site is not None:
             self.tls = new_tls
             old_site, self._site = self._site, new_site
-            sockets = getattr(new_site._server, "sockets", None) or ()
-            self.port = sockets[0].getsockname()[1] if sockets else config.server.port
+            self.port = new_port
             if old_site is not None:
                 await old_site.stop()
             log.info("OMEN now listening on %s", self.url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,7 @@ import pytest
 from omen_local.observe import UsageEvent
 from tests import metering_util as mu
 from tests.conftest import Stack
+from tests.waiting import until
 
 LIMIT_S = 0.100  # a client that goes away closes the upstream within this
 
@@ -60,8 +62,9 @@ async def disconnect_after_first_line(stack: Stack, path: str, payload: dict[str
     return closed
 
 
-async def post_then_abandon(stack: Stack, path: str, payload: dict[str, Any], after: float) -> float:
-    """Send a request, abandon it after ``after`` seconds (no answer yet); return when the client closed."""
+async def post_then_abandon(stack: Stack, path: str, payload: dict[str, Any], ready: Callable[[], object]) -> float:
+    """Send a request, abandon it once ``ready()`` (the upstream has it; no answer yet); return
+    when the client closed."""
     async with aiohttp.ClientSession() as http:
 
         async def call() -> None:
@@ -69,7 +72,7 @@ async def post_then_abandon(stack: Stack, path: str, payload: dict[str, Any], af
                 await resp.read()
 
         task = asyncio.create_task(call())
-        await asyncio.sleep(after)
+        await until(lambda: ready() or task.done(), "the request to reach the upstream")
         assert not task.done()
         closed = time.perf_counter()
         task.cancel()
@@ -79,13 +82,15 @@ async def post_then_abandon(stack: Stack, path: str, payload: dict[str, Any], af
 
 
 async def usage_event(stack: Stack, request_id: str, *, outcome: str = "ok") -> UsageEvent:
-    """The hub's usage event with ``outcome`` for ``request_id`` (waits for it a little)."""
-    for _ in range(200):
+    """The hub's usage event with ``outcome`` for ``request_id`` (waits for it to be recorded)."""
+
+    def found() -> UsageEvent | None:
         for event in stack.service.hub.recent:
             if isinstance(event, UsageEvent) and event.request_id == request_id and event.outcome == outcome:
                 return event
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no {outcome} usage event for {request_id}")
+        return None
+
+    return await until(found, f"a {outcome} usage event for {request_id}")
 
 
 def expected_cost(stack: Stack, provider: str, model: str, prompt: int, completion: int) -> float:

@@ -33,3 +33,15 @@ async def post(stack: Stack, payload: dict[str, Any], token: str | None = None) 
                 frames = [json.loads(line[6:]) async for line in resp.content if line.startswith(b"data: {")]
                 return resp.status, dict(resp.headers), frames
             return resp.status, dict(resp.headers), await resp.json()
+
+
+def refresh_delay_passes(stack: Stack) -> None:
+    """The documented ``REFRESH_S`` passes for the running server's quota book: its injected
+    clock moves on by that much, so the next request looks at quotas.json again (the book
+    reads the file on its clock, not on a timer; docs/metering.md)."""
+    from omen_local.metering.books import REFRESH_S
+
+    assert stack.service.metering is not None
+    book = stack.service.metering.quotas
+    earlier = book.clock
+    book.clock = lambda: earlier() + REFRESH_S

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 
+from omen_local.observe import UsageEvent
 from tests.conftest import Stack
 from tests.fakes.base import Reply
+from tests.waiting import new_post, until
 
 MSG = [{"role": "user", "content": "tell me a long story"}]
 LIMIT_S = 0.100
+
+
+async def _last_event(stack: Stack, count: int = 1) -> UsageEvent:
+    """The last usage event, once there are ``count`` (an abandoned request's is recorded
+    just after the cancellation)."""
+    await until(lambda: len(stack.service.hub.recent) >= count, "the cancelled request's usage event")
+    return stack.service.hub.recent[-1]
 
 
 def body(stream: bool, model: str = "auto") -> dict[str, object]:
     return {"model": model, "messages": MSG, "stream": stream}
 
 
-async def _post_then_abandon(stack: Stack, payload: dict[str, object], after: float) -> float:
-    """Send a request, abandon it after ``after`` seconds; return when the client closed."""
+async def _post_then_abandon(stack: Stack, payload: dict[str, object], ready: Callable[[], object]) -> float:
+    """Send a request, abandon it once ``ready()`` (the upstreams have it); return when the
+    client closed."""
     async with aiohttp.ClientSession() as http:
 
         async def call() -> None:
@@ -28,7 +39,7 @@ async def _post_then_abandon(stack: Stack, payload: dict[str, object], after: fl
                 await resp.read()
 
         task = asyncio.create_task(call())
-        await asyncio.sleep(after)
+        await until(lambda: ready() or task.done(), "the request to reach the upstream")
         assert not task.done()
         closed = time.perf_counter()
         task.cancel()
@@ -49,28 +60,25 @@ async def test_disconnect_mid_stream_closes_upstream(stack: Stack) -> None:
     seen = stack.ollama.seen[-1]
     assert await stack.ollama.wait_closed(seen) - closed < LIMIT_S
     assert not seen.finished
-    await asyncio.sleep(0.05)
-    event = stack.service.hub.recent[-1]
+    event = await _last_event(stack)
     assert event.outcome == "cancelled" and event.provider == "ollama"
     assert event.estimated and event.usage.prompt_tokens > 0
 
 
 async def test_disconnect_before_first_token_closes_upstream(stack: Stack) -> None:
     stack.ollama.queue(Reply(hang=True))
-    closed = await _post_then_abandon(stack, body(True), 0.3)
+    closed = await _post_then_abandon(stack, body(True), new_post(stack.ollama.seen))
     seen = stack.ollama.seen[-1]
     assert await stack.ollama.wait_closed(seen) - closed < LIMIT_S
-    await asyncio.sleep(0.05)
-    assert stack.service.hub.recent[-1].outcome == "cancelled"
+    assert (await _last_event(stack)).outcome == "cancelled"
 
 
 async def test_disconnect_non_streaming_closes_upstream(stack: Stack) -> None:
     stack.openai.queue(Reply(hang=True))
-    closed = await _post_then_abandon(stack, body(False, "gpt-4o-mini"), 0.3)
+    closed = await _post_then_abandon(stack, body(False, "gpt-4o-mini"), new_post(stack.openai.seen))
     seen = stack.openai.seen[-1]
     assert await stack.openai.wait_closed(seen) - closed < LIMIT_S
-    await asyncio.sleep(0.05)
-    assert stack.service.hub.recent[-1].outcome == "cancelled"
+    assert (await _last_event(stack)).outcome == "cancelled"
 
 
 async def test_disconnect_anthropic_stream_closes_upstream(stack: Stack) -> None:
@@ -83,15 +91,14 @@ async def test_disconnect_anthropic_stream_closes_upstream(stack: Stack) -> None
         )
         await resp.content.readline()
         resp.close()
-    await asyncio.sleep(0.1)
-    event = stack.service.hub.recent[-1]
+    event = await _last_event(stack)
     assert event.outcome == "cancelled" and event.provider == "anthropic"
 
 
 async def test_server_keeps_serving_after_disconnects(stack: Stack) -> None:
     stack.ollama.queue(Reply(hang=True), Reply(hang=True))
-    await _post_then_abandon(stack, body(True), 0.1)
-    await _post_then_abandon(stack, body(False), 0.1)
+    await _post_then_abandon(stack, body(True), new_post(stack.ollama.seen))
+    await _post_then_abandon(stack, body(False), new_post(stack.ollama.seen))
     done = await stack.client.chat.completions.create(model="auto", messages=MSG)
     assert done.choices[0].message.content
 
@@ -102,11 +109,15 @@ async def test_disconnect_during_a_race_closes_every_candidate(stack: Stack) -> 
     stack.openai.queue(Reply(hang=True))
     stack.anthropic.enqueue(text_reply("never", delay=30))
     payload = {**body(True), "omen": {"strategy": "race", "intent": "cloud"}}
-    closed = await _post_then_abandon(stack, payload, 0.3)
+    openai_seen, anthropic_seen = new_post(stack.openai.seen), new_post(stack.anthropic.requests)
+    closed = await _post_then_abandon(stack, payload, lambda: openai_seen() and anthropic_seen())
     assert await stack.openai.wait_closed(stack.openai.seen[-1]) - closed < LIMIT_S
     assert await stack.anthropic.wait_closed(stack.anthropic.last) - closed < LIMIT_S
-    await asyncio.sleep(0.05)
-    assert sorted(e.outcome for e in stack.service.hub.recent) == ["cancelled", "cancelled"]
+    outcomes = await until(
+        lambda: len(stack.service.hub.recent) >= 2 and [e.outcome for e in stack.service.hub.recent],
+        "a usage event from each candidate",
+    )
+    assert sorted(outcomes) == ["cancelled", "cancelled"]
 
 
 async def test_disconnect_during_speculation_closes_fast_and_preferred(stack: Stack) -> None:

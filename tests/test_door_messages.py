@@ -14,6 +14,7 @@ from tests.conftest import Stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import Reply as AReply
 from tests.fakes.fake_anthropic import Text, Thinking, http_error, text_reply, tool_reply
+from tests.waiting import new_post
 
 WEATHER = {
     "name": "get_weather",
@@ -328,7 +329,7 @@ async def test_client_disconnect_closes_the_upstream(stack: Stack, provider: str
 async def test_client_disconnect_before_the_answer_closes_the_upstream(stack: Stack, stream: bool) -> None:
     stack.ollama.queue(Reply(hang=True))
     payload = {"model": MODELS["ollama"], "max_tokens": 50, "stream": stream, "messages": USER}
-    closed = await du.post_then_abandon(stack, "/v1/messages", payload, 0.3)
+    closed = await du.post_then_abandon(stack, "/v1/messages", payload, new_post(stack.ollama.seen))
     assert await stack.ollama.wait_closed(stack.ollama.seen[-1]) - closed < du.LIMIT_S
     done = await du.post(stack, "/v1/messages", {**payload, "stream": False})
     assert done[0] == 200  # and the server keeps serving

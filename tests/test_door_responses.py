@@ -13,6 +13,7 @@ from tests import door_util as du
 from tests.conftest import Stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import http_error, text_reply, tool_reply
+from tests.waiting import new_post
 
 WEATHER = {
     "type": "function",
@@ -305,7 +306,7 @@ async def test_length_finish_is_incomplete(stack: Stack) -> None:
 async def test_client_disconnect_before_the_answer_closes_the_upstream(stack: Stack, stream: bool) -> None:
     stack.anthropic.enqueue(text_reply("late", delay=30))
     payload = {"model": MODELS["anthropic"], "input": "hi", "stream": stream}
-    closed = await du.post_then_abandon(stack, "/v1/responses", payload, 0.3)
+    closed = await du.post_then_abandon(stack, "/v1/responses", payload, new_post(stack.anthropic.requests))
     assert await stack.anthropic.wait_closed(stack.anthropic.last) - closed < du.LIMIT_S
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from omen_local.local_servers import Found, candidates, with_found
 from tests.conftest import start_stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.waiting import until
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -69,10 +69,11 @@ async def test_a_server_started_after_omen_is_used_by_auto_without_config(tmp_pa
         server.require_key = False
         async with _on_port(server, port):
             server.default = Reply(text="found you")
-            for _ in range(50):  # the scan runs every 2 s while nothing local answers
-                if "found1" in stack.service.status()["providers"]:
-                    break
-                await asyncio.sleep(0.1)
+            # the scan runs every 2 s while nothing local answers
+            await until(  # found, and its models discovered (they come from a probe of their own)
+                lambda s=stack: s.service.status()["providers"].get("found1", {}).get("models"),
+                "the scan to find the server and its models",
+            )
             raw = await stack.client.chat.completions.with_raw_response.create(
                 model="auto", messages=MSG, extra_body={"omen": {"providers": ["found1"]}}
             )

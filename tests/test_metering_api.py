@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import pytest
 
@@ -13,6 +11,7 @@ from tests import metering_util as mu
 from tests.conftest import Stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import Reply as AReply
+from tests.waiting import until
 
 
 async def test_rollups_match_the_events_the_hub_saw(stack: Stack) -> None:
@@ -118,10 +117,7 @@ async def test_a_cancelled_stream_is_charged_an_estimate(stack: Stack) -> None:
             await resp.content.readline()
         request_id = resp.headers["x-omen-request-id"]
         resp.close()
-    for _ in range(100):
-        if any(e.request_id == request_id for e in stack.service.hub.recent):
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: any(e.request_id == request_id for e in stack.service.hub.recent), "the usage event")
     [event] = await mu.usage_events(stack, request_id=request_id)
     assert event["outcome"] == "cancelled" and event["estimated"] is True
     assert 0 < event["completion_tokens"] < 100 and event["prompt_tokens"] > 0

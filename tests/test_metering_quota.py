@@ -118,7 +118,7 @@ async def test_100_concurrent_requests_cannot_overspend_a_nearly_spent_quota(sta
     assert spent == pytest.approx(3 * WORST)
     limit = spent + 10.5 * WORST  # room for 10 more, not 11
     set_quota(stack.data_dir / QUOTAS_FILE, "user", "owner", {"daily_usd": limit})
-    await asyncio.sleep(REFRESH_S)  # a running server looks at quotas.json every REFRESH_S
+    mu.refresh_delay_passes(stack)  # what a running server waits before it looks at quotas.json again
     stack.openai.default = Reply(prompt_tokens=PROMPT, completion_tokens=OUT, delay_s=0.2)
 
     results = await asyncio.gather(*(_ask(stack) for _ in range(100)), return_exceptions=True)
@@ -135,7 +135,7 @@ async def test_100_concurrent_requests_cannot_overspend_a_nearly_spent_quota(sta
 async def test_quota_errors_name_the_limit_and_when_it_resets(stack: Stack) -> None:
     stack.openai.default = Reply(prompt_tokens=PROMPT, completion_tokens=OUT)
     set_quota(stack.data_dir / QUOTAS_FILE, "user", "owner", {"daily_usd": 1.5 * WORST})
-    await asyncio.sleep(REFRESH_S)  # a running server looks at quotas.json every REFRESH_S
+    mu.refresh_delay_passes(stack)  # what a running server waits before it looks at quotas.json again
     await _ask(stack)
     with pytest.raises(openai.APIStatusError) as err:
         await _ask(stack)
@@ -150,7 +150,7 @@ async def test_quota_errors_name_the_limit_and_when_it_resets(stack: Stack) -> N
     assert e.response.headers["x-omen-request-id"].startswith("req_")
 
     set_quota(stack.data_dir / QUOTAS_FILE, "user", "owner", {"daily_usd": 0})
-    await asyncio.sleep(REFRESH_S)  # a running server looks at quotas.json every REFRESH_S
+    mu.refresh_delay_passes(stack)  # what a running server waits before it looks at quotas.json again
     with pytest.raises(openai.APIStatusError) as err:
         await _ask(stack)
     assert "no requests are allowed" in err.value.body["message"]  # type: ignore[index]
@@ -188,7 +188,7 @@ async def test_a_budget_caps_the_reservation(stack: Stack) -> None:
     # Without max_tokens the worst case is 4096 output tokens of sonnet (~0.06 USD); a 0.005
     # budget caps the output, so the request fits a 0.01 USD quota.
     set_quota(stack.data_dir / QUOTAS_FILE, "user", "owner", {"daily_usd": 0.01})
-    await asyncio.sleep(REFRESH_S)  # a running server looks at quotas.json every REFRESH_S
+    mu.refresh_delay_passes(stack)  # what a running server waits before it looks at quotas.json again
     with pytest.raises(openai.APIStatusError):
         await stack.client.chat.completions.create(model="anthropic/claude-sonnet-4-5", messages=mu.MSG)  # type: ignore[arg-type]
     reply = await stack.client.chat.completions.create(
@@ -202,7 +202,7 @@ async def test_cli_quota_set_reaches_the_running_server(stack: Stack, capsys: py
     await _ask(stack)
     spent = await _spent(stack)
     assert cli.main(["quota", "set", "--config", config, "--user", "owner", "--daily-usd", "0"]) == 0
-    await asyncio.sleep(REFRESH_S)  # the documented delay before a running server looks again
+    mu.refresh_delay_passes(stack)  # what a running server waits before it looks at quotas.json again
     with pytest.raises(openai.APIStatusError) as err:
         await _ask(stack)
     assert err.value.code == "quota_exceeded"
@@ -211,7 +211,7 @@ async def test_cli_quota_set_reaches_the_running_server(stack: Stack, capsys: py
     line = next(row for row in listing.splitlines() if row.startswith("user") and "owner" in row)
     assert f"{spent:.6g} / 0" in line  # used today / limit
     assert cli.main(["quota", "clear", "--config", config, "--user", "owner"]) == 0
-    await asyncio.sleep(REFRESH_S)
+    mu.refresh_delay_passes(stack)  # what a running server waits before it looks at quotas.json again
     await _ask(stack)
     assert cli.main(["quota", "set", "--config", config, "--user", "owner", "--daily-tokens", "1.5"]) == 2
 

@@ -3,7 +3,6 @@ deadlines, stickiness and the circuit breaker."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import pytest
 from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply
+from tests.waiting import ManualClock, until
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 LLAMA, QWEN = "llama3.2:latest", "qwen2.5-coder:7b"
@@ -265,7 +265,9 @@ async def test_deadline_fails_with_504_instead_of_hanging(stack: Stack) -> None:
         )
     assert err.value.status_code == 504 and err.value.code == "deadline_exceeded"
     assert time.perf_counter() - t0 < 1.0
-    await asyncio.sleep(0.05)
+    tried = sum(1 for seen in stack.ollama.seen if seen.body is not None)  # not the probes' GETs
+    assert tried >= 1
+    await until(lambda: len(stack.service.hub.recent) >= tried, "a usage event for each attempt")
     assert all(e.outcome == "cancelled" for e in stack.service.hub.recent)
 
 
@@ -329,18 +331,21 @@ async def test_session_id_can_come_from_a_header(stack: Stack) -> None:
 
 
 async def test_breaker_opens_after_repeated_failures_and_recovers(tmp_path: Path) -> None:
-    async for stack in start_stack(tmp_path, defaults={"failure_cooldown_s": 0.3, "breaker_failures": 3}):
+    async for stack in start_stack(tmp_path, defaults={"failure_cooldown_s": 30, "breaker_failures": 3}):
+        clock = stack.service.health.clock = ManualClock()  # the book's injected clock
         stack.openai.queue(Reply(status=500), Reply(status=500), Reply(status=500))
         for _ in range(3):
             with pytest.raises(openai.InternalServerError):
                 await stack.client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
         health = stack.service.status()["providers"]["openai"]["model_health"]["gpt-4o-mini"]
-        assert health["breaker"] == "open" and health["retry_in_s"] > 0
+        assert health["breaker"] == "open" and health["retry_in_s"] == pytest.approx(30)
         n = len(stack.openai.seen)
         with pytest.raises(openai.InternalServerError) as err:
             await stack.client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
         assert err.value.status_code == 503 and len(stack.openai.seen) == n  # not even tried
-        await asyncio.sleep(0.35)
+        clock.advance(29.9)
+        assert stack.service.status()["providers"]["openai"]["model_health"]["gpt-4o-mini"]["breaker"] == "open"
+        clock.advance(0.1)
         assert stack.service.status()["providers"]["openai"]["model_health"]["gpt-4o-mini"]["breaker"] == "half_open"
         done = await stack.client.chat.completions.create(model="gpt-4o-mini", messages=MSG)  # the trial
         assert done.choices[0].message.content
@@ -348,17 +353,16 @@ async def test_breaker_opens_after_repeated_failures_and_recovers(tmp_path: Path
 
 
 async def test_half_open_trial_failing_reopens_for_longer(tmp_path: Path) -> None:
-    async for stack in start_stack(tmp_path, defaults={"failure_cooldown_s": 0.2, "breaker_failures": 1}):
+    async for stack in start_stack(tmp_path, defaults={"failure_cooldown_s": 20, "breaker_failures": 1}):
+        clock = stack.service.health.clock = ManualClock()
         stack.openai.queue(Reply(status=500), Reply(status=500))
         with pytest.raises(openai.InternalServerError):
             await stack.client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
-        await asyncio.sleep(0.25)
+        clock.advance(20)  # the cooldown passed: the next request is the half-open trial
         with pytest.raises(openai.InternalServerError):
             await stack.client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
         health = stack.service.status()["providers"]["openai"]["model_health"]["gpt-4o-mini"]
-        # doubled: 0.4 s from the second failure (an undoubled 0.2 s could not show more than 0.2
-        # however soon status is read; a loaded machine may take a while to read it)
-        assert health["breaker"] == "open" and 0.2 < health["retry_in_s"] <= 0.4
+        assert health["breaker"] == "open" and health["retry_in_s"] == pytest.approx(40)  # doubled
 
 
 # ---------------------------------------------------------------- intent

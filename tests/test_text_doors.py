@@ -13,6 +13,7 @@ import pytest
 from tests import metering_util as mu
 from tests.conftest import Stack
 from tests.fakes.base import Reply, fake_vector
+from tests.waiting import until
 
 LIMIT_S = 0.100
 
@@ -117,7 +118,7 @@ async def test_autocomplete_that_goes_away_closes_the_upstream_at_once(stack: St
         resp.close()
     seen = stack.ollama.seen[-1]
     assert await stack.ollama.wait_closed(seen) - closed < LIMIT_S
-    await asyncio.sleep(0.05)
+    await until(lambda: stack.service.hub.recent, "the abandoned request's usage event")
     event = stack.service.hub.recent[-1]
     assert event.outcome == "cancelled" and event.estimated and event.usage.prompt_tokens > 0
     # Before any byte: a non-streamed request abandoned while the model thinks.
@@ -126,10 +127,7 @@ async def test_autocomplete_that_goes_away_closes_the_upstream_at_once(stack: St
         task = asyncio.create_task(
             http.post(f"{stack.base}/v1/completions", json={"model": "ollama/llama3.2", "prompt": "x"}, headers=stack.auth())
         )
-        for _ in range(200):  # until the upstream has the request
-            if len(stack.ollama.seen) >= 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(stack.ollama.seen) >= 2, "the upstream to have the request")
         closed = time.perf_counter()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

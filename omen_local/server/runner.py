@@ -4,12 +4,17 @@ A request aiohttp's parser refuses (200+ headers, an 8 KB header line, a bad met
 never reaches the middleware; aiohttp answers it in plain text. Clients expect
 ``{"error": {...}}`` from every answer of this server, so the low-level handler writes
 that shape instead, and logs such client mistakes quietly.
+
+aiohttp has no public hook for that answer (docs/architecture.md, "Dependencies' APIs"):
+the connection's ``RequestHandler.handle_error`` writes it, and the runner's
+``_make_server`` builds the ``web.Server`` that makes those handlers. Both are
+undocumented, so aiohttp is pinned to the tested minor version and
+tests/test_dependency_apis.py names what moved if an upgrade changes them.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -22,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class _Handler(RequestHandler):
+    __slots__ = ()  # the same layout as RequestHandler, so an instance can take this class
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -45,13 +52,17 @@ class _Handler(RequestHandler):
 
 class _Server(web.Server):
     def __call__(self) -> RequestHandler:
-        return _Handler(self, loop=self._loop, **self._kwargs)
+        # aiohttp builds the handler (its own arguments, whatever they become); only its
+        # class changes, which needs nothing but the slot layout _Handler shares.
+        handler = super().__call__()
+        handler.__class__ = _Handler
+        return handler
 
 
 class Runner(web.AppRunner):
     """``web.AppRunner`` whose connections answer parser errors in the OpenAI error shape."""
 
-    async def _make_server(self) -> Any:
+    async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server
         return server

@@ -14,6 +14,7 @@ from omen_local import config_edit as ce
 from omen_local.config import load_config
 from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -47,8 +48,9 @@ async def test_disabling_a_provider_moves_the_next_request(stack: Stack, tmp_pat
 
 async def test_in_flight_stream_finishes_on_the_old_router(stack: Stack, tmp_path: Path) -> None:
     stack.ollama.queue(Reply(text="slow answer in pieces", pieces=4, chunk_delay_s=0.2))
+    before = len(stack.ollama.seen)
     stream = asyncio.ensure_future(ask(stack, stream=True))
-    await asyncio.sleep(0.3)
+    await until(lambda: len(stack.ollama.seen) > before, "the stream to reach Ollama")
     await stack.service.reload(ce.set_provider_enabled(tmp_path / "config.toml", "ollama", False))
     assert await stream == "ollama"
     assert stack.ollama.seen[-1].finished

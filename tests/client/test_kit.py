@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import socket
 import stat
 import subprocess
@@ -37,6 +38,7 @@ from tests.conftest import Stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply
 from tests.fakes.fake_ollama import FakeOllama
+from tests.waiting import until
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 LLAMA = "llama3.2:latest"
@@ -288,7 +290,15 @@ async def test_no_answer_to_connect_within_the_timeout_means_degraded(tmp_path: 
         s.setblocking(False)
         s.connect_ex(("127.0.0.1", port))
         fillers.append(s)
-    await asyncio.sleep(0.1)
+
+    def connected() -> list[socket.socket]:
+        _, writable, _ = select.select([], fillers, [], 0)
+        return [s for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0]
+
+    # The queue is full once it holds connections and the later handshakes stay pending:
+    # what the client below runs into.
+    await until(connected, "a connection in the accept queue")
+    assert len(connected()) < len(fillers), "the accept queue never filled"
     try:
         async with FakeOllama() as ollama:
             (tmp_path / "c.toml").write_text(f'[storage]\ndata_dir = "{tmp_path}"\n[providers.ollama]\nbase_url = "{ollama.url}"\n')

@@ -13,6 +13,7 @@ from glyph.config import GlyphConfig
 from glyph.consent import Decision, Scope
 from tests.glyph.conftest import HANG, ScriptedPrompter, make_config, rig
 from tests.glyph.fake_server import FakeServer
+from tests.waiting import until
 
 
 async def test_lists_namespaced_tools_with_schemas_and_annotations(config: GlyphConfig) -> None:
@@ -338,13 +339,16 @@ async def test_pins_survive_restart_and_cli_can_approve(tmp_path: Path) -> None:
 
 
 async def test_a_call_cancelled_while_asking_is_audited(config: GlyphConfig) -> None:
-    async with rig(config, ScriptedPrompter(HANG)) as r:
-        with anyio.move_on_after(0.3):
-            await r.call("fake__status")
-        for _ in range(100):
-            if r.gateway.audit.rows(1)[0]["kind"] == "call":
-                break
-            await anyio.sleep(0.02)
+    prompter = ScriptedPrompter(HANG)
+    async with rig(config, prompter) as r:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(r.call, "fake__status")
+                # cancel while the person is being asked, not before
+                await until(lambda: prompter.requests, "the consent prompt")
+                scope.cancel()
+        # the cancelled call's audit row is written as it unwinds
+        await until(lambda: r.gateway.audit.rows(1)[0]["kind"] == "call", "the call's audit row")
         row = r.last_audit()
         assert (row["tool"], row["outcome"], row["decided_by"]) == ("status", "cancelled", "asking")
         assert r.fake.calls == []

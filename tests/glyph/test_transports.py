@@ -21,6 +21,7 @@ from mcp import Client, StdioServerParameters
 from glyph.cli import main
 from glyph.downstream import http_transport
 from tests.glyph.fake_server import FakeServer
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = Path(__file__).resolve().parent / "fake_server.py"
@@ -102,10 +103,7 @@ async def http_downstream() -> AsyncIterator[tuple[str, FakeServer]]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: server.serve(sockets=[sock]))
-        for _ in range(500):
-            if server.started:
-                break
-            await anyio.sleep(0.02)
+        await until(lambda: server.started, "uvicorn to start")
         try:
             yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp", fake
         finally:
