@@ -66,6 +66,7 @@ class ProviderConfig:
     discover: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     anthropic_version: str = "2023-06-01"
+    dialect: str | None = None  # an OpenAI-compatible server's dialect (providers/dialect.py); None: detected
     found: bool = False  # found running on this machine, not configured (local_servers.py)
 
 
@@ -341,7 +342,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     table = _table(raw, where)
     _check_keys(
         table,
-        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version"},
+        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version", "dialect"},
         where,
     )
     if "/" in name or not name:
@@ -374,6 +375,14 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
             raise ConfigError(
                 f"{where}.key entries must be 'keyring:NAME' or 'env:VARIABLE' (never the key itself)"
             )
+    dialect = table.get("dialect")
+    if dialect is not None:
+        from .providers.dialect import DIALECTS
+
+        if kind != "openai":
+            raise ConfigError(f"{where}.dialect is only for kind = \"openai\" (OpenAI-compatible servers)")
+        if dialect not in DIALECTS:
+            raise ConfigError(f"{where}.dialect must be one of {', '.join(sorted(DIALECTS))}")
     return ProviderConfig(
         name=name,
         kind=kind,
@@ -384,6 +393,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
         discover=discover,
         headers=dict(headers),
         anthropic_version=_str(table, "anthropic_version", where, "2023-06-01"),
+        dialect=dialect,
     )
 
 

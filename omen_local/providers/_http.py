@@ -17,6 +17,7 @@ import aiohttp
 from yarl import URL
 
 from .. import jsonutil
+from . import refusals
 from ._h1 import H1ConnectError
 from ._h1 import Response as H1Response
 from .base import Provider
@@ -25,6 +26,7 @@ from .errors import (
     ConnectionDropped,
     HTTPStatusError,
     ProtocolError,
+    RequestRefused,
     RequestRejected,
     StreamBroken,
     UpstreamError,
@@ -64,17 +66,22 @@ def error_message(payload: Any) -> str | None:
     return None
 
 
-async def _http_error(provider: Provider, resp: Response) -> HTTPStatusError:
+async def _http_error(provider: Provider, resp: Response) -> UpstreamError:
     try:
         raw = await resp.content.read(_MAX_ERROR_BODY)
     except (TimeoutError, aiohttp.ClientError, OSError):  # OSError: the lean client's (H1Error)
         raw = b""
+    payload: Any = None
     try:
-        message = error_message(jsonutil.loads(raw)) if raw else None
+        payload = jsonutil.loads(raw) if raw else None
+        message = error_message(payload)
     except jsonutil.JSONDecodeError:
         message = None
     if message is None:
         message = raw.decode("utf-8", "replace")[:500].strip() or resp.reason or "no body"
+    refused = refusal_error(provider, resp.status, message, payload)
+    if refused is not None:
+        return refused
     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
     if retry_after is None:
         # OpenAI also sends this header with milliseconds.
@@ -89,6 +96,22 @@ async def _http_error(provider: Provider, resp: Response) -> HTTPStatusError:
         provider.redact(f"{provider.name} returned HTTP {resp.status}: {message}"),
         status=resp.status,
         retry_after=retry_after,
+    )
+
+
+def refusal_error(provider: Provider, status: int, message: str, payload: Any) -> RequestRefused | None:
+    """The error for a refusal the request caused (refusals.classify), else None."""
+    found = refusals.classify(status, message, payload)
+    if found is None:
+        return None
+    return RequestRefused(
+        provider.name,
+        provider.redact(f"{provider.name} refused the request (HTTP {status}): {found.describe()}: {message}"),
+        reason=found.reason,
+        param=found.param,
+        prompt_tokens=found.prompt_tokens,
+        context_window=found.context_window,
+        upstream_status=status,
     )
 
 

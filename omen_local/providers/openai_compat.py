@@ -12,6 +12,7 @@ the same way).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 from collections.abc import AsyncIterator
@@ -20,13 +21,67 @@ from typing import Any
 import aiohttp
 
 from .. import jsonutil
+from ..config import ProviderConfig
 from . import _http, _sse
-from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
-from .errors import ProtocolError, StreamBroken, UpstreamError
+from .base import (
+    Batch,
+    Chunk,
+    Completion,
+    Embeddings,
+    Provider,
+    Timeouts,
+    Usage,
+    is_loopback_url,
+    unbatched,
+)
+from .dialect import DIALECTS, GENERIC, Dialect, NotSpoken, by_address, detect, shape
+from .errors import (
+    EmptyStream,
+    ProtocolError,
+    RequestRefused,
+    StreamBroken,
+    Unsupported,
+    UpstreamError,
+)
+
+DETECT_TIMEOUT_S = 2.0  # the one GET /models that asks a local server which dialect it speaks
 
 
 class OpenAICompatProvider(Provider):
     kind = "openai"
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        session: aiohttp.ClientSession,
+        *,
+        key: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        super().__init__(config, session, key=key, timeouts=timeouts)
+        c = self.config
+        self._fixed: Dialect | None = DIALECTS[c.dialect] if c.dialect else by_address(c.base_url, c.name if c.found else None)
+        self._detected: Dialect | None = None
+        self._asked = False  # a local server of unknown dialect was asked once (its /models)
+
+    @property
+    def dialect(self) -> Dialect:
+        """The dialect requests are sent in: configured, else what the address or the server says."""
+        return self._fixed or self._detected or GENERIC
+
+    async def _know_dialect(self) -> None:
+        """Ask a local server of unknown dialect, once, what it is (its ``/models``' ``owned_by``).
+
+        Local servers are where dialects differ (and where a lost cap costs minutes); a
+        server that does not answer in time is spoken to generically."""
+        if self._fixed is not None or self._detected is not None or self._asked or not is_loopback_url(self.config.base_url):
+            return
+        self._asked = True
+        try:
+            data = await asyncio.wait_for(_http.get_json(self, f"{self.config.base_url}/models"), DETECT_TIMEOUT_S)
+        except Exception:  # best effort: a server that cannot say is spoken to generically
+            return
+        self._detected = detect(data)
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"} if self.key else {}
@@ -37,11 +92,13 @@ class OpenAICompatProvider(Provider):
         listed = data.get("data") if isinstance(data, dict) else None
         if not isinstance(listed, list):
             raise ProtocolError(self.name, f"{self.name} /models did not list models")
+        self._detected = detect(data) or self._detected
         names = [m.get("id") for m in listed if isinstance(m, dict)]
         configured = [m.name for m in self.config.models]
         return configured + [n for n in names if isinstance(n, str) and n and n not in configured]
 
-    def _body(self, model: str, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    def _body(self, model: str, body: dict[str, Any], stream: bool, *, text: bool = False) -> dict[str, Any]:
+        """The request in this server's dialect; what it cannot take raises :class:`Unsupported`."""
         out = dict(body)
         out["model"] = model
         out["stream"] = stream
@@ -51,9 +108,14 @@ class OpenAICompatProvider(Provider):
             out["stream_options"] = opts
         else:
             out.pop("stream_options", None)
-        return out
+        dialect = self.dialect
+        try:
+            return shape(dialect, out, text=text)
+        except NotSpoken as exc:
+            raise Unsupported(self.name, f"{self.name} ({dialect.name} dialect) cannot take {exc.param}: {exc}") from None
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
+        await self._know_dialect()
         data = await _http.post_json(self, f"{self.config.base_url}/chat/completions", self._body(model, body, False))
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
             raise ProtocolError(self.name, f"{self.name} sent a completion without choices")
@@ -65,10 +127,11 @@ class OpenAICompatProvider(Provider):
 
     def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
         path = "/completions" if text else "/chat/completions"
-        return self._stream(f"{self.config.base_url}{path}", self._body(model, body, True), text=text)
+        return self._stream(f"{self.config.base_url}{path}", model, body, text=text)
 
     async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:
-        data = await _http.post_json(self, f"{self.config.base_url}/completions", self._body(model, body, False))
+        await self._know_dialect()
+        data = await _http.post_json(self, f"{self.config.base_url}/completions", self._body(model, body, False, text=True))
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("text"), str):
             raise ProtocolError(self.name, f"{self.name} sent a completion without text")
@@ -88,12 +151,15 @@ class OpenAICompatProvider(Provider):
         usage = Usage.from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
         return Embeddings(vectors, data.get("model") or model, usage)
 
-    async def _stream(self, url: str, request: dict[str, Any], *, text: bool) -> AsyncIterator[Batch]:
+    async def _stream(self, url: str, model: str, body: dict[str, Any], *, text: bool) -> AsyncIterator[Batch]:
+        await self._know_dialect()
+        request = self._body(model, body, True, text=text)
+        named: set[int] = set()  # tool calls whose name went out (llama.cpp repeats it in every delta)
         async with _http.post(self, url, request) as resp:
             decoder = _sse.Decoder()
             read = resp.content.readany
             loads = jsonutil.loads
-            finished = ended = primed = False
+            finished = ended = primed = heard = False
             head = Batch()  # chunks before the first content (the role chunk): they go out with it
             while not ended:
                 try:
@@ -101,6 +167,7 @@ class OpenAICompatProvider(Provider):
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     raise _http.translate(self, exc, midstream=True) from None
                 eof = not block
+                heard = heard or not eof
                 error: UpstreamError | None = None
                 if not primed and block:
                     # Until the first content, events are taken one at a time, and the first
@@ -110,7 +177,7 @@ class OpenAICompatProvider(Provider):
                         stop = block.find(b"\n\n", pos)
                         if stop < 0:
                             break
-                        batch, finished, ended, error = self._translate(decoder.feed_raw(block[pos : stop + 2]), finished, text)
+                        batch, finished, ended, error = self._translate(decoder.feed_raw(block[pos : stop + 2]), finished, text, named)
                         pos = stop + 2
                         head.extend(batch)
                         primed = ended or any(c.finish_reason is not None or c.has_content for c in batch)
@@ -134,10 +201,10 @@ class OpenAICompatProvider(Provider):
                     if items is not None and len(items) != whole[2]:
                         items = None  # an event held more than one value: the event parser says so
                 if items is not None and whole is not None:
-                    batch, finished, ended, error = self._chunks(items, finished, text, whole[1])
+                    batch, finished, ended, error = self._chunks(items, finished, text, whole[1], named)
                 else:
                     events = decoder.feed_raw(block) if block else decoder.close_raw()
-                    batch, finished, ended, error = self._translate(events, finished, text)
+                    batch, finished, ended, error = self._translate(events, finished, text, named)
                 ended = ended or eof
                 if head and (primed or ended or error is not None or batch):  # held for the first content
                     batch[0:0] = head
@@ -148,11 +215,34 @@ class OpenAICompatProvider(Provider):
                     yield batch
                 if error is not None:
                     raise error
-            if not finished:
+            if not finished and heard:
                 raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
+        if not finished:
+            raise await self._why_empty(url, request)
+
+    async def _why_empty(self, url: str, request: dict[str, Any]) -> UpstreamError:
+        """The error for a 200 stream that ended without a single event.
+
+        Servers that cannot start a stream (llama-cpp-python over its context, or with a
+        chat template that cannot render the messages) answer 200 and close. A local
+        server is asked the same request unstreamed, for one token, so it says why (its
+        refusal is then the request's, not the model's); either way nothing was billed."""
+        empty = EmptyStream(self.name, f"{self.name} ended the stream without sending anything")
+        if not is_loopback_url(self.config.base_url):
+            return empty
+        probe = {k: v for k, v in request.items() if k not in ("stream", "stream_options", "max_tokens", "max_completion_tokens")}
+        probe[self.dialect.cap] = 1
+        try:
+            await _http.post_json(self, url, probe)
+        except RequestRefused as refused:
+            return refused
+        except UpstreamError as err:
+            empty.message = f"{empty.message}; unstreamed it says: {err.message}"
+            empty.args = (empty.message,)
+        return empty
 
     def _translate(
-        self, events: list[tuple[str, bytes]], finished: bool, text: bool = False
+        self, events: list[tuple[str, bytes]], finished: bool, text: bool = False, named: set[int] | None = None
     ) -> tuple[Batch, bool, bool, UpstreamError | None]:
         """The chunks of one read's events: (chunks, finished, [DONE] seen, error to raise after them).
 
@@ -162,21 +252,24 @@ class OpenAICompatProvider(Provider):
         loads = jsonutil.loads
         for _, payload in events:
             if payload == b"[DONE]":
-                return self._chunks(items, finished, text, True)
+                return self._chunks(items, finished, text, True, named)
             try:
                 items.append(loads(payload))
             except jsonutil.JSONDecodeError:
                 try:  # text that is not UTF-8 is read as the line parser reads it: replaced
                     items.append(loads(payload.decode("utf-8", "replace")))
                 except jsonutil.JSONDecodeError:
-                    batch, finished, _, error = self._chunks(items, finished, text, False)
+                    batch, finished, _, error = self._chunks(items, finished, text, False, named)
                     return batch, finished, True, error or ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
-        return self._chunks(items, finished, text, False)
+        return self._chunks(items, finished, text, False, named)
 
     def _chunks(
-        self, items: list[Any], finished: bool, text: bool, done: bool
+        self, items: list[Any], finished: bool, text: bool, done: bool, named: set[int] | None = None
     ) -> tuple[Batch, bool, bool, UpstreamError | None]:
-        """Chunks from the decoded events of one read (``done``: [DONE] came after them)."""
+        """Chunks from the decoded events of one read (``done``: [DONE] came after them).
+
+        ``named``: the indexes of the tool calls whose name and id already went out; a server
+        that repeats them in later deltas would have clients assemble ``get_weatherget_weather``."""
         out = Batch()
         for data in items:
             if type(data) is not dict:
@@ -195,13 +288,15 @@ class OpenAICompatProvider(Provider):
                 choice = choices[0]
                 if text:
                     piece = choice.get("text")
-                    delta = {"content": piece} if isinstance(piece, str) and piece else {}
+                    delta: dict[str, Any] = {"content": piece} if isinstance(piece, str) and piece else {}
                 else:
                     delta = choice.get("delta") or {}
                     if type(delta) is not dict:
                         raise TypeError(f"delta is {type(delta).__name__}, not an object")
                     if "role" in delta:
                         del delta["role"]
+                    if named is not None and type(delta.get("tool_calls")) is list:
+                        delta["tool_calls"] = [_once(call, named) for call in delta["tool_calls"]]
                 reason = choice.get("finish_reason")
             except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
                 # The chunks before it still go out; then the stream ends as broken.
@@ -212,6 +307,22 @@ class OpenAICompatProvider(Provider):
             fingerprint = data.get("system_fingerprint")
             out.append(Chunk(delta, reason, usage, None, False, fingerprint if type(fingerprint) is str else None))
         return out, finished, done, None
+
+
+def _once(call: Any, named: set[int]) -> Any:
+    """A streamed tool-call delta with its name and id only the first time its index is seen."""
+    if type(call) is not dict:
+        return call
+    index = call.get("index", 0)
+    fn = call.get("function")
+    if index not in named:
+        if (type(fn) is dict and fn.get("name")) or call.get("id"):
+            named.add(index)
+        return call
+    out = {k: v for k, v in call.items() if k not in ("id", "type")}
+    if type(fn) is dict and "name" in fn:
+        out["function"] = {k: v for k, v in fn.items() if k != "name"}
+    return out
 
 
 def _vector(value: Any) -> list[float] | None:
@@ -226,6 +337,14 @@ def _vector(value: Any) -> list[float] | None:
         return list(struct.unpack(f"<{len(raw) // 4}f", raw))
     if isinstance(value, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
         return [float(x) for x in value]
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+        # One vector per token (llama-cpp-python without pooling): mean-pooled into one, as
+        # a pooling server would.
+        rows = [_vector(row) for row in value]
+        if any(r is None for r in rows) or len({len(r) for r in rows if r is not None}) != 1:
+            return None
+        width = len(rows[0] or ())
+        return [sum(r[i] for r in rows if r is not None) / len(rows) for i in range(width)]
     return None
 
 
