@@ -28,13 +28,14 @@ from .config import Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
 from .providers._h1 import H1Pool
-from .providers.base import Provider, Timeouts
+from .providers.base import Provider, Timeouts, is_loopback_url
 from .providers.errors import UpstreamError
 from .providers.registry import provider_kinds
 from .routing.catalog import Catalog
 from .routing.dispatch import Dispatcher
 from .routing.health import HealthBook
 from .routing.planner import Planner
+from .routing.reprobe import Reprober
 from .routing.router import Router
 from .routing.sticky import StickyMap
 from .routing.strategies import strategies
@@ -79,6 +80,8 @@ class OmenService:
         self._want_metering = metering
         self.metering: Metering | None = None
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
+        self.reprober = Reprober(self.health, self._local_urls)
+        self.health.on_down = self.reprober.watch
         self.sticky = StickyMap(ttl_s=config.defaults.sticky_ttl_s)
         self.session: aiohttp.ClientSession | None = None
         self.h1: H1Pool | None = None
@@ -266,8 +269,13 @@ class OmenService:
         await self.reload(config)
         return config
 
+    def _local_urls(self) -> dict[str, str]:
+        """Each local provider's address (for the re-prober of paused ones)."""
+        return {name: pc.base_url for name, pc in self.config.providers.items() if is_loopback_url(pc.base_url)}
+
     async def stop(self) -> None:
         endpoint.remove(self)
+        await self.reprober.close()
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
