@@ -31,7 +31,7 @@ from .providers._h1 import H1Pool
 from .providers.base import Provider, Timeouts, is_loopback_url
 from .providers.errors import UpstreamError
 from .providers.registry import provider_kinds
-from .routing.catalog import Catalog
+from .routing.catalog import Catalog, Target
 from .routing.dispatch import Dispatcher
 from .routing.health import HealthBook
 from .routing.planner import Planner
@@ -312,6 +312,9 @@ class OmenService:
             return
         changed = models != catalog.models.get(provider.name)
         catalog.set_models(provider.name, models)
+        windows: dict[str, int] = getattr(provider, "context_windows", {})  # llama.cpp's /props
+        for model, tokens in windows.items():
+            catalog.set_window(Target(provider.name, model), tokens)
         if self.health.ok(provider.name) or changed:
             self.hub.emit(HealthEvent(provider.name, "up", f"{len(models)} models"))
 

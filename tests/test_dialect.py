@@ -140,3 +140,25 @@ def test_per_token_embeddings_are_mean_pooled() -> None:
     assert _vector([[1.0, 2.0], [3.0, 4.0]]) == [2.0, 3.0]
     assert _vector([[1.0, 2.0], [3.0]]) is None
     assert _vector([1, 2]) == [1.0, 2.0]
+
+
+async def test_llama_cpp_says_its_dialect_and_context_through_models_and_props() -> None:
+    """llama-server's /v1/models (owned_by "llamacpp") and /props (n_ctx), as it answers them."""
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "qwen.gguf", "object": "model", "created": 0, "owned_by": "llamacpp", "meta": {"n_ctx_train": 32768}}]})
+
+    async def props(request: web.Request) -> web.Response:
+        return web.json_response({"default_generation_settings": {"n_ctx": 4096, "params": {}}, "total_slots": 1})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/props", props)
+    async with TestServer(app) as server, ClientSession() as session:
+        provider = OpenAICompatProvider(ProviderConfig("llamacpp", "openai", str(server.make_url("/v1")), discover=True), session)
+        assert provider.dialect is GENERIC
+        assert await provider.discover() == ["qwen.gguf"]
+        assert provider.dialect is DIALECTS["llamacpp"]
+        assert provider.context_windows == {"qwen.gguf": 4096}

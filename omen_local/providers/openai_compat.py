@@ -63,6 +63,7 @@ class OpenAICompatProvider(Provider):
         self._fixed: Dialect | None = DIALECTS[c.dialect] if c.dialect else by_address(c.base_url, c.name if c.found else None)
         self._detected: Dialect | None = None
         self._asked = False  # a local server of unknown dialect was asked once (its /models)
+        self.context_windows: dict[str, int] = {}  # model -> tokens, as the server reported (discover)
 
     @property
     def dialect(self) -> Dialect:
@@ -95,7 +96,22 @@ class OpenAICompatProvider(Provider):
         self._detected = detect(data) or self._detected
         names = [m.get("id") for m in listed if isinstance(m, dict)]
         configured = [m.name for m in self.config.models]
-        return configured + [n for n in names if isinstance(n, str) and n and n not in configured]
+        models = configured + [n for n in names if isinstance(n, str) and n and n not in configured]
+        if self.dialect.name == "llamacpp":
+            await self._read_props(models)
+        return models
+
+    async def _read_props(self, models: list[str]) -> None:
+        """llama.cpp's ``/props``: the context its (one) model was loaded with, ``n_ctx``."""
+        root = self.config.base_url.removesuffix("/v1")
+        try:
+            props = await _http.get_json(self, f"{root}/props")
+        except UpstreamError:
+            return
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        if isinstance(n_ctx, int) and n_ctx > 0:
+            self.context_windows = {m: n_ctx for m in models}
 
     def _body(self, model: str, body: dict[str, Any], stream: bool, *, text: bool = False) -> dict[str, Any]:
         """The request in this server's dialect; what it cannot take raises :class:`Unsupported`."""
