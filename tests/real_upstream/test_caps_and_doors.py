@@ -74,6 +74,7 @@ def test_completions_cap_holds(omen: Omen) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 def test_messages_cap_holds(omen: Omen, servers: tuple[LlamaServer, LlamaServer], stream: bool) -> None:
     sdk = ant(omen)
+    message: anthropic.types.Message
     if stream:
         with sdk.messages.stream(model=TARGET, max_tokens=CAP, messages=[{"role": "user", "content": ASK}]) as s:
             message = s.get_final_message()
@@ -88,6 +89,7 @@ def test_messages_cap_holds(omen: Omen, servers: tuple[LlamaServer, LlamaServer]
 @pytest.mark.parametrize("stream", [False, True])
 def test_responses_cap_holds(omen: Omen, stream: bool) -> None:
     sdk = oai(omen)
+    response: openai.types.responses.Response
     if stream:
         with sdk.responses.stream(model=TARGET, input=ASK, max_output_tokens=CAP) as s:
             response = s.get_final_response()
