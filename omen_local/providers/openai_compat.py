@@ -44,6 +44,11 @@ from .errors import (
     UpstreamError,
 )
 
+
+class _Empty(Exception):
+    """A 200 stream ended without a single byte (see ``_why_empty``)."""
+
+
 DETECT_TIMEOUT_S = 2.0  # the one GET /models that asks a local server which dialect it speaks
 
 
@@ -171,70 +176,73 @@ class OpenAICompatProvider(Provider):
         await self._know_dialect()
         request = self._body(model, body, True, text=text)
         named: set[int] = set()  # tool calls whose name went out (llama.cpp repeats it in every delta)
-        async with _http.post(self, url, request) as resp:
-            decoder = _sse.Decoder()
-            read = resp.content.readany
-            loads = jsonutil.loads
-            finished = ended = primed = heard = False
-            head = Batch()  # chunks before the first content (the role chunk): they go out with it
-            while not ended:
-                try:
-                    block = await read()
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    raise _http.translate(self, exc, midstream=True) from None
-                eof = not block
-                heard = heard or not eof
-                error: UpstreamError | None = None
-                if not primed and block:
-                    # Until the first content, events are taken one at a time, and the first
-                    # content goes out before the rest of its read is even parsed.
-                    pos = 0
-                    while not primed and error is None:
-                        stop = block.find(b"\n\n", pos)
-                        if stop < 0:
-                            break
-                        batch, finished, ended, error = self._translate(decoder.feed_raw(block[pos : stop + 2]), finished, text, named)
-                        pos = stop + 2
-                        head.extend(batch)
-                        primed = ended or any(c.finish_reason is not None or c.has_content for c in batch)
-                    block = block[pos:]
-                    if primed or error is not None:
-                        if head:
-                            head.last = ended and error is None
-                            yield head
-                            head = Batch()
-                        if error is not None:
-                            raise error
-                    if ended or not block:
-                        continue
-                items = None
-                whole = decoder.data_array(block) if block else None
-                if whole is not None:  # the usual read: whole events, one parse for all of them
+        try:
+            async with _http.post(self, url, request) as resp:
+                decoder = _sse.Decoder()
+                read = resp.content.readany
+                loads = jsonutil.loads
+                finished = ended = primed = heard = False
+                head = Batch()  # chunks before the first content (the role chunk): they go out with it
+                while not ended:
                     try:
-                        items = loads(whole[0])
-                    except jsonutil.JSONDecodeError:
-                        items = None  # find the bad one event by event
-                    if items is not None and len(items) != whole[2]:
-                        items = None  # an event held more than one value: the event parser says so
-                if items is not None and whole is not None:
-                    batch, finished, ended, error = self._chunks(items, finished, text, whole[1], named)
-                else:
-                    events = decoder.feed_raw(block) if block else decoder.close_raw()
-                    batch, finished, ended, error = self._translate(events, finished, text, named)
-                ended = ended or eof
-                if head and (primed or ended or error is not None or batch):  # held for the first content
-                    batch[0:0] = head
-                    head = Batch()
-                if batch:
-                    primed = True
-                    batch.last = ended and error is None
-                    yield batch
-                if error is not None:
-                    raise error
-            if not finished and heard:
-                raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
-        if not finished:
-            raise await self._why_empty(url, request)
+                        block = await read()
+                    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                        raise _http.translate(self, exc, midstream=True) from None
+                    eof = not block
+                    heard = heard or not eof
+                    error: UpstreamError | None = None
+                    if not primed and block:
+                        # Until the first content, events are taken one at a time, and the first
+                        # content goes out before the rest of its read is even parsed.
+                        pos = 0
+                        while not primed and error is None:
+                            stop = block.find(b"\n\n", pos)
+                            if stop < 0:
+                                break
+                            batch, finished, ended, error = self._translate(decoder.feed_raw(block[pos : stop + 2]), finished, text, named)
+                            pos = stop + 2
+                            head.extend(batch)
+                            primed = ended or any(c.finish_reason is not None or c.has_content for c in batch)
+                        block = block[pos:]
+                        if primed or error is not None:
+                            if head:
+                                head.last = ended and error is None
+                                yield head
+                                head = Batch()
+                            if error is not None:
+                                raise error
+                        if ended or not block:
+                            continue
+                    items = None
+                    whole = decoder.data_array(block) if block else None
+                    if whole is not None:  # the usual read: whole events, one parse for all of them
+                        try:
+                            items = loads(whole[0])
+                        except jsonutil.JSONDecodeError:
+                            items = None  # find the bad one event by event
+                        if items is not None and len(items) != whole[2]:
+                            items = None  # an event held more than one value: the event parser says so
+                    if items is not None and whole is not None:
+                        batch, finished, ended, error = self._chunks(items, finished, text, whole[1], named)
+                    else:
+                        events = decoder.feed_raw(block) if block else decoder.close_raw()
+                        batch, finished, ended, error = self._translate(events, finished, text, named)
+                    ended = ended or eof
+                    if head and (primed or ended or error is not None or batch):  # held for the first content
+                        batch[0:0] = head
+                        head = Batch()
+                    if batch:
+                        primed = True
+                        batch.last = ended and error is None
+                        yield batch
+                    if error is not None:
+                        raise error
+                if not finished:
+                    if not heard:
+                        raise _Empty
+                    raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
+        except _Empty:  # raised inside the response's context: its connection is closed, not reused
+            raise await self._why_empty(url, request) from None
 
     async def _why_empty(self, url: str, request: dict[str, Any]) -> UpstreamError:
         """The error for a 200 stream that ended without a single event.

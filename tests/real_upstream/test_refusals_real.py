@@ -95,8 +95,8 @@ def test_a_parameter_the_server_refuses_with_a_500_is_a_400_naming_it_and_the_mo
         assert "min_p" in str(err.value)
     answers_at_once(omen)
     status = omen.status()
-    model = status["providers"]["llama"]["models"][MODEL]
-    assert model["breaker"] == "closed", model
+    model = status["providers"]["llama"]["model_health"][MODEL]
+    assert model["breaker"] == "closed" and model["retry_in_s"] == 0, model
 
 
 def test_a_streamed_tool_call_arrives_with_its_name_once(omen: Omen) -> None:
