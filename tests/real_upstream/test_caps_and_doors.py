@@ -8,6 +8,7 @@ until its context is full. Usage must be the server's own counts.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
@@ -123,3 +124,20 @@ def test_embeddings_from_the_unpooled_server_are_one_vector_per_input(omen: Omen
     widths = {len(d.embedding) for d in done.data}
     assert widths == {576}  # SmolLM2-135M's hidden size, one vector per input, not per token
     assert done.data[0].embedding != done.data[1].embedding
+
+
+def test_a_json_schema_reaches_llama_cpp_python_in_the_form_it_takes(omen: Omen) -> None:
+    """llama-cpp-python 500s on response_format json_schema; as json_object + schema it constrains the output."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
+    done = oai(omen).chat.completions.create(
+        model=TARGET, max_tokens=40, messages=[{"role": "user", "content": "Name a city in France as JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    )  # fmt: skip
+    assert done.choices[0].message.content is not None
+    if done.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(done.choices[0].message.content)["city"], str)
+    response = oai(omen).responses.create(
+        model=TARGET, max_output_tokens=40, input="Name a city in France as JSON.",
+        text={"format": {"type": "json_schema", "name": "place", "schema": schema}},
+    )  # fmt: skip
+    assert response.output_text.lstrip().startswith("{")
