@@ -124,7 +124,7 @@ def test_a_tool_calls_name_goes_out_once_whatever_the_server_repeats() -> None:
         {"tool_calls": [{"index": 1, "id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
     ]
     provider = OpenAICompatProvider(ProviderConfig("b", "openai", "http://127.0.0.1:9/v1"), None)  # type: ignore[arg-type]
-    named: set[int] = set()
+    named: set[tuple[int, str]] = set()
     items = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     batch, *_ = provider._chunks(items[:2], False, False, False, named)
     more, *_ = provider._chunks(items[2:], False, False, False, named)
@@ -134,6 +134,18 @@ def test_a_tool_calls_name_goes_out_once_whatever_the_server_repeats() -> None:
     assert names == ["get_weather", None, None, "f"]
     assert ids == ["c1", None, None, "c2"]
     assert "".join(c["function"]["arguments"] for d in out[:3] for c in d["tool_calls"]) == '{"city": 1}'
+
+
+def test_an_id_sent_before_the_name_keeps_the_name() -> None:
+    provider = OpenAICompatProvider(ProviderConfig("b", "openai", "http://127.0.0.1:9/v1"), None)  # type: ignore[arg-type]
+    deltas = [
+        {"tool_calls": [{"index": 0, "id": "c1", "type": "function"}]},
+        {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
+    ]
+    items = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    batch, *_ = provider._chunks(items, False, False, False, set())
+    assert [c.delta for c in batch] == deltas
 
 
 def test_per_token_embeddings_are_mean_pooled() -> None:

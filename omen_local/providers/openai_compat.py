@@ -175,7 +175,7 @@ class OpenAICompatProvider(Provider):
     async def _stream(self, url: str, model: str, body: dict[str, Any], *, text: bool) -> AsyncIterator[Batch]:
         await self._know_dialect()
         request = self._body(model, body, True, text=text)
-        named: set[int] = set()  # tool calls whose name went out (llama.cpp repeats it in every delta)
+        named: set[tuple[int, str]] = set()  # (tool call index, id/type/name) sent: llama.cpp repeats them
         try:
             async with _http.post(self, url, request) as resp:
                 decoder = _sse.Decoder()
@@ -266,7 +266,7 @@ class OpenAICompatProvider(Provider):
         return empty
 
     def _translate(
-        self, events: list[tuple[str, bytes]], finished: bool, text: bool = False, named: set[int] | None = None
+        self, events: list[tuple[str, bytes]], finished: bool, text: bool = False, named: set[tuple[int, str]] | None = None
     ) -> tuple[Batch, bool, bool, UpstreamError | None]:
         """The chunks of one read's events: (chunks, finished, [DONE] seen, error to raise after them).
 
@@ -288,11 +288,11 @@ class OpenAICompatProvider(Provider):
         return self._chunks(items, finished, text, False, named)
 
     def _chunks(
-        self, items: list[Any], finished: bool, text: bool, done: bool, named: set[int] | None = None
+        self, items: list[Any], finished: bool, text: bool, done: bool, named: set[tuple[int, str]] | None = None
     ) -> tuple[Batch, bool, bool, UpstreamError | None]:
         """Chunks from the decoded events of one read (``done``: [DONE] came after them).
 
-        ``named``: the indexes of the tool calls whose name and id already went out; a server
+        ``named``: (index, field) of the tool-call ids, types and names that already went out; a server
         that repeats them in later deltas would have clients assemble ``get_weatherget_weather``."""
         out = Batch()
         for data in items:
@@ -333,20 +333,28 @@ class OpenAICompatProvider(Provider):
         return out, finished, done, None
 
 
-def _once(call: Any, named: set[int]) -> Any:
-    """A streamed tool-call delta with its name and id only the first time its index is seen."""
+def _once(call: Any, named: set[tuple[int, str]]) -> Any:
+    """A streamed tool-call delta with its ``id``, ``type`` and ``function.name`` each sent
+    only the first time they come for its index."""
     if type(call) is not dict:
         return call
     index = call.get("index", 0)
+    out = None
+    for key in ("id", "type"):
+        if call.get(key):
+            if (index, key) in named:
+                out = out if out is not None else dict(call)
+                del out[key]
+            else:
+                named.add((index, key))
     fn = call.get("function")
-    if index not in named:
-        if (type(fn) is dict and fn.get("name")) or call.get("id"):
-            named.add(index)
-        return call
-    out = {k: v for k, v in call.items() if k not in ("id", "type")}
-    if type(fn) is dict and "name" in fn:
-        out["function"] = {k: v for k, v in fn.items() if k != "name"}
-    return out
+    if type(fn) is dict and fn.get("name"):
+        if (index, "name") in named:
+            out = out if out is not None else dict(call)
+            out["function"] = {k: v for k, v in fn.items() if k != "name"}
+        else:
+            named.add((index, "name"))
+    return call if out is None else out
 
 
 def _vector(value: Any) -> list[float] | None:
