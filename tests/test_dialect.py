@@ -174,3 +174,34 @@ async def test_llama_cpp_says_its_dialect_and_context_through_models_and_props()
         assert await provider.discover() == ["qwen.gguf"]
         assert provider.dialect is DIALECTS["llamacpp"]
         assert provider.context_windows == {"qwen.gguf": 4096}
+
+
+async def test_requests_that_arrive_while_the_server_is_asked_wait_for_its_answer() -> None:
+    """Concurrent first requests to llama-cpp-python all go out in its dialect, after one GET."""
+    import asyncio
+
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+
+    asked: list[int] = []
+    bodies: list[dict[str, Any]] = []
+
+    async def models(request: web.Request) -> web.Response:
+        asked.append(1)
+        return web.json_response({"object": "list", "data": [{"id": "smollm2", "object": "model", "owned_by": "me", "permissions": []}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        return web.json_response({"id": "x", "object": "chat.completion", "created": 0, "model": "smollm2",
+                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    async with TestServer(app) as server, ClientSession() as session:
+        provider = OpenAICompatProvider(ProviderConfig("llama", "openai", str(server.make_url("/v1"))), session)
+        body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_completion_tokens": 8}
+        await asyncio.gather(*(provider.complete("smollm2", body) for _ in range(3)))
+    assert asked == [1]
+    assert all(b["max_tokens"] == 8 and "max_completion_tokens" not in b and b["messages"][0]["content"] == "hi" for b in bodies)

@@ -67,7 +67,7 @@ class OpenAICompatProvider(Provider):
         c = self.config
         self._fixed: Dialect | None = DIALECTS[c.dialect] if c.dialect else by_address(c.base_url, c.name if c.found else None)
         self._detected: Dialect | None = None
-        self._asked = False  # a local server of unknown dialect was asked once (its /models)
+        self._asking: asyncio.Future[None] | None = None  # the one GET /models that asks a local server
         self.context_windows: dict[str, int] = {}  # model -> tokens, as the server reported (discover)
 
     @property
@@ -79,10 +79,17 @@ class OpenAICompatProvider(Provider):
         """Ask a local server of unknown dialect, once, what it is (its ``/models``' ``owned_by``).
 
         Local servers are where dialects differ (and where a lost cap costs minutes); a
-        server that does not answer in time is spoken to generically."""
-        if self._fixed is not None or self._detected is not None or self._asked or not is_loopback_url(self.config.base_url):
+        server that does not answer in time is spoken to generically. Requests that arrive
+        while the question is out wait for the same answer (one GET, shielded from any one
+        request's cancellation)."""
+        if self._fixed is not None or self._detected is not None or not is_loopback_url(self.config.base_url):
             return
-        self._asked = True
+        if self._asking is None:
+            self._asking = asyncio.ensure_future(self._ask())
+        if not self._asking.done():
+            await asyncio.shield(self._asking)
+
+    async def _ask(self) -> None:
         try:
             data = await asyncio.wait_for(_http.get_json(self, f"{self.config.base_url}/models"), DETECT_TIMEOUT_S)
         except Exception:  # best effort: a server that cannot say is spoken to generically
