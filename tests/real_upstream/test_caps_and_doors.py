@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from .conftest import MODEL, LlamaServer, Omen, http
+from .conftest import MODEL, N_CTX, LlamaServer, Omen, http
 
 CAP = 8
 TARGET = f"llama/{MODEL}"
@@ -141,3 +141,12 @@ def test_a_json_schema_reaches_llama_cpp_python_in_the_form_it_takes(omen: Omen)
         text={"format": {"type": "json_schema", "name": "place", "schema": schema}},
     )  # fmt: skip
     assert response.output_text.lstrip().startswith("{")
+
+
+def test_a_cap_larger_than_the_context_still_answers(omen: Omen) -> None:
+    """Claude Code asks for max_tokens 32000; a small local model cuts the output to what its context has left."""
+    message = ant(omen).messages.create(
+        model=TARGET, max_tokens=32000, messages=[{"role": "user", "content": "Say hello in one word."}], stop_sequences=["\n"]
+    )
+    assert message.content and message.content[0].type == "text"
+    assert message.usage.output_tokens < N_CTX
