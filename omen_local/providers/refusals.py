@@ -33,12 +33,12 @@ class Refusal:
 
     def describe(self) -> str:
         """What to tell the client, in a few words."""
-        if self.reason == CONTEXT:
+        if self.reason == CONTEXT:  # worded as Anthropic's, which clients (Claude Code) key on
             if self.prompt_tokens and self.context_window:
-                return f"the prompt (~{self.prompt_tokens:,} tokens) does not fit the model's context of {self.context_window:,} tokens"
+                return f"prompt is too long: {self.prompt_tokens:,} tokens; the model holds {self.context_window:,}"
             if self.context_window:
-                return f"the prompt does not fit the model's context of {self.context_window:,} tokens"
-            return "the prompt does not fit the model's context"
+                return f"prompt is too long: the model holds {self.context_window:,} tokens"
+            return "prompt is too long for the model's context"
         return f"the upstream cannot take parameter {self.param!r}" if self.param else "the upstream cannot take a parameter of this request"
 
 

@@ -121,3 +121,14 @@ def test_a_streamed_tool_call_arrives_with_its_name_once(omen: Omen) -> None:
                 args += call.function.arguments
     assert names == ["get_weather"]
     assert args
+
+
+def test_near_the_edge_a_streamed_message_gets_the_servers_sizes_in_anthropics_shape(omen: Omen, servers: tuple[LlamaServer, LlamaServer]) -> None:
+    text = near_edge(servers[0])
+    with pytest.raises(anthropic.BadRequestError) as err:
+        with ant(omen).messages.stream(model=TARGET, max_tokens=8, messages=[{"role": "user", "content": text}]) as s:
+            s.get_final_message()
+    body: Any = err.value.body
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "prompt is too long" in body["error"]["message"] and f"the model holds {N_CTX:,}" in body["error"]["message"]
+    answers_at_once(omen)
