@@ -93,3 +93,33 @@ def test_a_reported_window_never_overrides_the_configured_one(tmp_path: Path) ->
     catalog.set_window(Target("small", "other"), 4096)
     assert catalog.context_window(Target("small", "tiny")) == 2048
     assert catalog.context_window(Target("small", "other")) == 4096
+
+
+def test_servers_report_their_windows() -> None:
+    from omen_local.providers.windows import llamacpp_window, ollama_window
+
+    assert llamacpp_window({"default_generation_settings": {"n_ctx": 4096}}) == 4096
+    assert llamacpp_window({"default_generation_settings": {"n_ctx": True}}) is None
+    assert ollama_window({"model_info": {"general.architecture": "qwen2", "qwen2.context_length": 32768}, "parameters": "stop \"x\""}) == 32768
+    assert ollama_window({"model_info": {"llama.context_length": 131072}, "parameters": "num_ctx 8192\nstop \"x\""}) == 8192
+    assert ollama_window("nonsense") is None
+
+
+async def test_ollama_models_windows_reach_the_planner(tmp_path: Path) -> None:
+    """Ollama's /api/show (num_ctx when set, else the model's context_length), asked once per model."""
+    from aiohttp import ClientSession
+
+    from omen_local.config import ProviderConfig
+    from omen_local.providers.ollama import OllamaProvider
+    from tests.fakes.fake_ollama import FakeOllama
+
+    fake = FakeOllama(models=["llama3.2:latest", "small:latest"])
+    fake.contexts = {"small:latest": (131072, 2048)}
+    async with fake, ClientSession() as session:
+        provider = OllamaProvider(ProviderConfig("ollama", "ollama", fake.url), session)
+        models = await provider.discover()
+        assert "small:latest" in models
+        assert provider.context_windows["small:latest"] == 2048
+        assert provider.context_windows["llama3.2:latest"] == 131072
+        await provider.discover()
+        assert sorted(fake.shown) == ["llama3.2:latest", "small:latest"]

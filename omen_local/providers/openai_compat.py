@@ -43,6 +43,7 @@ from .errors import (
     Unsupported,
     UpstreamError,
 )
+from .windows import llamacpp_window
 
 
 class _Empty(Exception):
@@ -120,9 +121,8 @@ class OpenAICompatProvider(Provider):
             props = await _http.get_json(self, f"{root}/props")
         except UpstreamError:
             return
-        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
-        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
-        if isinstance(n_ctx, int) and n_ctx > 0:
+        n_ctx = llamacpp_window(props)
+        if n_ctx is not None:
             self.context_windows = {m: n_ctx for m in models}
 
     def _body(self, model: str, body: dict[str, Any], stream: bool, *, text: bool = False) -> dict[str, Any]:
