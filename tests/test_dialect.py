@@ -89,6 +89,7 @@ def test_suffix_where_completions_have_no_fill_in_the_middle_names_the_parameter
 def test_what_servers_report_names_their_dialect() -> None:
     assert by_address("https://api.groq.com/openai/v1") is DIALECTS["groq"]
     assert by_address("https://openrouter.ai/api/v1") is DIALECTS["openrouter"]
+    assert by_address("https://mine.openai.azure.com/openai/v1") is DIALECTS["openai"]
     assert by_address("http://127.0.0.1:11434/v1") is DIALECTS["ollama"]
     assert by_address("http://127.0.0.1:1234/v1", "lmstudio") is DIALECTS["lmstudio"]
     assert by_address("http://127.0.0.1:9999/v1") is None

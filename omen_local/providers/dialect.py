@@ -101,6 +101,8 @@ def by_address(base_url: str, found_as: str | None = None) -> Dialect | None:
     host = (urlsplit(base_url).hostname or "").lower()
     if host in _HOSTS:
         return DIALECTS[_HOSTS[host]]
+    if host.endswith(".openai.azure.com"):  # Azure OpenAI: OpenAI's models, OpenAI's parameters
+        return DIALECTS["openai"]
     if found_as in _FOUND:
         return DIALECTS[_FOUND[found_as]]
     if urlsplit(base_url).port == 11434:
