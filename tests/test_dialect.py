@@ -206,3 +206,15 @@ async def test_requests_that_arrive_while_the_server_is_asked_wait_for_its_answe
         await asyncio.gather(*(provider.complete("smollm2", body) for _ in range(3)))
     assert asked == [1]
     assert all(b["max_tokens"] == 8 and "max_completion_tokens" not in b and b["messages"][0]["content"] == "hi" for b in bodies)
+
+
+async def test_a_server_not_up_at_the_first_request_is_asked_again_once_it_is() -> None:
+    from aiohttp import ClientSession
+
+    from omen_local.providers.errors import ConnectFailed
+
+    async with ClientSession() as session:
+        provider = OpenAICompatProvider(ProviderConfig("llama", "openai", "http://127.0.0.1:9/v1"), session)
+        with pytest.raises(ConnectFailed):
+            await provider.complete("m", dict(CHAT))
+        assert provider._asking is None  # nothing answered: the next request asks again

@@ -36,6 +36,7 @@ from .base import (
 )
 from .dialect import DIALECTS, GENERIC, Dialect, NotSpoken, by_address, detect, shape
 from .errors import (
+    ConnectFailed,
     EmptyStream,
     ProtocolError,
     RequestRefused,
@@ -93,6 +94,9 @@ class OpenAICompatProvider(Provider):
     async def _ask(self) -> None:
         try:
             data = await asyncio.wait_for(_http.get_json(self, f"{self.config.base_url}/models"), DETECT_TIMEOUT_S)
+        except (ConnectFailed, TimeoutError):  # not up yet: the next request asks again
+            self._asking = None
+            return
         except Exception:  # best effort: a server that cannot say is spoken to generically
             return
         self._detected = detect(data)
