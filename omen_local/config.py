@@ -69,6 +69,7 @@ class ProviderConfig:
     headers: dict[str, str] = field(default_factory=dict)
     anthropic_version: str = "2023-06-01"
     ca_file: str | None = None  # a PEM file of CAs trusted for this upstream besides the system's
+    dialect: str | None = None  # an OpenAI-compatible server's dialect (providers/dialect.py); None: detected
     found: bool = False  # found running on this machine, not configured (local_servers.py)
     # A loopback server is used only when its socket is the user's (local_trust.py), or this
     # account's (a user name, uid, or "*"): e.g. "ollama", the account Linux packages run it as.
@@ -354,7 +355,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     table = _table(raw, where)
     _check_keys(
         table,
-        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version", "ca_file", "trust_owner"},
+        {"kind", "base_url", "enabled", "key", "models", "discover", "headers", "anthropic_version", "ca_file", "trust_owner", "dialect"},
         where,
     )
     if "/" in name or not name:
@@ -387,6 +388,14 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
             raise ConfigError(
                 f"{where}.key entries must be 'keyring:NAME' or 'env:VARIABLE' (never the key itself)"
             )
+    dialect = table.get("dialect")
+    if dialect is not None:
+        from .providers.dialect import DIALECTS
+
+        if kind != "openai":
+            raise ConfigError(f"{where}.dialect is only for kind = \"openai\" (OpenAI-compatible servers)")
+        if dialect not in DIALECTS:
+            raise ConfigError(f"{where}.dialect must be one of {', '.join(sorted(DIALECTS))}")
     return ProviderConfig(
         name=name,
         kind=kind,
@@ -399,6 +408,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
         anthropic_version=_str(table, "anthropic_version", where, "2023-06-01"),
         ca_file=_ca_file(table, where),
         trust_owner=_str(table, "trust_owner", where, "") or None,
+        dialect=dialect,
     )
 
 

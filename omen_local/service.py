@@ -31,13 +31,14 @@ from .config import APP_NAME, Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
 from .providers import _http
-from .providers.base import Provider, Timeouts
+from .providers.base import Provider, Timeouts, is_loopback_url
 from .providers.errors import UpstreamError
 from .providers.registry import provider_kinds
-from .routing.catalog import Catalog
+from .routing.catalog import Catalog, Target
 from .routing.dispatch import Dispatcher
 from .routing.health import HealthBook
 from .routing.planner import Planner
+from .routing.reprobe import Reprober
 from .routing.router import Router
 from .routing.sticky import StickyMap
 from .routing.strategies import strategies
@@ -84,6 +85,8 @@ class OmenService:
         self._want_metering = metering
         self.metering: Metering | None = None
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
+        self.reprober = Reprober(self.health, self._local_urls)
+        self.health.on_down = self.reprober.watch
         self.sticky = StickyMap(ttl_s=config.defaults.sticky_ttl_s)
         self.session: aiohttp.ClientSession | None = None
         self.router_ref = RouterRef()
@@ -293,8 +296,13 @@ class OmenService:
         await self.reload(config)
         return config
 
+    def _local_urls(self) -> dict[str, str]:
+        """Each local provider's address (for the re-prober of paused ones)."""
+        return {name: pc.base_url for name, pc in self.config.providers.items() if is_loopback_url(pc.base_url)}
+
     async def stop(self) -> None:
         endpoint.remove(self)
+        await self.reprober.close()
         for task in (self._health_task, self._trust_task):
             if task is not None:
                 task.cancel()
@@ -329,6 +337,9 @@ class OmenService:
             return
         changed = models != catalog.models.get(provider.name)
         catalog.set_models(provider.name, models)
+        windows: dict[str, int] = getattr(provider, "context_windows", {})  # llama.cpp's /props
+        for model, tokens in windows.items():
+            catalog.set_window(Target(provider.name, model), tokens)
         if self.health.ok(provider.name) or changed:
             self.hub.emit(HealthEvent(provider.name, "up", f"{len(models)} models"))
 

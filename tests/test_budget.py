@@ -40,7 +40,7 @@ async def test_no_max_tokens_means_the_output_is_capped_to_what_the_budget_buys(
         model="openai/gpt-4o-mini", messages=MSG, extra_body={"omen": {"budget_usd": budget}}  # type: ignore[arg-type]
     )
     assert reply.choices[0].message.content
-    assert stack.openai.seen[-1].body["max_tokens"] == int((budget - PROMPT * MINI_IN) / MINI_OUT)
+    assert stack.openai.seen[-1].body["max_completion_tokens"] == int((budget - PROMPT * MINI_IN) / MINI_OUT)
 
 
 async def test_no_max_tokens_keeps_a_dear_candidate_whose_prompt_fits(stack: Stack) -> None:
@@ -64,7 +64,7 @@ async def test_client_max_tokens_whose_worst_case_exceeds_the_budget_skips_the_c
     )
     assert reply.model == "gpt-4o-mini"
     assert stack.anthropic.requests == []
-    assert stack.openai.seen[-1].body["max_tokens"] == 1000  # the client's own cap, untouched
+    assert stack.openai.seen[-1].body["max_completion_tokens"] == 1000  # the client's own cap, untouched (as OpenAI names it)
 
 
 async def test_client_max_tokens_over_budget_on_every_candidate_is_402(stack: Stack) -> None:

@@ -108,7 +108,7 @@ async def test_auto_cheap_caps_the_output_to_its_budget(stack: Stack) -> None:
     stack.openai.queue(Reply(text="cheap"))
     s, _, h = await _post(stack, {"model": "auto-cheap", "messages": MSG, "omen": {"providers": ["openai"]}})
     assert s == 200 and h["x-omen-provider"] == "openai"
-    sent = stack.openai.seen[-1].body["max_tokens"]
+    sent = stack.openai.seen[-1].body["max_completion_tokens"]  # OpenAI's name for the cap
     assert 0 < sent <= int(0.01 / (0.60 / 1e6))  # what 0.01 USD buys of gpt-4o-mini output
 
 

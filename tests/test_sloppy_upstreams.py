@@ -120,7 +120,7 @@ async def test_fan_out_shares_the_budget_between_attempts(stack: Stack, strategy
     await stack.client.chat.completions.create(
         model="auto", messages=MSG, extra_body={"omen": {"strategy": strategy, "intent": "cloud", "budget_usd": budget}}
     )
-    cap_openai = stack.openai.seen[-1].body["max_tokens"]
+    cap_openai = stack.openai.seen[-1].body["max_completion_tokens"]  # OpenAI's dialect names the cap so
     cap_anthropic = stack.anthropic.last.body["max_tokens"]
     # Each attempt's output alone stays within its half of the budget (prices: 0.60 and 5.00 per Mtok out).
     assert cap_openai * 0.60 / 1e6 <= budget / 2 and cap_anthropic * 5.00 / 1e6 <= budget / 2

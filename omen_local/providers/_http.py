@@ -35,12 +35,14 @@ import aiohttp
 from yarl import URL
 
 from .. import jsonutil
+from . import refusals
 from .errors import (
     ConnectFailed,
     ConnectionDropped,
     HTTPStatusError,
     ProtocolError,
     Redirected,
+    RequestRefused,
     RequestRejected,
     StreamBroken,
     UpstreamError,
@@ -114,14 +116,38 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return seconds
 
 
-def status_error(provider: Provider, status: int, headers: Mapping[str, str], body: bytes) -> HTTPStatusError:
-    """The usual reading of an error status (what ``Provider.classify`` does unless an adapter knows better)."""
+def status_error(provider: Provider, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+    """The usual reading of an error status (what ``Provider.classify`` does unless an adapter
+    knows better): a refusal the request caused (refusals.py) whatever its status, else by status."""
     message = body_message(body)
+    try:
+        payload = jsonutil.loads(body) if body else None
+    except jsonutil.JSONDecodeError:
+        payload = None
+    refused = refusal_error(provider, status, message, payload)
+    if refused is not None:
+        return refused
     return HTTPStatusError(
         provider.name,
         provider.redact(f"{provider.name} returned HTTP {status}: {message}"),
         status=status,
         retry_after=retry_after(headers),
+    )
+
+
+def refusal_error(provider: Provider, status: int, message: str, payload: Any) -> RequestRefused | None:
+    """The error for a refusal the request caused (refusals.classify), else None."""
+    found = refusals.classify(status, message, payload)
+    if found is None:
+        return None
+    return RequestRefused(
+        provider.name,
+        provider.redact(f"{provider.name} refused the request (HTTP {status}): {found.describe()}: {message}"),
+        reason=found.reason,
+        param=found.param,
+        prompt_tokens=found.prompt_tokens,
+        context_window=found.context_window,
+        upstream_status=status,
     )
 
 

@@ -140,3 +140,38 @@ class RequestRejected(UpstreamError):
     blame = Blame.NOBODY
     retryable = False
     billed = False
+
+
+class RequestRefused(Unsupported):
+    """The upstream refused what the request asked (a prompt over its context, a parameter
+    it cannot take), whatever status it chose to say it with (llama-cpp-python: 500).
+
+    Answered 400 naming the parameter or the sizes, tried on another candidate (which may
+    take it), never counted against this model's health, and metered at zero tokens.
+    ``reason``/``param``/``prompt_tokens``/``context_window``: see providers/refusals.py."""
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        reason: str,
+        param: str | None = None,
+        prompt_tokens: int | None = None,
+        context_window: int | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
+        super().__init__(provider, message, status=400)
+        self.reason = reason
+        self.param = param
+        self.prompt_tokens = prompt_tokens
+        self.context_window = context_window
+        self.upstream_status = upstream_status
+
+
+class EmptyStream(UpstreamError):
+    """A 200 stream that ended without a single event: nothing reached the client (another
+    candidate may answer) and the upstream did no work that could be billed."""
+
+    kind = ErrorKind.PROTOCOL
+    billed = False

@@ -17,11 +17,14 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
+
 from .. import jsonutil
 from ..config import ProviderConfig
 from . import _http
-from .base import Batch, Chunk, Completion, Embeddings, Provider, Usage, unbatched
+from .base import Batch, Chunk, Completion, Embeddings, Provider, Timeouts, Usage, unbatched
 from .errors import ProtocolError, StreamBroken, Unsupported, UpstreamError
+from .windows import ollama_window
 
 _OPTION_MAP = {
     "temperature": "temperature",
@@ -214,9 +217,24 @@ class _TextPieces:
         return _finish(data, False)
 
 
+MAX_SHOWN_PER_PROBE = 16  # /api/show calls per health probe (the rest on the next ones)
+
+
 class OllamaProvider(Provider):
     kind = "ollama"
     discovers_by_default = True  # what is pulled is what it serves
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        session: aiohttp.ClientSession,
+        *,
+        key: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        super().__init__(config, session, key=key, timeouts=timeouts)
+        self.context_windows: dict[str, int] = {}  # model -> tokens, from /api/show (discover)
+        self._shown: set[str] = set()
 
     @classmethod
     def needs_key(cls, config: ProviderConfig) -> bool:
@@ -242,7 +260,20 @@ class OllamaProvider(Provider):
             raise ProtocolError(self.name, f"{self.name} /api/tags did not list models")
         names = [m.get("name") or m.get("model") for m in models if isinstance(m, dict)]
         configured = [m.name for m in self.config.models]
-        return configured + [n for n in names if isinstance(n, str) and n not in configured]
+        found = configured + [n for n in names if isinstance(n, str) and n not in configured]
+        await self._read_windows(found)
+        return found
+
+    async def _read_windows(self, models: list[str]) -> None:
+        """Each newly seen model's context window, from ``/api/show`` (once per model)."""
+        for name in [m for m in models if m not in self._shown][:MAX_SHOWN_PER_PROBE]:
+            self._shown.add(name)
+            try:
+                window = ollama_window(await self._exchange_json("/api/show", {"model": name}))
+            except UpstreamError:
+                continue
+            if window is not None:
+                self.context_windows[name] = window
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         data = await self._exchange_json("/api/chat", self.translated(to_ollama, self.name, model, body, False))

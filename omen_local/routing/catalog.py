@@ -39,6 +39,20 @@ class Catalog:
         # model name cannot be checked against it, so it is let through (nothing is created
         # for it unless the provider answers).
         self.undiscovered: set[str] = {name for name, pc in config.providers.items() if pc.discover}
+        # Context windows in tokens: the config's ``context_window``, else what the server
+        # reported (llama.cpp's /props n_ctx, Ollama's /api/show), pushed in by the service.
+        self.windows: dict[Target, int] = {
+            Target(name, m.name): m.context_window for name, pc in config.providers.items() for m in pc.models if m.context_window
+        }
+        self._configured_windows = frozenset(self.windows)
+
+    def set_window(self, target: Target, tokens: int) -> None:
+        """A context window the server reported; the config's own value wins."""
+        if target not in self._configured_windows and tokens > 0:
+            self.windows[target] = tokens
+
+    def context_window(self, target: Target) -> int | None:
+        return self.windows.get(target)
 
     def set_models(self, provider: str, models: list[str]) -> None:
         self.models[provider] = list(models)

@@ -79,6 +79,8 @@ class HealthBook:
         self.clock = clock
         self._providers: dict[str, ProviderHealth] = {}
         self._models: dict[Target, ModelHealth] = {}
+        # Told the name of each provider that is paused (routing/reprobe.py watches local ones).
+        self.on_down: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------ provider scope
 
@@ -117,7 +119,17 @@ class HealthBook:
             return False
         h.state = "down"
         h.down_until = max(h.down_until, self.clock() + pause)
+        if self.on_down is not None:
+            self.on_down(err.provider)
         return True
+
+    def revive(self, provider: str) -> None:
+        """Something answers at the provider's address again: lift its pause now (the next
+        request is the judge of whether it serves)."""
+        h = self.get(provider)
+        h.down_until = 0.0
+        if h.state == "down":
+            h.state = "unknown"
 
     def _provider_pause(self, err: UpstreamError) -> float | None:
         if isinstance(err, ConnectFailed):

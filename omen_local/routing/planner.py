@@ -28,6 +28,8 @@ from .sticky import StickyMap
 
 __all__ = ["Plan", "Planner"]
 
+FIT_MARGIN = 0.8  # the share of the prompt estimate that must fit a context window (estimates run high)
+
 # The intent bucket a door uses when the request names none (if the config has it).
 DOOR_INTENTS = {Operation.TEXT: "complete", Operation.EMBED: "embed"}
 # Strategies that make sense per kind of request (merging embeddings or FIM text does not).
@@ -96,6 +98,7 @@ class Planner:
         k = hints.k or d.k
         fanout = self._fanout(strategy, k)
         prompt = PROMPT_ESTIMATE[req.op](req.body)
+        targets = self._fitting(req, targets, prompt)
         targets, bound, budget = self._afford(req, targets, prompt, fanout)
         merge = self._merge_target() if strategy is StrategyName.PARALLEL_MERGE else None
         return Plan(
@@ -266,6 +269,36 @@ class Planner:
         if held is not None and held in targets:
             return [held, *[t for t in targets if t != held]], True
         return targets, True
+
+    def _fitting(self, req: ChatRequest, targets: list[Target], prompt: int) -> list[Target]:
+        """Drop candidates whose context window cannot hold the request; a 400 naming each when none can.
+
+        The prompt is an offline estimate (about four characters a token), so a candidate is
+        only dropped when even ``FIT_MARGIN`` of the estimate does not fit: a prompt near
+        the edge goes to the server, whose refusal (with its own count) is the request's
+        fault, not the model's. The requested output counts too, except on local servers,
+        which cut the output to what their context has left instead of refusing.
+        """
+        requested = 0 if req.op is Operation.EMBED else budgets.requested_output_cap(req.body) or 0
+        window = self.catalog.context_window
+        fits, skipped = [], []
+        for t in targets:
+            size = window(t)
+            output = 0 if self.catalog.is_local(t.provider) else requested
+            if size is None or int(prompt * FIT_MARGIN) + output < size:
+                fits.append(t)
+            else:
+                skipped.append(f"{t} holds {size:,}")
+        if fits:
+            return fits
+        out = f" plus max_tokens {requested:,}" if requested and any(not self.catalog.is_local(t.provider) for t in targets) else ""
+        raise OmenError(
+            400,
+            f"prompt is too long: ~{prompt:,} tokens (estimated){out}; {'; '.join(skipped)}. "
+            "Shorten the prompt, or configure a model with a larger context_window for this intent",
+            code="context_length_exceeded",
+            param="messages" if req.op is Operation.CHAT else "prompt" if req.op is Operation.TEXT else "input",
+        )
 
     def _fanout(self, strategy: StrategyName, k: int) -> int:
         """Attempts a strategy may run (and pay for) at once: the worst case is that many answers."""

@@ -34,11 +34,13 @@ from ..providers.errors import (
     ConnectFailed,
     HTTPStatusError,
     LimitReached,
+    RequestRefused,
     RequestRejected,
     Unsupported,
     UpstreamError,
     UpstreamTimeout,
 )
+from ..providers.refusals import CONTEXT
 from .attempt import Attempt
 from .catalog import Catalog, Target
 from .dispatch import Call, Dispatcher
@@ -82,7 +84,11 @@ def final_error(errors: list[UpstreamError]) -> OmenError:
             return OmenError(400, last.message, code="upstream_rejected")
         return OmenError(502, f"upstream error: {summary}", code="upstream_error")
     if all(isinstance(e, Unsupported) for e in errors):
-        return OmenError(400, f"no provider can take this request: {summary}", code="unsupported_request")
+        refused = [e for e in errors if isinstance(e, RequestRefused)]
+        if refused and len(refused) == len(errors) and all(e.reason == CONTEXT for e in refused):
+            return OmenError(400, f"no candidate holds this prompt: {summary}", code="context_length_exceeded", param="messages")
+        named = next((e.param for e in refused if e.param), None)
+        return OmenError(400, f"no provider can take this request: {summary}", code="unsupported_request", param=named)
     if all(e.status == 429 for e in errors):
         waits = [e.retry_after for e in errors if e.retry_after is not None]
         return OmenError(

@@ -42,12 +42,15 @@ class FakeOllama(FakeServer):
         self.embed_models = embed_models if embed_models is not None else ["nomic-embed-text:latest"]
         self.insert_models = insert_models if insert_models is not None else ["qwen2.5-coder:7b"]
         self.no_tools: set[str] = set()  # models whose template has no tools: 400 on a request with tools
+        self.contexts: dict[str, tuple[int, int | None]] = {}
+        self.shown: list[str] = []  # /api/show requests, by model
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)
         app.router.add_post("/api/generate", self.generate)
         app.router.add_post("/api/embed", self.embed)
         app.router.add_get("/api/tags", self.tags)
+        app.router.add_post("/api/show", self.show)
         app.router.add_post("/v1/chat/completions", self.openai_chat)
         app.router.add_get("/v1/models", self.openai_models)
 
@@ -65,6 +68,27 @@ class FakeOllama(FakeServer):
                     }
                     for m in self.models
                 ]
+            }
+        )
+
+    async def show(self, request: web.Request) -> web.Response:
+        """A model's context as /api/show reports it: model_info's <arch>.context_length, and
+        num_ctx in parameters when its Modelfile sets one (``contexts[model] = (length, num_ctx)``)."""
+        body = await request.json()
+        name = body.get("model") or body.get("name")
+        self.shown.append(name)
+        if name not in self.models and name not in self.embed_models:
+            return web.json_response({"error": f"model '{name}' not found"}, status=404)
+        length, num_ctx = self.contexts.get(name, (131072, None))
+        return web.json_response(
+            {
+                "modelfile": f"FROM {name}\n",
+                "parameters": f'num_ctx                        {num_ctx}\nstop                           "<|eot_id|>"' if num_ctx else 'stop                           "<|eot_id|>"',
+                "template": "{{ .Prompt }}",
+                "details": {"format": "gguf", "family": "llama", "parameter_size": "3.2B", "quantization_level": "Q4_K_M"},
+                "model_info": {"general.architecture": "llama", "general.parameter_count": 3212749888, "llama.context_length": length, "llama.embedding_length": 3072},
+                "capabilities": ["completion", "tools"],
+                "modified_at": CREATED_AT,
             }
         )
 
