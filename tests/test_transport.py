@@ -124,7 +124,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def provider_for(base: str, session: aiohttp.ClientSession, **kw: Any) -> OpenAICompatProvider:
-    return OpenAICompatProvider(ProviderConfig(name="local", kind="openai", base_url=base), session, **kw)
+    # dialect fixed: the transport is under test, not the one GET that asks a local server its dialect
+    return OpenAICompatProvider(ProviderConfig(name="local", kind="openai", base_url=base, dialect="generic"), session, **kw)
 
 
 async def test_keep_alive_reuses_one_connection(server: Scripted, session: aiohttp.ClientSession) -> None:
@@ -211,7 +212,7 @@ async def test_a_redirect_is_an_error_naming_the_location_and_the_key_goes_nowhe
     target.server = await asyncio.start_server(target.handle, "127.0.0.1", 0)
     async with target.server:
         location = str(target.url).encode()
-        config = ProviderConfig(name="up", kind=kind, base_url=server.base)
+        config = ProviderConfig(name="up", kind=kind, base_url=server.base, dialect="generic" if kind == "openai" else None)
         provider = provider_kinds()[kind](config, session, key="sk-secret")
         for status in (301, 302, 303, 307, 308):
             server.scripts.append(lambda r, s=status: [b"HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % (s, location)])
@@ -358,10 +359,10 @@ async def test_a_custom_ca_file_is_trusted_for_its_provider_only(tmp_path: Any, 
     ca.cert_pem.write_to_path(str(ca_file))
     async with srv.server:
         base = srv.base.replace("http://", "https://")
-        trusting = OpenAICompatProvider(ProviderConfig(name="t", kind="openai", base_url=base, ca_file=str(ca_file)), session)
+        trusting = OpenAICompatProvider(ProviderConfig(name="t", kind="openai", base_url=base, ca_file=str(ca_file), dialect="generic"), session)
         done = await trusting.complete("m", ASK)
         assert done.body["choices"][0]["message"]["content"] == "hi"
-        stranger = OpenAICompatProvider(ProviderConfig(name="s", kind="openai", base_url=base), session)
+        stranger = OpenAICompatProvider(ProviderConfig(name="s", kind="openai", base_url=base, dialect="generic"), session)
         with pytest.raises(ConnectFailed):  # an unknown CA: no request is sent
             await stranger.complete("m", ASK)
     assert len(srv.requests) == 1
@@ -383,3 +384,17 @@ def test_a_ca_file_that_is_missing_or_not_pem_is_a_config_error(tmp_path: Any) -
         cfg.write_text(f'[providers.x]\nkind = "openai"\nbase_url = "https://127.0.0.1:1/v1"\nca_file = "{path}"\n')
         with pytest.raises(ConfigError, match=r"providers\.x\.ca_file"):
             load_config(cfg)
+
+
+def test_a_body_write_on_a_connection_the_upstream_closed_counts_as_unanswered() -> None:
+    """aiohttp reports a write to a closing pooled connection as ClientOSError(None, "Can not
+    write request body ...") caused by a ConnectionResetError: the upstream never read the
+    request, so it may be sent again (seen against llama-cpp-python's 5 s keep-alive)."""
+    from omen_local.providers._http import _unanswered
+
+    reset = aiohttp.ClientOSError(None, "Can not write request body for http://127.0.0.1:1/v1/chat/completions")
+    reset.__cause__ = aiohttp.client_exceptions.ClientConnectionResetError("Cannot write to closing transport")
+    assert _unanswered(reset)
+    other = aiohttp.ClientOSError(None, "Can not write request body for http://127.0.0.1:1/v1/chat/completions")
+    other.__cause__ = OSError("disk full")
+    assert not _unanswered(other)

@@ -264,7 +264,9 @@ def _unanswered(exc: BaseException) -> bool:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return isinstance(exc.message, str)  # else the parser had started on an answer
     if isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.errno in (errno.ECONNRESET, errno.EPIPE)
+        # Writing the request on a connection the upstream had closed: aiohttp's "Can not write
+        # request body" carries the reset as its cause (errno None when the transport was closing).
+        return exc.errno in (errno.ECONNRESET, errno.EPIPE) or isinstance(exc.__cause__, ConnectionResetError | BrokenPipeError)
     return False
 
 
