@@ -90,10 +90,19 @@ class Metering:
     ) -> None:
         data_dir = config.data_dir
         self.config, self.clock = config, clock
+        team = config.team
+        if store is None and team is not None:  # the team's books (docs/team.md); drivers imported only then
+            from .pg_store import PgUsageStore
+
+            store = PgUsageStore(team.database_url, team.instance, data_dir)
         self.store: UsageStore = store or SqliteUsageStore(data_dir / USAGE_DB)
         self.journal = Journal(data_dir / JOURNAL_DIR)
         self.quotas = QuotaBook(config.quotas, data_dir)
         self.limits = LimitBook(config.limits)
+        if ledger is None and team is not None and team.redis_url is not None:
+            from .redis_ledger import RedisLedger
+
+            ledger = RedisLedger(team.redis_url, clock, source=self)
         self.ledger: QuotaLedger = ledger or LocalLedger(clock, source=self)
         self.limiter: RateLimiter = limiter or LocalRateLimiter()
         self.policy = Enforcer(self.quotas, self.limits, self.ledger, self.limiter, clock, blocked=self.recording_blocked)
@@ -174,6 +183,12 @@ class Metering:
         """Commit everything queued and release the store."""
         if self._lock is None:
             return
+        aclose = getattr(self.ledger, "aclose", None)  # a shared ledger's connection and pending charges
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:
+                log.exception("could not close the quota ledger")
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
@@ -254,6 +269,25 @@ class Metering:
                 "cleaned": self.cleaned,
             },
             "recovered_streams": self.recovered,
+            **self._team_health(),
+        }
+
+    def _team_health(self) -> dict[str, Any]:
+        """The team stores at a glance (docs/team.md): which instance, and whether each store answers."""
+        team = self.config.team
+        if team is None:
+            return {}
+        ledger_health = getattr(self.ledger, "health", None)
+        writer = self.store.health()
+        return {
+            "team": {
+                "instance": team.instance,
+                "database": {
+                    "state": "unreachable" if writer["state"] == "failing" else writer["state"],
+                    "unreachable_since": writer["failing_since"],
+                },
+                "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
+            }
         }
 
     # ------------------------------------------------------------ SpendSource (for the quota ledger)

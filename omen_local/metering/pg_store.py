@@ -161,6 +161,14 @@ class PgUsageStore(SqliteUsageStore):
                 self._drop_connection()
             raise
 
+    def _keep_connected(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """The reader thread's kept connection, renewed after PostgreSQL dropped it."""
+        try:
+            return super()._keep_connected(fn, *args)
+        except (peewee.InterfaceError, peewee.OperationalError):
+            self._drop_connection()
+            raise
+
     def _drop_connection(self) -> None:
         """Forget a broken connection, so that the next attempt opens a new one."""
         with contextlib.suppress(Exception):

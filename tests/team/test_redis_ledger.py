@@ -1,0 +1,120 @@
+"""The quota ledger on a real Redis: N ledgers (instances) enforce one quota atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from omen_local.metering import rollup as r
+from omen_local.metering.ledger import QuotaExceeded, Scope, SpendUnavailable
+from omen_local.metering.redis_ledger import RedisLedger
+
+T0 = 1_767_225_600.0 + 9 * 86400 + 3 * 3600  # 2026-01-10T03:00:00Z
+
+
+class Source:
+    """The usage store's spend (what the team already spent this month, per day)."""
+
+    def __init__(self, rows: dict[Scope, list[tuple[int, float, int]]]) -> None:
+        self.rows, self.loads = rows, 0
+
+    def position(self) -> int:
+        return 0
+
+    def durable(self, position: object) -> bool:
+        return True
+
+    async def load(self, scope: Scope, since_day: int) -> Sequence[tuple[int, float, int]]:
+        self.loads += 1
+        return [row for row in self.rows.get(scope, []) if row[0] >= since_day]
+
+
+async def test_a_150_way_race_over_three_instances_never_overspends(team_redis: str) -> None:
+    now = [T0]
+    source = Source({("user", "alice"): [(int(T0 // r.DAY), 0.25, 100), (int(T0 // r.DAY) - 5, 9.0, 1)]})
+    ledgers = [RedisLedger(team_redis, lambda: now[0], source=source) for _ in range(3)]
+    limit, each = 1.0, 0.05  # 0.25 spent today: room for 15 reservations of 0.05
+    limits = {"daily_usd": limit, "monthly_usd": 100.0}
+    rnd = random.Random(5)
+    admitted: list[tuple[int, float]] = []
+    refused = 0
+    start = asyncio.Event()
+
+    async def request(i: int) -> None:
+        nonlocal refused
+        ledger = ledgers[i % 3]
+        await start.wait()
+        try:
+            await ledger.reserve(f"req{i}", [(("user", "alice"), limits)], each, 100)
+        except QuotaExceeded as exc:
+            assert exc.key == "daily_usd" and exc.used + exc.held + exc.need > limit
+            refused += 1
+            return
+        await asyncio.sleep(rnd.random() / 100)  # the upstream answers (a real wait, not synchronisation)
+        cost = each * rnd.choice([0.5, 1.0])  # never more than the worst case reserved
+        admitted.append((i, cost))
+        ledger.settle(f"req{i}", cost, 100)
+
+    tasks = [asyncio.create_task(request(i)) for i in range(150)]
+    start.set()
+    await asyncio.gather(*tasks)
+    for ledger in ledgers:
+        await ledger.drain()
+    spent = 0.25 + sum(c for _, c in admitted)
+    assert refused + len(admitted) == 150
+    assert len(admitted) >= 15  # the quota was usable up to its limit
+    assert spent <= limit + each + 1e-9  # overspend at most one reservation (here: none)
+    day_usd, month_usd, _, _ = await ledgers[0].fetch_used(("user", "alice"))
+    assert day_usd == pytest.approx(spent)
+    assert month_usd == pytest.approx(spent + 9.0)
+    assert await ledgers[1].held(("user", "alice")) == pytest.approx((0.0, 0.0))
+    assert 1 <= source.loads <= 3  # one load per instance at most, whatever the concurrency
+    # Instances agree: a fourth sees the same books without loading.
+    late = RedisLedger(team_redis, lambda: now[0], source=source)
+    with pytest.raises(QuotaExceeded):
+        await late.reserve("late", [(("user", "alice"), {"daily_usd": spent + 0.01})], 0.02, 1)
+    await late.reserve("late2", [(("user", "alice"), {"daily_usd": spent + 0.03})], 0.02, 1)
+    for ledger in (*ledgers, late):
+        await ledger.aclose()
+
+
+async def test_a_dead_instances_reservation_expires(team_redis: str) -> None:
+    now = [T0]
+    a = RedisLedger(team_redis, lambda: now[0], lease_s=60)
+    b = RedisLedger(team_redis, lambda: now[0], lease_s=60)
+    limits = {"daily_tokens": 1000.0}
+    await a.reserve("x", [(("workspace", "lab"), limits)], 0.0, 800)  # a dies holding 800
+    with pytest.raises(QuotaExceeded) as info:
+        await b.reserve("y", [(("workspace", "lab"), limits)], 0.0, 300)
+    assert info.value.held == 800
+    now[0] += 61
+    await b.reserve("y", [(("workspace", "lab"), limits)], 0.0, 300)
+    assert await b.held(("workspace", "lab")) == (0.0, 300.0)
+    for ledger in (a, b):
+        await ledger.aclose()
+
+
+async def test_windows_roll_and_names_cannot_collide(team_redis: str) -> None:
+    now = [T0]
+    ledger = RedisLedger(team_redis, lambda: now[0])
+    limits = {"daily_usd": 1.0}
+    await ledger.reserve("a", [(("user", "x:y"), limits)], 1.0, 0)
+    ledger.settle("a", 1.0, 0)
+    await ledger.drain()
+    await ledger.reserve("b", [(("user", "x"), limits), (("workspace", "y"), limits)], 1.0, 0)  # other scopes
+    with pytest.raises(QuotaExceeded):
+        await ledger.reserve("c", [(("user", "x:y"), limits)], 0.5, 0)
+    now[0] += r.DAY  # a new UTC day: the daily quota is free again
+    await ledger.reserve("c", [(("user", "x:y"), limits)], 0.5, 0)
+    await ledger.aclose()
+
+
+async def test_redis_away_is_a_clear_refusal(unused_tcp_port: int) -> None:
+    ledger = RedisLedger(f"redis://127.0.0.1:{unused_tcp_port}/0")
+    with pytest.raises(SpendUnavailable, match="unreachable"):
+        await ledger.reserve("a", [(("user", "u"), {"daily_usd": 1.0})], 0.1, 1)
+    assert ledger.health()["state"] == "unreachable"
+    await ledger.aclose()
