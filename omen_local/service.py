@@ -40,6 +40,7 @@ from .routing.sticky import StickyMap
 from .routing.strategies import strategies
 from .secrets import SecretStore, resolve_key
 from .server.app import RouterRef, make_app
+from .server.metrics_route import add_metrics_route
 from .server.runner import Runner
 from .server.usage_routes import add_usage_routes
 from .tokens import TokenBook
@@ -197,6 +198,7 @@ class OmenService:
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
+        add_metrics_route(app, self.hub)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, backlog=1024)
