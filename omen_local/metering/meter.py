@@ -329,3 +329,25 @@ class Metering:
     async def events(self, query: EventQuery) -> dict[str, Any]:
         await self.flush()
         return await asyncio.to_thread(self.store.events, query)
+
+    async def by_instance(self, start: float, end: float, user: str | None) -> list[dict[str, Any]]:
+        """Usage per instance and user: the team's store knows every instance; alone, this one."""
+        await self.flush()
+        team_rows = getattr(self.store, "by_instance", None)
+        if team_rows is not None:
+            rows: list[dict[str, Any]] = await asyncio.to_thread(team_rows, start, end, user)
+            return rows
+        query = r.RollupQuery(start, end, ("user",), None, {"user": user} if user else {})
+        result = await asyncio.to_thread(self.store.rollup, query)
+        return [
+            {
+                "instance": "local",
+                "user": row["user"],
+                "requests": row["requests"],
+                "attempts": row["attempts"],
+                "prompt_tokens": row["prompt_tokens"],
+                "completion_tokens": row["completion_tokens"],
+                "cost_usd": row["cost_usd"],
+            }
+            for row in result["data"]
+        ]

@@ -96,7 +96,7 @@ async def count_doors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def metrics(request: web.Request) -> web.Response:
     identity = request[IDENTITY]
-    if not (request.app[TOKENS].is_owner(identity) or getattr(identity, "role", None) == "team-admin"):
+    if not request.app[TOKENS].reads_everyone(identity):
         raise OmenError(403, "/metrics covers every user: it takes the owner's token (or a team-admin token)", code="metrics_forbidden")
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -149,6 +149,12 @@ async def test_three_instances_share_one_quota_and_one_set_of_books(
                 assert total["requests"] == answered
                 assert total["cost_usd"] == pytest.approx(answered * EACH)
                 assert total["cost_usd"] <= QUOTA_REQUESTS * EACH + EACH + 1e-9
+            async with http.get(f"{bases[2]}/v1/usage/instances", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                assert resp.status == 200
+                rows = (await resp.json())["data"]
+            assert {row["instance"] for row in rows} <= {"inst-0", "inst-1", "inst-2"}
+            assert sum(row["requests"] for row in rows) == answered
+            assert sum(row["cost_usd"] for row in rows) == pytest.approx(answered * EACH)
             async with http.get(f"{bases[0]}/v1/omen/status", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
                 status = await resp.json()
             team = status["metering"]["team"]
