@@ -104,6 +104,10 @@ class Metering:
 
             ledger = RedisLedger(team.redis_url, clock, source=self)
         self.ledger: QuotaLedger = ledger or LocalLedger(clock, source=self)
+        if limiter is None and team is not None and team.redis_url is not None:
+            from .redis_limits import RedisRateLimiter
+
+            limiter = RedisRateLimiter(team.redis_url)
         self.limiter: RateLimiter = limiter or LocalRateLimiter()
         self.policy = Enforcer(self.quotas, self.limits, self.ledger, self.limiter, clock, blocked=self.recording_blocked)
         self.recovered = 0  # streams charged at start for a process that died
@@ -183,12 +187,13 @@ class Metering:
         """Commit everything queued and release the store."""
         if self._lock is None:
             return
-        aclose = getattr(self.ledger, "aclose", None)  # a shared ledger's connection and pending charges
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception:
-                log.exception("could not close the quota ledger")
+        for part in (self.ledger, self.limiter):  # a shared ledger's connection and pending charges
+            aclose = getattr(part, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.exception("could not close %s", type(part).__name__)
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
@@ -278,6 +283,7 @@ class Metering:
         if team is None:
             return {}
         ledger_health = getattr(self.ledger, "health", None)
+        limiter_health = getattr(self.limiter, "health", None)
         writer = self.store.health()
         return {
             "team": {
@@ -287,6 +293,7 @@ class Metering:
                     "unreachable_since": writer["failing_since"],
                 },
                 "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
+                "rate_limits": limiter_health() if limiter_health is not None else {"state": "local"},
             }
         }
 

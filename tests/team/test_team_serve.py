@@ -30,7 +30,13 @@ QUOTA_REQUESTS = 10
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX servers")
 
 
-def _config(path: Path, upstream: str, db: str, redis_url: str, instance: str) -> Path:
+QUOTA = f"""
+[quotas.default_user]
+daily_usd = {QUOTA_REQUESTS * EACH!r}
+"""
+
+
+def _config(path: Path, upstream: str, db: str, redis_url: str, instance: str, extra: str = QUOTA) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     config = path / "config.toml"
     config.write_text(
@@ -55,8 +61,7 @@ chat = ["openai/gpt-4o-mini"]
 [pricing."gpt-4o-mini"]
 input = 0.0
 output = {OUT_PRICE}
-[quotas.default_user]
-daily_usd = {QUOTA_REQUESTS * EACH!r}
+{extra}
 """,
         encoding="utf-8",
     )
@@ -160,3 +165,36 @@ async def test_three_instances_share_one_quota_and_one_set_of_books(
             team = status["metering"]["team"]
             assert team["instance"] == "inst-0"
             assert team["quotas"]["state"] == "ok" and team["database"]["state"] == "ok"
+
+
+async def test_three_instances_share_one_provider_rpm(team_db: str, team_redis: str, tmp_path: Path) -> None:
+    """A shared RPM of 60 for the provider key admits 60 of 150 simultaneous requests across the three."""
+    fake = [sys.executable, "-m", "tests.fakes.serve", "openai", "--port", "0"]
+    limits = "[limits.providers.openai]\nrpm = 60\n"
+    async with _processes(fake) as (upstream,):
+        serve = [
+            [sys.executable, "-m", "omen_local", "serve", "--config",
+             str(_config(tmp_path / f"i{i}", upstream, team_db, team_redis, f"inst-{i}", limits)), "--log-level", "error"]
+            for i in range(3)
+        ]  # fmt: skip
+        async with _processes(*serve) as bases, aiohttp.ClientSession() as http:
+            start = asyncio.Event()
+            statuses: list[int] = []
+
+            async def one(i: int) -> None:
+                body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"rpm {i}"}]}
+                await start.wait()
+                async with http.post(
+                    f"{bases[i % 3]}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+                ) as resp:
+                    payload = await resp.json()
+                    statuses.append(resp.status)
+                    if resp.status != 200:
+                        assert resp.status == 429, payload
+                        assert "rate limit" in payload["error"]["message"]
+
+            tasks = [asyncio.create_task(one(i)) for i in range(150)]
+            start.set()
+            await asyncio.gather(*tasks)
+            assert statuses.count(200) == 60, statuses  # one minute, one limit, three instances
+            assert statuses.count(429) == 90
