@@ -22,8 +22,9 @@ every instance's events) the first time a limit needs it: the reserve script ans
 meanwhile, then tries again. Charges to a window not loaded yet are left to that load
 (the store will have them).
 
-When Redis cannot be reached, quotas cannot be checked: admission answers 503
-``quota_unavailable`` (SpendUnavailable), the documented rule in docs/team.md.
+When Redis cannot be reached, quotas cannot be checked: a request that may spend answers
+503 ``quota_unavailable`` (SpendUnavailable); a free one (a local model) under USD quotas
+only is served. That is the documented rule in docs/team.md.
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ class RedisLedger:
                 answer = await self._reserve(keys=keys, args=args)
             except Exception as exc:
                 self._unreachable(exc)
+                if usd <= 0 and all(k.endswith("_usd") for _, lim in limited for k in lim):
+                    return  # free (a local model) under USD quotas only: nothing to account for, serve it
                 raise SpendUnavailable(limited[0][0], f"the team's quota store (Redis) is unreachable: {exc}") from exc
             self._reachable()
             verdict = _text(answer[0])

@@ -117,4 +117,8 @@ async def test_redis_away_is_a_clear_refusal(unused_tcp_port: int) -> None:
     with pytest.raises(SpendUnavailable, match="unreachable"):
         await ledger.reserve("a", [(("user", "u"), {"daily_usd": 1.0})], 0.1, 1)
     assert ledger.health()["state"] == "unreachable"
+    await ledger.reserve("local", [(("user", "u"), {"daily_usd": 1.0})], 0.0, 500)  # free: served
+    with pytest.raises(SpendUnavailable):
+        await ledger.reserve("local", [(("user", "u"), {"daily_tokens": 1e6})], 0.0, 500)  # tokens count
+    ledger.settle("local", 0.0, 500)  # nothing was held: nothing to do
     await ledger.aclose()
