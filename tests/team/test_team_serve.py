@@ -70,7 +70,8 @@ output = {OUT_PRICE}
 
 def _spawn(argv: list[str], **env_extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMEN_CONFIG", "ANTHROPIC_API_KEY")}
-    env.update(OMEN_TOKEN=TOKEN, OMEN_SECRETS="file", OPENAI_API_KEY=FakeOpenAI.api_key, **env_extra)
+    env.update(OMEN_TOKEN=TOKEN, OMEN_SECRETS="file", OPENAI_API_KEY=FakeOpenAI.api_key)
+    env.update(env_extra)
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
