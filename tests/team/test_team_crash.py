@@ -75,8 +75,8 @@ async def test_kill_9_loses_nothing_and_the_restart_ships_the_journal_once(team_
     async with FakeOpenAI() as upstream:
         upstream.default = Reply(text=TEXT, pieces=50, chunk_delay_s=0.02, prompt_tokens=9, completion_tokens=500)
         victim_cfg = _config(tmp_path / "victim", upstream.url, team_db, "victim")
-        witness = _serve((_config(tmp_path / "witness", upstream.url, team_db, "witness")))
-        victim = _serve((victim_cfg))
+        witness = _serve(_config(tmp_path / "witness", upstream.url, team_db, "witness"))
+        victim = _serve(victim_cfg)
         try:
             witness_base, base = await asyncio.gather(_first_url(witness), _first_url(victim))
             # Hold the team store's write lock (as a long transaction elsewhere would): the victim's
@@ -110,7 +110,7 @@ async def test_kill_9_loses_nothing_and_the_restart_ships_the_journal_once(team_
             cut = {rid for rid, a in acked.items() if a["stream"] and not a["done"]}
             assert len(acked) >= 12 and len(cut) >= 3
 
-            victim = _serve((victim_cfg))  # the restart ships its journal to the team's store
+            victim = _serve(victim_cfg)  # the restart ships its journal to the team's store
             await _first_url(victim)
             async with aiohttp.ClientSession() as http:
                 events = await _events(http, witness_base)  # read on the other instance
