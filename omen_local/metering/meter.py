@@ -126,8 +126,14 @@ class Metering:
     def _open(self) -> None:
         self._lock = DirLock(self.config.data_dir / "usage.lock")
         try:
-            with self.store.hold():  # one connection for the whole recovery
-                self._recover()
+            try:
+                with self.store.hold():  # one connection for the whole recovery
+                    self._recover()
+            except Exception as exc:
+                unreachable = getattr(self.store, "unreachable", None)
+                if unreachable is None or not unreachable(exc):
+                    raise
+                self._defer(exc)
             self.store.start_writer(self.journal.release, reread=self.journal.read)
         except BaseException:
             self._lock.release()
@@ -150,6 +156,29 @@ class Metering:
         if isinstance(self.ledger, LocalLedger) and self.ledger.source is None:  # no source to load from later
             self.ledger.load(self.store.spend(int(r.month_start(self.clock()) // r.DAY)))
         self.journal.start(max(last, self.store.committed) + 1)
+
+    def _defer(self, exc: BaseException) -> None:
+        """The team's store is unreachable at start: serve anyway, journaling here; the writer
+        ships the earlier journal (and charges cut streams) once the store answers."""
+        last = self.journal.resume()
+        log.error(
+            "the team's usage store is unreachable at start (%s): usage is kept in the journal here "
+            "and shipped when it answers",
+            exc,
+        )
+
+        def recover() -> None:
+            batch = []
+            for seq, kind, record in self.journal.read(self.store.committed, last):
+                batch.append((kind, seq, record))
+                if len(batch) >= 5000:
+                    self.store.commit(batch)
+            if batch:
+                self.store.commit(batch)
+            self.recovered = self._charge_cut_streams()
+
+        defer = getattr(self.store, "defer_open")  # noqa: B009 (only the team's store has it)
+        defer(recover)
 
     def _charge_cut_streams(self) -> int:
         """Streams that reached a client and never reported: charge what they streamed, estimated."""

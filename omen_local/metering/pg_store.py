@@ -36,6 +36,7 @@ from ..observe import UsageEvent
 from . import rollup as r
 from .store import (
     _SCHEMA_LOCK,
+    BACKOFF_MAX_S,
     EVENT_COLUMNS,
     MAX_QUEUE,
     MODELS,
@@ -168,6 +169,36 @@ class PgUsageStore(SqliteUsageStore):
         except (peewee.InterfaceError, peewee.OperationalError):
             self._drop_connection()
             raise
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the server cannot be reached (as opposed to a bug or a bad schema)."""
+        return isinstance(exc, peewee.InterfaceError | peewee.OperationalError)
+
+    def defer_open(self, recover: Callable[[], None]) -> None:
+        """PostgreSQL did not answer at start: the writer opens the store when it does, then
+        runs ``recover`` (ship the journal of before this start), then takes the queue."""
+        self._deferred: Callable[[], None] | None = recover
+
+    def _run(self) -> None:
+        recover = getattr(self, "_deferred", None)
+        self._deferred = None
+        while recover is not None:
+            try:
+                self.open()
+                with self.hold():
+                    recover()
+                recover = None
+                if self.state == "failing":
+                    self._succeeded(0, 0, 0)
+            except Exception as exc:
+                self._drop_connection()
+                self._failed(exc)
+                if self._stopping:
+                    return  # the journal keeps everything for the next start
+                self._urgent.wait(self._backoff)
+                self._urgent.clear()
+                self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+        super()._run()
 
     def _drop_connection(self) -> None:
         """Forget a broken connection, so that the next attempt opens a new one."""

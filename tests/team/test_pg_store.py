@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import tempfile
 import threading
@@ -128,6 +129,52 @@ def test_postgres_away_keeps_records_and_ships_them_once_back(tmp_path: Path) ->
             total = store.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY))["total"]
             assert total["attempts"] == 300
             store.close()
+        finally:
+            if pg.running():
+                pg.stop("immediate")
+
+
+async def test_postgres_away_at_start_serves_and_ships_the_journal_when_back(tmp_path: Path) -> None:
+    """An instance starts while PostgreSQL is down: usage is journaled, then shipped once, without a restart."""
+    from omen_local.config import load_config
+    from omen_local.metering import Metering
+
+    with tempfile.TemporaryDirectory(prefix="omen-pg-own-") as tmp:
+        pg = start_postgres(Path(tmp) / "pg")
+        try:
+            url = pg.create_db("late")
+            pg.stop()
+            cfg = tmp_path / "config.toml"
+            cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[team]\ndatabase_url = "{url}"\ninstance = "late"\n')
+            events = random_events(120, seed=8)
+            # First run: PostgreSQL never answers; it stops with everything in its journal.
+            m = Metering(load_config(cfg))
+            await m.start()
+            for e in events[:60]:
+                m.record(e)
+            assert m.health()["team"]["database"]["state"] in ("ok", "unreachable")
+            await m.stop()
+            assert list((tmp_path / "data" / "usage-journal").glob("*.jsonl"))
+            # Second run, still down at start; PostgreSQL comes back while it serves.
+            m = Metering(load_config(cfg))
+            await m.start()
+            for e in events[60:]:
+                m.record(e)
+            pg.start()
+            loop_deadline = asyncio.get_running_loop().time() + 60
+            while True:  # flushes fail while the writer's attempts fail; poll until one succeeds
+                try:
+                    await m.flush()
+                    break
+                except Exception:
+                    assert asyncio.get_running_loop().time() < loop_deadline
+                    await asyncio.sleep(0.1)
+            total = (await m.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY)))["total"]
+            assert total["attempts"] == 120
+            assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
+            assert m.health()["team"]["database"]["state"] == "ok"
+            await m.stop()
+            assert not list((tmp_path / "data" / "usage-journal").glob("*.jsonl"))  # all shipped, released
         finally:
             if pg.running():
                 pg.stop("immediate")
