@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from omen_local.metering import rollup as r
 from omen_local.metering.ledger import QuotaExceeded, Scope, SpendUnavailable
 from omen_local.metering.redis_ledger import RedisLedger
+
+from .servers import start_redis
 
 T0 = 1_767_225_600.0 + 9 * 86400 + 3 * 3600  # 2026-01-10T03:00:00Z
 
@@ -122,3 +125,33 @@ async def test_redis_away_is_a_clear_refusal(unused_tcp_port: int) -> None:
         await ledger.reserve("local", [(("user", "u"), {"daily_tokens": 1e6})], 0.0, 500)  # tokens count
     ledger.settle("local", 0.0, 500)  # nothing was held: nothing to do
     await ledger.aclose()
+
+
+async def test_redis_restarted_empty_reloads_the_windows_from_the_store(tmp_path: Path) -> None:
+    """Redis away: a clear refusal and an unreachable status; back (empty, as --save '' leaves it): the
+    window is loaded again from the usage store, and admission goes on without a restart."""
+    rd = start_redis(tmp_path / "redis")
+    try:
+        now = [T0]
+        day = int(T0 // r.DAY)
+        source = Source({("user", "bob"): [(day, 0.9, 10)]})
+        ledger = RedisLedger(rd.url, lambda: now[0], source=source)
+        limits = {"daily_usd": 1.0}
+        await ledger.reserve("a", [(("user", "bob"), limits)], 0.05, 1)
+        ledger.settle("a", 0.05, 1)
+        await ledger.drain()
+        rd.stop()
+        with pytest.raises(SpendUnavailable, match="unreachable"):
+            await ledger.reserve("b", [(("user", "bob"), limits)], 0.01, 1)
+        health = ledger.health()
+        assert health["state"] == "unreachable" and health["unreachable_since"]
+        rd.start()  # same port and password, no data
+        source.rows[("user", "bob")].append((day, 0.05, 1))  # the store has the charge made before
+        with pytest.raises(QuotaExceeded) as info:
+            await ledger.reserve("c", [(("user", "bob"), limits)], 0.06, 1)
+        assert info.value.used == pytest.approx(0.95)
+        await ledger.reserve("d", [(("user", "bob"), limits)], 0.05, 1)
+        assert ledger.health()["state"] == "ok"
+        await ledger.aclose()
+    finally:
+        rd.stop()
