@@ -96,6 +96,11 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+def _text(v: Any) -> Any:
+    """PostgreSQL's text cannot hold NUL (SQLite's can): it becomes U+FFFD, as a lone surrogate does."""
+    return v.replace("\x00", "\ufffd") if isinstance(v, str) and "\x00" in v else v
+
+
 def _bool(v: Any) -> Any:
     return bool(v) if isinstance(v, int) else v
 
@@ -128,14 +133,14 @@ class PgUsageStore(SqliteUsageStore):
     # ------------------------------------------------------------ what differs from SQLite
 
     def row(self, e: UsageEvent) -> tuple[Any, ...]:
-        values = list(event_row(e))
+        values = [_text(v) for v in event_row(e)]
         for i in _BOOL_AT:  # PostgreSQL's booleans do not take 0 and 1
             values[i] = _bool(values[i])
         values.append(self.instance)
         return tuple(values)
 
     def open_row(self, values: list[Any]) -> Sequence[Any]:
-        return [*values, self.instance]
+        return [*(_text(v) for v in values), self.instance]
 
     def hint(self, text: str) -> str:
         return ""
@@ -145,6 +150,13 @@ class PgUsageStore(SqliteUsageStore):
         if isinstance(exc, peewee.InterfaceError | peewee.OperationalError):
             return False
         return super().content_error(exc)
+
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        """One statement per page of rows (psycopg2's executemany is a round trip per row)."""
+        from psycopg2.extras import execute_values  # type: ignore[import-untyped]
+
+        head, _, _ = self._insert_event.partition(" VALUES ")
+        execute_values(cur, f"{head} VALUES %s{self.on_duplicate_event}", rows, page_size=1000)
 
     def _begin_write(self) -> None:
         sql(self.db, "SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))

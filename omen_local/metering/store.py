@@ -481,6 +481,9 @@ class SqliteUsageStore:
     def content_error(self, exc: BaseException) -> bool:
         return _content_error(exc)
 
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        cur.executemany(self._insert_event, rows)
+
     def _begin_write(self) -> None:
         """First statement of every write transaction (one process writes SQLite: nothing to do)."""
 
@@ -546,7 +549,7 @@ class SqliteUsageStore:
             self._begin_write()
             cur = cursor(self.db)
             if events:
-                cur.executemany(self._insert_event, events)
+                self._insert_events(cur, events)
                 self.last_id = sql(self.db, "SELECT MAX(id) FROM usage_event").fetchone()[0]
             if fold or self.last_id - self.rolled_id >= COMPACT_EVERY:
                 self._fold_tail()

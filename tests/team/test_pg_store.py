@@ -12,7 +12,7 @@ import pytest
 
 from omen_local.metering import rollup as r
 from omen_local.metering.pg_store import SCHEMA_VERSION, PgUsageStore
-from omen_local.metering.store import SqliteUsageStore
+from omen_local.metering.store import EventQuery, SqliteUsageStore
 from omen_local.observe import UsageEvent
 from tests.test_metering_store import T0, _queries, random_events
 
@@ -90,6 +90,12 @@ def test_a_journal_shipped_twice_counts_once(team_db: str, tmp_path: Path) -> No
     again.compact()
     total = again.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY))["total"]
     assert total["attempts"] == 200
+    odd = random_events(1, seed=99)[0]
+    odd.attempt_id, odd.request_id, odd.client = "odd.0", "odd", "probe\x00\udcff"  # NUL, lone surrogate
+    _ship(again, [odd], 1)
+    assert again.rejected == 0
+    page = again.events(EventQuery(filters=(("request_id", "odd"),)))["data"]
+    assert page[0]["client"] == "probe\ufffd\ufffd"
     assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
     store.close()
     again.close()
