@@ -61,3 +61,25 @@ print(loaded)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_omen_usage_reads_the_teams_books(team_db: str, tmp_path: Path) -> None:
+    from omen_local.metering.pg_store import PgUsageStore
+    from tests.test_metering_store import random_events
+
+    events = random_events(40, seed=3)
+    for i, name in enumerate(("a", "b")):  # two instances wrote
+        store = PgUsageStore(team_db, name, tmp_path)
+        store.open()
+        with store.db.connection_context():
+            store.commit([("u", k + 1, e) for k, e in enumerate(events[i::2])])
+        store.close()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[team]\ndatabase_url = "{team_db}"\ninstance = "c"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "omen_local", "usage", "--config", str(cfg), "--from", "2025-12-01", "--to", "2026-02-01", "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    import json
+
+    assert json.loads(out.stdout)["total"]["attempts"] == 40
