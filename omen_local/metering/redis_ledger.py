@@ -6,7 +6,7 @@ at once behave like one ledger: a scope's spend can pass a limit only by what a 
 costs beyond its own reserved worst case, whichever instance served it, so the team's
 overspend is bounded by one reservation, not one per instance.
 
-Keys, per scope (``user``/``workspace`` and its name) under ``omen:q:<kind>:<name>:``:
+Keys, per scope (``user``/``workspace`` and its name) under ``{omen}:q:<kind>:<name>:``:
 
 - ``d:<day>`` and ``m:<month>``: hashes ``usd``/``tokens`` spent in the UTC day/month
   (they expire after the window, with a margin);
@@ -41,7 +41,7 @@ from .ledger import QUOTA_KEYS, QuotaExceeded, Scope, SpendSource, SpendUnavaila
 
 log = logging.getLogger(__name__)
 
-PREFIX = "omen:q:"
+PREFIX = "{omen}:q:"  # one hash tag: every key a script touches is in one Redis Cluster slot
 LEASE_S = 900.0  # a reservation not settled within this long is released (its instance died)
 KEYS_PER_SCOPE = 5
 

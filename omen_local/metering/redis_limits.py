@@ -32,7 +32,7 @@ from .limits import WINDOW_S, Grant, LocalRateLimiter, RateLimited
 
 log = logging.getLogger(__name__)
 
-PREFIX = "omen:rl:"
+PREFIX = "{omen}:rl:"  # one hash tag: a script's keys share a Redis Cluster slot
 PROVIDER_TIMEOUT_S = 0.25  # the longest the serving loop waits on Redis for a provider limit
 
 # KEYS: 3 per window (entries zset, amounts hash, total). ARGV: member, window s, then per window:
