@@ -168,6 +168,8 @@ class PgUsageStore(SqliteUsageStore):
 
     def commit(self, items: list[Any]) -> int:
         try:
+            if self.db.is_closed():  # keep one connection for the writer (scram auth per batch is not free)
+                self.db.connect()
             return super().commit(items)
         except Exception as exc:
             if not self.content_error(exc):
@@ -210,7 +212,15 @@ class PgUsageStore(SqliteUsageStore):
                 self._urgent.wait(self._backoff)
                 self._urgent.clear()
                 self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
-        super()._run()
+        # As the SQLite store's writer, without connecting first: PostgreSQL may be away right
+        # now, and each commit attempt (re)connects as needed.
+        try:
+            self._work()
+        except BaseException as exc:
+            self._die(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                self.db.close()
 
     def _drop_connection(self) -> None:
         """Forget a broken connection, so that the next attempt opens a new one."""
