@@ -198,7 +198,12 @@ class OmenService:
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
-        add_metrics_route(app, self.hub)
+        add_metrics_route(
+            app,
+            self.hub,
+            metering_health=self.metering.health if self.metering is not None else None,
+            providers_up=lambda: {name: self.health.provider_available(name) for name in self.config.providers},
+        )
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, backlog=1024)

@@ -83,6 +83,8 @@ async def test_metrics_counters_equal_the_usage_rows(stack: Stack) -> None:
     assert sum(s.value for s in samples["omen_time_to_first_token_seconds_count"]) == sum(
         1 for e in served if e["ttft_ms"] is not None
     )
+    assert samples["omen_usage_writer_failing"][0].value == 0 and samples["omen_usage_journal_failing"][0].value == 0
+    assert {s.labels["provider"] for s in samples["omen_provider_available"]} == {"ollama", "openai", "anthropic"}
     doors = {(s.labels["door"], s.labels["status"]): s.value for s in samples["omen_http_requests_total"]}
     assert doors[("/v1/chat/completions", "2xx")] == 6
     assert sum(v for (door, st), v in doors.items() if st != "2xx") == 2

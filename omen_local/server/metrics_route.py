@@ -4,17 +4,21 @@ Counters are fed by the usage hub (every attempt's UsageEvent, the same records 
 store keeps, so the counters equal the usage rows) and by a middleware that counts the
 requests each door answers, by status class. Latencies are histograms in seconds. Each
 service has its own registry, so two services in one process (tests, the tray app) do not
-share counters. The route needs a token like every route, and only the owner's (or a
+share counters. Health gauges (the usage writer and journal, the team's stores, which
+providers take requests) are read when scraped. The route needs a token like every route, and only the owner's (or a
 ``team-admin`` token) reads it: the totals cover every user.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from ..errors import OmenError
 from ..observe import Event, Hub, UsageEvent
@@ -73,6 +77,37 @@ class Metrics:
                 self.ttft.labels(event.provider, event.model).observe(event.ttft_ms / 1000)
 
 
+class HealthCollector(Collector):
+    """Gauges read at scrape time: the usage writer and journal, the team's stores, providers."""
+
+    def __init__(
+        self,
+        metering_health: Callable[[], dict[str, Any]] | None,
+        providers_up: Callable[[], dict[str, bool]],
+    ) -> None:
+        self.metering_health, self.providers_up = metering_health, providers_up
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("omen_provider_available", "1 if the provider takes requests (not resting after failures)", labels=["provider"])
+        for name, ok in sorted(self.providers_up().items()):
+            up.add_metric([name], 1.0 if ok else 0.0)
+        yield up
+        if self.metering_health is None:
+            return
+        h = self.metering_health()
+        writer = h["writer"]
+        yield GaugeMetricFamily("omen_usage_writer_failing", "1 while usage records cannot be written to the store", value=1.0 if writer["state"] in ("failing", "dead") else 0.0)
+        yield GaugeMetricFamily("omen_usage_writer_queued", "Usage records waiting for the writer", value=float(writer["queued"]))
+        yield GaugeMetricFamily("omen_usage_writer_lag_seconds", "Age of the oldest record not yet written", value=float(writer["lag_s"]))
+        yield GaugeMetricFamily("omen_usage_journal_failing", "1 while the usage journal cannot be written", value=1.0 if h["journal"]["state"] != "ok" else 0.0)
+        team = h.get("team")
+        if team is not None:
+            store = GaugeMetricFamily("omen_team_store_up", "1 if the team's store answers", labels=["store"])
+            for name in ("database", "quotas", "rate_limits"):
+                store.add_metric([name], 0.0 if team[name]["state"] == "unreachable" else 1.0)
+            yield store
+
+
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
@@ -102,9 +137,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def add_metrics_route(app: web.Application, hub: Hub) -> Metrics:
-    """Register ``GET /metrics`` and the door counter; the hub feeds the usage counters."""
+def add_metrics_route(
+    app: web.Application,
+    hub: Hub,
+    *,
+    metering_health: Callable[[], dict[str, Any]] | None = None,
+    providers_up: Callable[[], dict[str, bool]] = dict,
+) -> Metrics:
+    """Register ``GET /metrics`` and the door counter; the hub feeds the usage counters, the
+    callables the health gauges."""
     m = app[METRICS] = Metrics()
+    m.registry.register(HealthCollector(metering_health, providers_up))
     hub.subscribe(m.on_event)
     app.middlewares.append(count_doors)
     app.router.add_get("/metrics", metrics)

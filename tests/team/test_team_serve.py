@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.fake_openai import FakeOpenAI
 
@@ -165,6 +166,11 @@ async def test_three_instances_share_one_quota_and_one_set_of_books(
                 status = await resp.json()
             team = status["metering"]["team"]
             assert team["instance"] == "inst-0"
+            async with http.get(f"{bases[1]}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+            assert {s.labels["store"]: s.value for s in families["omen_team_store_up"].samples} == {
+                "database": 1.0, "quotas": 1.0, "rate_limits": 1.0,
+            }  # fmt: skip
             assert team["quotas"]["state"] == "ok" and team["database"]["state"] == "ok"
 
 
