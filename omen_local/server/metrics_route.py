@@ -11,6 +11,7 @@ providers take requests) are read when scraped. The route needs a token like eve
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -114,19 +115,22 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 @web.middleware
 async def count_doors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Count what each door answered (its route, not the raw path: names cannot explode the labels)."""
-    status = 500
+    outcome = "5xx"  # an exception the edge turns into a 500
     try:
         response: web.StreamResponse = await handler(request)
-        status = response.status
+        outcome = f"{response.status // 100}xx"
         return response
     except web.HTTPException as exc:
-        status = exc.status
+        outcome = f"{exc.status // 100}xx"
+        raise
+    except asyncio.CancelledError:  # the client left before the answer
+        outcome = "cancelled"
         raise
     finally:
         if request.method == "POST":
             route = request.match_info.route.resource
             door = route.canonical if route is not None else "unmatched"
-            request.app[METRICS].http.labels(door, f"{status // 100}xx").inc()
+            request.app[METRICS].http.labels(door, outcome).inc()
 
 
 async def metrics(request: web.Request) -> web.Response:
