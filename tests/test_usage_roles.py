@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from omen_local.tokens import TEAM_ADMIN
+from omen_local.secrets import SecretStore
+from omen_local.tokens import TEAM_ADMIN, TokenBook
 from tests import metering_util as mu
 from tests.conftest import Stack
 
@@ -37,3 +43,19 @@ async def test_a_team_admin_reads_everyone_and_a_user_reads_their_own(stack: Sta
 def test_unknown_roles_are_refused(stack: Stack) -> None:
     with pytest.raises(ValueError, match="unknown role"):
         stack.service.tokens.create("eve", role="root")
+
+
+def test_the_cli_creates_a_team_admin_token(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    env = {**os.environ, "OMEN_SECRETS": "file"}
+    out = subprocess.run(
+        [sys.executable, "-m", "omen_local", "token", "create", "--config", str(cfg), "--user", "dana", "--role", "team-admin"],
+        capture_output=True, text=True, timeout=60, check=True, env=env,
+    )  # fmt: skip
+    token = out.stdout.strip()
+    book = TokenBook(tmp_path / "data", SecretStore(tmp_path / "data", use_keyring=False))
+    identity = book.identify(token)
+    assert identity is not None and identity.user == "dana" and identity.role == TEAM_ADMIN
+    assert book.reads_everyone(identity)
+    assert not book.reads_everyone(book.identify(book.create("erin")))  # type: ignore[arg-type]
