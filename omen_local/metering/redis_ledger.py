@@ -22,6 +22,10 @@ every instance's events) the first time a limit needs it: the reserve script ans
 meanwhile, then tries again. Charges to a window not loaded yet are left to that load
 (the store will have them).
 
+A charge Redis could not take (it was away) is kept and retried, oldest first, until it
+is taken; a mark per request makes a retry charge nothing twice, and a window loaded
+from the store after the charge (Redis came back empty) does not take it again.
+
 When Redis cannot be reached, quotas cannot be checked: a request that may spend answers
 503 ``quota_unavailable`` (SpendUnavailable); a free one (a local model) under USD quotas
 only is served. That is the documented rule in docs/team.md.
@@ -30,6 +34,7 @@ only is served. That is the documented rule in docs/team.md.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -42,6 +47,8 @@ from .ledger import QUOTA_KEYS, QuotaExceeded, Scope, SpendSource, SpendUnavaila
 log = logging.getLogger(__name__)
 
 PREFIX = "{omen}:q:"  # one hash tag: every key a script touches is in one Redis Cluster slot
+MAX_UNSENT = 100_000  # charges kept for Redis while it is away
+RETRY_MIN_S, RETRY_MAX_S = 0.2, 5.0
 LEASE_S = 900.0  # a reservation not settled within this long is released (its instance died)
 KEYS_PER_SCOPE = 5
 
@@ -101,12 +108,15 @@ return {'ok'}
 """
 )
 
-# KEYS: 5 per scope. ARGV: now, request key, usd, tokens spent, day ttl, month ttl.
+# KEYS: 5 per scope, then the request's "settled" mark. ARGV: now, request key, usd, tokens
+# spent, day ttl, month ttl. The mark makes a retry (the answer to an earlier try was lost)
+# charge nothing twice.
 SETTLE = (
     _PURGE
     + """
 local now, key, usd, tok, dttl, mttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]
-for i = 0, #KEYS / 5 - 1 do
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', 172800) then return 'again' end
+for i = 0, (#KEYS - 1) / 5 - 1 do
   local day, month, held, holds, leases = KEYS[i*5+1], KEYS[i*5+2], KEYS[i*5+3], KEYS[i*5+4], KEYS[i*5+5]
   local h = redis.call('HGET', holds, key)
   if h then
@@ -116,7 +126,10 @@ for i = 0, #KEYS / 5 - 1 do
     redis.call('HDEL', holds, key)
     redis.call('ZREM', leases, key)
   end
-  if redis.call('EXISTS', month) == 1 then
+  local loaded = redis.call('HGET', month, 'loaded_at')
+  -- A window loaded from the store well after this charge (Redis restarted empty meanwhile)
+  -- holds it already: the store had it.
+  if redis.call('EXISTS', month) == 1 and not (loaded and tonumber(loaded) > now + 1) then
     redis.call('HINCRBYFLOAT', month, 'usd', usd)
     redis.call('HINCRBYFLOAT', month, 'tokens', tok)
     redis.call('HINCRBYFLOAT', day, 'usd', usd)
@@ -129,11 +142,11 @@ return 'ok'
 """
 )
 
-# KEYS: day, month. ARGV: day usd, day tokens, month usd, month tokens, day ttl, month ttl.
+# KEYS: day, month. ARGV: day usd, day tokens, month usd, month tokens, day ttl, month ttl, now.
 # Sets the window from the store unless an instance set it first (or a charge created it).
 LOAD = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[2], 'usd', ARGV[3], 'tokens', ARGV[4])
+redis.call('HSET', KEYS[2], 'usd', ARGV[3], 'tokens', ARGV[4], 'loaded_at', ARGV[7])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('HSET', KEYS[1], 'usd', ARGV[1], 'tokens', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -167,7 +180,9 @@ class RedisLedger:
         self._load_script = self.client.register_script(LOAD)
         self._holds: dict[str, list[Scope]] = {}
         self._used: dict[Scope, tuple[float, float, float, float]] = {}
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._unsent: collections.deque[tuple[str, list[Scope], float, int, float]] = collections.deque()
+        self._retrying: asyncio.Task[None] | None = None
         self._loading: dict[Scope, asyncio.Future[None]] = {}
         self.unreachable_since: float | None = None
         self.last_error: str | None = None
@@ -259,7 +274,9 @@ class RedisLedger:
         day_ttl, month_ttl = self._ttls(now)
         keys = self._keys(scope, now)[:2]
         try:
-            await self._load_script(keys=keys, args=[repr(d_usd), repr(d_tok), repr(m_usd), repr(m_tok), day_ttl, month_ttl])
+            await self._load_script(
+                keys=keys, args=[repr(d_usd), repr(d_tok), repr(m_usd), repr(m_tok), day_ttl, month_ttl, repr(now)]
+            )
         except Exception as exc:
             self._unreachable(exc)
             raise SpendUnavailable(scope, f"the team's quota store (Redis) is unreachable: {exc}") from exc
@@ -273,17 +290,43 @@ class RedisLedger:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _settle_now(self, key: str, scopes: list[Scope], usd: float, tokens: int) -> None:
-        now = self.clock()
-        keys = [k for scope in scopes for k in self._keys(scope, now)]
-        day_ttl, month_ttl = self._ttls(now)
+    async def _settle_now(self, key: str, scopes: list[Scope], usd: float, tokens: int, now: float | None = None) -> bool:
+        """Charge once; on failure keep the charge for the retry loop (at its own time's windows)."""
+        at = self.clock() if now is None else now
+        keys = [k for scope in scopes for k in self._keys(scope, at)] + [f"{PREFIX}settled:{key}"]
+        day_ttl, month_ttl = self._ttls(at)
         try:
-            await self._settle(keys=keys, args=[repr(now), key, repr(float(usd)), str(int(tokens)), day_ttl, month_ttl])
-        except Exception as exc:  # the lease expires; the usage store still has the charge
+            await self._settle(keys=keys, args=[repr(at), key, repr(float(usd)), str(int(tokens)), day_ttl, month_ttl])
+        except Exception as exc:
             self._unreachable(exc)
-            log.error("could not charge request %s in the team's quota store (%s); its lease expires", key, exc)
-            return
+            if now is None:
+                self._keep_charge((key, scopes, usd, tokens, at))
+            return False
         self._reachable()
+        return True
+
+    def _keep_charge(self, charge: tuple[str, list[Scope], float, int, float]) -> None:
+        if len(self._unsent) >= MAX_UNSENT:  # the usage store has it; the window reloads from there
+            dropped = self._unsent.popleft()
+            log.error("dropped the team quota charge of request %s (more than %d waiting for Redis)", dropped[0], MAX_UNSENT)
+        self._unsent.append(charge)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        """Charges Redis could not take: tried again, oldest first, with a growing pause, until it takes them."""
+        pause = RETRY_MIN_S
+        while self._unsent:
+            await asyncio.sleep(pause)  # a back-off between attempts, not a synchronisation
+            while self._unsent:
+                key, scopes, usd, tokens, at = self._unsent[0]
+                if not await self._settle_now(key, scopes, usd, tokens, at):
+                    break
+                self._unsent.popleft()
+                pause = RETRY_MIN_S
+            else:
+                return
+            pause = min(RETRY_MAX_S, pause * 2)
 
     async def drain(self) -> None:
         """Wait for background charges (tests, shutdown)."""
@@ -311,6 +354,10 @@ class RedisLedger:
 
     async def aclose(self) -> None:
         await self.drain()
+        if self._retrying is not None:
+            self._retrying.cancel()
+            if self._unsent:
+                log.error("%d team quota charges never reached Redis (the usage store has them)", len(self._unsent))
         await self.client.aclose()
 
     # ------------------------------------------------------------ health
@@ -333,6 +380,7 @@ class RedisLedger:
             "unreachable_since": r.iso(since) if since is not None else None,
             "last_error": self.last_error,
             "holds": len(self._holds),
+            "charges_waiting": len(self._unsent),
         }
 
 

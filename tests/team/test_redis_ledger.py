@@ -140,18 +140,56 @@ async def test_redis_restarted_empty_reloads_the_windows_from_the_store(tmp_path
         await ledger.reserve("a", [(("user", "bob"), limits)], 0.05, 1)
         ledger.settle("a", 0.05, 1)
         await ledger.drain()
+        await ledger.reserve("x", [(("user", "bob"), limits)], 0.01, 1)
         rd.stop()
+        ledger.settle("x", 0.01, 1)  # kept for Redis; the store gets it too (below)
         with pytest.raises(SpendUnavailable, match="unreachable"):
             await ledger.reserve("b", [(("user", "bob"), limits)], 0.01, 1)
         health = ledger.health()
         assert health["state"] == "unreachable" and health["unreachable_since"]
         rd.start()  # same port and password, no data
-        source.rows[("user", "bob")].append((day, 0.05, 1))  # the store has the charge made before
+        now[0] += 5  # the window is loaded again a little later
+        source.rows[("user", "bob")] += [(day, 0.05, 1), (day, 0.01, 1)]  # the store has both charges
         with pytest.raises(QuotaExceeded) as info:
             await ledger.reserve("c", [(("user", "bob"), limits)], 0.06, 1)
-        assert info.value.used == pytest.approx(0.95)
-        await ledger.reserve("d", [(("user", "bob"), limits)], 0.05, 1)
+        assert info.value.used == pytest.approx(0.96)
+        deadline = asyncio.get_running_loop().time() + 30
+        while ledger.health()["charges_waiting"]:  # the retry reaches the reloaded window...
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert (await ledger.fetch_used(("user", "bob")))[0] == pytest.approx(0.96)  # ...and adds nothing twice
+        await ledger.reserve("d", [(("user", "bob"), limits)], 0.04, 1)
         assert ledger.health()["state"] == "ok"
+        await ledger.aclose()
+    finally:
+        rd.stop()
+
+
+async def test_a_charge_redis_could_not_take_is_retried_once_it_is_back(tmp_path: Path) -> None:
+    rd = start_redis(tmp_path / "redis")
+    try:
+        now = [T0]
+        ledger = RedisLedger(rd.url, lambda: now[0], source=Source({}))
+        limits = {"daily_usd": 1.0}
+        await ledger.reserve("a", [(("user", "carl"), limits)], 0.3, 1)
+        await ledger.reserve("b", [(("user", "carl"), limits)], 0.3, 1)
+        import redis as sync_redis
+
+        sync_redis.Redis.from_url(rd.url).save()  # the window survives the restart (dump.rdb)
+        rd.stop()
+        ledger.settle("a", 0.25, 1)  # Redis is away: kept
+        await ledger.drain()
+        assert ledger.health()["charges_waiting"] == 1
+        rd.start()
+        deadline = asyncio.get_running_loop().time() + 30
+        while ledger.health()["charges_waiting"]:  # the retry loop's back-off, polled with a deadline
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        ledger.settle("b", 0.25, 1)
+        await ledger.drain()
+        day_usd, _, _, _ = await ledger.fetch_used(("user", "carl"))
+        assert day_usd == pytest.approx(0.5)  # each charge once
+        assert await ledger.held(("user", "carl")) == pytest.approx((0.0, 0.0))
         await ledger.aclose()
     finally:
         rd.stop()
