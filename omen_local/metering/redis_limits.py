@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "{omen}:rl:"  # one hash tag: a script's keys share a Redis Cluster slot
 PROVIDER_TIMEOUT_S = 0.25  # the longest the serving loop waits on Redis for a provider limit
+SYNC_RETRY_S = 5.0  # after a failed round trip, provider limits stay local this long (no new wait)
 
 # KEYS: 3 per window (entries zset, amounts hash, total). ARGV: member, window s, then per window:
 # kind ('rpm' | 'tpm'), limit, amount to count. Answers {0} if counted everywhere, else
@@ -134,6 +135,7 @@ class RedisRateLimiter:
         self._prefix = os.urandom(6).hex()
         self._pending: set[asyncio.Task[None]] = set()
         self.fallback = LocalRateLimiter()  # provider limits while Redis cannot be reached
+        self._sync_skip_until = 0.0
         self.unreachable_since: float | None = None
         self.last_error: str | None = None
 
@@ -190,11 +192,14 @@ class RedisRateLimiter:
         windows = [(scope, key, limits[key], 1.0 if key == "rpm" else 0.0) for key in ("tpm", "rpm") if key in limits]
         if not windows:
             return 0.0
+        if time.monotonic() < self._sync_skip_until:  # Redis failed just now: do not block the loop again
+            return self.fallback.provider_wait(provider, limits)
         keys, args = self._args(self._member(), self.window_s, windows)
         try:
             answer = self._acquire_sync(keys=keys, args=args)
         except Exception as exc:  # this instance's own limiter meanwhile
             self._unreachable(exc)
+            self._sync_skip_until = time.monotonic() + SYNC_RETRY_S
             return self.fallback.provider_wait(provider, limits)
         self._reachable()
         return float(answer[2]) if int(answer[0]) == 1 else 0.0

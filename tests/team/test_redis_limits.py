@@ -73,4 +73,5 @@ async def test_provider_limits_fall_back_to_this_instance_when_redis_is_away(unu
     assert [lim.provider_wait("openai", {"rpm": 2.0}) for _ in range(3)][:2] == [0.0, 0.0]
     assert lim.provider_wait("openai", {"rpm": 2.0}) > 0
     assert lim.health()["state"] == "unreachable"
+    assert lim._sync_skip_until > 0  # the next ones do not wait on Redis again for a while
     await lim.aclose()
