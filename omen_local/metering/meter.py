@@ -135,6 +135,9 @@ class Metering:
                     raise
                 self._defer(exc)
             self.store.start_writer(self.journal.release, reread=self.journal.read)
+            warm = getattr(self.limiter, "warm", None)  # a shared limiter's connection, before requests
+            if warm is not None:
+                warm()
         except BaseException:
             self._lock.release()
             raise

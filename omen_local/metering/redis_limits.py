@@ -139,6 +139,14 @@ class RedisRateLimiter:
         self.unreachable_since: float | None = None
         self.last_error: str | None = None
 
+    def warm(self) -> None:
+        """Blocking (start-up, in a thread): open the synchronous connection and load the script,
+        so that the first provider check on the serving loop is one round trip, not several."""
+        try:
+            self.sync.script_load(ACQUIRE)
+        except Exception as exc:
+            self._unreachable(exc)
+
     def _member(self) -> str:
         return f"{self._prefix}.{next(self._ids)}"
 
