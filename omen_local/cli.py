@@ -101,7 +101,7 @@ def _token(args: argparse.Namespace) -> int:
             print(f"omen token create: the user name {args.user.strip()!r} is reserved (the owner's token and the "
                   "endpoint file's use it); choose another", file=sys.stderr)
             return 2
-        print(book.create(args.user, args.workspace, args.label))
+        print(book.create(args.user, args.workspace, args.label, getattr(args, "role", None)))
     elif action == "list":
         for entry in book.list():
             print("  ".join(f"{k}={v}" for k, v in entry.items() if v))
@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--user", help="the user a new token names (create), or user/prefix to revoke")
     token.add_argument("--workspace", help="default workspace for a new token")
     token.add_argument("--label", help="a note to recognise the token by (e.g. the client)")
+    token.add_argument("--role", choices=["team-admin"], help="team-admin: reads every user's usage (docs/team.md)")
 
     key = sub.add_parser(
         "key", help="store a provider API key in the keyring (read from the terminal or stdin)", parents=[common]

@@ -173,6 +173,18 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TeamConfig:
+    """A team deployment (docs/team.md): usage in PostgreSQL, quotas and rate limits in Redis.
+
+    ``database_url`` and ``redis_url`` may hold passwords: they are never logged or shown.
+    """
+
+    database_url: str
+    redis_url: str | None
+    instance: str  # this OMEN's name in the team's books (default user@host)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     defaults: Defaults
@@ -189,6 +201,7 @@ class Config:
     # [aliases] "pattern" = "target": model names clients insist on (claude-*, gpt-5*-codex),
     # most specific pattern first (api/model_map.py).
     model_map: tuple[tuple[str, str], ...] = ()
+    team: TeamConfig | None = None  # None: one machine, SQLite
 
     def price_for(self, provider: str, model: str) -> Price:
         """The price of ``model`` as served by ``provider``; local models are free unless priced."""
@@ -540,6 +553,35 @@ def _alias(name: str, raw: Any, intents: dict[str, tuple[str, ...]], providers: 
     )
 
 
+def default_instance() -> str:
+    """user@host: how a teammate's OMEN shows in the team's books unless named."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (a container without one)
+        user = "omen"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _team(raw: Any) -> TeamConfig | None:
+    if raw is None:
+        return None
+    table = _table(raw, "team")
+    _check_keys(table, {"database_url", "redis_url", "instance"}, "team")
+    url = _str(table, "database_url", "team", "")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("team.database_url must be a postgresql:// URL (the team's usage store)")
+    redis_url = _str(table, "redis_url", "team", "") or None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("team.redis_url must be a redis://, rediss:// or unix:// URL")
+    instance = _str(table, "instance", "team", "") or default_instance()
+    if len(instance) > 200 or any(not c.isprintable() for c in instance):
+        raise ConfigError("team.instance must be printable text of at most 200 characters")
+    return TeamConfig(database_url=url, redis_url=redis_url, instance=instance)
+
+
 def _aliases(raw: Any, intents: dict[str, tuple[str, ...]], providers: dict[str, ProviderConfig]) -> dict[str, Alias]:
     table = _table(raw, "aliases")
     return {name: _alias(name, value, intents, providers) for name, value in table.items() if not isinstance(value, str)}
@@ -567,7 +609,9 @@ def _model_map(raw: Any, aliases: dict[str, Alias], providers: dict[str, Provide
 
 def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Path | None = None) -> Config:
     _check_keys(
-        raw, {"server", "defaults", "providers", "intents", "storage", "quotas", "limits", "aliases", "discovery"}, "config"
+        raw,
+        {"server", "defaults", "providers", "intents", "storage", "quotas", "limits", "aliases", "discovery", "team"},
+        "config",
     )
     srv = _table(raw.get("server"), "server")
     _check_keys(srv, {"host", "port", "max_body_mb", "allowed_hosts", "allowed_origins", "tls_cert", "tls_key", "request_log"}, "server")
@@ -652,4 +696,5 @@ def parse_config(raw: dict[str, Any], pricing_raw: dict[str, Any], *, source: Pa
         aliases=(aliases := _aliases(raw.get("aliases"), intents, providers)),
         discovery=_discovery(raw.get("discovery")),
         model_map=_model_map(raw.get("aliases"), aliases, providers),
+        team=_team(raw.get("team")),
     )

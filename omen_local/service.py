@@ -45,6 +45,7 @@ from .routing.strategies import strategies
 from .secrets import SecretStore, resolve_key
 from .server import exposure
 from .server.app import RouterRef, make_app
+from .server.metrics_route import add_metrics_route
 from .server.runner import Runner
 from .server.usage_routes import add_usage_routes
 from .tokens import TokenBook
@@ -208,6 +209,12 @@ class OmenService:
                        functools.partial(endpoint.hello_answer, self), lambda: self.config.server)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
+        add_metrics_route(
+            app,
+            self.hub,
+            metering_health=self.metering.health if self.metering is not None else None,
+            providers_up=lambda: {name: self.health.provider_available(name) for name in self.config.providers},
+        )
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         try:

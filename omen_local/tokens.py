@@ -44,12 +44,16 @@ def _legitimate(entry: dict[str, str]) -> bool:
         return False
     return user != "local" or entry.get("label") == ENDPOINT_LABEL
 
+TEAM_ADMIN = "team-admin"  # a role: reads every user's usage and the metrics (docs/team.md)
+ROLES = (TEAM_ADMIN,)
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
     user: str
     workspace: str | None = None
     label: str | None = None
+    role: str | None = None  # None, or one of ROLES
 
 
 def new_token() -> str:
@@ -107,7 +111,12 @@ class TokenBook:
             log.warning("%d client token(s) in %s name a reserved user (owner, local) and are refused; "
                         "revoke them and make new ones under another name", len(refused), self.file)
         self._by_hash = {
-            e["sha256"]: Identity(e.get("user") or "unknown", e.get("workspace") or None, e.get("label") or None)
+            e["sha256"]: Identity(
+                e.get("user") or "unknown",
+                e.get("workspace") or None,
+                e.get("label") or None,
+                e.get("role") if e.get("role") in ROLES else None,
+            )
             for e in entries
             if _legitimate(e)
         }
@@ -115,6 +124,10 @@ class TokenBook:
     def is_owner(self, identity: Identity) -> bool:
         """The owner's own token (not a client token that happens to name the same user)."""
         return identity is self._owner
+
+    def reads_everyone(self, identity: Identity) -> bool:
+        """The owner, or a ``team-admin`` token: may read every user's usage."""
+        return identity is self._owner or identity.role == TEAM_ADMIN
 
     def identify(self, token: str) -> Identity | None:
         """The identity for ``token``, or None. Tokens the CLI adds or revokes while we run
@@ -126,8 +139,10 @@ class TokenBook:
             self._reload(stamp)
         return self._by_hash.get(_digest(token))
 
-    def create(self, user: str, workspace: str | None = None, label: str | None = None) -> str:
+    def create(self, user: str, workspace: str | None = None, label: str | None = None, role: str | None = None) -> str:
         """Make a token for ``user``; return it (it is not stored, only its hash)."""
+        if role is not None and role not in ROLES:
+            raise ValueError(f"unknown role {role!r} (known: {', '.join(ROLES)})")
         token = new_token()
         entries = self._entries()
         entries.append(
@@ -138,6 +153,7 @@ class TokenBook:
                 "label": label or "",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "prefix": token[:9],
+                **({"role": role} if role else {}),
             }
         )
         write_private(self.file, jsonutil.dumps({"tokens": entries}))

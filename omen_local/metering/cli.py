@@ -1,6 +1,7 @@
 """``omen usage`` and ``omen quota``: the usage store and quotas from the command line.
 
-Both read the data dir directly (SQLite in WAL mode lets them run beside a server).
+Both read the data dir directly (SQLite in WAL mode lets them run beside a server), or
+with ``[team]`` the team's PostgreSQL (every instance's usage).
 ``omen quota set`` writes ``quotas.json``, which a running server re-reads at its next
 request.
 """
@@ -60,6 +61,12 @@ def _num(v: Any) -> str:
 
 def _store(args: argparse.Namespace) -> SqliteUsageStore | None:
     config = load_config(args.config)
+    if config.team is not None:  # the team's books (docs/team.md)
+        from .pg_store import PgUsageStore
+
+        team_store = PgUsageStore(config.team.database_url, config.team.instance, config.data_dir)
+        team_store.open()
+        return team_store
     path = config.data_dir / USAGE_DB
     if not path.exists():
         return None

@@ -125,6 +125,20 @@ class Journal:
         self.seq = next_seq - 1
         self._open(next_seq)
 
+    def resume(self) -> int:
+        """Begin appending after the records already here, keeping them (their store is not
+        reachable yet: they are read back and released once it is); return the last seq found."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        last = 0
+        for seq, _, _ in self.replay(0):
+            last = max(last, seq)
+        existing = [(first, path) for first, path in self._existing() if first <= last]
+        with self._lock:
+            self._segments = existing
+        self.seq = last
+        self._open(last + 1)
+        return last
+
     def _open(self, first: int) -> None:
         path = self.dir / f"{first:020d}{_SUFFIX}"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

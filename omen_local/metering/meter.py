@@ -91,11 +91,24 @@ class Metering:
     ) -> None:
         data_dir = config.data_dir
         self.config, self.clock = config, clock
+        team = config.team
+        if store is None and team is not None:  # the team's books (docs/team.md); drivers imported only then
+            from .pg_store import PgUsageStore
+
+            store = PgUsageStore(team.database_url, team.instance, data_dir)
         self.store: UsageStore = store or SqliteUsageStore(data_dir / USAGE_DB)
         self.journal = Journal(data_dir / JOURNAL_DIR)
         self.quotas = QuotaBook(config.quotas, data_dir)
         self.limits = LimitBook(config.limits)
+        if ledger is None and team is not None and team.redis_url is not None:
+            from .redis_ledger import RedisLedger
+
+            ledger = RedisLedger(team.redis_url, clock, source=self)
         self.ledger: QuotaLedger = ledger or LocalLedger(clock, source=self)
+        if limiter is None and team is not None and team.redis_url is not None:
+            from .redis_limits import RedisRateLimiter
+
+            limiter = RedisRateLimiter(team.redis_url)
         self.limiter: RateLimiter = limiter or LocalRateLimiter()
         self.policy = Enforcer(self.quotas, self.limits, self.ledger, self.limiter, clock, blocked=self.recording_blocked)
         self.recovered = 0  # streams charged at start for a process that died
@@ -114,9 +127,18 @@ class Metering:
     def _open(self) -> None:
         self._lock = DirLock(self.config.data_dir / "usage.lock")
         try:
-            with self.store.hold():  # one connection for the whole recovery
-                self._recover()
+            try:
+                with self.store.hold():  # one connection for the whole recovery
+                    self._recover()
+            except Exception as exc:
+                unreachable = getattr(self.store, "unreachable", None)
+                if unreachable is None or not unreachable(exc):
+                    raise
+                self._defer(exc)
             self.store.start_writer(self.journal.release, reread=self.journal.read)
+            warm = getattr(self.limiter, "warm", None)  # a shared limiter's connection, before requests
+            if warm is not None:
+                warm()
         except BaseException:
             self._lock.release()
             raise
@@ -138,6 +160,29 @@ class Metering:
         if isinstance(self.ledger, LocalLedger) and self.ledger.source is None:  # no source to load from later
             self.ledger.load(self.store.spend(int(r.month_start(self.clock()) // r.DAY)))
         self.journal.start(max(last, self.store.committed) + 1)
+
+    def _defer(self, exc: BaseException) -> None:
+        """The team's store is unreachable at start: serve anyway, journaling here; the writer
+        ships the earlier journal (and charges cut streams) once the store answers."""
+        last = self.journal.resume()
+        log.error(
+            "the team's usage store is unreachable at start (%s): usage is kept in the journal here "
+            "and shipped when it answers",
+            exc,
+        )
+
+        def recover() -> None:
+            batch = []
+            for seq, kind, record in self.journal.read(self.store.committed, last):
+                batch.append((kind, seq, record))
+                if len(batch) >= 5000:
+                    self.store.commit(batch)
+            if batch:
+                self.store.commit(batch)
+            self.recovered = self._charge_cut_streams()
+
+        defer = getattr(self.store, "defer_open")  # noqa: B009 (only the team's store has it)
+        defer(recover)
 
     def _charge_cut_streams(self) -> int:
         """Streams that reached a client and never reported: charge what they streamed, estimated."""
@@ -175,6 +220,13 @@ class Metering:
         """Commit everything queued and release the store."""
         if self._lock is None:
             return
+        for part in (self.ledger, self.limiter):  # a shared ledger's connection and pending charges
+            aclose = getattr(part, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.exception("could not close %s", type(part).__name__)
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
@@ -255,6 +307,27 @@ class Metering:
                 "cleaned": self.cleaned,
             },
             "recovered_streams": self.recovered,
+            **self._team_health(),
+        }
+
+    def _team_health(self) -> dict[str, Any]:
+        """The team stores at a glance (docs/team.md): which instance, and whether each store answers."""
+        team = self.config.team
+        if team is None:
+            return {}
+        ledger_health = getattr(self.ledger, "health", None)
+        limiter_health = getattr(self.limiter, "health", None)
+        writer = self.store.health()
+        return {
+            "team": {
+                "instance": team.instance,
+                "database": {
+                    "state": "unreachable" if writer["state"] == "failing" else writer["state"],
+                    "unreachable_since": writer["failing_since"],
+                },
+                "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
+                "rate_limits": limiter_health() if limiter_health is not None else {"state": "local"},
+            }
         }
 
     # ------------------------------------------------------------ SpendSource (for the quota ledger)
@@ -296,3 +369,25 @@ class Metering:
     async def events(self, query: EventQuery) -> dict[str, Any]:
         await self.flush()
         return await asyncio.to_thread(self.store.events, query)
+
+    async def by_instance(self, start: float, end: float, user: str | None) -> list[dict[str, Any]]:
+        """Usage per instance and user: the team's store knows every instance; alone, this one."""
+        await self.flush()
+        team_rows = getattr(self.store, "by_instance", None)
+        if team_rows is not None:
+            rows: list[dict[str, Any]] = await asyncio.to_thread(team_rows, start, end, user)
+            return rows
+        query = r.RollupQuery(start, end, ("user",), None, {"user": user} if user else {})
+        result = await asyncio.to_thread(self.store.rollup, query)
+        return [
+            {
+                "instance": "local",
+                "user": row["user"],
+                "requests": row["requests"],
+                "attempts": row["attempts"],
+                "prompt_tokens": row["prompt_tokens"],
+                "completion_tokens": row["completion_tokens"],
+                "cost_usd": row["cost_usd"],
+            }
+            for row in result["data"]
+        ]

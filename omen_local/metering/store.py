@@ -340,9 +340,13 @@ class UsageStore(Protocol):
 
 
 class SqliteUsageStore:
-    def __init__(self, path: Path, *, max_queue: int = MAX_QUEUE) -> None:
+    event_columns: tuple[str, ...] = EVENT_COLUMNS
+    open_columns: tuple[str, ...] = OPEN_COLUMNS
+    on_duplicate_event = ""  # one process appends: an event cannot arrive twice
+
+    def __init__(self, path: Path, *, max_queue: int = MAX_QUEUE, db: Database | None = None) -> None:
         self.path = path
-        self.db: Database = SqliteDatabase(
+        self.db: Database = db or SqliteDatabase(
             str(path),
             pragmas={
                 "journal_mode": "wal",
@@ -392,12 +396,12 @@ class SqliteUsageStore:
         self._fold = fold_sql(self.db.param)
         p = self.db.param
         self._insert_event = (
-            f"INSERT INTO usage_event ({', '.join(q(c) for c in EVENT_COLUMNS)}) "
-            f"VALUES ({', '.join([p] * len(EVENT_COLUMNS))})"
+            f"INSERT INTO usage_event ({', '.join(q(c) for c in self.event_columns)}) "
+            f"VALUES ({', '.join([p] * len(self.event_columns))}){self.on_duplicate_event}"
         )
         self._insert_open = (
-            f"INSERT INTO usage_open_attempt ({', '.join(q(c) for c in OPEN_COLUMNS)}) "
-            f"VALUES ({', '.join([p] * len(OPEN_COLUMNS))})"
+            f"INSERT INTO usage_open_attempt ({', '.join(q(c) for c in self.open_columns)}) "
+            f"VALUES ({', '.join([p] * len(self.open_columns))})"
         )
         self.committed = 0  # journal sequence number applied last
         self.rolled_id = 0  # events up to this id are folded into the rollups
@@ -417,7 +421,7 @@ class SqliteUsageStore:
                             [(g, c) for g in (0, 1) for c in r.CUBES], fields=[CubeRow.grain, CubeRow.cube]
                         ).execute()
             self._migrate()
-            self.committed = self._meta("journal_seq")
+            self.committed = self._meta(self.seq_key)
             self.rolled_id = self._meta("rolled_id")
             self.last_id = sql(self.db, "SELECT COALESCE(MAX(id), 0) FROM usage_event").fetchone()[0]
             self._open_ids = {a for (a,) in sql(self.db, "SELECT attempt_id FROM usage_open_attempt")}
@@ -461,6 +465,36 @@ class SqliteUsageStore:
         """This thread's open connection, or one for the duration of the block."""
         return self.db.connection_context() if self.db.is_closed() else contextlib.nullcontext()
 
+    # ------------------------------------------------------------ what differs between databases
+    # (the PostgreSQL store, pg_store.py, overrides these; the SQL above and below is shared)
+
+    seq_key = "journal_seq"  # where this store keeps the journal position it applied last
+
+    def row(self, e: UsageEvent) -> tuple[Any, ...]:
+        """An event's column values, in ``self.event_columns`` order."""
+        return event_row(e)
+
+    def open_row(self, values: list[Any]) -> Sequence[Any]:
+        """A stream in flight's column values, in ``self.open_columns`` order."""
+        return values
+
+    def hint(self, text: str) -> str:
+        """SQLite's index hints (``NOT INDEXED``, ``INDEXED BY``); other databases plan alone."""
+        return text
+
+    def content_error(self, exc: BaseException) -> bool:
+        return _content_error(exc)
+
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        cur.executemany(self._insert_event, rows)
+
+    def _begin_write(self) -> None:
+        """First statement of every write transaction (one process writes SQLite: nothing to do)."""
+
+    def _snapshot(self) -> Any:
+        """A read transaction whose statements all see one snapshot (SQLite's are so already)."""
+        return self.db.atomic()
+
     def hold(self) -> contextlib.AbstractContextManager[Any]:
         """Keep one connection across several calls from this thread (start-up recovery)."""
         return cast(contextlib.AbstractContextManager[Any], self._connected())
@@ -476,7 +510,7 @@ class SqliteUsageStore:
         for _kind, seq, rec in items:
             last = max(last, seq)
             if isinstance(rec, UsageEvent):
-                events.append(event_row(rec))
+                events.append(self.row(rec))
                 aid = rec.attempt_id
                 if starts.pop(aid, None) is None and aid in self._open_ids:
                     ended.append(aid)
@@ -516,14 +550,15 @@ class SqliteUsageStore:
     ) -> None:
         """One transaction: insert the events, fold if due, track streams in flight."""
         with self._connected(), self.db.atomic():
+            self._begin_write()
             cur = cursor(self.db)
             if events:
-                cur.executemany(self._insert_event, events)
+                self._insert_events(cur, events)
                 self.last_id = sql(self.db, "SELECT MAX(id) FROM usage_event").fetchone()[0]
             if fold or self.last_id - self.rolled_id >= COMPACT_EVERY:
                 self._fold_tail()
             if starts:
-                cur.executemany(self._insert_open, list(starts.values()))
+                cur.executemany(self._insert_open, [self.open_row(row) for row in starts.values()])
             if progress:
                 cur.executemany(
                     f"UPDATE usage_open_attempt SET output_chars = {p}, last_time = {p} WHERE attempt_id = {p}",
@@ -532,7 +567,7 @@ class SqliteUsageStore:
             if ended:
                 cur.executemany(f"DELETE FROM usage_open_attempt WHERE attempt_id = {p}", [(a,) for a in ended])
             if last > self.committed:
-                self._set_meta("journal_seq", last)
+                self._set_meta(self.seq_key, last)
 
     def _fold_tail(self) -> None:
         """Fold the events past the watermark into the rollups (inside the caller's transaction)."""
@@ -545,6 +580,7 @@ class SqliteUsageStore:
         """Fold whatever events are not in the rollups yet."""
         if self.last_id > self.rolled_id:
             with self._connected(), self.db.atomic():
+                self._begin_write()
                 self._fold_tail()
 
     def open_attempts(self) -> list[dict[str, Any]]:
@@ -563,7 +599,7 @@ class SqliteUsageStore:
         try:
             self.apply(items)
         except Exception as exc:
-            if not _content_error(exc):
+            if not self.content_error(exc):
                 raise
             return self._isolate(items)
         n = sum(1 for _, _, rec in items if isinstance(rec, UsageEvent))
@@ -578,12 +614,12 @@ class SqliteUsageStore:
             try:
                 self.apply([items[0]])
             except Exception as exc:
-                if not _content_error(exc):
+                if not self.content_error(exc):
                     raise
                 try:
                     self.apply([(kind, seq, sanitise.clean(rec))])
                 except Exception as again:
-                    if not _content_error(again):
+                    if not self.content_error(again):
                         raise
                     self._reject(kind, seq, rec, again)
                 else:
@@ -608,7 +644,7 @@ class SqliteUsageStore:
         log.error("usage record %d cannot be stored in SQLite (%s); set aside in %s", seq, exc, path)
         if seq > self.committed:  # its journal position is dealt with
             with self._connected(), self.db.atomic():
-                self._set_meta("journal_seq", seq)
+                self._set_meta(self.seq_key, seq)
             self.committed = seq
 
     # ------------------------------------------------------------ the writer: the serving loop's side
@@ -821,7 +857,7 @@ class SqliteUsageStore:
         if self._unreadable_rounds >= 3 and self.committed < upto:  # not a line being written: lost to corruption
             log.error("usage journal records %d to %d cannot be read back; skipped", self.committed + 1, upto)
             with self._connected(), self.db.atomic():
-                self._set_meta("journal_seq", upto)
+                self._set_meta(self.seq_key, upto)
             self.committed = upto
             self._unreadable_rounds = 0
         else:
@@ -908,7 +944,7 @@ class SqliteUsageStore:
         groups: dict[r.Key, list[Any]] = {}
         width = len(query.dims) + (1 if query.time_key else 0)
         p = self.db.param
-        with self.db.connection_context(), self.db.atomic():
+        with self.db.connection_context(), self._snapshot():
             rolled = self._meta("rolled_id")
             folded: list[float] = []  # the seconds the rollup spans cover (they are contiguous)
             for span in r.spans(query.start, query.end, fine=query.time_key == "hour"):
@@ -949,11 +985,11 @@ class SqliteUsageStore:
         params: list[Any] = [lo, hi]
         # Left alone, SQLite may walk a whole index that matches the GROUP BY: say which range to read.
         if after_id is not None:  # the short unfolded tail: the rowid range
-            source = "usage_event NOT INDEXED"
+            source = "usage_event" + self.hint(" NOT INDEXED")
             where.insert(0, f"id > {p}")
             params.insert(0, after_id)
         else:
-            source = f"usage_event INDEXED BY {USER_TIME_INDEX if 'user' in query.filters else TIME_INDEX}"
+            source = "usage_event" + self.hint(f" INDEXED BY {USER_TIME_INDEX if 'user' in query.filters else TIME_INDEX}")
         for dim, value in query.filters.items():
             where.append(f"{q(dim)} = {p}")
             params.append(value)
@@ -998,7 +1034,7 @@ class SqliteUsageStore:
         )
         tail_sql = (
             f"SELECT {q('user')}, COALESCE(workspace, ''), hour / 24, SUM(cost_usd), "
-            f"SUM(prompt_tokens + completion_tokens) FROM usage_event NOT INDEXED WHERE id > {p} AND {q('time')} >= {p} "
+            f"SUM(prompt_tokens + completion_tokens) FROM usage_event{self.hint(' NOT INDEXED')} WHERE id > {p} AND {q('time')} >= {p} "
             f"GROUP BY {q('user')}, COALESCE(workspace, ''), hour / 24"
         )
         totals: dict[tuple[str, str, int], list[float]] = {}
@@ -1008,7 +1044,7 @@ class SqliteUsageStore:
             acc[0] += usd
             acc[1] += tokens
 
-        with self._connected(), self.db.atomic():
+        with self._connected(), self._snapshot():
             rolled = self._meta("rolled_id")
             for cube, user, workspace, day, usd, tokens in sql(self.db, rolled_sql, (since_day,)).fetchall():
                 if cube == r.DIM_BIT["user"]:
@@ -1038,16 +1074,16 @@ class SqliteUsageStore:
         p = self.db.param
         user, workspace = (name, "") if kind == "user" else ("", name)
         rolled_sql = (
-            f"SELECT period, cost_usd, prompt_tokens + completion_tokens FROM usage_rollup INDEXED BY {SCOPE_DAY_INDEX} "
+            f"SELECT period, cost_usd, prompt_tokens + completion_tokens FROM usage_rollup{self.hint(f' INDEXED BY {SCOPE_DAY_INDEX}')} "
             f"WHERE {SCOPE_DAY_WHERE} AND cube = {p} AND {q('user')} = {p} AND workspace = {p} AND period >= {p}"
         )
         column = q("user") if kind == "user" else "workspace"
         tail_sql = (
-            f"SELECT hour / 24, SUM(cost_usd), SUM(prompt_tokens + completion_tokens) FROM usage_event NOT INDEXED "
+            f"SELECT hour / 24, SUM(cost_usd), SUM(prompt_tokens + completion_tokens) FROM usage_event{self.hint(' NOT INDEXED')} "
             f"WHERE id > {p} AND {q('time')} >= {p} AND {column} = {p} GROUP BY hour / 24"
         )
         days: dict[int, list[float]] = {}
-        with self._connected(), self.db.atomic():
+        with self._connected(), self._snapshot():
             rolled = self._meta("rolled_id")
             rows = sql(self.db, rolled_sql, (r.DIM_BIT[kind], user, workspace, since_day)).fetchall()
             rows += sql(self.db, tail_sql, (rolled, since_day * r.DAY, name)).fetchall()

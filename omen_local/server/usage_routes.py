@@ -15,7 +15,7 @@ from aiohttp import web
 from .. import jsonutil
 from ..errors import OmenError, invalid
 from ..metering import Metering
-from ..metering.rollup import QueryError, make_query, parse_time
+from ..metering.rollup import QueryError, iso, make_query, parse_time
 from ..metering.store import EVENT_FILTERS, EventQuery
 from .app import IDENTITY, TOKENS
 
@@ -32,13 +32,13 @@ def _params(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
             raise invalid(f"unknown query parameter {key!r} (known: {', '.join(allowed)})", key)
         params[key] = value
     identity = request[IDENTITY]
-    if not request.app[TOKENS].is_owner(identity):
+    if not request.app[TOKENS].reads_everyone(identity):
         asked = params.get("user")
         if asked is not None and asked != identity.user:
             raise OmenError(
                 403,
                 f"this token belongs to user '{identity.user}' and reads only that user's usage "
-                "(the owner's token reads everyone's)",
+                "(the owner's token, or a team-admin token, reads everyone's)",
                 code="usage_forbidden",
                 param="user",
             )
@@ -90,7 +90,22 @@ async def usage_events(request: web.Request) -> web.Response:
     return _json(await request.app[METERING].events(query))
 
 
+INSTANCE_PARAMS = ("from", "to", "user")
+
+
+async def usage_by_instance(request: web.Request) -> web.Response:
+    """The team's usage per instance and user (a team deployment, docs/team.md)."""
+    params = _params(request, INSTANCE_PARAMS)
+    try:
+        query = make_query({k: v for k, v in params.items() if k != "user"}, time.time())
+    except QueryError as exc:
+        raise invalid(str(exc), exc.param) from None
+    rows = await request.app[METERING].by_instance(query.start, query.end, params.get("user"))
+    return _json({"object": "list", "from": iso(query.start), "to": iso(query.end), "data": rows})
+
+
 def add_usage_routes(app: web.Application, metering: Metering) -> None:
     app[METERING] = metering
     app.router.add_get("/v1/usage", usage)
     app.router.add_get("/v1/usage/events", usage_events)
+    app.router.add_get("/v1/usage/instances", usage_by_instance)

@@ -1,0 +1,158 @@
+"""``GET /metrics``: Prometheus's text format, from ``prometheus_client``.
+
+Counters are fed by the usage hub (every attempt's UsageEvent, the same records the usage
+store keeps, so the counters equal the usage rows) and by a middleware that counts the
+requests each door answers, by status class. Latencies are histograms in seconds. Each
+service has its own registry, so two services in one process (tests, the tray app) do not
+share counters. Health gauges (the usage writer and journal, the team's stores, which
+providers take requests) are read when scraped. The route needs a token like every route, and only the owner's (or a
+``team-admin`` token) reads it: the totals cover every user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from ..errors import OmenError
+from ..observe import Event, Hub, UsageEvent
+from .app import IDENTITY, TOKENS
+
+SERVED = ("ok", "budget_cut")  # outcomes whose latency counts (as in the usage rollups)
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        labels = ("provider", "model", "outcome")
+        self.requests = Counter(
+            "omen_requests", "Requests routed (counted once, at their first attempt)", labels, registry=r
+        )
+        self.attempts = Counter("omen_attempts", "Upstream attempts (failovers and races add attempts)", labels, registry=r)
+        self.http = Counter("omen_http_requests", "Requests answered, per door and status class", ("door", "status"), registry=r)
+        self.tokens = Counter("omen_tokens", "Tokens used, per kind", ("provider", "model", "kind"), registry=r)
+        self.spend = Counter("omen_spend_usd", "Spend in USD (estimated where the upstream did not say)", ("provider", "model"), registry=r)
+        self.latency = Histogram(
+            "omen_attempt_latency_seconds", "Total latency of served attempts", ("provider", "model"),
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "omen_time_to_first_token_seconds", "Time to first token of served attempts", ("provider", "model"),
+            buckets=TTFT_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def on_event(self, event: Event) -> None:
+        """A hub listener: quick, on the serving loop."""
+        if not isinstance(event, UsageEvent):
+            return
+        outcome = str(event.outcome)
+        self.attempts.labels(event.provider, event.model, outcome).inc()
+        if event.attempt_id == event.request_id + ".0":
+            self.requests.labels(event.provider, event.model, outcome).inc()
+        u = event.usage
+        for kind, value in (
+            ("prompt", u.prompt_tokens),
+            ("completion", u.completion_tokens),
+            ("cached", u.cached_tokens),
+            ("reasoning", u.reasoning_tokens),
+        ):
+            if value:
+                self.tokens.labels(event.provider, event.model, kind).inc(value)
+        if event.cost_usd:
+            self.spend.labels(event.provider, event.model).inc(event.cost_usd)
+        if outcome in SERVED:
+            self.latency.labels(event.provider, event.model).observe(event.total_ms / 1000)
+            if event.ttft_ms is not None:
+                self.ttft.labels(event.provider, event.model).observe(event.ttft_ms / 1000)
+
+
+class HealthCollector(Collector):
+    """Gauges read at scrape time: the usage writer and journal, the team's stores, providers."""
+
+    def __init__(
+        self,
+        metering_health: Callable[[], dict[str, Any]] | None,
+        providers_up: Callable[[], dict[str, bool]],
+    ) -> None:
+        self.metering_health, self.providers_up = metering_health, providers_up
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("omen_provider_available", "1 if the provider takes requests (not resting after failures)", labels=["provider"])
+        for name, ok in sorted(self.providers_up().items()):
+            up.add_metric([name], 1.0 if ok else 0.0)
+        yield up
+        if self.metering_health is None:
+            return
+        h = self.metering_health()
+        writer = h["writer"]
+        yield GaugeMetricFamily("omen_usage_writer_failing", "1 while usage records cannot be written to the store", value=1.0 if writer["state"] in ("failing", "dead") else 0.0)
+        yield GaugeMetricFamily("omen_usage_writer_queued", "Usage records waiting for the writer", value=float(writer["queued"]))
+        yield GaugeMetricFamily("omen_usage_writer_lag_seconds", "Age of the oldest record not yet written", value=float(writer["lag_s"]))
+        yield GaugeMetricFamily("omen_usage_journal_failing", "1 while the usage journal cannot be written", value=1.0 if h["journal"]["state"] != "ok" else 0.0)
+        team = h.get("team")
+        if team is not None:
+            store = GaugeMetricFamily("omen_team_store_up", "1 if the team's store answers", labels=["store"])
+            for name in ("database", "quotas", "rate_limits"):
+                store.add_metric([name], 0.0 if team[name]["state"] == "unreachable" else 1.0)
+            yield store
+
+
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+
+@web.middleware
+async def count_doors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count what each door answered (its route, not the raw path: names cannot explode the labels)."""
+    outcome = "5xx"  # an exception the edge turns into a 500
+    try:
+        response: web.StreamResponse = await handler(request)
+        outcome = f"{response.status // 100}xx"
+        return response
+    except web.HTTPException as exc:
+        outcome = f"{exc.status // 100}xx"
+        raise
+    except asyncio.CancelledError:  # the client left before the answer
+        outcome = "cancelled"
+        raise
+    finally:
+        if request.method == "POST":
+            route = request.match_info.route.resource
+            door = route.canonical if route is not None else "unmatched"
+            request.app[METRICS].http.labels(door, outcome).inc()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    identity = request[IDENTITY]
+    if not request.app[TOKENS].reads_everyone(identity):
+        raise OmenError(403, "/metrics covers every user: it takes the owner's token (or a team-admin token)", code="metrics_forbidden")
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_metrics_route(
+    app: web.Application,
+    hub: Hub,
+    *,
+    metering_health: Callable[[], dict[str, Any]] | None = None,
+    providers_up: Callable[[], dict[str, bool]] = dict,
+) -> Metrics:
+    """Register ``GET /metrics`` and the door counter; the hub feeds the usage counters, the
+    callables the health gauges."""
+    m = app[METRICS] = Metrics()
+    m.registry.register(HealthCollector(metering_health, providers_up))
+    hub.subscribe(m.on_event)
+    app.middlewares.append(count_doors)
+    app.router.add_get("/metrics", metrics)
+    return m

@@ -1,0 +1,54 @@
+"""Session-scoped real PostgreSQL and Redis servers for the team tests (see servers.py)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .servers import Postgres, Redis, start_postgres, start_redis
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with tempfile.TemporaryDirectory(prefix="omen-pg-") as tmp:
+        pg = start_postgres(Path(tmp) / "pg")
+        try:
+            yield pg
+        finally:
+            if pg.running():
+                pg.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Redis]:
+    with tempfile.TemporaryDirectory(prefix="omen-redis-") as tmp:
+        rd = start_redis(Path(tmp) / "redis")
+        try:
+            yield rd
+        finally:
+            rd.stop()
+
+
+_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def team_db(postgres: Postgres) -> str:
+    """A fresh database on the session's server: its URL."""
+    return postgres.create_db(f"omen_t{next(_counter)}")
+
+
+@pytest.fixture
+def team_redis(redis_server: Redis) -> Iterator[str]:
+    """The session's Redis, emptied after the test: its URL."""
+    yield redis_server.url
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
