@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from .bridge import EVENT_BATCH_MS, ServiceHost
 from .paths import prefs_path
 
 if TYPE_CHECKING:
+    from .bridge import Phase
     from .dashboard import Dashboard
     from .notify import Notice
     from .state import Overall
@@ -138,17 +140,21 @@ class OmenApp(QObject):
         self.tray: Tray | None = Tray(self) if self.tray_available else None
         self._dashboard: Dashboard | None = None
         self.spend = (0.0, 0.0)  # today, this month (from the usage store)
+        self.shown_notices: deque[Notice] = deque(maxlen=20)
 
-        self.host.started.connect(self._on_started)
-        self.host.port_taken.connect(self._on_port_taken)
-        self.host.failed.connect(self._on_failed)
-        self.host.events_ready.connect(self._on_events)
-        self.host.status_changed.connect(self._on_status)
         self.spend_timer = QTimer(self)
         self.spend_timer.setInterval(15_000)
         self.spend_timer.timeout.connect(self.refresh_spend)
-        if self.host.service is not None:  # it started before we listened
-            QTimer.singleShot(0, lambda: self._on_started(self.host.service.url if self.host.service else ""))
+        self._phase_seen: Phase | None = None
+        # Connect first, then read the state: whatever happened before (OMEN may be serving,
+        # or have failed, with events queued) is in the snapshot; whatever happens after is
+        # signalled. The handlers read state, so seeing a change twice is harmless.
+        self.host.phase_changed.connect(self._on_phase)
+        self.host.events_ready.connect(self._on_events)
+        self.host.status_changed.connect(self._on_status)
+        snapshot = self.host.attach()
+        self._take(snapshot.events)
+        QTimer.singleShot(0, self._after_attach)
 
     @property
     def dashboard(self) -> Dashboard:
@@ -163,6 +169,29 @@ class OmenApp(QObject):
         return self._dashboard
 
     # ---------------------------------------------------------------- start
+
+    def _after_attach(self) -> None:
+        """Once the event loop runs: apply the phase and status read at attach, take what
+        queued meanwhile, and rearm the wake-up."""
+        self._on_phase()
+        self._on_status()
+        self._rearm_events()
+
+    def _on_phase(self) -> None:
+        """OMEN's start-up phase changed (or we attached): act once per phase object."""
+        from .bridge import FAILED, PORT_TAKEN, SERVING
+
+        phase = self.host.phase
+        if phase is self._phase_seen or self.quitting:
+            return
+        self._phase_seen = phase
+        if phase.kind == SERVING:
+            self._on_started(phase.url)
+        elif phase.kind == PORT_TAKEN:
+            self._on_port_taken(phase.host, phase.port, phase.message)
+        elif phase.kind == FAILED:
+            self._on_failed(phase.message)
+        self._on_status()
 
     def start(self) -> None:
         if not self.host.router_thread.running:
@@ -225,6 +254,11 @@ class OmenApp(QObject):
         self.glyph.start()
 
     def _on_port_taken(self, host: str, port: int, message: str) -> None:
+        from .notify import CRITICAL, Notice
+
+        self._notify(Notice(f"port:{port}", f"Port {port} is in use",
+                            f"OMEN cannot listen on {host}:{port}. Stop the other program and press Retry, "
+                            "or choose another port.", CRITICAL))
         box = self.port_dialog = QMessageBox(self._dashboard if self._dashboard and self._dashboard.isVisible() else None)
         box.setObjectName("port-taken")
         box.setIcon(QMessageBox.Icon.Warning)
@@ -302,7 +336,7 @@ class OmenApp(QObject):
 
         status = self.host.status
         fractions = quota_fractions(self.host.quota_used, self.host.quota_limits)
-        self.last_overall = overall(status, fractions, self.host.running)
+        self.last_overall = self._phase_overall() or overall(status, fractions, self.host.running)
         if status is not None:
             self.url = status.get("url", self.url)
             self.stats.set_providers(status.get("providers", {}))  # providers may come and go
@@ -315,12 +349,28 @@ class OmenApp(QObject):
         for notice in self.notices.quotas(fractions, now):
             self._notify(notice)
 
+    def _phase_overall(self) -> Overall | None:
+        """While OMEN does not serve, the phase is the status (not a bare "Stopped")."""
+        from .bridge import FAILED, PORT_TAKEN, STARTING
+        from .state import STOPPED, Overall
+
+        phase = self.host.phase
+        if phase.kind == STARTING:
+            return Overall(STOPPED, "Starting…")
+        if phase.kind == PORT_TAKEN:
+            return Overall(STOPPED, f"Port {phase.port} is in use",
+                           ("Another program uses it: stop it and press Retry, or choose another port.",))
+        if phase.kind == FAILED:
+            return Overall(STOPPED, "OMEN cannot start", ("The log has the details.",))
+        return None
+
     def _notify(self, notice: Notice | None) -> None:
         if notice is None:
             return
         log.info("notice: %s: %s", notice.title, notice.body)
         if self.tray is not None:
             self.tray.notify(notice.title, notice.body, notice.level)
+        self.shown_notices.append(notice)
         self.notified.emit(notice)
 
     def refresh_spend(self) -> None:
@@ -368,6 +418,14 @@ class OmenApp(QObject):
 
     def menu_snapshot(self) -> tuple[Overall, str, dict[str, Any] | None]:
         return self.last_overall, self.url, self.host.status
+
+    def probe_extra(self) -> dict[str, Any]:
+        """The tray's side of what the user sees, for the test-only probe (app/probe.py)."""
+        tray: dict[str, Any] | None = None
+        if self.tray is not None:
+            self.tray.rebuild()
+            tray = {"tooltip": self.tray.icon.toolTip(), "menu": self.tray.texts(), "visible": self.tray.icon.isVisible()}
+        return {"tray": tray, "notices": [[n.title, n.body] for n in self.shown_notices]}
 
     def copy_endpoint(self) -> None:
         clip = QGuiApplication.clipboard()

@@ -233,40 +233,86 @@ class Overall:
 
 
 def overall(status: Mapping[str, Any] | None, quota_fractions: Mapping[str, float], running: bool) -> Overall:
-    """The one state the icon shows: stopped > down (every enabled provider unusable) >
-    degraded (some provider down) > quota (>= 80% of a quota) > healthy."""
+    """The one state the icon shows: stopped > down (no set-up provider usable) >
+    degraded (some set-up provider down) > quota (>= 80% of a quota) > healthy.
+
+    A provider without its key is *not set up*, not down: an Ollama-only user is healthy.
+    Headline and detail are short words; the library's own error text stays in the
+    tooltip of the detail line and in the log (:func:`provider_detail`)."""
     if not running or status is None:
         return Overall(STOPPED, "Stopped")
-    enabled = {n: p for n, p in status.get("providers", {}).items() if p.get("enabled")}
-    down = sorted(n for n, p in enabled.items() if _is_down(p))
+    providers = status.get("providers", {})
+    ready = {n: p for n, p in providers.items() if provider_state(p) in (UP, DOWN_STATE)}
+    down = sorted(n for n, p in ready.items() if provider_state(p) == DOWN_STATE)
     near = sorted((f for f in quota_fractions.items() if f[1] >= 0.8), key=lambda f: -f[1])
-    detail = tuple(f"{n}: {_why(enabled[n])}" for n in down) + tuple(
+    detail = tuple(f"{n}: {short_why(n, ready[n])}" for n in down) + tuple(
         f"quota {k} at {math.floor(v * 100)}%" for k, v in near)
-    if enabled and len(down) == len(enabled):
+    if not ready:
+        return Overall(DOWN, "Nothing set up yet", ("Start Ollama or add an API key in Settings.",))
+    if len(down) == len(ready):
         return Overall(DOWN, "No provider available", detail)
     if down:
-        return Overall(DEGRADED, "Degraded: " + ", ".join(down) + (" down" if len(down) > 1 else " is down"), detail)
+        return Overall(DEGRADED, ", ".join(down) + (" are" if len(down) > 1 else " is") + " not available", detail)
     if near:
         return Overall(QUOTA, f"Quota {near[0][0]} at {math.floor(near[0][1] * 100)}%", detail)
     return Overall(HEALTHY, "Running", detail)
 
 
-def _is_down(p: Mapping[str, Any]) -> bool:
+UP, DOWN_STATE, NOT_SET_UP, OFF = "up", "down", "not_set_up", "off"
+
+
+def provider_state(p: Mapping[str, Any]) -> str:
+    """``up``, ``down``, ``not_set_up`` (a cloud provider without its key) or ``off``."""
+    if not p.get("enabled", True):
+        return OFF
     if not p.get("usable", False):
-        return True
-    return p.get("state", "up") == "down" or bool(p.get("cooling_down"))
+        reason = str(p.get("reason") or "")
+        if reason.startswith("no API key") or reason == "not configured":
+            return NOT_SET_UP
+        if reason == "disabled":
+            return OFF
+        return DOWN_STATE
+    if p.get("state", "up") == "down" or bool(p.get("cooling_down")):
+        return DOWN_STATE
+    return UP
 
 
-def _why(p: Mapping[str, Any]) -> str:
-    return str(p.get("reason") or p.get("last_error") or "down")
+def _is_down(p: Mapping[str, Any]) -> bool:
+    return provider_state(p) == DOWN_STATE
+
+
+def short_why(name: str, p: Mapping[str, Any]) -> str:
+    """A few plain words for a provider that cannot serve (never the library's error text)."""
+    state = provider_state(p)
+    if state == NOT_SET_UP:
+        return "not set up (no API key)"
+    if state == OFF:
+        return "off"
+    if p.get("cooling_down"):
+        return "resting after errors"
+    error = str(p.get("last_error") or p.get("reason") or "").lower()
+    local = p.get("kind") == "ollama" or bool(p.get("local"))
+    if any(code in error for code in ("401", "403", "unauthor", "invalid api key", "authentication")):
+        return "key refused"
+    if local:
+        return "not running"
+    return "not reachable"
+
+
+def provider_detail(p: Mapping[str, Any]) -> str:
+    """The full story (tooltips, the log): the router's reason or last error as it came."""
+    return str(p.get("reason") or p.get("last_error") or "")
 
 
 def provider_label(name: str, info: Mapping[str, Any]) -> str:
-    """The tray's provider entry: ``ollama — 3 models`` or ``openai — no API key``."""
-    if not info.get("enabled"):
+    """The tray's provider entry: ``ollama — 3 models``, ``openai — not set up``, short."""
+    state = provider_state(info)
+    if state == OFF:
         return f"{name} — off"
-    if _is_down(info):
-        return f"{name} — {_why(info)}"
+    if state == NOT_SET_UP:
+        return f"{name} — not set up"
+    if state == DOWN_STATE:
+        return f"{name} — {short_why(name, info)}"
     models = info.get("models") or []
     return f"{name} — {len(models)} model{'s' if len(models) != 1 else ''}"
 

@@ -23,7 +23,9 @@ from app.state import (
     WINDOW_S,
     Failover,
     LiveStats,
+    Overall,
     overall,
+    provider_label,
     quota_fractions,
 )
 from omen_local.observe import HealthEvent, UsageEvent
@@ -93,8 +95,21 @@ def test_overall_state_order() -> None:
     assert overall(None, {}, False).state == STOPPED
     assert overall({"providers": {"a": up, "b": off}}, {}, True).state == HEALTHY
     state = overall({"providers": {"a": up, "b": down}}, {}, True)
-    assert state.state == DEGRADED and "b" in state.headline and "b: refused" in state.detail
+    assert state.state == DEGRADED and "b" in state.headline and "b: not reachable" in state.detail
     assert overall({"providers": {"b": down}}, {}, True).state == DOWN
+    # a cloud provider without its key is "not set up", not down: an Ollama-only user is healthy
+    no_key = {"enabled": True, "usable": False, "kind": "openai",
+              "reason": "no API key (set it with `omen key set openai` or the environment)"}
+    assert overall({"providers": {"ollama": up, "openai": no_key}}, {}, True) == Overall(HEALTHY, "Running")
+    assert provider_label("openai", no_key) == "openai — not set up"
+    nothing = overall({"providers": {"openai": no_key}}, {}, True)
+    assert nothing.state == DOWN and nothing.headline == "Nothing set up yet"
+    # the library's words never reach the headline, the detail or the menu
+    ollama_down = {"enabled": True, "usable": True, "kind": "ollama", "state": "down",
+                   "last_error": "Cannot connect to host 127.0.0.1:11434 ssl:default [Connect call failed]"}
+    said = overall({"providers": {"ollama": ollama_down, "a": up}}, {}, True)
+    assert said.detail == ("ollama: not running",) and "Cannot" not in said.headline
+    assert provider_label("ollama", ollama_down) == "ollama — not running"
     q = overall({"providers": {"a": up}}, {"user owner daily_usd": 0.85}, True)
     assert q.state == QUOTA and "85%" in q.headline
     assert quota_fractions({"user owner": (4.0, 10.0)}, {"user owner": {"daily_usd": 5.0, "monthly_usd": math.inf}}) == {
