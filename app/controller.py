@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .state import Overall
 
 log = logging.getLogger("app")
+SPEND_EVERY_S = 15.0  # spend totals re-read from the usage store at most this often, on new usage
 
 NO_TRAY_HINT = (
     "Your desktop has no system tray, so OMEN runs as this window: closing it quits OMEN.\n\n"
@@ -142,9 +143,7 @@ class OmenApp(QObject):
         self.spend = (0.0, 0.0)  # today, this month (from the usage store)
         self.shown_notices: deque[Notice] = deque(maxlen=20)
 
-        self.spend_timer = QTimer(self)
-        self.spend_timer.setInterval(15_000)
-        self.spend_timer.timeout.connect(self.refresh_spend)
+        self._spend_at = 0.0  # when the spend totals were last read from the usage store
         self._phase_seen: Phase | None = None
         # Connect first, then read the state: whatever happened before (OMEN may be serving,
         # or have failed, with events queued) is in the snapshot; whatever happens after is
@@ -228,7 +227,6 @@ class OmenApp(QObject):
             self.stats.set_providers(self.host.status.get("providers", {}))
         self._on_status()
         self.refresh_spend()
-        self.spend_timer.start()
         self._start_glyph()
         self.ready.emit()
 
@@ -330,6 +328,8 @@ class OmenApp(QObject):
                 self._notify(self.notices.health(event, now))
         if self._dashboard is not None:
             self._dashboard.mark_dirty()
+            if self._dashboard.on_screen() and now - self._spend_at >= SPEND_EVERY_S:
+                self.refresh_spend()  # reconcile with the store now and then, only while someone looks
 
     def _on_status(self) -> None:
         from .state import overall, quota_fractions
@@ -374,7 +374,7 @@ class OmenApp(QObject):
         self.notified.emit(notice)
 
     def refresh_spend(self) -> None:
-        now = time.time()
+        now = self._spend_at = time.time()
 
         async def fetch(service: OmenService) -> tuple[float, float]:
             if service.metering is None:
@@ -503,6 +503,8 @@ class OmenApp(QObject):
 
     def open_dashboard(self) -> None:
         self.dashboard.bring_to_front()
+        if self.started_ok:
+            self.refresh_spend()
 
     def open_settings(self) -> None:
         from .settings import SettingsDialog
@@ -565,7 +567,6 @@ class OmenApp(QObject):
             return
         self.quitting = True
         log.info("quitting")
-        self.spend_timer.stop()
         if self._dashboard is not None:
             self._dashboard.timer.stop()
         if self.glyph is not None:

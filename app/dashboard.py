@@ -1,8 +1,12 @@
 """The dashboard window: live charts (pyqtgraph), spend against quotas, recent requests,
 history from the usage store, Glyph's audit log.
 
-Charts redraw from ``LiveStats`` (fixed-size rings) once a second, and only while the
-window is visible; each redraw is a handful of ``setData`` calls on 600-point arrays.
+Charts redraw from ``LiveStats`` (fixed-size rings) when new data arrives, at most once a
+second, and only while the window is on screen (not hidden, not minimised). While the
+last minute had requests, a 1 s tick lets the lines and the per-minute card move on;
+while the last ten minutes did, a 5 s tick; after that nothing runs at all: an idle
+dashboard costs nothing (bench/app_idle.py). Each redraw is a handful of ``setData``
+calls on 600-point arrays.
 The recent-requests table is a model over a bounded deque. History comes from the same
 rollups as ``/v1/usage``, fetched on the router's loop without blocking this thread.
 """
@@ -20,13 +24,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import (
     QAbstractTableModel,
+    QEvent,
     QModelIndex,
     QPersistentModelIndex,
     Qt,
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QCloseEvent, QColor, QFont, QGuiApplication
+from PySide6.QtGui import QCloseEvent, QColor, QFont, QGuiApplication, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -313,15 +318,31 @@ class Dashboard(QMainWindow):
         root.addWidget(self.tabs, 2)
         self.setCentralWidget(central)
 
-        self.timer = QTimer(self)
-        self.timer.setInterval(int(os.environ.get("OMEN_DASHBOARD_INTERVAL_MS", "1000")))  # bench: faster
+        self.fresh_ms = int(os.environ.get("OMEN_DASHBOARD_INTERVAL_MS", "1000"))  # bench: a faster stress case
+        self.timer = QTimer(self)  # runs only while there is something moving on screen (see _plan)
         self.timer.timeout.connect(self.redraw)
-        self.timer.start()
 
     # ---------------------------------------------------------------- live
 
     def mark_dirty(self) -> None:
+        """New events: redraw now if on screen and no tick is due within a second."""
         self._dirty_table = True
+        if self.on_screen() and not (self.timer.isActive() and self.timer.interval() <= self.fresh_ms):
+            self.redraw()
+
+    def on_screen(self) -> bool:
+        return self.isVisible() and not self.isMinimized()
+
+    def _plan(self) -> None:
+        """Tick only while something on screen moves with time; otherwise no timer at all."""
+        last = self.stats.last_time
+        age = time.time() - last if last is not None else math.inf
+        if not self.on_screen() or age >= self.stats.window:
+            self.timer.stop()
+            return
+        interval = self.fresh_ms if age < 60 else 5000
+        if not self.timer.isActive() or self.timer.interval() != interval:
+            self.timer.start(interval)
 
     def set_overall(self, overall: Overall, url: str) -> None:
         self.state_dot.setStyleSheet(f"color: {COLORS[overall.state].name()}; font-size: 18px;")
@@ -341,8 +362,8 @@ class Dashboard(QMainWindow):
         return self._colors[provider]
 
     def redraw(self, force: bool = False) -> None:
-        """Charts, cards and table from the stats (1/s, only while visible)."""
-        if not force and not self.isVisible():
+        """Charts, cards and table from the stats (on new data, only while on screen)."""
+        if not force and not self.on_screen():
             return
         now = int(time.time())
         s = self.stats
@@ -375,6 +396,7 @@ class Dashboard(QMainWindow):
             self._dirty_table = False
             self.table_model.set_rows(list(s.recent))
         self.redraws += 1
+        self._plan()
 
     def _quota_note(self, key: str, which: int) -> tuple[str, float | None]:
         """The tightest quota of this period: "of $5.00 (user owner)" and the fraction used."""
@@ -429,6 +451,22 @@ class Dashboard(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.closing.emit()
         super().closeEvent(event)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.redraw(force=True)  # whatever came while hidden, once
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        super().hideEvent(event)
+        self.timer.stop()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.WindowStateChange:
+            if self.isMinimized():
+                self.timer.stop()
+            else:
+                self.redraw(force=True)
 
 
 def bold(font: QFont) -> QFont:

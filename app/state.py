@@ -113,6 +113,7 @@ class LiveStats:
         self.live_cost_since = 0.0
         self.events_seen = 0
         self.first_time: float | None = None  # the first event's time (charts start there)
+        self.last_time: float | None = None  # the newest event's time (the dashboard ticks while recent)
 
     def set_providers(self, status_providers: Mapping[str, Mapping[str, Any]]) -> None:
         for name, info in status_providers.items():
@@ -133,6 +134,8 @@ class LiveStats:
         self.events_seen += 1
         if self.first_time is None:
             self.first_time = event.time
+        if self.last_time is None or event.time > self.last_time:
+            self.last_time = event.time
         second = int(event.time)
         ok = event.outcome in ("ok", "budget_cut")
         values: dict[str, float] = {"count": 1.0, "cost": event.cost_usd, "errors": 0.0 if ok else 1.0}

@@ -293,3 +293,25 @@ def test_settings_limits_and_server_apply_without_restart(running: Running, qtbo
     running.wait(lambda: running.app.url.endswith(f":{free}"))
     assert running.ask() == "ollama" and wait_port_closed(old_url)
     assert isinstance(QMessageBox, type)
+
+
+def test_dashboard_redraws_on_new_data_and_runs_no_timer_when_idle_or_hidden(running: Running) -> None:
+    running.app.open_dashboard()
+    dash = running.app.dashboard
+    running.wait(lambda: dash.isVisible())
+    assert not dash.timer.isActive()  # nothing happened yet: nothing ticks
+    before = dash.redraws
+    running.ask()
+    running.wait(lambda: dash.table_model.rowCount() == 1)  # redrawn because data came, not by a test call
+    assert dash.redraws > before
+    assert dash.timer.isActive() and dash.timer.interval() == 1000  # the last minute moves on screen
+    dash.showMinimized()
+    running.wait(lambda: dash.isMinimized())
+    assert not dash.timer.isActive()
+    dash.hide()
+    assert not dash.timer.isActive()
+    running.ask()
+    running.wait(lambda: running.app.stats.events_seen == 2)
+    assert dash.table_model.rowCount() == 1  # hidden: no redraw
+    dash.bring_to_front()
+    assert dash.table_model.rowCount() == 2  # shown again: whatever came meanwhile, once
