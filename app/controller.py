@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections import deque
@@ -161,10 +164,10 @@ class OmenApp(QObject):
         if self._dashboard is None:
             from .dashboard import Dashboard
 
-            self._dashboard = Dashboard(self.stats, self.copy_endpoint, self.fetch_history, self._audit_view())
+            self._dashboard = Dashboard(self.stats, self.copy_endpoint, self.fetch_history, self._audit_view(),
+                                        on_step=self.do_step)
             self._dashboard.closing.connect(self._dashboard_closed)
-            self._dashboard.set_overall(self.last_overall, self.url)
-            self._dashboard.set_spend(*self.spend, self.host.quota_limits, self.host.quota_used)
+            self._show_status(self._dashboard)
         return self._dashboard
 
     # ---------------------------------------------------------------- start
@@ -325,7 +328,10 @@ class OmenApp(QObject):
                 if failover is not None:
                     self._notify(self.notices.failover(failover, now))
             elif isinstance(event, HealthEvent):
-                self._notify(self.notices.health(event, now))
+                if event.detail:
+                    log.info("%s is %s: %s", event.provider, event.state, event.detail)  # the words as they came
+                # the notice says it in short words; the library's text stays in the log
+                self._notify(self.notices.health(dataclasses.replace(event, detail=None), now))
         if self._dashboard is not None:
             self._dashboard.mark_dirty()
             if self._dashboard.on_screen() and now - self._spend_at >= SPEND_EVERY_S:
@@ -343,11 +349,47 @@ class OmenApp(QObject):
         if self.tray is not None:
             self.tray.set_state(self.last_overall, self.url)
         if self._dashboard is not None:
-            self._dashboard.set_overall(self.last_overall, self.url)
-            self._dashboard.set_spend(*self.spend, self.host.quota_limits, self.host.quota_used)
+            self._show_status(self._dashboard)
         now = time.time()
         for notice in self.notices.quotas(fractions, now):
             self._notify(notice)
+
+    def _show_status(self, dashboard: Dashboard) -> None:
+        from .state import DOWN_STATE, get_started, provider_detail, provider_state
+
+        status = self.host.status
+        providers = (status or {}).get("providers", {})
+        details = "\n".join(f"{n}: {provider_detail(p)}" for n, p in providers.items()
+                             if provider_state(p) == DOWN_STATE and provider_detail(p))
+        dashboard.set_overall(self.last_overall, self.url, details)
+        dashboard.set_spend(*self.spend, self.host.quota_limits, self.host.quota_used)
+        dashboard.set_get_started(get_started(status, shutil.which("ollama") is not None)
+                                  if self.host.phase.kind == "serving" else [])
+
+    def do_step(self, action: str) -> None:
+        """A "Get started" button."""
+        from .state import OPEN_KEYS, START_OLLAMA
+
+        if action == OPEN_KEYS:
+            self.open_keys()
+        elif action == START_OLLAMA:
+            self.start_ollama()
+
+    def start_ollama(self) -> None:
+        """``ollama serve`` in a session of its own (it outlives the app, as when started by hand);
+        OMEN re-reads its config, which probes Ollama again, once it had a moment to listen."""
+        binary = shutil.which("ollama")
+        if binary is None:
+            return
+        log.info("starting Ollama: %s serve", binary)
+        try:
+            subprocess.Popen([binary, "serve"], start_new_session=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            log.error("could not start Ollama: %s", exc)
+            return
+        for delay_ms in (2000, 6000):
+            QTimer.singleShot(delay_ms, self.reload)
 
     def _phase_overall(self) -> Overall | None:
         """While OMEN does not serve, the phase is the status (not a bare "Stopped")."""
@@ -505,6 +547,15 @@ class OmenApp(QObject):
         self.dashboard.bring_to_front()
         if self.started_ok:
             self.refresh_spend()
+
+    def open_keys(self) -> None:
+        """Settings, on the API keys page (a provider that is not set up needs its key)."""
+        self.open_settings()
+        if self.settings is not None:
+            tabs = self.settings.tabs
+            for i in range(tabs.count()):
+                if tabs.tabText(i) == "API keys":
+                    tabs.setCurrentIndex(i)
 
     def open_settings(self) -> None:
         from .settings import SettingsDialog

@@ -51,7 +51,7 @@ from PySide6.QtWidgets import (
 )
 
 from .icons import COLORS, app_icon
-from .state import STOPPED, LiveStats, Overall, RequestRow
+from .state import STOPPED, LiveStats, Overall, RequestRow, Step
 
 PALETTE = ("#3b6fd8", "#e07a1f", "#2e9d5b", "#b04fc6", "#d23b3b", "#1fa5b8", "#8a6d3b", "#5c6bc0")
 COLUMNS = ("time", "client", "user", "intent", "strategy", "provider", "model", "tokens", "cost", "latency",
@@ -159,6 +159,9 @@ QLabel#value { color: #1f2937; font-size: 22px; font-weight: 600; }
 QLabel#note { color: #6b7280; font-size: 11px; }
 QLabel#headline { font-size: 17px; font-weight: 600; color: #1f2937; }
 QLabel#endpoint { color: #4b5563; font-family: monospace; }
+QFrame#getstarted { background: #eef4ff; border: 1px solid #c9d8f5; border-radius: 10px; }
+QFrame#getstarted QLabel { color: #1f2937; }
+QLabel#gs-title { font-size: 15px; font-weight: 600; }
 QProgressBar { background: #eef0f5; border: none; border-radius: 3px; }
 QTabWidget::pane { border: 1px solid #e1e4ec; border-radius: 8px; background: white; top: -1px; }
 QTabBar::tab { padding: 6px 14px; color: #4b5563; }
@@ -207,14 +210,16 @@ class Dashboard(QMainWindow):
 
     def __init__(self, stats: LiveStats, copy_endpoint: Callable[[], None] | None = None,
                  fetch_history: Callable[[Callable[[dict[str, Any]], None]], None] | None = None,
-                 audit_view: QWidget | None = None) -> None:
+                 audit_view: QWidget | None = None, on_step: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.stats = stats
+        self.on_step = on_step
+        self._steps: list[Step] = []
         self.fetch_history = fetch_history
         self.setWindowTitle("OMEN Local")
         self.setWindowIcon(app_icon())
         self.setObjectName("dashboard")
-        self.resize(1180, 820)
+        self.resize(*first_size())
         self.setStyleSheet(STYLE)
         self.redraws = 0
         self.spend_today = 0.0
@@ -250,9 +255,19 @@ class Dashboard(QMainWindow):
             header.addWidget(copy)
         root.addLayout(header)
         self.detail = QLabel("")
+        self.detail.setObjectName("detail")
         self.detail.setStyleSheet("color: #b45309;")
+        self.detail.setWordWrap(True)  # never widens the window
         self.detail.setVisible(False)
         root.addWidget(self.detail)
+
+        self.get_started = QFrame()
+        self.get_started.setObjectName("getstarted")
+        self.steps_layout = QVBoxLayout(self.get_started)
+        self.steps_layout.setContentsMargins(16, 12, 16, 12)
+        self.steps_layout.setSpacing(8)
+        self.get_started.setVisible(False)
+        root.addWidget(self.get_started)
 
         cards = QHBoxLayout()
         cards.setSpacing(12)
@@ -344,11 +359,41 @@ class Dashboard(QMainWindow):
         if not self.timer.isActive() or self.timer.interval() != interval:
             self.timer.start(interval)
 
-    def set_overall(self, overall: Overall, url: str) -> None:
+    def set_get_started(self, steps: list[Step]) -> None:
+        """The first-run panel: what to do to get a first answer (hidden once one can come)."""
+        if steps == self._steps:
+            return
+        self._steps = list(steps)
+        while self.steps_layout.count():
+            item = self.steps_layout.takeAt(0)
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
+        title = QLabel("Get started")
+        title.setObjectName("gs-title")
+        self.steps_layout.addWidget(title)
+        for step in steps:
+            row = QWidget()
+            line = QHBoxLayout(row)
+            line.setContentsMargins(0, 0, 0, 0)
+            text = QLabel(step.text)
+            text.setWordWrap(True)
+            text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            line.addWidget(text, 1)
+            if step.action and self.on_step is not None:
+                button = QPushButton(step.button)
+                button.setObjectName(f"step:{step.action}")
+                button.clicked.connect(_step_slot(self.on_step, step.action))
+                line.addWidget(button)
+            self.steps_layout.addWidget(row)
+        self.get_started.setVisible(bool(steps))
+
+    def set_overall(self, overall: Overall, url: str, details: str = "") -> None:
         self.state_dot.setStyleSheet(f"color: {COLORS[overall.state].name()}; font-size: 18px;")
         self.headline.setText(overall.headline)
         self.endpoint.setText(f"{url}/v1" if url and overall.state != STOPPED else "")
         self.detail.setText("  ·  ".join(overall.detail))
+        self.detail.setToolTip(details)  # the library's own words, for whoever wants them
         self.detail.setVisible(bool(overall.detail))
 
     def set_spend(self, today: float, month: float, limits: dict[str, dict[str, float]],
@@ -467,6 +512,22 @@ class Dashboard(QMainWindow):
                 self.timer.stop()
             else:
                 self.redraw(force=True)
+
+
+def _step_slot(on_step: Callable[[str], None], action: str) -> Callable[[bool], None]:
+    def run(_checked: bool = False) -> None:
+        on_step(action)
+
+    return run
+
+
+def first_size() -> tuple[int, int]:
+    """The first window fits the screen it opens on (a 1280x800 laptop included)."""
+    screen = QGuiApplication.primaryScreen()
+    if screen is None:
+        return 1180, 740
+    geo = screen.availableGeometry()
+    return min(1180, geo.width() - 40), min(740, geo.height() - 60)
 
 
 def bold(font: QFont) -> QFont:

@@ -51,6 +51,7 @@ from omen_local.service import OmenService
 
 from . import keys
 from .icons import app_icon
+from .state import NOT_SET_UP, OFF, UP, provider_detail, provider_state, short_why
 
 if TYPE_CHECKING:
     from .controller import OmenApp
@@ -244,8 +245,16 @@ class SettingsDialog(QDialog):
         self.p_url.setText(pc.base_url)
         status = (self.app.host.status or {}).get("providers", {}).get(name, {})
         found = status.get("models") or []
-        self.p_found.setText(("Serving now: " + ", ".join(found[:12]) + (" …" if len(found) > 12 else ""))
-                             if found else "")
+        state = provider_state(status) if status else NOT_SET_UP
+        if state == UP and found:
+            self.p_found.setText("Serving now: " + ", ".join(found[:12]) + (" …" if len(found) > 12 else ""))
+        elif state == NOT_SET_UP:
+            self.p_found.setText("Not set up: add its API key on the API keys page.")
+        elif state == OFF:
+            self.p_found.setText("Off: OMEN does not use it.")
+        else:
+            self.p_found.setText(f"Not serving now: {short_why(name, status)}.")
+        self.p_found.setToolTip(provider_detail(status))
         self.p_models.setRowCount(len(pc.models))
         for i, m in enumerate(pc.models):
             values = (m.name, "" if m.context_window is None else str(m.context_window),

@@ -343,3 +343,51 @@ def summarize(rows: Iterable[RequestRow]) -> dict[str, int]:
     for row in rows:
         counts[row.provider] = counts.get(row.provider, 0) + 1
     return counts
+
+
+# ---------------------------------------------------------------- first run: what to do next
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of the "Get started" panel, with the button that does it where one exists."""
+
+    text: str
+    action: str = ""  # "start_ollama", "open_keys", or "" (the text says what to type)
+    button: str = ""
+
+
+START_OLLAMA, OPEN_KEYS = "start_ollama", "open_keys"
+SUGGESTED_MODEL = "llama3.2"
+
+
+def get_started(status: Mapping[str, Any] | None, ollama_installed: bool) -> list[Step]:
+    """The steps to a first answer, or [] once some provider can answer (models and all).
+
+    Short words a new user acts on; never the library's error text (that is in the
+    tooltips and the log)."""
+    if status is None:
+        return []
+    providers: Mapping[str, Mapping[str, Any]] = status.get("providers", {})
+    if any(provider_state(p) == UP and p.get("models") for p in providers.values()):
+        return []
+    steps: list[Step] = []
+    ollama = next((p for p in providers.values() if p.get("kind") == "ollama"), None)
+    ollama_state = provider_state(ollama) if ollama is not None else DOWN_STATE
+    if ollama_state == UP:
+        steps.append(Step(f"Ollama runs but has no model yet. In a terminal: ollama pull {SUGGESTED_MODEL}"))
+    elif ollama_state == OFF:
+        steps.append(Step("Ollama is turned off in OMEN: turn it on in the tray menu to use local models."))
+    elif ollama_installed:
+        steps.append(Step("Ollama is not running. Start it to use models on this computer.", START_OLLAMA,
+                          "Start Ollama"))
+    else:
+        steps.append(Step("Ollama is not installed: get it from ollama.com to run models on this computer, "
+                          f"then: ollama pull {SUGGESTED_MODEL}"))
+    for name, p in providers.items():
+        if p.get("kind") != "ollama" and p.get("local") and provider_state(p) == UP:
+            steps.append(Step(f"Found {name} on this computer, with no model loaded yet: load one in {name}."))
+    if any(provider_state(p) == NOT_SET_UP for p in providers.values()):
+        steps.append(Step("Or use a cloud model: add an API key (OpenAI, Anthropic, …).", OPEN_KEYS,
+                          "Add an API key…"))
+    return steps

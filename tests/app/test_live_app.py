@@ -136,3 +136,35 @@ def test_port_taken_shows_a_dialog_and_says_so_in_the_log(tmp_path: Path, deskto
             text = desktop.ocr(desktop.screenshot(tmp_path / "port.png"))
             assert re.search(r"in\s+use", text), text
             assert app.stop() == 0  # and it quits when asked: nothing hangs
+
+
+def test_first_run_with_nothing_reachable_guides_in_short_words(tmp_path: Path, desktop: XDesktop) -> None:
+    with socket.socket() as closed:  # an Ollama address where nothing listens
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    home = tmp_path / "home"
+    config = write_app_config(tmp_path / "config.toml", tmp_path / "data", dead)
+    with app_running(home, config, desktop) as app:
+        serving_url(app)
+
+        def guided() -> dict[str, Any] | None:
+            dash = window(app.probe(), "dashboard")
+            return dash if dash is not None and "Get started" in dash["labels"] else None
+
+        dash = poll(guided, 30, "the Get started panel", every_s=0.5)
+        said = " ".join(dash["labels"])
+        assert "Ollama" in said and "ollama pull" in said
+        assert "Add an API key…" in dash["buttons"]
+        assert "No provider available" in dash["labels"]
+        assert "ollama: not running" in dash["labels"]
+        dump = app.probe()
+        everything = json.dumps([dump["windows"], dump["tray"]["menu"], dump["tray"]["tooltip"]])
+        for raw in ("Cannot connect", "Connect call failed", "ssl:default", "ClientConnectorError"):
+            assert raw not in everything
+        assert "openai — not set up — add key…" in dump["tray"]["menu"]
+        width, height = dash["size"]
+        assert width <= 1280 and height <= 800, dash["size"]
+        wins = desktop.windows(name="^OMEN Local$", pid=app.proc.pid)
+        desktop.raise_window(wins[0])
+        text = desktop.ocr(desktop.screenshot(tmp_path / "first-run.png"))
+        assert re.search(r"Get\s+started", text), text

@@ -191,3 +191,22 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: P
         view.refresh()
         assert "TAMPERED at row 2" in view.status.text()
         view.close()
+
+
+def test_get_started_steps_in_plain_words() -> None:
+    from app.state import OPEN_KEYS, START_OLLAMA, get_started
+
+    no_key = {"enabled": True, "usable": False, "kind": "openai", "reason": "no API key (set it with ...)"}
+    ollama_down = {"enabled": True, "usable": True, "kind": "ollama", "state": "down", "local": True,
+                   "last_error": "Cannot connect to host 127.0.0.1:11434 ssl:default"}
+    ollama_empty = {"enabled": True, "usable": True, "kind": "ollama", "state": "up", "local": True, "models": []}
+    ollama_ready = {**ollama_empty, "models": ["llama3.2:latest"]}
+    steps = get_started({"providers": {"ollama": ollama_down, "openai": no_key}}, ollama_installed=True)
+    assert [s.action for s in steps] == [START_OLLAMA, OPEN_KEYS]
+    assert "not running" in steps[0].text and steps[0].button == "Start Ollama"
+    steps = get_started({"providers": {"ollama": ollama_down, "openai": no_key}}, ollama_installed=False)
+    assert "ollama.com" in steps[0].text and steps[0].action == ""
+    steps = get_started({"providers": {"ollama": ollama_empty}}, ollama_installed=True)
+    assert steps[0].text.endswith("ollama pull llama3.2")
+    assert get_started({"providers": {"ollama": ollama_ready, "openai": no_key}}, ollama_installed=True) == []
+    assert all("Cannot" not in s.text for s in get_started({"providers": {"ollama": ollama_down}}, True))

@@ -24,8 +24,14 @@ def test_menu_shows_live_state_and_every_entry(running: Running) -> None:
     assert tray is not None
     tray.menu.aboutToShow.emit()  # as when the user opens it
     texts = tray.texts()
-    assert texts[0] == f"Running — {running.url}/v1"
-    assert texts[1] == "Copy endpoint and token"
+    assert texts[0] == "OMEN: Running"  # a status in words, not a greyed item
+    assert texts[1] == f"Copy endpoint and token ({running.url}/v1)"
+    head = tray.menu.actions()[0]
+    assert head.isEnabled() and head.font().bold()
+    from PySide6.QtGui import QFontMetrics
+
+    metrics = QFontMetrics(tray.menu.font())
+    assert max(metrics.horizontalAdvance(a.text()) for a in tray.menu.actions()) <= 420
     assert "Providers" in texts
     assert "ollama — 2 models" in texts  # discovered from the fake's /api/tags
     assert "anthropic — 3 models" in texts and "openai — 5 models" in texts

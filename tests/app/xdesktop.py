@@ -252,8 +252,11 @@ class AppProcess:
         return int(self.proc.returncode)
 
 
-def write_app_config(path: Path, data_dir: Path, ollama_url: str | None, port: int = 0, extra: str = "") -> Path:
-    """A config like a new user's: Ollama (where given), OpenAI and Anthropic named but without keys."""
+def write_app_config(path: Path, data_dir: Path, ollama_url: str | None, port: int = 0, extra: str = "",
+                     discover_local: bool = False) -> Path:
+    """A config like a new user's: Ollama (where given), OpenAI and Anthropic named but without keys.
+    Local-server discovery is off unless asked: the machine is shared, and another
+    engineer's server on LM Studio's port must not show up in these tests."""
     ollama = f'[providers.ollama]\nbase_url = "{ollama_url}"\n' if ollama_url else ""
     path.write_text(f"""
 [server]
@@ -261,6 +264,9 @@ port = {port}
 
 [storage]
 data_dir = "{data_dir}"
+
+[discovery]
+local = {"true" if discover_local else "false"}
 
 {ollama}
 {extra}
