@@ -50,10 +50,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from . import theme
 from .icons import COLORS, app_icon
-from .state import STOPPED, LiveStats, Overall, RequestRow, Step
+from .state import STOPPED, FloatArray, LiveStats, Overall, RequestRow, Step
+from .theme import Theme
 
-PALETTE = ("#3b6fd8", "#e07a1f", "#2e9d5b", "#b04fc6", "#d23b3b", "#1fa5b8", "#8a6d3b", "#5c6bc0")
 COLUMNS = ("time", "client", "user", "intent", "strategy", "provider", "model", "tokens", "cost", "latency",
            "TTFT", "outcome")
 OUTCOME_COLORS = {"ok": None, "error": QColor("#c62828"), "cancelled": QColor("#8a8f98"),
@@ -151,43 +152,40 @@ class Card(QFrame):
                 self.bar.setStyleSheet(f"QProgressBar::chunk {{ background: {color}; border-radius: 3px; }}")
 
 
-STYLE = """
-QMainWindow, QWidget#central { background: #f6f7fb; }
-QFrame#card { background: white; border: 1px solid #e1e4ec; border-radius: 10px; }
-QLabel#caption { color: #6b7280; font-size: 11px; text-transform: uppercase; }
-QLabel#value { color: #1f2937; font-size: 22px; font-weight: 600; }
-QLabel#note { color: #6b7280; font-size: 11px; }
-QLabel#headline { font-size: 17px; font-weight: 600; color: #1f2937; }
-QLabel#endpoint { color: #4b5563; font-family: monospace; }
-QFrame#getstarted { background: #eef4ff; border: 1px solid #c9d8f5; border-radius: 10px; }
-QFrame#getstarted QLabel { color: #1f2937; }
-QLabel#gs-title { font-size: 15px; font-weight: 600; }
-QProgressBar { background: #eef0f5; border: none; border-radius: 3px; }
-QTabWidget::pane { border: 1px solid #e1e4ec; border-radius: 8px; background: white; top: -1px; }
-QTabBar::tab { padding: 6px 14px; color: #4b5563; }
-QTabBar::tab:selected { color: #1f2937; font-weight: 600; }
-QTableView { border: none; gridline-color: #f0f1f5; selection-background-color: #dfe8fb;
-             selection-color: #1f2937; }
-QHeaderView::section { background: #fafbfd; border: none; border-bottom: 1px solid #e1e4ec;
-                       padding: 4px 6px; color: #4b5563; font-weight: 600; }
-"""
-
-
 class Chart(pg.PlotWidget):  # type: ignore[misc]
-    """A time chart with a clock axis, a legend, and one curve per series name."""
+    """A time chart: a clock axis, y from zero in a unit people read, a legend above the
+    data, one curve per series name, and "No requests yet" instead of an invented range."""
 
-    def __init__(self, title: str, unit: str) -> None:
+    def __init__(self, title: str, unit: str, look: Theme) -> None:
         super().__init__(axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
-        self.setTitle(f"<span style='font-size:10.5pt;color:#374151'>{title}</span>")
-        self.setLabel("left", unit)
-        self.showGrid(x=True, y=True, alpha=0.15)
+        self.look = look
+        self.setBackground(look.card)
+        self.setTitle(f"<span style='font-size:10.5pt;color:{look.text}'>{title}</span>")
+        for name in ("left", "bottom"):
+            axis = self.getAxis(name)
+            axis.setPen(pg.mkPen(look.border))
+            axis.setTextPen(pg.mkPen(look.muted))
+        self.getAxis("left").enableAutoSIPrefix(False)  # "per s (x0.001)" is nobody's unit
+        self.unit = ""
+        self.set_unit(unit)
+        self.showGrid(x=True, y=True, alpha=look.grid_alpha)
         self.setMouseEnabled(x=False, y=False)
         self.setMenuEnabled(False)
         self.hideButtons()
         self.getPlotItem().layout.setContentsMargins(4, 4, 10, 4)
-        self.legend = self.addLegend(offset=(8, 4), labelTextSize="8.5pt", brush=pg.mkBrush(255, 255, 255, 200))
+        back = QColor(look.card)
+        back.setAlpha(215)
+        self.legend = self.addLegend(offset=(8, 4), labelTextSize="8.5pt", brush=pg.mkBrush(back),
+                                     labelTextColor=look.text)
+        self.empty = pg.TextItem("No requests yet", color=look.muted, anchor=(0.5, 0.5))
+        self.addItem(self.empty, ignoreBounds=True)
         self.curves: dict[str, pg.PlotDataItem] = {}
-        self.setMinimumHeight(170)
+        self.setMinimumHeight(150)
+
+    def set_unit(self, unit: str) -> None:
+        if unit != self.unit:
+            self.unit = unit
+            self.setLabel("left", unit, color=self.look.muted)
 
     def curve(self, name: str, color: str, *, fill: bool = False, dash: bool = False) -> pg.PlotDataItem:
         found = self.curves.get(name)
@@ -201,6 +199,29 @@ class Chart(pg.PlotWidget):  # type: ignore[misc]
                 kwargs.update(fillLevel=0, brush=pg.mkBrush(c))
             found = self.curves[name] = self.plot([], [], **kwargs)
         return found
+
+    def frame(self, start: float, end: float, top: float) -> None:
+        """x from ``start`` to ``end``; y from zero to above ``top`` (room for the legend), or
+        the empty state when there is nothing to show."""
+        self.setXRange(start, end, padding=0)
+        empty = not (top > 0 and math.isfinite(top))
+        self.empty.setVisible(empty)
+        self.legend.setVisible(not empty)
+        if empty:
+            self.setYRange(0, 1, padding=0)
+            self.empty.setPos((start + end) / 2, 0.5)
+        else:
+            self.setYRange(0, top * 1.35, padding=0)
+
+
+def latency_unit(values: list[FloatArray]) -> tuple[str, float]:
+    """ms, or s when the largest value is 2 s or more: (the axis label, the divisor)."""
+    top = max((float(np.nanmax(v)) for v in values if np.isfinite(v).any()), default=0.0)
+    return ("s", 1000.0) if top >= 2000 else ("ms", 1.0)
+
+
+def finite_max(values: list[FloatArray]) -> float:
+    return max((float(np.nanmax(v)) for v in values if np.isfinite(v).any()), default=0.0)
 
 
 class Dashboard(QMainWindow):
@@ -220,14 +241,14 @@ class Dashboard(QMainWindow):
         self.setWindowIcon(app_icon())
         self.setObjectName("dashboard")
         self.resize(*first_size())
-        self.setStyleSheet(STYLE)
+        self.look = theme.current()
+        self.setStyleSheet(self.look.style_sheet())
         self.redraws = 0
         self.spend_today = 0.0
         self.spend_month = 0.0
         self.quota_limits: dict[str, dict[str, float]] = {}
         self.quota_used: dict[str, tuple[float, float]] = {}
         self._dirty_table = True
-        self._colors: dict[str, str] = {}
         self.paused_until = 0.0
 
         central = QWidget()
@@ -256,7 +277,6 @@ class Dashboard(QMainWindow):
         root.addLayout(header)
         self.detail = QLabel("")
         self.detail.setObjectName("detail")
-        self.detail.setStyleSheet("color: #b45309;")
         self.detail.setWordWrap(True)  # never widens the window
         self.detail.setVisible(False)
         root.addWidget(self.detail)
@@ -282,9 +302,9 @@ class Dashboard(QMainWindow):
 
         charts = QGridLayout()
         charts.setSpacing(10)
-        self.chart_ttft = Chart("Time to first token by provider", "ms")
-        self.chart_latency = Chart("Total latency by provider", "ms")
-        self.chart_rate = Chart("Requests and failovers", "per s")
+        self.chart_ttft = Chart("Time to first token by provider", "ms", self.look)
+        self.chart_latency = Chart("Total latency by provider", "ms", self.look)
+        self.chart_rate = Chart("Requests and failovers", "requests/min", self.look)
         charts.addWidget(self.chart_ttft, 0, 0)
         charts.addWidget(self.chart_latency, 0, 1)
         charts.addWidget(self.chart_rate, 1, 0, 1, 2)
@@ -319,7 +339,7 @@ class Dashboard(QMainWindow):
         hl.setContentsMargins(6, 6, 6, 6)
         row = QHBoxLayout()
         self.history_note = QLabel("Last 30 days, from the usage store (the same data as /v1/usage).")
-        self.history_note.setStyleSheet("color: #6b7280;")
+        self.history_note.setObjectName("muted")
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh_history)
         row.addWidget(self.history_note, 1)
@@ -402,9 +422,7 @@ class Dashboard(QMainWindow):
         self.quota_limits, self.quota_used = limits, used
 
     def color(self, provider: str) -> str:
-        if provider not in self._colors:
-            self._colors[provider] = PALETTE[len(self._colors) % len(PALETTE)]
-        return self._colors[provider]
+        return theme.provider_color(provider)
 
     def redraw(self, force: bool = False) -> None:
         """Charts, cards and table from the stats (on new data, only while on screen)."""
@@ -413,17 +431,22 @@ class Dashboard(QMainWindow):
         now = int(time.time())
         s = self.stats
         x = np.arange(now - s.window + 1, now + 1, dtype=np.float64)
-        for provider in list(s.rings):
-            color = self.color(provider)
-            self.chart_ttft.curve(provider, color).setData(x, s.latency(provider, "ttft", now))
-            self.chart_latency.curve(provider, color).setData(x, s.latency(provider, "lat", now))
-        self.chart_rate.curve("requests/s", "#3b6fd8", fill=True).setData(x, s.rate(now))
-        self.chart_rate.curve("failovers/s", "#d23b3b").setData(x, s.failovers.series("count", now))
         start = x[0]  # a fresh app shows the minutes it has, not ten empty ones
         if s.first_time is not None:
             start = max(x[0], min(s.first_time - 10, now - 120))
-        for chart in (self.chart_ttft, self.chart_latency, self.chart_rate):
-            chart.setXRange(start, x[-1], padding=0)
+        shown = x >= start
+        for chart, field in ((self.chart_ttft, "ttft"), (self.chart_latency, "lat")):
+            series = {p: s.latency(p, field, now) for p in list(s.rings)}
+            unit, divisor = latency_unit([v[shown] for v in series.values()])
+            chart.set_unit(unit)
+            for provider, values in series.items():
+                chart.curve(provider, self.color(provider)).setData(x, values / divisor)
+            chart.frame(start, x[-1], finite_max([v[shown] for v in series.values()]) / divisor)
+        rate = s.rate(now) * 60
+        failovers = s.failovers.series("count", now) * 60
+        self.chart_rate.curve("requests/min", "#3b6fd8", fill=True).setData(x, rate)
+        self.chart_rate.curve("failovers/min", "#d23b3b").setData(x, failovers)
+        self.chart_rate.frame(start, x[-1], finite_max([rate[shown], failovers[shown]]))
 
         per_min = float(s.total.series("count", now)[-60:].sum())
         self.card_rate.set(f"{per_min:,.0f}", f"{s.events_seen:,} attempts since start")

@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     qapp.setOrganizationName("omen-local")
     qapp.setQuitOnLastWindowClosed(False)
     qapp.setWindowIcon(app_icon())
+    from . import theme
+
+    theme.apply_override()  # OMEN_APP_THEME=dark|light, where the desktop does not say
     instance = SingleInstance()
     instance.listen()
 

@@ -94,7 +94,7 @@ def test_dashboard_updates_from_new_usage_events(running: Running) -> None:
     assert int(dash.card_rate.value.text()) == 4
     x, y = dash.chart_latency.curves["ollama"].getData()
     assert len(x) == 600 and np.isfinite(y).any()
-    assert dash.chart_rate.curves["requests/s"].getData()[1].sum() > 0
+    assert dash.chart_rate.curves["requests/min"].getData()[1].sum() > 0
     assert dash.redraws >= 2
     dash.refresh_history()  # the same rollups as /v1/usage, fetched on the router's loop
     running.wait(lambda: dash.history.rowCount() >= 1)
