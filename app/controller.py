@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QTimer, QUrl, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QInputDialog, QMessageBox, QSystemTrayIcon, QWidget
 
@@ -136,6 +137,7 @@ class OmenApp(QObject):
         self.port_dialog: QMessageBox | None = None
         self.error_dialog: QMessageBox | None = None
         self.hint: QMessageBox | None = None
+        self.logs_dialog: QMessageBox | None = None
         self.quitting = False
         self.started_ok = False
         self.url = ""
@@ -568,7 +570,22 @@ class OmenApp(QObject):
         self.settings.activateWindow()
 
     def open_logs(self) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(logs.log_dir())))
+        """The log folder in the file manager; where none is registered, its path with Copy."""
+        folder = logs.log_dir()
+        no_opener = sys.platform.startswith("linux") and shutil.which("xdg-open") is None
+        if no_opener or not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.show_log_folder(folder)
+
+    def show_log_folder(self, folder: Path) -> None:
+        box = self.logs_dialog = QMessageBox(QMessageBox.Icon.Information, "OMEN Local: logs",
+                                             "No file manager is set up to open the log folder. The logs are in:",
+                                             QMessageBox.StandardButton.Close)
+        box.setObjectName("log-folder")
+        box.setInformativeText(str(folder))
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy = box.addButton("Copy path", QMessageBox.ButtonRole.ActionRole)
+        copy.clicked.connect(lambda _c=False: QGuiApplication.clipboard().setText(str(folder)))
+        box.open()
 
     def autostart_enabled(self) -> bool:
         return autostart.is_enabled()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
@@ -321,3 +322,19 @@ def test_dashboard_redraws_on_new_data_and_runs_no_timer_when_idle_or_hidden(run
     assert dash.table_model.rowCount() == 1  # hidden: no redraw
     dash.bring_to_front()
     assert dash.table_model.rowCount() == 2  # shown again: whatever came meanwhile, once
+
+
+def test_view_logs_without_a_file_manager_shows_the_folder_with_copy(running: Running,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from app import logs
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no xdg-open on this desktop
+    running.app.open_logs()
+    box = running.app.logs_dialog
+    assert box is not None and box.isVisible()
+    assert box.informativeText() == str(logs.log_dir())
+    copy = next(b for b in box.buttons() if b.text() == "Copy path")
+    copy.click()
+    assert QGuiApplication.clipboard().text() == str(logs.log_dir())
