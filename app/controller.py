@@ -467,8 +467,16 @@ class OmenApp(QObject):
         """The tray's side of what the user sees, for the test-only probe (app/probe.py)."""
         tray: dict[str, Any] | None = None
         if self.tray is not None:
-            self.tray.rebuild()
-            tray = {"tooltip": self.tray.icon.toolTip(), "menu": self.tray.texts(), "visible": self.tray.icon.isVisible()}
+            menu = self.tray.menu
+            if not menu.isVisible():
+                self.tray.rebuild()  # what opening it would show (an open menu is left alone)
+            geo = self.tray.icon.geometry()
+            tray = {"tooltip": self.tray.icon.toolTip(), "menu": self.tray.texts(), "visible": self.tray.icon.isVisible(),
+                    "icon": [geo.center().x(), geo.center().y()] if geo.isValid() else None,
+                    "menu_open": menu.isVisible(),
+                    "menu_items": {a.text(): [menu.mapToGlobal(menu.actionGeometry(a).center()).x(),
+                                              menu.mapToGlobal(menu.actionGeometry(a).center()).y()]
+                                   for a in menu.actions() if menu.isVisible() and a.text()}}
         return {"tray": tray, "notices": [[n.title, n.body] for n in self.shown_notices]}
 
     def copy_endpoint(self) -> None:

@@ -207,6 +207,9 @@ class Chart(pg.PlotWidget):  # type: ignore[misc]
         empty = not (top > 0 and math.isfinite(top))
         self.empty.setVisible(empty)
         self.legend.setVisible(not empty)
+        self.getAxis("left").setStyle(showValues=not empty)  # no invented scale under "No requests yet"
+        for curve in self.curves.values():
+            curve.setVisible(not empty)
         if empty:
             self.setYRange(0, 1, padding=0)
             self.empty.setPos((start + end) / 2, 0.5)

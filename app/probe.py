@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt
-from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel, QTableView, QWidget
+from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel, QTabBar, QTableView, QWidget
 
 ENV = "OMEN_APP_PROBE"
 MAX_ROWS = 50
@@ -38,9 +38,29 @@ def _table(view: QTableView) -> dict[str, Any]:
     return {"header": header, "rows": rows}
 
 
+def _center(widget: QWidget, x: int, y: int) -> list[int]:
+    point = widget.mapToGlobal(widget.rect().topLeft())
+    return [point.x() + x, point.y() + y]
+
+
+def clickables(window: QWidget) -> dict[str, list[int]]:
+    """Screen coordinates of the visible buttons and tabs (for xdotool to click, like a person)."""
+    out: dict[str, list[int]] = {}
+    for button in window.findChildren(QAbstractButton):
+        if button.isVisible() and button.text():
+            out[button.text()] = _center(button, button.width() // 2, button.height() // 2)
+    for bar in window.findChildren(QTabBar):
+        if bar.isVisible():
+            for i in range(bar.count()):
+                r = bar.tabRect(i)
+                out["tab:" + bar.tabText(i)] = _center(bar, r.center().x(), r.center().y())
+    return out
+
+
 def window_text(window: QWidget) -> dict[str, Any]:
     """The visible text of one top-level window."""
     return {
+        "click": clickables(window),
         "title": window.windowTitle(),
         "object": window.objectName(),
         "class": type(window).__name__,

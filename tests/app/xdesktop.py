@@ -201,7 +201,8 @@ def isolated_env(home: Path, desktop: XDesktop | None) -> dict[str, str]:
 class AppProcess:
     """``omen app`` running for real; stdout+stderr go to a file the test reads."""
 
-    def __init__(self, home: Path, config: Path, desktop: XDesktop | None, *args: str) -> None:
+    def __init__(self, home: Path, config: Path, desktop: XDesktop | None, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.home = home
         self.config = config
         self.desktop = desktop
@@ -209,6 +210,7 @@ class AppProcess:
         self.out_path = home / "app.out"
         self.env = isolated_env(home, desktop)
         self.env["OMEN_APP_PROBE"] = str(self.probe_path)
+        self.env.update(env or {})
         self._out = self.out_path.open("wb")
         self.proc = subprocess.Popen([*omen_command(), "app", "--config", str(config), "--no-glyph", *args],
                                      cwd=home, env=self.env, stdout=self._out, stderr=subprocess.STDOUT)
