@@ -152,6 +152,33 @@ print(asyncio.run(AppPrompter().ask(req)))
 """
 
 
+def keyring_env() -> dict[str, str]:
+    """Inside the dbus session main() starts: the app and `omen key set` use the real keyring."""
+    import os
+
+    addr = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    return {"DBUS_SESSION_BUS_ADDRESS": addr, "OMEN_SECRETS": "keyring"} if addr and os.environ.get(
+        "OMEN_SHOTS_KEYRING") else {}
+
+
+def with_keyring() -> int | None:
+    """Re-run this script inside dbus-run-session with an unlocked gnome-keyring (the
+    Settings shot shows a stored, masked key); None when already there or not possible."""
+    import os
+
+    if os.environ.get("OMEN_SHOTS_KEYRING") or not (shutil.which("dbus-run-session")
+                                                    and shutil.which("gnome-keyring-daemon")):
+        return None
+    home = Path(tempfile.mkdtemp(prefix="omen-shots-home-"))
+    env = {**os.environ, "OMEN_SHOTS_KEYRING": "1", "HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
+    shell = ('echo -n screenshots | gnome-keyring-daemon --unlock --components=secrets >/dev/null && '
+             f'exec "{sys.executable}" "{Path(__file__).resolve()}"')
+    try:
+        return subprocess.call(["dbus-run-session", "--", "sh", "-c", shell], env=env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def first_run(base: Path, desktop: XDesktop) -> None:
     home = base / "first"
     with __import__("socket").socket() as closed:
@@ -191,8 +218,9 @@ monthly_usd = 40
         base.mkdir(parents=True, exist_ok=True)
         config = write_app_config(base / f"{home.name}.toml", home / "data", ollama.url, extra=extra)
         audit_log(home / ".local" / "share" / "omen-local" / "glyph" / "glyph.db")
-        set_key(isolated_env(home, desktop), config, "anthropic", DEFAULT_KEY)  # as `omen key set` would, first
-        app = AppProcess(home, config, desktop, env={"OMEN_APP_THEME": "dark"} if dark else None)
+        extra_env = {**keyring_env(), **({"OMEN_APP_THEME": "dark"} if dark else {})}
+        set_key({**isolated_env(home, desktop), **extra_env}, config, "anthropic", DEFAULT_KEY)  # `omen key set`, first
+        app = AppProcess(home, config, desktop, env=extra_env)
         try:
             url = serving_url(app)
             token = app.token()
@@ -255,6 +283,9 @@ def main() -> int:
     if missing_tools():
         print(f"needs {', '.join(missing_tools())} (apt; see .ci/run)", file=sys.stderr)
         return 1
+    again = with_keyring()
+    if again is not None:
+        return again
     base = Path(tempfile.mkdtemp(prefix="omen-shots-"))
     try:
         with XDesktop() as desktop:
