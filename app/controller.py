@@ -81,6 +81,12 @@ def _restore(path: Path, content: bytes | None) -> None:
         write_private(path, content)
 
 
+def _trim_heap() -> None:
+    from omen_local.memtrim import release_memory
+
+    release_memory(force=True)
+
+
 class Prefs:
     """The app's own choices (not OMEN's config): kept in app.json beside the config."""
 
@@ -233,6 +239,9 @@ class OmenApp(QObject):
         self._on_status()
         self.refresh_spend()
         self._start_glyph()
+        # Start-up's garbage (imports, discovery, the first status) leaves freed pages in
+        # glibc's arenas: hand them back once the app has settled (tray-only RSS).
+        QTimer.singleShot(3000, _trim_heap)
         self.ready.emit()
 
     def _start_glyph(self) -> None:

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyqtgraph as pg
 from PySide6.QtCore import (
     QAbstractTableModel,
@@ -52,8 +53,10 @@ from PySide6.QtWidgets import (
 
 from . import theme
 from .icons import COLORS, app_icon
-from .state import STOPPED, FloatArray, LiveStats, Overall, RequestRow, Step
+from .state import STOPPED, LiveStats, Overall, RequestRow, Step
 from .theme import Theme
+
+FloatArray = npt.NDArray[np.float64]
 
 COLUMNS = ("time", "client", "user", "intent", "strategy", "provider", "model", "tokens", "cost", "latency",
            "TTFT", "outcome")

@@ -14,10 +14,7 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from omen_local.observe import UsageEvent
 from omen_local.providers.base import is_loopback_url
@@ -29,7 +26,10 @@ TRACKED_REQUESTS = 2048  # request ids remembered for failover detection
 FIELDS = ("count", "errors", "ttft_sum", "ttft_n", "lat_sum", "lat_n", "cost")
 FIELD_AT = {name: i for i, name in enumerate(FIELDS)}
 
-FloatArray = npt.NDArray[np.float64]
+if TYPE_CHECKING:  # numpy loads with the dashboard, not at start-up (tray-only RSS: bench/app_idle.py)
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[Any]
 
 
 class Ring:
@@ -58,6 +58,8 @@ class Ring:
 
     def series(self, name: str, now: int) -> FloatArray:
         """``window`` values, oldest first, ending at second ``now`` (0 where nothing happened)."""
+        import numpy as np
+
         seconds = np.arange(now - self.window + 1, now + 1)
         slots = seconds % self.window
         stamp = np.frombuffer(self.stamp, dtype=np.int64)
@@ -191,6 +193,8 @@ class LiveStats:
         ring = self.rings[provider]
         total = _rolling(ring.series(f"{field}_sum", now), smooth)
         n = _rolling(ring.series(f"{field}_n", now), smooth)
+        import numpy as np
+
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
@@ -211,6 +215,8 @@ def _rolling(values: FloatArray, width: int) -> FloatArray:
     """Sum over a trailing window of ``width`` samples (same length as ``values``)."""
     if width <= 1:
         return values
+    import numpy as np
+
     c = np.cumsum(np.concatenate(([0.0], values)))
     out: FloatArray = c[1:] - c[np.maximum(np.arange(1, len(c)) - width, 0)]
     return out
