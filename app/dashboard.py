@@ -67,11 +67,21 @@ pg.setConfigOptions(antialias=True, background="w", foreground="#3a4250")
 
 
 def money(usd: float) -> str:
+    """One cost format everywhere: ``$0``, ``<$0.0001``, ``$0.0006``, ``$0.042``, ``$1.25``, ``$1,234.50``."""
     if usd == 0:
-        return "$0.00"
+        return "$0"
+    if usd < 0.0001:
+        return "<$0.0001"
     if usd < 0.01:
-        return f"${usd:.4f}"
+        return f"${usd:.4f}".rstrip("0")
+    if usd < 1:
+        return f"${usd:.3f}".rstrip("0").rstrip(".")
     return f"${usd:,.2f}"
+
+
+NUMERIC = (7, 8, 9, 10)  # tokens, cost, latency, TTFT: right-aligned, under right-aligned headers
+RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+LEFT = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
 
 
 class RequestsModel(QAbstractTableModel):
@@ -93,8 +103,12 @@ class RequestsModel(QAbstractTableModel):
         return len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return RIGHT if section in NUMERIC else LEFT
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -110,10 +124,11 @@ class RequestsModel(QAbstractTableModel):
             )[col]
         if role == Qt.ItemDataRole.ForegroundRole and col == len(COLUMNS) - 1:
             return OUTCOME_COLORS.get(row.outcome)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (7, 8, 9, 10):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return RIGHT if col in NUMERIC else LEFT
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"request {row.request_id}"
+            when = datetime.fromtimestamp(row.time).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            return f"{when} · request {row.request_id}" if col == 0 else f"request {row.request_id}"
         return None
 
 
@@ -339,7 +354,13 @@ class Dashboard(QMainWindow):
         self.history.verticalHeader().setVisible(False)
         self.history.setShowGrid(False)
         self.history.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.history.horizontalHeader().setStretchLastSection(True)
+        history_header = self.history.horizontalHeader()
+        history_header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # the table uses the tab's width
+        for col in range(7):
+            item = self.history.horizontalHeaderItem(col)
+            if item is not None:
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter if col >= 3
+                                      else Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         history_box = QWidget()
         hl = QVBoxLayout(history_box)
         hl.setContentsMargins(6, 6, 6, 6)
@@ -507,7 +528,6 @@ class Dashboard(QMainWindow):
                 if j >= 3:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.history.setItem(i, j, item)
-        self.history.resizeColumnsToContents()
         total = body.get("total", {})
         self.history_note.setText(
             f"Last 30 days: {total.get('requests', 0):,} requests, {money(float(total.get('cost_usd', 0.0)))}"

@@ -210,3 +210,10 @@ def test_get_started_steps_in_plain_words() -> None:
     assert steps[0].text.endswith("ollama pull llama3.2")
     assert get_started({"providers": {"ollama": ollama_ready, "openai": no_key}}, ollama_installed=True) == []
     assert all("Cannot" not in s.text for s in get_started({"providers": {"ollama": ollama_down}}, True))
+
+
+def test_one_cost_format() -> None:
+    from app.dashboard import money
+
+    assert [money(v) for v in (0, 0.00004, 0.0006, 0.00125, 0.042, 0.5, 1.25, 1234.5)] == [
+        "$0", "<$0.0001", "$0.0006", "$0.0013", "$0.042", "$0.5", "$1.25", "$1,234.50"]
