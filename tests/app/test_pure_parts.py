@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pytestqt.qtbot import QtBot
 
 from app import autostart
 from app.notify import NoticeLimiter, Notices
@@ -165,7 +166,7 @@ def test_autostart_writes_and_removes_an_xdg_desktop_entry(tmp_path: Path, monke
     autostart.disable()  # twice is fine
 
 
-def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: Path) -> None:
+def test_audit_view_filters_and_shows_the_chain_state(qtbot: QtBot, tmp_path: Path) -> None:
     from app.audit_view import AuditView
     from glyph.audit import AuditEntry, AuditLog
     from glyph.db import Store
@@ -176,7 +177,7 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: P
         log.append(AuditEntry(client="code", server="rune", tool="write_file", decision="deny", outcome="denied"))
         log.append(AuditEntry(client="cursor", server="git", tool="commit", decision="allow", outcome="ok"))
         view = AuditView(log)
-        assert "Chain intact: 3 entries" in view.status.text()  # verified on every refresh
+        qtbot.waitUntil(lambda: "Chain intact: 3 entries" in view.status.text())  # verified off the UI thread
         view.filter.setText("rune")
         assert view.visible_rows() == 2
         view.decision.setCurrentText("deny")
@@ -186,10 +187,36 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: P
         assert view.visible_rows() == 2
         view.filter.setText("cursor")
         assert view.visible_rows() == 1
+        log.append(AuditEntry(client="cursor", server="git", tool="push", decision="allow", outcome="ok"))
+        view.refresh()  # incremental: only row 4 is walked
+        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text())
         store.db.execute_sql("DROP TRIGGER audit_no_update")
         store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
+        view.refresh()  # incremental: row 2 is behind the verified head, so not walked again
+        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text())
+        view.verify_button.click()  # a full walk finds an edit anywhere
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        view.close()
+        fresh = AuditView(log)  # a new viewer starts with a full walk
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in fresh.status.text())
+        fresh.close()
+
+
+def test_audit_refresh_notices_an_edited_head(qtbot: QtBot, tmp_path: Path) -> None:
+    from app.audit_view import AuditView
+    from glyph.audit import AuditEntry, AuditLog
+    from glyph.db import Store
+
+    with Store(tmp_path / "g.db") as store:
+        log = AuditLog(store)
+        for tool in ("a", "b"):
+            log.append(AuditEntry(client="c", server="s", tool=tool, decision="allow", outcome="ok"))
+        view = AuditView(log)
+        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text())
+        store.db.execute_sql("DROP TRIGGER audit_no_update")
+        store.Audit.update(outcome="edited").where(store.Audit.id == 2).execute()
         view.refresh()
-        assert "TAMPERED at row 2" in view.status.text()
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
         view.close()
 
 
