@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QInputDialog, QMessageBox, QSystemTrayIcon, QWidget
 
@@ -155,6 +155,10 @@ class OmenApp(QObject):
         self.shown_notices: deque[Notice] = deque(maxlen=20)
 
         self._spend_at = 0.0  # when the spend totals were last read from the usage store
+        self.glyph_watch = QFileSystemWatcher(self)
+        self.glyph_watch.fileChanged.connect(self._glyph_config_touched)
+        self.glyph_watch.directoryChanged.connect(self._glyph_config_touched)
+        self._glyph_touch_pending = False
         self._phase_seen: Phase | None = None
         # Connect first, then read the state: whatever happened before (OMEN may be serving,
         # or have failed, with events queued) is in the snapshot; whatever happens after is
@@ -239,6 +243,7 @@ class OmenApp(QObject):
         self._on_status()
         self.refresh_spend()
         self._start_glyph()
+        self._watch_glyph_config()
         # Start-up's garbage (imports, discovery, the first status) leaves freed pages in
         # glibc's arenas: hand them back once the app has settled (tray-only RSS).
         QTimer.singleShot(3000, _trim_heap)
@@ -262,8 +267,44 @@ class OmenApp(QObject):
 
         port = int(os.environ.get("OMEN_GLYPH_PORT", "8767"))
         self.glyph = GlyphHost(config, self.prompter, port=port, token=self.host.owner_token,
-                               on_ready=lambda why: log.info("Glyph: %s", why or f"serving on port {port}"))
+                               on_ready=lambda why: self.host.relay.post(self._glyph_ready, (why, port)))
         self.glyph.start()
+
+    def _glyph_ready(self, arg: tuple[str | None, int]) -> None:
+        why, port = arg
+        log.info("Glyph: %s", why or f"serving on port {port}")
+        if why is None:
+            self._ensure_audit_tab()
+
+    def _ensure_audit_tab(self) -> None:
+        if self._dashboard is not None and self._dashboard.audit_view is None:
+            view = self._audit_view()
+            if view is not None:
+                self._dashboard.add_audit_view(view)
+
+    def _watch_glyph_config(self) -> None:
+        """Glyph set up after start (`glyph init`, an edit of glyph.toml) is picked up without a
+        restart: the file and its folder are watched (inotify and the like; nothing polls)."""
+        if not self.options.glyph:
+            return
+        from glyph.config import default_config_path as glyph_default
+
+        path = self.options.glyph_config or glyph_default()
+        watched = set(self.glyph_watch.files()) | set(self.glyph_watch.directories())
+        for candidate in (path, path.parent):
+            if candidate.exists() and str(candidate) not in watched:
+                self.glyph_watch.addPath(str(candidate))
+
+    def _glyph_config_touched(self, _path: str = "") -> None:
+        if not self._glyph_touch_pending:
+            self._glyph_touch_pending = True
+            QTimer.singleShot(300, self._glyph_config_settled)  # an editor writes in several steps
+
+    def _glyph_config_settled(self) -> None:
+        self._glyph_touch_pending = False
+        self._watch_glyph_config()  # a replaced file is a new inode: watch it again
+        if self.glyph is None and not self.quitting:
+            self._start_glyph()
 
     def _on_port_taken(self, host: str, port: int, message: str) -> None:
         from .notify import CRITICAL, Notice

@@ -374,8 +374,9 @@ class Dashboard(QMainWindow):
         hl.addLayout(row)
         hl.addWidget(self.history)
         self.tabs.addTab(history_box, "History")
+        self.audit_view: QWidget | None = None
         if audit_view is not None:
-            self.tabs.addTab(audit_view, "Tool audit (Glyph)")
+            self.add_audit_view(audit_view)
         self.tabs.currentChanged.connect(lambda i: self.refresh_history() if self.tabs.widget(i) is history_box else None)
         root.addWidget(self.tabs, 2)
         self.setCentralWidget(central)
@@ -405,6 +406,12 @@ class Dashboard(QMainWindow):
         interval = self.fresh_ms if age < 60 else 5000
         if not self.timer.isActive() or self.timer.interval() != interval:
             self.timer.start(interval)
+
+    def add_audit_view(self, view: QWidget) -> None:
+        """The Tool audit tab, once Glyph has a log (at start, or when Glyph is set up later)."""
+        if self.audit_view is None:
+            self.audit_view = view
+            self.tabs.addTab(view, "Tool audit (Glyph)")
 
     def set_get_started(self, steps: list[Step]) -> None:
         """The first-run panel: what to do to get a first answer (hidden once one can come)."""

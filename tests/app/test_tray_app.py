@@ -338,3 +338,31 @@ def test_view_logs_without_a_file_manager_shows_the_folder_with_copy(running: Ru
     copy = next(b for b in box.buttons() if b.text() == "Copy path")
     copy.click()
     assert QGuiApplication.clipboard().text() == str(logs.log_dir())
+
+
+def test_glyph_set_up_after_start_is_picked_up_and_its_audit_tab_appears(qtbot: QtBot, tmp_path: Path,
+                                                                        upstreams: Upstreams) -> None:
+    import os
+
+    root = tmp_path / "project-root"
+    root.mkdir()
+    glyph_cfg = tmp_path / "glyph.toml"  # not there yet: Glyph is not set up when the app starts
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ["OMEN_GLYPH_PORT"] = str(s.getsockname()[1])
+    try:
+        r = start_app(qtbot, make_config(tmp_path, upstreams), glyph=True, glyph_config=glyph_cfg)
+        try:
+            r.app.open_dashboard()
+            assert r.app.glyph is None and r.app.dashboard.audit_view is None
+            # `glyph init` / an editor writes the file while the app runs
+            glyph_cfg.write_text(f'roots = ["{root}"]\ndata_dir = "{tmp_path / "glyph-data"}"\n', encoding="utf-8")
+            r.wait(lambda: r.app.glyph is not None, timeout_ms=10_000)
+            r.wait(lambda: r.app.dashboard.audit_view is not None, timeout_ms=20_000)
+            tabs = r.app.dashboard.tabs
+            assert "Tool audit (Glyph)" in [tabs.tabText(i) for i in range(tabs.count())]
+        finally:
+            r.app.quit()
+    finally:
+        os.environ.pop("OMEN_GLYPH_PORT", None)
+    assert not rune_children(root)
