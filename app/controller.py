@@ -166,8 +166,7 @@ class OmenApp(QObject):
         self.host.phase_changed.connect(self._on_phase)
         self.host.events_ready.connect(self._on_events)
         self.host.status_changed.connect(self._on_status)
-        snapshot = self.host.attach()
-        self._take(snapshot.events)
+        self._attached_events = self.host.attach().events  # taken once the tray shows (start())
         QTimer.singleShot(0, self._after_attach)
 
     @property
@@ -189,6 +188,8 @@ class OmenApp(QObject):
         queued meanwhile, and rearm the wake-up."""
         self._on_phase()
         self._on_status()
+        events, self._attached_events = self._attached_events, []
+        self._take(events)
         self._rearm_events()
 
     def _on_phase(self) -> None:

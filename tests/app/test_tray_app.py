@@ -366,3 +366,32 @@ def test_glyph_set_up_after_start_is_picked_up_and_its_audit_tab_appears(qtbot: 
     finally:
         os.environ.pop("OMEN_GLYPH_PORT", None)
     assert not rune_children(root)
+
+
+def test_a_ui_attached_after_omen_started_misses_nothing(qtbot: QtBot, tmp_path: Path, upstreams: Upstreams) -> None:
+    """main()'s order: OMEN starts and settles (health events, a request) before the UI exists."""
+    import openai
+
+    from app.bridge import SERVING, ServiceHost
+    from app.controller import OmenApp, Options
+
+    config = make_config(tmp_path, upstreams)
+    host = ServiceHost(config)
+    host.start()
+    assert host.settled.wait(20)
+    assert host.phase.kind == SERVING
+    with openai.OpenAI(base_url=f"{host.phase.url}/v1", api_key=host.owner_token, max_retries=0) as c:
+        c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "before the UI"}])
+    qtbot.waitUntil(lambda: len(host.events) >= 1)  # queued for a UI that does not exist yet
+    app = OmenApp(Options(config_path=config, tray=True, minimized=True, glyph=False, consent_channel=False,
+                          quit_app=False), host=host)
+    try:
+        with qtbot.waitSignal(app.ready, timeout=10_000):
+            app.start()
+        qtbot.waitUntil(lambda: app.stats.events_seen == 1)  # the request from before the UI
+        assert app.url == host.phase.url and app.last_overall.headline == "Running"
+        r = Running(app, config, qtbot)
+        r.ask()
+        qtbot.waitUntil(lambda: app.stats.events_seen == 2)  # and the wake-up works after it
+    finally:
+        app.quit()
