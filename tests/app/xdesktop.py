@@ -35,7 +35,7 @@ def missing_tools() -> list[str]:
     return [t for t in TOOLS if shutil.which(t) is None]
 
 
-def poll(check: Callable[[], T], timeout_s: float, what: str, every_s: float = 0.1) -> T:
+def poll(check: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.1) -> T:
     """Wait for ``check()`` to return something truthy (a deadline on an observable condition)."""
     deadline = time.monotonic() + timeout_s
     while True:
