@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QMessageBox, QPushButton
 from pytestqt.qtbot import QtBot
 
 from app.state import HEALTHY
@@ -395,3 +395,43 @@ def test_a_ui_attached_after_omen_started_misses_nothing(qtbot: QtBot, tmp_path:
         qtbot.waitUntil(lambda: app.stats.events_seen == 2)  # and the wake-up works after it
     finally:
         app.quit()
+
+
+def test_get_started_start_ollama_button_starts_it_and_the_panel_goes(qtbot: QtBot, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Ollama running, its binary installed: the panel offers "Start Ollama"; pressing it runs
+    `ollama serve` (here a script standing in for it that serves the fake Ollama on the
+    configured port), OMEN finds it, and the panel goes away."""
+    import os
+    import signal
+    import sys
+
+    from tests.app.xdesktop import write_app_config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pid_file = tmp_path / "ollama.pid"
+    root = Path(__file__).resolve().parents[2]
+    script = bin_dir / "ollama"
+    script.write_text(f'#!/bin/sh\n[ "$1" = serve ] || exit 2\necho $$ > "{pid_file}"\ncd "{root}"\n'
+                      f'exec "{sys.executable}" -m tests.fakes.serve ollama --port {port}\n', encoding="utf-8")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    config = write_app_config(tmp_path / "config.toml", tmp_path / "data", f"http://127.0.0.1:{port}")
+    r = start_app(qtbot, config, minimized=False)
+    try:
+        dash = r.app.dashboard
+        r.wait(lambda: dash.get_started.isVisible(), timeout_ms=10_000)
+        button = dash.get_started.findChild(QPushButton, "step:start_ollama")
+        assert button is not None and button.text() == "Start Ollama"
+        button.click()
+        r.wait(lambda: pid_file.exists(), timeout_ms=10_000)
+        r.wait(lambda: not dash.get_started.isVisible(), timeout_ms=20_000)  # OMEN found it: nothing to do
+        assert r.ask() == "ollama"
+    finally:
+        r.app.quit()
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
