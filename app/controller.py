@@ -442,7 +442,11 @@ class OmenApp(QObject):
             log.error("could not start Ollama: %s", exc)
             return
         for delay_ms in (2000, 6000):
-            QTimer.singleShot(delay_ms, self.reload)
+            QTimer.singleShot(delay_ms, self._reprobe)
+
+    def _reprobe(self) -> None:
+        if not self.quitting and self.host.running:
+            self.reload()
 
     def _phase_overall(self) -> Overall | None:
         """While OMEN does not serve, the phase is the status (not a bare "Stopped")."""
