@@ -309,8 +309,19 @@ def short_why(name: str, p: Mapping[str, Any]) -> str:
 
 
 def provider_detail(p: Mapping[str, Any]) -> str:
-    """The full story (tooltips, the log): the router's reason or last error as it came."""
-    return str(p.get("reason") or p.get("last_error") or "")
+    """The full story (tooltips): the router's reason or last error, its control characters
+    made visible (the text may come from an upstream, and is shown to a person)."""
+    return visible(str(p.get("reason") or p.get("last_error") or ""))
+
+
+def visible(text: str, limit: int = 500) -> str:
+    """Untrusted text for a person: control and format characters (ANSI escapes, bidi
+    overrides, NUL...) shown as \\uXXXX instead of acting; newlines and tabs kept; bounded."""
+    import unicodedata
+
+    out = "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")
+                  else f"\\u{ord(c):04x}" for c in text[:limit])
+    return out + ("…" if len(text) > limit else "")
 
 
 def provider_label(name: str, info: Mapping[str, Any]) -> str:

@@ -244,3 +244,12 @@ def test_one_cost_format() -> None:
 
     assert [money(v) for v in (0, 0.00004, 0.0006, 0.00125, 0.042, 0.5, 1.25, 1234.5)] == [
         "$0", "<$0.0001", "$0.0006", "$0.0013", "$0.042", "$0.5", "$1.25", "$1,234.50"]
+
+
+def test_provider_detail_shows_control_characters_instead_of_acting_on_them() -> None:
+    from app.state import provider_detail
+
+    hostile = {"last_error": "refused\x1b[2J\u202egnp.exe\x00 ok\nline two"}
+    shown = provider_detail(hostile)
+    assert "\x1b" not in shown and "\u202e" not in shown and "\x00" not in shown
+    assert "\\u001b[2J" in shown and "\\u202e" in shown and "\nline two" in shown
