@@ -1,15 +1,22 @@
 """The tray app's audit view: Glyph's recent calls, filtered, and whether the chain verifies.
 
-Reads the SQLite file directly through ``glyph.audit.AuditLog`` (a few hundred rows; cheap
-enough for the GUI thread). Hover a row for its (redacted) arguments and detail. The
-filter box matches any column (client, server, tool, decision, outcome...); the decision
-box narrows to allowed or denied calls. Every refresh verifies the hash chain and says so.
+Reads the SQLite file directly through ``glyph.audit.AuditLog`` (the last few hundred
+rows: cheap enough for the GUI thread). Hover a row for its (redacted) arguments and
+detail. The filter box matches any column (client, server, tool, decision, outcome...);
+the decision box narrows to allowed or denied calls.
+
+The hash chain is verified on a worker thread, never the UI's (a full walk reads every
+row: about 2 s per 100,000). The first verification and "Verify chain" walk it all; a
+Refresh walks only the rows after the head verified last (after checking that row still
+has its hash), so a large log costs a refresh what its new rows cost.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -34,10 +41,17 @@ DENIED = QColor("#b00020")
 
 
 class AuditView(QWidget):
+    verified = Signal(object)  # a VerifyReport, from the worker thread (queued to the UI's)
+
     def __init__(self, audit: AuditLog, limit: int = 500, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.audit = audit
         self.limit = limit
+        self.report: VerifyReport | None = None
+        self._head: tuple[int, str] | None = None  # the last head a verification reported intact
+        self._running: threading.Thread | None = None
+        self._again: bool | None = None  # a request that came while one ran (True: full)
+        self.verified.connect(self._show_report)
         self.setWindowTitle("Glyph audit log")
 
         self.table = QTableWidget(0, len(COLUMNS))
@@ -53,7 +67,7 @@ class AuditView(QWidget):
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
         self.verify_button = QPushButton("Verify chain")
-        self.verify_button.clicked.connect(self.verify)
+        self.verify_button.clicked.connect(lambda _c=False: self.verify(full=True))
         self.filter = QLineEdit()
         self.filter.setObjectName("audit-filter")
         self.filter.setPlaceholderText("Filter: tool, server, client, outcome…")
@@ -92,7 +106,7 @@ class AuditView(QWidget):
                     item.setForeground(DENIED)
                 self.table.setItem(i, j, item)
         self.apply_filter()
-        self.verify()
+        self.verify(full=self._head is None)
 
     def apply_filter(self) -> None:
         """Hide the rows that do not match the filter text and the decision box."""
@@ -109,12 +123,37 @@ class AuditView(QWidget):
     def visible_rows(self) -> int:
         return sum(not self.table.isRowHidden(i) for i in range(self.table.rowCount()))
 
-    def verify(self) -> VerifyReport:
-        report = self.audit.verify()
+    def verify(self, full: bool = True) -> None:
+        """Verify the chain on a worker thread; the status line says "Verifying…" meanwhile."""
+        if self._running is not None and self._running.is_alive():
+            self._again = bool(self._again) or full
+            return
+        since = None if full else self._head
+        self.status.setText("Verifying the chain…")
+        self.status.setStyleSheet("")
+
+        def work() -> None:
+            try:
+                report = self.audit.verify(since=since)
+            except Exception as exc:  # a locked or vanished file: say so, never crash the UI
+                report = VerifyReport(False, 0, problem=f"cannot read the log ({type(exc).__name__})")
+            self.verified.emit(report)
+
+        self._running = threading.Thread(target=work, name="audit-verify", daemon=True)
+        self._running.start()
+
+    def _show_report(self, report: VerifyReport) -> None:
+        self.report = report
         if report.ok:
+            self._head = (report.head_id, report.head_hash)
             self.status.setText(f"Chain intact: {report.count} entries (head {report.head_hash[:12]})")
             self.status.setStyleSheet("color: #1b5e20")
         else:
-            self.status.setText(f"TAMPERED at row {report.bad_id}: {report.problem}")
+            self._head = None  # the next check walks it all again
+            where = f"at row {report.bad_id}: " if report.bad_id is not None else ""
+            self.status.setText(f"TAMPERED {where}{report.problem}" if report.bad_id is not None
+                                else f"Cannot verify: {report.problem}")
             self.status.setStyleSheet("color: #b00020; font-weight: bold")
-        return report
+        again, self._again = self._again, None
+        if again is not None:
+            self.verify(full=again)

@@ -5,10 +5,17 @@ or blocked UI thread (a modal dialog, a slow redraw) never delays a request or a
 The config is read, the service built (keyring look-ups, SQLite schema) and started on
 that thread, never on the UI's.
 
-Hub listeners run on the router's loop and only append to a bounded deque; the first
-event after a drain emits ``events_ready`` (a queued signal: delivered on the UI thread,
-coalescing any burst into one slot call). The UI calls into the service with
-:meth:`ServiceHost.call`, which returns at once; the result comes back on the UI thread.
+What the UI shows is *state*, never only a stream of signals it might miss (the UI is
+built after OMEN starts, so a signal emitted before it connected would be lost). The host
+keeps :class:`Phase` (starting, serving, port taken, failed), the status dict, quota
+figures and the events not yet taken; :meth:`ServiceHost.attach` hands the UI a
+:class:`Snapshot` of all of it, and only from then on wakes it. Every signal is a
+level, not a message: ``phase_changed``/``status_changed`` mean "read the state again"
+(handlers are idempotent), ``events_ready`` means "drain the queue". Hub listeners run on
+the router's loop and only append to a bounded deque; the first event after a drain
+emits ``events_ready`` (queued: delivered on the UI thread, coalescing a burst into one
+slot call). The UI calls into the service with :meth:`ServiceHost.call`, which returns at
+once; the result comes back on the UI thread.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -117,14 +125,38 @@ class Relay(QObject):
             log.exception("a UI callback failed")
 
 
+STARTING, SERVING, PORT_TAKEN, FAILED, STOPPED = "starting", "serving", "port_taken", "failed", "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """Where OMEN's start-up stands. A new object per attempt (a Retry is a new phase)."""
+
+    kind: str = STARTING
+    url: str = ""  # serving
+    host: str = ""  # port_taken: the address that is in use
+    port: int = 0
+    message: str = ""  # port_taken: the OS's words; failed: why
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the UI needs when it attaches; events after it come through ``events_ready``."""
+
+    phase: Phase
+    status: dict[str, Any] | None
+    quota_limits: dict[str, dict[str, float]] = field(default_factory=dict)
+    quota_used: dict[str, tuple[float, float]] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
 class ServiceHost(QObject):
     """Owns the router thread and the OmenService on it; everything else talks to this."""
 
-    started = Signal(str)  # url
-    port_taken = Signal(str, int, str)  # host, port, the OS's message
-    failed = Signal(str)  # could not start: why
-    events_ready = Signal()
-    status_changed = Signal()
+    phase_changed = Signal()  # read ``phase``
+    events_ready = Signal()  # call ``drain``
+    status_changed = Signal()  # read ``status`` (emitted only when it changed)
 
     def __init__(self, config_path: Path | None, *, secrets: Callable[[Config], SecretStore] | None = None,
                  parent: QObject | None = None) -> None:
@@ -140,7 +172,11 @@ class ServiceHost(QObject):
         self.quota_used: dict[str, tuple[float, float]] = {}
         self.quota_limits: dict[str, dict[str, float]] = {}
         self.events: deque[Event] = deque(maxlen=EVENT_BUFFER)
-        self._pending = False
+        self.phase = Phase()
+        self._attempts = 0
+        self._attached = False  # a UI took a snapshot: from now on, wake it
+        self._pending = False  # an events_ready is on its way and no drain has rearmed since
+        self._status_key: Any = None
         self._lock = threading.Lock()
         self._unsubscribe: Callable[[], None] | None = None
         self._status_task: asyncio.Task[None] | None = None
@@ -155,7 +191,11 @@ class ServiceHost(QObject):
             self.router_thread.start()
         self.started_at = time.perf_counter()
         self.settled.clear()
-        self.router_thread.submit(self._start()).add_done_callback(self._on_start_done)
+        with self._lock:
+            self._attempts += 1
+            attempt = self._attempts
+        self._set_phase(Phase(STARTING, attempt=attempt))
+        self.router_thread.submit(self._start()).add_done_callback(lambda fut: self._on_start_done(fut, attempt))
 
     async def _start(self) -> str:
         config = self.config = load_config(self.config_path)
@@ -173,21 +213,42 @@ class ServiceHost(QObject):
         self._status_task = asyncio.create_task(self._status_loop(), name="app-status")
         return service.url
 
-    def _on_start_done(self, fut: concurrent.futures.Future[str]) -> None:  # router thread
-        self.settled.set()
+    def _on_start_done(self, fut: concurrent.futures.Future[str], attempt: int) -> None:  # router thread
         exc = fut.exception()
+        config = self.config
         if exc is None:
-            self.started.emit(fut.result())
+            phase = Phase(SERVING, url=fut.result(), attempt=attempt)
         elif isinstance(exc, OSError):
-            config = self.config
             host = config.server.host if config else "127.0.0.1"
             port = config.server.port if config else 0
-            self.port_taken.emit(host, port, exc.strerror or str(exc))
+            message = exc.strerror or str(exc)
+            log.error("OMEN cannot listen on %s:%s: %s. Another program uses the port: stop it, or choose "
+                      "another port (`[server] port` in %s).", host, port, message,
+                      self.config_path or "the config file")
+            phase = Phase(PORT_TAKEN, host=host, port=port, message=message, attempt=attempt)
         elif isinstance(exc, ConfigError | MeteringError):
-            self.failed.emit(str(exc))
+            log.error("OMEN cannot start: %s", exc)
+            phase = Phase(FAILED, message=str(exc), attempt=attempt)
         else:
             log.error("OMEN failed to start", exc_info=exc)
-            self.failed.emit(f"{type(exc).__name__}: {exc}")
+            phase = Phase(FAILED, message=f"{type(exc).__name__}: {exc}", attempt=attempt)
+        self._set_phase(phase)
+        self.settled.set()
+
+    def _set_phase(self, phase: Phase) -> None:
+        with self._lock:
+            self.phase = phase
+        self.phase_changed.emit()  # a level: a UI attached later reads ``phase`` in its snapshot
+
+    def attach(self) -> Snapshot:
+        """The UI's entry (UI thread, after connecting to the signals): the state now,
+        every event not yet taken, and from now on a wake-up for each new batch. Nothing
+        that happened before is lost, whenever the UI comes."""
+        with self._lock:
+            self._attached = True
+            self._pending = False
+            phase = self.phase
+        return Snapshot(phase, self.status, dict(self.quota_limits), dict(self.quota_used), self.drain(rearm=False))
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop OMEN (flushing usage to the store) and the router thread. Blocks: for quitting."""
@@ -212,6 +273,7 @@ class ServiceHost(QObject):
             await self.service.stop()  # flushes the usage store
             self.service = None
         self.status = None
+        self._set_phase(Phase(STOPPED, attempt=self._attempts))
 
     @property
     def running(self) -> bool:
@@ -250,8 +312,8 @@ class ServiceHost(QObject):
             return
         self.events.append(event)
         with self._lock:
-            if self._pending:
-                return
+            if self._pending or not self._attached:
+                return  # a wake-up is on its way, or no UI yet (attach() takes the queue)
             self._pending = True
         self.events_ready.emit()
 
@@ -268,11 +330,13 @@ class ServiceHost(QObject):
                 out.append(pop())
         return out
 
-    def _refresh_status(self) -> None:
+    def _refresh_status(self) -> bool:
+        """Read the service's status; whether anything the UI shows changed (uptime aside)."""
         service = self.service
         if service is None:
-            return
-        self.status = service.status()
+            return False
+        status = service.status()
+        key: dict[str, Any] = {k: v for k, v in status.items() if k != "uptime_s"}
         if service.metering is not None:
             m = service.metering
             scopes = [("user", "owner"), *(s for s, _ in m.quotas.configured())]
@@ -285,12 +349,20 @@ class ServiceHost(QObject):
                     day_usd, month_usd, _, _ = m.ledger.used(scope)
                     used[label] = (day_usd, month_usd)
             self.quota_limits, self.quota_used = limits, used
+            key["quota"] = (limits, used)
+        self.status = status
+        changed = bool(key != self._status_key)
+        self._status_key = key
+        return changed
 
     async def _status_loop(self) -> None:
+        """Every second on the router's loop; the UI is woken only when something changed."""
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
             try:
-                self._refresh_status()
+                changed = self._refresh_status()
             except Exception:
                 log.exception("status refresh failed")
-            self.status_changed.emit()
+                continue
+            if changed:
+                self.status_changed.emit()

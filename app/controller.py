@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QTimer, QUrl, Signal
+from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QInputDialog, QMessageBox, QSystemTrayIcon, QWidget
 
@@ -33,11 +38,13 @@ from .bridge import EVENT_BATCH_MS, ServiceHost
 from .paths import prefs_path
 
 if TYPE_CHECKING:
+    from .bridge import Phase
     from .dashboard import Dashboard
     from .notify import Notice
     from .state import Overall
 
 log = logging.getLogger("app")
+SPEND_EVERY_S = 15.0  # spend totals re-read from the usage store at most this often, on new usage
 
 NO_TRAY_HINT = (
     "Your desktop has no system tray, so OMEN runs as this window: closing it quits OMEN.\n\n"
@@ -72,6 +79,12 @@ def _restore(path: Path, content: bytes | None) -> None:
         path.unlink(missing_ok=True)
     else:
         write_private(path, content)
+
+
+def _trim_heap() -> None:
+    from omen_local.memtrim import release_memory
+
+    release_memory(force=True)
 
 
 class Prefs:
@@ -130,6 +143,7 @@ class OmenApp(QObject):
         self.port_dialog: QMessageBox | None = None
         self.error_dialog: QMessageBox | None = None
         self.hint: QMessageBox | None = None
+        self.logs_dialog: QMessageBox | None = None
         self.quitting = False
         self.started_ok = False
         self.url = ""
@@ -138,17 +152,22 @@ class OmenApp(QObject):
         self.tray: Tray | None = Tray(self) if self.tray_available else None
         self._dashboard: Dashboard | None = None
         self.spend = (0.0, 0.0)  # today, this month (from the usage store)
+        self.shown_notices: deque[Notice] = deque(maxlen=20)
 
-        self.host.started.connect(self._on_started)
-        self.host.port_taken.connect(self._on_port_taken)
-        self.host.failed.connect(self._on_failed)
+        self._spend_at = 0.0  # when the spend totals were last read from the usage store
+        self.glyph_watch = QFileSystemWatcher(self)
+        self.glyph_watch.fileChanged.connect(self._glyph_config_touched)
+        self.glyph_watch.directoryChanged.connect(self._glyph_config_touched)
+        self._glyph_touch_pending = False
+        self._phase_seen: Phase | None = None
+        # Connect first, then read the state: whatever happened before (OMEN may be serving,
+        # or have failed, with events queued) is in the snapshot; whatever happens after is
+        # signalled. The handlers read state, so seeing a change twice is harmless.
+        self.host.phase_changed.connect(self._on_phase)
         self.host.events_ready.connect(self._on_events)
         self.host.status_changed.connect(self._on_status)
-        self.spend_timer = QTimer(self)
-        self.spend_timer.setInterval(15_000)
-        self.spend_timer.timeout.connect(self.refresh_spend)
-        if self.host.service is not None:  # it started before we listened
-            QTimer.singleShot(0, lambda: self._on_started(self.host.service.url if self.host.service else ""))
+        self._attached_events = self.host.attach().events  # taken once the tray shows (start())
+        QTimer.singleShot(0, self._after_attach)
 
     @property
     def dashboard(self) -> Dashboard:
@@ -156,13 +175,38 @@ class OmenApp(QObject):
         if self._dashboard is None:
             from .dashboard import Dashboard
 
-            self._dashboard = Dashboard(self.stats, self.copy_endpoint, self.fetch_history, self._audit_view())
+            self._dashboard = Dashboard(self.stats, self.copy_endpoint, self.fetch_history, self._audit_view(),
+                                        on_step=self.do_step)
             self._dashboard.closing.connect(self._dashboard_closed)
-            self._dashboard.set_overall(self.last_overall, self.url)
-            self._dashboard.set_spend(*self.spend, self.host.quota_limits, self.host.quota_used)
+            self._show_status(self._dashboard)
         return self._dashboard
 
     # ---------------------------------------------------------------- start
+
+    def _after_attach(self) -> None:
+        """Once the event loop runs: apply the phase and status read at attach, take what
+        queued meanwhile, and rearm the wake-up."""
+        self._on_phase()
+        self._on_status()
+        events, self._attached_events = self._attached_events, []
+        self._take(events)
+        self._rearm_events()
+
+    def _on_phase(self) -> None:
+        """OMEN's start-up phase changed (or we attached): act once per phase object."""
+        from .bridge import FAILED, PORT_TAKEN, SERVING
+
+        phase = self.host.phase
+        if phase is self._phase_seen or self.quitting:
+            return
+        self._phase_seen = phase
+        if phase.kind == SERVING:
+            self._on_started(phase.url)
+        elif phase.kind == PORT_TAKEN:
+            self._on_port_taken(phase.host, phase.port, phase.message)
+        elif phase.kind == FAILED:
+            self._on_failed(phase.message)
+        self._on_status()
 
     def start(self) -> None:
         if not self.host.router_thread.running:
@@ -199,8 +243,11 @@ class OmenApp(QObject):
             self.stats.set_providers(self.host.status.get("providers", {}))
         self._on_status()
         self.refresh_spend()
-        self.spend_timer.start()
         self._start_glyph()
+        self._watch_glyph_config()
+        # Start-up's garbage (imports, discovery, the first status) leaves freed pages in
+        # glibc's arenas: hand them back once the app has settled (tray-only RSS).
+        QTimer.singleShot(3000, _trim_heap)
         self.ready.emit()
 
     def _start_glyph(self) -> None:
@@ -221,10 +268,51 @@ class OmenApp(QObject):
 
         port = int(os.environ.get("OMEN_GLYPH_PORT", "8767"))
         self.glyph = GlyphHost(config, self.prompter, port=port, token=self.host.owner_token,
-                               on_ready=lambda why: log.info("Glyph: %s", why or f"serving on port {port}"))
+                               on_ready=lambda why: self.host.relay.post(self._glyph_ready, (why, port)))
         self.glyph.start()
 
+    def _glyph_ready(self, arg: tuple[str | None, int]) -> None:
+        why, port = arg
+        log.info("Glyph: %s", why or f"serving on port {port}")
+        if why is None:
+            self._ensure_audit_tab()
+
+    def _ensure_audit_tab(self) -> None:
+        if self._dashboard is not None and self._dashboard.audit_view is None:
+            view = self._audit_view()
+            if view is not None:
+                self._dashboard.add_audit_view(view)
+
+    def _watch_glyph_config(self) -> None:
+        """Glyph set up after start (`glyph init`, an edit of glyph.toml) is picked up without a
+        restart: the file and its folder are watched (inotify and the like; nothing polls)."""
+        if not self.options.glyph:
+            return
+        from glyph.config import default_config_path as glyph_default
+
+        path = self.options.glyph_config or glyph_default()
+        watched = set(self.glyph_watch.files()) | set(self.glyph_watch.directories())
+        for candidate in (path, path.parent):
+            if candidate.exists() and str(candidate) not in watched:
+                self.glyph_watch.addPath(str(candidate))
+
+    def _glyph_config_touched(self, _path: str = "") -> None:
+        if not self._glyph_touch_pending:
+            self._glyph_touch_pending = True
+            QTimer.singleShot(300, self._glyph_config_settled)  # an editor writes in several steps
+
+    def _glyph_config_settled(self) -> None:
+        self._glyph_touch_pending = False
+        self._watch_glyph_config()  # a replaced file is a new inode: watch it again
+        if self.glyph is None and not self.quitting:
+            self._start_glyph()
+
     def _on_port_taken(self, host: str, port: int, message: str) -> None:
+        from .notify import CRITICAL, Notice
+
+        self._notify(Notice(f"port:{port}", f"Port {port} is in use",
+                            f"OMEN cannot listen on {host}:{port}. Stop the other program and press Retry, "
+                            "or choose another port.", CRITICAL))
         box = self.port_dialog = QMessageBox(self._dashboard if self._dashboard and self._dashboard.isVisible() else None)
         box.setObjectName("port-taken")
         box.setIcon(QMessageBox.Icon.Warning)
@@ -293,27 +381,87 @@ class OmenApp(QObject):
                 if failover is not None:
                     self._notify(self.notices.failover(failover, now))
             elif isinstance(event, HealthEvent):
-                self._notify(self.notices.health(event, now))
+                if event.detail:
+                    log.info("%s is %s: %s", event.provider, event.state, event.detail)  # the words as they came
+                # the notice says it in short words; the library's text stays in the log
+                self._notify(self.notices.health(dataclasses.replace(event, detail=None), now))
         if self._dashboard is not None:
             self._dashboard.mark_dirty()
+            if self._dashboard.on_screen() and now - self._spend_at >= SPEND_EVERY_S:
+                self.refresh_spend()  # reconcile with the store now and then, only while someone looks
 
     def _on_status(self) -> None:
         from .state import overall, quota_fractions
 
         status = self.host.status
         fractions = quota_fractions(self.host.quota_used, self.host.quota_limits)
-        self.last_overall = overall(status, fractions, self.host.running)
+        self.last_overall = self._phase_overall() or overall(status, fractions, self.host.running)
         if status is not None:
             self.url = status.get("url", self.url)
             self.stats.set_providers(status.get("providers", {}))  # providers may come and go
         if self.tray is not None:
             self.tray.set_state(self.last_overall, self.url)
         if self._dashboard is not None:
-            self._dashboard.set_overall(self.last_overall, self.url)
-            self._dashboard.set_spend(*self.spend, self.host.quota_limits, self.host.quota_used)
+            self._show_status(self._dashboard)
         now = time.time()
         for notice in self.notices.quotas(fractions, now):
             self._notify(notice)
+
+    def _show_status(self, dashboard: Dashboard) -> None:
+        from .state import DOWN_STATE, get_started, provider_detail, provider_state
+
+        status = self.host.status
+        providers = (status or {}).get("providers", {})
+        details = "\n".join(f"{n}: {provider_detail(p)}" for n, p in providers.items()
+                             if provider_state(p) == DOWN_STATE and provider_detail(p))
+        dashboard.set_overall(self.last_overall, self.url, details)
+        dashboard.set_spend(*self.spend, self.host.quota_limits, self.host.quota_used)
+        dashboard.set_get_started(get_started(status, shutil.which("ollama") is not None)
+                                  if self.host.phase.kind == "serving" else [])
+
+    def do_step(self, action: str) -> None:
+        """A "Get started" button."""
+        from .state import OPEN_KEYS, START_OLLAMA
+
+        if action == OPEN_KEYS:
+            self.open_keys()
+        elif action == START_OLLAMA:
+            self.start_ollama()
+
+    def start_ollama(self) -> None:
+        """``ollama serve`` in a session of its own (it outlives the app, as when started by hand);
+        OMEN re-reads its config, which probes Ollama again, once it had a moment to listen."""
+        binary = shutil.which("ollama")
+        if binary is None:
+            return
+        log.info("starting Ollama: %s serve", binary)
+        try:
+            subprocess.Popen([binary, "serve"], start_new_session=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            log.error("could not start Ollama: %s", exc)
+            return
+        for delay_ms in (2000, 6000):
+            QTimer.singleShot(delay_ms, self._reprobe)
+
+    def _reprobe(self) -> None:
+        if not self.quitting and self.host.running:
+            self.reload()
+
+    def _phase_overall(self) -> Overall | None:
+        """While OMEN does not serve, the phase is the status (not a bare "Stopped")."""
+        from .bridge import FAILED, PORT_TAKEN, STARTING
+        from .state import STOPPED, Overall
+
+        phase = self.host.phase
+        if phase.kind == STARTING:
+            return Overall(STOPPED, "Starting…")
+        if phase.kind == PORT_TAKEN:
+            return Overall(STOPPED, f"Port {phase.port} is in use",
+                           ("Another program uses it: stop it and press Retry, or choose another port.",))
+        if phase.kind == FAILED:
+            return Overall(STOPPED, "OMEN cannot start", ("The log has the details.",))
+        return None
 
     def _notify(self, notice: Notice | None) -> None:
         if notice is None:
@@ -321,10 +469,11 @@ class OmenApp(QObject):
         log.info("notice: %s: %s", notice.title, notice.body)
         if self.tray is not None:
             self.tray.notify(notice.title, notice.body, notice.level)
+        self.shown_notices.append(notice)
         self.notified.emit(notice)
 
     def refresh_spend(self) -> None:
-        now = time.time()
+        now = self._spend_at = time.time()
 
         async def fetch(service: OmenService) -> tuple[float, float]:
             if service.metering is None:
@@ -368,6 +517,22 @@ class OmenApp(QObject):
 
     def menu_snapshot(self) -> tuple[Overall, str, dict[str, Any] | None]:
         return self.last_overall, self.url, self.host.status
+
+    def probe_extra(self) -> dict[str, Any]:
+        """The tray's side of what the user sees, for the test-only probe (app/probe.py)."""
+        tray: dict[str, Any] | None = None
+        if self.tray is not None:
+            menu = self.tray.menu
+            if not menu.isVisible():
+                self.tray.rebuild()  # what opening it would show (an open menu is left alone)
+            geo = self.tray.icon.geometry()
+            tray = {"tooltip": self.tray.icon.toolTip(), "menu": self.tray.texts(), "visible": self.tray.icon.isVisible(),
+                    "icon": [geo.center().x(), geo.center().y()] if geo.isValid() else None,
+                    "menu_open": menu.isVisible(),
+                    "menu_items": {a.text(): [menu.mapToGlobal(menu.actionGeometry(a).center()).x(),
+                                              menu.mapToGlobal(menu.actionGeometry(a).center()).y()]
+                                   for a in menu.actions() if menu.isVisible() and a.text()}}
+        return {"tray": tray, "notices": [[n.title, n.body] for n in self.shown_notices]}
 
     def copy_endpoint(self) -> None:
         clip = QGuiApplication.clipboard()
@@ -448,6 +613,17 @@ class OmenApp(QObject):
 
     def open_dashboard(self) -> None:
         self.dashboard.bring_to_front()
+        if self.started_ok:
+            self.refresh_spend()
+
+    def open_keys(self) -> None:
+        """Settings, on the API keys page (a provider that is not set up needs its key)."""
+        self.open_settings()
+        if self.settings is not None:
+            tabs = self.settings.tabs
+            for i in range(tabs.count()):
+                if tabs.tabText(i) == "API keys":
+                    tabs.setCurrentIndex(i)
 
     def open_settings(self) -> None:
         from .settings import SettingsDialog
@@ -460,7 +636,22 @@ class OmenApp(QObject):
         self.settings.activateWindow()
 
     def open_logs(self) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(logs.log_dir())))
+        """The log folder in the file manager; where none is registered, its path with Copy."""
+        folder = logs.log_dir()
+        no_opener = sys.platform.startswith("linux") and shutil.which("xdg-open") is None
+        if no_opener or not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.show_log_folder(folder)
+
+    def show_log_folder(self, folder: Path) -> None:
+        box = self.logs_dialog = QMessageBox(QMessageBox.Icon.Information, "OMEN Local: logs",
+                                             "No file manager is set up to open the log folder. The logs are in:",
+                                             QMessageBox.StandardButton.Close)
+        box.setObjectName("log-folder")
+        box.setInformativeText(str(folder))
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy = box.addButton("Copy path", QMessageBox.ButtonRole.ActionRole)
+        copy.clicked.connect(lambda _c=False: QGuiApplication.clipboard().setText(str(folder)))
+        box.open()
 
     def autostart_enabled(self) -> bool:
         return autostart.is_enabled()
@@ -510,7 +701,6 @@ class OmenApp(QObject):
             return
         self.quitting = True
         log.info("quitting")
-        self.spend_timer.stop()
         if self._dashboard is not None:
             self._dashboard.timer.stop()
         if self.glyph is not None:

@@ -1,8 +1,12 @@
 """The dashboard window: live charts (pyqtgraph), spend against quotas, recent requests,
 history from the usage store, Glyph's audit log.
 
-Charts redraw from ``LiveStats`` (fixed-size rings) once a second, and only while the
-window is visible; each redraw is a handful of ``setData`` calls on 600-point arrays.
+Charts redraw from ``LiveStats`` (fixed-size rings) when new data arrives, at most once a
+second, and only while the window is on screen (not hidden, not minimised). While the
+last minute had requests, a 1 s tick lets the lines and the per-minute card move on;
+while the last ten minutes did, a 5 s tick; after that nothing runs at all: an idle
+dashboard costs nothing (bench/app_idle.py). Each redraw is a handful of ``setData``
+calls on 600-point arrays.
 The recent-requests table is a model over a bounded deque. History comes from the same
 rollups as ``/v1/usage``, fetched on the router's loop without blocking this thread.
 """
@@ -17,16 +21,18 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyqtgraph as pg
 from PySide6.QtCore import (
     QAbstractTableModel,
+    QEvent,
     QModelIndex,
     QPersistentModelIndex,
     Qt,
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QCloseEvent, QColor, QFont, QGuiApplication
+from PySide6.QtGui import QCloseEvent, QColor, QFont, QGuiApplication, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -45,10 +51,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from . import theme
 from .icons import COLORS, app_icon
-from .state import STOPPED, LiveStats, Overall, RequestRow
+from .state import STOPPED, LiveStats, Overall, RequestRow, Step
+from .theme import Theme
 
-PALETTE = ("#3b6fd8", "#e07a1f", "#2e9d5b", "#b04fc6", "#d23b3b", "#1fa5b8", "#8a6d3b", "#5c6bc0")
+FloatArray = npt.NDArray[np.float64]
+
 COLUMNS = ("time", "client", "user", "intent", "strategy", "provider", "model", "tokens", "cost", "latency",
            "TTFT", "outcome")
 OUTCOME_COLORS = {"ok": None, "error": QColor("#c62828"), "cancelled": QColor("#8a8f98"),
@@ -58,11 +67,21 @@ pg.setConfigOptions(antialias=True, background="w", foreground="#3a4250")
 
 
 def money(usd: float) -> str:
+    """One cost format everywhere: ``$0``, ``<$0.0001``, ``$0.0006``, ``$0.042``, ``$1.25``, ``$1,234.50``."""
     if usd == 0:
-        return "$0.00"
+        return "$0"
+    if usd < 0.0001:
+        return "<$0.0001"
     if usd < 0.01:
-        return f"${usd:.4f}"
+        return f"${usd:.4f}".rstrip("0")
+    if usd < 1:
+        return f"${usd:.3f}".rstrip("0").rstrip(".")
     return f"${usd:,.2f}"
+
+
+NUMERIC = (7, 8, 9, 10)  # tokens, cost, latency, TTFT: right-aligned, under right-aligned headers
+RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+LEFT = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
 
 
 class RequestsModel(QAbstractTableModel):
@@ -84,8 +103,12 @@ class RequestsModel(QAbstractTableModel):
         return len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return RIGHT if section in NUMERIC else LEFT
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -101,10 +124,11 @@ class RequestsModel(QAbstractTableModel):
             )[col]
         if role == Qt.ItemDataRole.ForegroundRole and col == len(COLUMNS) - 1:
             return OUTCOME_COLORS.get(row.outcome)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (7, 8, 9, 10):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return RIGHT if col in NUMERIC else LEFT
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"request {row.request_id}"
+            when = datetime.fromtimestamp(row.time).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            return f"{when} · request {row.request_id}" if col == 0 else f"request {row.request_id}"
         return None
 
 
@@ -146,40 +170,40 @@ class Card(QFrame):
                 self.bar.setStyleSheet(f"QProgressBar::chunk {{ background: {color}; border-radius: 3px; }}")
 
 
-STYLE = """
-QMainWindow, QWidget#central { background: #f6f7fb; }
-QFrame#card { background: white; border: 1px solid #e1e4ec; border-radius: 10px; }
-QLabel#caption { color: #6b7280; font-size: 11px; text-transform: uppercase; }
-QLabel#value { color: #1f2937; font-size: 22px; font-weight: 600; }
-QLabel#note { color: #6b7280; font-size: 11px; }
-QLabel#headline { font-size: 17px; font-weight: 600; color: #1f2937; }
-QLabel#endpoint { color: #4b5563; font-family: monospace; }
-QProgressBar { background: #eef0f5; border: none; border-radius: 3px; }
-QTabWidget::pane { border: 1px solid #e1e4ec; border-radius: 8px; background: white; top: -1px; }
-QTabBar::tab { padding: 6px 14px; color: #4b5563; }
-QTabBar::tab:selected { color: #1f2937; font-weight: 600; }
-QTableView { border: none; gridline-color: #f0f1f5; selection-background-color: #dfe8fb;
-             selection-color: #1f2937; }
-QHeaderView::section { background: #fafbfd; border: none; border-bottom: 1px solid #e1e4ec;
-                       padding: 4px 6px; color: #4b5563; font-weight: 600; }
-"""
-
-
 class Chart(pg.PlotWidget):  # type: ignore[misc]
-    """A time chart with a clock axis, a legend, and one curve per series name."""
+    """A time chart: a clock axis, y from zero in a unit people read, a legend above the
+    data, one curve per series name, and "No requests yet" instead of an invented range."""
 
-    def __init__(self, title: str, unit: str) -> None:
+    def __init__(self, title: str, unit: str, look: Theme) -> None:
         super().__init__(axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
-        self.setTitle(f"<span style='font-size:10.5pt;color:#374151'>{title}</span>")
-        self.setLabel("left", unit)
-        self.showGrid(x=True, y=True, alpha=0.15)
+        self.look = look
+        self.setBackground(look.card)
+        self.setTitle(f"<span style='font-size:10.5pt;color:{look.text}'>{title}</span>")
+        for name in ("left", "bottom"):
+            axis = self.getAxis(name)
+            axis.setPen(pg.mkPen(look.border))
+            axis.setTextPen(pg.mkPen(look.muted))
+        self.getAxis("left").enableAutoSIPrefix(False)  # "per s (x0.001)" is nobody's unit
+        self.unit = ""
+        self.set_unit(unit)
+        self.showGrid(x=True, y=True, alpha=look.grid_alpha)
         self.setMouseEnabled(x=False, y=False)
         self.setMenuEnabled(False)
         self.hideButtons()
         self.getPlotItem().layout.setContentsMargins(4, 4, 10, 4)
-        self.legend = self.addLegend(offset=(8, 4), labelTextSize="8.5pt", brush=pg.mkBrush(255, 255, 255, 200))
+        back = QColor(look.card)
+        back.setAlpha(215)
+        self.legend = self.addLegend(offset=(8, 4), labelTextSize="8.5pt", brush=pg.mkBrush(back),
+                                     labelTextColor=look.text)
+        self.empty = pg.TextItem("No requests yet", color=look.muted, anchor=(0.5, 0.5))
+        self.addItem(self.empty, ignoreBounds=True)
         self.curves: dict[str, pg.PlotDataItem] = {}
-        self.setMinimumHeight(170)
+        self.setMinimumHeight(150)
+
+    def set_unit(self, unit: str) -> None:
+        if unit != self.unit:
+            self.unit = unit
+            self.setLabel("left", unit, color=self.look.muted)
 
     def curve(self, name: str, color: str, *, fill: bool = False, dash: bool = False) -> pg.PlotDataItem:
         found = self.curves.get(name)
@@ -194,6 +218,32 @@ class Chart(pg.PlotWidget):  # type: ignore[misc]
             found = self.curves[name] = self.plot([], [], **kwargs)
         return found
 
+    def frame(self, start: float, end: float, top: float) -> None:
+        """x from ``start`` to ``end``; y from zero to above ``top`` (room for the legend), or
+        the empty state when there is nothing to show."""
+        self.setXRange(start, end, padding=0)
+        empty = not (top > 0 and math.isfinite(top))
+        self.empty.setVisible(empty)
+        self.legend.setVisible(not empty)
+        self.getAxis("left").setStyle(showValues=not empty)  # no invented scale under "No requests yet"
+        for curve in self.curves.values():
+            curve.setVisible(not empty)
+        if empty:
+            self.setYRange(0, 1, padding=0)
+            self.empty.setPos((start + end) / 2, 0.5)
+        else:
+            self.setYRange(0, top * 1.35, padding=0)
+
+
+def latency_unit(values: list[FloatArray]) -> tuple[str, float]:
+    """ms, or s when the largest value is 2 s or more: (the axis label, the divisor)."""
+    top = max((float(np.nanmax(v)) for v in values if np.isfinite(v).any()), default=0.0)
+    return ("s", 1000.0) if top >= 2000 else ("ms", 1.0)
+
+
+def finite_max(values: list[FloatArray]) -> float:
+    return max((float(np.nanmax(v)) for v in values if np.isfinite(v).any()), default=0.0)
+
 
 class Dashboard(QMainWindow):
     """The main window. ``closing`` fires when the user closes it (the app decides: hide or quit)."""
@@ -202,22 +252,24 @@ class Dashboard(QMainWindow):
 
     def __init__(self, stats: LiveStats, copy_endpoint: Callable[[], None] | None = None,
                  fetch_history: Callable[[Callable[[dict[str, Any]], None]], None] | None = None,
-                 audit_view: QWidget | None = None) -> None:
+                 audit_view: QWidget | None = None, on_step: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.stats = stats
+        self.on_step = on_step
+        self._steps: list[Step] = []
         self.fetch_history = fetch_history
         self.setWindowTitle("OMEN Local")
         self.setWindowIcon(app_icon())
         self.setObjectName("dashboard")
-        self.resize(1180, 820)
-        self.setStyleSheet(STYLE)
+        self.resize(*first_size())
+        self.look = theme.current()
+        self.setStyleSheet(self.look.style_sheet())
         self.redraws = 0
         self.spend_today = 0.0
         self.spend_month = 0.0
         self.quota_limits: dict[str, dict[str, float]] = {}
         self.quota_used: dict[str, tuple[float, float]] = {}
         self._dirty_table = True
-        self._colors: dict[str, str] = {}
         self.paused_until = 0.0
 
         central = QWidget()
@@ -245,9 +297,18 @@ class Dashboard(QMainWindow):
             header.addWidget(copy)
         root.addLayout(header)
         self.detail = QLabel("")
-        self.detail.setStyleSheet("color: #b45309;")
+        self.detail.setObjectName("detail")
+        self.detail.setWordWrap(True)  # never widens the window
         self.detail.setVisible(False)
         root.addWidget(self.detail)
+
+        self.get_started = QFrame()
+        self.get_started.setObjectName("getstarted")
+        self.steps_layout = QVBoxLayout(self.get_started)
+        self.steps_layout.setContentsMargins(16, 12, 16, 12)
+        self.steps_layout.setSpacing(8)
+        self.get_started.setVisible(False)
+        root.addWidget(self.get_started)
 
         cards = QHBoxLayout()
         cards.setSpacing(12)
@@ -262,9 +323,9 @@ class Dashboard(QMainWindow):
 
         charts = QGridLayout()
         charts.setSpacing(10)
-        self.chart_ttft = Chart("Time to first token by provider", "ms")
-        self.chart_latency = Chart("Total latency by provider", "ms")
-        self.chart_rate = Chart("Requests and failovers", "per s")
+        self.chart_ttft = Chart("Time to first token by provider", "ms", self.look)
+        self.chart_latency = Chart("Total latency by provider", "ms", self.look)
+        self.chart_rate = Chart("Requests and failovers", "requests/min", self.look)
         charts.addWidget(self.chart_ttft, 0, 0)
         charts.addWidget(self.chart_latency, 0, 1)
         charts.addWidget(self.chart_rate, 1, 0, 1, 2)
@@ -293,13 +354,19 @@ class Dashboard(QMainWindow):
         self.history.verticalHeader().setVisible(False)
         self.history.setShowGrid(False)
         self.history.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.history.horizontalHeader().setStretchLastSection(True)
+        history_header = self.history.horizontalHeader()
+        history_header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # the table uses the tab's width
+        for col in range(7):
+            item = self.history.horizontalHeaderItem(col)
+            if item is not None:
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter if col >= 3
+                                      else Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         history_box = QWidget()
         hl = QVBoxLayout(history_box)
         hl.setContentsMargins(6, 6, 6, 6)
         row = QHBoxLayout()
         self.history_note = QLabel("Last 30 days, from the usage store (the same data as /v1/usage).")
-        self.history_note.setStyleSheet("color: #6b7280;")
+        self.history_note.setObjectName("muted")
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh_history)
         row.addWidget(self.history_note, 1)
@@ -307,27 +374,80 @@ class Dashboard(QMainWindow):
         hl.addLayout(row)
         hl.addWidget(self.history)
         self.tabs.addTab(history_box, "History")
+        self.audit_view: QWidget | None = None
         if audit_view is not None:
-            self.tabs.addTab(audit_view, "Tool audit (Glyph)")
+            self.add_audit_view(audit_view)
         self.tabs.currentChanged.connect(lambda i: self.refresh_history() if self.tabs.widget(i) is history_box else None)
         root.addWidget(self.tabs, 2)
         self.setCentralWidget(central)
 
-        self.timer = QTimer(self)
-        self.timer.setInterval(int(os.environ.get("OMEN_DASHBOARD_INTERVAL_MS", "1000")))  # bench: faster
+        self.fresh_ms = int(os.environ.get("OMEN_DASHBOARD_INTERVAL_MS", "1000"))  # bench: a faster stress case
+        self.timer = QTimer(self)  # runs only while there is something moving on screen (see _plan)
         self.timer.timeout.connect(self.redraw)
-        self.timer.start()
 
     # ---------------------------------------------------------------- live
 
     def mark_dirty(self) -> None:
+        """New events: redraw now if on screen and no tick is due within a second."""
         self._dirty_table = True
+        if self.on_screen() and not (self.timer.isActive() and self.timer.interval() <= self.fresh_ms):
+            self.redraw()
 
-    def set_overall(self, overall: Overall, url: str) -> None:
+    def on_screen(self) -> bool:
+        return self.isVisible() and not self.isMinimized()
+
+    def _plan(self) -> None:
+        """Tick only while something on screen moves with time; otherwise no timer at all."""
+        last = self.stats.last_time
+        age = time.time() - last if last is not None else math.inf
+        if not self.on_screen() or age >= self.stats.window:
+            self.timer.stop()
+            return
+        interval = self.fresh_ms if age < 60 else 5000
+        if not self.timer.isActive() or self.timer.interval() != interval:
+            self.timer.start(interval)
+
+    def add_audit_view(self, view: QWidget) -> None:
+        """The Tool audit tab, once Glyph has a log (at start, or when Glyph is set up later)."""
+        if self.audit_view is None:
+            self.audit_view = view
+            self.tabs.addTab(view, "Tool audit (Glyph)")
+
+    def set_get_started(self, steps: list[Step]) -> None:
+        """The first-run panel: what to do to get a first answer (hidden once one can come)."""
+        if steps == self._steps:
+            return
+        self._steps = list(steps)
+        while self.steps_layout.count():
+            item = self.steps_layout.takeAt(0)
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
+        title = QLabel("Get started")
+        title.setObjectName("gs-title")
+        self.steps_layout.addWidget(title)
+        for step in steps:
+            row = QWidget()
+            line = QHBoxLayout(row)
+            line.setContentsMargins(0, 0, 0, 0)
+            text = QLabel(step.text)
+            text.setWordWrap(True)
+            text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            line.addWidget(text, 1)
+            if step.action and self.on_step is not None:
+                button = QPushButton(step.button)
+                button.setObjectName(f"step:{step.action}")
+                button.clicked.connect(_step_slot(self.on_step, step.action))
+                line.addWidget(button)
+            self.steps_layout.addWidget(row)
+        self.get_started.setVisible(bool(steps))
+
+    def set_overall(self, overall: Overall, url: str, details: str = "") -> None:
         self.state_dot.setStyleSheet(f"color: {COLORS[overall.state].name()}; font-size: 18px;")
         self.headline.setText(overall.headline)
         self.endpoint.setText(f"{url}/v1" if url and overall.state != STOPPED else "")
         self.detail.setText("  ·  ".join(overall.detail))
+        self.detail.setToolTip(details)  # the library's own words, for whoever wants them
         self.detail.setVisible(bool(overall.detail))
 
     def set_spend(self, today: float, month: float, limits: dict[str, dict[str, float]],
@@ -336,28 +456,31 @@ class Dashboard(QMainWindow):
         self.quota_limits, self.quota_used = limits, used
 
     def color(self, provider: str) -> str:
-        if provider not in self._colors:
-            self._colors[provider] = PALETTE[len(self._colors) % len(PALETTE)]
-        return self._colors[provider]
+        return theme.provider_color(provider)
 
     def redraw(self, force: bool = False) -> None:
-        """Charts, cards and table from the stats (1/s, only while visible)."""
-        if not force and not self.isVisible():
+        """Charts, cards and table from the stats (on new data, only while on screen)."""
+        if not force and not self.on_screen():
             return
         now = int(time.time())
         s = self.stats
         x = np.arange(now - s.window + 1, now + 1, dtype=np.float64)
-        for provider in list(s.rings):
-            color = self.color(provider)
-            self.chart_ttft.curve(provider, color).setData(x, s.latency(provider, "ttft", now))
-            self.chart_latency.curve(provider, color).setData(x, s.latency(provider, "lat", now))
-        self.chart_rate.curve("requests/s", "#3b6fd8", fill=True).setData(x, s.rate(now))
-        self.chart_rate.curve("failovers/s", "#d23b3b").setData(x, s.failovers.series("count", now))
         start = x[0]  # a fresh app shows the minutes it has, not ten empty ones
         if s.first_time is not None:
             start = max(x[0], min(s.first_time - 10, now - 120))
-        for chart in (self.chart_ttft, self.chart_latency, self.chart_rate):
-            chart.setXRange(start, x[-1], padding=0)
+        shown = x >= start
+        for chart, field in ((self.chart_ttft, "ttft"), (self.chart_latency, "lat")):
+            series = {p: s.latency(p, field, now) for p in list(s.rings)}
+            unit, divisor = latency_unit([v[shown] for v in series.values()])
+            chart.set_unit(unit)
+            for provider, values in series.items():
+                chart.curve(provider, self.color(provider)).setData(x, values / divisor)
+            chart.frame(start, x[-1], finite_max([v[shown] for v in series.values()]) / divisor)
+        rate = s.rate(now) * 60
+        failovers = s.failovers.series("count", now) * 60
+        self.chart_rate.curve("requests/min", "#3b6fd8", fill=True).setData(x, rate)
+        self.chart_rate.curve("failovers/min", "#d23b3b").setData(x, failovers)
+        self.chart_rate.frame(start, x[-1], finite_max([rate[shown], failovers[shown]]))
 
         per_min = float(s.total.series("count", now)[-60:].sum())
         self.card_rate.set(f"{per_min:,.0f}", f"{s.events_seen:,} attempts since start")
@@ -375,6 +498,7 @@ class Dashboard(QMainWindow):
             self._dirty_table = False
             self.table_model.set_rows(list(s.recent))
         self.redraws += 1
+        self._plan()
 
     def _quota_note(self, key: str, which: int) -> tuple[str, float | None]:
         """The tightest quota of this period: "of $5.00 (user owner)" and the fraction used."""
@@ -411,7 +535,6 @@ class Dashboard(QMainWindow):
                 if j >= 3:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.history.setItem(i, j, item)
-        self.history.resizeColumnsToContents()
         total = body.get("total", {})
         self.history_note.setText(
             f"Last 30 days: {total.get('requests', 0):,} requests, {money(float(total.get('cost_usd', 0.0)))}"
@@ -429,6 +552,38 @@ class Dashboard(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.closing.emit()
         super().closeEvent(event)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.redraw(force=True)  # whatever came while hidden, once
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        super().hideEvent(event)
+        self.timer.stop()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.WindowStateChange:
+            if self.isMinimized():
+                self.timer.stop()
+            else:
+                self.redraw(force=True)
+
+
+def _step_slot(on_step: Callable[[str], None], action: str) -> Callable[[bool], None]:
+    def run(_checked: bool = False) -> None:
+        on_step(action)
+
+    return run
+
+
+def first_size() -> tuple[int, int]:
+    """The first window fits the screen it opens on (a 1280x800 laptop included)."""
+    screen = QGuiApplication.primaryScreen()
+    if screen is None:
+        return 1180, 740
+    geo = screen.availableGeometry()
+    return min(1180, geo.width() - 40), min(740, geo.height() - 60)
 
 
 def bold(font: QFont) -> QFont:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -36,10 +37,34 @@ def _note_signals() -> None:
 
 
 def _quit_on_signals(controller: OmenApp) -> None:
-    """SIGTERM/SIGINT (logout, `kill`, Ctrl-C in a terminal) quit cleanly: usage flushed."""
-    import signal
+    """SIGTERM/SIGINT (logout, `kill`, Ctrl-C in a terminal) quit cleanly: usage flushed.
 
-    from PySide6.QtCore import QTimer
+    Python runs signal handlers only when it gets control, and Qt's loop is native code:
+    the C-level handler writes to a socket (``signal.set_wakeup_fd``) that a
+    ``QSocketNotifier`` watches, so a signal wakes the loop at once and nothing polls
+    meanwhile (an idle app costs no wake-ups). SIGUSR1 dumps the visible text where the
+    test-only ``OMEN_APP_PROBE`` is set (app/probe.py).
+    """
+    import signal
+    import socket
+
+    from PySide6.QtCore import QSocketNotifier, QTimer
+
+    from . import probe
+
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read, controller)
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while reader.recv(512):
+                pass
+
+    notifier.activated.connect(drain)
+    controller._signal_sockets = (reader, writer, notifier)  # type: ignore[attr-defined]  # kept alive
 
     def handler(_signum: int, _frame: object) -> None:
         QTimer.singleShot(0, controller.quit)
@@ -48,11 +73,12 @@ def _quit_on_signals(controller: OmenApp) -> None:
         signal.signal(sig, handler)
     if _signalled:
         QTimer.singleShot(0, controller.quit)
-    # Python runs signal handlers only when it gets control; Qt's loop is native code.
-    tick = QTimer(controller)
-    tick.setInterval(250)
-    tick.timeout.connect(lambda: None)
-    tick.start()
+    path = probe.probe_path()
+    if path is not None and hasattr(signal, "SIGUSR1"):
+        def dump(_signum: int, _frame: object) -> None:
+            QTimer.singleShot(0, lambda: probe.dump(path, controller.probe_extra()))
+
+        signal.signal(signal.SIGUSR1, dump)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     qapp.setOrganizationName("omen-local")
     qapp.setQuitOnLastWindowClosed(False)
     qapp.setWindowIcon(app_icon())
+    from . import theme
+
+    theme.apply_override()  # OMEN_APP_THEME=dark|light, where the desktop does not say
     instance = SingleInstance()
     instance.listen()
 

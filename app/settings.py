@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QColor, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -51,6 +51,7 @@ from omen_local.service import OmenService
 
 from . import keys
 from .icons import app_icon
+from .state import NOT_SET_UP, OFF, UP, provider_detail, provider_state, short_why
 
 if TYPE_CHECKING:
     from .controller import OmenApp
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _WORKER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="settings-io")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DISCOVERED = "discovered"
 OK_STYLE, BAD_STYLE, NOTE_STYLE = "color: #1b5e20;", "color: #b00020;", "color: #6b7280;"
 
 
@@ -244,14 +246,33 @@ class SettingsDialog(QDialog):
         self.p_url.setText(pc.base_url)
         status = (self.app.host.status or {}).get("providers", {}).get(name, {})
         found = status.get("models") or []
-        self.p_found.setText(("Serving now: " + ", ".join(found[:12]) + (" …" if len(found) > 12 else ""))
-                             if found else "")
-        self.p_models.setRowCount(len(pc.models))
+        state = provider_state(status) if status else NOT_SET_UP
+        if state == UP and found:
+            self.p_found.setText(f"Serving now: {len(found):,} model{'s' if len(found) != 1 else ''}"
+                                 " (discovered ones in grey; add a row to set a model's price)")
+        elif state == NOT_SET_UP:
+            self.p_found.setText("Not set up: add its API key on the API keys page.")
+        elif state == OFF:
+            self.p_found.setText("Off: OMEN does not use it.")
+        else:
+            self.p_found.setText(f"Not serving now: {short_why(name, status)}.")
+        self.p_found.setToolTip(provider_detail(status))
+        configured = {m.name for m in pc.models}
+        discovered = [n for n in found if n not in configured] if state == UP else []
+        self.p_models.setRowCount(len(pc.models) + len(discovered))
         for i, m in enumerate(pc.models):
-            values = (m.name, "" if m.context_window is None else str(m.context_window),
+            values = (m.name, "" if m.context_window is None else f"{m.context_window:,}",
                       "" if m.price is None else f"{m.price.input:g}", "" if m.price is None else f"{m.price.output:g}")
             for j, v in enumerate(values):
                 self.p_models.setItem(i, j, QTableWidgetItem(v))
+        for i, model in enumerate(discovered, start=len(pc.models)):
+            for j in range(self.p_models.columnCount()):  # shown, read-only, never written to the config
+                item = QTableWidgetItem(model if j == 0 else "")
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                item.setForeground(QColor("#8a8f98"))
+                item.setData(Qt.ItemDataRole.UserRole, DISCOVERED)
+                item.setToolTip(f"discovered from {name}; OMEN uses it without a config entry")
+                self.p_models.setItem(i, j, item)
 
     def _cell(self, row: int, col: int) -> str:
         item = self.p_models.item(row, col)
@@ -262,11 +283,12 @@ class SettingsDialog(QDialog):
         models: list[Any] = []
         for r in range(self.p_models.rowCount()):
             name = self._cell(r, 0)
-            if not name:
+            first = self.p_models.item(r, 0)
+            if not name or (first is not None and first.data(Qt.ItemDataRole.UserRole) == DISCOVERED):
                 continue
             entry: dict[str, Any] = {"name": name}
             for col, key, cast in ((1, "context_window", int), (2, "input", float), (3, "output", float)):
-                text = self._cell(r, col)
+                text = self._cell(r, col).replace(",", "")
                 if text:
                     try:
                         entry[key] = cast(text)

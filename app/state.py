@@ -14,10 +14,7 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from omen_local.observe import UsageEvent
 from omen_local.providers.base import is_loopback_url
@@ -29,7 +26,10 @@ TRACKED_REQUESTS = 2048  # request ids remembered for failover detection
 FIELDS = ("count", "errors", "ttft_sum", "ttft_n", "lat_sum", "lat_n", "cost")
 FIELD_AT = {name: i for i, name in enumerate(FIELDS)}
 
-FloatArray = npt.NDArray[np.float64]
+if TYPE_CHECKING:  # numpy loads with the dashboard, not at start-up (tray-only RSS: bench/app_idle.py)
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[Any]
 
 
 class Ring:
@@ -58,6 +58,8 @@ class Ring:
 
     def series(self, name: str, now: int) -> FloatArray:
         """``window`` values, oldest first, ending at second ``now`` (0 where nothing happened)."""
+        import numpy as np
+
         seconds = np.arange(now - self.window + 1, now + 1)
         slots = seconds % self.window
         stamp = np.frombuffer(self.stamp, dtype=np.int64)
@@ -113,6 +115,7 @@ class LiveStats:
         self.live_cost_since = 0.0
         self.events_seen = 0
         self.first_time: float | None = None  # the first event's time (charts start there)
+        self.last_time: float | None = None  # the newest event's time (the dashboard ticks while recent)
 
     def set_providers(self, status_providers: Mapping[str, Mapping[str, Any]]) -> None:
         for name, info in status_providers.items():
@@ -133,6 +136,8 @@ class LiveStats:
         self.events_seen += 1
         if self.first_time is None:
             self.first_time = event.time
+        if self.last_time is None or event.time > self.last_time:
+            self.last_time = event.time
         second = int(event.time)
         ok = event.outcome in ("ok", "budget_cut")
         values: dict[str, float] = {"count": 1.0, "cost": event.cost_usd, "errors": 0.0 if ok else 1.0}
@@ -188,6 +193,8 @@ class LiveStats:
         ring = self.rings[provider]
         total = _rolling(ring.series(f"{field}_sum", now), smooth)
         n = _rolling(ring.series(f"{field}_n", now), smooth)
+        import numpy as np
+
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
@@ -208,6 +215,8 @@ def _rolling(values: FloatArray, width: int) -> FloatArray:
     """Sum over a trailing window of ``width`` samples (same length as ``values``)."""
     if width <= 1:
         return values
+    import numpy as np
+
     c = np.cumsum(np.concatenate(([0.0], values)))
     out: FloatArray = c[1:] - c[np.maximum(np.arange(1, len(c)) - width, 0)]
     return out
@@ -233,40 +242,97 @@ class Overall:
 
 
 def overall(status: Mapping[str, Any] | None, quota_fractions: Mapping[str, float], running: bool) -> Overall:
-    """The one state the icon shows: stopped > down (every enabled provider unusable) >
-    degraded (some provider down) > quota (>= 80% of a quota) > healthy."""
+    """The one state the icon shows: stopped > down (no set-up provider usable) >
+    degraded (some set-up provider down) > quota (>= 80% of a quota) > healthy.
+
+    A provider without its key is *not set up*, not down: an Ollama-only user is healthy.
+    Headline and detail are short words; the library's own error text stays in the
+    tooltip of the detail line and in the log (:func:`provider_detail`)."""
     if not running or status is None:
         return Overall(STOPPED, "Stopped")
-    enabled = {n: p for n, p in status.get("providers", {}).items() if p.get("enabled")}
-    down = sorted(n for n, p in enabled.items() if _is_down(p))
+    providers = status.get("providers", {})
+    ready = {n: p for n, p in providers.items() if provider_state(p) in (UP, DOWN_STATE)}
+    down = sorted(n for n, p in ready.items() if provider_state(p) == DOWN_STATE)
     near = sorted((f for f in quota_fractions.items() if f[1] >= 0.8), key=lambda f: -f[1])
-    detail = tuple(f"{n}: {_why(enabled[n])}" for n in down) + tuple(
+    detail = tuple(f"{n}: {short_why(n, ready[n])}" for n in down) + tuple(
         f"quota {k} at {math.floor(v * 100)}%" for k, v in near)
-    if enabled and len(down) == len(enabled):
+    if not ready:
+        return Overall(DOWN, "Nothing set up yet", ("Start Ollama or add an API key in Settings.",))
+    if len(down) == len(ready):
         return Overall(DOWN, "No provider available", detail)
     if down:
-        return Overall(DEGRADED, "Degraded: " + ", ".join(down) + (" down" if len(down) > 1 else " is down"), detail)
+        return Overall(DEGRADED, ", ".join(down) + (" are" if len(down) > 1 else " is") + " not available", detail)
     if near:
         return Overall(QUOTA, f"Quota {near[0][0]} at {math.floor(near[0][1] * 100)}%", detail)
     return Overall(HEALTHY, "Running", detail)
 
 
-def _is_down(p: Mapping[str, Any]) -> bool:
+UP, DOWN_STATE, NOT_SET_UP, OFF = "up", "down", "not_set_up", "off"
+
+
+def provider_state(p: Mapping[str, Any]) -> str:
+    """``up``, ``down``, ``not_set_up`` (a cloud provider without its key) or ``off``."""
+    if not p.get("enabled", True):
+        return OFF
     if not p.get("usable", False):
-        return True
-    return p.get("state", "up") == "down" or bool(p.get("cooling_down"))
+        reason = str(p.get("reason") or "")
+        if reason.startswith("no API key") or reason == "not configured":
+            return NOT_SET_UP
+        if reason == "disabled":
+            return OFF
+        return DOWN_STATE
+    if p.get("state", "up") == "down" or bool(p.get("cooling_down")):
+        return DOWN_STATE
+    return UP
 
 
-def _why(p: Mapping[str, Any]) -> str:
-    return str(p.get("reason") or p.get("last_error") or "down")
+def _is_down(p: Mapping[str, Any]) -> bool:
+    return provider_state(p) == DOWN_STATE
+
+
+def short_why(name: str, p: Mapping[str, Any]) -> str:
+    """A few plain words for a provider that cannot serve (never the library's error text)."""
+    state = provider_state(p)
+    if state == NOT_SET_UP:
+        return "not set up (no API key)"
+    if state == OFF:
+        return "off"
+    if p.get("cooling_down"):
+        return "resting after errors"
+    error = str(p.get("last_error") or p.get("reason") or "").lower()
+    local = p.get("kind") == "ollama" or bool(p.get("local"))
+    if any(code in error for code in ("401", "403", "unauthor", "invalid api key", "authentication")):
+        return "key refused"
+    if local:
+        return "not running"
+    return "not reachable"
+
+
+def provider_detail(p: Mapping[str, Any]) -> str:
+    """The full story (tooltips): the router's reason or last error, its control characters
+    made visible (the text may come from an upstream, and is shown to a person)."""
+    return visible(str(p.get("reason") or p.get("last_error") or ""))
+
+
+def visible(text: str, limit: int = 500) -> str:
+    """Untrusted text for a person: control and format characters (ANSI escapes, bidi
+    overrides, NUL...) shown as \\uXXXX instead of acting; newlines and tabs kept; bounded."""
+    import unicodedata
+
+    out = "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")
+                  else f"\\u{ord(c):04x}" for c in text[:limit])
+    return out + ("…" if len(text) > limit else "")
 
 
 def provider_label(name: str, info: Mapping[str, Any]) -> str:
-    """The tray's provider entry: ``ollama — 3 models`` or ``openai — no API key``."""
-    if not info.get("enabled"):
+    """The tray's provider entry: ``ollama — 3 models``, ``openai — not set up``, short."""
+    state = provider_state(info)
+    if state == OFF:
         return f"{name} — off"
-    if _is_down(info):
-        return f"{name} — {_why(info)}"
+    if state == NOT_SET_UP:
+        return f"{name} — not set up"
+    if state == DOWN_STATE:
+        return f"{name} — {short_why(name, info)}"
     models = info.get("models") or []
     return f"{name} — {len(models)} model{'s' if len(models) != 1 else ''}"
 
@@ -294,3 +360,51 @@ def summarize(rows: Iterable[RequestRow]) -> dict[str, int]:
     for row in rows:
         counts[row.provider] = counts.get(row.provider, 0) + 1
     return counts
+
+
+# ---------------------------------------------------------------- first run: what to do next
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of the "Get started" panel, with the button that does it where one exists."""
+
+    text: str
+    action: str = ""  # "start_ollama", "open_keys", or "" (the text says what to type)
+    button: str = ""
+
+
+START_OLLAMA, OPEN_KEYS = "start_ollama", "open_keys"
+SUGGESTED_MODEL = "llama3.2"
+
+
+def get_started(status: Mapping[str, Any] | None, ollama_installed: bool) -> list[Step]:
+    """The steps to a first answer, or [] once some provider can answer (models and all).
+
+    Short words a new user acts on; never the library's error text (that is in the
+    tooltips and the log)."""
+    if status is None:
+        return []
+    providers: Mapping[str, Mapping[str, Any]] = status.get("providers", {})
+    if any(provider_state(p) == UP and p.get("models") for p in providers.values()):
+        return []
+    steps: list[Step] = []
+    ollama = next((p for p in providers.values() if p.get("kind") == "ollama"), None)
+    ollama_state = provider_state(ollama) if ollama is not None else DOWN_STATE
+    if ollama_state == UP:
+        steps.append(Step(f"Ollama runs but has no model yet. In a terminal: ollama pull {SUGGESTED_MODEL}"))
+    elif ollama_state == OFF:
+        steps.append(Step("Ollama is turned off in OMEN: turn it on in the tray menu to use local models."))
+    elif ollama_installed:
+        steps.append(Step("Ollama is not running. Start it to use models on this computer.", START_OLLAMA,
+                          "Start Ollama"))
+    else:
+        steps.append(Step("Ollama is not installed: get it from ollama.com to run models on this computer, "
+                          f"then: ollama pull {SUGGESTED_MODEL}"))
+    for name, p in providers.items():
+        if p.get("kind") != "ollama" and p.get("local") and provider_state(p) == UP:
+            steps.append(Step(f"Found {name} on this computer, with no model loaded yet: load one in {name}."))
+    if any(provider_state(p) == NOT_SET_UP for p in providers.values()):
+        steps.append(Step("Or use a cloud model: add an API key (OpenAI, Anthropic, …).", OPEN_KEYS,
+                          "Add an API key…"))
+    return steps

@@ -11,14 +11,15 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QFontMetrics
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from glyph.display import one_line, visible
 from omen_local.config import STRATEGIES
 
 from .icons import state_icon
-from .state import STOPPED, Overall, provider_label
+from .state import NOT_SET_UP, STOPPED, Overall, provider_detail, provider_label, provider_state
 
 STRATEGY_LABELS = {
     "single": "Single (best candidate, fail over)",
@@ -35,6 +36,7 @@ class Controller(Protocol):
     def set_default_strategy(self, strategy: str) -> None: ...
     def open_dashboard(self) -> None: ...
     def open_settings(self) -> None: ...
+    def open_keys(self) -> None: ...
     def open_logs(self) -> None: ...
     def autostart_enabled(self) -> bool: ...
     def set_autostart(self, on: bool) -> None: ...
@@ -43,10 +45,19 @@ class Controller(Protocol):
     def quit(self) -> None: ...
 
 
+MENU_TEXT_PX = 400  # no menu line wider than this (a tray menu is not a log)
+
+
 def status_line(overall: Overall, url: str) -> str:
-    if overall.state == STOPPED:
-        return "OMEN stopped"
-    return f"{overall.headline} — {url}/v1" if url else overall.headline
+    """The menu's first line: the status in words (the endpoint is one click away)."""
+    if overall.state == STOPPED and overall.headline == "Stopped":
+        return "OMEN is stopped"
+    return f"OMEN: {overall.headline}"
+
+
+def fit(text: str, menu: QMenu, width: int = MENU_TEXT_PX) -> str:
+    """Elide ``text`` to ``width`` pixels in the menu's font (the full text goes in a tooltip)."""
+    return QFontMetrics(menu.font()).elidedText(text, Qt.TextElideMode.ElideRight, width)
 
 
 def tooltip(overall: Overall, url: str) -> str:
@@ -102,13 +113,21 @@ class Tray:
         self.set_state(overall, url)
         m = self.menu
         m.clear()
-        head = m.addAction(state_icon(overall.state), status_line(overall, url))
+        m.setToolTipsVisible(True)
+        # The status reads as a status, not a greyed-out item: bold, enabled, and it opens the
+        # dashboard (where the details are).
+        head = m.addAction(state_icon(overall.state), fit(status_line(overall, url), m))
         head.setObjectName("status")
-        head.setEnabled(False)
-        for line in overall.detail[:3]:
-            extra = m.addAction("    " + line)
-            extra.setEnabled(False)
-        copy = m.addAction("Copy endpoint and token")
+        font = head.font()
+        font.setBold(True)
+        head.setFont(font)
+        head.setToolTip("\n".join((status_line(overall, url), *overall.detail)))
+        head.triggered.connect(_call(c.open_dashboard))
+        for line in overall.detail[:2]:
+            extra = m.addAction(fit("    " + line, m))
+            extra.setToolTip(line)
+            extra.triggered.connect(_call(c.open_dashboard))
+        copy = m.addAction(fit(f"Copy endpoint and token ({url}/v1)", m) if url else "Copy endpoint and token")
         copy.setObjectName("copy")
         copy.setEnabled(status is not None)
         copy.triggered.connect(c.copy_endpoint)
@@ -116,11 +135,18 @@ class Tray:
         m.addSection("Providers")
         providers = (status or {}).get("providers", {})
         for name, info in providers.items():
-            action = m.addAction(provider_label(name, info))
-            action.setObjectName(f"provider:{name}")
-            action.setCheckable(True)
-            action.setChecked(bool(info.get("enabled")))
-            action.toggled.connect(_bind(c.set_provider_enabled, name))
+            label = provider_label(name, info)
+            if provider_state(info) == NOT_SET_UP:  # the action that exists: set it up
+                action = m.addAction(fit(label + " — add key…", m))
+                action.setObjectName(f"provider:{name}")
+                action.triggered.connect(_call(c.open_keys))
+            else:
+                action = m.addAction(fit(label, m))
+                action.setObjectName(f"provider:{name}")
+                action.setCheckable(True)
+                action.setChecked(bool(info.get("enabled")))
+                action.toggled.connect(_bind(c.set_provider_enabled, name))
+            action.setToolTip(provider_detail(info))
         if not providers:
             none = m.addAction("(starting…)")
             none.setEnabled(False)

@@ -1,16 +1,25 @@
-"""Render the tray app's screenshots for docs/app.md and the README.
+"""Screenshots of the real ``omen app`` process, for docs/app.md and the README.
 
-    python docs/screenshots/make_screenshots.py          # needs xvfb and trayer (apt)
+    python docs/screenshots/make_screenshots.py          # needs the apt packages of .ci/run
 
-Runs the real app under Xvfb with trayer as the tray host, against the fake upstreams
-of the test suite, sends it a minute of mixed traffic (local and cloud, a few failovers),
-then writes tray.png (the panel icon and its open menu), dashboard.png, settings.png,
-consent.png and icons.png (every state, and the macOS template) beside this file.
+Launches ``omen app`` the way users do (the console script, its own HOME, config and data)
+on an X desktop of its own: Xvfb 1280x800, openbox, trayer as the tray host
+(tests/app/xdesktop.py). It is driven like a person would: requests through OMEN from
+other processes, clicks and right-clicks with xdotool at the places the app's test-only
+probe (app/probe.py) says its buttons, tabs and menu entries are; every picture is the
+screen as X shows it (ImageMagick's ``import``), never a widget rendered on the side.
+
+Writes beside this file: first-run.png (nothing reachable), dashboard.png (after a
+minute of traffic: a local model, a cloud one, a few failovers), dashboard-audit.png
+(Glyph's audit tab), tray.png (the tray icon with its menu open), settings.png and
+settings-keys.png, consent.png (a Glyph consent request through the app's real consent
+channel), dashboard-dark.png (OMEN_APP_THEME=dark). icons.png is drawn by
+``python -m app.icons``-style code and is not made here.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import random
 import shutil
 import subprocess
@@ -18,239 +27,99 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-SIZE = (1440, 960)
+
+from tests.app.xdesktop import (  # noqa: E402
+    AppProcess,
+    FakeUpstream,
+    XDesktop,
+    isolated_env,
+    missing_tools,
+    omen_command,
+    poll,
+    write_app_config,
+)
 
 
-def start_display() -> list[subprocess.Popen[bytes]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    if not os.environ.get("DISPLAY"):
-        display = ":93"
-        procs.append(subprocess.Popen(["Xvfb", display, "-screen", "0", f"{SIZE[0]}x{SIZE[1]}x24", "-nolisten", "tcp"]))
-        os.environ["DISPLAY"] = display
-        time.sleep(1.0)
-    if shutil.which("trayer"):
-        procs.append(subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
-                                       "--height", "28", "--tint", "0xe8ebf2", "--transparent", "true",
-                                       "--alpha", "0", "--SetDockType", "true", "--expand", "true"]))
-        time.sleep(1.0)
-    os.environ["QT_QPA_PLATFORM"] = "xcb"
-    return procs
-
-
-def with_keyring() -> int | None:
-    """Re-run this script inside dbus-run-session with an unlocked gnome-keyring, so the
-    Settings shot shows a stored (masked) key; None when already there or not possible."""
-    if os.environ.get("OMEN_SHOTS_KEYRING") or not (shutil.which("dbus-run-session")
-                                                    and shutil.which("gnome-keyring-daemon")):
-        return None
-    home = Path(tempfile.mkdtemp(prefix="omen-shots-home-"))
-    env = {**os.environ, "OMEN_SHOTS_KEYRING": "1", "HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
-    shell = ('echo -n screenshots | gnome-keyring-daemon --unlock --components=secrets >/dev/null && '
-             f'exec "{sys.executable}" "{Path(__file__).resolve()}"')
+def chat(url: str, token: str, intent: str, agent: str) -> None:
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hello"}],
+                       "omen": {"intent": intent}}).encode()
+    req = urllib.request.Request(f"{url}/v1/chat/completions", data=body, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "User-Agent": agent})
     try:
-        return subprocess.call(["dbus-run-session", "--", "sh", "-c", shell], env=env)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError):
+        pass
 
 
-def main() -> int:
-    again = with_keyring()
-    if again is not None:
-        return again
-    procs = start_display()
-    tmp = Path(tempfile.mkdtemp(prefix="omen-shots-"))
-    os.environ.update(XDG_RUNTIME_DIR=str(tmp / "run"), OMEN_LOG_DIR=str(tmp / "logs"),
-                      OMEN_APP_PREFS=str(tmp / "app.json"), XDG_CONFIG_HOME=str(tmp / "cfg"),
-                      XDG_DATA_HOME=str(tmp / "xdg-data"))
-    if not os.environ.get("OMEN_SHOTS_KEYRING"):
-        os.environ["OMEN_SECRETS"] = "file"
-    (tmp / "run").mkdir(mode=0o700)
-    audit_log(tmp / "xdg-data" / "omen-local" / "glyph" / "glyph.db")
-    try:
-        return shoot(tmp)
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        shutil.rmtree(tmp, ignore_errors=True)
+def traffic(url: str, token: str, seconds: float, seed: int) -> None:
+    rng = random.Random(seed)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        intent = rng.choices(["chat", "code"], [6, 2])[0]
+        chat(url, token, intent, rng.choice(["Cursor/0.48", "Continue/1.1", "aider/0.80"]))
+        time.sleep(rng.uniform(0.05, 0.4))  # pacing of the pretend editors, not synchronisation
 
 
-def shoot(tmp: Path) -> int:
-    import openai
-    from PySide6.QtCore import QPoint, QRect
-    from PySide6.QtGui import QColor, QFont, QGuiApplication, QPainter, QPixmap
-    from PySide6.QtWidgets import QApplication
+def serving_url(app: AppProcess) -> str:
+    import re
 
-    from app import icons
-    from app.consent_dialog import ConsentDialog
-    from app.controller import OmenApp, Options
-    from app.state import DEGRADED, DOWN, HEALTHY, QUOTA, STOPPED
-    from glyph.consent import ConsentRequest
-    from omen_local import config_edit
-    from tests.app.conftest import Upstreams, make_config
-    from tests.fakes.base import Reply
+    def found() -> str | None:
+        if not app.alive():
+            raise RuntimeError(f"omen app exited:\n{app.output[-3000:]}")
+        m = re.search(r"OMEN serving at (http://127\.0\.0\.1:\d+)/v1", app.log())
+        return m.group(1) if m else None
 
-    qapp = QApplication([sys.argv[0]])
-    qapp.setQuitOnLastWindowClosed(False)
-    font = QFont("DejaVu Sans", 9)
-    qapp.setFont(font)
-    from PySide6.QtCore import Qt
-    from PySide6.QtWidgets import QWidget
+    return poll(found, 60, "OMEN to serve")
 
-    desktop = QWidget(None, Qt.WindowType.FramelessWindowHint)  # a desktop to stand the menu on
-    desktop.setStyleSheet("background: qlineargradient(x1:0, y1:0, x2:1, y2:1, stop:0 #5d7fb9, stop:1 #a6b8d8);")
-    desktop.setGeometry(0, 0, *SIZE)
-    desktop.show()
-    desktop.lower()
 
-    def pump(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            qapp.processEvents()
-            time.sleep(0.01)
+def window_of(dump: dict[str, Any], obj: str) -> dict[str, Any] | None:
+    return next((w for w in dump["windows"] if w["object"] == obj), None)
 
-    with Upstreams() as up:
-        up.ollama.default = Reply(text="Sure. Here is a short answer from the local model.", pieces=8,
-                                  chunk_delay_s=0.03, prompt_tokens=900, completion_tokens=160)
-        from tests.fakes.fake_anthropic import Reply as AnthropicReply
-        from tests.fakes.fake_anthropic import Text
 
-        up.anthropic.default = AnthropicReply(content=[Text("A careful answer from the cloud model, in parts.")],
-                                              input_tokens=4000, output_tokens=500, delay=0.25, delta_delay=0.02)
-        up.openai.default = Reply(text="An answer from OpenAI.", pieces=4, chunk_delay_s=0.02, delay_s=0.12,
-                                  prompt_tokens=6000, completion_tokens=700)
-        config = make_config(tmp, up, extra='\n[quotas.users.owner]\ndaily_usd = 2\nmonthly_usd = 40\n')
-        if os.environ.get("OMEN_SHOTS_KEYRING"):
-            from app import keys
-            from omen_local.secrets import SecretStore
-            from tests.fakes.fake_anthropic import DEFAULT_KEY
+class Shooter:
+    def __init__(self, desktop: XDesktop, app: AppProcess) -> None:
+        self.desktop = desktop
+        self.app = app
 
-            keys.put("anthropic", DEFAULT_KEY)
-            SecretStore(tmp / "data").set("openai", "sk-fake-openai-key-1234567890")
-        config_edit.set_server(config, port=8765)
-        app = OmenApp(Options(config_path=config, tray=True, minimized=True, glyph=False, consent_channel=False,
-                              quit_app=False))
-        app.start()
-        end = time.monotonic() + 20
-        while not app.started_ok and time.monotonic() < end:
-            pump(0.05)
-        if not app.started_ok:
-            print("the app did not start", file=sys.stderr)
-            return 1
+    def settle(self) -> None:
+        """Two probe round trips: the app's loop has run its queued paints by then."""
+        self.app.probe()
+        self.app.probe()
 
-        stop = threading.Event()
+    def click(self, x: int, y: int, button: int = 1) -> None:
+        self.desktop.run("xdotool", "mousemove", "--sync", str(x), str(y), "click", str(button))
 
-        def traffic() -> None:
-            rng = random.Random(7)
-            with openai.OpenAI(base_url=f"{app.url}/v1", api_key=app.host.owner_token, max_retries=0) as c:
-                while not stop.is_set():
-                    intent = rng.choices(["chat", "code", "cloud"], [5, 2, 2])[0]
-                    if intent == "chat" and rng.random() < 0.06:
-                        up.thread.submit(_queue(up.ollama, Reply(status=500, error_message="model crashed")))
-                    try:
-                        stream = c.chat.completions.create(
-                            model="auto", stream=True, messages=[{"role": "user", "content": "hello"}],
-                            extra_body={"omen": {"intent": intent}},
-                            extra_headers={"User-Agent": rng.choice(["Cursor/0.48", "Continue/1.1", "aider/0.80"])})
-                        for _ in stream:
-                            pass
-                    except openai.OpenAIError:
-                        pass
-                    stop.wait(rng.uniform(0.05, 0.35))
+    def click_in(self, obj: str, name: str) -> None:
+        dump = self.app.probe()
+        win = window_of(dump, obj)
+        assert win is not None, f"no {obj} window"
+        self.click(*win["click"][name])
+        self.settle()
 
-        workers = [threading.Thread(target=traffic) for _ in range(2)]
-        for w in workers:
-            w.start()
-        pump(75)
-        app.refresh_spend()
-        pump(2)
+    def window(self, title: str, path: Path) -> None:
+        wins = poll(lambda: self.desktop.windows(name=title, pid=self.app.proc.pid), 20, f"window {title!r}")
+        self.desktop.raise_window(wins[0])
+        self.settle()
+        self.desktop.run("import", "-window", wins[0], "-frame", str(path))
+        print("wrote", path.name, flush=True)
 
-        # the dashboard
-        dash = app.dashboard
-        dash.resize(1280, 860)
-        dash.show()
-        dash.move(40, 50)
-        pump(2.5)
-        dash.redraw(force=True)
-        pump(0.5)
-        dash.grab().save(str(OUT / "dashboard.png"))
-        dash.tabs.setCurrentIndex(dash.tabs.count() - 1)
-        pump(0.5)
-        dash.grab().save(str(OUT / "dashboard-audit.png"))
-        dash.tabs.setCurrentIndex(0)
+    def region(self, path: Path, x: int, y: int, w: int, h: int) -> None:
+        self.desktop.run("import", "-window", "root", "-crop", f"{w}x{h}+{x}+{y}", "+repage", str(path))
+        print("wrote", path.name, flush=True)
 
-        # the tray icon and its open menu
-        stop.set()
-        for w in workers:
-            w.join()
-        dash.hide()
-        pump(1.0)
-        tray = app.tray
-        assert tray is not None
-        geo = tray.icon.geometry()
-        anchor = geo.bottomLeft() if geo.isValid() and geo.width() > 0 else QPoint(SIZE[0] - 40, 28)
-        tray.menu.popup(anchor + QPoint(-260, 4))
-        pump(1.0)
-        screen = QGuiApplication.primaryScreen()
-        menu_geo = tray.menu.geometry()
-        region = QRect(menu_geo.left() - 40, 0, menu_geo.width() + 120, menu_geo.bottom() + 24)
-        shot = screen.grabWindow(0, region.x(), region.y(), region.width(), region.height())
-        shot.save(str(OUT / "tray.png"))
-        tray.menu.hide()
 
-        # settings
-        app.open_settings()
-        settings = app.settings
-        assert settings is not None
-        settings.move(60, 60)
-        pump(1.5)
-        settings.tabs.setCurrentIndex(1)
-        pump(1.5)
-        if "anthropic" in settings.key_rows:
-            settings.key_rows["anthropic"]["test"].click()
-            pump(1.5)
-        settings.grab().save(str(OUT / "settings-keys.png"))
-        settings.tabs.setCurrentIndex(0)
-        pump(0.5)
-        settings.grab().save(str(OUT / "settings.png"))
-        settings.hide()
-
-        # a consent dialog, as an editor's Glyph would ask
-        req = ConsentRequest(
-            client="Cursor/0.48", server="rune", tool="edit_file", exposed="rune__edit_file",
-            arguments={"path": "src/billing/invoice.py", "old_string": "TAX_RATE = 0.19\n",
-                       "new_string": "TAX_RATE = 0.21\n"},
-            reason="no rule allows it", paths=(str(Path.home() / "work/shop/src/billing/invoice.py"),),
-            destructive=True)
-        dialog = ConsentDialog(req, timeout_s=120)
-        dialog.resize(760, 520)
-        dialog.show()
-        pump(1.0)
-        dialog.grab().save(str(OUT / "consent.png"))
-        dialog.finish(dialog.decision or __import__("glyph.consent", fromlist=["Decision"]).Decision(
-            __import__("glyph.consent", fromlist=["Scope"]).Scope.DENY, "screenshot"))
-
-        # every icon state, and the macOS template
-        states = (HEALTHY, DEGRADED, DOWN, QUOTA, STOPPED)
-        sheet = QPixmap(120 * len(states), 230)
-        sheet.fill(QColor("white"))
-        p = QPainter(sheet)
-        p.setFont(QFont("DejaVu Sans", 9))
-        for i, state in enumerate(states):
-            p.drawPixmap(120 * i + 28, 10, icons.pixmap(state, 64))
-            p.drawPixmap(120 * i + 48, 84, icons.pixmap(state, 24))
-            p.fillRect(120 * i + 20, 120, 80, 80, QColor("#d9dde5"))
-            p.drawPixmap(120 * i + 28, 128, icons.pixmap(state, 64, template=True))
-            p.drawText(QRect(120 * i, 206, 120, 20), 0x0084, state)  # AlignHCenter | AlignVCenter
-        p.end()
-        sheet.save(str(OUT / "icons.png"))
-        app.quit()
-    print("wrote", ", ".join(sorted(p.name for p in OUT.glob("*.png"))))
-    return 0
+def set_key(app_env: dict[str, str], config: Path, provider: str, key: str) -> None:
+    subprocess.run([*omen_command(), "key", "set", provider, "--config", str(config)], env=app_env, input=key + "\n",
+                   text=True, capture_output=True, check=True, timeout=60)
 
 
 def audit_log(path: Path) -> None:
@@ -266,15 +135,167 @@ def audit_log(path: Path) -> None:
             ("Cursor/0.48", "rune", "grep", "allow", "policy:rule 1 (allow rune/grep)", "ok"),
             ("Cursor/0.48", "rune", "edit_file", "allow", "app:user:qt:once", "ok"),
             ("claude-desktop/0.9", "rune", "write_file", "deny", "app:user:qt:deny", "denied"),
-            ("claude-desktop/0.9", "github", "create_issue", "deny", "fail-closed:timeout", "denied"),
             ("Continue/1.1", "rune", "git_diff", "allow", "policy:rule 2 (allow rune/git_*)", "ok"),
         ):
             log.append(AuditEntry(client=client, server=server, tool=tool, decision=decision, decided_by=by,
                                   outcome=outcome, arguments={"path": "src/app.py"}))
 
 
-async def _queue(fake: object, reply: object) -> None:
-    fake.queue(reply)  # type: ignore[attr-defined]
+ASK_CONSENT = r"""
+import asyncio, sys
+from glyph.app_prompter import AppPrompter
+from glyph.consent import ConsentRequest
+req = ConsentRequest(client="Cursor/0.48", server="rune", tool="edit_file", exposed="rune__edit_file",
+    arguments={"path": "src/billing/invoice.py", "old_string": "TAX_RATE = 0.19\n", "new_string": "TAX_RATE = 0.21\n"},
+    reason="no rule allows it", paths=(sys.argv[1] + "/src/billing/invoice.py",), destructive=True)
+print(asyncio.run(AppPrompter().ask(req)))
+"""
+
+
+def keyring_env() -> dict[str, str]:
+    """Inside the dbus session main() starts: the app and `omen key set` use the real keyring."""
+    import os
+
+    addr = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    return {"DBUS_SESSION_BUS_ADDRESS": addr, "OMEN_SECRETS": "keyring"} if addr and os.environ.get(
+        "OMEN_SHOTS_KEYRING") else {}
+
+
+def with_keyring() -> int | None:
+    """Re-run this script inside dbus-run-session with an unlocked gnome-keyring (the
+    Settings shot shows a stored, masked key); None when already there or not possible."""
+    import os
+
+    if os.environ.get("OMEN_SHOTS_KEYRING") or not (shutil.which("dbus-run-session")
+                                                    and shutil.which("gnome-keyring-daemon")):
+        return None
+    home = Path(tempfile.mkdtemp(prefix="omen-shots-home-"))
+    env = {**os.environ, "OMEN_SHOTS_KEYRING": "1", "HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
+    shell = ('echo -n screenshots | gnome-keyring-daemon --unlock --components=secrets >/dev/null && '
+             f'exec "{sys.executable}" "{Path(__file__).resolve()}"')
+    try:
+        return subprocess.call(["dbus-run-session", "--", "sh", "-c", shell], env=env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def first_run(base: Path, desktop: XDesktop) -> None:
+    home = base / "first"
+    with __import__("socket").socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    config = write_app_config(base / "first.toml", home / "data", dead)
+    app = AppProcess(home, config, desktop)
+    try:
+        serving_url(app)
+        poll(lambda: (w := window_of(app.probe(), "dashboard")) is not None and "Get started" in w["labels"], 30,
+             "the Get started panel", every_s=0.5)
+        Shooter(desktop, app).window("^OMEN Local$", OUT / "first-run.png")
+    finally:
+        app.stop()
+
+
+def with_traffic(base: Path, desktop: XDesktop, dark: bool = False) -> None:
+    from tests.fakes.fake_anthropic import DEFAULT_KEY
+
+    home = base / ("dark" if dark else "traffic")
+    ollama = FakeUpstream("ollama")
+    anthropic = FakeUpstream("anthropic")
+    try:
+        extra = f'''
+[providers.anthropic]
+base_url = "{anthropic.url}"
+key = ["keyring:anthropic"]
+
+[intents]
+chat = ["ollama/*", "anthropic/claude-haiku-4-5"]
+code = ["anthropic/claude-sonnet-4-5", "ollama/*"]
+
+[quotas.users.owner]
+daily_usd = 2
+monthly_usd = 40
+'''
+        base.mkdir(parents=True, exist_ok=True)
+        config = write_app_config(base / f"{home.name}.toml", home / "data", ollama.url, extra=extra)
+        audit_log(home / ".local" / "share" / "omen-local" / "glyph" / "glyph.db")
+        extra_env = {**keyring_env(), **({"OMEN_APP_THEME": "dark"} if dark else {})}
+        set_key({**isolated_env(home, desktop), **extra_env}, config, "anthropic", DEFAULT_KEY)  # `omen key set`, first
+        app = AppProcess(home, config, desktop, env=extra_env)
+        try:
+            url = serving_url(app)
+            token = app.token()
+            shooter = Shooter(desktop, app)
+            seconds = 25 if dark else 60
+            workers = [threading.Thread(target=traffic, args=(url, token, seconds, i)) for i in range(2)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            shooter.settle()
+            if dark:
+                shooter.window("^OMEN Local$", OUT / "dashboard-dark.png")
+                return
+            shooter.window("^OMEN Local$", OUT / "dashboard.png")
+            dash = window_of(app.probe(), "dashboard")
+            if dash is not None and "tab:Tool audit (Glyph)" in dash["click"]:
+                shooter.click_in("dashboard", "tab:Tool audit (Glyph)")
+                shooter.window("^OMEN Local$", OUT / "dashboard-audit.png")
+                shooter.click_in("dashboard", "tab:Recent requests")
+            tray(shooter)
+            consent(shooter, home)
+        finally:
+            app.stop()
+    finally:
+        ollama.stop()
+        anthropic.stop()
+
+
+def tray(shooter: Shooter) -> None:
+    dump = shooter.app.probe()
+    icon = dump["tray"]["icon"]
+    assert icon is not None, "the tray icon has no place on screen"
+    shooter.click(icon[0], icon[1], button=3)
+    opened = poll(lambda: (d := shooter.app.probe())["tray"]["menu_open"] and d, 10, "the tray menu")
+    items = opened["tray"]["menu_items"]
+    xs = [p[0] for p in items.values()]
+    ys = [p[1] for p in items.values()]
+    left = max(0, min(xs) - 260)
+    shooter.region(OUT / "tray.png", left, 0, 1280 - left, min(800, max(ys) + 30))
+    settings = next(text for text in items if text.startswith("Settings"))
+    shooter.click(*items[settings])
+    shooter.window("Settings", OUT / "settings.png")
+    shooter.click_in("settings", "tab:API keys")
+    shooter.window("Settings", OUT / "settings-keys.png")
+    shooter.desktop.run("xdotool", "key", "Escape")
+
+
+def consent(shooter: Shooter, home: Path) -> None:
+    asker = subprocess.Popen([sys.executable, "-c", ASK_CONSENT, str(home / "work" / "shop")], env=shooter.app.env,
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        shooter.window("Glyph|[Aa]llow|edit_file", OUT / "consent.png")
+    finally:
+        asker.terminate()
+        asker.wait(10)
+
+
+def main() -> int:
+    if missing_tools():
+        print(f"needs {', '.join(missing_tools())} (apt; see .ci/run)", file=sys.stderr)
+        return 1
+    again = with_keyring()
+    if again is not None:
+        return again
+    base = Path(tempfile.mkdtemp(prefix="omen-shots-"))
+    try:
+        with XDesktop() as desktop:
+            first_run(base, desktop)
+            with_traffic(base, desktop)
+        with XDesktop() as desktop:
+            with_traffic(base / "d", desktop, dark=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -95,6 +95,11 @@ def test_settings_provider_form_and_tokens(running: Running) -> None:
     assert dialog is not None
     items = [dialog.provider_list.item(i).text() for i in range(dialog.provider_list.count())]
     assert items == ["ollama", "openai", "anthropic"]
+    dialog.provider_list.setCurrentRow(0)  # ollama: its models are discovered
+    shown = [dialog.p_models.item(r, 0).text() for r in range(dialog.p_models.rowCount())]
+    assert shown and not load_config(running.config).providers["ollama"].models
+    assert dialog.provider_values()["models"] == []  # shown in the table, never written to the config
+    discovered = shown
     dialog.provider_list.setCurrentRow(1)  # openai
     assert dialog.p_url.text().endswith("/v1")
     row = dialog.p_models.rowCount()
@@ -107,6 +112,8 @@ def test_settings_provider_form_and_tokens(running: Running) -> None:
     running.wait(lambda: "provider openai: saved and applied" in dialog.status.text())
     spec = next(m for m in load_config(running.config).providers["openai"].models if m.name == "gpt-4o-mini-fast")
     assert spec.context_window == 128000 and spec.price is not None and spec.price.output == 0.4
+    assert not load_config(running.config).providers["ollama"].models  # untouched
+    assert discovered
     status = running.app.host.status
     assert status is not None and "gpt-4o-mini-fast" in status["providers"]["openai"]["models"]
 

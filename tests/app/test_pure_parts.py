@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pytestqt.qtbot import QtBot
 
 from app import autostart
 from app.notify import NoticeLimiter, Notices
@@ -23,7 +24,9 @@ from app.state import (
     WINDOW_S,
     Failover,
     LiveStats,
+    Overall,
     overall,
+    provider_label,
     quota_fractions,
 )
 from omen_local.observe import HealthEvent, UsageEvent
@@ -93,8 +96,21 @@ def test_overall_state_order() -> None:
     assert overall(None, {}, False).state == STOPPED
     assert overall({"providers": {"a": up, "b": off}}, {}, True).state == HEALTHY
     state = overall({"providers": {"a": up, "b": down}}, {}, True)
-    assert state.state == DEGRADED and "b" in state.headline and "b: refused" in state.detail
+    assert state.state == DEGRADED and "b" in state.headline and "b: not reachable" in state.detail
     assert overall({"providers": {"b": down}}, {}, True).state == DOWN
+    # a cloud provider without its key is "not set up", not down: an Ollama-only user is healthy
+    no_key = {"enabled": True, "usable": False, "kind": "openai",
+              "reason": "no API key (set it with `omen key set openai` or the environment)"}
+    assert overall({"providers": {"ollama": up, "openai": no_key}}, {}, True) == Overall(HEALTHY, "Running")
+    assert provider_label("openai", no_key) == "openai — not set up"
+    nothing = overall({"providers": {"openai": no_key}}, {}, True)
+    assert nothing.state == DOWN and nothing.headline == "Nothing set up yet"
+    # the library's words never reach the headline, the detail or the menu
+    ollama_down = {"enabled": True, "usable": True, "kind": "ollama", "state": "down",
+                   "last_error": "Cannot connect to host 127.0.0.1:11434 ssl:default [Connect call failed]"}
+    said = overall({"providers": {"ollama": ollama_down, "a": up}}, {}, True)
+    assert said.detail == ("ollama: not running",) and "Cannot" not in said.headline
+    assert provider_label("ollama", ollama_down) == "ollama — not running"
     q = overall({"providers": {"a": up}}, {"user owner daily_usd": 0.85}, True)
     assert q.state == QUOTA and "85%" in q.headline
     assert quota_fractions({"user owner": (4.0, 10.0)}, {"user owner": {"daily_usd": 5.0, "monthly_usd": math.inf}}) == {
@@ -150,7 +166,7 @@ def test_autostart_writes_and_removes_an_xdg_desktop_entry(tmp_path: Path, monke
     autostart.disable()  # twice is fine
 
 
-def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: Path) -> None:
+def test_audit_view_filters_and_shows_the_chain_state(qtbot: QtBot, tmp_path: Path) -> None:
     from app.audit_view import AuditView
     from glyph.audit import AuditEntry, AuditLog
     from glyph.db import Store
@@ -161,7 +177,7 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: P
         log.append(AuditEntry(client="code", server="rune", tool="write_file", decision="deny", outcome="denied"))
         log.append(AuditEntry(client="cursor", server="git", tool="commit", decision="allow", outcome="ok"))
         view = AuditView(log)
-        assert "Chain intact: 3 entries" in view.status.text()  # verified on every refresh
+        qtbot.waitUntil(lambda: "Chain intact: 3 entries" in view.status.text())  # verified off the UI thread
         view.filter.setText("rune")
         assert view.visible_rows() == 2
         view.decision.setCurrentText("deny")
@@ -171,8 +187,69 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: object, tmp_path: P
         assert view.visible_rows() == 2
         view.filter.setText("cursor")
         assert view.visible_rows() == 1
+        log.append(AuditEntry(client="cursor", server="git", tool="push", decision="allow", outcome="ok"))
+        view.refresh()  # incremental: only row 4 is walked
+        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text())
         store.db.execute_sql("DROP TRIGGER audit_no_update")
         store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
-        view.refresh()
-        assert "TAMPERED at row 2" in view.status.text()
+        view.refresh()  # incremental: row 2 is behind the verified head, so not walked again
+        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text())
+        view.verify_button.click()  # a full walk finds an edit anywhere
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
         view.close()
+        fresh = AuditView(log)  # a new viewer starts with a full walk
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in fresh.status.text())
+        fresh.close()
+
+
+def test_audit_refresh_notices_an_edited_head(qtbot: QtBot, tmp_path: Path) -> None:
+    from app.audit_view import AuditView
+    from glyph.audit import AuditEntry, AuditLog
+    from glyph.db import Store
+
+    with Store(tmp_path / "g.db") as store:
+        log = AuditLog(store)
+        for tool in ("a", "b"):
+            log.append(AuditEntry(client="c", server="s", tool=tool, decision="allow", outcome="ok"))
+        view = AuditView(log)
+        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text())
+        store.db.execute_sql("DROP TRIGGER audit_no_update")
+        store.Audit.update(outcome="edited").where(store.Audit.id == 2).execute()
+        view.refresh()
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        view.close()
+
+
+def test_get_started_steps_in_plain_words() -> None:
+    from app.state import OPEN_KEYS, START_OLLAMA, get_started
+
+    no_key = {"enabled": True, "usable": False, "kind": "openai", "reason": "no API key (set it with ...)"}
+    ollama_down = {"enabled": True, "usable": True, "kind": "ollama", "state": "down", "local": True,
+                   "last_error": "Cannot connect to host 127.0.0.1:11434 ssl:default"}
+    ollama_empty = {"enabled": True, "usable": True, "kind": "ollama", "state": "up", "local": True, "models": []}
+    ollama_ready = {**ollama_empty, "models": ["llama3.2:latest"]}
+    steps = get_started({"providers": {"ollama": ollama_down, "openai": no_key}}, ollama_installed=True)
+    assert [s.action for s in steps] == [START_OLLAMA, OPEN_KEYS]
+    assert "not running" in steps[0].text and steps[0].button == "Start Ollama"
+    steps = get_started({"providers": {"ollama": ollama_down, "openai": no_key}}, ollama_installed=False)
+    assert "ollama.com" in steps[0].text and steps[0].action == ""
+    steps = get_started({"providers": {"ollama": ollama_empty}}, ollama_installed=True)
+    assert steps[0].text.endswith("ollama pull llama3.2")
+    assert get_started({"providers": {"ollama": ollama_ready, "openai": no_key}}, ollama_installed=True) == []
+    assert all("Cannot" not in s.text for s in get_started({"providers": {"ollama": ollama_down}}, True))
+
+
+def test_one_cost_format() -> None:
+    from app.dashboard import money
+
+    assert [money(v) for v in (0, 0.00004, 0.0006, 0.00125, 0.042, 0.5, 1.25, 1234.5)] == [
+        "$0", "<$0.0001", "$0.0006", "$0.0013", "$0.042", "$0.5", "$1.25", "$1,234.50"]
+
+
+def test_provider_detail_shows_control_characters_instead_of_acting_on_them() -> None:
+    from app.state import provider_detail
+
+    hostile = {"last_error": "refused\x1b[2J\u202egnp.exe\x00 ok\nline two"}
+    shown = provider_detail(hostile)
+    assert "\x1b" not in shown and "\u202e" not in shown and "\x00" not in shown
+    assert "\\u001b[2J" in shown and "\\u202e" in shown and "\nline two" in shown

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QMessageBox, QPushButton
 from pytestqt.qtbot import QtBot
 
 from app.state import HEALTHY
@@ -24,8 +25,14 @@ def test_menu_shows_live_state_and_every_entry(running: Running) -> None:
     assert tray is not None
     tray.menu.aboutToShow.emit()  # as when the user opens it
     texts = tray.texts()
-    assert texts[0] == f"Running — {running.url}/v1"
-    assert texts[1] == "Copy endpoint and token"
+    assert texts[0] == "OMEN: Running"  # a status in words, not a greyed item
+    assert texts[1] == f"Copy endpoint and token ({running.url}/v1)"
+    head = tray.menu.actions()[0]
+    assert head.isEnabled() and head.font().bold()
+    from PySide6.QtGui import QFontMetrics
+
+    metrics = QFontMetrics(tray.menu.font())
+    assert max(metrics.horizontalAdvance(a.text()) for a in tray.menu.actions()) <= 420
     assert "Providers" in texts
     assert "ollama — 2 models" in texts  # discovered from the fake's /api/tags
     assert "anthropic — 3 models" in texts and "openai — 5 models" in texts
@@ -88,7 +95,7 @@ def test_dashboard_updates_from_new_usage_events(running: Running) -> None:
     assert int(dash.card_rate.value.text()) == 4
     x, y = dash.chart_latency.curves["ollama"].getData()
     assert len(x) == 600 and np.isfinite(y).any()
-    assert dash.chart_rate.curves["requests/s"].getData()[1].sum() > 0
+    assert dash.chart_rate.curves["requests/min"].getData()[1].sum() > 0
     assert dash.redraws >= 2
     dash.refresh_history()  # the same rollups as /v1/usage, fetched on the router's loop
     running.wait(lambda: dash.history.rowCount() >= 1)
@@ -293,3 +300,138 @@ def test_settings_limits_and_server_apply_without_restart(running: Running, qtbo
     running.wait(lambda: running.app.url.endswith(f":{free}"))
     assert running.ask() == "ollama" and wait_port_closed(old_url)
     assert isinstance(QMessageBox, type)
+
+
+def test_dashboard_redraws_on_new_data_and_runs_no_timer_when_idle_or_hidden(running: Running) -> None:
+    running.app.open_dashboard()
+    dash = running.app.dashboard
+    running.wait(lambda: dash.isVisible())
+    assert not dash.timer.isActive()  # nothing happened yet: nothing ticks
+    before = dash.redraws
+    running.ask()
+    running.wait(lambda: dash.table_model.rowCount() == 1)  # redrawn because data came, not by a test call
+    assert dash.redraws > before
+    assert dash.timer.isActive() and dash.timer.interval() == 1000  # the last minute moves on screen
+    dash.showMinimized()
+    running.wait(lambda: dash.isMinimized())
+    assert not dash.timer.isActive()
+    dash.hide()
+    assert not dash.timer.isActive()
+    running.ask()
+    running.wait(lambda: running.app.stats.events_seen == 2)
+    assert dash.table_model.rowCount() == 1  # hidden: no redraw
+    dash.bring_to_front()
+    assert dash.table_model.rowCount() == 2  # shown again: whatever came meanwhile, once
+
+
+def test_view_logs_without_a_file_manager_shows_the_folder_with_copy(running: Running,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from app import logs
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no xdg-open on this desktop
+    running.app.open_logs()
+    box = running.app.logs_dialog
+    assert box is not None and box.isVisible()
+    assert box.informativeText() == str(logs.log_dir())
+    copy = next(b for b in box.buttons() if b.text() == "Copy path")
+    copy.click()
+    assert QGuiApplication.clipboard().text() == str(logs.log_dir())
+
+
+def test_glyph_set_up_after_start_is_picked_up_and_its_audit_tab_appears(qtbot: QtBot, tmp_path: Path,
+                                                                        upstreams: Upstreams) -> None:
+    import os
+
+    root = tmp_path / "project-root"
+    root.mkdir()
+    glyph_cfg = tmp_path / "glyph.toml"  # not there yet: Glyph is not set up when the app starts
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ["OMEN_GLYPH_PORT"] = str(s.getsockname()[1])
+    try:
+        r = start_app(qtbot, make_config(tmp_path, upstreams), glyph=True, glyph_config=glyph_cfg)
+        try:
+            r.app.open_dashboard()
+            assert r.app.glyph is None and r.app.dashboard.audit_view is None
+            # `glyph init` / an editor writes the file while the app runs
+            glyph_cfg.write_text(f'roots = ["{root}"]\ndata_dir = "{tmp_path / "glyph-data"}"\n', encoding="utf-8")
+            r.wait(lambda: r.app.glyph is not None, timeout_ms=10_000)
+            r.wait(lambda: r.app.dashboard.audit_view is not None, timeout_ms=20_000)
+            tabs = r.app.dashboard.tabs
+            assert "Tool audit (Glyph)" in [tabs.tabText(i) for i in range(tabs.count())]
+        finally:
+            r.app.quit()
+    finally:
+        os.environ.pop("OMEN_GLYPH_PORT", None)
+    assert not rune_children(root)
+
+
+def test_a_ui_attached_after_omen_started_misses_nothing(qtbot: QtBot, tmp_path: Path, upstreams: Upstreams) -> None:
+    """main()'s order: OMEN starts and settles (health events, a request) before the UI exists."""
+    import openai
+
+    from app.bridge import SERVING, ServiceHost
+    from app.controller import OmenApp, Options
+
+    config = make_config(tmp_path, upstreams)
+    host = ServiceHost(config)
+    host.start()
+    assert host.settled.wait(20)
+    assert host.phase.kind == SERVING
+    with openai.OpenAI(base_url=f"{host.phase.url}/v1", api_key=host.owner_token, max_retries=0) as c:
+        c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "before the UI"}])
+    qtbot.waitUntil(lambda: len(host.events) >= 1)  # queued for a UI that does not exist yet
+    app = OmenApp(Options(config_path=config, tray=True, minimized=True, glyph=False, consent_channel=False,
+                          quit_app=False), host=host)
+    try:
+        with qtbot.waitSignal(app.ready, timeout=10_000):
+            app.start()
+        qtbot.waitUntil(lambda: app.stats.events_seen == 1)  # the request from before the UI
+        assert app.url == host.phase.url and app.last_overall.headline == "Running"
+        r = Running(app, config, qtbot)
+        r.ask()
+        qtbot.waitUntil(lambda: app.stats.events_seen == 2)  # and the wake-up works after it
+    finally:
+        app.quit()
+
+
+def test_get_started_start_ollama_button_starts_it_and_the_panel_goes(qtbot: QtBot, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Ollama running, its binary installed: the panel offers "Start Ollama"; pressing it runs
+    `ollama serve` (here a script standing in for it that serves the fake Ollama on the
+    configured port), OMEN finds it, and the panel goes away."""
+    import os
+    import signal
+    import sys
+
+    from tests.app.xdesktop import write_app_config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pid_file = tmp_path / "ollama.pid"
+    root = Path(__file__).resolve().parents[2]
+    script = bin_dir / "ollama"
+    script.write_text(f'#!/bin/sh\n[ "$1" = serve ] || exit 2\necho $$ > "{pid_file}"\ncd "{root}"\n'
+                      f'exec "{sys.executable}" -m tests.fakes.serve ollama --port {port}\n', encoding="utf-8")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    config = write_app_config(tmp_path / "config.toml", tmp_path / "data", f"http://127.0.0.1:{port}")
+    r = start_app(qtbot, config, minimized=False)
+    try:
+        dash = r.app.dashboard
+        r.wait(lambda: dash.get_started.isVisible(), timeout_ms=10_000)
+        button = dash.get_started.findChild(QPushButton, "step:start_ollama")
+        assert button is not None and button.text() == "Start Ollama"
+        button.click()
+        r.wait(lambda: pid_file.exists(), timeout_ms=10_000)
+        r.wait(lambda: not dash.get_started.isVisible(), timeout_ms=20_000)  # OMEN found it: nothing to do
+        assert r.ask() == "ollama"
+    finally:
+        r.app.quit()
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)

@@ -149,10 +149,13 @@ def test_audit_view_lists_and_verifies(qtbot: QtBot, tmp_path: Path) -> None:
         assert view.table.rowCount() == 2
         assert view.table.item(0, 5).text() == "write"  # newest first
         assert "[REDACTED]" in view.table.item(0, 5).toolTip()
-        assert view.verify().ok and "Chain intact: 2 entries" in view.status.text()
+        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text())  # verified off the UI thread
+        assert view.report is not None and view.report.ok
         store.db.execute_sql("DROP TRIGGER audit_no_update")  # as an attacker would
         store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
-        assert not view.verify().ok and "TAMPERED at row 2" in view.status.text()
+        view.verify(full=True)
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        assert view.report is not None and not view.report.ok
 
 
 def test_pyside6_survives_many_signal_emits() -> None:

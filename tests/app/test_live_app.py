@@ -1,0 +1,170 @@
+"""``omen app`` as users launch it: a real process on a real X desktop (Xvfb, openbox, trayer).
+
+Regression tests for issue 20's blockers:
+1. a provider that answers before the UI connects (its health event comes first) must not
+   stop the dashboard from updating: the UI reads a state snapshot when it attaches;
+2. a port already taken must show a dialog (and say so in the log), not "Starting…" forever.
+
+What the user sees is read back two ways: the app's test-only probe (exact text of the
+visible widgets, app/probe.py) and OCR of a screenshot (the words are really on screen).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.app.xdesktop import (
+    AppProcess,
+    FakeUpstream,
+    XDesktop,
+    app_running,
+    missing_tools,
+    poll,
+    write_app_config,
+)
+
+pytestmark = [
+    pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} (apt, see .ci/run)"),
+    pytest.mark.timeout(180),
+]
+
+
+@pytest.fixture
+def desktop() -> Iterator[XDesktop]:
+    with XDesktop() as d:
+        yield d
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream("ollama")
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def serving_url(app: AppProcess) -> str:
+    def found() -> str | None:
+        assert app.alive(), f"omen app exited:\n{app.output[-3000:]}"
+        m = re.search(r"OMEN serving at (http://127\.0\.0\.1:\d+)/v1", app.log())
+        return m.group(1) if m else None
+
+    return poll(found, 60, "OMEN to serve")
+
+
+def chat(url: str, token: str) -> dict[str, Any]:
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hello"}]}).encode()
+    req = urllib.request.Request(f"{url}/v1/chat/completions", data=body, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "User-Agent": "live-test/1.0"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        reply: dict[str, Any] = json.loads(resp.read())
+        assert resp.headers["x-omen-provider"] == "ollama"
+    return reply
+
+
+def window(dump: dict[str, Any], obj: str) -> dict[str, Any] | None:
+    return next((w for w in dump["windows"] if w["object"] == obj), None)
+
+
+def test_dashboard_counts_requests_when_a_provider_answered_before_the_ui(
+        tmp_path: Path, desktop: XDesktop, ollama: FakeUpstream) -> None:
+    home = tmp_path / "home"
+    config = write_app_config(tmp_path / "config.toml", tmp_path / "data", ollama.url)
+    with app_running(home, config, desktop) as app:
+        url = serving_url(app)
+        # Ollama answered the start-up probe: its health event came before the UI attached.
+        token = app.token()
+        for _ in range(3):
+            chat(url, token)
+
+        def dashboard_shows_three() -> dict[str, Any] | None:
+            dump = app.probe()
+            dash = window(dump, "dashboard")
+            if dash is None:
+                return None
+            rows = dash["tables"].get("recent", {}).get("rows", [])
+            if any("3 attempts since start" in t for t in dash["labels"]) and len(rows) == 3:
+                return dash
+            return None
+
+        dash = poll(dashboard_shows_three, 20, "the dashboard to show the 3 requests", every_s=0.5)
+        header = dash["tables"]["recent"]["header"]
+        provider_col = [h.lower() for h in header].index("provider")
+        assert {row[provider_col] for row in dash["tables"]["recent"]["rows"]} == {"ollama"}
+        assert "Running" in dash["labels"]
+
+        # The same on the screen: raise the window, take a screenshot, read it.
+        wins = desktop.windows(name="^OMEN Local$", pid=app.proc.pid)
+        assert wins, "no visible 'OMEN Local' window"
+        desktop.raise_window(wins[0])
+        text = desktop.ocr(desktop.screenshot(tmp_path / "dashboard.png"))
+        assert re.search(r"3\s+attempts\s+since\s+start", text), text
+        assert "ollama" in text
+
+
+def test_port_taken_shows_a_dialog_and_says_so_in_the_log(tmp_path: Path, desktop: XDesktop,
+                                                          ollama: FakeUpstream) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        home = tmp_path / "home"
+        config = write_app_config(tmp_path / "config.toml", tmp_path / "data", ollama.url, port=port)
+        with app_running(home, config, desktop, "--minimized") as app:
+            def dialog() -> list[str]:
+                assert app.alive(), f"omen app exited:\n{app.output[-3000:]}"
+                return desktop.windows(name="port .*in use", pid=app.proc.pid)
+
+            wins = poll(dialog, 60, "a 'port in use' window")
+            assert "in use" in desktop.title(wins[0])
+            box = window(app.probe(), "port-taken")
+            assert box is not None
+            said = " ".join(box["labels"])
+            assert f"127.0.0.1:{port}" in said and "in use" in said.lower()
+            assert {"Retry", "Quit"} <= set(box["buttons"])
+            assert re.search(rf"cannot listen on 127\.0\.0\.1:{port}", app.log()), app.log()[-2000:]
+            desktop.raise_window(wins[0])
+            text = desktop.ocr(desktop.screenshot(tmp_path / "port.png"))
+            assert re.search(r"in\s+use", text), text
+            assert app.stop() == 0  # and it quits when asked: nothing hangs
+
+
+def test_first_run_with_nothing_reachable_guides_in_short_words(tmp_path: Path, desktop: XDesktop) -> None:
+    with socket.socket() as closed:  # an Ollama address where nothing listens
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    home = tmp_path / "home"
+    config = write_app_config(tmp_path / "config.toml", tmp_path / "data", dead)
+    with app_running(home, config, desktop) as app:
+        serving_url(app)
+
+        def guided() -> dict[str, Any] | None:
+            dash = window(app.probe(), "dashboard")
+            return dash if dash is not None and "Get started" in dash["labels"] else None
+
+        dash = poll(guided, 30, "the Get started panel", every_s=0.5)
+        said = " ".join(dash["labels"])
+        assert "Ollama" in said and "ollama pull" in said
+        assert "Add an API key…" in dash["buttons"]
+        assert "No provider available" in dash["labels"]
+        assert "ollama: not running" in dash["labels"]
+        dump = app.probe()
+        everything = json.dumps([dump["windows"], dump["tray"]["menu"], dump["tray"]["tooltip"]])
+        for raw in ("Cannot connect", "Connect call failed", "ssl:default", "ClientConnectorError"):
+            assert raw not in everything
+        assert "openai — not set up — add key…" in dump["tray"]["menu"]
+        width, height = dash["size"]
+        assert width <= 1280 and height <= 800, dash["size"]
+        wins = desktop.windows(name="^OMEN Local$", pid=app.proc.pid)
+        desktop.raise_window(wins[0])
+        text = desktop.ocr(desktop.screenshot(tmp_path / "first-run.png"))
+        assert re.search(r"Get\s+started", text), text
