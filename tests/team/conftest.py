@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import glob
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.needs import missing
+
 from .servers import Postgres, Redis, start_postgres, start_redis
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb") and shutil.which("initdb") is None:
+        missing("PostgreSQL's server", "apt-get install postgresql")
     with tempfile.TemporaryDirectory(prefix="omen-pg-") as tmp:
         pg = start_postgres(Path(tmp) / "pg")
         try:
@@ -24,6 +30,8 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[Redis]:
+    if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
+        missing("redis-server", "apt-get install redis-server")
     with tempfile.TemporaryDirectory(prefix="omen-redis-") as tmp:
         rd = start_redis(Path(tmp) / "redis")
         try:
