@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .. import jsonutil
-from ..config import ProviderConfig
+from ..provider_config import ProviderConfig
 from ..wire.anthropic import (
     THINKING_BUDGETS,
     Unmappable,

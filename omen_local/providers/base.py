@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .. import local_trust
-from ..config import Price, ProviderConfig
+from ..provider_config import Price, ProviderConfig
 from . import _http
 from .errors import Unsupported, UpstreamError
 
@@ -232,7 +232,6 @@ class Provider(ABC):
     """
 
     kind: str = ""
-    discovers_by_default = False  # the config's ``discover`` when a provider does not say
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from .. import jsonutil
-from ..config import ProviderConfig
+from ..provider_config import ProviderConfig
 from ..wire.anthropic import without_anthropic_extensions
 from ..wire.tool_media import tool_media_to_user
 from . import _http, _sse

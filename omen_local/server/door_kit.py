@@ -23,7 +23,7 @@ from ..providers.base import Chunk, Usage
 from ..providers.errors import UpstreamError
 from ..routing.router import Embedded, Routed, Router
 from ..routing.session import StreamSession
-from .app import ERROR_RENDERERS, ROUTER, _headers, read_json, routed_request
+from .plumbing import ERROR_RENDERERS, ROUTER, omen_headers_of, read_json, routed_request
 
 __all__ = [
     "FrameEncoder",
@@ -38,7 +38,7 @@ __all__ = [
 
 def omen_headers(request_id: str, answer: StreamSession | Routed | Embedded, req: ChatRequest) -> dict[str, str]:
     """The x-omen-* headers of an answer, as the chat door sends them."""
-    headers = _headers(request_id, answer.target, answer.plan, req.alias, req.asked)
+    headers = omen_headers_of(request_id, answer.target, answer.plan, req.alias, req.asked)
     if isinstance(answer, Routed | Embedded):
         headers["x-omen-cost-usd"] = f"{answer.cost_usd:.8f}"
     return headers

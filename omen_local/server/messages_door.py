@@ -14,7 +14,6 @@ from aiohttp import web
 from .. import estimate, jsonutil
 from ..api.messages import parse_count_tokens_request, parse_messages_request
 from ..errors import OmenError
-from .app import note_of, request_id_of
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -24,6 +23,7 @@ from .door_kit import (
     stream_answer,
 )
 from .messages_encode import MessagesEncoder, error_body, message_from_completion
+from .plumbing import note_of, request_id_of
 
 PREFIX = "/v1/messages"
 

@@ -24,7 +24,6 @@ from ..api.responses import (
 )
 from ..errors import OmenError
 from ..observe import Outcome
-from .app import IDENTITY, TOKENS, error_response, note_of, request_id_of
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -32,6 +31,7 @@ from .door_kit import (
     router_of,
     stream_answer,
 )
+from .plumbing import IDENTITY, TOKENS, error_response, note_of, request_id_of
 from .responses_encode import (
     ResponsesEncoder,
     output_from_completion,

@@ -17,10 +17,10 @@ from ..api.embeddings import parse_embeddings_request
 from ..api.request import ChatRequest, Operation
 from ..errors import OmenError
 from ..providers.base import Usage
-from .app import error_response, read_json, request_id_of, with_hints
 from .completions_encode import CompletionEncoder, completion_body
 from .door_kit import omen_headers, router_of, stream_answer
 from .embeddings_encode import embeddings_body
+from .plumbing import error_response, read_json, request_id_of, with_hints
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
