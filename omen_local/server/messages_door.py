@@ -9,11 +9,19 @@ error on these paths, the edge's included, is in Anthropic's error shape.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from .. import estimate, jsonutil
 from ..api.messages import parse_count_tokens_request, parse_messages_request
+from ..api.request import ChatRequest
+from ..caller import Caller
 from ..errors import OmenError
+from ..providers.base import TokenCount
+from ..providers.errors import UpstreamError
+from ..routing.catalog import Target
+from ..routing.router import Router
 from .door_kit import (
     chat_request,
     omen_headers,
@@ -24,6 +32,8 @@ from .door_kit import (
 )
 from .messages_encode import MessagesEncoder, error_body, message_from_completion
 from .plumbing import note_of, request_id_of
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/v1/messages"
 
@@ -69,16 +79,43 @@ async def create_message(request: web.Request) -> web.StreamResponse:
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """An offline estimate (about four characters a token), as OMEN has no tokenizers."""
+    """The prompt's tokens as the model the request would go to counts them, where it can.
+
+    Anthropic counts exactly (its count_tokens); llama-cpp-python's tokenizer counts the
+    prompt's text (not the chat template's markers); elsewhere an offline estimate (about
+    four characters a token). ``x-omen-token-count`` says which: ``exact``, ``tokenized``
+    or ``estimated``, so a client never takes an estimate for a count.
+    """
     router = router_of(request)
     _, chat = parse_count_tokens_request(await read_json(request))
-    req, _, _ = chat_request(request, router, chat)
+    req, caller, request_id = chat_request(request, router, chat)
     if req.model != "auto":
         router.catalog.resolve(req.model)  # an unknown model is a 404, as on /v1/messages
+    headers = {"request-id": request_id, "x-omen-request-id": request_id}
+    counted: TokenCount | None = None
+    target = _first_target(router, req, caller)
+    if target is not None:
+        headers.update({"x-omen-provider": target.provider, "x-omen-model": target.model})
+        provider = router.dispatcher.providers.get(target.provider)
+        try:
+            counted = None if provider is None else await provider.count_tokens(target.model, req.body)
+        except UpstreamError as err:  # a count is advice: the estimate, marked, rather than an error
+            log.info("count_tokens: %s could not count (%s); answering an estimate", target, err.message)
+    if counted is None:
+        counted = TokenCount(estimate.prompt_tokens(req.body), "estimated")
+    headers["x-omen-token-count"] = counted.how
     return web.Response(
-        body=jsonutil.dumps({"input_tokens": estimate.prompt_tokens(req.body)}),
-        content_type="application/json",
+        body=jsonutil.dumps({"input_tokens": counted.tokens}), content_type="application/json", headers=headers
     )
+
+
+def _first_target(router: Router, req: ChatRequest, caller: Caller) -> Target | None:
+    """The model the request would be sent to first; None when none can take it now."""
+    try:
+        targets = router.planner.plan(req, caller).targets
+    except OmenError:
+        return None
+    return targets[0] if targets else None
 
 
 def add_messages_routes(app: web.Application) -> None:
