@@ -232,4 +232,12 @@ def omen_headers_of(request_id: str, target: Target, plan: Plan, alias: str | No
         headers["x-omen-alias"] = alias
     if asked is not None:
         headers["x-omen-asked-model"] = asked
+    if plan.skipped:  # candidates whose window could not hold the prompt (issue 24)
+        headers["x-omen-skipped"] = header_text("; ".join(plan.skipped))
     return headers
+
+
+def header_text(text: str) -> str:
+    """``text`` as a header value: printable ASCII only (a model name comes from a server's
+    listing, and a header must never carry a line break or bytes a client cannot decode)."""
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
