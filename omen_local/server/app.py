@@ -17,14 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from .. import jsonutil
-from ..api.request import ChatRequest
 from ..config import ConfigError, ServerConfig
 from ..errors import OmenError
-from ..observe import Outcome
-from ..providers.errors import UpstreamError
+from ..providers.base import Batch, Usage
 from ..requestlog import RequestLog, door_of, now_iso
 from ..routing.session import StreamSession
 from ..tokens import TokenBook, reserved_user
+from .door_kit import stream_answer
 from .exposure import is_loopback_peer, typed_hosts
 from .messages_door import add_messages_routes
 from .plumbing import (
@@ -209,52 +208,38 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         session = await router.stream(req, caller)
     except OmenError as err:
         return error_response(err, request_id)
-    return await _stream(request, session, request_id, req)
-
-
-async def _stream(request: web.Request, session: StreamSession, request_id: str, req: ChatRequest) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            **omen_headers_of(request_id, session.target, session.plan, req.alias, req.asked),
-        }
-    )
-    enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
-    outcome = Outcome.CANCELLED
-    error: UpstreamError | None = None
-    held: list[bytes] = []  # frames of the read that ended the stream, written with its end
-    try:
-        await resp.prepare(request)
-        async for batch in session.batches():
-            if batch and batch[0].omen is not None and "swap" in batch[0].omen:  # a swap comes alone
-                enc.model = session.target.model
-            frames = enc.frames(batch)
-            if batch.last:
-                held.append(frames)
-            elif frames:  # the frames of one upstream read go out in one write
-                await resp.write(frames)
-        if req.include_usage:
-            usage, estimated = session.usage_or_estimate()
-            cost = session.call.spent_usd + usage.cost(session.attempt.price)
-            held.append(enc.usage(usage, {"cost_usd": round(cost, 8), "usage_estimated": estimated}))
-        held.append(DONE)
-        await resp.write_eof(b"".join(held))
-        held.clear()
-        outcome = Outcome.OK
-    except UpstreamError as err:
-        outcome, error = Outcome.ERROR, err
-        failure = OmenError(502, f"{err.message}; the answer above is incomplete", code="upstream_stream_error")
-        try:
-            await resp.write(b"".join(held) + enc.error(failure))
-        except ConnectionResetError:
-            pass
-    except ConnectionResetError:
-        pass  # the client went away; finish() below closes the upstream
-    finally:
-        await session.finish(outcome, error)
+    resp, _ = await stream_answer(request, session, request_id, req, ChatFrames(session, request_id, req.include_usage))
     return resp
+
+
+class ChatFrames:
+    """The chat door's stream format for :func:`door_kit.stream_answer`: OpenAI chunks, a
+    model swap renamed in the frames that follow it, the include_usage chunk (with what it
+    cost and whether the counts are estimates) and ``[DONE]``."""
+
+    def __init__(self, session: StreamSession, request_id: str, include_usage: bool) -> None:
+        self.session = session
+        self.include_usage = include_usage
+        self.enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
+
+    def start(self) -> bytes:
+        return b""
+
+    def frames(self, batch: Batch) -> bytes:
+        if batch and batch[0].omen is not None and "swap" in batch[0].omen:  # a swap comes alone
+            self.enc.model = self.session.target.model
+        return self.enc.frames(batch)
+
+    def finish(self, usage: Usage) -> bytes:
+        if not self.include_usage:
+            return DONE
+        session = self.session
+        _, estimated = session.usage_or_estimate()
+        cost = session.call.spent_usd + usage.cost(session.attempt.price)
+        return self.enc.usage(usage, {"cost_usd": round(cost, 8), "usage_estimated": estimated}) + DONE
+
+    def error(self, err: OmenError) -> bytes:
+        return self.enc.error(err)
 
 
 def _model(id_: str, owner: str, description: str | None = None) -> dict[str, Any]:

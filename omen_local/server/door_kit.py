@@ -19,7 +19,7 @@ from ..api.request import ChatRequest
 from ..caller import Caller
 from ..errors import OmenError
 from ..observe import Outcome
-from ..providers.base import Chunk, Usage
+from ..providers.base import Batch, Usage
 from ..providers.errors import UpstreamError
 from ..routing.router import Embedded, Routed, Router
 from ..routing.session import StreamSession
@@ -65,8 +65,8 @@ class FrameEncoder(Protocol):
     def start(self) -> bytes:
         """The frames before any content (written with the first content)."""
 
-    def chunk(self, chunk: Chunk) -> bytes:
-        """The frames for one normalized chunk (may be empty)."""
+    def frames(self, batch: Batch) -> bytes:
+        """The frames for one upstream read's chunks, joined (may be empty)."""
 
     def finish(self, usage: Usage) -> bytes:
         """The frames that end a whole answer."""
@@ -95,14 +95,14 @@ async def stream_answer(
     )
     outcome = Outcome.CANCELLED
     error: UpstreamError | None = None
-    held: list[bytes] = [encoder.start()]  # frames not written yet (the start waits for content)
+    start = encoder.start()
+    held: list[bytes] = [start] if start else []  # frames not written yet (the start waits for content)
     try:
         await resp.prepare(request)
         async for batch in session.batches():
-            for chunk in batch:
-                frames = encoder.chunk(chunk)
-                if frames:
-                    held.append(frames)
+            frames = encoder.frames(batch)
+            if frames:
+                held.append(frames)
             if held and not batch.last:  # frames from one upstream read go out in one write
                 await resp.write(b"".join(held))
                 held.clear()
