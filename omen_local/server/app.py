@@ -21,9 +21,10 @@ from ..config import ConfigError, ServerConfig
 from ..errors import OmenError
 from ..providers.base import Batch, Usage
 from ..requestlog import RequestLog, door_of, now_iso
+from ..routing.router import Router
 from ..routing.session import StreamSession
 from ..tokens import TokenBook, reserved_user
-from .door_kit import stream_answer
+from .door_kit import Turn, answer
 from .exposure import is_loopback_peer, typed_hosts
 from .messages_door import add_messages_routes
 from .plumbing import (
@@ -36,12 +37,9 @@ from .plumbing import (
     STATUS,
     TOKENS,
     RouterRef,
-    error_response,
     note_of,
-    omen_headers_of,
     read_json,
     render_error,
-    request_id_of,
     routed_request,
 )
 from .responses_door import add_responses_routes
@@ -195,21 +193,14 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
 
 
 
+async def _chat_turn(request: web.Request, router: Router, request_id: str) -> Turn:
+    req, caller, _ = routed_request(await read_json(request), request, router.config)
+    return Turn(req, caller, whole=lambda routed: routed.completion.body,
+                encoder=lambda session: ChatFrames(session, request_id, req.include_usage))  # fmt: skip
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    router = request.app[ROUTER].get()
-    request_id = request_id_of(request)
-    try:
-        req, caller, _ = routed_request(await read_json(request), request, router.config)
-        if not req.stream:
-            routed = await router.complete(req, caller)
-            headers = omen_headers_of(request_id, routed.target, routed.plan, req.alias, req.asked)
-            headers["x-omen-cost-usd"] = f"{routed.cost_usd:.8f}"
-            return web.Response(body=jsonutil.dumps(routed.completion.body), content_type="application/json", headers=headers)
-        session = await router.stream(req, caller)
-    except OmenError as err:
-        return error_response(err, request_id)
-    resp, _ = await stream_answer(request, session, request_id, req, ChatFrames(session, request_id, req.include_usage))
-    return resp
+    return await answer(request, _chat_turn)
 
 
 class ChatFrames:

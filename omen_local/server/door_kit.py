@@ -10,11 +10,13 @@ the upstream closed) whatever happens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from .. import jsonutil
 from ..api.request import ChatRequest
 from ..caller import Caller
 from ..errors import OmenError
@@ -23,10 +25,20 @@ from ..providers.base import Batch, Usage
 from ..providers.errors import UpstreamError
 from ..routing.router import Embedded, Routed, Router
 from ..routing.session import StreamSession
-from .plumbing import ERROR_RENDERERS, ROUTER, omen_headers_of, read_json, routed_request
+from .plumbing import (
+    ERROR_RENDERERS,
+    ROUTER,
+    error_response,
+    omen_headers_of,
+    read_json,
+    request_id_of,
+    routed_request,
+)
 
 __all__ = [
     "FrameEncoder",
+    "Turn",
+    "answer",
     "chat_request",
     "omen_headers",
     "read_json",
@@ -123,3 +135,43 @@ async def stream_answer(
     finally:
         await session.finish(outcome, error)
     return resp, outcome
+
+
+@dataclass(slots=True)
+class Turn:
+    """One request as a door hands it to :func:`answer`: the parsed request and what the door
+    does with an answer (its JSON for a whole one, its encoder for a stream)."""
+
+    req: ChatRequest
+    caller: Caller
+    whole: Callable[[Routed], dict[str, Any]]  # a whole answer's body in the door's shape
+    encoder: Callable[[StreamSession], FrameEncoder]  # a stream's format
+    headers: dict[str, str] = field(default_factory=dict)  # the door's own, on both kinds of answer
+    streamed: Callable[[Outcome], None] | None = None  # told how a stream ended (after the last write)
+
+
+Prepare = Callable[[web.Request, Router, str], Awaitable[Turn]]
+Render = Callable[[OmenError, str | None], web.Response]
+
+
+async def answer(request: web.Request, prepare: Prepare, render: Render = error_response) -> web.StreamResponse:
+    """The skeleton every chat-like door runs: ``prepare`` parses the body into a :class:`Turn`
+    (hints, caller and all), then a whole answer or a stream; an error before the answer
+    starts is rendered in the door's shape (``render``), one during a stream by its encoder."""
+    router = router_of(request)
+    request_id = request_id_of(request)
+    try:
+        turn = await prepare(request, router, request_id)
+        req = turn.req
+        if not req.stream:
+            routed = await router.complete(req, turn.caller)
+            body = jsonutil.dumps(turn.whole(routed))
+            headers = {**omen_headers(request_id, routed, req), **turn.headers}
+            return web.Response(body=body, content_type="application/json", headers=headers)
+        session = await router.stream(req, turn.caller)
+    except OmenError as err:
+        return render(err, request_id)
+    resp, outcome = await stream_answer(request, session, request_id, req, turn.encoder(session), turn.headers)
+    if turn.streamed is not None:
+        turn.streamed(outcome)
+    return resp

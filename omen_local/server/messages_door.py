@@ -10,6 +10,7 @@ error on these paths, the edge's included, is in Anthropic's error shape.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -21,17 +22,18 @@ from ..errors import OmenError
 from ..providers.base import TokenCount
 from ..providers.errors import UpstreamError
 from ..routing.catalog import Target
-from ..routing.router import Router
+from ..routing.router import Routed, Router
+from ..routing.session import StreamSession
 from .door_kit import (
+    Turn,
+    answer,
     chat_request,
-    omen_headers,
     read_json,
     register_error_shape,
     router_of,
-    stream_answer,
 )
 from .messages_encode import MessagesEncoder, error_body, message_from_completion
-from .plumbing import note_of, request_id_of
+from .plumbing import note_of
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +53,26 @@ def anthropic_error_response(err: OmenError, request_id: str | None = None) -> w
     )
 
 
+async def _message_turn(request: web.Request, router: Router, request_id: str) -> Turn:
+    parsed = parse_messages_request(await read_json(request))
+    note = note_of(request)
+    note.ignored.extend(parsed.ignored)
+    note.translated.extend(parsed.translated)
+    req, caller, _ = chat_request(request, router, parsed.chat)
+    message_id = "msg_" + request_id[4:]
+
+    def whole(routed: Routed) -> dict[str, Any]:
+        model = routed.completion.body.get("model") or routed.target.model
+        return message_from_completion(routed.completion, message_id, model, thinking=parsed.thinking)
+
+    def encoder(session: StreamSession) -> MessagesEncoder:
+        return MessagesEncoder(message_id, session.target.model, thinking=parsed.thinking, input_estimate=session.prompt_estimate)
+
+    return Turn(req, caller, whole, encoder, headers={"request-id": request_id})
+
+
 async def create_message(request: web.Request) -> web.StreamResponse:
-    router = router_of(request)
-    request_id = request_id_of(request)
-    try:
-        parsed = parse_messages_request(await read_json(request))
-        note = note_of(request)
-        note.ignored.extend(parsed.ignored)
-        note.translated.extend(parsed.translated)
-        req, caller, _ = chat_request(request, router, parsed.chat)
-        message_id = "msg_" + request_id[4:]
-        if not parsed.stream:
-            routed = await router.complete(req, caller)
-            model = routed.completion.body.get("model") or routed.target.model
-            body = message_from_completion(routed.completion, message_id, model, thinking=parsed.thinking)
-            return web.Response(
-                body=jsonutil.dumps(body),
-                content_type="application/json",
-                headers={**omen_headers(request_id, routed, req), "request-id": request_id},
-            )
-        session = await router.stream(req, caller)
-    except OmenError as err:
-        return anthropic_error_response(err, request_id)
-    encoder = MessagesEncoder(message_id, session.target.model, thinking=parsed.thinking, input_estimate=session.prompt_estimate)
-    resp, _ = await stream_answer(request, session, request_id, req, encoder, {"request-id": request_id})
-    return resp
+    return await answer(request, _message_turn, anthropic_error_response)
 
 
 async def count_tokens(request: web.Request) -> web.Response:
