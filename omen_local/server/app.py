@@ -50,15 +50,8 @@ from .text_doors import add_text_routes
 log = logging.getLogger(__name__)
 
 
-
-
-
 PUBLIC_PATHS = frozenset({"/health", "/v1/omen/hello"})
 MAX_NONCE = 128
-
-
-
-
 
 
 def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
@@ -75,8 +68,6 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
     if exc.status == 405:
         return OmenError(405, f"method not allowed: {exc.reason}", code="method_not_allowed")
     return OmenError(exc.status, exc.reason or "request failed", code="http_error")
-
-
 
 
 def make_request_logger(book: RequestLog) -> Any:
@@ -173,24 +164,6 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
             return render_error(request, OmenError(500, "internal error in OMEN; see its log", code="internal_error"))
 
     return edge
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 async def _chat_turn(request: web.Request, router: Router, request_id: str) -> Turn:

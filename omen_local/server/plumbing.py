@@ -32,7 +32,6 @@ from ..tokens import Identity, TokenBook
 CLIENT_MAX_CHARS = 256  # a User-Agent longer than this is cut (it is stored with every usage event)
 
 
-
 class RouterRef:
     """The router requests use now; the service swaps it when the config is reloaded."""
 
@@ -75,7 +74,6 @@ ErrorRenderer = Callable[[OmenError, str | None], web.Response]
 ERROR_RENDERERS: web.AppKey[list[tuple[str, ErrorRenderer]]] = web.AppKey("error_renderers", list)
 
 
-
 def error_response(err: OmenError, request_id: str | None = None) -> web.Response:
     headers = err.headers()
     if request_id:
@@ -88,7 +86,6 @@ def error_response(err: OmenError, request_id: str | None = None) -> web.Respons
     )
 
 
-
 def render_error(request: web.Request, err: OmenError, request_id: str | None = None) -> web.Response:
     """``err`` in the shape of the door the request came to (OpenAI's unless the door has its own)."""
     request_id = request_id or request.get(REQUEST_ID)
@@ -97,7 +94,6 @@ def render_error(request: web.Request, err: OmenError, request_id: str | None = 
         if path == prefix or path.startswith(prefix + "/"):
             return render(err, request_id)
     return error_response(err, request_id)
-
 
 
 def note_of(request: web.Request) -> RequestNote:
@@ -114,11 +110,9 @@ _ID_PREFIX = os.urandom(6).hex()  # this process's; the counter makes ids unique
 _ID_COUNTER = itertools.count()
 
 
-
 def new_request_id() -> str:
     """A request id, unique across processes and restarts (random prefix) without a syscall each."""
     return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
-
 
 
 def request_id_of(request: web.Request) -> str:
@@ -127,7 +121,6 @@ def request_id_of(request: web.Request) -> str:
     if rid is None:
         rid = request[REQUEST_ID] = new_request_id()
     return rid
-
 
 
 def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:
@@ -159,7 +152,6 @@ async def read_json(request: web.Request) -> Any:
         raise invalid(f"the request body is not valid JSON: {exc}") from None
 
 
-
 def routed_request(raw: Any, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
     """A validated chat request with its hints (alias, then headers, then body) and its caller.
 
@@ -169,14 +161,12 @@ def routed_request(raw: Any, request: web.Request, config: Config) -> tuple[Chat
     return with_hints(req, request, config)
 
 
-
 def _served(request: web.Request, name: str) -> bool:
     """Whether a usable provider serves the model ``name`` exactly."""
     try:
         return bool(request.app[ROUTER].get().catalog.resolve(name))
     except (OmenError, LookupError):
         return False
-
 
 
 def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
@@ -216,7 +206,6 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
         asked=req.asked,
     )
     return req, caller, caller.request_id
-
 
 
 def omen_headers_of(request_id: str, target: Target, plan: Plan, alias: str | None, asked: str | None = None) -> dict[str, str]:
