@@ -19,6 +19,11 @@ from typing import Any
 
 import platformdirs
 
+from .provider_config import DIALECT_NAMES, FREE, KINDS
+from .provider_config import ModelSpec as ModelSpec  # re-exported: the config's types
+from .provider_config import Price as Price
+from .provider_config import ProviderConfig as ProviderConfig
+
 APP_NAME = "omen-local"
 
 
@@ -34,46 +39,6 @@ STRATEGIES = tuple(s.value for s in StrategyName)
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the key."""
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """USD per million tokens."""
-
-    input: float = 0.0
-    output: float = 0.0
-    cached_input: float | None = None
-    cache_write: float | None = None
-
-
-FREE = Price()
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    name: str
-    context_window: int | None = None
-    price: Price | None = None
-    reasoning: bool | None = None  # takes reasoning_effort; None: known by name (providers/capabilities.py)
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    name: str
-    kind: str
-    base_url: str
-    enabled: bool = True
-    key: tuple[str, ...] = ()
-    models: tuple[ModelSpec, ...] = ()
-    discover: bool = False
-    headers: dict[str, str] = field(default_factory=dict)
-    anthropic_version: str = "2023-06-01"
-    ca_file: str | None = None  # a PEM file of CAs trusted for this upstream besides the system's
-    dialect: str | None = None  # an OpenAI-compatible server's dialect (providers/dialect.py); None: detected
-    found: bool = False  # found running on this machine, not configured (local_servers.py)
-    # A loopback server is used only when its socket is the user's (local_trust.py), or this
-    # account's (a user name, uid, or "*"): e.g. "ollama", the account Linux packages run it as.
-    trust_owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,12 +338,9 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     )
     if "/" in name or not name:
         raise ConfigError(f"provider name {name!r} must be non-empty and contain no '/'")
-    from .providers.registry import provider_kinds  # providers import this module
-
     kind = table.get("kind")
-    kinds = provider_kinds()
-    if kind not in kinds:
-        raise ConfigError(f"{where}.kind must be one of {', '.join(sorted(kinds))}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(sorted(KINDS))}")
     base_url = _str(table, "base_url", where, "").rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url must be an http(s) URL")
@@ -391,7 +353,7 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
     headers = _table(table.get("headers"), f"{where}.headers")
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{where}.headers values must be strings")
-    discover = table.get("discover", kinds[kind].discovers_by_default)
+    discover = table.get("discover", KINDS[kind])
     if not isinstance(discover, bool):
         raise ConfigError(f"{where}.discover must be true or false")
     keys = _strs(table, "key", where)
@@ -403,12 +365,10 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
             )
     dialect = table.get("dialect")
     if dialect is not None:
-        from .providers.dialect import DIALECTS
-
         if kind != "openai":
             raise ConfigError(f"{where}.dialect is only for kind = \"openai\" (OpenAI-compatible servers)")
-        if dialect not in DIALECTS:
-            raise ConfigError(f"{where}.dialect must be one of {', '.join(sorted(DIALECTS))}")
+        if dialect not in DIALECT_NAMES:
+            raise ConfigError(f"{where}.dialect must be one of {', '.join(sorted(DIALECT_NAMES))}")
     return ProviderConfig(
         name=name,
         kind=kind,

@@ -44,8 +44,9 @@ from .routing.sticky import StickyMap
 from .routing.strategies import strategies
 from .secrets import SecretStore, resolve_key
 from .server import exposure
-from .server.app import RouterRef, make_app
+from .server.app import make_app
 from .server.metrics_route import add_metrics_route
+from .server.plumbing import RouterRef
 from .server.runner import Runner
 from .server.usage_routes import add_usage_routes
 from .tokens import TokenBook

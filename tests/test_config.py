@@ -104,3 +104,14 @@ def test_aliases_take_model_name_patterns(tmp_path: Path) -> None:
     bad.write_text('[aliases]\n"claude-*" = "no-such-alias"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="claude-"):
         load_config(bad)
+
+
+def test_kind_and_dialect_tables_match_the_providers() -> None:
+    """config.py validates ``kind`` and ``dialect`` from provider_config's tables (so it need
+    not import providers/); they must name exactly the provider classes and dialects there are."""
+    from omen_local.provider_config import DIALECT_NAMES, KINDS
+    from omen_local.providers.dialect import DIALECTS
+    from omen_local.providers.registry import provider_kinds
+
+    assert set(KINDS) == set(provider_kinds())
+    assert set(DIALECT_NAMES) == set(DIALECTS)

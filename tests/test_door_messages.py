@@ -9,11 +9,20 @@ from typing import Any
 import anthropic
 import pytest
 
+from omen_local import estimate
 from tests import door_util as du
 from tests.conftest import Stack
 from tests.fakes.base import Reply
+from tests.fakes.fake_anthropic import (
+    COUNT_FIELDS,
+    Text,
+    Thinking,
+    fake_token_count,
+    http_error,
+    text_reply,
+    tool_reply,
+)
 from tests.fakes.fake_anthropic import Reply as AReply
-from tests.fakes.fake_anthropic import Text, Thinking, http_error, text_reply, tool_reply
 from tests.waiting import new_post
 
 WEATHER = {
@@ -411,16 +420,49 @@ async def test_edge_errors_on_this_door_are_anthropic_shaped(stack: Stack) -> No
 # ---------------------------------------------------------------- count_tokens
 
 
-async def test_count_tokens_is_an_estimate_that_grows_with_the_prompt(sdk: anthropic.AsyncAnthropic) -> None:
-    short = await sdk.messages.count_tokens(model="auto", messages=[{"role": "user", "content": "hi"}])
+async def test_count_tokens_is_an_estimate_that_grows_with_the_prompt_and_says_so(stack: Stack, sdk: anthropic.AsyncAnthropic) -> None:
+    """Where the model has no way to count (the fake Ollama), an estimate marked as one."""
+    raw = await sdk.messages.with_raw_response.count_tokens(model="ollama/llama3.2:latest", messages=[{"role": "user", "content": "hi"}])
+    short = await raw.parse()
+    assert raw.headers["x-omen-token-count"] == "estimated" and raw.headers["x-omen-provider"] == "ollama"
     long = await sdk.messages.count_tokens(
-        model="claude-haiku-4-5", system="Be brief. " * 50, tools=[WEATHER], messages=[{"role": "user", "content": "hi " * 400}]
+        model="ollama/llama3.2:latest", system="Be brief. " * 50, tools=[WEATHER], messages=[{"role": "user", "content": "hi " * 400}]
     )
     assert 0 < short.input_tokens < 20 < 300 < long.input_tokens
     with pytest.raises(anthropic.NotFoundError):
         await sdk.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(anthropic.BadRequestError):
         await sdk.messages.count_tokens(model="auto", messages=[])
+
+
+async def test_count_tokens_with_an_anthropic_upstream_is_anthropics_count(stack: Stack, sdk: anthropic.AsyncAnthropic) -> None:
+    """Anthropic's own count_tokens answers, with only the fields that endpoint takes."""
+    raw = await sdk.messages.with_raw_response.count_tokens(
+        model="claude-haiku-4-5", system="Be brief. " * 50, tools=[WEATHER], messages=[{"role": "user", "content": "hi " * 400}]
+    )
+    counted = await raw.parse()
+    seen = stack.anthropic.last
+    assert seen.path == "/v1/messages/count_tokens"
+    assert set(seen.body) <= set(COUNT_FIELDS) and "max_tokens" not in seen.body
+    assert seen.body["tools"][0]["name"] == "get_weather" and "input_schema" in seen.body["tools"][0]
+    assert counted.input_tokens == fake_token_count(seen.body)
+    assert counted.input_tokens != estimate.prompt_tokens({"messages": [{"role": "system", "content": "Be brief. " * 50},
+                                                                          {"role": "user", "content": "hi " * 400}]})
+    assert raw.headers["x-omen-token-count"] == "exact"
+    assert (raw.headers["x-omen-provider"], raw.headers["x-omen-model"]) == ("anthropic", "claude-haiku-4-5")
+
+
+async def test_count_tokens_falls_back_to_a_marked_estimate_when_the_upstream_cannot_count(
+    stack: Stack, sdk: anthropic.AsyncAnthropic
+) -> None:
+    key, stack.anthropic.api_key = stack.anthropic.api_key, "another-key"  # the upstream now answers 401
+    try:
+        raw = await sdk.messages.with_raw_response.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        stack.anthropic.api_key = key
+    assert stack.anthropic.last.path == "/v1/messages/count_tokens"
+    assert raw.headers["x-omen-token-count"] == "estimated"
+    assert (await raw.parse()).input_tokens == estimate.prompt_tokens({"messages": [{"role": "user", "content": "hi"}]})
 
 
 # ---------------------------------------------------------------- what Claude Code sends (issue 19)

@@ -174,7 +174,9 @@ async def test_the_first_content_of_a_whole_answer_goes_out_first() -> None:
     server.scripts.append(lambda r: [head + sse])
     server.server = await asyncio.start_server(server.handle, "127.0.0.1", 0)
     async with server.server, _http.make_session() as session:
-        provider = OpenAICompatProvider(ProviderConfig(name="o", kind="openai", base_url=str(server.url.with_path("/v1")), dialect="generic"), session)
+        # dialect fixed: no detection GET (the scripted server answers one request)
+        config = ProviderConfig(name="o", kind="openai", base_url=str(server.url.with_path("/v1")), dialect="generic")
+        provider = OpenAICompatProvider(config, session)
         batches = [b async for b in provider.stream_batches("m", {"messages": [{"role": "user", "content": "hi"}]})]
     assert [c.delta.get("content") for c in batches[0]] == ["", "w0"]  # role chunk + first content
     assert len(batches) == 2 and not batches[0].last and batches[1].last

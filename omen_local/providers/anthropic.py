@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .. import jsonutil
-from ..config import ProviderConfig
+from ..provider_config import ProviderConfig
 from ..wire.anthropic import (
     THINKING_BUDGETS,
     Unmappable,
@@ -46,7 +46,7 @@ from ..wire.anthropic import (
     usage_from_anthropic,
 )
 from . import _http, _sse
-from .base import Batch, Chunk, Completion, Provider, Usage, unbatched
+from .base import Batch, Chunk, Completion, Provider, TokenCount, Usage, unbatched
 from .errors import ProtocolError, StreamBroken, Unsupported
 
 __all__ = [
@@ -488,6 +488,10 @@ class StreamTranslator:
 # ---------------------------------------------------------------- transport
 
 
+COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+"""What ``/v1/messages/count_tokens`` takes of a Messages body (Anthropic's API reference)."""
+
+
 class AnthropicProvider(Provider):
     kind = "anthropic"
 
@@ -526,6 +530,16 @@ class AnthropicProvider(Provider):
 
     def stream(self, model: str, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         return unbatched(self.stream_batches(model, body))
+
+    async def count_tokens(self, model: str, body: dict[str, Any]) -> TokenCount:
+        """Anthropic's own count (``POST /v1/messages/count_tokens``) of the body OMEN would
+        send, with only the fields that endpoint takes (it refuses ``max_tokens``, ``stream``...)."""
+        request = self.translated(to_anthropic, self.name, model, body, False)
+        data = await self._exchange_json("/messages/count_tokens", {k: request[k] for k in COUNT_FIELDS if k in request})
+        tokens = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise ProtocolError(self.name, f"{self.name} sent a token count without input_tokens")
+        return TokenCount(tokens, "exact")
 
     def stream_batches(self, model: str, body: dict[str, Any], *, text: bool = False) -> AsyncIterator[Batch]:
         if text:

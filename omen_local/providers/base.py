@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .. import local_trust
-from ..config import Price, ProviderConfig
+from .. import jsonutil, local_trust
+from ..provider_config import Price, ProviderConfig
 from . import _http
 from .errors import Unsupported, UpstreamError
 
@@ -186,6 +186,41 @@ class Embeddings:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A prompt's tokens as the upstream counted them, and how (the door says which in a header).
+
+    ``"exact"``: the upstream counted the prompt as it bills it (Anthropic's count_tokens).
+    ``"tokenized"``: the model's own tokenizer over the text of the messages and tools
+    (:func:`prompt_text`); the chat template's markers are not in it.
+    """
+
+    tokens: int
+    how: str
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text of a chat body's messages (system included) and tool definitions, one per line:
+    what a server's tokenizer endpoint is given when it cannot render the chat template."""
+    lines: list[str] = []
+    messages = body.get("messages")
+    for m in messages if isinstance(messages, list) else ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            lines.append(content)
+        elif isinstance(content, list):
+            lines += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        calls = m.get("tool_calls") if isinstance(m, dict) else None
+        for call in calls if isinstance(calls, list) else ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                lines.append(f"{fn.get('name', '')} {fn.get('arguments', '')}")
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        lines.append(jsonutil.dumps(tools).decode())
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 5.0
     idle: float = 120.0
@@ -232,7 +267,6 @@ class Provider(ABC):
     """
 
     kind: str = ""
-    discovers_by_default = False  # the config's ``discover`` when a provider does not say
 
     def __init__(
         self,
@@ -321,6 +355,11 @@ class Provider(ABC):
     async def discover(self) -> list[str]:
         """Model names this provider serves now; configured ones unless the API lists them."""
         return [m.name for m in self.config.models]
+
+    async def count_tokens(self, model: str, body: dict[str, Any]) -> TokenCount | None:
+        """The chat ``body``'s prompt tokens as the upstream counts them; None when it has no
+        way to count them (the door then answers an estimate, saying so)."""
+        return None
 
     @abstractmethod
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from ..config import ProviderConfig
+from ..provider_config import ProviderConfig
 
 REASONING_NAMES = ("o1*", "o3*", "o4*", "gpt-5*", "gpt-oss*", "*deepseek-r1*", "*qwq*", "*reasoner*", "*-thinking*")
 

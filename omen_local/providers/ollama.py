@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from .. import jsonutil
-from ..config import ProviderConfig
+from ..provider_config import ProviderConfig
 from . import _http
 from .base import Batch, Chunk, Completion, Embeddings, Provider, Timeouts, Usage, unbatched
 from .errors import ProtocolError, StreamBroken, Unsupported, UpstreamError
@@ -222,7 +222,6 @@ MAX_SHOWN_PER_PROBE = 16  # /api/show calls per health probe (the rest on the ne
 
 class OllamaProvider(Provider):
     kind = "ollama"
-    discovers_by_default = True  # what is pulled is what it serves
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from .. import jsonutil
-from ..config import ProviderConfig
+from ..provider_config import ProviderConfig
 from ..wire.anthropic import without_anthropic_extensions
 from ..wire.tool_media import tool_media_to_user
 from . import _http, _sse
@@ -32,8 +32,10 @@ from .base import (
     Embeddings,
     Provider,
     Timeouts,
+    TokenCount,
     Usage,
     is_loopback_url,
+    prompt_text,
     unbatched,
 )
 from .capabilities import takes_reasoning_effort
@@ -120,6 +122,22 @@ class OpenAICompatProvider(Provider):
         if self.dialect.name == "llamacpp":
             await self._read_props(models)
         return models
+
+    async def count_tokens(self, model: str, body: dict[str, Any]) -> TokenCount | None:
+        """llama-cpp-python's tokenizer (``POST /extras/tokenize/count``) over the prompt's text.
+
+        Its server has no endpoint that renders the chat template, so the template's markers
+        are not counted (``"tokenized"``, not ``"exact"``); other servers: None (an estimate)."""
+        await self._know_dialect()
+        if self.dialect.name != "llama-cpp-python":
+            return None
+        url = self.config.base_url.removesuffix("/v1") + "/extras/tokenize/count"
+        async with _http.Exchange(self, url, {"input": prompt_text(body), "model": model}) as resp:
+            data = await _http.read_json(self, resp)
+        count = data.get("count") if isinstance(data, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ProtocolError(self.name, f"{self.name} sent a token count without count")
+        return TokenCount(count, "tokenized")
 
     async def _read_props(self, models: list[str]) -> None:
         """llama.cpp's ``/props``: the context its (one) model was loaded with, ``n_ctx``."""

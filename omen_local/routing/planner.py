@@ -59,6 +59,9 @@ class Plan:
     deadline_ms: int | None = None
     merge_target: Target | None = None  # parallel_merge: the model that merges, if usable now
     caps_output: bool = True  # False for embeddings: nothing to cap
+    # Candidates left out because their context window cannot hold the request, each with
+    # its sizes ("llama/SmolLM2 (window 2,048 < prompt ~3,100)"): the answer names them.
+    skipped: tuple[str, ...] = ()
 
     def body_for(self, body: dict[str, Any], price: Price) -> dict[str, Any]:
         """The body sent at ``price``: the request's, with the output capped to what the budget buys.
@@ -98,7 +101,7 @@ class Planner:
         k = hints.k or d.k
         fanout = self._fanout(strategy, k)
         prompt = PROMPT_ESTIMATE[req.op](req.body)
-        targets = self._fitting(req, targets, prompt)
+        targets, too_small = self._fitting(req, targets, prompt)
         targets, bound, budget = self._afford(req, targets, prompt, fanout)
         merge = self._merge_target() if strategy is StrategyName.PARALLEL_MERGE else None
         return Plan(
@@ -114,6 +117,7 @@ class Planner:
             hints.max_latency_ms,
             merge,
             caps_output=req.op is not Operation.EMBED,
+            skipped=too_small,
         )
 
     def _strategy(self, req: ChatRequest) -> StrategyName:
@@ -270,8 +274,9 @@ class Planner:
             return [held, *[t for t in targets if t != held]], True
         return targets, True
 
-    def _fitting(self, req: ChatRequest, targets: list[Target], prompt: int) -> list[Target]:
-        """Drop candidates whose context window cannot hold the request; a 400 naming each when none can.
+    def _fitting(self, req: ChatRequest, targets: list[Target], prompt: int) -> tuple[list[Target], tuple[str, ...]]:
+        """Drop candidates whose context window cannot hold the request (returned, with their
+        sizes, for the answer to name); a 400 naming each when none can.
 
         The prompt is an offline estimate (about four characters a token), so a candidate is
         only dropped when even ``FIT_MARGIN`` of the estimate does not fit: a prompt near
@@ -281,7 +286,7 @@ class Planner:
         """
         requested = 0 if req.op is Operation.EMBED else budgets.requested_output_cap(req.body) or 0
         window = self.catalog.context_window
-        fits, skipped = [], []
+        fits, skipped, named = [], [], []
         for t in targets:
             size = window(t)
             output = 0 if self.catalog.is_local(t.provider) else requested
@@ -289,8 +294,9 @@ class Planner:
                 fits.append(t)
             else:
                 skipped.append(f"{t} holds {size:,}")
+                named.append(f"{t} (window {size:,} < prompt ~{prompt:,}{f' + output {output:,}' if output else ''})")
         if fits:
-            return fits
+            return fits, tuple(named)
         out = f" plus max_tokens {requested:,}" if requested and any(not self.catalog.is_local(t.provider) for t in targets) else ""
         raise OmenError(
             400,

@@ -2,15 +2,14 @@
 
 The edge checks Host/Origin and the bearer token, and turns every failure into the
 OpenAI error shape. Handlers turn HTTP into a routed request (body, hints, caller) and
-the router's answer back into HTTP; nothing here decides a route.
+the router's answer back into HTTP; nothing here decides a route. This module assembles:
+it imports the doors and the shared plumbing (:mod:`.plumbing`); nothing in the server
+imports it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,81 +17,41 @@ from typing import Any
 from aiohttp import web
 
 from .. import jsonutil
-from ..api.hints import NO_HINTS, alias_hints, combine, header_hints
-from ..api.model_map import mapped_name
-from ..api.request import ChatRequest, parse_chat_request
-from ..caller import Caller
-from ..config import Config, ConfigError, ServerConfig
-from ..errors import OmenError, invalid
-from ..observe import Outcome
-from ..providers.errors import UpstreamError
-from ..requestlog import RequestLog, RequestNote, door_of, now_iso
-from ..routing.catalog import Target
-from ..routing.planner import Plan
+from ..config import ConfigError, ServerConfig
+from ..errors import OmenError
+from ..providers.base import Batch, Usage
+from ..requestlog import RequestLog, door_of, now_iso
 from ..routing.router import Router
 from ..routing.session import StreamSession
-from ..tokens import Identity, TokenBook, reserved_user
+from ..tokens import TokenBook, reserved_user
+from .door_kit import Turn, answer
 from .exposure import is_loopback_peer, typed_hosts
+from .messages_door import add_messages_routes
+from .plumbing import (
+    CLIENT_MAX_CHARS,
+    HELLO,
+    IDENTITY,
+    RELOAD,
+    REQUEST_ID,
+    ROUTER,
+    STATUS,
+    TOKENS,
+    RouterRef,
+    note_of,
+    read_json,
+    render_error,
+    routed_request,
+)
+from .responses_door import add_responses_routes
 from .security import bearer, check_host, check_origin, host_name
 from .sse import DONE, ChunkEncoder
+from .text_doors import add_text_routes
 
 log = logging.getLogger(__name__)
 
-CLIENT_MAX_CHARS = 256  # a User-Agent longer than this is cut (it is stored with every usage event)
 
-
-class RouterRef:
-    """The router requests use now; the service swaps it when the config is reloaded."""
-
-    __slots__ = ("_router",)
-
-    def __init__(self) -> None:
-        self._router: Router | None = None
-
-    def get(self) -> Router:
-        if self._router is None:
-            raise LookupError("the router is not built yet")
-        return self._router
-
-    def set(self, router: Router) -> None:
-        self._router = router
-
-
-ROUTER: web.AppKey[RouterRef] = web.AppKey("router", RouterRef)
-TOKENS: web.AppKey[TokenBook] = web.AppKey("tokens", TokenBook)
-STATUS: web.AppKey[Any] = web.AppKey("status", object)
-RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
-HELLO: web.AppKey[Any] = web.AppKey("hello", object)
-IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
-REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
-NOTE: web.RequestKey[RequestNote] = web.RequestKey("request_note", RequestNote)
 PUBLIC_PATHS = frozenset({"/health", "/v1/omen/hello"})
 MAX_NONCE = 128
-ErrorRenderer = Callable[[OmenError, str | None], web.Response]
-# (path prefix, renderer): doors whose API has its own error shape (door_kit.register_error_shape).
-ERROR_RENDERERS: web.AppKey[list[tuple[str, ErrorRenderer]]] = web.AppKey("error_renderers", list)
-
-
-def error_response(err: OmenError, request_id: str | None = None) -> web.Response:
-    headers = err.headers()
-    if request_id:
-        headers["x-omen-request-id"] = request_id
-    return web.Response(
-        status=err.status,
-        body=jsonutil.dumps(err.body()),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def render_error(request: web.Request, err: OmenError, request_id: str | None = None) -> web.Response:
-    """``err`` in the shape of the door the request came to (OpenAI's unless the door has its own)."""
-    request_id = request_id or request.get(REQUEST_ID)
-    path = request.path
-    for prefix, render in request.app.get(ERROR_RENDERERS, ()):
-        if path == prefix or path.startswith(prefix + "/"):
-            return render(err, request_id)
-    return error_response(err, request_id)
 
 
 def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
@@ -109,15 +68,6 @@ def _from_http_exception(exc: web.HTTPException, max_body: int) -> OmenError:
     if exc.status == 405:
         return OmenError(405, f"method not allowed: {exc.reason}", code="method_not_allowed")
     return OmenError(exc.status, exc.reason or "request failed", code="http_error")
-
-
-def note_of(request: web.Request) -> RequestNote:
-    """The request log's note for this request (a throwaway one when the log is off)."""
-    note = request.get(NOTE)
-    if note is None:
-        note = RequestNote()
-        request[NOTE] = note
-    return note
 
 
 def make_request_logger(book: RequestLog) -> Any:
@@ -216,184 +166,44 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
     return edge
 
 
-_ID_PREFIX = os.urandom(6).hex()  # this process's; the counter makes ids unique within it
-_ID_COUNTER = itertools.count()
-
-
-def new_request_id() -> str:
-    """A request id, unique across processes and restarts (random prefix) without a syscall each."""
-    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
-
-
-def request_id_of(request: web.Request) -> str:
-    """The id the edge gave this request (every answer, errors included, carries it)."""
-    rid = request.get(REQUEST_ID)
-    if rid is None:
-        rid = request[REQUEST_ID] = new_request_id()
-    return rid
-
-
-def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:
-    """A client-supplied header as text every store can keep: valid UTF-8, printable, bounded.
-
-    aiohttp decodes header bytes that are not UTF-8 into lone surrogates, which JSON
-    encoders and SQLite refuse; a field the client controls must never cost a usage record.
-    """
-    if value is None:
-        return None
-    if value.isascii() and value.isprintable():  # what clients send: nothing to clean
-        return value[:limit] or None
-    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
-    return text[:limit] or None
-
-
-async def read_json(request: web.Request) -> Any:
-    try:
-        raw = await request.read()
-    except web.HTTPException:
-        raise
-    except Exception as exc:  # truncated or broken body
-        raise invalid(f"could not read the request body: {type(exc).__name__}") from None
-    if not raw:
-        raise invalid("the request body is empty; send a JSON object")
-    try:
-        return jsonutil.loads(raw)
-    except jsonutil.JSONDecodeError as exc:
-        raise invalid(f"the request body is not valid JSON: {exc}") from None
-
-
-def routed_request(raw: Any, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
-    """A validated chat request with its hints (alias, then headers, then body) and its caller.
-
-    Returns the request id too, so every answer, errors included, can carry it.
-    """
-    req = parse_chat_request(raw, intents=tuple(config.intents), providers=tuple(config.providers))
-    return with_hints(req, request, config)
-
-
-def _served(request: web.Request, name: str) -> bool:
-    """Whether a usable provider serves the model ``name`` exactly."""
-    try:
-        return bool(request.app[ROUTER].get().catalog.resolve(name))
-    except (OmenError, LookupError):
-        return False
-
-
-def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[ChatRequest, Caller, str]:
-    """Any door's parsed request with every hint layer applied (alias, then headers, then the
-    body's), the token's workspace enforced, and its caller; the request id too."""
-    mapped = mapped_name(req.model, config, lambda name: _served(request, name))
-    note = note_of(request)
-    note.asked = req.model
-    if mapped is not None:
-        req = dataclasses.replace(req, model=mapped, asked=req.model)
-    alias = config.aliases.get(req.model)
-    headed = header_hints(request.headers, intents=tuple(config.intents), providers=tuple(config.providers))
-    if alias is not None or headed is not NO_HINTS:  # else the body's hints are all there is
-        layers = [alias_hints(alias)] if alias is not None else []
-        layers += [headed, req.hints]
-        req = dataclasses.replace(
-            req,
-            model="auto" if alias is not None else req.model,
-            hints=combine(*layers),
-            alias=alias.name if alias is not None else None,
-        )
-    identity: Identity = request[IDENTITY]
-    workspace = req.hints.workspace
-    if identity.workspace is not None and workspace is not None and workspace != identity.workspace:
-        raise OmenError(
-            403,
-            f"this token is bound to workspace '{identity.workspace}' and cannot act for '{workspace}'",
-            code="workspace_not_allowed",
-            param="omen.workspace",
-        )
-    caller = Caller(
-        request_id=request_id_of(request),
-        user=identity.user,
-        workspace=workspace or identity.workspace,
-        client=clean_text(request.headers.get("User-Agent")),
-        session=req.hints.session,
-        asked=req.asked,
-    )
-    return req, caller, caller.request_id
-
-
-def _headers(request_id: str, target: Target, plan: Plan, alias: str | None, asked: str | None = None) -> dict[str, str]:
-    headers = {
-        "x-omen-request-id": request_id,
-        "x-omen-provider": target.provider,
-        "x-omen-model": target.model,
-        "x-omen-strategy": plan.strategy,
-    }
-    if plan.intent is not None:
-        headers["x-omen-intent"] = plan.intent + (" (guessed)" if plan.intent_guessed else "")
-    if alias is not None:
-        headers["x-omen-alias"] = alias
-    if asked is not None:
-        headers["x-omen-asked-model"] = asked
-    return headers
+async def _chat_turn(request: web.Request, router: Router, request_id: str) -> Turn:
+    req, caller, _ = routed_request(await read_json(request), request, router.config)
+    return Turn(req, caller, whole=lambda routed: routed.completion.body,
+                encoder=lambda session: ChatFrames(session, request_id, req.include_usage))  # fmt: skip
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    router = request.app[ROUTER].get()
-    request_id = request_id_of(request)
-    try:
-        req, caller, _ = routed_request(await read_json(request), request, router.config)
-        if not req.stream:
-            routed = await router.complete(req, caller)
-            headers = _headers(request_id, routed.target, routed.plan, req.alias, req.asked)
-            headers["x-omen-cost-usd"] = f"{routed.cost_usd:.8f}"
-            return web.Response(body=jsonutil.dumps(routed.completion.body), content_type="application/json", headers=headers)
-        session = await router.stream(req, caller)
-    except OmenError as err:
-        return error_response(err, request_id)
-    return await _stream(request, session, request_id, req)
+    return await answer(request, _chat_turn)
 
 
-async def _stream(request: web.Request, session: StreamSession, request_id: str, req: ChatRequest) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            **_headers(request_id, session.target, session.plan, req.alias, req.asked),
-        }
-    )
-    enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
-    outcome = Outcome.CANCELLED
-    error: UpstreamError | None = None
-    held: list[bytes] = []  # frames of the read that ended the stream, written with its end
-    try:
-        await resp.prepare(request)
-        async for batch in session.batches():
-            if batch and batch[0].omen is not None and "swap" in batch[0].omen:  # a swap comes alone
-                enc.model = session.target.model
-            frames = enc.frames(batch)
-            if batch.last:
-                held.append(frames)
-            elif frames:  # the frames of one upstream read go out in one write
-                await resp.write(frames)
-        if req.include_usage:
-            usage, estimated = session.usage_or_estimate()
-            cost = session.call.spent_usd + usage.cost(session.attempt.price)
-            held.append(enc.usage(usage, {"cost_usd": round(cost, 8), "usage_estimated": estimated}))
-        held.append(DONE)
-        await resp.write_eof(b"".join(held))
-        held.clear()
-        outcome = Outcome.OK
-    except UpstreamError as err:
-        outcome, error = Outcome.ERROR, err
-        failure = OmenError(502, f"{err.message}; the answer above is incomplete", code="upstream_stream_error")
-        try:
-            await resp.write(b"".join(held) + enc.error(failure))
-        except ConnectionResetError:
-            pass
-    except ConnectionResetError:
-        pass  # the client went away; finish() below closes the upstream
-    finally:
-        await session.finish(outcome, error)
-    return resp
+class ChatFrames:
+    """The chat door's stream format for :func:`door_kit.stream_answer`: OpenAI chunks, a
+    model swap renamed in the frames that follow it, the include_usage chunk (with what it
+    cost and whether the counts are estimates) and ``[DONE]``."""
+
+    def __init__(self, session: StreamSession, request_id: str, include_usage: bool) -> None:
+        self.session = session
+        self.include_usage = include_usage
+        self.enc = ChunkEncoder("chatcmpl-" + request_id[4:], session.target.model)
+
+    def start(self) -> bytes:
+        return b""
+
+    def frames(self, batch: Batch) -> bytes:
+        if batch and batch[0].omen is not None and "swap" in batch[0].omen:  # a swap comes alone
+            self.enc.model = self.session.target.model
+        return self.enc.frames(batch)
+
+    def finish(self, usage: Usage) -> bytes:
+        if not self.include_usage:
+            return DONE
+        session = self.session
+        _, estimated = session.usage_or_estimate()
+        cost = session.call.spent_usd + usage.cost(session.attempt.price)
+        return self.enc.usage(usage, {"cost_usd": round(cost, 8), "usage_estimated": estimated}) + DONE
+
+    def error(self, err: OmenError) -> bytes:
+        return self.enc.error(err)
 
 
 def _model(id_: str, owner: str, description: str | None = None) -> dict[str, Any]:
@@ -489,10 +299,6 @@ def make_app(
     if hello_fn is not None:
         app.router.add_get("/v1/omen/hello", hello)
     app.router.add_get("/health", health)
-    from .messages_door import add_messages_routes  # the doors import this module
-    from .responses_door import add_responses_routes
-    from .text_doors import add_text_routes
-
     add_messages_routes(app)
     add_responses_routes(app)
     add_text_routes(app)

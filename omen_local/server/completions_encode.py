@@ -9,6 +9,7 @@ the start is an error frame and no ``[DONE]``, as on the chat door.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from .. import jsonutil
@@ -65,6 +66,10 @@ class CompletionEncoder:
 
     def start(self) -> bytes:
         return b""
+
+    def frames(self, batch: Iterable[Chunk]) -> bytes:
+        """The frames of one upstream read's chunks, joined."""
+        return b"".join(self.chunk(chunk) for chunk in batch)
 
     def chunk(self, chunk: Chunk) -> bytes:
         text = chunk.delta.get("content")

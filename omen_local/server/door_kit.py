@@ -10,23 +10,35 @@ the upstream closed) whatever happens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from .. import jsonutil
 from ..api.request import ChatRequest
 from ..caller import Caller
 from ..errors import OmenError
 from ..observe import Outcome
-from ..providers.base import Chunk, Usage
+from ..providers.base import Batch, Usage
 from ..providers.errors import UpstreamError
 from ..routing.router import Embedded, Routed, Router
 from ..routing.session import StreamSession
-from .app import ERROR_RENDERERS, ROUTER, _headers, read_json, routed_request
+from .plumbing import (
+    ERROR_RENDERERS,
+    ROUTER,
+    error_response,
+    omen_headers_of,
+    read_json,
+    request_id_of,
+    routed_request,
+)
 
 __all__ = [
     "FrameEncoder",
+    "Turn",
+    "answer",
     "chat_request",
     "omen_headers",
     "read_json",
@@ -38,7 +50,7 @@ __all__ = [
 
 def omen_headers(request_id: str, answer: StreamSession | Routed | Embedded, req: ChatRequest) -> dict[str, str]:
     """The x-omen-* headers of an answer, as the chat door sends them."""
-    headers = _headers(request_id, answer.target, answer.plan, req.alias, req.asked)
+    headers = omen_headers_of(request_id, answer.target, answer.plan, req.alias, req.asked)
     if isinstance(answer, Routed | Embedded):
         headers["x-omen-cost-usd"] = f"{answer.cost_usd:.8f}"
     return headers
@@ -65,8 +77,8 @@ class FrameEncoder(Protocol):
     def start(self) -> bytes:
         """The frames before any content (written with the first content)."""
 
-    def chunk(self, chunk: Chunk) -> bytes:
-        """The frames for one normalized chunk (may be empty)."""
+    def frames(self, batch: Batch) -> bytes:
+        """The frames for one upstream read's chunks, joined (may be empty)."""
 
     def finish(self, usage: Usage) -> bytes:
         """The frames that end a whole answer."""
@@ -95,14 +107,14 @@ async def stream_answer(
     )
     outcome = Outcome.CANCELLED
     error: UpstreamError | None = None
-    held: list[bytes] = [encoder.start()]  # frames not written yet (the start waits for content)
+    start = encoder.start()
+    held: list[bytes] = [start] if start else []  # frames not written yet (the start waits for content)
     try:
         await resp.prepare(request)
         async for batch in session.batches():
-            for chunk in batch:
-                frames = encoder.chunk(chunk)
-                if frames:
-                    held.append(frames)
+            frames = encoder.frames(batch)
+            if frames:
+                held.append(frames)
             if held and not batch.last:  # frames from one upstream read go out in one write
                 await resp.write(b"".join(held))
                 held.clear()
@@ -123,3 +135,43 @@ async def stream_answer(
     finally:
         await session.finish(outcome, error)
     return resp, outcome
+
+
+@dataclass(slots=True)
+class Turn:
+    """One request as a door hands it to :func:`answer`: the parsed request and what the door
+    does with an answer (its JSON for a whole one, its encoder for a stream)."""
+
+    req: ChatRequest
+    caller: Caller
+    whole: Callable[[Routed], dict[str, Any]]  # a whole answer's body in the door's shape
+    encoder: Callable[[StreamSession], FrameEncoder]  # a stream's format
+    headers: dict[str, str] = field(default_factory=dict)  # the door's own, on both kinds of answer
+    streamed: Callable[[Outcome], None] | None = None  # told how a stream ended (after the last write)
+
+
+Prepare = Callable[[web.Request, Router, str], Awaitable[Turn]]
+Render = Callable[[OmenError, str | None], web.Response]
+
+
+async def answer(request: web.Request, prepare: Prepare, render: Render = error_response) -> web.StreamResponse:
+    """The skeleton every chat-like door runs: ``prepare`` parses the body into a :class:`Turn`
+    (hints, caller and all), then a whole answer or a stream; an error before the answer
+    starts is rendered in the door's shape (``render``), one during a stream by its encoder."""
+    router = router_of(request)
+    request_id = request_id_of(request)
+    try:
+        turn = await prepare(request, router, request_id)
+        req = turn.req
+        if not req.stream:
+            routed = await router.complete(req, turn.caller)
+            body = jsonutil.dumps(turn.whole(routed))
+            headers = {**omen_headers(request_id, routed, req), **turn.headers}
+            return web.Response(body=body, content_type="application/json", headers=headers)
+        session = await router.stream(req, turn.caller)
+    except OmenError as err:
+        return render(err, request_id)
+    resp, outcome = await stream_answer(request, session, request_id, req, turn.encoder(session), turn.headers)
+    if turn.streamed is not None:
+        turn.streamed(outcome)
+    return resp

@@ -9,21 +9,33 @@ error on these paths, the edge's included, is in Anthropic's error shape.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from aiohttp import web
 
 from .. import estimate, jsonutil
 from ..api.messages import parse_count_tokens_request, parse_messages_request
+from ..api.request import ChatRequest
+from ..caller import Caller
 from ..errors import OmenError
-from .app import note_of, request_id_of
+from ..providers.base import TokenCount
+from ..providers.errors import UpstreamError
+from ..routing.catalog import Target
+from ..routing.router import Routed, Router
+from ..routing.session import StreamSession
 from .door_kit import (
+    Turn,
+    answer,
     chat_request,
-    omen_headers,
     read_json,
     register_error_shape,
     router_of,
-    stream_answer,
 )
 from .messages_encode import MessagesEncoder, error_body, message_from_completion
+from .plumbing import note_of
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/v1/messages"
 
@@ -41,44 +53,66 @@ def anthropic_error_response(err: OmenError, request_id: str | None = None) -> w
     )
 
 
+async def _message_turn(request: web.Request, router: Router, request_id: str) -> Turn:
+    parsed = parse_messages_request(await read_json(request))
+    note = note_of(request)
+    note.ignored.extend(parsed.ignored)
+    note.translated.extend(parsed.translated)
+    req, caller, _ = chat_request(request, router, parsed.chat)
+    message_id = "msg_" + request_id[4:]
+
+    def whole(routed: Routed) -> dict[str, Any]:
+        model = routed.completion.body.get("model") or routed.target.model
+        return message_from_completion(routed.completion, message_id, model, thinking=parsed.thinking)
+
+    def encoder(session: StreamSession) -> MessagesEncoder:
+        return MessagesEncoder(message_id, session.target.model, thinking=parsed.thinking, input_estimate=session.prompt_estimate)
+
+    return Turn(req, caller, whole, encoder, headers={"request-id": request_id})
+
+
 async def create_message(request: web.Request) -> web.StreamResponse:
-    router = router_of(request)
-    request_id = request_id_of(request)
-    try:
-        parsed = parse_messages_request(await read_json(request))
-        note = note_of(request)
-        note.ignored.extend(parsed.ignored)
-        note.translated.extend(parsed.translated)
-        req, caller, _ = chat_request(request, router, parsed.chat)
-        message_id = "msg_" + request_id[4:]
-        if not parsed.stream:
-            routed = await router.complete(req, caller)
-            model = routed.completion.body.get("model") or routed.target.model
-            body = message_from_completion(routed.completion, message_id, model, thinking=parsed.thinking)
-            return web.Response(
-                body=jsonutil.dumps(body),
-                content_type="application/json",
-                headers={**omen_headers(request_id, routed, req), "request-id": request_id},
-            )
-        session = await router.stream(req, caller)
-    except OmenError as err:
-        return anthropic_error_response(err, request_id)
-    encoder = MessagesEncoder(message_id, session.target.model, thinking=parsed.thinking, input_estimate=session.prompt_estimate)
-    resp, _ = await stream_answer(request, session, request_id, req, encoder, {"request-id": request_id})
-    return resp
+    return await answer(request, _message_turn, anthropic_error_response)
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """An offline estimate (about four characters a token), as OMEN has no tokenizers."""
+    """The prompt's tokens as the model the request would go to counts them, where it can.
+
+    Anthropic counts exactly (its count_tokens); llama-cpp-python's tokenizer counts the
+    prompt's text (not the chat template's markers); elsewhere an offline estimate (about
+    four characters a token). ``x-omen-token-count`` says which: ``exact``, ``tokenized``
+    or ``estimated``, so a client never takes an estimate for a count.
+    """
     router = router_of(request)
     _, chat = parse_count_tokens_request(await read_json(request))
-    req, _, _ = chat_request(request, router, chat)
+    req, caller, request_id = chat_request(request, router, chat)
     if req.model != "auto":
         router.catalog.resolve(req.model)  # an unknown model is a 404, as on /v1/messages
+    headers = {"request-id": request_id, "x-omen-request-id": request_id}
+    counted: TokenCount | None = None
+    target = _first_target(router, req, caller)
+    if target is not None:
+        headers.update({"x-omen-provider": target.provider, "x-omen-model": target.model})
+        provider = router.dispatcher.providers.get(target.provider)
+        try:
+            counted = None if provider is None else await provider.count_tokens(target.model, req.body)
+        except UpstreamError as err:  # a count is advice: the estimate, marked, rather than an error
+            log.info("count_tokens: %s could not count (%s); answering an estimate", target, err.message)
+    if counted is None:
+        counted = TokenCount(estimate.prompt_tokens(req.body), "estimated")
+    headers["x-omen-token-count"] = counted.how
     return web.Response(
-        body=jsonutil.dumps({"input_tokens": estimate.prompt_tokens(req.body)}),
-        content_type="application/json",
+        body=jsonutil.dumps({"input_tokens": counted.tokens}), content_type="application/json", headers=headers
     )
+
+
+def _first_target(router: Router, req: ChatRequest, caller: Caller) -> Target | None:
+    """The model the request would be sent to first; None when none can take it now."""
+    try:
+        targets = router.planner.plan(req, caller).targets
+    except OmenError:
+        return None
+    return targets[0] if targets else None
 
 
 def add_messages_routes(app: web.Application) -> None:

@@ -11,6 +11,7 @@ and usage, known only at the end) and ``message_stop``. A failure after the star
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from .. import jsonutil
@@ -174,6 +175,10 @@ class MessagesEncoder:
             delta = {"type": "input_json_delta", "partial_json": args}
             out += _event("content_block_delta", {"type": "content_block_delta", "index": block, "delta": delta})
         return out
+
+    def frames(self, batch: Iterable[Chunk]) -> bytes:
+        """The frames of one upstream read's chunks, joined."""
+        return b"".join(self.chunk(chunk) for chunk in batch)
 
     def chunk(self, chunk: Chunk) -> bytes:
         out = b""

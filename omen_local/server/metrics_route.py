@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from ..errors import OmenError
 from ..observe import Event, Hub, UsageEvent
-from .app import IDENTITY, TOKENS
+from .plumbing import IDENTITY, TOKENS
 
 SERVED = ("ok", "budget_cut")  # outcomes whose latency counts (as in the usage rollups)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

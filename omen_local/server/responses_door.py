@@ -24,14 +24,15 @@ from ..api.responses import (
 )
 from ..errors import OmenError
 from ..observe import Outcome
-from .app import IDENTITY, TOKENS, error_response, note_of, request_id_of
+from ..routing.router import Routed, Router
+from ..routing.session import StreamSession
 from .door_kit import (
+    Turn,
+    answer,
     chat_request,
-    omen_headers,
     read_json,
-    router_of,
-    stream_answer,
 )
+from .plumbing import IDENTITY, TOKENS, note_of
 from .responses_encode import (
     ResponsesEncoder,
     output_from_completion,
@@ -67,44 +68,48 @@ def _remember(request: web.Request, response: dict[str, Any], history: list[dict
     request.app[STORE].put(_owner(request), response["id"], response, [*history, *messages])
 
 
-async def create_response(request: web.Request) -> web.StreamResponse:
-    router = router_of(request)
-    request_id = request_id_of(request)
+async def _response_turn(request: web.Request, router: Router, request_id: str) -> Turn:
     created = int(time.time())
-    try:
-        parsed = parse_responses_request(await read_json(request))
-        note = note_of(request)  # the request log names what no upstream saw and what was translated
-        note.ignored.extend([*parsed.ignored, *(f"tools:{kind}" for kind in dict.fromkeys(parsed.tools.omitted))])
-        note.translated.extend(parsed.tools.translated)
-        history: list[dict[str, Any]] = []
-        if parsed.previous_response_id is not None:
-            stored = request.app[STORE].get(_owner(request), parsed.previous_response_id)
-            if stored is None:
-                raise previous_not_found(parsed.previous_response_id)
-            history = stored.history
-        echo = {**parsed.echo, "store": parsed.store}
-        req, caller, _ = chat_request(request, router, parsed.chat_body(history))
-        response_id = "resp_" + request_id[4:]
-        if not parsed.stream:
-            routed = await router.complete(req, caller)
-            output, finish = output_from_completion(routed.completion, parsed.tools)
-            status, incomplete = status_for(finish)
-            model = routed.completion.body.get("model") or routed.target.model
-            body = response_object(
-                response_id, created, model, echo, status=status, output=output, usage=routed.completion.usage, incomplete=incomplete
-            )
-            if parsed.store:
-                _remember(request, body, [*history, *parsed.messages])
-            headers = {**omen_headers(request_id, routed, req), **_notes(parsed)}
-            return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=headers)
-        session = await router.stream(req, caller)
-    except OmenError as err:
-        return error_response(err, request_id)
-    encoder = ResponsesEncoder(response_id, created, session.target.model, echo, parsed.tools)
-    resp, outcome = await stream_answer(request, session, request_id, req, encoder, _notes(parsed))
-    if outcome is Outcome.OK and parsed.store and encoder.final is not None:
-        _remember(request, encoder.final, [*history, *parsed.messages])
-    return resp
+    parsed = parse_responses_request(await read_json(request))
+    note = note_of(request)  # the request log names what no upstream saw and what was translated
+    note.ignored.extend([*parsed.ignored, *(f"tools:{kind}" for kind in dict.fromkeys(parsed.tools.omitted))])
+    note.translated.extend(parsed.tools.translated)
+    history: list[dict[str, Any]] = []
+    if parsed.previous_response_id is not None:
+        stored = request.app[STORE].get(_owner(request), parsed.previous_response_id)
+        if stored is None:
+            raise previous_not_found(parsed.previous_response_id)
+        history = stored.history
+    echo = {**parsed.echo, "store": parsed.store}
+    req, caller, _ = chat_request(request, router, parsed.chat_body(history))
+    response_id = "resp_" + request_id[4:]
+    streams: list[ResponsesEncoder] = []
+
+    def whole(routed: Routed) -> dict[str, Any]:
+        output, finish = output_from_completion(routed.completion, parsed.tools)
+        status, incomplete = status_for(finish)
+        model = routed.completion.body.get("model") or routed.target.model
+        body = response_object(
+            response_id, created, model, echo, status=status, output=output, usage=routed.completion.usage, incomplete=incomplete
+        )
+        if parsed.store:
+            _remember(request, body, [*history, *parsed.messages])
+        return body
+
+    def encoder(session: StreamSession) -> ResponsesEncoder:
+        streams.append(ResponsesEncoder(response_id, created, session.target.model, echo, parsed.tools))
+        return streams[-1]
+
+    def streamed(outcome: Outcome) -> None:
+        final = streams[-1].final if streams else None
+        if outcome is Outcome.OK and parsed.store and final is not None:
+            _remember(request, final, [*history, *parsed.messages])
+
+    return Turn(req, caller, whole, encoder, headers=_notes(parsed), streamed=streamed)
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    return await answer(request, _response_turn)
 
 
 def _not_found(response_id: str) -> OmenError:

@@ -14,6 +14,7 @@ then ``response.output_item.done``; finally ``response.completed`` (or
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from .. import jsonutil
@@ -229,6 +230,10 @@ class ResponsesEncoder:
         return out
 
     # ------------------------------------------------------------ the FrameEncoder protocol
+
+    def frames(self, batch: Iterable[Chunk]) -> bytes:
+        """The frames of one upstream read's chunks, joined."""
+        return b"".join(self.chunk(chunk) for chunk in batch)
 
     def chunk(self, chunk: Chunk) -> bytes:
         out = b""

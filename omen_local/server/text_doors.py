@@ -17,34 +17,28 @@ from ..api.embeddings import parse_embeddings_request
 from ..api.request import ChatRequest, Operation
 from ..errors import OmenError
 from ..providers.base import Usage
-from .app import error_response, read_json, request_id_of, with_hints
+from ..routing.router import Router
 from .completions_encode import CompletionEncoder, completion_body
-from .door_kit import omen_headers, router_of, stream_answer
+from .door_kit import Turn, answer, omen_headers, router_of
 from .embeddings_encode import embeddings_body
+from .plumbing import error_response, read_json, request_id_of, with_hints
+
+
+async def _completion_turn(request: web.Request, router: Router, request_id: str) -> Turn:
+    config = router.config
+    parsed = parse_completion_request(await read_json(request), intents=tuple(config.intents), providers=tuple(config.providers))
+    req = ChatRequest(parsed.model, parsed.body, parsed.stream, parsed.include_usage, parsed.hints, op=Operation.TEXT)
+    req, caller, _ = with_hints(req, request, config)
+    completion_id = "cmpl-" + request_id[4:]
+    return Turn(
+        req, caller,
+        whole=lambda routed: completion_body(routed.completion, completion_id, routed.target.model),
+        encoder=lambda session: CompletionEncoder(completion_id, session.target.model, include_usage=req.include_usage),
+    )  # fmt: skip
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    router = router_of(request)
-    config = router.config
-    request_id = request_id_of(request)
-    try:
-        raw = await read_json(request)
-        parsed = parse_completion_request(raw, intents=tuple(config.intents), providers=tuple(config.providers))
-        req = ChatRequest(parsed.model, parsed.body, parsed.stream, parsed.include_usage, parsed.hints, op=Operation.TEXT)
-        req, caller, _ = with_hints(req, request, config)
-        completion_id = "cmpl-" + request_id[4:]
-        if not req.stream:
-            routed = await router.complete(req, caller)
-            body = completion_body(routed.completion, completion_id, routed.target.model)
-            return web.Response(
-                body=jsonutil.dumps(body), content_type="application/json", headers=omen_headers(request_id, routed, req)
-            )
-        session = await router.stream(req, caller)
-    except OmenError as err:
-        return error_response(err, request_id)
-    encoder = CompletionEncoder(completion_id, session.target.model, include_usage=req.include_usage)
-    resp, _ = await stream_answer(request, session, request_id, req, encoder)
-    return resp
+    return await answer(request, _completion_turn)
 
 
 async def embeddings(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from ..errors import OmenError, invalid
 from ..metering import Metering
 from ..metering.rollup import QueryError, iso, make_query, parse_time
 from ..metering.store import EVENT_FILTERS, EventQuery
-from .app import IDENTITY, TOKENS
+from .plumbing import IDENTITY, TOKENS
 
 METERING: web.AppKey[Metering] = web.AppKey("metering", Metering)
 ROLLUP_PARAMS = ("from", "to", "group_by", "user", "workspace", "provider", "model")

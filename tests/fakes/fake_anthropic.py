@@ -263,6 +263,28 @@ def _check_body(body: Any) -> None:
                     )
 
 
+COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+
+def fake_token_count(body: dict[str, Any]) -> int:
+    """The fake's tokenizer: one token per whitespace-separated word of the system prompt, the
+    messages' text blocks and the tools' JSON, plus 3 per message (deterministic, and unlike
+    OMEN's four-characters-a-token estimate, so a test can tell a count from an estimate)."""
+    words = 0
+    system = body.get("system")
+    blocks: list[Any] = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
+    for m in body.get("messages") or []:
+        content = m.get("content")
+        blocks += [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+        words += 3
+    for b in blocks:
+        if isinstance(b, dict) and isinstance(b.get("text"), str):
+            words += len(b["text"].split())
+    if body.get("tools"):
+        words += len(json.dumps(body["tools"]).split())
+    return words
+
+
 class FakeAnthropic:
     """The fake server; use as ``async with FakeAnthropic() as fake``."""
 
@@ -294,6 +316,7 @@ class FakeAnthropic:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(
             app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None
@@ -395,6 +418,34 @@ class FakeAnthropic:
             {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
              "last_id": data[-1]["id"] if data else None}
         )
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``. The body takes only
+        model, messages, system, tools, tool_choice and thinking (anything else is a 400, as
+        the API's validation answers extra fields); the count is :func:`fake_token_count`."""
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        self.requests.append(Received(request.method, request.path, CIMultiDict(request.headers), raw, body, finished=True))
+        if request.headers.get("x-api-key") != self.api_key:
+            return self._error(401)
+        if not request.headers.get("anthropic-version"):
+            return self._error(400, message="anthropic-version: header is required")
+        if not isinstance(body, dict):
+            return self._error(400, message="There was an issue with the format or content of your request body.")
+        for key in ("model", "messages"):
+            if key not in body:
+                return self._error(400, message=f"{key}: Field required")
+        extra = sorted(set(body) - set(COUNT_FIELDS))
+        if extra:
+            return self._error(400, message=f"{extra[0]}: Extra inputs are not permitted")
+        try:
+            _check_body({**body, "max_tokens": 1})
+        except _BadRequest as exc:
+            return self._error(exc.status, message=exc.message)
+        return web.json_response({"input_tokens": fake_token_count(body)})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
