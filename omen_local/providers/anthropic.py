@@ -52,8 +52,8 @@ from .base import Batch, Chunk, Completion, Provider, Usage, unbatched
 from .errors import ProtocolError, StreamBroken, Unsupported
 
 __all__ = [
-    "DEFAULT_MAX_TOKENS",
     "CONTEXT_MANAGEMENT_BETA",
+    "DEFAULT_MAX_TOKENS",
     "AnthropicProvider",
     "StreamTranslator",
     "beta_headers",
