@@ -19,7 +19,7 @@ from aiohttp import web
 
 from .. import jsonutil
 from ..api.hints import NO_HINTS, alias_hints, combine, header_hints
-from ..api.model_map import mapped_name
+from ..api.model_map import cap_header, mapped_name
 from ..api.request import ChatRequest, parse_chat_request
 from ..caller import Caller
 from ..config import Config, ConfigError, ServerConfig
@@ -332,6 +332,7 @@ def _headers(request_id: str, target: Target, plan: Plan, alias: str | None, ask
         headers["x-omen-alias"] = alias
     if asked is not None:
         headers["x-omen-asked-model"] = asked
+        headers["x-omen-price-cap"] = cap_header(plan.price_cap)
     return headers
 
 
