@@ -229,3 +229,68 @@ async def test_allowed_tools_choice_keeps_only_the_listed_tools(stack: Stack) ->
     assert status == 200, raw
     sent = upstream_body(stack, "openai")
     assert tool_names("openai", sent) == ["mcp__glyph__rune__read_file"] and sent["tool_choice"] == "required"
+
+
+# ---------------------------------------------------------------- /v1/responses/compact (Codex's compaction)
+
+
+def compact_body(**over: Any) -> dict[str, Any]:
+    """The shape of codex-rs's CompactionInput (codex-api/src/common.rs): a long session's history
+    with a namespaced call and its output, the tools it had, no stream."""
+    body: dict[str, Any] = {
+        "model": "auto",
+        "instructions": "You are Codex.",
+        "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context>cwd=/w</environment_context>"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "read note.txt and fix it"}]},
+            {"type": "function_call", "call_id": "call_1", "namespace": "mcp__glyph", "name": "rune__read_file", "arguments": '{"path": "note.txt"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "hello wrld"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Fixed the typo."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "now add a test"}]},
+        ],
+        "tools": [EXEC, GLYPH, {"type": "web_search", "external_web_access": False}],
+        "parallel_tool_calls": True,
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "service_tier": "flex",
+        "prompt_cache_key": "s-1",
+        "text": {"verbosity": "low"},
+    }
+    body.update(over)
+    return body
+
+
+@pytest.mark.parametrize("provider", list(MODELS))
+async def test_compact_summarises_through_each_upstream(stack: Stack, provider: str) -> None:
+    queue_text(stack, provider, "Goal: fix note.txt. Done: typo fixed. Next: add a test.")
+    status, headers, raw = await du.post(stack, "/v1/responses/compact", compact_body(model=MODELS[provider]))
+    assert status == 200, raw
+    body = json.loads(raw)
+    assert headers["x-omen-provider"] == provider and body["object"] == "response.compaction"
+    texts = [(i["type"], i["role"], i["content"][0]["text"]) for i in body["output"]]
+    # The user's own words, in order (not Codex's context message), then the summary: what Codex keeps locally.
+    assert [t[2] for t in texts[:2]] == ["read note.txt and fix it", "now add a test"]
+    assert all(t[:2] == ("message", "user") for t in texts)
+    assert texts[-1][2].endswith("Goal: fix note.txt. Done: typo fixed. Next: add a test.") and len(texts) == 3
+    assert body["usage"]["input_tokens"] > 0 and body["usage"]["output_tokens"] > 0
+    sent = upstream_body(stack, provider)
+    blob = json.dumps(sent)
+    assert "CONTEXT CHECKPOINT COMPACTION" in blob and "hello wrld" in blob  # the whole history was summarised
+    assert sent.get("stream") in (None, False)
+    if provider == "openai":
+        assert sent["tool_choice"] == "none"  # tools declared (the history has calls), none to be called
+    if provider == "anthropic":
+        assert sent["tool_choice"] == {"type": "none"}
+    assert headers["x-omen-omitted-tools"] == "web_search"
+
+
+async def test_compact_errors_keep_the_openai_shape(stack: Stack) -> None:
+    status, _, raw = await du.post(stack, "/v1/responses/compact", {"model": "auto"})
+    assert status == 400 and json.loads(raw)["error"]["param"] == "input", raw
+    stack.openai.queue(Reply(text=""))
+    status, _, raw = await du.post(stack, "/v1/responses/compact", compact_body(model=MODELS["openai"]))
+    error = json.loads(raw)["error"]
+    assert status == 502 and error["code"] == "empty_summary" and "history was left as it was" in error["message"], raw
+    # The door keeps serving.
+    stack.openai.queue(Reply(text="summary"))
+    status, _, raw = await du.post(stack, "/v1/responses/compact", compact_body(model=MODELS["openai"], input="just this"))
+    assert status == 200 and [i["content"][0]["text"] for i in json.loads(raw)["output"]][0] == "just this", raw

@@ -22,6 +22,7 @@ from ..api.responses import (
     parse_responses_request,
     previous_not_found,
 )
+from ..api.responses_compact import compacted_output, parse_compact_request
 from ..errors import OmenError
 from ..observe import Outcome
 from .app import IDENTITY, TOKENS, error_response, note_of, request_id_of
@@ -107,6 +108,48 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def compact_response(request: web.Request) -> web.Response:
+    """``POST /v1/responses/compact`` (Codex's compaction): the history summarised by a routed
+    request, answered as ``{"output": [items]}`` (api/responses_compact.py)."""
+    router = router_of(request)
+    request_id = request_id_of(request)
+    try:
+        raw = await read_json(request)
+        parsed = parse_compact_request(raw)
+        note = note_of(request)
+        note.ignored.extend([*parsed.ignored, *(f"tools:{kind}" for kind in dict.fromkeys(parsed.tools.omitted))])
+        note.translated.extend(["compact", *parsed.tools.translated])
+        req, caller, _ = chat_request(request, router, parsed.chat_body([]))
+        routed = await router.complete(req, caller)
+        message = (routed.completion.body.get("choices") or [{}])[0].get("message") or {}
+        summary = message.get("content") if isinstance(message.get("content"), str) else ""
+        if not summary.strip():
+            raise OmenError(
+                502,
+                f"{routed.target} answered the compaction request without a summary; the history was left as it was",
+                code="empty_summary",
+            )
+        usage = routed.completion.usage
+        body = {
+            "id": "resp_" + request_id[4:],
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "model": routed.completion.body.get("model") or routed.target.model,
+            "output": compacted_output(raw["input"], summary),
+            "usage": {
+                "input_tokens": usage.prompt_tokens,
+                "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+                "output_tokens": usage.completion_tokens,
+                "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+        }
+        headers = {**omen_headers(request_id, routed, req), **_notes(parsed)}
+        return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=headers)
+    except OmenError as err:
+        return error_response(err, request_id)
+
+
 def _not_found(response_id: str) -> OmenError:
     return OmenError(404, f"No response found with id '{response_id}'.", code="response_not_found", param="response_id")
 
@@ -130,5 +173,6 @@ async def delete_response(request: web.Request) -> web.Response:
 def add_responses_routes(app: web.Application, store: ResponseStore | None = None) -> None:
     app[STORE] = store or ResponseStore()
     app.router.add_post("/v1/responses", create_response)
+    app.router.add_post("/v1/responses/compact", compact_response)
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
