@@ -294,3 +294,38 @@ async def test_compact_errors_keep_the_openai_shape(stack: Stack) -> None:
     stack.openai.queue(Reply(text="summary"))
     status, _, raw = await du.post(stack, "/v1/responses/compact", compact_body(model=MODELS["openai"], input="just this"))
     assert status == 200 and next(i["content"][0]["text"] for i in json.loads(raw)["output"]) == "just this", raw
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_compaction_trigger_answers_a_compaction_item_that_comes_back_as_text(stack: Stack, stream: bool) -> None:
+    """Codex 0.171's remote compaction: the input ends in ``compaction_trigger``; the answer is one
+    ``compaction`` item (streamed as output_item events), and sent back later it reaches the
+    upstream as the summary's text."""
+    queue_text(stack, "openai", "Goal: fix note.txt.")
+    trigger = compact_body(model=MODELS["openai"], stream=stream, store=False)
+    trigger["input"] = [*trigger["input"], {"type": "compaction_trigger"}]
+    status, _, raw = await du.post(stack, "/v1/responses", trigger)
+    assert status == 200, raw
+    if stream:
+        events = du.sse_events(raw)
+        done = [d for _, d in events if isinstance(d, dict) and d.get("type") == "response.output_item.done"]
+        assert [d["item"]["type"] for d in done] == ["compaction"]
+        assert not any(isinstance(d, dict) and d.get("type") == "response.output_text.delta" for _, d in events)
+        item = done[0]["item"]
+    else:
+        [item] = json.loads(raw)["output"]
+    assert item["type"] == "compaction" and "Goal: fix note.txt." in item["encrypted_content"]
+    sent = upstream_body(stack, "openai")
+    assert sent["tool_choice"] == "none" and "CONTEXT CHECKPOINT COMPACTION" in json.dumps(sent["messages"][-1])
+
+    queue_text(stack, "openai", "carrying on")
+    later = codex_body(model=MODELS["openai"], input=[item, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go on"}]}])
+    status, _, raw = await du.post(stack, "/v1/responses", later)
+    assert status == 200, raw
+    users = [m["content"] for m in upstream_body(stack, "openai")["messages"] if m["role"] == "user"]
+    assert any(isinstance(c, str) and c.endswith("Goal: fix note.txt.") and "omen-summary" not in c for c in users), users
+    # OpenAI's own encrypted checkpoint cannot be read by any upstream: left out, not a 400.
+    queue_text(stack, "openai", "ok")
+    foreign = codex_body(model=MODELS["openai"], input=[{"type": "compaction", "encrypted_content": "gAAAA-opaque"}, later["input"][1]])
+    status, _, raw = await du.post(stack, "/v1/responses", foreign)
+    assert status == 200 and "gAAAA" not in json.dumps(upstream_body(stack, "openai")), raw

@@ -18,20 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .responses import ResponsesRequest, parse_responses_request
+from .responses import SUMMARY_PREFIX, SUMMARY_PROMPT, ResponsesRequest, parse_responses_request
 
 __all__ = ["SUMMARY_PREFIX", "compacted_output", "parse_compact_request"]
 
-SUMMARY_PROMPT = (
-    "You are performing a CONTEXT CHECKPOINT COMPACTION. Write a handoff summary of the conversation "
-    "above for another model that will continue the task: the user's goals and constraints, what has "
-    "been done (files, commands, decisions, results), what remains and the next steps. Be concise and "
-    "specific; do not call tools; answer with the summary only."
-)
-SUMMARY_PREFIX = (
-    "Another language model started to solve this problem and produced a summary of its work. "
-    "Use it to continue the task without redoing what was done:"
-)
 KEPT_USER_CHARS = 80_000  # about 20,000 tokens of the user's own words, as Codex keeps locally
 # User messages Codex writes itself (re-sent after compaction anyway): not the user's words.
 _CONTEXT_TAGS = ("<environment_context>", "<user_instructions>", "<INSTRUCTIONS>", "# AGENTS.md instructions")

@@ -18,6 +18,7 @@ from aiohttp import web
 from .. import jsonutil
 from ..api.responses import (
     ResponsesRequest,
+    compaction_item,
     items_to_messages,
     parse_responses_request,
     previous_not_found,
@@ -34,6 +35,7 @@ from .door_kit import (
     stream_answer,
 )
 from .responses_encode import (
+    CompactionEncoder,
     ResponsesEncoder,
     output_from_completion,
     response_object,
@@ -89,6 +91,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         if not parsed.stream:
             routed = await router.complete(req, caller)
             output, finish = output_from_completion(routed.completion, parsed.tools)
+            if parsed.compaction:  # the summary, as the checkpoint item Codex keeps
+                summary = "".join(i["content"][0]["text"] for i in output if i["type"] == "message")
+                output, finish = [compaction_item(summary)], "stop"
             status, incomplete = status_for(finish)
             model = routed.completion.body.get("model") or routed.target.model
             body = response_object(
@@ -101,7 +106,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         session = await router.stream(req, caller)
     except OmenError as err:
         return error_response(err, request_id)
-    encoder = ResponsesEncoder(response_id, created, session.target.model, echo, parsed.tools)
+    kind = CompactionEncoder if parsed.compaction else ResponsesEncoder
+    encoder = kind(response_id, created, session.target.model, echo, parsed.tools)
     resp, outcome = await stream_answer(request, session, request_id, req, encoder, _notes(parsed))
     if outcome is Outcome.OK and parsed.store and encoder.final is not None:
         _remember(request, encoder.final, [*history, *parsed.messages])
@@ -122,7 +128,8 @@ async def compact_response(request: web.Request) -> web.Response:
         req, caller, _ = chat_request(request, router, parsed.chat_body([]))
         routed = await router.complete(req, caller)
         message = (routed.completion.body.get("choices") or [{}])[0].get("message") or {}
-        summary = message.get("content") if isinstance(message.get("content"), str) else ""
+        content = message.get("content")
+        summary = content if isinstance(content, str) else ""
         if not summary.strip():
             raise OmenError(
                 502,
