@@ -15,7 +15,7 @@ from pathlib import Path
 from .harness import CliRun, Fake, Omen, record_result, run_cli
 
 CLIENT = "llm"
-DOOR = "/v1/chat/completions"
+DOOR = "/v1/chat/completions"  # its extra models; its own default model speaks /v1/responses (recorded in the detail)
 
 
 def llm(tmp: Path, args: list[str], env: dict[str, str]) -> CliRun:
