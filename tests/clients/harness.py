@@ -236,16 +236,20 @@ class CliRun:
         return f"{self.client} {self.version}: exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
 
 
-PYTHON_CLIS = frozenset({"llm"})  # from PyPI, pinned by the test extra: beside this Python
+AIDER_VENV = HERE / ".venv-aider"  # aider-chat pins its own versions of many packages: a venv of its own
+PYTHON_CLIS = {
+    "llm": (Path(sys.executable).with_name("llm"), "install the test extra (pip install -e '.[test]')"),
+    "aider": (AIDER_VENV / "bin" / "aider", f"python3 -m venv {AIDER_VENV} && {AIDER_VENV}/bin/pip install 'aider-chat==0.86.2' (.ci/run does)"),
+}  # CLIs from PyPI, pinned
 
 
 def cli_path(client: str) -> Path:
-    """The pinned CLI; missing means `npm ci` in tests/clients (or the test extra) did not install
-    it, which fails (never skips)."""
+    """The pinned CLI; missing means `npm ci` in tests/clients (or the pip line for a Python CLI)
+    did not install it, which fails (never skips)."""
     if client in PYTHON_CLIS:
-        path = Path(sys.executable).with_name(client)
+        path, install = PYTHON_CLIS[client]
         if not path.exists():
-            raise AssertionError(f"{path} is missing: install the test extra (pip install -e '.[test]')")
+            raise AssertionError(f"{path} is missing: {install}")
         return path
     path = BIN / client
     if not path.exists():

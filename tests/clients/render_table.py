@@ -20,7 +20,7 @@ DOC = ROOT / "docs" / "clients.md"
 START = "<!-- compat-table:start (tests/clients/render_table.py) -->"
 END = "<!-- compat-table:end -->"
 COLUMNS = ("text", "stream", "tools", "MCP", "failover", "default model", "compaction")
-NAMES = {"claude": "Claude Code", "codex": "Codex CLI", "qwen": "Qwen Code", "cn": "Continue CLI", "llm": "llm"}
+NAMES = {"claude": "Claude Code", "codex": "Codex CLI", "qwen": "Qwen Code", "cn": "Continue CLI", "llm": "llm", "aider": "aider"}
 HEADER = "| client | version | door | " + " | ".join(COLUMNS) + " |"
 
 
