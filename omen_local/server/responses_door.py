@@ -78,7 +78,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         parsed = parse_responses_request(await read_json(request))
         note = note_of(request)  # the request log names what no upstream saw and what was translated
         note.ignored.extend([*parsed.ignored, *(f"tools:{kind}" for kind in dict.fromkeys(parsed.tools.omitted))])
-        note.translated.extend(parsed.tools.translated)
+        note.translated.extend([*parsed.tools.translated, *(["input.compaction_trigger"] if parsed.compaction else [])])
         history: list[dict[str, Any]] = []
         if parsed.previous_response_id is not None:
             stored = request.app[STORE].get(_owner(request), parsed.previous_response_id)

@@ -214,4 +214,6 @@ def test_compaction_with_the_openai_provider(tmp_path: Path, fakes: dict[str, Fa
     carried = [b for b in seen if "SUMMARY-OK" in b and "CONTEXT CHECKPOINT COMPACTION" not in b]
     ok = run.returncode == 0 and "context compacted" in run.stdout + run.stderr and "Done after compaction." in run.stdout
     ok = ok and len(summarised) >= 1 and len(carried) >= 1 and all("omen-summary-v1" not in b for b in carried)
+    logged = [r for r in omen.wait_log(1) if "input.compaction_trigger" in r.get("translated", "")]
+    ok = ok and len(logged) == len(summarised) and all(r.get("status") == "200" for r in logged)
     checked(run, "compaction (remote, compaction_trigger)", ok, f"{len(summarised)} summary request(s), {len(carried)} after")
