@@ -359,7 +359,8 @@ def check_model_map(config: Config) -> list[Finding]:
     if not config.model_map:
         return [Finding(INFO, "model names", "no [aliases] patterns: a model name no provider serves is a 404")]
     mapped = "; ".join(describe(config))
-    return [Finding(INFO, "model names", f"names no usable provider serves route by pattern, most specific first: {mapped}")]
+    return [Finding(INFO, "model names", f"names no usable provider serves route by pattern, most specific first: {mapped} "
+                    "(never to a model pricier than the asked one, where its price is known)")]
 
 
 async def run_doctor(config: Config, secrets: SecretStore, *, glyph_config: Path | None = None,

@@ -493,14 +493,18 @@ async def test_claude_code_turn_reaches_each_upstream_in_its_own_terms(stack: St
     assert got == 200, body
     sent = last_body(stack, provider)
     blob = json.dumps(sent)
-    assert "context_management" not in blob
     if provider == "anthropic":
+        # Passed on with the beta it needs (the fake refuses it without); the client's other
+        # betas are not forwarded (unknown ones ignored, not refused).
+        assert sent["context_management"] == CLAUDE_CODE_TURN["context_management"]
+        assert stack.anthropic.last.headers["anthropic-beta"] == "context-management-2025-06-27"
         assistant = next(m for m in sent["messages"] if m["role"] == "assistant")
         assert assistant["content"][0] == {"type": "thinking", "thinking": "", "signature": "sig-from-anthropic"}
         assert "<system-reminder>\\n# Environment" in blob  # folded in place, not hoisted
         assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
         return
     assert "cache_control" not in blob and "sig-from-anthropic" not in blob
+    assert "context_management" not in blob  # nothing to clear: thinking is not sent there
     roles = [m["role"] for m in sent["messages"]]
     assert "system" in roles[1:2]  # a system message at that point
     if provider == "openai":

@@ -229,3 +229,103 @@ async def test_allowed_tools_choice_keeps_only_the_listed_tools(stack: Stack) ->
     assert status == 200, raw
     sent = upstream_body(stack, "openai")
     assert tool_names("openai", sent) == ["mcp__glyph__rune__read_file"] and sent["tool_choice"] == "required"
+
+
+# ---------------------------------------------------------------- /v1/responses/compact (Codex's compaction)
+
+
+def compact_body(**over: Any) -> dict[str, Any]:
+    """The shape of codex-rs's CompactionInput (codex-api/src/common.rs): a long session's history
+    with a namespaced call and its output, the tools it had, no stream."""
+    body: dict[str, Any] = {
+        "model": "auto",
+        "instructions": "You are Codex.",
+        "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context>cwd=/w</environment_context>"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "read note.txt and fix it"}]},
+            {"type": "function_call", "call_id": "call_1", "namespace": "mcp__glyph", "name": "rune__read_file", "arguments": '{"path": "note.txt"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "hello wrld"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Fixed the typo."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "now add a test"}]},
+        ],
+        "tools": [EXEC, GLYPH, {"type": "web_search", "external_web_access": False}],
+        "parallel_tool_calls": True,
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "service_tier": "flex",
+        "prompt_cache_key": "s-1",
+        "text": {"verbosity": "low"},
+    }
+    body.update(over)
+    return body
+
+
+@pytest.mark.parametrize("provider", list(MODELS))
+async def test_compact_summarises_through_each_upstream(stack: Stack, provider: str) -> None:
+    queue_text(stack, provider, "Goal: fix note.txt. Done: typo fixed. Next: add a test.")
+    status, headers, raw = await du.post(stack, "/v1/responses/compact", compact_body(model=MODELS[provider]))
+    assert status == 200, raw
+    body = json.loads(raw)
+    assert headers["x-omen-provider"] == provider and body["object"] == "response.compaction"
+    texts = [(i["type"], i["role"], i["content"][0]["text"]) for i in body["output"]]
+    # The user's own words, in order (not Codex's context message), then the summary: what Codex keeps locally.
+    assert [t[2] for t in texts[:2]] == ["read note.txt and fix it", "now add a test"]
+    assert all(t[:2] == ("message", "user") for t in texts)
+    assert texts[-1][2].endswith("Goal: fix note.txt. Done: typo fixed. Next: add a test.") and len(texts) == 3
+    assert body["usage"]["input_tokens"] > 0 and body["usage"]["output_tokens"] > 0
+    sent = upstream_body(stack, provider)
+    blob = json.dumps(sent)
+    assert "CONTEXT CHECKPOINT COMPACTION" in blob and "hello wrld" in blob  # the whole history was summarised
+    assert sent.get("stream") in (None, False)
+    if provider == "openai":
+        assert sent["tool_choice"] == "none"  # tools declared (the history has calls), none to be called
+    if provider == "anthropic":
+        assert sent["tool_choice"] == {"type": "none"}
+    assert headers["x-omen-omitted-tools"] == "web_search"
+
+
+async def test_compact_errors_keep_the_openai_shape(stack: Stack) -> None:
+    status, _, raw = await du.post(stack, "/v1/responses/compact", {"model": "auto"})
+    assert status == 400 and json.loads(raw)["error"]["param"] == "input", raw
+    stack.openai.queue(Reply(text=""))
+    status, _, raw = await du.post(stack, "/v1/responses/compact", compact_body(model=MODELS["openai"]))
+    error = json.loads(raw)["error"]
+    assert status == 502 and error["code"] == "empty_summary" and "history was left as it was" in error["message"], raw
+    # The door keeps serving.
+    stack.openai.queue(Reply(text="summary"))
+    status, _, raw = await du.post(stack, "/v1/responses/compact", compact_body(model=MODELS["openai"], input="just this"))
+    assert status == 200 and next(i["content"][0]["text"] for i in json.loads(raw)["output"]) == "just this", raw
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_compaction_trigger_answers_a_compaction_item_that_comes_back_as_text(stack: Stack, stream: bool) -> None:
+    """Codex 0.171's remote compaction: the input ends in ``compaction_trigger``; the answer is one
+    ``compaction`` item (streamed as output_item events), and sent back later it reaches the
+    upstream as the summary's text."""
+    queue_text(stack, "openai", "Goal: fix note.txt.")
+    trigger = compact_body(model=MODELS["openai"], stream=stream, store=False)
+    trigger["input"] = [*trigger["input"], {"type": "compaction_trigger"}]
+    status, _, raw = await du.post(stack, "/v1/responses", trigger)
+    assert status == 200, raw
+    if stream:
+        events = du.sse_events(raw)
+        done = [d for _, d in events if isinstance(d, dict) and d.get("type") == "response.output_item.done"]
+        assert [d["item"]["type"] for d in done] == ["compaction"]
+        assert not any(isinstance(d, dict) and d.get("type") == "response.output_text.delta" for _, d in events)
+        item = done[0]["item"]
+    else:
+        [item] = json.loads(raw)["output"]
+    assert item["type"] == "compaction" and "Goal: fix note.txt." in item["encrypted_content"]
+    sent = upstream_body(stack, "openai")
+    assert sent["tool_choice"] == "none" and "CONTEXT CHECKPOINT COMPACTION" in json.dumps(sent["messages"][-1])
+
+    queue_text(stack, "openai", "carrying on")
+    later = codex_body(model=MODELS["openai"], input=[item, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go on"}]}])
+    status, _, raw = await du.post(stack, "/v1/responses", later)
+    assert status == 200, raw
+    users = [m["content"] for m in upstream_body(stack, "openai")["messages"] if m["role"] == "user"]
+    assert any(isinstance(c, str) and c.endswith("Goal: fix note.txt.") and "omen-summary" not in c for c in users), users
+    # OpenAI's own encrypted checkpoint cannot be read by any upstream: left out, not a 400.
+    queue_text(stack, "openai", "ok")
+    foreign = codex_body(model=MODELS["openai"], input=[{"type": "compaction", "encrypted_content": "gAAAA-opaque"}, later["input"][1]])
+    status, _, raw = await du.post(stack, "/v1/responses", foreign)
+    assert status == 200 and "gAAAA" not in json.dumps(upstream_body(stack, "openai")), raw

@@ -655,6 +655,52 @@ async def test_complete_plain(fake: FakeAnthropic, session: aiohttp.ClientSessio
     assert "stream" not in got.body
 
 
+EDITS = {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
+
+
+async def test_context_management_goes_with_its_beta_header(
+    fake: FakeAnthropic, session: aiohttp.ClientSession
+) -> None:
+    """The field is passed as sent, with the beta Anthropic requires for it; a beta the user
+    configured keeps its place; a request without the field sends no extra beta."""
+    p = provider(fake, session, headers={"anthropic-beta": "prompt-caching-2024-07-31"})
+    await p.complete("claude-haiku-4-5", {**user("hi"), "context_management": EDITS})
+    assert fake.last.body["context_management"] == EDITS
+    assert fake.last.headers["anthropic-beta"] == "prompt-caching-2024-07-31,context-management-2025-06-27"
+    assert p.headers["anthropic-beta"] == "prompt-caching-2024-07-31"  # the provider's own headers unchanged
+
+    fake.enqueue(text_reply("streamed"))
+    chunks = await collect(provider(fake, session), {**user("hi"), "context_management": EDITS})
+    assert "".join(c.delta.get("content", "") for c in chunks) == "streamed"
+    assert fake.last.body["stream"] is True and fake.last.body["context_management"] == EDITS
+    assert fake.last.headers.getall("anthropic-beta") == ["context-management-2025-06-27"]
+
+    await provider(fake, session).complete("claude-haiku-4-5", user("hi"))
+    assert "anthropic-beta" not in fake.last.headers and "context_management" not in fake.last.body
+
+
+async def test_fake_refuses_context_management_without_the_beta(
+    fake: FakeAnthropic, session: aiohttp.ClientSession
+) -> None:
+    """What makes the test above able to fail: the field alone is refused, as Anthropic does."""
+    async with session.post(
+        fake.url + "/v1/messages",
+        json={"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "context_management": EDITS},
+        headers={"x-api-key": KEY, "anthropic-version": "2023-06-01", "anthropic-beta": "other-beta"},
+    ) as resp:
+        assert resp.status == 400
+        assert "context_management" in (await resp.json())["error"]["message"]
+
+
+def test_merged_headers_join_list_headers_once() -> None:
+    from omen_local.providers._http import merged_headers
+
+    fixed = {"Content-Type": "application/json", "Anthropic-Beta": "a,b", "x-one": "1"}
+    out = merged_headers(fixed, {"anthropic-beta": "b,c", "X-One": "2"})
+    assert out == {"Content-Type": "application/json", "Anthropic-Beta": "a,b,c", "X-One": "2"}
+    assert fixed["Anthropic-Beta"] == "a,b"
+
+
 async def test_base_url_with_v1_suffix_and_custom_version(
     fake: FakeAnthropic, session: aiohttp.ClientSession
 ) -> None:

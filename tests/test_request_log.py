@@ -30,14 +30,15 @@ def _lines_for(request_id: str) -> list[dict[str, str]]:
 async def test_one_line_per_request_without_bodies_or_keys(stack: Stack) -> None:
     stack.openai.queue(Reply(text="secret-answer-text"))
     body = {"model": "claude-sonnet-9-9", "messages": [{"role": "user", "content": "secret-prompt-text"}]}
-    got, headers, _ = await du.post(stack, "/v1/messages", {**body, "max_tokens": 20, "context_management": {"edits": []}},
+    got, headers, _ = await du.post(stack, "/v1/messages", {**body, "max_tokens": 20, "context_management": {"edits": []}, "service_tier": "auto"},
                                     headers={"User-Agent": 'evil "client" 2.0', "x-omen-providers": "openai"})  # fmt: skip
     assert got == 200
     (row,) = _lines_for(headers["x-omen-request-id"])
     assert row["door"] == "messages" and row["status"] == "200" and row["provider"] == "openai"
     assert row["asked"] == "claude-sonnet-9-9" and row["alias"] == "auto-code"  # mapped by the shipped patterns
     assert headers["x-omen-asked-model"] == "claude-sonnet-9-9"
-    assert row["ignored"] == "context_management" and int(row["latency_ms"]) >= 0
+    assert row["ignored"] == "service_tier" and int(row["latency_ms"]) >= 0
+    assert "context_management" in row["translated"]  # carried to Anthropic upstreams only
     assert row["client"] == 'evil "client" 2.0'
     text = (log_dir() / FILE_NAME).read_text(encoding="utf-8")
     for secret in ("secret-prompt-text", "secret-answer-text", stack.token):

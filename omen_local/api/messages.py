@@ -60,11 +60,11 @@ FIELDS = frozenset(
         "context_management",
     }
 )
-# Accepted and left out of what upstreams see (docs/api.md, "Messages door: fields"):
-# context_management's edits need Anthropic's per-request beta header, which OMEN does not
-# send; the edit Claude Code sends (clear_thinking, keep "all") asks for Anthropic's default.
-TRANSLATED = ("system", "thinking", "output_config", "tool_choice", "stop_sequences", "metadata", "top_k")
-IGNORED = ("context_management", "service_tier", "inference_geo", "speed", "cache_control")
+# Carried (docs/api.md, "Messages door: fields"): context_management goes to Anthropic
+# upstreams as sent, with the beta header it needs; other upstreams get no thinking to clear.
+# Ignored: Anthropic-side service settings no routed upstream needs.
+TRANSLATED = ("system", "thinking", "output_config", "tool_choice", "stop_sequences", "metadata", "top_k", "context_management")
+IGNORED = ("service_tier", "inference_geo", "speed", "cache_control")
 COUNT_FIELDS = FIELDS - {"max_tokens", "stop_sequences", "stream", "temperature", "top_p", "top_k", "metadata", "service_tier", "inference_geo", "speed"}
 UNSUPPORTED = {
     "container": "code execution containers",
@@ -422,6 +422,9 @@ def parse_messages_request(raw: Any) -> MessagesRequest:
     if not isinstance(stream, bool):
         raise invalid("stream: Input should be a valid boolean", "stream")
     chat["stream"] = stream
+    edits = raw.get("context_management")
+    if edits is not None:
+        chat["context_management"] = _obj(edits, "context_management")  # for Anthropic upstreams
     ignored = tuple(k for k in IGNORED if k in raw)
     translated = tuple(k for k in TRANSLATED if raw.get(k) is not None)
     return MessagesRequest(model=model, chat=chat, stream=stream, thinking=thinking, ignored=ignored, translated=translated)

@@ -22,6 +22,7 @@ input are dropped (no upstream OMEN routes to can read them).
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,21 @@ UNSUPPORTED = {
 # Fields that tune OpenAI's own service: accepted, not sent to any upstream (see docs/api.md).
 IGNORED = ("client_metadata", "prompt_cache_key", "prompt_cache_retention", "service_tier", "max_tool_calls")
 SUMMARIES = ("auto", "concise", "detailed")
+# Codex's compaction (0.171: a ``compaction_trigger`` input item on /v1/responses; older: the
+# /v1/responses/compact endpoint, responses_compact.py): OMEN has the routed model write a
+# handoff summary, carried in a ``compaction`` item whose opaque content is the summary
+# behind this mark; when that item comes back in a later input it is a user message again.
+SUMMARY_PROMPT = (
+    "You are performing a CONTEXT CHECKPOINT COMPACTION. Write a handoff summary of the conversation "
+    "above for another model that will continue the task: the user's goals and constraints, what has "
+    "been done (files, commands, decisions, results), what remains and the next steps. Be concise and "
+    "specific; do not call tools; answer with the summary only."
+)
+SUMMARY_PREFIX = (
+    "Another language model started to solve this problem and produced a summary of its work. "
+    "Use it to continue the task without redoing what was done:"
+)
+COMPACTION_MARK = "omen-summary-v1:"
 VERBOSITY = ("low", "medium", "high")
 # Output items of tools that run on OpenAI's servers: history OMEN's upstreams cannot read.
 HOSTED_ITEMS = frozenset(
@@ -108,6 +124,7 @@ class ResponsesRequest:
     echo: dict[str, Any] = field(default_factory=dict)  # request settings the response object repeats
     tools: ToolSet = field(default_factory=ToolSet)  # how calls map back to the client's tool names
     ignored: list[str] = field(default_factory=list)  # accepted fields no upstream sees, for the log
+    compaction: bool = False  # the input ends in a compaction_trigger: the answer is a compaction item
 
     def chat_body(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         """The chat body for this turn after ``history`` (an earlier response's conversation)."""
@@ -226,6 +243,13 @@ def items_to_messages(items: Any, where: str = "input", tools: ToolSet | None = 
             if not isinstance(call_id, str) or not call_id:
                 raise missing(f"{iw}.call_id") if call_id is None else bad_type(f"{iw}.call_id", "a non-empty string", call_id)
             out.append({"role": "tool", "tool_call_id": call_id, "content": _tool_output(item.get("output"), f"{iw}.output")})
+        elif kind == "compaction_trigger":  # summarise the conversation so far (the answer is a compaction item)
+            out.append({"role": "user", "content": SUMMARY_PROMPT})
+        elif kind in ("compaction", "compaction_summary"):
+            content = item.get("encrypted_content")
+            if isinstance(content, str) and content.startswith(COMPACTION_MARK):
+                out.append({"role": "user", "content": f"{SUMMARY_PREFIX}\n{content[len(COMPACTION_MARK):]}"})
+            # else OpenAI's own encrypted checkpoint: no upstream of OMEN's can read it
         elif kind in ("reasoning", "additional_tools") or kind in HOSTED_ITEMS:
             continue  # chat histories carry no reasoning; tools declared in the input are in ``tools``
         else:
@@ -426,6 +450,9 @@ def parse_responses_request(raw: Any) -> ResponsesRequest:
         "truncation": raw.get("truncation") or "disabled",
         "user": raw.get("user"),
     }
+    compaction = _triggered(raw["input"])
+    if compaction and "tools" in fields:
+        fields["tool_choice"] = "none"  # a summary; tools stay declared for the calls in the history
     return ResponsesRequest(
         model=model,
         messages=messages,
@@ -437,7 +464,17 @@ def parse_responses_request(raw: Any) -> ResponsesRequest:
         echo=echo,
         tools=tools,
         ignored=ignored,
+        compaction=compaction,
     )
+
+
+def _triggered(items: Any) -> bool:
+    return isinstance(items, list) and bool(items) and isinstance(items[-1], dict) and items[-1].get("type") == "compaction_trigger"
+
+
+def compaction_item(summary: str) -> dict[str, Any]:
+    """The output item a compaction answer is: the summary, opaque to the client, readable by OMEN."""
+    return {"type": "compaction", "id": f"cmp_{uuid.uuid4().hex[:24]}", "encrypted_content": COMPACTION_MARK + summary}
 
 
 def previous_not_found(response_id: str) -> OmenError:

@@ -270,8 +270,35 @@ def _unanswered(exc: BaseException) -> bool:
     return False
 
 
-async def _post(provider: Provider, url: str, data: bytes) -> aiohttp.ClientResponse:
-    """One POST, sent again once if it went out on a reused connection that turned out closed."""
+LIST_HEADERS = frozenset({"anthropic-beta"})
+"""Headers whose value is a comma-separated list: a request's values join the provider's."""
+
+
+def merged_headers(fixed: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``fixed`` with ``extra`` on top; a list header (``anthropic-beta``) a user configured
+    keeps its values and gains the request's, each once, instead of being replaced."""
+    out = dict(fixed)
+    lower = {k.lower(): k for k in out}
+    for name, value in extra.items():
+        key = lower.get(name.lower())
+        if key is not None and name.lower() in LIST_HEADERS:
+            values = [v.strip() for v in f"{out[key]},{value}".split(",") if v.strip()]
+            out[key] = ",".join(dict.fromkeys(values))
+        else:
+            if key is not None:
+                del out[key]
+            out[name] = value
+    return out
+
+
+async def _post(
+    provider: Provider, url: str, data: bytes, headers: Mapping[str, str] | None = None
+) -> aiohttp.ClientResponse:
+    """One POST, sent again once if it went out on a reused connection that turned out closed.
+
+    ``headers``: this request's own headers (an Anthropic beta a body field needs), on top of
+    the provider's fixed ones (:func:`merged_headers`)."""
+    sent = merged_headers(provider.headers, headers) if headers else provider.headers
     for _ in range(2):
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
@@ -279,7 +306,7 @@ async def _post(provider: Provider, url: str, data: bytes) -> aiohttp.ClientResp
             return await provider.session.post(
                 _url(url),
                 data=data,
-                headers=provider.headers,
+                headers=sent,
                 timeout=provider._client_timeout,
                 proxy=provider.proxy,
                 ssl=provider.ssl,
@@ -347,17 +374,20 @@ class Exchange:
     manager costs an async generator, its loop hooks and contextlib's frames per stream.)
     """
 
-    __slots__ = ("_body", "_provider", "_resp", "_url")
+    __slots__ = ("_body", "_headers", "_provider", "_resp", "_url")
 
-    def __init__(self, provider: Provider, url: str, body: dict[str, Any]) -> None:
+    def __init__(
+        self, provider: Provider, url: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
         self._provider = provider
         self._url = url
         self._body = body
+        self._headers = headers
         self._resp: aiohttp.ClientResponse | None = None
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         provider = self._provider
-        resp = await _post(provider, self._url, encode(provider, self._body))
+        resp = await _post(provider, self._url, encode(provider, self._body), self._headers)
         if resp.status >= 300:
             try:
                 raise await _error(provider, resp)

@@ -23,6 +23,8 @@ Choices where the two APIs do not line up:
   temperature/top_p, which thinking forbids), except when a tool is forced or in the
   middle of a tool loop: OpenAI histories carry no thinking signatures, and Anthropic
   rejects a thinking-enabled tool loop whose last assistant turn lacks them.
+* ``context_management`` (carried by the ``/v1/messages`` door) is passed on as sent, with
+  the ``anthropic-beta`` value Anthropic requires for it (a per-request header).
 * ``n > 1`` and content parts Anthropic cannot take raise ``Unsupported``, so the
   router can try another provider.
 """
@@ -50,9 +52,11 @@ from .base import Batch, Chunk, Completion, Provider, TokenCount, Usage, unbatch
 from .errors import ProtocolError, StreamBroken, Unsupported
 
 __all__ = [
+    "CONTEXT_MANAGEMENT_BETA",
     "DEFAULT_MAX_TOKENS",
     "AnthropicProvider",
     "StreamTranslator",
+    "beta_headers",
     "finish_reason",
     "from_anthropic_message",
     "to_anthropic",
@@ -313,7 +317,22 @@ def _to_anthropic(provider: str, model: str, body: dict[str, Any], stream: bool)
     user = body.get("user")
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
+    edits = body.get("context_management")  # the /v1/messages door's, as the client sent it
+    if isinstance(edits, dict):
+        out["context_management"] = edits
     return out
+
+
+CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
+"""The beta Anthropic requires before it takes a ``context_management`` field."""
+
+
+def beta_headers(request: dict[str, Any]) -> dict[str, str] | None:
+    """The per-request headers a Messages body needs: the beta its ``context_management``
+    asks for (without it Anthropic refuses the field). None when it needs none."""
+    if "context_management" in request:
+        return {"anthropic-beta": CONTEXT_MANAGEMENT_BETA}
+    return None
 
 
 # ---------------------------------------------------------------- response
@@ -516,7 +535,7 @@ class AnthropicProvider(Provider):
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         request = self.translated(to_anthropic, self.name, model, body, False)
-        data = await self._exchange_json("/messages", request)
+        data = await self._exchange_json("/messages", request, headers=beta_headers(request))
         if (
             not isinstance(data, dict)
             or data.get("type") != "message"
@@ -551,7 +570,7 @@ class AnthropicProvider(Provider):
         request = self.translated(to_anthropic, self.name, model, body, True)
         translator = StreamTranslator(self.name, self.redact)
         loads = jsonutil.loads
-        async with self._exchange("/messages", request) as resp:
+        async with self._exchange("/messages", request, headers=beta_headers(request)) as resp:
             decoder = _sse.Decoder()
             while True:
                 block = await _http.read_block(self, resp)

@@ -292,15 +292,26 @@ class Provider(ABC):
         """The URL of ``path`` (``/chat/completions``, ``/api/chat``...) on this upstream."""
         return f"{self.config.base_url}{path}"
 
-    def _exchange(self, path: str, body: dict[str, Any]) -> _http.Exchange:
+    def _exchange(
+        self, path: str, body: dict[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> _http.Exchange:
         """POST ``body`` to ``path``: ``async with`` gives the 2xx response (a stream is read
         from it); redirects and error statuses raise :meth:`classify`'s error. Every request
-        path of every adapter goes through here, so a rule about answers lives in one place."""
-        return _http.Exchange(self, self.endpoint(path), body)
+        path of every adapter goes through here, so a rule about answers lives in one place.
+        ``headers``: what this one request needs beyond :attr:`headers` (a beta flag a body
+        field requires); list headers such as ``anthropic-beta`` gain values, never lose them."""
+        return _http.Exchange(self, self.endpoint(path), body, headers)
 
-    async def _exchange_json(self, path: str, body: dict[str, Any], *, limit: int = _http.MAX_ANSWER) -> Any:
+    async def _exchange_json(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        limit: int = _http.MAX_ANSWER,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         """:meth:`_exchange` for a whole answer: its JSON, at most ``limit`` bytes of it."""
-        async with self._exchange(path, body) as resp:
+        async with self._exchange(path, body, headers=headers) as resp:
             return await _http.read_json(self, resp, limit)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import estimate
+from ..api.model_map import asked_price, within
 from ..api.request import ChatRequest, Operation
 from ..caller import Caller
 from ..config import Config, Price, StrategyName
@@ -62,6 +63,7 @@ class Plan:
     # Candidates left out because their context window cannot hold the request, each with
     # its sizes ("llama/SmolLM2 (window 2,048 < prompt ~3,100)"): the answer names them.
     skipped: tuple[str, ...] = ()
+    price_cap: Price | None = None  # a mapped model name's own price: no candidate above it
 
     def body_for(self, body: dict[str, Any], price: Price) -> dict[str, Any]:
         """The body sent at ``price``: the request's, with the output capped to what the budget buys.
@@ -95,6 +97,9 @@ class Planner:
         d = self.config.defaults
         strategy = self._strategy(req)
         intent, guessed, targets, skipped = self._candidates(req)
+        cap = asked_price(self.config.pricing, req.asked) if req.asked is not None else None
+        if cap is not None:
+            targets = self._not_pricier(req, cap, targets, skipped)
         targets = self._available(req, intent, targets, skipped)
         targets = self._within_deadline(req, targets)
         targets, sticky = self._stick(req, caller, targets)
@@ -118,6 +123,7 @@ class Planner:
             merge,
             caps_output=req.op is not Operation.EMBED,
             skipped=too_small,
+            price_cap=cap,
         )
 
     def _strategy(self, req: ChatRequest) -> StrategyName:
@@ -175,6 +181,31 @@ class Planner:
             skipped = [s for s in skipped if s.split("/", 1)[0] in allowed]
             targets = [t for t in targets if t.provider in allowed]
         return intent, guessed, targets, skipped
+
+    def _not_pricier(self, req: ChatRequest, cap: Price, targets: list[Target], skipped: list[str]) -> list[Target]:
+        """A model name mapped by an [aliases] pattern buys no model pricier than the one asked
+        for (api/model_map.py); a 400 naming each candidate's price when every one is."""
+        kept = []
+        for t in targets:
+            price = self.price_for(t.provider, t.model)
+            if within(price, cap):
+                kept.append(t)
+            else:
+                skipped.append(f"{t}: pricier than {req.asked} ({price.input:g}/{price.output:g} USD per 1M tokens)")
+        if kept or not targets:
+            return kept
+        listed = "; ".join(
+            f"{t} costs {p.input:g}/{p.output:g}" for t in targets for p in (self.price_for(t.provider, t.model),)
+        )
+        raise OmenError(
+            400,
+            f"model '{req.asked}' is not served here and maps to '{req.alias or req.model}', whose candidates all cost "
+            f"more than {req.asked} ({cap.input:g}/{cap.output:g} USD per 1M input/output tokens): {listed}. "
+            "OMEN never picks a pricier model than asked: map this name to a cheaper alias in [aliases], "
+            "configure a provider that serves it, or ask for that model by name",
+            code="mapped_model_pricier",
+            param="model",
+        )
 
     def _allowlist(self, req: ChatRequest) -> tuple[str, ...] | None:
         hints = req.hints

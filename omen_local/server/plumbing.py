@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .. import jsonutil
 from ..api.hints import NO_HINTS, alias_hints, combine, header_hints
-from ..api.model_map import mapped_name
+from ..api.model_map import cap_header, mapped_name
 from ..api.request import ChatRequest, parse_chat_request
 from ..caller import Caller
 from ..config import Config
@@ -221,6 +221,7 @@ def omen_headers_of(request_id: str, target: Target, plan: Plan, alias: str | No
         headers["x-omen-alias"] = alias
     if asked is not None:
         headers["x-omen-asked-model"] = asked
+        headers["x-omen-price-cap"] = cap_header(plan.price_cap)
     if plan.skipped:  # candidates whose window could not hold the prompt (issue 24)
         headers["x-omen-skipped"] = header_text("; ".join(plan.skipped))
     return headers

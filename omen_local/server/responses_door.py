@@ -18,10 +18,12 @@ from aiohttp import web
 from .. import jsonutil
 from ..api.responses import (
     ResponsesRequest,
+    compaction_item,
     items_to_messages,
     parse_responses_request,
     previous_not_found,
 )
+from ..api.responses_compact import compacted_output, parse_compact_request
 from ..errors import OmenError
 from ..observe import Outcome
 from ..routing.router import Routed, Router
@@ -30,10 +32,13 @@ from .door_kit import (
     Turn,
     answer,
     chat_request,
+    omen_headers,
     read_json,
+    router_of,
 )
-from .plumbing import IDENTITY, TOKENS, note_of
+from .plumbing import IDENTITY, TOKENS, error_response, note_of, request_id_of
 from .responses_encode import (
+    CompactionEncoder,
     ResponsesEncoder,
     output_from_completion,
     response_object,
@@ -73,7 +78,7 @@ async def _response_turn(request: web.Request, router: Router, request_id: str) 
     parsed = parse_responses_request(await read_json(request))
     note = note_of(request)  # the request log names what no upstream saw and what was translated
     note.ignored.extend([*parsed.ignored, *(f"tools:{kind}" for kind in dict.fromkeys(parsed.tools.omitted))])
-    note.translated.extend(parsed.tools.translated)
+    note.translated.extend([*parsed.tools.translated, *(["input.compaction_trigger"] if parsed.compaction else [])])
     history: list[dict[str, Any]] = []
     if parsed.previous_response_id is not None:
         stored = request.app[STORE].get(_owner(request), parsed.previous_response_id)
@@ -87,6 +92,9 @@ async def _response_turn(request: web.Request, router: Router, request_id: str) 
 
     def whole(routed: Routed) -> dict[str, Any]:
         output, finish = output_from_completion(routed.completion, parsed.tools)
+        if parsed.compaction:  # the summary, as the checkpoint item Codex keeps
+            summary = "".join(i["content"][0]["text"] for i in output if i["type"] == "message")
+            output, finish = [compaction_item(summary)], "stop"
         status, incomplete = status_for(finish)
         model = routed.completion.body.get("model") or routed.target.model
         body = response_object(
@@ -97,7 +105,8 @@ async def _response_turn(request: web.Request, router: Router, request_id: str) 
         return body
 
     def encoder(session: StreamSession) -> ResponsesEncoder:
-        streams.append(ResponsesEncoder(response_id, created, session.target.model, echo, parsed.tools))
+        kind = CompactionEncoder if parsed.compaction else ResponsesEncoder
+        streams.append(kind(response_id, created, session.target.model, echo, parsed.tools))
         return streams[-1]
 
     def streamed(outcome: Outcome) -> None:
@@ -110,6 +119,49 @@ async def _response_turn(request: web.Request, router: Router, request_id: str) 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     return await answer(request, _response_turn)
+
+
+async def compact_response(request: web.Request) -> web.Response:
+    """``POST /v1/responses/compact`` (Codex's compaction): the history summarised by a routed
+    request, answered as ``{"output": [items]}`` (api/responses_compact.py)."""
+    router = router_of(request)
+    request_id = request_id_of(request)
+    try:
+        raw = await read_json(request)
+        parsed = parse_compact_request(raw)
+        note = note_of(request)
+        note.ignored.extend([*parsed.ignored, *(f"tools:{kind}" for kind in dict.fromkeys(parsed.tools.omitted))])
+        note.translated.extend(["compact", *parsed.tools.translated])
+        req, caller, _ = chat_request(request, router, parsed.chat_body([]))
+        routed = await router.complete(req, caller)
+        message = (routed.completion.body.get("choices") or [{}])[0].get("message") or {}
+        content = message.get("content")
+        summary = content if isinstance(content, str) else ""
+        if not summary.strip():
+            raise OmenError(
+                502,
+                f"{routed.target} answered the compaction request without a summary; the history was left as it was",
+                code="empty_summary",
+            )
+        usage = routed.completion.usage
+        body = {
+            "id": "resp_" + request_id[4:],
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "model": routed.completion.body.get("model") or routed.target.model,
+            "output": compacted_output(raw["input"], summary),
+            "usage": {
+                "input_tokens": usage.prompt_tokens,
+                "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+                "output_tokens": usage.completion_tokens,
+                "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+        }
+        headers = {**omen_headers(request_id, routed, req), **_notes(parsed)}
+        return web.Response(body=jsonutil.dumps(body), content_type="application/json", headers=headers)
+    except OmenError as err:
+        return error_response(err, request_id)
 
 
 def _not_found(response_id: str) -> OmenError:
@@ -135,5 +187,6 @@ async def delete_response(request: web.Request) -> web.Response:
 def add_responses_routes(app: web.Application, store: ResponseStore | None = None) -> None:
     app[STORE] = store or ResponseStore()
     app.router.add_post("/v1/responses", create_response)
+    app.router.add_post("/v1/responses/compact", compact_response)
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)

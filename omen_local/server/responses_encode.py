@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import jsonutil
+from ..api.responses import compaction_item
 from ..api.responses_tools import ToolName, ToolSet
 from ..errors import OmenError
 from ..providers.base import Chunk, Completion, Usage
@@ -261,3 +262,29 @@ class ResponsesEncoder:
         self.failed = True
         failed = self._response("failed", error={"code": "server_error", "message": err.message})
         return self._event("error", code=err.code, message=err.message, param=None) + self._event("response.failed", response=failed)
+
+
+class CompactionEncoder(ResponsesEncoder):
+    """A compaction answer (the input ended in ``compaction_trigger``): the summary's text is
+    gathered, not streamed, and goes out as one ``compaction`` item when it is whole (what
+    Codex keeps as its checkpoint); tool calls have no place in it and are dropped."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._summary: list[str] = []
+
+    def chunk(self, chunk: Chunk) -> bytes:
+        text = chunk.delta.get("content")
+        if isinstance(text, str) and text:
+            self._summary.append(text)
+        if chunk.finish_reason is not None:
+            self._finish = chunk.finish_reason
+        return b""
+
+    def finish(self, usage: Usage) -> bytes:
+        item = compaction_item("".join(self._summary))
+        self.items.append(item)
+        out = self._event("response.output_item.added", output_index=0, item=item)
+        out += self._event("response.output_item.done", output_index=0, item=item)
+        self.final = self._response("completed", usage)
+        return out + self._event("response.completed", response=self.final)

@@ -240,7 +240,9 @@ def tool_choice_from_anthropic(choice: dict[str, Any]) -> tuple[Any, bool]:
 # on a message, its thinking blocks (signatures included); on a content part, cache_control.
 MESSAGE_EXTENSIONS = ("thinking_blocks",)
 PART_EXTENSIONS = ("cache_control",)
-BODY_EXTENSIONS: tuple[str, ...] = ()  # top_k stays: local OpenAI-compatible servers take it
+# On the body, the client's context_management (Anthropic's server-side edits; nothing to
+# clear elsewhere, since thinking is not sent to other upstreams).
+BODY_EXTENSIONS: tuple[str, ...] = ("context_management",)  # top_k stays: local OpenAI-compatible servers take it
 
 
 def _clean_part(part: Any) -> Any:

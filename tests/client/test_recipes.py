@@ -1,7 +1,7 @@
 """The recipes in docs/clients.md, extracted from the page and run against a real OMEN: the
 openai SDK and LangChain code as written (only the URL and the token substituted), the `llm`
 CLI with the page's extra-openai-models.yaml, and aider's two files sent the way litellm
-sends them (aider itself is not installed: see the page)."""
+sends them (the real aider runs in tests/clients/test_aider.py)."""
 
 from __future__ import annotations
 

@@ -237,9 +237,22 @@ class CliRun:
         return f"{self.client} {self.version}: exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
 
 
+AIDER_VENV = HERE / ".venv-aider"  # aider-chat pins its own versions of many packages: a venv of its own
+PYTHON_CLIS = {
+    "llm": (Path(sys.executable).with_name("llm"), "install the test extra (pip install -e '.[test]')"),
+    "aider": (AIDER_VENV / "bin" / "aider", f"python3 -m venv {AIDER_VENV} && {AIDER_VENV}/bin/pip install 'aider-chat==0.86.2' (.ci/run does)"),
+}  # CLIs from PyPI, pinned
+
+
 def cli_path(client: str) -> Path:
-    """The pinned CLI, installed from the lockfile the first time a test needs it (node and npm
-    are what the machine must have: missing, they skip here and fail in CI, tests/needs.py)."""
+    """The pinned CLI. The npm ones install from the lockfile the first time a test needs it;
+    a missing runtime (node, npm) or Python CLI (aider's own venv) skips here and fails in CI
+    (tests/needs.py)."""
+    if client in PYTHON_CLIS:
+        path, install = PYTHON_CLIS[client]
+        if not path.exists():
+            missing(str(path), install)
+        return path
     path = BIN / client
     if not path.exists():
         _install_clis()
@@ -266,7 +279,7 @@ def cli_version(client: str) -> str:
     with tempfile.TemporaryDirectory(prefix="omen-cli-version-") as home:  # some CLIs write into HOME even for --version
         out = subprocess.run([str(cli_path(client)), "--version"], capture_output=True, text=True, timeout=60,
                              env=clean_env(Path(home)), cwd=home)  # fmt: skip
-    found = re.search(r"\d+\.\d+\.\d+", out.stdout + out.stderr)
+    found = re.search(r"\d+\.\d+(?:\.\d+)?", out.stdout + out.stderr)
     assert found, f"{client} --version said {out.stdout!r} {out.stderr!r}"
     return found.group(0)
 

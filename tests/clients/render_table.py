@@ -19,8 +19,8 @@ from .harness import RESULTS, ROOT
 DOC = ROOT / "docs" / "clients.md"
 START = "<!-- compat-table:start (tests/clients/render_table.py) -->"
 END = "<!-- compat-table:end -->"
-COLUMNS = ("text", "stream", "tools", "MCP", "failover", "default model")
-NAMES = {"claude": "Claude Code", "codex": "Codex CLI", "qwen": "Qwen Code", "cn": "Continue CLI"}
+COLUMNS = ("text", "stream", "tools", "MCP", "failover", "default model", "compaction")
+NAMES = {"claude": "Claude Code", "codex": "Codex CLI", "qwen": "Qwen Code", "cn": "Continue CLI", "llm": "llm", "aider": "aider"}
 HEADER = "| client | version | door | " + " | ".join(COLUMNS) + " |"
 
 
@@ -35,6 +35,7 @@ def column_of(feature: str) -> tuple[str, ...]:
         "MCP": ("MCP",),
         "failover": ("failover",),
         "default model": ("default model",),
+        "compaction": ("compaction",),
     }.get(name, ())
 
 

@@ -82,12 +82,18 @@ def test_text_answer_streamed_with_its_default_model(
         assert main, lines
         row = main[0]
         assert row["client"].startswith(f"claude-cli/{run.version}"), row
-        assert "context_management" in row.get("ignored", ""), row  # accepted, named, not forwarded
+        assert "context_management" in row.get("translated", ""), row  # accepted, named, carried to Anthropic only
     with recorded("default model", f"{row['asked']} -> {row.get('alias')}"):
         # Claude Code's own default model, routed by the shipped [aliases] patterns.
         assert row["asked"].startswith("claude-") and row.get("alias") == "auto-code", row
-    if kind == "anthropic":  # strict in what it sends: no field Anthropic would refuse without its beta header
-        assert all("context_management" not in b for b in sent)
+    if kind == "anthropic":  # Claude Code's context_management arrives, with the beta Anthropic requires for it
+        seen = fakes[kind].seen()
+        carried = [s for s in seen if isinstance(s["body"], dict) and "context_management" in s["body"]]
+        assert carried, [sorted(s["body"]) for s in seen]
+        for s in carried:
+            betas = {b.strip() for b in s["headers"].get("anthropic-beta", "").split(",")}
+            assert "context-management-2025-06-27" in betas, s["headers"]
+            assert s["body"]["context_management"].get("edits"), s["body"]["context_management"]
     else:  # an OpenAI-compatible server or Ollama never sees Anthropic-only fields
         blob = json.dumps(sent)
         for anthropic_only in ("cache_control", "context_management", "thinking_blocks", "anthropic-beta"):

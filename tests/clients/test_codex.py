@@ -178,3 +178,42 @@ def test_default_model_code_mode_custom_tool_round_trip(tmp_path: Path, fakes: d
     ok = run.returncode == 0 and "The script printed its answer." in run.stdout and len(seen) >= 2
     ok = ok and "functions__exec" in last and "Output:\\n42" in last
     checked(run, "default model (code mode: custom exec tool round trip)", ok, "" if ok else last[-600:])
+
+
+def test_compaction_with_the_openai_provider(tmp_path: Path, fakes: dict[str, Fake], omen: Omen) -> None:
+    """Codex's built-in OpenAI provider pointed at OMEN (``openai_base_url``) compacts remotely
+    once a turn passes ``model_auto_compact_token_limit``: 0.171 sends a ``compaction_trigger``
+    input item on /v1/responses. OMEN routes the summary request, answers with a ``compaction``
+    item, and when Codex sends that item back the upstream reads the summary as text."""
+    home = tmp_path / "codex-home"
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text(
+        f'model = "{MODELS["openai"]}"\nopenai_base_url = "{omen.url}/v1"\nmodel_auto_compact_token_limit = 5\n'
+        "check_for_update_on_startup = false\n"
+        "[analytics]\nenabled = false\n[feedback]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    fakes["openai"].rules(
+        {"match": {"contains": "CONTEXT CHECKPOINT COMPACTION"}, "reply": {"text": "SUMMARY-OK: the command ran."}, "times": None},
+        {"match": {"contains": "SUMMARY-OK"}, "reply": {"text": "Done after compaction."}, "times": None},
+        {"match": {"tool_result": False}, "reply": {"tool": {"name": "exec_command", "input": {"cmd": "echo compact-me"}}}, "times": None},
+        {"match": {"tool_result": True}, "reply": {"text": "Done without compaction."}, "times": None},
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    run = run_cli(
+        CLIENT,
+        ["exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", "--color", "never", "Run the command."],
+        home=tmp_path / "home",
+        env={"CODEX_HOME": str(home), "OPENAI_API_KEY": omen.token, "CODEX_API_KEY": omen.token},
+        cwd=work,
+        timeout=90,
+    )
+    seen = [json.dumps(s["body"]) for s in fakes["openai"].seen()]
+    summarised = [b for b in seen if "CONTEXT CHECKPOINT COMPACTION" in b]
+    carried = [b for b in seen if "SUMMARY-OK" in b and "CONTEXT CHECKPOINT COMPACTION" not in b]
+    ok = run.returncode == 0 and "context compacted" in run.stdout + run.stderr and "Done after compaction." in run.stdout
+    ok = ok and len(summarised) >= 1 and len(carried) >= 1 and all("omen-summary-v1" not in b for b in carried)
+    logged = [r for r in omen.wait_log(1) if "input.compaction_trigger" in r.get("translated", "")]
+    ok = ok and len(logged) == len(summarised) and all(r.get("status") == "200" for r in logged)
+    checked(run, "compaction (remote, compaction_trigger)", ok, f"{len(summarised)} summary request(s), {len(carried)} after")

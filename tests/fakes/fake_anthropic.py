@@ -285,6 +285,17 @@ def fake_token_count(body: dict[str, Any]) -> int:
     return words
 
 
+BETA_FIELDS = {"context_management": "context-management-2025-06-27"}
+"""Body fields the API takes only with a beta named in ``anthropic-beta`` (a comma-separated list)."""
+
+
+def _check_betas(body: dict[str, Any], header: str) -> None:
+    betas = {b.strip() for b in header.split(",")}
+    for name, beta in BETA_FIELDS.items():
+        if name in body and beta not in betas:
+            raise _BadRequest(400, f"{name}: Extra inputs are not permitted")
+
+
 class FakeAnthropic:
     """The fake server; use as ``async with FakeAnthropic() as fake``."""
 
@@ -474,6 +485,7 @@ class FakeAnthropic:
             return self._error(400, message="anthropic-version: header is required")
         try:
             _check_body(body)
+            _check_betas(body, request.headers.get("anthropic-beta", ""))
         except _BadRequest as exc:
             return self._error(exc.status, message=exc.message)
 
