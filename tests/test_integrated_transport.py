@@ -123,6 +123,22 @@ async def test_auto_code_with_tools_fails_over_past_ollama_models_without_tool_s
     assert plain.choices[0].message.content == "local"
 
 
+async def test_a_model_without_tool_support_rests_for_tool_requests_only(code_stack: Stack) -> None:
+    """Issue 19.3: once Ollama said a model cannot take tools, the next tool request goes to
+    a model that can at once (no second refusal); requests without tools still go to it."""
+    stack = code_stack
+    stack.ollama.no_tools = set(stack.ollama.models)
+    stack.anthropic.enqueue(text_reply("first"), text_reply("second"))
+    for expected in ("first", "second"):
+        done = await stack.client.chat.completions.create(model="auto-code", messages=MSG, tools=TOOLS)  # type: ignore[arg-type]
+        assert done.choices[0].message.content == expected
+    refused = [s for s in stack.ollama.seen if s.path == "/api/chat"]
+    assert len(refused) == len(stack.ollama.models)  # each asked once, by the first request only
+    stack.ollama.queue(Reply(text="local"))
+    plain = await stack.client.chat.completions.create(model="auto-code", messages=MSG)
+    assert plain.choices[0].message.content == "local"
+
+
 async def test_the_messages_door_with_tools_fails_over_past_ollama_models_without_tool_support(code_stack: Stack) -> None:
     """Claude Code's path: /v1/messages, streamed, with tools, model auto-code."""
     stack = code_stack

@@ -118,12 +118,20 @@ class StreamBroken(UpstreamError):
 
 
 class Unsupported(UpstreamError):
+    """This provider (or model) cannot take this request; another may. ``capability`` names
+    what the model lacks when the upstream said so ("tools"): health then rests the model
+    for requests that need it, and only for those (routing/health.py)."""
+
     kind = ErrorKind.UNSUPPORTED
     blame = Blame.NOBODY
     billed = False
 
-    def __init__(self, provider: str, message: str, *, status: int | None = 400, retry_after: float | None = None) -> None:
+    def __init__(
+        self, provider: str, message: str, *, status: int | None = 400, retry_after: float | None = None,
+        capability: str | None = None,
+    ) -> None:
         super().__init__(provider, message, status=status, retry_after=retry_after)
+        self.capability = capability
 
 
 class LimitReached(UpstreamError):

@@ -12,6 +12,7 @@ so routing tries another candidate without holding it against the model's health
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -220,6 +221,9 @@ class _TextPieces:
 MAX_SHOWN_PER_PROBE = 16  # /api/show calls per health probe (the rest on the next ones)
 
 
+_LACKS = re.compile(r"does not support (\w+)", re.IGNORECASE)  # "llama3:8b does not support tools"
+
+
 class OllamaProvider(Provider):
     kind = "ollama"
 
@@ -249,7 +253,8 @@ class OllamaProvider(Provider):
         routing moves on and the model's health is untouched."""
         err = super().classify(status, headers, body)
         if status == 400 and "does not support" in err.message:
-            return Unsupported(self.name, err.message)
+            lacks = _LACKS.search(err.message)
+            return Unsupported(self.name, err.message, capability=lacks.group(1).lower() if lacks else None)
         return err
 
     async def discover(self) -> list[str]:

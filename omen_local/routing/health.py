@@ -33,6 +33,7 @@ ALPHA = 0.3  # weight of the newest sample in the moving averages
 # A speed sample must be long enough to mean something: a non-streamed answer (or a stream
 # whose tokens arrive in one read) has a "generation time" of microseconds.
 MIN_SPEED_S, MIN_SPEED_TOKENS = 0.25, 8
+CAPABILITY_REST_S = 600.0  # a model that cannot take tools is asked again after this (a newer pull may)
 
 
 def _ewma(old: float | None, sample: float) -> float:
@@ -79,6 +80,9 @@ class HealthBook:
         self.clock = clock
         self._providers: dict[str, ProviderHealth] = {}
         self._models: dict[Target, ModelHealth] = {}
+        # (target, capability) -> until: a model that said it cannot do something (Ollama's
+        # "does not support tools") rests for requests that need it, and only for those.
+        self._lacks: dict[tuple[Target, str], float] = {}
         # Told the name of each provider that is paused (routing/reprobe.py watches local ones).
         self.on_down: Callable[[str], None] | None = None
 
@@ -194,8 +198,22 @@ class HealthBook:
             m = self.model(target)
             m.tokens_per_s = _ewma(m.tokens_per_s, completion_tokens / generation_s)
 
+    def lacks(self, target: Target, capability: str) -> bool:
+        """Did ``target`` say lately that it cannot do ``capability`` (so a request needing it
+        goes elsewhere first)?"""
+        until = self._lacks.get((target, capability))
+        if until is None:
+            return False
+        if self.clock() >= until:
+            del self._lacks[(target, capability)]
+            return False
+        return True
+
     def failed(self, target: Target, err: UpstreamError) -> bool:
         """Record a failure of ``target``; True if it (or its provider) is now skipped."""
+        capability = getattr(err, "capability", None)
+        if capability:  # its limit, not its health: rested for this capability only
+            self._lacks[(target, capability)] = self.clock() + max(self.cooldown_s, CAPABILITY_REST_S)
         if err.blame is Blame.NOBODY:
             self.release(target)
             return False
@@ -227,6 +245,8 @@ class HealthBook:
         """Forget models that are no longer in the catalog (state stays bounded by it)."""
         for target in [t for t in self._models if t not in known]:
             del self._models[target]
+        for key in [k for k in self._lacks if k[0] not in known]:
+            del self._lacks[key]
 
     def ttft_estimate(self, target: Target) -> float | None:
         m = self._models.get(target)

@@ -241,7 +241,7 @@ class Planner:
                 skipped.append(f"{t}: {why}")
         healthy = [t for t in usable if self.health.available(t)]
         if healthy:
-            return healthy
+            return self._able_first(req, healthy)
         for t in usable:
             if not self.health.provider_available(t.provider):
                 skipped.append(f"{t}: {self._unreachable(t.provider)}")
@@ -258,6 +258,15 @@ class Planner:
             code="no_provider_available",
             retry_after=retry if retry else None,
         )
+
+    def _able_first(self, req: ChatRequest, targets: list[Target]) -> list[Target]:
+        """A request with tools tries last the models that said lately they cannot take tools
+        (Ollama's "does not support tools"): they rest for such requests only, and are still
+        asked when nothing else is left (a newer pull of the model may take them)."""
+        if not req.body.get("tools"):
+            return targets
+        able = [t for t in targets if not self.health.lacks(t, "tools")]
+        return able + [t for t in targets if t not in able] if len(able) < len(targets) else targets
 
     def _outside_bucket(self, intent: str | None, targets: list[Target]) -> str:
         """Usable providers the intent's bucket leaves out: the usual surprise after adding one."""
