@@ -30,7 +30,7 @@ from omen_local.providers.errors import (
 )
 from omen_local.providers.openai_compat import OpenAICompatProvider
 
-Script = Callable[[bytes], list[bytes]]  # request bytes -> pieces written apart (b"": close there)
+Script = Callable[[bytes], list[Any]]  # request bytes -> pieces written apart (b"": close there; an asyncio.Event: wait for it)
 
 
 class Scripted:
@@ -70,6 +70,9 @@ class Scripted:
                 if script is None:
                     return
                 for piece in script(request):
+                    if isinstance(piece, asyncio.Event):  # the upstream works until the test says
+                        await piece.wait()
+                        continue
                     if not piece:  # b"": close the connection here
                         return
                     writer.write(piece)
@@ -166,6 +169,34 @@ async def test_a_post_on_a_reused_connection_closed_before_any_answer_is_sent_ag
     done = await provider.complete("m", ASK)
     assert done.body["choices"][0]["message"]["content"] == "hi"
     assert server.connections == 2 and len(server.requests) == 3
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll an observable condition, with a deadline."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), 10)
+
+
+async def test_a_reused_connection_closed_after_the_upstream_worked_on_the_request_is_not_sent_again(
+    server: Scripted, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream read the request, worked on it for a second and closed (a crashed worker,
+    a proxy): it may have billed it, so the POST is not sent twice."""
+    now = [0.0]
+    monkeypatch.setattr(_http, "_clock", lambda: now[0])
+    provider = provider_for(server.base, session)
+    await provider.complete("m", ASK)
+    worked = asyncio.Event()
+    server.scripts.append(lambda r: [worked, b""])  # read it, work until told, close unanswered
+    task = asyncio.create_task(provider.complete("m", ASK))
+    await until(lambda: len(server.requests) == 2)
+    now[0] += 1.0  # a second of work
+    worked.set()
+    with pytest.raises(ConnectionDropped):
+        await task
+    assert len(server.requests) == 2 and server.connections == 1
 
 
 async def test_a_connection_made_for_the_request_is_never_retried(server: Scripted, session: aiohttp.ClientSession) -> None:

@@ -7,9 +7,13 @@ aiohttp is only what OMEN's upstream requests need:
 
 * no redirects, ever: a 3xx is an error naming the Location, so a key is never re-sent
   to wherever an upstream points (issue 21.9);
-* a POST sent on a *reused* keep-alive connection that the upstream closed before any
-  byte of an answer is sent again, once (the upstream never read it; Go's net/http and
-  browsers do the same); a connection made for the request is never retried;
+* a POST sent on a *reused* keep-alive connection is sent again, once, only when the
+  upstream cannot have worked on it: writing it failed (reset/broken pipe), or the
+  connection closed without a byte of answer within :data:`RACE_S` of sending (the FIN
+  of an idle close racing the reuse). A later close may come from a worker that read
+  the request, worked and died: sending it again would bill it twice (Go's net/http
+  retries a non-replayable POST only when nothing was written). A connection made for
+  the request is never retried;
 * bounded reads: a whole (non-streamed) answer is at most :data:`MAX_ANSWER` bytes after
   decompression (a gzip bomb stops there too), an error body :data:`MAX_ERROR_BODY`,
   an NDJSON line :data:`MAX_LINE` (SSE events: ``_sse.MAX_EVENT``);
@@ -28,7 +32,7 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
-from time import time
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -61,6 +65,12 @@ MAX_EMBEDDINGS = 64 * 1024 * 1024
 MAX_LINE = 1 << 20  # an NDJSON line longer than this is not a streamed chunk
 PER_HOST = 256  # open connections to one upstream (OMEN's own limits decide who waits first)
 KEEPALIVE_S = 30.0  # below the idle timeouts of the usual servers and load balancers (60 s+)
+RACE_S = 0.25
+"""A reused connection closed without an answer this soon after the request was sent is taken
+for an idle close that raced the reuse (the upstream never read the request), so the POST is
+sent again. A product heuristic: a close that comes later may follow a request the upstream
+read and worked on (a crashed worker, a proxy), and is never retried."""
+_clock = monotonic  # injected by tests
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -258,11 +268,13 @@ def _url(url: str) -> URL:
     return URL(url)
 
 
-def _unanswered(exc: BaseException) -> bool:
-    """The connection closed (or was reset) before any byte of an answer: the upstream did not
-    take the request (a connection it had closed while idle)."""
+def _unanswered(exc: BaseException, elapsed: float = 0.0) -> bool:
+    """The upstream cannot have worked on the request: writing it failed on a connection the
+    upstream had closed, or the connection closed without any byte of an answer within
+    :data:`RACE_S` (``elapsed``: seconds since the request was sent) of sending it."""
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return isinstance(exc.message, str)  # else the parser had started on an answer
+        # exc.message not a str: the parser had started on an answer
+        return isinstance(exc.message, str) and elapsed < RACE_S
     if isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError):
         # Writing the request on a connection the upstream had closed: aiohttp's "Can not write
         # request body" carries the reset as its cause (errno None when the transport was closing).
@@ -294,7 +306,8 @@ def merged_headers(fixed: Mapping[str, str], extra: Mapping[str, str]) -> dict[s
 async def _post(
     provider: Provider, url: str, data: bytes, headers: Mapping[str, str] | None = None
 ) -> aiohttp.ClientResponse:
-    """One POST, sent again once if it went out on a reused connection that turned out closed.
+    """One POST, sent again once if it went out on a reused connection that turned out closed
+    before the upstream could work on it (:func:`_unanswered`).
 
     ``headers``: this request's own headers (an Anthropic beta a body field needs), on top of
     the provider's fixed ones (:func:`merged_headers`)."""
@@ -302,6 +315,7 @@ async def _post(
     for _ in range(2):
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
+        started = _clock()
         try:
             return await provider.session.post(
                 _url(url),
@@ -313,7 +327,7 @@ async def _post(
                 allow_redirects=False,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            if not (attempt.reused and _unanswered(exc)):
+            if not (attempt.reused and _unanswered(exc, _clock() - started)):
                 raise translate(provider, exc) from None
         finally:
             _ATTEMPT.reset(token)
