@@ -194,3 +194,30 @@ async def test_anthropic_midstream_overload_surfaces(stack: Stack) -> None:
         async for c in stream:
             got.append(c.choices[0].delta.content or "")
     assert "".join(got) == "one " and "Overloaded" in err.value.message
+
+
+async def test_an_account_out_of_credit_rests_the_provider_and_fails_over(stack: Stack) -> None:
+    """OpenRouter's 402 and Anthropic's 400 "Your credit balance is too low" are the account's
+    state, not the request's: the provider rests (a minute at least) and the next candidate answers."""
+    stack.openai.queue(Reply(status=402, error_message="Insufficient credits. Add more using https://openrouter.ai/settings/credits"))
+    stack.anthropic.enqueue(text_reply("from claude"))
+    done = await stack.client.chat.completions.create(model="auto", messages=MSG, extra_body={"omen": {"intent": "cloud"}})
+    assert done.choices[0].message.content == "from claude"
+    openai_health = stack.service.status()["providers"]["openai"]
+    assert openai_health["state"] == "down" and openai_health["retry_in_s"] >= 59
+
+
+async def test_anthropic_out_of_credit_fails_over_to_the_local_model(tmp_path: Path) -> None:
+    async for stack in start_stack(tmp_path, 'paid_first = ["anthropic/claude-haiku-4-5", "ollama/*"]'):
+        await _anthropic_out_of_credit(stack)
+
+
+async def _anthropic_out_of_credit(stack: Stack) -> None:
+    stack.anthropic.enqueue(http_error(
+        400, "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+        error_type="invalid_request_error",
+    ))
+    done = await stack.client.chat.completions.create(model="auto", messages=MSG, extra_body={"omen": {"intent": "paid_first"}})
+    assert done.choices[0].message.content and stack.ollama.seen  # the local model answered
+    anthropic_health = stack.service.status()["providers"]["anthropic"]
+    assert anthropic_health["state"] == "down" and anthropic_health["retry_in_s"] >= 59

@@ -32,7 +32,7 @@ Choices where the two APIs do not line up:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from .. import jsonutil
@@ -49,7 +49,7 @@ from ..wire.anthropic import (
 )
 from . import _http, _sse
 from .base import Batch, Chunk, Completion, Provider, TokenCount, Usage, unbatched
-from .errors import ProtocolError, StreamBroken, Unsupported
+from .errors import CreditExhausted, ProtocolError, StreamBroken, Unsupported, UpstreamError
 
 __all__ = [
     "CONTEXT_MANAGEMENT_BETA",
@@ -532,6 +532,18 @@ class AnthropicProvider(Provider):
         if self.key:
             headers["x-api-key"] = self.key
         return headers
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        """Anthropic says an account is out of credit with a 400 ("Your credit balance is too
+        low ..."): the account's state, not the request's, so the provider rests and another
+        candidate (a local model) is tried."""
+        message = _http.body_message(body)
+        if status in (400, 402) and "credit balance is too low" in message.lower():
+            return CreditExhausted(
+                self.name, self.redact(f"{self.name} returned HTTP {status}: {message}"),
+                status=status, retry_after=_http.retry_after(headers),
+            )
+        return super().classify(status, headers, body)
 
     async def complete(self, model: str, body: dict[str, Any]) -> Completion:
         request = self.translated(to_anthropic, self.name, model, body, False)

@@ -72,7 +72,8 @@ class UpstreamTimeout(UpstreamError):
 
 
 class HTTPStatusError(UpstreamError):
-    """An error status. 401/403 concern the whole provider (our key); 429 and 503 pause
+    """An error status. 401/403 concern the whole provider (our key), and so does 402 (the
+    account is out of credit: OpenRouter); 429 and 503 pause
     the model (providers rate-limit and shed load per model); other 5xx count against
     the model's breaker; other 4xx blame the request."""
 
@@ -81,13 +82,13 @@ class HTTPStatusError(UpstreamError):
 
     def __init__(self, provider: str, message: str, *, status: int, retry_after: float | None = None) -> None:
         super().__init__(provider, message, status=status, retry_after=retry_after)
-        if status in (401, 403):
+        if status in (401, 402, 403):
             self.blame = Blame.PROVIDER
         elif status >= 500 or status in (408, 429):
             self.blame = Blame.MODEL
         else:
             self.blame = Blame.NOBODY
-        self.retryable = status in (401, 403, 404, 408, 409, 429) or status >= 500
+        self.retryable = status in (401, 402, 403, 404, 408, 409, 429) or status >= 500
 
     @property
     def pauses_model(self) -> bool:
@@ -99,6 +100,17 @@ class Redirected(HTTPStatusError):
     """A 3xx: OMEN follows no redirect for an upstream (its key would go wherever the
     upstream points), so the provider's address is wrong: the whole provider is blamed,
     and another may answer."""
+
+    def __init__(self, provider: str, message: str, *, status: int, retry_after: float | None = None) -> None:
+        super().__init__(provider, message, status=status, retry_after=retry_after)
+        self.blame = Blame.PROVIDER
+        self.retryable = True
+
+
+class CreditExhausted(HTTPStatusError):
+    """The account has no credit left, whatever status says so (Anthropic: 400 "Your credit
+    balance is too low"): the whole provider rests like a refused key, and another candidate
+    (a local model) may answer."""
 
     def __init__(self, provider: str, message: str, *, status: int, retry_after: float | None = None) -> None:
         super().__init__(provider, message, status=status, retry_after=retry_after)

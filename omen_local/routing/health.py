@@ -4,7 +4,8 @@ Two scopes, because failures mean different things (the error's class says which
 providers/errors.py):
 
 * provider scope (reachability): nothing answers at the address, or the provider refuses
-  our key (401/403). The whole provider is skipped for a cool-down.
+  our key (401/403) or says the account is out of credit (402; Anthropic's 400 "credit
+  balance is too low"). The whole provider is skipped for a cool-down (60 s at least).
 * model scope (a circuit breaker per provider+model): 5xx, timeouts, dropped connections
   and broken streams count; after ``breaker_failures`` in a row the breaker opens for a
   cool-down that doubles on each re-open (up to ``max_cooldown_s``), then lets one trial
