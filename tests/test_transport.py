@@ -429,3 +429,46 @@ def test_a_body_write_on_a_connection_the_upstream_closed_counts_as_unanswered()
     other = aiohttp.ClientOSError(None, "Can not write request body for http://127.0.0.1:1/v1/chat/completions")
     other.__cause__ = OSError("disk full")
     assert not _unanswered(other)
+
+
+LLAMA_ERROR = (
+    b'error: {"code":400,"message":"the request exceeds the available context size, try increasing it",'
+    b'"type":"exceed_context_size_error","n_prompt_tokens":9000,"n_ctx":8192}\n\n'
+)
+
+
+def sse(*events: bytes) -> bytes:
+    return chunked(*events, extra=b"").replace(b"application/json", b"text/event-stream")
+
+
+@pytest.mark.parametrize("frame", [LLAMA_ERROR, b'data: {"error": ' + LLAMA_ERROR[7:-2] + b"}\n\n"], ids=["llama-server", "data-error"])
+async def test_a_stream_error_before_any_content_is_the_upstreams_refusal(
+    server: Scripted, session: aiohttp.ClientSession, frame: bytes
+) -> None:
+    """llama.cpp's server says a stream failed with an ``error: {...}`` line then [DONE]: the
+    client learns the prompt is too long (a refusal another candidate may take), not a broken model."""
+    from omen_local.providers.errors import RequestRefused
+
+    role = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+    server.scripts.append(lambda r: [sse(role, frame, b"data: [DONE]\n\n")])
+    provider = provider_for(server.base, session)
+    with pytest.raises(RequestRefused) as caught:
+        async for _ in provider.stream("m", ASK):
+            pass
+    assert caught.value.reason == "context_length"
+    assert (caught.value.prompt_tokens, caught.value.context_window) == (9000, 8192)
+    assert "prompt is too long" in caught.value.message
+
+
+async def test_a_stream_error_after_content_breaks_the_stream_with_the_upstreams_words(
+    server: Scripted, session: aiohttp.ClientSession
+) -> None:
+    content = b'data: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\n'
+    server.scripts.append(lambda r: [sse(content, LLAMA_ERROR, b"data: [DONE]\n\n")])
+    provider = provider_for(server.base, session)
+    got = []
+    with pytest.raises(StreamBroken) as caught:
+        async for chunk in provider.stream("m", ASK):
+            got.append(chunk.delta.get("content"))
+    assert got == ["hel"]
+    assert "exceeds the available context size" in caught.value.message

@@ -9,6 +9,10 @@ blank line, ``\\n`` line ends, perhaps an ``event:`` line first), so a read is s
 the blank lines and such events are taken whole; anything else (``\\r\\n`` line ends,
 comments, several ``data`` lines, an event cut across reads) goes through the line
 parser. Both give the same events, whatever way the bytes are split.
+
+One field beyond the standard: llama.cpp's server reports a failed stream as an
+``error: {...}`` line (then ``data: [DONE]``), which a standard parser would drop; it
+comes out as an event named ``error`` so the adapter can tell the client why.
 """
 
 from __future__ import annotations
@@ -141,6 +145,13 @@ class Decoder:
             self._open = True
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
+            self._open = True
+        elif name == b"error":  # llama.cpp's server: ``error: {...}`` (see the module's docstring)
+            self._held += len(line) + 1
+            if self._held > MAX_EVENT:
+                raise EventTooLong(f"an event of more than {MAX_EVENT} bytes")
+            self._event = "error"
+            self._data.append(value)
             self._open = True
         return None
 

@@ -217,7 +217,7 @@ class OpenAICompatProvider(Provider):
                 decoder = _sse.Decoder()
                 read = resp.content.readany
                 loads = jsonutil.loads
-                finished = ended = primed = heard = False
+                finished = ended = primed = heard = delivered = False
                 head = Batch()  # chunks before the first content (the role chunk): they go out with it
                 while not ended:
                     try:
@@ -241,12 +241,13 @@ class OpenAICompatProvider(Provider):
                             primed = ended or any(c.finish_reason is not None or c.has_content for c in batch)
                         block = block[pos:]
                         if primed or error is not None:
-                            if head:
+                            if head and not (isinstance(error, RequestRefused) and not _has_content(head)):
                                 head.last = ended and error is None
                                 yield head
-                                head = Batch()
+                                delivered = True
+                            head = Batch()
                             if error is not None:
-                                raise error
+                                raise self._late(error, delivered)
                         if ended or not block:
                             continue
                     items = None
@@ -267,18 +268,26 @@ class OpenAICompatProvider(Provider):
                     if head and (primed or ended or error is not None or batch):  # held for the first content
                         batch[0:0] = head
                         head = Batch()
-                    if batch:
+                    if batch and not (isinstance(error, RequestRefused) and not delivered and not _has_content(batch)):
                         primed = True
                         batch.last = ended and error is None
                         yield batch
+                        delivered = True
                     if error is not None:
-                        raise error
+                        raise self._late(error, delivered)
                 if not finished:
                     if not heard:
                         raise _Empty
                     raise StreamBroken(self.name, f"{self.name} ended the stream before it was complete")
         except _Empty:  # raised inside the response's context: its connection is closed, not reused
             raise await self._why_empty(path, request) from None
+
+    def _late(self, error: UpstreamError, delivered: bool) -> UpstreamError:
+        """A refusal after part of the answer reached the client cannot be tried elsewhere:
+        the stream broke, with the upstream's words."""
+        if isinstance(error, RequestRefused) and delivered:
+            return StreamBroken(self.name, error.message)
+        return error
 
     async def _why_empty(self, path: str, request: dict[str, Any]) -> UpstreamError:
         """The error for a 200 stream that ended without a single event.
@@ -310,17 +319,23 @@ class OpenAICompatProvider(Provider):
         """
         items: list[Any] = []
         loads = jsonutil.loads
-        for _, payload in events:
+        for name, payload in events:
             if payload == b"[DONE]":
                 return self._chunks(items, finished, text, True, named)
             try:
-                items.append(loads(payload))
+                item = loads(payload)
             except jsonutil.JSONDecodeError:
                 try:  # text that is not UTF-8 is read as the line parser reads it: replaced
-                    items.append(loads(payload.decode("utf-8", "replace")))
+                    item = loads(payload.decode("utf-8", "replace"))
                 except jsonutil.JSONDecodeError:
-                    batch, finished, _, error = self._chunks(items, finished, text, False, named)
-                    return batch, finished, True, error or ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
+                    if name == "error":  # llama.cpp's ``error:`` line, not JSON: its text is the message
+                        item = payload.decode("utf-8", "replace")
+                    else:
+                        batch, finished, _, error = self._chunks(items, finished, text, False, named)
+                        return batch, finished, True, error or ProtocolError(self.name, f"{self.name} sent a chunk that is not JSON")
+            if name == "error" and not (type(item) is dict and "error" in item):
+                item = {"error": item}  # llama.cpp's ``error: {...}``: the same as ``data: {"error": {...}}``
+            items.append(item)
         return self._chunks(items, finished, text, False, named)
 
     def _chunks(
@@ -334,9 +349,16 @@ class OpenAICompatProvider(Provider):
         for data in items:
             if type(data) is not dict:
                 continue
-            if data.get("error") is not None:
+            err = data.get("error")
+            if err is not None:
+                # The upstream says why the stream failed (llama.cpp: the prompt is over its
+                # context): a refusal the request caused is the request's (RequestRefused,
+                # another candidate may take it), said to the client either way.
                 message = _http.error_message(data) or "error event"
-                return out, finished, True, StreamBroken(self.name, self.redact(f"{self.name}: {message}"))
+                code = err.get("code") if type(err) is dict else None
+                status = code if type(code) is int and 400 <= code < 600 else 500
+                refused = _http.refusal_error(self, status, message, data)
+                return out, finished, True, refused or StreamBroken(self.name, self.redact(f"{self.name}: {message}"))
             try:
                 raw_usage = data.get("usage")
                 usage = Usage.from_openai(raw_usage) if raw_usage else None
@@ -367,6 +389,10 @@ class OpenAICompatProvider(Provider):
             fingerprint = data.get("system_fingerprint")
             out.append(Chunk(delta, reason, usage, None, False, fingerprint if type(fingerprint) is str else None))
         return out, finished, done, None
+
+
+def _has_content(batch: Batch) -> bool:
+    return any(c.has_content or c.finish_reason is not None for c in batch)
 
 
 def _once(call: Any, named: set[tuple[int, str]]) -> Any:
