@@ -38,7 +38,12 @@ def test_context_refusals_name_the_sizes_they_give(status: int, message: str, bo
     ("status", "message", "body", "param"),
     [
         (500, "1 validation error for CreateChatCompletionRequest\nmin_p\n  Input should be less than or equal to 1", None, "min_p"),
-        (500, "Unsupported response_format type: json_schema", None, "response_format"),
+        (400, "Unsupported response_format type: json_schema", None, "response_format"),
+        # llama-cpp-python 0.3.36 as it really answers min_p=5 (tests/real_upstream)
+        (500, "1 validation error:\n  {'type': 'less_than_equal', 'loc': ('body', 'min_p'), 'msg': 'Input should be less than or equal to 1'}", None, "min_p"),
+        (500, "'dict object' has no attribute 'content'", None, None),  # Jinja's UndefinedError
+        (500, "Conversation roles must alternate user/assistant/user/assistant/...", None, None),  # a template's raise
+        (500, "2 validation errors for CreateChatCompletionRequest\ntop_k\n  Input should be a valid integer", None, "top_k"),
         (500, 'can only concatenate str (not "list") to str', None, None),
         (422, "Unprocessable Entity", {"detail": [{"loc": ["body", "top_k"], "msg": "Input should be a valid integer"}]}, "top_k"),
         (400, "Invalid value for 'tool_choice': 'required' is not supported", {"error": {"param": "tool_choice"}}, "tool_choice"),
@@ -55,6 +60,12 @@ def test_parameter_refusals_even_as_a_500_name_the_parameter(status: int, messag
         (500, "CUDA error: out of memory"),
         (500, "Internal Server Error"),
         (502, "bad gateway"),
+        (500, "CUDA error: operation not supported"),
+        (500, "'NoneType' object has no attribute 'tokenize'"),  # a server bug, not the request
+        (500, "Unsupported response_format type: json_schema"),
+        (502, "upstream template error: must be one of the configured backends"),
+        (504, "1 validation error for CreateChatCompletionRequest"),
+        (503, "the request exceeds the available context size"),
         (503, "Service Unavailable: the model is loading"),
         (429, "Rate limit reached for requests; reduce the length of the messages"),
         (401, "Invalid API key"),

@@ -62,6 +62,17 @@ _PARAMETER = re.compile(
     r"|template|can only concatenate str|is undefined|unexpected keyword",
     re.IGNORECASE,
 )
+# What llama-cpp-python says with a 500 when the request (not the server) is at fault: its
+# pydantic validation, its Jinja chat template's UndefinedError ("'x' is undefined",
+# "'dict object' has no attribute 'content'") or TemplateError raised by the template
+# itself (roles that must alternate, a system role it cannot take), a str+list in its
+# formatter. Nothing broader: a 5xx that merely says "not supported" may be the server's
+# own failure (CUDA "operation not supported"), and a failure must count against it.
+_SERVER_500 = re.compile(
+    r"\bvalidation errors?\b|can only concatenate str|' is undefined|\w object' has no attribute"
+    r"|conversation roles must alternate|\bsystem role not supported|templateerror|undefinederror",
+    re.IGNORECASE,
+)
 _NAMED = re.compile(r"(?:parameter|argument|field|param|value for)\s*[:=]?\s*['\"`]?([A-Za-z_][\w.\[\]]*)['\"`]?", re.IGNORECASE)
 _QUOTED = re.compile(r"['\"`]([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*)['\"`]")
 _KNOWN = frozenset(
@@ -120,9 +131,11 @@ def classify(status: int, message: str, body: Any = None) -> Refusal | None:
     """The refusal ``status``/``message``/``body`` describe if the request caused it, else None.
 
     Keys, rate limits and overload (401, 403, 408, 429, 503) are never the request's fault;
-    a 5xx is only when its message is about the request (a validation or template error).
+    of the 5xx only a 500, and only with the wordings llama-cpp-python uses for a request
+    it cannot take (:data:`_SERVER_500`, or a context-length message); a 502/503/504 is a
+    gateway's or the server's trouble, never the request's.
     """
-    if status in (401, 403, 404, 408, 409, 429, 503) or status < 400:
+    if status in (401, 403, 404, 408, 409, 429) or status < 400 or status > 500:
         return None
     code = _field(body, "code")
     kind = _field(body, "type")
@@ -136,6 +149,8 @@ def classify(status: int, message: str, body: Any = None) -> Refusal | None:
             prompt_tokens=prompt if isinstance(prompt, int) else _int(r.group(1) if r else None),
             context_window=window if isinstance(window, int) else _int(w.group(1) if w else None),
         )
+    if status == 500:
+        return Refusal(PARAMETER, _param(message, body)) if _SERVER_500.search(message) else None
     if status == 422 or _PARAMETER.search(message):
         return Refusal(PARAMETER, _param(message, body))
     return None  # the server failed (or refused without saying why), as far as its message says
