@@ -56,6 +56,17 @@ def test_llama_cpp_python_gets_nothing_it_does_not_take() -> None:
     assert body["messages"][0]["content"][0] == {"type": "text", "text": "a"}  # the caller's body is untouched
 
 
+@pytest.mark.parametrize(
+    ("dialect", "kept"),
+    [("openai", False), ("groq", False), ("generic", False), ("ollama", False), ("openrouter", True),
+     ("vllm", True), ("llamacpp", True), ("llama-cpp-python", True), ("lmstudio", True)],
+)  # fmt: skip
+def test_top_k_goes_only_to_servers_that_take_it(dialect: str, kept: bool) -> None:
+    """The Messages door keeps Anthropic's top_k; OpenAI and Groq answer it with a 400."""
+    out = shape(DIALECTS[dialect], {**CHAT, "top_k": 40})
+    assert ("top_k" in out) is kept and (not kept or out["top_k"] == 40)
+
+
 def test_generic_passes_what_the_client_sent() -> None:
     body = {**CHAT, "stream_options": {"include_usage": True}, "parallel_tool_calls": False, "reasoning_effort": "low"}
     assert shape(GENERIC, body) == body

@@ -48,6 +48,7 @@ class Dialect:
     tool_choice: frozenset[str] = frozenset({"auto", "none", "required", "named"})
     suffix: bool = True  # /completions takes suffix (fill in the middle)
     list_content: bool = True  # chat templates take content as a list of parts
+    top_k: bool = True  # takes top_k (sampling; the Messages door passes Anthropic's on)
 
 
 #: Every dialect OMEN knows, by the name the ``dialect`` config key takes.
@@ -56,10 +57,12 @@ DIALECTS: Mapping[str, Dialect] = {
     for d in (
         # Unknown servers: the body as the client sent it, the cap as max_tokens (every
         # OpenAI-compatible server honours that name; not all know the newer one).
-        Dialect("generic"),
-        Dialect("openai", cap="max_completion_tokens", suffix=True),
+        # top_k is OpenAI's unknown parameter (a 400 at OpenAI and Groq): dropped unless the
+        # server is known to take it (it only narrows sampling, what is paid for is the same).
+        Dialect("generic", top_k=False),
+        Dialect("openai", cap="max_completion_tokens", suffix=True, top_k=False),
         Dialect("openrouter", suffix=False),
-        Dialect("groq", cap="max_completion_tokens", suffix=False),
+        Dialect("groq", cap="max_completion_tokens", suffix=False, top_k=False),
         Dialect("vllm", suffix=False),
         # llama.cpp's own server (llama-server): takes the lot; no suffix on /completions.
         Dialect("llamacpp", reasoning_effort=False, suffix=False),
@@ -75,7 +78,8 @@ DIALECTS: Mapping[str, Dialect] = {
             list_content=False,
         ),
         Dialect("lmstudio", parallel_tool_calls=False, reasoning_effort=False, suffix=False),
-        Dialect("ollama", parallel_tool_calls=False, tool_choice=frozenset()),
+        # Ollama's OpenAI layer has no top_k (its native /api/chat takes it in options).
+        Dialect("ollama", parallel_tool_calls=False, tool_choice=frozenset(), top_k=False),
     )
 }
 GENERIC = DIALECTS["generic"]
@@ -160,6 +164,8 @@ def shape(dialect: Dialect, body: dict[str, Any], *, text: bool = False) -> dict
         out.pop("parallel_tool_calls", None)
     if not dialect.reasoning_effort:
         out.pop("reasoning_effort", None)
+    if not dialect.top_k:
+        out.pop("top_k", None)
     fmt = out.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         if dialect.json_schema is JsonSchema.NONE:
