@@ -50,6 +50,16 @@ def test_remote_image_urls_are_unsupported_not_crashes() -> None:
     assert err.value.kind == "unsupported" and err.value.retryable
 
 
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "look"}}], ids=["required", "named"])
+def test_a_forced_tool_choice_is_unsupported_not_dropped(choice: object) -> None:
+    """/api/chat cannot force a tool call: routing moves on rather than let the model answer in prose."""
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "look"}}], "tool_choice": choice}
+    with pytest.raises(UpstreamError) as err:
+        to_ollama("ollama", "m", body, False)
+    assert err.value.kind == "unsupported" and err.value.retryable and "tool_choice" in err.value.message
+    assert to_ollama("ollama", "m", {**body, "tool_choice": "auto"}, False)["tools"] == body["tools"]
+
+
 async def test_discovery_lists_tags(stack: Stack) -> None:
     status = stack.service.status()["providers"]["ollama"]
     assert status["models"] == ["llama3.2:latest", "qwen2.5-coder:7b"]

@@ -131,7 +131,13 @@ def to_ollama(provider: str, model: str, body: dict[str, Any], stream: bool) -> 
     out_body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
     if options:
         out_body["options"] = options
-    if body.get("tools") and body.get("tool_choice") != "none":
+    choice = body.get("tool_choice")
+    if choice == "required" or isinstance(choice, dict):
+        # /api/chat offers tools but cannot force a call: dropping the choice would change
+        # the answer, so this provider steps aside (as the OpenAI-compatible ``ollama`` dialect does)
+        form = "required" if choice == "required" else "a named function"
+        raise Unsupported(provider, f"{provider} cannot force a tool call (tool_choice {form})")
+    if body.get("tools") and choice != "none":
         out_body["tools"] = body["tools"]
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_object":
