@@ -369,6 +369,18 @@ async def test_an_upstream_that_goes_quiet_midstream_times_out(server: Scripted,
             pass
 
 
+async def test_a_whole_answer_written_for_longer_than_the_idle_timeout_arrives(server: Scripted, session: aiohttp.ClientSession) -> None:
+    """A non-streamed answer sends nothing until the model is done: the idle timeout (for
+    streams) must not cut it (and fail over, paying twice); the total bounds it."""
+    generated = asyncio.Event()
+    asyncio.get_running_loop().call_later(1.0, generated.set)  # the model writes for a second
+    server.scripts.append(lambda r: [generated, ok(COMPLETION)])
+    provider = provider_for(server.base, session, timeouts=Timeouts(connect=2, idle=0.2, total=30))
+    done = await provider.complete("m", ASK)
+    assert done.body["choices"][0]["message"]["content"] == "hi"
+    assert len(server.requests) == 1
+
+
 async def test_chunk_extensions_trailers_and_gzip_are_read(server: Scripted, session: aiohttp.ClientSession) -> None:
     packed = gzip.compress(big_completion(1000))
     body = b"%x;name=v\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n" % (len(packed), packed)

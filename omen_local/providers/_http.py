@@ -304,13 +304,15 @@ def merged_headers(fixed: Mapping[str, str], extra: Mapping[str, str]) -> dict[s
 
 
 async def _post(
-    provider: Provider, url: str, data: bytes, headers: Mapping[str, str] | None = None
+    provider: Provider, url: str, data: bytes, headers: Mapping[str, str] | None = None, *, whole: bool = False
 ) -> aiohttp.ClientResponse:
     """One POST, sent again once if it went out on a reused connection that turned out closed
     before the upstream could work on it (:func:`_unanswered`).
 
     ``headers``: this request's own headers (an Anthropic beta a body field needs), on top of
-    the provider's fixed ones (:func:`merged_headers`)."""
+    the provider's fixed ones (:func:`merged_headers`). ``whole``: a non-streamed answer, with
+    no idle timeout (the server is silent until the model is done; ``Timeouts.whole_timeout``)."""
+    timeout = provider._whole_timeout if whole else provider._client_timeout
     sent = merged_headers(provider.headers, headers) if headers else provider.headers
     for _ in range(2):
         attempt = _Attempt()
@@ -321,7 +323,7 @@ async def _post(
                 _url(url),
                 data=data,
                 headers=sent,
-                timeout=provider._client_timeout,
+                timeout=timeout,
                 proxy=provider.proxy,
                 ssl=provider.ssl,
                 allow_redirects=False,
@@ -388,20 +390,22 @@ class Exchange:
     manager costs an async generator, its loop hooks and contextlib's frames per stream.)
     """
 
-    __slots__ = ("_body", "_headers", "_provider", "_resp", "_url")
+    __slots__ = ("_body", "_headers", "_provider", "_resp", "_url", "_whole")
 
     def __init__(
-        self, provider: Provider, url: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+        self, provider: Provider, url: str, body: dict[str, Any], headers: Mapping[str, str] | None = None,
+        *, whole: bool = False,
     ) -> None:
         self._provider = provider
         self._url = url
         self._body = body
         self._headers = headers
         self._resp: aiohttp.ClientResponse | None = None
+        self._whole = whole
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         provider = self._provider
-        resp = await _post(provider, self._url, encode(provider, self._body), self._headers)
+        resp = await _post(provider, self._url, encode(provider, self._body), self._headers, whole=self._whole)
         if resp.status >= 300:
             try:
                 raise await _error(provider, resp)

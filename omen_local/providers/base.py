@@ -227,7 +227,14 @@ class Timeouts:
     total: float = 900.0
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
+        """For streams: ``idle`` bounds the silence between reads."""
         return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.idle)
+
+    def whole_timeout(self) -> aiohttp.ClientTimeout:
+        """For whole (non-streamed) answers: no idle bound, since a server sends nothing until
+        the model is done; cutting it there would throw away (and, failed over, pay twice for)
+        an answer still being written. ``total`` bounds it."""
+        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -282,6 +289,7 @@ class Provider(ABC):
         self.key = key
         self.timeouts = timeouts or Timeouts()
         self._client_timeout = self.timeouts.client_timeout()
+        self._whole_timeout = self.timeouts.whole_timeout()
         self.proxy = env_proxy(config.base_url)
         self.headers = {"Content-Type": "application/json", **config.headers, **self.auth_headers()}
         self.ssl = _http.ssl_context(config.ca_file) if config.ca_file else True  # True: the system's CAs
@@ -293,14 +301,15 @@ class Provider(ABC):
         return f"{self.config.base_url}{path}"
 
     def _exchange(
-        self, path: str, body: dict[str, Any], *, headers: Mapping[str, str] | None = None
+        self, path: str, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, whole: bool = False
     ) -> _http.Exchange:
         """POST ``body`` to ``path``: ``async with`` gives the 2xx response (a stream is read
         from it); redirects and error statuses raise :meth:`classify`'s error. Every request
         path of every adapter goes through here, so a rule about answers lives in one place.
         ``headers``: what this one request needs beyond :attr:`headers` (a beta flag a body
-        field requires); list headers such as ``anthropic-beta`` gain values, never lose them."""
-        return _http.Exchange(self, self.endpoint(path), body, headers)
+        field requires); list headers such as ``anthropic-beta`` gain values, never lose them.
+        ``whole``: a non-streamed answer, read without the idle timeout (:meth:`Timeouts.whole_timeout`)."""
+        return _http.Exchange(self, self.endpoint(path), body, headers, whole=whole)
 
     async def _exchange_json(
         self,
@@ -311,7 +320,7 @@ class Provider(ABC):
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         """:meth:`_exchange` for a whole answer: its JSON, at most ``limit`` bytes of it."""
-        async with self._exchange(path, body, headers=headers) as resp:
+        async with self._exchange(path, body, headers=headers, whole=True) as resp:
             return await _http.read_json(self, resp, limit)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
