@@ -381,6 +381,24 @@ async def test_a_whole_answer_written_for_longer_than_the_idle_timeout_arrives(s
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize(("dialect", "probed"), [("generic", False), ("llamacpp", False), ("llama-cpp-python", True)])
+async def test_an_empty_stream_is_asked_again_unstreamed_only_of_llama_cpp_python(
+    server: Scripted, session: aiohttp.ClientSession, dialect: str, probed: bool
+) -> None:
+    """The unstreamed probe re-sends the whole prompt: only llama-cpp-python, which closes an
+    empty 200 stream when it cannot start, is asked why; a gateway on loopback would bill it again."""
+    from omen_local.providers.errors import EmptyStream
+
+    empty = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 0\r\n\r\n"
+    server.scripts += [lambda r: [empty], lambda r: [ok(COMPLETION)]]
+    config = ProviderConfig(name="local", kind="openai", base_url=server.base, dialect=dialect)
+    provider = OpenAICompatProvider(config, session)
+    with pytest.raises(EmptyStream):
+        async for _ in provider.stream("m", ASK):
+            pass
+    assert len(server.requests) == (2 if probed else 1)
+
+
 async def test_chunk_extensions_trailers_and_gzip_are_read(server: Scripted, session: aiohttp.ClientSession) -> None:
     packed = gzip.compress(big_completion(1000))
     body = b"%x;name=v\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n" % (len(packed), packed)

@@ -293,11 +293,12 @@ class OpenAICompatProvider(Provider):
         """The error for a 200 stream that ended without a single event.
 
         Servers that cannot start a stream (llama-cpp-python over its context, or with a
-        chat template that cannot render the messages) answer 200 and close. A local
-        server is asked the same request unstreamed, for one token, so it says why (its
-        refusal is then the request's, not the model's); either way nothing was billed."""
+        chat template that cannot render the messages) answer 200 and close. Such a
+        server on this machine is asked the same request unstreamed, for one token, so it
+        says why (its refusal is then the request's, not the model's). Only that server:
+        anything else on loopback (a LiteLLM gateway) may bill the prompt again."""
         empty = EmptyStream(self.name, f"{self.name} ended the stream without sending anything")
-        if not is_loopback_url(self.config.base_url):
+        if self.dialect.name != "llama-cpp-python" or not is_loopback_url(self.config.base_url):
             return empty
         probe = {k: v for k, v in request.items() if k not in ("stream", "stream_options", "max_tokens", "max_completion_tokens")}
         probe[self.dialect.cap] = 1
