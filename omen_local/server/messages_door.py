@@ -33,7 +33,7 @@ from .door_kit import (
     router_of,
 )
 from .messages_encode import MessagesEncoder, error_body, message_from_completion
-from .plumbing import note_of
+from .plumbing import header_text, note_of
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     counted: TokenCount | None = None
     target = _first_target(router, req, caller)
     if target is not None:
-        headers.update({"x-omen-provider": target.provider, "x-omen-model": target.model})
+        headers.update({"x-omen-provider": header_text(target.provider), "x-omen-model": header_text(target.model)})
         provider = router.dispatcher.providers.get(target.provider)
         try:
             counted = None if provider is None else await provider.count_tokens(target.model, req.body)

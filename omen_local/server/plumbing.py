@@ -211,8 +211,8 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
 def omen_headers_of(request_id: str, target: Target, plan: Plan, alias: str | None, asked: str | None = None) -> dict[str, str]:
     headers = {
         "x-omen-request-id": request_id,
-        "x-omen-provider": target.provider,
-        "x-omen-model": target.model,
+        "x-omen-provider": header_text(target.provider),
+        "x-omen-model": header_text(target.model),  # names come from servers' listings
         "x-omen-strategy": plan.strategy,
     }
     if plan.intent is not None:
@@ -220,7 +220,7 @@ def omen_headers_of(request_id: str, target: Target, plan: Plan, alias: str | No
     if alias is not None:
         headers["x-omen-alias"] = alias
     if asked is not None:
-        headers["x-omen-asked-model"] = asked
+        headers["x-omen-asked-model"] = header_text(asked)
         headers["x-omen-price-cap"] = cap_header(plan.price_cap)
     if plan.skipped:  # candidates whose window could not hold the prompt (issue 24)
         headers["x-omen-skipped"] = header_text("; ".join(plan.skipped))
