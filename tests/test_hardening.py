@@ -363,3 +363,34 @@ async def test_a_thousand_hostile_bodies_never_500(stack: Stack) -> None:
                     assert set(reply["error"]) >= {"message", "type", "code"}
     assert statuses.get(400, 0) > 300 and statuses.get(200, 0) > 20
     assert stack.service.status()["providers"]["ollama"]["model_health"]["llama3.2:latest"]["breaker"] == "closed"
+
+
+# ---------------------------------------------------------------- upstream text in headers, upstream counts
+
+
+def test_model_names_from_a_servers_listing_cannot_break_the_answers_headers() -> None:
+    """A model name a server lists with CR/LF (or bytes a client cannot decode) goes into
+    x-omen-model/-provider/-asked-model as printable ASCII: never a header injection, never a 500."""
+    from omen_local.policy import CostBound
+    from omen_local.routing.catalog import Target
+    from omen_local.routing.planner import Plan
+    from omen_local.server.plumbing import omen_headers_of
+
+    evil = "evil\r\nSet-Cookie: x=1\u00e9"
+    plan = Plan(strategy="single", intent=None, intent_guessed=False, targets=(), bound=CostBound(0, 0, 0.0))
+    headers = omen_headers_of("req-1", Target("ollama\n", evil), plan, None, asked=evil)
+    for name in ("x-omen-model", "x-omen-provider", "x-omen-asked-model"):
+        assert all(" " <= ch <= "~" for ch in headers[name]), (name, headers[name])
+    assert headers["x-omen-model"].startswith("evil??Set-Cookie")
+
+
+def test_negative_usage_from_an_upstream_counts_as_zero() -> None:
+    """A hostile upstream's negative counts must not credit a quota back."""
+    from omen_local.providers.base import Usage
+
+    usage = Usage.from_openai({
+        "prompt_tokens": -100000, "completion_tokens": -5,
+        "prompt_tokens_details": {"cached_tokens": -3, "cache_write_tokens": -2},
+        "completion_tokens_details": {"reasoning_tokens": -1},
+    })  # fmt: skip
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens) == (0, 0, 0, 0, 0)

@@ -85,16 +85,18 @@ class Usage:
 
     @classmethod
     def from_openai(cls, raw: Any) -> Usage:
+        """OpenAI's usage object; a negative count (a hostile or broken upstream) is 0, so it
+        can never credit a quota back."""
         if not isinstance(raw, dict):
             return cls()
         pd = raw.get("prompt_tokens_details") or {}
         cd = raw.get("completion_tokens_details") or {}
         return cls(
-            prompt_tokens=int(raw.get("prompt_tokens") or 0),
-            completion_tokens=int(raw.get("completion_tokens") or 0),
-            cached_tokens=int(pd.get("cached_tokens") or 0) if isinstance(pd, dict) else 0,
-            cache_write_tokens=int(pd.get("cache_write_tokens") or 0) if isinstance(pd, dict) else 0,
-            reasoning_tokens=int(cd.get("reasoning_tokens") or 0) if isinstance(cd, dict) else 0,
+            prompt_tokens=max(0, int(raw.get("prompt_tokens") or 0)),
+            completion_tokens=max(0, int(raw.get("completion_tokens") or 0)),
+            cached_tokens=max(0, int(pd.get("cached_tokens") or 0)) if isinstance(pd, dict) else 0,
+            cache_write_tokens=max(0, int(pd.get("cache_write_tokens") or 0)) if isinstance(pd, dict) else 0,
+            reasoning_tokens=max(0, int(cd.get("reasoning_tokens") or 0)) if isinstance(cd, dict) else 0,
         )
 
 
