@@ -371,13 +371,14 @@ async def test_a_thousand_hostile_bodies_never_500(stack: Stack) -> None:
 def test_model_names_from_a_servers_listing_cannot_break_the_answers_headers() -> None:
     """A model name a server lists with CR/LF (or bytes a client cannot decode) goes into
     x-omen-model/-provider/-asked-model as printable ASCII: never a header injection, never a 500."""
+    from omen_local.config import StrategyName
     from omen_local.policy import CostBound
     from omen_local.routing.catalog import Target
     from omen_local.routing.planner import Plan
     from omen_local.server.plumbing import omen_headers_of
 
     evil = "evil\r\nSet-Cookie: x=1\u00e9"
-    plan = Plan(strategy="single", intent=None, intent_guessed=False, targets=(), bound=CostBound(0, 0, 0.0))
+    plan = Plan(strategy=StrategyName("single"), intent=None, intent_guessed=False, targets=(), bound=CostBound(0, 0, 0.0))
     headers = omen_headers_of("req-1", Target("ollama\n", evil), plan, None, asked=evil)
     for name in ("x-omen-model", "x-omen-provider", "x-omen-asked-model"):
         assert all(" " <= ch <= "~" for ch in headers[name]), (name, headers[name])

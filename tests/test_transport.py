@@ -171,14 +171,6 @@ async def test_a_post_on_a_reused_connection_closed_before_any_answer_is_sent_ag
     assert server.connections == 2 and len(server.requests) == 3
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Poll an observable condition, with a deadline."""
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-    await asyncio.wait_for(poll(), 10)
-
-
 async def test_a_reused_connection_closed_after_the_upstream_worked_on_the_request_is_not_sent_again(
     server: Scripted, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,10 +180,15 @@ async def test_a_reused_connection_closed_after_the_upstream_worked_on_the_reque
     monkeypatch.setattr(_http, "_clock", lambda: now[0])
     provider = provider_for(server.base, session)
     await provider.complete("m", ASK)
-    worked = asyncio.Event()
-    server.scripts.append(lambda r: [worked, b""])  # read it, work until told, close unanswered
+    read, worked = asyncio.Event(), asyncio.Event()
+
+    def script(request: bytes) -> list[Any]:
+        read.set()
+        return [worked, b""]  # read it, work until told, close unanswered
+
+    server.scripts.append(script)
     task = asyncio.create_task(provider.complete("m", ASK))
-    await until(lambda: len(server.requests) == 2)
+    await asyncio.wait_for(read.wait(), 10)
     now[0] += 1.0  # a second of work
     worked.set()
     with pytest.raises(ConnectionDropped):
