@@ -11,6 +11,7 @@ MCP SDK's own bearer-auth middleware (``AuthSettings`` + a ``TokenVerifier``), w
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import secrets
 import stat
@@ -21,6 +22,16 @@ from mcp.server.auth.settings import AuthSettings
 
 TOKEN_FILE = "http-token"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address (the only place Glyph's plain-HTTP endpoint may listen)?"""
+    if host.lower().rstrip(".") in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class TokenFileError(ValueError):

@@ -165,3 +165,18 @@ async def test_glyph_http_token_env_still_sets_the_token(tmp_path: Path, host: s
             assert (await client.list_tools()).tools
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+async def test_a_non_loopback_host_is_refused_plain_http_would_carry_the_token_in_clear(
+        tmp_path: Path, host: str) -> None:
+    proc, _ = start(tmp_path, "--host", host)
+    try:
+        assert proc.wait(timeout=30) == 2
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert "not a loopback address" in err and "TLS reverse proxy" in err
+    assert not (tmp_path / "data" / "http-token").exists()  # refused before any token is made
