@@ -34,6 +34,7 @@ from typing import Any, TypeVar, cast
 
 from PySide6.QtCore import QObject, Signal
 
+from omen_local import endpoint
 from omen_local.config import Config, ConfigError, load_config
 from omen_local.metering import MeteringError
 from omen_local.observe import AttemptProgress, AttemptStarted, Event
@@ -168,6 +169,7 @@ class ServiceHost(QObject):
         self.service: OmenService | None = None
         self.config: Config | None = None
         self.owner_token = ""
+        self.client_token = ""  # the endpoint file's `local` client token: what the clipboard hands out
         self.status: dict[str, Any] | None = None  # refreshed on the router's loop, read by the UI
         self.quota_used: dict[str, tuple[float, float]] = {}
         self.quota_limits: dict[str, dict[str, float]] = {}
@@ -209,6 +211,7 @@ class ServiceHost(QObject):
             raise
         self.service = service
         self.owner_token = service.tokens.owner_token
+        self.client_token = await asyncio.to_thread(endpoint.client_token, service.tokens, service.secrets)
         self._refresh_status()
         self._status_task = asyncio.create_task(self._status_loop(), name="app-status")
         return service.url

@@ -264,10 +264,19 @@ class OmenApp(QObject):
         if not config.servers:
             log.info("Glyph has no roots or servers configured; not started (see docs/glyph.md)")
             return
+        from glyph.http_auth import TokenFileError, load_or_create, token_path
+
         from .glyph_host import GlyphHost
 
+        # Glyph's own token, never OMEN's owner token: an MCP client cannot tell who listens on
+        # Glyph's port, so whatever it sends there must be worthless to OMEN.
+        try:
+            token, _created = load_or_create(token_path(config.data_dir))
+        except (TokenFileError, OSError) as exc:
+            log.warning("Glyph is not started: %s", exc)
+            return
         port = int(os.environ.get("OMEN_GLYPH_PORT", "8767"))
-        self.glyph = GlyphHost(config, self.prompter, port=port, token=self.host.owner_token,
+        self.glyph = GlyphHost(config, self.prompter, port=port, token=token,
                                on_ready=lambda why: self.host.relay.post(self._glyph_ready, (why, port)))
         self.glyph.start()
 
@@ -536,8 +545,11 @@ class OmenApp(QObject):
 
     def copy_endpoint(self) -> None:
         clip = QGuiApplication.clipboard()
-        text = f"OPENAI_BASE_URL={self.url}/v1\nOPENAI_API_KEY={self.host.owner_token}\n"
-        if self.glyph is not None and self.glyph.token:  # Glyph's MCP endpoint takes the same bearer token
+        # The endpoint file's client token (user `local`), not the owner token: whatever lands on
+        # the clipboard ends up in editors' configs, and cannot manage OMEN.
+        token = self.host.client_token or self.host.owner_token
+        text = f"OPENAI_BASE_URL={self.url}/v1\nOPENAI_API_KEY={token}\n"
+        if self.glyph is not None and self.glyph.token:  # Glyph's own token (glyph/http_auth.py)
             text += f"GLYPH_MCP_URL={self.glyph.url}\nGLYPH_HTTP_TOKEN={self.glyph.token}\n"
         clip.setText(text)
 

@@ -52,12 +52,15 @@ class GlyphHost:
         from rune.server import BearerAuth
 
         self._task = asyncio.current_task()
+        if not self.token:  # loopback is shared: an HTTP Glyph without a token serves anyone
+            if self.on_ready is not None:
+                self.on_ready("Glyph is not started: it has no HTTP token")
+            return
         try:
             async with Gateway(self.config, self.prompter) as gateway:
                 self.gateway = gateway
                 app: Any = build_server(gateway).streamable_http_app(host="127.0.0.1")
-                if self.token:
-                    app = BearerAuth(app, self.token)
+                app = BearerAuth(app, self.token)
                 server = self._server = uvicorn.Server(
                     uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
                 serving = asyncio.ensure_future(server.serve())

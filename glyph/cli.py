@@ -197,7 +197,7 @@ def http_token(config: GlyphConfig, host: str, no_auth: bool, err: TextIO) -> st
 
     ``--no-auth`` is only accepted on a loopback host, and said loudly; ValueError otherwise.
     """
-    from glyph.http_auth import LOOPBACK, load_or_create, token_path
+    from glyph.http_auth import LOOPBACK, is_loopback, load_or_create, token_path
 
     if no_auth:
         if host not in LOOPBACK:
@@ -205,6 +205,11 @@ def http_token(config: GlyphConfig, host: str, no_auth: bool, err: TextIO) -> st
         print(NO_AUTH_WARNING.format(roots=", ".join(str(r) for r in config.roots) or "(no roots)"),
               file=err, flush=True)
         return None
+    if not is_loopback(host):  # the bearer token would cross the network in clear
+        raise ValueError(
+            f"--host {host} is not a loopback address, and Glyph serves plain HTTP: the bearer token and "
+            "every tool call would cross the network unencrypted. Serve on 127.0.0.1 and put a TLS "
+            "reverse proxy in front of it for other machines (see docs/glyph.md, \"Beyond this machine\")")
     env = os.environ.get("GLYPH_HTTP_TOKEN")
     if env:
         return env

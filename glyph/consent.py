@@ -188,11 +188,12 @@ class TerminalPrompter:
 
     async def ask(self, request: ConsentRequest) -> Decision:
         from glyph.display import visible
-        from glyph.render import render_request
+        from glyph.render import MAX_LINES, render_request, render_summary
 
-        self._write("\n" + visible(render_request(request)) + "\n")  # visible() again: this is the tty
+        self._write("\n" + visible(render_request(request, MAX_LINES)) + "\n")  # visible() again: the tty
+        summary = render_summary(request)
         for _ in range(3):
-            self._write(_MENU + "\n> ")
+            self._write(summary + "\n" + _MENU + "\n> ")
             stop = threading.Event()
             try:
                 line = await anyio.to_thread.run_sync(self._readline, stop, abandon_on_cancel=True)

@@ -11,6 +11,7 @@ MCP SDK's own bearer-auth middleware (``AuthSettings`` + a ``TokenVerifier``), w
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import secrets
 import stat
@@ -23,6 +24,16 @@ TOKEN_FILE = "http-token"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address (the only place Glyph's plain-HTTP endpoint may listen)?"""
+    if host.lower().rstrip(".") in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class TokenFileError(ValueError):
     """The token file exists but cannot be trusted (another owner, a symlink, not a file)."""
 
@@ -32,26 +43,55 @@ def token_path(data_dir: Path) -> Path:
 
 
 def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """``path`` as a folder only the user can enter: every level it makes is 0700 (``mkdir
+    parents=True`` would give the parents the umask's 0755), an existing one of ours is tightened."""
+    missing = []
+    at = path
+    while not at.exists() and at != at.parent:
+        missing.append(at)
+        at = at.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
     st = path.stat()
     if hasattr(os, "getuid") and st.st_uid == os.getuid() and st.st_mode & 0o077:
         path.chmod(0o700)
 
 
 def load_or_create(path: Path) -> tuple[str, bool]:
-    """The token stored at ``path`` (created 0600 when absent), and whether it was just created."""
+    """The token stored at ``path`` (created 0600 when absent), and whether it was just created.
+
+    A token file that others could read is replaced by a new token (and said to be created):
+    tightening it would keep a token someone else may already have copied."""
     _private_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except FileExistsError:
-        return _read(path), False
+        token = _read(path)
+        if token is not None:
+            return token, False
+        return _replace(path), True
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(token + "\n")
     return token, True
 
 
-def _read(path: Path) -> str:
+def _replace(path: Path) -> str:
+    """A new token written beside ``path`` (0600 from the start) and renamed over it."""
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+    return token
+
+
+def _read(path: Path) -> str | None:
+    """The stored token; None if the file was readable by others (it must be replaced)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
@@ -63,7 +103,7 @@ def _read(path: Path) -> str:
         if hasattr(os, "getuid") and st.st_uid != os.getuid():
             raise TokenFileError(f"{path}: the token file belongs to another user (uid {st.st_uid}); not trusted")
         if st.st_mode & 0o077:
-            os.fchmod(f.fileno(), 0o600)  # ours but readable by others: tighten it
+            return None  # ours but readable by others: its token may be known, so it is not used
         token = f.read().strip()
     if len(token) < 16:
         raise TokenFileError(f"{path}: the token file holds no usable token (delete it to make a new one)")

@@ -45,20 +45,40 @@ def render_header(request: ConsentRequest) -> str:
     return "\n".join(lines)
 
 
-def render_arguments(request: ConsentRequest) -> str:
+MAX_LINES = 200  # a request longer than this would scroll its own header off a terminal
+
+
+def render_arguments(request: ConsentRequest, max_lines: int | None = None) -> str:
+    """The request's details; keys, paths and diff labels stay on one line each (a newline in
+    a model-chosen path must not start a line that looks like the prompt's own). With
+    ``max_lines`` the text is cut there and says how many lines were left out."""
     parts: list[str] = []
     if request.changed is not None:
         parts.append("TOOL DEFINITION CHANGED since it was approved:\n" + definition_diff(
             request.changed.old, request.changed.new))
     if request.paths:
-        parts.append("Paths:\n" + "\n".join(f"  {p}" for p in request.paths))
+        parts.append("Paths:\n" + "\n".join(f"  {one_line(p)}" for p in request.paths))
     parts.append("Arguments:\n" + (_render_value(request.arguments, 1) if request.arguments else "  (none)"))
     parts.extend(_edit_diffs(request.arguments, ""))
-    return visible("\n\n".join(parts))
+    text = visible("\n\n".join(parts))
+    if max_lines is not None:
+        lines = text.split("\n")
+        if len(lines) > max_lines:
+            cut = len(lines) - max_lines
+            text = "\n".join(lines[:max_lines]) + f"\n… {cut} more line{'s' if cut != 1 else ''} not shown"
+    return text
 
 
-def render_request(request: ConsentRequest) -> str:
-    return render_header(request) + "\n\n" + render_arguments(request)
+def render_request(request: ConsentRequest, max_lines: int | None = None) -> str:
+    return render_header(request) + "\n\n" + render_arguments(request, max_lines)
+
+
+def render_summary(request: ConsentRequest) -> str:
+    """One line naming what is decided (server, tool, main path): printed right above the menu,
+    so whatever scrolled past, the line the person answers under is Glyph's own."""
+    main = f"  {one_line(request.paths[0])}" if request.paths else ""
+    more = f" (+{len(request.paths) - 1} more)" if len(request.paths) > 1 else ""
+    return f"Allow {one_line(request.server)} → {one_line(request.tool)}{main}{more}?"
 
 
 def definition_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -71,8 +91,9 @@ def _render_value(value: Any, depth: int) -> str:
     pad = "  " * depth
     if isinstance(value, dict) and value:
         lines: list[str] = []
-        for key, item in value.items():
-            if isinstance(item, str) and "\n" in item:
+        for raw_key, item in value.items():
+            key = one_line(str(raw_key))
+            if isinstance(item, str) and "\n" in item and _norm(str(raw_key)) not in _PATH_KEYS:
                 lines.append(f"{pad}{key}: |")
                 lines.append(textwrap.indent(item.rstrip("\n"), pad + "  ", lambda _: True))
             elif isinstance(item, dict | list) and item:
@@ -90,6 +111,9 @@ def _render_value(value: Any, depth: int) -> str:
     if isinstance(value, str) and "\n" in value:
         return "|\n" + textwrap.indent(value.rstrip("\n"), pad + "  ", lambda _: True)
     return pad + json.dumps(value, ensure_ascii=False)
+
+
+_PATH_KEYS = frozenset({"path", "filepath", "file", "filename", "source", "destination"})  # one line each
 
 
 def _path_of(value: dict[str, Any]) -> str | None:
@@ -113,7 +137,7 @@ def _edit_diffs(value: Any, where: str, path: str | None = None) -> Iterator[str
         if old_key in keys and new_key in keys:
             old, new = value[keys[old_key]], value[keys[new_key]]
             if isinstance(old, str) and isinstance(new, str):
-                label = " ".join(x for x in (path, where) if x) or "edit"
+                label = one_line(" ".join(x for x in (path, where) if x) or "edit")
                 diff = difflib.unified_diff(
                     old.splitlines(), new.splitlines(), f"{label} (before)", f"{label} (after)", lineterm="")
                 yield "Diff:\n" + "\n".join(diff)

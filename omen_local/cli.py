@@ -23,10 +23,14 @@ from .metering import MeteringError
 from .metering import cli as metering_cli
 from .secrets import SecretStore
 from .tokens import TokenBook, reserved_user
+from .visible import VisibleFormatter
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Upstream error text and request paths reach this log: control characters are shown, not obeyed."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(VisibleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -79,7 +79,9 @@ def process_stamp(pid: int) -> str | None:
 
 
 def pid_alive(pid: int) -> bool | None:
-    """True/False where the OS can tell; None where it cannot (Windows: os.kill would signal)."""
+    """Is ``pid`` alive and ours: True/False where the OS can tell; None where it cannot
+    (Windows: os.kill would signal). A pid we may not signal (EPERM) belongs to another
+    user: the endpoint file is ours, so that process is not our OMEN (the pid was reused)."""
     if pid <= 0:
         return False
     if sys.platform == "win32":
@@ -89,7 +91,7 @@ def pid_alive(pid: int) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # alive, someone else's
+        return False  # alive, but someone else's: not the OMEN that wrote our file
     return True
 
 
@@ -248,7 +250,7 @@ def staleness(info: EndpointInfo) -> str | None:
     """Why ``info`` cannot be trusted (its server is gone), or None."""
     alive = pid_alive(info.pid)
     if alive is False:
-        return f"its server (pid {info.pid}) is not running"
+        return f"its server (pid {info.pid}) is not running (or the pid now belongs to another user)"
     if info.stamp is not None:
         now = process_stamp(info.pid)
         if now is not None and now != info.stamp:

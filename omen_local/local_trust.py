@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,14 +145,34 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def is_loopback_host(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+def host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` names when it is an IP literal in any spelling a connect accepts:
+    ``[::ffff:127.0.0.1]`` is unmapped, ``127.1`` and ``2130706433`` (inet_aton's short forms)
+    are expanded; None for a name."""
+    host = host.strip("[]").split("%", 1)[0].lower().rstrip(".")
     try:
-        return ipaddress.ip_address(host).is_loopback
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        if not host or not all(c in "0123456789abcdefx." for c in host):
+            return None
+        try:
+            addr = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr
+
+
+def is_loopback_host(host: str) -> bool:
+    """Does a connection to ``host`` stay on this machine? Loopback in any spelling, a
+    wildcard address (connecting to 0.0.0.0 or :: reaches this machine) and ``localhost``
+    (with or without the trailing dot of a fully qualified name)."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    addr = host_address(host)
+    return addr is not None and (addr.is_loopback or addr.is_unspecified)
 
 
 def url_port(url: str) -> tuple[str, int] | None:

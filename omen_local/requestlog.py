@@ -27,6 +27,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .private_files import private_dir
+
 APP_NAME = "omen-local"
 FILE_NAME = "requests.log"
 MAX_BYTES = 5 * 1024 * 1024
@@ -79,13 +81,21 @@ def door_of(path: str) -> str:
     return "other"
 
 
+def _create_private(path: str | os.PathLike[str]) -> None:
+    """Make the log file exist, user-only from the start (never truncated)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    os.close(fd)
+
+
 class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
-    """Rotation that leaves every file user-only (the log names clients and models)."""
+    """Rotation that leaves every file user-only (the log names clients and models).
+
+    Made with ``delay=True``: after a rollover the handler opens the file only at the next
+    record, and by then it exists, created here 0600 from the start (no moment at 0644)."""
 
     def doRollover(self) -> None:  # the stdlib's name
         super().doRollover()
-        if os.name == "posix" and os.path.exists(self.baseFilename):
-            os.chmod(self.baseFilename, 0o600)
+        _create_private(self.baseFilename)
 
 
 class RequestLog:
@@ -102,11 +112,12 @@ class RequestLog:
         self._listener: logging.handlers.QueueListener | None = None
 
     def start(self) -> None:
-        # A folder it makes is user-only; an existing one (OMEN_LOG_DIR may name any) is left as it is.
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)  # user-only from the start
-        os.close(fd)
-        handler = _PrivateRotatingFile(self.path, maxBytes=self.max_bytes, backupCount=BACKUPS, encoding="utf-8")
+        # Folders it makes are user-only, every level; an existing one (OMEN_LOG_DIR may name any) is left as it is.
+        if not self.path.parent.exists():
+            private_dir(self.path.parent)
+        _create_private(self.path)
+        handler = _PrivateRotatingFile(self.path, maxBytes=self.max_bytes, backupCount=BACKUPS, encoding="utf-8",
+                                       delay=True)
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._listener = logging.handlers.QueueListener(self._queue, handler)
         self._logger.addHandler(logging.handlers.QueueHandler(self._queue))

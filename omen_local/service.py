@@ -26,7 +26,7 @@ import aiohttp
 import platformdirs
 from aiohttp import web
 
-from . import __version__, endpoint, local_servers, private_files
+from . import __version__, endpoint, local_servers, local_trust, private_files
 from .config import APP_NAME, Config, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
@@ -87,7 +87,7 @@ class OmenService:
         self._want_metering = metering
         self.metering: Metering | None = None
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
-        self.reprober = Reprober(self.health, self._local_urls)
+        self.reprober = Reprober(self.health, self._local_urls, distrust=self._local_distrust)
         self.health.on_down = self.reprober.watch
         self.sticky = StickyMap(ttl_s=config.defaults.sticky_ttl_s)
         self.session: aiohttp.ClientSession | None = None
@@ -307,6 +307,13 @@ class OmenService:
     def _local_urls(self) -> dict[str, str]:
         """Each local provider's address (for the re-prober of paused ones)."""
         return {name: pc.base_url for name, pc in self.config.providers.items() if is_loopback_url(pc.base_url)}
+
+    def _local_distrust(self, provider: str) -> str | None:
+        """Why the listener at a local provider's address must not be used (local_trust.py)."""
+        pc = self.config.providers.get(provider)
+        if pc is None:
+            return f"{provider} is no longer configured"
+        return local_trust.distrust(pc.base_url, pc.trust_owner)
 
     async def stop(self) -> None:
         endpoint.remove(self)

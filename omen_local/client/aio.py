@@ -84,7 +84,9 @@ class AsyncOmenClient:
         self.user_agent = user_agent
         self.health = Health(backoff)
         self._models: tuple[float, list[str]] | None = None
-        self._proven: set[tuple[str, int | None]] = set()  # (url, pid) that proved they are the file's OMEN
+        # (url, pid, proof key) that proved they are the file's OMEN: a new server run writes a
+        # new proof key, so a server proven once is not taken for the OMEN of a later file
+        self._proven: set[tuple[str, int | None, str | None]] = set()
         published = endpoint.read(endpoint.path_for(self.local.data_dir), check=False)
         cert = Path(published.tls_cert) if published is not None and published.tls_cert else None
         self._http = httpx2.AsyncClient(
@@ -115,7 +117,7 @@ class AsyncOmenClient:
         for that); otherwise there is no target and ``problem`` says why."""
         target = find_omen(self.local, base_url=self._base_url, token=self._token, environ=self._environ)
         info = target.endpoint_info
-        if target.url is None or info is None or (target.url, target.pid) in self._proven:
+        if target.url is None or info is None or (target.url, target.pid, info.proof_key) in self._proven:
             return target
         nonce = endpoint.new_nonce()
         try:
@@ -126,7 +128,7 @@ class AsyncOmenClient:
         if why is not None:
             problem = f"OMEN is not running: the server at {info.url} is not verified ({why})"
             return dataclasses.replace(target, url=None, token=None, problem=problem)
-        self._proven.add((target.url, target.pid))
+        self._proven.add((target.url, target.pid, info.proof_key))
         return target
 
     # ------------------------------------------------------------ chat

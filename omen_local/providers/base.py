@@ -16,7 +16,6 @@ Embeddings (:meth:`Provider.embed`) and legacy text completions
 
 from __future__ import annotations
 
-import ipaddress
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -240,13 +239,9 @@ class Timeouts:
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """Loopback in any spelling (see ``local_trust.is_loopback_host``), so that every local
+    server gets the owner check and no proxy."""
+    return local_trust.is_loopback_host(urlsplit(url).hostname or "")
 
 
 def env_proxy(url: str) -> str | None:

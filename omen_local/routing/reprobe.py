@@ -60,11 +60,14 @@ class Reprober:
         local_urls: Callable[[], Mapping[str, str]],
         *,
         probe: Callable[[str, int], Awaitable[bool]] | None = None,
+        distrust: Callable[[str], str | None] | None = None,
         first_s: float = FIRST_S,
         max_s: float = MAX_S,
     ) -> None:
-        """``local_urls()``: the base URL of each local provider, as the current config says."""
+        """``local_urls()``: the base URL of each local provider, as the current config says;
+        ``distrust(provider)``: why its listener must not get requests (another user's), or None."""
         self.health = health
+        self._distrust = distrust
         self.local_urls = local_urls
         self._probe = probe
         self.first_s = first_s
@@ -91,13 +94,23 @@ class Reprober:
             return await self._probe(host, port)
         return await connects(host, port)
 
+    async def _trusted(self, provider: str) -> bool:
+        """Something listens again, but a squatter may have bound the port while the user's
+        server restarted: revive only a listener the owner check accepts."""
+        if self._distrust is None:
+            return True
+        why = await asyncio.to_thread(self._distrust, provider)
+        if why is not None:
+            log.warning("%s: a server listens again but is not used: %s", provider, why)
+        return why is None
+
     async def _run(self, provider: str, host: str, port: int) -> None:
         delay = self.first_s
         while not self.health.provider_available(provider):
             await asyncio.sleep(delay)  # backoff between probes, not synchronisation
             if self.health.provider_available(provider):
                 return  # the cool-down ended or a request got through meanwhile
-            if await self._connects(host, port):
+            if await self._connects(host, port) and await self._trusted(provider):
                 log.info("%s answers again at %s:%d: in use again", provider, host, port)
                 self.health.revive(provider)
                 return

@@ -42,9 +42,21 @@ def test_glyph_in_the_app_asks_with_a_native_dialog_while_omen_serves(
     try:
         url = f"http://127.0.0.1:{port}/mcp"
         results: list[types.CallToolResult] = []
+        # Glyph has its own token (in its data dir, 0600), never OMEN's owner token: a client
+        # cannot verify who listens on Glyph's port, so what it sends there must be worthless to OMEN.
+        glyph_token = (tmp_path / "gdata" / "http-token").read_text().strip()
+        assert (tmp_path / "gdata" / "http-token").stat().st_mode & 0o777 == 0o600
+        assert r.app.glyph is not None and r.app.glyph.token == glyph_token != r.app.host.owner_token
+        r.app.copy_endpoint()
+        from PySide6.QtGui import QGuiApplication
+
+        copied = QGuiApplication.clipboard().text()
+        assert f"GLYPH_HTTP_TOKEN={glyph_token}\n" in copied
+        assert r.app.host.owner_token not in copied  # OMEN's part is the endpoint file's client token
+        assert f"OPENAI_API_KEY={r.app.host.client_token}\n" in copied and r.app.host.client_token
 
         async def call() -> None:
-            transport = http_transport(url, {"Authorization": f"Bearer {r.app.host.owner_token}"})
+            transport = http_transport(url, {"Authorization": f"Bearer {glyph_token}"})
             async with Client(transport, client_info=types.Implementation(name="agent", version="3"),
                               cache=None) as client:
                 results.append(await client.call_tool("fake__write_file", {"path": "a.txt", "content": "x"}))
@@ -151,3 +163,35 @@ def test_glyph_roots_and_rules_are_saved_keeping_comments(tmp_path: Path) -> Non
     with pytest.raises(ValueError):
         glyph_settings.save(path, [str(root)], [{"action": "maybe"}])
     assert load_glyph(path).rules[0].action == "allow"  # unchanged
+
+
+def test_glyph_host_without_a_token_does_not_serve(tmp_path: Path) -> None:
+    """An empty token must not start an unauthenticated HTTP Glyph on shared loopback."""
+    import threading
+
+    from app.glyph_host import GlyphHost
+    from glyph.consent import DenyPrompter
+
+    (tmp_path / "root").mkdir()
+    cfg = tmp_path / "glyph.toml"
+    cfg.write_text(f'roots = ["{tmp_path / "root"}"]\ndata_dir = "{tmp_path / "gdata"}"\n[rune]\nenabled = false\n'
+                   f'[mcpServers.fake]\ncommand = "{sys.executable}"\nargs = ["{FAKE}"]\n', encoding="utf-8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    said: list[str | None] = []
+    done = threading.Event()
+
+    def ready(why: str | None) -> None:
+        said.append(why)
+        done.set()
+
+    host = GlyphHost(load_glyph(cfg), DenyPrompter(), port=port, token="", on_ready=ready)
+    host.start()
+    try:
+        assert done.wait(30)
+        assert said[0] is not None and "token" in said[0]
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    finally:
+        host.stop()

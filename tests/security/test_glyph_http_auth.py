@@ -115,7 +115,7 @@ async def test_another_user_without_the_token_gets_401_and_cannot_read_it(open_t
     assert token not in second and str(token_file) in second
 
 
-async def test_a_token_file_made_readable_is_tightened_and_a_foreign_one_refused(tmp_path: Path) -> None:
+async def test_a_token_file_made_readable_is_replaced_and_a_foreign_one_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
     token_file = data / "http-token"
@@ -125,6 +125,7 @@ async def test_a_token_file_made_readable_is_tightened_and_a_foreign_one_refused
     try:
         await wait_listening(port, proc)
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert token_file.read_text().strip() != "x" * 43  # others could read it: a new token, not the old one
     finally:
         stop(proc)
     from tests.security.glyph_attacker import attacker
@@ -165,3 +166,18 @@ async def test_glyph_http_token_env_still_sets_the_token(tmp_path: Path, host: s
             assert (await client.list_tools()).tools
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+async def test_a_non_loopback_host_is_refused_plain_http_would_carry_the_token_in_clear(
+        tmp_path: Path, host: str) -> None:
+    proc, _ = start(tmp_path, "--host", host)
+    try:
+        assert proc.wait(timeout=30) == 2
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert "not a loopback address" in err and "TLS reverse proxy" in err
+    assert not (tmp_path / "data" / "http-token").exists()  # refused before any token is made

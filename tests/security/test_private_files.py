@@ -143,3 +143,46 @@ def test_the_apps_log_folder_and_rotated_logs_are_private(tmp_path: Path) -> Non
     assert (logs / "omen-app.log.1").exists()
     loose = _loose([tmp_path / "a"])
     assert not loose, "readable by other users:\n" + "\n".join(loose)
+
+
+def test_the_request_log_makes_every_missing_folder_private_and_opens_rotated_files_0600(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mkdir(parents=True, mode=0o700)` gives the parents the umask's 0755; rotation opened the
+    new file 0644 and chmodded it after: each open must find the file already 0600."""
+    from omen_local import requestlog
+
+    modes: list[int] = []
+    real_open = requestlog._PrivateRotatingFile._open  # observation point: the mode when the handler opens
+
+    def spy(self: requestlog._PrivateRotatingFile) -> object:
+        stream = real_open(self)
+        modes.append(stat.S_IMODE(os.stat(self.baseFilename).st_mode))
+        return stream
+
+    monkeypatch.setattr(requestlog._PrivateRotatingFile, "_open", spy)
+    book = requestlog.RequestLog(tmp_path / "a" / "b" / "logs", max_bytes=200)
+    book.start()
+    try:
+        for i in range(20):
+            book.write({"time": requestlog.now_iso(), "door": "chat", "path": f"/v1/chat/completions/{i}" * 3})
+    finally:
+        book.stop()
+    assert (tmp_path / "a" / "b" / "logs" / "requests.log.1").exists()
+    assert modes and set(modes) == {0o600}, modes
+    loose = _loose([tmp_path / "a"])
+    assert not loose, "readable by other users:\n" + "\n".join(loose)
+
+
+def test_glyphs_token_folder_levels_are_private_and_a_readable_token_is_replaced(tmp_path: Path) -> None:
+    from glyph.http_auth import load_or_create
+
+    path = tmp_path / "x" / "y" / "glyph" / "http-token"
+    token, created = load_or_create(path)
+    assert created
+    assert not _loose([tmp_path / "x"]), _loose([tmp_path / "x"])
+    path.chmod(0o644)  # someone may have read it meanwhile
+    again, created = load_or_create(path)
+    assert created and again != token, "a token others could read is still used"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text().strip() == again
+    assert load_or_create(path) == (again, False)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["http-token"]  # no temporary left behind
