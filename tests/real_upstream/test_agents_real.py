@@ -86,10 +86,10 @@ def test_qwen_code_is_told_at_once_that_its_prompt_does_not_fit(omen: Omen, tmp_
     print(f"qwen {run.version}: exit {run.returncode}; {len(door_rows(omen, 'chat', logged))} requests\n{run.describe()}")
     rows = door_rows(omen, "chat", logged)
     assert rows, f"Qwen Code never reached OMEN's chat door\n{run.describe()}"
-    assert all(r["client"].startswith("QwenCode/") or "qwen" in r["client"].lower() for r in rows), rows
+    assert all(r["client"].startswith(f"QwenCode/{run.version}") for r in rows), rows
     assert all(r["status"] == "400" for r in rows), rows
     assert len(rows) <= MOST_REQUESTS, f"Qwen Code {run.version} asked {len(rows)} times\n{run.describe()}"
-    assert len(upstream_attempts(omen, attempted)) <= len(rows)  # the planner refused before anything was sent
+    assert not upstream_attempts(omen, attempted), "the planner refused before anything was sent"
     assert run.returncode != 0, run.describe()
     assert shows_the_refusal(run), run.describe()
     still_serving(omen)
