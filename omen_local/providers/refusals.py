@@ -35,7 +35,9 @@ class Refusal:
         """What to tell the client, in a few words."""
         if self.reason == CONTEXT:  # worded as Anthropic's, which clients (Claude Code) key on
             if self.prompt_tokens and self.context_window:
-                return f"prompt is too long: {self.prompt_tokens:,} tokens; the model holds {self.context_window:,}"
+                # "N tokens > M maximum": the form Claude Code reads the sizes from
+                w, n = self.context_window, self.prompt_tokens
+                return f"prompt is too long: {n} tokens > {w} maximum; the model holds {w:,}"
             if self.context_window:
                 return f"prompt is too long: the model holds {self.context_window:,} tokens"
             return "prompt is too long for the model's context"

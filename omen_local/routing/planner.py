@@ -338,9 +338,12 @@ class Planner:
         if fits:
             return fits, tuple(named)
         out = f" plus max_tokens {requested:,}" if requested and any(not self.catalog.is_local(t.provider) for t in targets) else ""
+        largest = max((size for t in targets if (size := window(t)) is not None), default=0)
+        # Led by Anthropic's own wording ("prompt is too long: N tokens > M maximum"), which
+        # Claude Code parses for the sizes it shows; the rest names each model and its window.
         raise OmenError(
             400,
-            f"prompt is too long: ~{prompt:,} tokens (estimated){out}; {'; '.join(skipped)}. "
+            f"prompt is too long: {prompt} tokens > {largest} maximum (estimated{out}; {'; '.join(skipped)}). "
             "Shorten the prompt, or configure a model with a larger context_window for this intent",
             code="context_length_exceeded",
             param="messages" if req.op is Operation.CHAT else "prompt" if req.op is Operation.TEXT else "input",

@@ -154,6 +154,15 @@ class Omen:
     def usage(self) -> Any:
         return http("GET", f"{self.base}/v1/omen/usage", token=self.token)[1]
 
+    def request_log(self) -> list[dict[str, str]]:
+        """The request log's lines (docs/api.md, "Request log"): one per request a client made."""
+        from omen_local.requestlog import parse_line
+
+        path = Path(self.env["OMEN_LOG_DIR"]) / "requests.log"
+        if not path.exists():
+            return []
+        return [parse_line(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
 
 def omen_config(tmp: Path, chat_url: str, embed_url: str, *, extra: str = "") -> Path:
     cfg = tmp / "config.toml"
@@ -190,7 +199,7 @@ embed = ["emb/{MODEL}"]
 
 def start_omen(tmp: Path, config: Path) -> Omen:
     env = {k: v for k, v in os.environ.items() if k not in ("OMEN_TOKEN", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
-    env.update(OMEN_CONFIG=str(config), OMEN_SECRETS="file", HOME=str(tmp))
+    env.update(OMEN_CONFIG=str(config), OMEN_SECRETS="file", HOME=str(tmp), OMEN_LOG_DIR=str(tmp / "logs"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "omen_local", "serve", "--port", "0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
