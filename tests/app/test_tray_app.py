@@ -53,7 +53,9 @@ def test_menu_shows_live_state_and_every_entry(running: Running) -> None:
 
     actions["copy"].trigger()
     clip = QGuiApplication.clipboard().text()
-    assert f"OPENAI_BASE_URL={running.url}/v1" in clip and running.app.host.owner_token in clip
+    host = running.app.host  # the endpoint file's client token, never the owner's (docs/security.md)
+    assert f"OPENAI_BASE_URL={running.url}/v1" in clip and host.client_token and host.client_token in clip
+    assert host.owner_token not in clip
 
 
 def test_provider_toggle_moves_the_next_request_and_persists(running: Running, qtbot: QtBot) -> None:
