@@ -499,3 +499,15 @@ async def test_a_stream_error_after_content_breaks_the_stream_with_the_upstreams
             got.append(chunk.delta.get("content"))
     assert got == ["hel"]
     assert "exceeds the available context size" in caught.value.message
+
+
+def test_a_reset_long_after_sending_is_never_unanswered() -> None:
+    """A reset that comes after the race window may be a worker that read the request and
+    died: sending it again could bill it twice (the review's finding, for resets as for closes)."""
+    from omen_local.providers._http import RACE_S, _unanswered
+
+    reset = aiohttp.ClientOSError(104, "Connection reset by peer")
+    assert _unanswered(reset, 0.0)
+    assert not _unanswered(reset, RACE_S + 1)
+    closed = aiohttp.ServerDisconnectedError()
+    assert _unanswered(closed, 0.0) and not _unanswered(closed, RACE_S + 1)

@@ -269,15 +269,17 @@ def _url(url: str) -> URL:
 
 
 def _unanswered(exc: BaseException, elapsed: float = 0.0) -> bool:
-    """The upstream cannot have worked on the request: writing it failed on a connection the
-    upstream had closed, or the connection closed without any byte of an answer within
-    :data:`RACE_S` (``elapsed``: seconds since the request was sent) of sending it."""
+    """The upstream cannot have worked on the request: within :data:`RACE_S` of sending it
+    (``elapsed``: seconds since), writing it failed on a connection the upstream had closed,
+    or the connection closed (or was reset) without any byte of an answer. Later, a reset or
+    a close may come from a worker that read the request and died: never sent again."""
+    if elapsed >= RACE_S:
+        return False
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        # exc.message not a str: the parser had started on an answer
-        return isinstance(exc.message, str) and elapsed < RACE_S
+        return isinstance(exc.message, str)  # not a str: the parser had started on an answer
     if isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError):
-        # Writing the request on a connection the upstream had closed: aiohttp's "Can not write
-        # request body" carries the reset as its cause (errno None when the transport was closing).
+        # aiohttp's "Can not write request body" carries the reset as its cause (errno None
+        # when the transport was already closing).
         return exc.errno in (errno.ECONNRESET, errno.EPIPE) or isinstance(exc.__cause__, ConnectionResetError | BrokenPipeError)
     return False
 
