@@ -20,6 +20,8 @@ from pathlib import Path
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 
+from .private import private_dir
+
 TOKEN_FILE = "http-token"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -42,30 +44,12 @@ def token_path(data_dir: Path) -> Path:
     return data_dir / TOKEN_FILE
 
 
-def _private_dir(path: Path) -> None:
-    """``path`` as a folder only the user can enter: every level it makes is 0700 (``mkdir
-    parents=True`` would give the parents the umask's 0755), an existing one of ours is tightened."""
-    missing = []
-    at = path
-    while not at.exists() and at != at.parent:
-        missing.append(at)
-        at = at.parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
-    st = path.stat()
-    if hasattr(os, "getuid") and st.st_uid == os.getuid() and st.st_mode & 0o077:
-        path.chmod(0o700)
-
-
 def load_or_create(path: Path) -> tuple[str, bool]:
     """The token stored at ``path`` (created 0600 when absent), and whether it was just created.
 
     A token file that others could read is replaced by a new token (and said to be created):
     tightening it would keep a token someone else may already have copied."""
-    _private_dir(path.parent)
+    private_dir(path.parent)  # every level it makes 0700, an existing one of ours tightened
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except FileExistsError:
