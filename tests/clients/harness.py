@@ -322,3 +322,21 @@ def record_result(client: str, door: str, feature: str, ok: bool, detail: str = 
     row = {"client": client, "version": cli_version(client), "door": door, "feature": feature, "ok": ok, "detail": detail}
     with RESULTS.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------- what a chat-door CLI sent
+
+
+def chat_tools(body: dict[str, Any]) -> list[str]:
+    """The tool names a chat request offered."""
+    return [t["function"]["name"] if "function" in t else t["name"] for t in body.get("tools") or []]
+
+
+def texts(body: dict[str, Any]) -> str:
+    """A chat request's messages as one string, to look for what a turn carried."""
+    return json.dumps(body.get("messages") or [])
+
+
+def agent_turns(fake: Fake) -> list[dict[str, Any]]:
+    """The requests that offered tools (the agent's turns; not side requests such as titles)."""
+    return [s["body"] for s in fake.seen() if s["body"].get("tools")]

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .glyph_setup import NOTE, GlyphProject, glyph_project
-from .harness import CliRun, Fake, Omen, record_result, run_cli
+from .harness import CliRun, Fake, Omen, agent_turns, chat_tools, record_result, run_cli, texts
 
 CLIENT = "cn"
 DOOR = "/v1/chat/completions"
@@ -45,18 +44,6 @@ def cn(tmp: Path, omen: Omen, prompt: str, *, model: str, glyph: GlyphProject | 
     work.mkdir(parents=True, exist_ok=True)
     env = {"CONTINUE_GLOBAL_DIR": str(home / ".continue"), "CONTINUE_CLI_ENABLE_TELEMETRY": "0", "CONTINUE_METRICS_ENABLED": "0"}
     return run_cli(CLIENT, ["--config", str(path), "--auto", "-p", prompt], home=home, env=env, cwd=work)
-
-
-def chat_tools(body: dict[str, Any]) -> list[str]:
-    return [t["function"]["name"] if "function" in t else t["name"] for t in body.get("tools") or []]
-
-
-def texts(body: dict[str, Any]) -> str:
-    return json.dumps(body.get("messages") or [])
-
-
-def agent_turns(fake: Fake) -> list[dict[str, Any]]:
-    return [s["body"] for s in fake.seen() if s["body"].get("tools")]
 
 
 def checked(run: CliRun, feature: str, ok: bool, detail: str = "") -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .glyph_setup import NOTE, GlyphProject, glyph_project
-from .harness import CliRun, Fake, Omen, record_result, run_cli
+from .harness import CliRun, Fake, Omen, agent_turns, chat_tools, record_result, run_cli, texts
 
 CLIENT = "qwen"
 DOOR = "/v1/chat/completions"
@@ -40,19 +40,6 @@ def qwen(tmp: Path, omen: Omen, prompt: str, *, model: str | None, glyph: GlyphP
     if model:
         args += ["-m", model]
     return run_cli(CLIENT, [*args, "-p", prompt], home=home, env=QUIET, cwd=work)
-
-
-def chat_tools(body: dict[str, Any]) -> list[str]:
-    return [t["function"]["name"] if "function" in t else t["name"] for t in body.get("tools") or []]
-
-
-def texts(body: dict[str, Any]) -> str:
-    return json.dumps(body.get("messages") or [])
-
-
-def agent_turns(fake: Fake) -> list[dict[str, Any]]:
-    """The requests that offered tools (the agent's turns; not side requests such as titles)."""
-    return [s["body"] for s in fake.seen() if s["body"].get("tools")]
 
 
 def checked(run: CliRun, feature: str, ok: bool, detail: str = "") -> None:
