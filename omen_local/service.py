@@ -352,7 +352,7 @@ class OmenService:
             return
         changed = models != catalog.models.get(provider.name)
         catalog.set_models(provider.name, models)
-        windows: dict[str, int] = getattr(provider, "context_windows", {})  # llama.cpp's /props
+        windows = provider.context_windows  # llama.cpp's /props, Ollama's /api/show
         for model, tokens in windows.items():
             catalog.set_window(Target(provider.name, model), tokens)
         if self.health.ok(provider.name) or changed:

@@ -287,6 +287,9 @@ class Provider(ABC):
         self.timeouts = timeouts or Timeouts()
         self._client_timeout = self.timeouts.client_timeout()
         self._whole_timeout = self.timeouts.whole_timeout()
+        # model -> context window in tokens, as the server reported it (discover): the catalog's
+        # sizes where the config gives none (llama.cpp's /props, Ollama's /api/show)
+        self.context_windows: dict[str, int] = {}
         self.proxy = env_proxy(config.base_url)
         self.headers = {"Content-Type": "application/json", **config.headers, **self.auth_headers()}
         self.ssl = _http.ssl_context(config.ca_file) if config.ca_file else True  # True: the system's CAs

@@ -242,7 +242,6 @@ class OllamaProvider(Provider):
         timeouts: Timeouts | None = None,
     ) -> None:
         super().__init__(config, session, key=key, timeouts=timeouts)
-        self.context_windows: dict[str, int] = {}  # model -> tokens, from /api/show (discover)
         self._shown: set[str] = set()
 
     @classmethod

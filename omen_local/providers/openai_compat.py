@@ -75,7 +75,6 @@ class OpenAICompatProvider(Provider):
         self._fixed: Dialect | None = DIALECTS[c.dialect] if c.dialect else by_address(c.base_url, c.name if c.found else None)
         self._detected: Dialect | None = None
         self._asking: asyncio.Future[None] | None = None  # the one GET /models that asks a local server
-        self.context_windows: dict[str, int] = {}  # model -> tokens, as the server reported (discover)
 
     @property
     def dialect(self) -> Dialect:
