@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -66,11 +65,10 @@ def test_no_window_large_enough_is_a_400_naming_the_sizes_before_anything_is_sen
         planner(tmp_path).plan(request(4000, "solo"), Caller("r", "owner"))
     e = err.value
     assert e.status == 400 and e.code == "context_length_exceeded" and e.type == "invalid_request_error"
-    assert "prompt is too long" in e.message and "small/tiny holds 2,048" in e.message
-    assert "~5,0" not in e.message and "prompt is too long: 50" in e.message  # the estimate (5 characters a word, four a token)
-    # Anthropic's wording first, so Claude Code can read the sizes (its pattern, from the 2.1 bundle)
-    sizes = re.search(r"prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)", e.message)
-    assert sizes is not None and sizes.group(2) == "2048", e.message
+    assert e.message.startswith("prompt ~5,0") and "small/tiny holds 2,048" in e.message  # the estimate (5 characters a word, four a token)
+    # Worded so that Claude Code 2.1 shows the text (its checks, from the 2.1 bundle, docs/clients.md):
+    # one of the other servers' phrases, and not Anthropic's "prompt is too long", whose text it hides.
+    assert "exceeds the context window" in e.message and "prompt is too long" not in e.message.lower()
 
 
 def test_a_prompt_near_the_edge_is_left_to_the_server(tmp_path: Path) -> None:

@@ -31,8 +31,10 @@ def test_context_refusals_name_the_sizes_they_give(status: int, message: str, bo
     assert found is not None and found.reason == CONTEXT
     assert (found.prompt_tokens, found.context_window) == (prompt, window)
     if prompt and window:
-        # Anthropic's form first (Claude Code reads the sizes from it), then the window as people write it
-        assert f"prompt is too long: {prompt} tokens > {window} maximum" in found.describe() and f"holds {window:,}" in found.describe()
+        # the form Claude Code shows the text of (not Anthropic's "prompt is too long", whose text it hides)
+        said = found.describe()
+        assert f"prompt of {prompt:,} tokens exceeds the context window of {window:,}" == said
+        assert "prompt is too long" not in said
 
 
 @pytest.mark.parametrize(

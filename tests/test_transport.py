@@ -484,7 +484,7 @@ async def test_a_stream_error_before_any_content_is_the_upstreams_refusal(
             pass
     assert caught.value.reason == "context_length"
     assert (caught.value.prompt_tokens, caught.value.context_window) == (9000, 8192)
-    assert "prompt is too long" in caught.value.message
+    assert "prompt of 9,000 tokens exceeds the context window of 8,192" in caught.value.message
 
 
 async def test_a_stream_error_after_content_breaks_the_stream_with_the_upstreams_words(

@@ -33,14 +33,14 @@ class Refusal:
 
     def describe(self) -> str:
         """What to tell the client, in a few words."""
-        if self.reason == CONTEXT:  # worded as Anthropic's, which clients (Claude Code) key on
+        if self.reason == CONTEXT:
+            # Not Anthropic's "prompt is too long": with it Claude Code (2.1) hides the text
+            # (and so the provider's name); "exceeds the context window" it shows (planner.py).
             if self.prompt_tokens and self.context_window:
-                # "N tokens > M maximum": the form Claude Code reads the sizes from
-                w, n = self.context_window, self.prompt_tokens
-                return f"prompt is too long: {n} tokens > {w} maximum; the model holds {w:,}"
+                return f"prompt of {self.prompt_tokens:,} tokens exceeds the context window of {self.context_window:,}"
             if self.context_window:
-                return f"prompt is too long: the model holds {self.context_window:,} tokens"
-            return "prompt is too long for the model's context"
+                return f"prompt exceeds the context window of {self.context_window:,} tokens"
+            return "prompt exceeds the context window of the model"
         return f"the upstream cannot take parameter {self.param!r}" if self.param else "the upstream cannot take a parameter of this request"
 
 

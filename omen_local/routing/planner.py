@@ -338,13 +338,14 @@ class Planner:
         if fits:
             return fits, tuple(named)
         out = f" plus max_tokens {requested:,}" if requested and any(not self.catalog.is_local(t.provider) for t in targets) else ""
-        largest = max((size for t in targets if (size := window(t)) is not None), default=0)
-        # Led by Anthropic's own wording ("prompt is too long: N tokens > M maximum"), which
-        # Claude Code parses for the sizes it shows; the rest names each model and its window.
+        # "exceeds the context window": the wording of the non-Anthropic servers Claude Code (2.1)
+        # recognises as a prompt that does not fit, whose text it then shows ("the provider said:
+        # ..."); Anthropic's own "prompt is too long" would make it show only two numbers, never
+        # the model (docs/clients.md, "Small local models"). The sizes and the models lead.
         raise OmenError(
             400,
-            f"prompt is too long: {prompt} tokens > {largest} maximum (estimated{out}; {'; '.join(skipped)}). "
-            "Shorten the prompt, or configure a model with a larger context_window for this intent",
+            f"prompt ~{prompt:,} tokens (estimated{out}) exceeds the context window of every candidate: "
+            f"{'; '.join(skipped)}. Shorten the prompt, or configure a model with a larger context_window for this intent",
             code="context_length_exceeded",
             param="messages" if req.op is Operation.CHAT else "prompt" if req.op is Operation.TEXT else "input",
         )

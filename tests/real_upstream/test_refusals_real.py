@@ -19,6 +19,9 @@ from .test_caps_and_doors import TARGET, ant, oai
 
 FAR_OVER = "Tell me about the sea. " * 2000  # ~11,000 tokens by any count
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
+# How OMEN says a prompt does not fit, on every door: other servers' words, which Claude Code
+# (2.1) recognises and shows, not Anthropic's "prompt is too long", whose text it hides.
+DOES_NOT_FIT = "exceeds the context window"
 
 
 def near_edge(chat: LlamaServer) -> str:
@@ -45,12 +48,12 @@ def test_far_over_the_context_is_a_400_with_the_sizes_on_the_chat_door(omen: Ome
         oai(omen).chat.completions.create(model=TARGET, messages=[{"role": "user", "content": FAR_OVER}], stream=stream, max_tokens=8)
     body: Any = err.value.body
     assert body["code"] == "context_length_exceeded"
-    assert "prompt is too long" in body["message"] and f"llama/{MODEL} holds {N_CTX:,}" in body["message"]
+    assert DOES_NOT_FIT in body["message"] and f"llama/{MODEL} holds {N_CTX:,}" in body["message"]
     answers_at_once(omen)
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_far_over_the_context_on_the_messages_door_is_what_anthropic_clients_key_on(omen: Omen, stream: bool) -> None:
+def test_far_over_the_context_on_the_messages_door_is_what_claude_code_shows(omen: Omen, stream: bool) -> None:
     sdk = ant(omen)
     with pytest.raises(anthropic.BadRequestError) as err:
         if stream:
@@ -60,14 +63,16 @@ def test_far_over_the_context_on_the_messages_door_is_what_anthropic_clients_key
             sdk.messages.create(model=TARGET, max_tokens=8, messages=[{"role": "user", "content": FAR_OVER}])
     body: Any = err.value.body
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
-    assert "prompt is too long" in body["error"]["message"] and f"{N_CTX:,}" in body["error"]["message"]
+    message = body["error"]["message"]
+    assert DOES_NOT_FIT in message and f"llama/{MODEL} holds {N_CTX:,}" in message, message
+    assert "prompt is too long" not in message, "Claude Code would hide the text (docs/clients.md)"
     answers_at_once(omen)
 
 
 def test_far_over_the_context_on_the_responses_door(omen: Omen) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         oai(omen).responses.create(model=TARGET, input=FAR_OVER, max_output_tokens=8)
-    assert "prompt is too long" in str(err.value)
+    assert DOES_NOT_FIT in str(err.value) and f"llama/{MODEL} holds {N_CTX:,}" in str(err.value)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -81,7 +86,7 @@ def test_near_the_edge_the_servers_refusal_is_a_400_with_its_sizes_and_costs_not
             if stream:
                 list(done)
         message = str(err.value)
-        assert "prompt is too long" in message and f"{N_CTX:,}" in message, message
+        assert f"{DOES_NOT_FIT} of {N_CTX:,}" in message, message
         assert (err.value.code, err.value.param) == ("context_length_exceeded", "messages")
     answers_at_once(omen)
     refused = [e for e in events(omen, 20) if e.get("error") and "context" in e["error"]]
@@ -131,5 +136,5 @@ def test_near_the_edge_a_streamed_message_gets_the_servers_sizes_in_anthropics_s
             s.get_final_message()
     body: Any = err.value.body
     assert body["error"]["type"] == "invalid_request_error"
-    assert "prompt is too long" in body["error"]["message"] and f"the model holds {N_CTX:,}" in body["error"]["message"]
+    assert f"{DOES_NOT_FIT} of {N_CTX:,}" in body["error"]["message"], body
     answers_at_once(omen)
