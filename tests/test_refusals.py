@@ -8,6 +8,8 @@ import pytest
 
 from omen_local.providers.errors import Blame, RequestRefused
 from omen_local.providers.refusals import CONTEXT, PARAMETER, classify
+from omen_local.routing.catalog import Target
+from omen_local.routing.dispatch import name_the_model
 
 
 @pytest.mark.parametrize(
@@ -82,3 +84,13 @@ def test_server_failures_and_keys_are_not_the_requests_fault(status: int, messag
 def test_a_refusal_never_blames_the_model_and_costs_nothing() -> None:
     err = RequestRefused("llama", "llama refused", reason=PARAMETER, param="min_p", upstream_status=500)
     assert err.blame is Blame.NOBODY and not err.billed and err.retryable and err.status == 400
+
+
+def test_a_context_refusal_names_the_model_it_did_not_fit_once() -> None:
+    err = RequestRefused("llama", "llama refused the request (HTTP 400): prompt of 9,000 tokens exceeds the context window of 8,192", reason=CONTEXT)
+    name_the_model(Target("llama", "smollm2"), err)
+    name_the_model(Target("llama", "smollm2"), err)  # an error seen twice (reported, then raised) is named once
+    assert err.message == str(err) == "llama/smollm2: llama refused the request (HTTP 400): prompt of 9,000 tokens exceeds the context window of 8,192"
+    other = RequestRefused("llama", "llama refused", reason=PARAMETER, param="min_p")
+    name_the_model(Target("llama", "smollm2"), other)
+    assert other.message == "llama refused"

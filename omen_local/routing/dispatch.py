@@ -20,7 +20,8 @@ from ..caller import Caller
 from ..config import Price
 from ..observe import HealthEvent, Hub, Outcome, Record, Sink
 from ..providers.base import Completion, Embeddings, Provider
-from ..providers.errors import LimitReached, UpstreamError, UpstreamTimeout
+from ..providers.errors import LimitReached, RequestRefused, UpstreamError, UpstreamTimeout
+from ..providers.refusals import CONTEXT
 from .attempt import Attempt
 from .catalog import Target
 from .health import HealthBook
@@ -44,6 +45,15 @@ class Call:
     def spent_usd(self) -> float:
         """What the attempts that have reported cost (the request's own budget reads this)."""
         return sum(a.cost_usd for a in self.attempts)
+
+
+def name_the_model(target: Target, err: UpstreamError) -> None:
+    """A server's "prompt does not fit" names the model: the provider's words name only the
+    provider, and the user (Claude Code shows these words, docs/clients.md) must know which
+    model's window to outgrow when a server has several."""
+    if isinstance(err, RequestRefused) and err.reason == CONTEXT and not err.message.startswith(f"{target}:"):
+        err.message = f"{target}: {err.message}"
+        err.args = (err.message,)
 
 
 class Dispatcher:
@@ -122,6 +132,7 @@ class Dispatcher:
             await attempt.close(Outcome.ERROR, err)
             raise err from None
         except UpstreamError as err:
+            name_the_model(attempt.target, err)
             await attempt.close(Outcome.ERROR, err)
             raise
         except asyncio.CancelledError:
@@ -135,6 +146,7 @@ class Dispatcher:
         try:
             done = await attempt.complete()
         except UpstreamError as err:
+            name_the_model(attempt.target, err)
             attempt.report(Outcome.ERROR, err)
             raise
         except asyncio.CancelledError:

@@ -86,7 +86,7 @@ def test_near_the_edge_the_servers_refusal_is_a_400_with_its_sizes_and_costs_not
             if stream:
                 list(done)
         message = str(err.value)
-        assert f"{DOES_NOT_FIT} of {N_CTX:,}" in message, message
+        assert f"{TARGET}: " in message and f"{DOES_NOT_FIT} of {N_CTX:,}" in message, message
         assert (err.value.code, err.value.param) == ("context_length_exceeded", "messages")
     answers_at_once(omen)
     refused = [e for e in events(omen, 20) if e.get("error") and "context" in e["error"]]
@@ -136,5 +136,6 @@ def test_near_the_edge_a_streamed_message_gets_the_servers_sizes_in_anthropics_s
             s.get_final_message()
     body: Any = err.value.body
     assert body["error"]["type"] == "invalid_request_error"
-    assert f"{DOES_NOT_FIT} of {N_CTX:,}" in body["error"]["message"], body
+    message = body["error"]["message"]
+    assert f"{TARGET}: " in message and f"{DOES_NOT_FIT} of {N_CTX:,}" in message and "prompt is too long" not in message, body
     answers_at_once(omen)
