@@ -266,3 +266,36 @@ def test_a_model_name_a_provider_serves_goes_there_as_asked(
         by_asked = {r["asked"]: r for r in rows}
         assert by_asked["claude-sonnet-4-5"]["provider"] == "anthropic" and "alias" not in by_asked["claude-sonnet-4-5"]
         assert by_asked["claude-haiku-9-9"]["alias"] == "auto-small", by_asked
+
+
+def test_a_conversation_that_outgrows_the_window_is_compacted_on_omens_refusal(
+    fakes: dict[str, Fake], omen_factory: Callable[[str], Omen], tmp_path: Path
+) -> None:
+    """OMEN words "does not fit" as other servers do ("exceeds the context window"), not as
+    Anthropic does, so that Claude Code shows the text (docs/clients.md). Its own handling must
+    not suffer: on that 400 it still compacts the conversation (a request asking for "a
+    <summary> block") before it gives up, as it does on Anthropic's "prompt is too long".
+
+    The window holds Claude Code's first turn (~15,000 tokens plus the 128,000 it asks for as
+    max_tokens; a cloud model's window must hold both) but not the second, ~70,000 tokens more.
+    """
+    omen = omen_factory(
+        f'[providers.ant]\nkind = "anthropic"\nbase_url = "{fakes["anthropic"].url}"\nkey = ["env:FAKE_ANTHROPIC_KEY"]\n'
+        'models = [{ name = "claude-sonnet-4-5", context_window = 180000 }]\n'
+        '[intents]\nchat = ["ant/claude-sonnet-4-5"]\ncode = ["ant/claude-sonnet-4-5"]\n'
+    )
+    fakes["anthropic"].rules({"reply": {"text": "Hello from the wide model."}, "times": None})
+    first = claude(omen, tmp_path, "Say hello")
+    assert first.returncode == 0 and "Hello from the wide model." in first.stdout, first.describe()
+    answered = len(fakes["anthropic"].seen())
+    big = "Summarise this: " + " ".join(f"word{i % 97}" for i in range(40000))
+    work = tmp_path / "work"
+    env = {"ANTHROPIC_BASE_URL": omen.url, "ANTHROPIC_AUTH_TOKEN": omen.token}
+    second = run_cli(CLIENT, ["-p", "--continue"], home=tmp_path / "claude-home", env=env, cwd=work, timeout=300, stdin=big)
+    with recorded("compaction (context refusal)", second.version):
+        rows = [r for r in omen.request_log() if r.get("door") == "messages"]
+        assert rows[0]["status"] == "200" and rows[1]["status"] == "400", rows  # refused before anything was sent
+        after = [s["body"] for s in fakes["anthropic"].seen()[answered:]]
+        compactions = [b for b in after if "<summary> block" in json.dumps(b)]
+        assert compactions, f"no compaction request after the refusal\n{second.describe()}"
+        assert second.returncode != 0 and second.stdout.startswith("Prompt is too long"), second.describe()
