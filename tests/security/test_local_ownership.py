@@ -164,3 +164,32 @@ def test_a_busy_port_finds_its_listener_among_its_connections() -> None:
         finally:
             for s in clients + accepted:
                 s.close()
+
+
+@pytest.mark.parametrize(("family", "address"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::")])
+def test_netlink_and_proc_name_the_same_owner_and_proc_stands_in(
+    family: int, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's sock_diag answer (0.1 ms) and its /proc tables (~20 ms: a walk of the whole
+    connection table) agree; where netlink is refused, /proc answers alone."""
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("not Linux")
+    from omen_local import sock_diag
+
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError as exc:
+            pytest.skip(f"cannot bind {address} here ({exc})")
+        s.listen()
+        port = s.getsockname()[1]
+        found = [entry for entry in sock_diag.listeners() if entry.port == port]
+        assert [(str(e.address), e.uid) for e in found] == [(address, os.getuid())]
+        proc = local_trust._proc(port)
+        assert proc is not None and proc.uids == {os.getuid()}
+
+        def refused() -> list[sock_diag.Listener]:
+            raise PermissionError(1, "netlink is not allowed here")
+
+        monkeypatch.setattr(sock_diag, "listeners", refused)
+        assert local_trust.listeners(port).uids == {os.getuid()}
