@@ -178,9 +178,15 @@ class RequestLog:
         self._logger.handlers.clear()
 
 
+_second: list[object] = [None, ""]  # the last whole second formatted, and its text: one strftime a second
+
+
 def now_iso(t: float | None = None) -> str:
     t = time.time() if t is None else t
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+    whole = int(t)
+    if _second[0] != whole:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((t % 1) * 1000):03d}Z"
 
 
 def follow(path: Path, *, lines: int = 20, forever: bool = False, poll_s: float = 0.5) -> Iterator[str]:
