@@ -48,8 +48,16 @@ def private_dir(path: Path) -> Path:
         except FileExistsError:
             pass
     if POSIX:
-        _tighten_one(path, path.stat())
+        st = path.stat()
+        if not _shared_by_design(path, st):
+            _tighten_one(path, st)
     return path
+
+
+def _shared_by_design(path: Path, st: os.stat_result) -> bool:
+    """Folders a user's file may sit in that are not OMEN's to close: a sticky one (/tmp,
+    where a root process tightening it broke every other account), the home folder, a root."""
+    return bool(st.st_mode & stat.S_ISVTX) or path.resolve() in (Path.home().resolve(), Path(path.resolve().anchor))
 
 
 def private_file(path: Path) -> Path:

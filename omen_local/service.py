@@ -358,16 +358,20 @@ class OmenService:
         if self.health.ok(provider.name) or changed:
             self.hub.emit(HealthEvent(provider.name, "up", f"{len(models)} models"))
 
-    def _recheck_trust(self, providers: Iterable[Provider], catalog: Catalog) -> None:
+    async def _recheck_trust(self, providers: Iterable[Provider], catalog: Catalog) -> None:
         """A local port can change hands while OMEN runs (a model server stops, another user
-        binds its port): each round asks again who owns it (local_trust.py, a /proc read)."""
-        for p in providers:
-            if catalog.is_local(p.name):
-                why = p.unusable_reason()
-                if why != catalog.usable(p.name):
-                    if why is not None:
-                        log.warning("not using %s: %s", p.name, why)
-                    catalog.set_unusable(p.name, why)
+        binds its port): each round asks again who owns it (local_trust.py, a /proc read).
+        The read runs in a thread: under load the kernel's tables are large, and the serving
+        loop must not wait for them."""
+        local = [p for p in providers if catalog.is_local(p.name)]
+        if not local:
+            return
+        reasons = await asyncio.to_thread(lambda: [(p.name, p.unusable_reason()) for p in local])
+        for name, why in reasons:
+            if why != catalog.usable(name):
+                if why is not None:
+                    log.warning("not using %s: %s", name, why)
+                catalog.set_unusable(name, why)
 
     async def _trust_loop(self) -> None:
         """Between health rounds (15 s by default) a local model server can stop and another
@@ -377,14 +381,14 @@ class OmenService:
             await asyncio.sleep(TRUST_RECHECK_S)
             try:
                 router = self.router
-                self._recheck_trust(router.dispatcher.providers.values(), router.planner.catalog)
+                await self._recheck_trust(router.dispatcher.providers.values(), router.planner.catalog)
             except Exception:
                 log.exception("checking who owns local ports failed")
 
     async def _probe_all(self) -> None:
         router = self.router
         catalog = router.planner.catalog
-        self._recheck_trust(router.dispatcher.providers.values(), catalog)
+        await self._recheck_trust(router.dispatcher.providers.values(), catalog)
         probes = [
             self._probe(p, catalog)
             for p in router.dispatcher.providers.values()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -15,15 +16,17 @@ from tests.conftest import Stack
 from tests.fakes.base import Reply
 
 
-def _lines_for(request_id: str) -> list[dict[str, str]]:
+async def _lines_for(request_id: str) -> list[dict[str, str]]:
+    """Poll the file (lines reach it in batches, from the loop to the writer thread) without
+    blocking the loop the in-process server runs on."""
     path = log_dir() / FILE_NAME
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # the writer thread appends after the answer: poll the file
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         rows = [parse_line(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
         found = [r for r in rows if r.get("request_id") == request_id]
         if found:
             return found
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     raise AssertionError(f"no request log line for {request_id}")
 
 
@@ -33,7 +36,7 @@ async def test_one_line_per_request_without_bodies_or_keys(stack: Stack) -> None
     got, headers, _ = await du.post(stack, "/v1/messages", {**body, "max_tokens": 20, "context_management": {"edits": []}, "service_tier": "auto"},
                                     headers={"User-Agent": 'evil "client" 2.0', "x-omen-providers": "openai"})  # fmt: skip
     assert got == 200
-    (row,) = _lines_for(headers["x-omen-request-id"])
+    (row,) = await _lines_for(headers["x-omen-request-id"])
     assert row["door"] == "messages" and row["status"] == "200" and row["provider"] == "openai"
     assert row["asked"] == "claude-sonnet-9-9" and row["alias"] == "auto-code"  # mapped by the shipped patterns
     assert headers["x-omen-asked-model"] == "claude-sonnet-9-9"
@@ -126,3 +129,31 @@ def test_rotation_keeps_every_file_user_only(tmp_path: Path) -> None:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     assert stat.S_IMODE((tmp_path / "logs").stat().st_mode) == 0o700
     assert parse_line((tmp_path / "logs" / FILE_NAME).read_text(encoding="utf-8").splitlines()[-1])["time"] == "t39"
+
+
+async def test_lines_wait_for_a_batch_only_while_other_requests_are_in_flight(tmp_path: Path) -> None:
+    """Under load the loop hands lines to the writer thread in batches (issue 22: a hand-off
+    per request cost the loop more than the line); the last request in flight flushes at once."""
+    from omen_local.requestlog import RequestLog
+
+    book = RequestLog(tmp_path)
+    book.start()
+    try:
+        book.begin()
+        book.begin()
+        book.write({"door": "chat", "request_id": "first"})
+        assert book.pending == 1  # another request is in flight: this line waits for the batch
+        book.write({"door": "chat", "request_id": "second"})
+        assert book.pending == 0  # nothing in flight any more: handed over at once
+        book.begin()
+        book.begin()
+        book.write({"door": "chat", "request_id": "third"})
+        for _ in range(1000):  # the batch timer (FLUSH_S) hands it over; 10 s at most
+            if not book.pending:
+                break
+            await asyncio.sleep(0.01)
+        assert book.pending == 0
+    finally:
+        book.stop()  # the writer thread writes what it holds, then joins
+    ids = [parse_line(line)["request_id"] for line in (tmp_path / FILE_NAME).read_text(encoding="utf-8").splitlines()]
+    assert ids == ["first", "second", "third"]

@@ -79,6 +79,7 @@ def make_request_logger(book: RequestLog) -> Any:
         note = note_of(request)
         status: int | str = 499  # the client went away before an answer
         headers: Any = {}
+        book.begin()
         try:
             response: web.StreamResponse = await handler(request)
             status, headers = response.status, response.headers

@@ -245,21 +245,27 @@ PART_EXTENSIONS = ("cache_control",)
 BODY_EXTENSIONS: tuple[str, ...] = ("context_management",)  # top_k stays: local OpenAI-compatible servers take it
 
 
+_PART_KEYS = frozenset(PART_EXTENSIONS)
+_MESSAGE_KEYS = frozenset((*MESSAGE_EXTENSIONS, *PART_EXTENSIONS))
+
+
 def _clean_part(part: Any) -> Any:
-    if isinstance(part, dict) and any(k in part for k in PART_EXTENSIONS):
-        return {k: v for k, v in part.items() if k not in PART_EXTENSIONS}
+    if isinstance(part, dict) and not _PART_KEYS.isdisjoint(part):
+        return {k: v for k, v in part.items() if k not in _PART_KEYS}
     return part
 
 
 def _clean_message(m: Any) -> Any:
+    """``m`` itself when it has nothing to clean (every request's messages pass here: set
+    tests over the keys, not a generator per message)."""
     if not isinstance(m, dict):
         return m
     content = m.get("content")
     parts: list[Any] = content if isinstance(content, list) else []
-    parts_dirty = any(isinstance(p, dict) and any(k in p for k in PART_EXTENSIONS) for p in parts)
-    if not parts_dirty and not any(k in m for k in (*MESSAGE_EXTENSIONS, *PART_EXTENSIONS)):
+    parts_dirty = any(isinstance(p, dict) and not _PART_KEYS.isdisjoint(p) for p in parts)
+    if not parts_dirty and _MESSAGE_KEYS.isdisjoint(m):
         return m
-    out = {k: v for k, v in m.items() if k not in MESSAGE_EXTENSIONS and k not in PART_EXTENSIONS}
+    out = {k: v for k, v in m.items() if k not in _MESSAGE_KEYS}
     if parts_dirty:
         out["content"] = [_clean_part(p) for p in parts]
     return out

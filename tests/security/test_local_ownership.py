@@ -142,3 +142,54 @@ def test_the_kernels_tables_are_read_for_every_loopback_and_wildcard_listener(fa
         assert local_trust.listeners(port).uids == {os.getuid()}
         assert local_trust.distrust(f"http://localhost:{port}") is None
     assert local_trust.listeners(port).uids == frozenset()
+
+
+def test_a_busy_port_finds_its_listener_among_its_connections() -> None:
+    """Under load the tables hold many connections to and from the port: only the LISTEN
+    line counts (the parser skips the rest without splitting them), as the kernel writes it."""
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("no /proc/net/tcp here (not Linux)")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        port = server.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        accepted = [server.accept()[0] for _ in clients]
+        try:
+            text = "".join(path.read_text() for path in local_trust.PROC_TABLES if path.exists())
+            assert text.count(f":{port:04X} ") >= 80  # the connections are in the table, both ends
+            assert local_trust.parse_proc_net(text, port) == {os.getuid()}
+            other = clients[0].getsockname()[1]  # a client's port: connections only, no listener
+            assert local_trust.parse_proc_net(text, other) == set()
+        finally:
+            for s in clients + accepted:
+                s.close()
+
+
+@pytest.mark.parametrize(("family", "address"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::")])
+def test_netlink_and_proc_name_the_same_owner_and_proc_stands_in(
+    family: int, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's sock_diag answer (0.1 ms) and its /proc tables (~20 ms: a walk of the whole
+    connection table) agree; where netlink is refused, /proc answers alone."""
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("not Linux")
+    from omen_local import sock_diag
+
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError as exc:
+            pytest.skip(f"cannot bind {address} here ({exc})")
+        s.listen()
+        port = s.getsockname()[1]
+        found = [entry for entry in sock_diag.listeners() if entry.port == port]
+        assert [(str(e.address), e.uid) for e in found] == [(address, os.getuid())]
+        proc = local_trust._proc(port)
+        assert proc is not None and proc.uids == {os.getuid()}
+
+        def refused() -> list[sock_diag.Listener]:
+            raise PermissionError(1, "netlink is not allowed here")
+
+        monkeypatch.setattr(sock_diag, "listeners", refused)
+        assert local_trust.listeners(port).uids == {os.getuid()}

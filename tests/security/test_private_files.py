@@ -186,3 +186,23 @@ def test_glyphs_token_folder_levels_are_private_and_a_readable_token_is_replaced
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text().strip() == again
     assert load_or_create(path) == (again, False)
     assert sorted(p.name for p in path.parent.iterdir()) == ["http-token"]  # no temporary left behind
+
+
+def test_a_file_in_a_shared_folder_leaves_the_folder_open(tmp_path: Path) -> None:
+    """A private file in /tmp (or the home folder) must not close /tmp to every other account:
+    sticky folders, the home and roots are never tightened, even when they are ours (root's /tmp)."""
+    from omen_local.private_files import private_dir, private_file
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    private_file(shared / "secret.json")
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+    assert stat.S_IMODE(os.stat(shared / "secret.json").st_mode) == 0o600
+    private_dir(shared)
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+    ours = tmp_path / "ours"
+    ours.mkdir(mode=0o755)
+    os.chmod(ours, 0o755)
+    private_dir(ours)
+    assert stat.S_IMODE(os.stat(ours).st_mode) == 0o700  # an ordinary folder of ours is still tightened
