@@ -143,11 +143,17 @@ def audit_log(path: Path) -> None:
 
 ASK_CONSENT = r"""
 import asyncio, sys
+import jsonschema
 from glyph.app_prompter import AppPrompter
 from glyph.consent import ConsentRequest
+from rune.fs import TOOLS
+spec = next(t for t in TOOLS if t.name == "edit_file")
+args = {"path": "src/billing/invoice.py",
+        "edits": [{"old_text": "TAX_RATE = 0.19\n", "new_text": "TAX_RATE = 0.21\n"}]}
+jsonschema.validate(args, spec.input_schema)  # a call the real edit_file accepts
 req = ConsentRequest(client="Cursor/0.48", server="rune", tool="edit_file", exposed="rune__edit_file",
-    arguments={"path": "src/billing/invoice.py", "old_string": "TAX_RATE = 0.19\n", "new_string": "TAX_RATE = 0.21\n"},
-    reason="no rule allows it", paths=(sys.argv[1] + "/src/billing/invoice.py",), destructive=True)
+    arguments=args, reason="no rule allows it", paths=(sys.argv[1] + "/src/billing/invoice.py",),
+    destructive=True, description=spec.description)
 print(asyncio.run(AppPrompter().ask(req)))
 """
 
