@@ -33,7 +33,9 @@ from PySide6.QtWidgets import (
 )
 
 from glyph.audit import AuditLog, VerifyReport
-from glyph.display import one_line, visible
+from glyph.display import one_line
+
+from .rich_text import plain_tip
 
 COLUMNS = ("id", "time (UTC)", "kind", "client", "server", "tool", "decision", "decided by", "outcome",
            "ms", "bytes")
@@ -101,7 +103,7 @@ class AuditView(QWidget):
                 tip += "\n\n" + row["detail"]
             for j, value in enumerate(values):
                 item = QTableWidgetItem(one_line(str(value)))  # names and arguments are untrusted text
-                item.setToolTip(visible(tip))
+                item.setToolTip(plain_tip(tip))  # escaped: Qt reads a tooltip as HTML when it looks like it
                 if row["decision"] == "deny":
                     item.setForeground(DENIED)
                 self.table.setItem(i, j, item)

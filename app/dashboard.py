@@ -53,6 +53,7 @@ from PySide6.QtWidgets import (
 
 from . import theme
 from .icons import COLORS, app_icon
+from .rich_text import plain_tip
 from .state import STOPPED, LiveStats, Overall, RequestRow, Step
 from .theme import Theme
 
@@ -447,7 +448,7 @@ class Dashboard(QMainWindow):
         self.headline.setText(overall.headline)
         self.endpoint.setText(f"{url}/v1" if url and overall.state != STOPPED else "")
         self.detail.setText("  ·  ".join(overall.detail))
-        self.detail.setToolTip(details)  # the library's own words, for whoever wants them
+        self.detail.setToolTip(plain_tip(details))  # the library's own words (untrusted), as plain text
         self.detail.setVisible(bool(overall.detail))
 
     def set_spend(self, today: float, month: float, limits: dict[str, dict[str, float]],

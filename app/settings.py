@@ -51,6 +51,7 @@ from omen_local.service import OmenService
 
 from . import keys
 from .icons import app_icon
+from .rich_text import plain_tip
 from .state import NOT_SET_UP, OFF, UP, provider_detail, provider_state, short_why
 
 if TYPE_CHECKING:
@@ -256,7 +257,7 @@ class SettingsDialog(QDialog):
             self.p_found.setText("Off: OMEN does not use it.")
         else:
             self.p_found.setText(f"Not serving now: {short_why(name, status)}.")
-        self.p_found.setToolTip(provider_detail(status))
+        self.p_found.setToolTip(plain_tip(provider_detail(status)))
         configured = {m.name for m in pc.models}
         discovered = [n for n in found if n not in configured] if state == UP else []
         self.p_models.setRowCount(len(pc.models) + len(discovered))
