@@ -112,7 +112,6 @@ class ConsentDialog(QDialog):
         # A dialog: a title and a close button (closing denies), no minimise or maximise.
         self.setWindowFlags(Qt.WindowType.Dialog | Qt.WindowType.CustomizeWindowHint
                             | Qt.WindowType.WindowTitleHint | Qt.WindowType.WindowCloseButtonHint)
-        self.resize(720, 520)
 
         layout = QVBoxLayout(self)
         layout.setSpacing(10)
@@ -187,12 +186,24 @@ class ConsentDialog(QDialog):
         deny.setDefault(True)  # Enter is the safe answer
         deny.setFocus()
 
+        self._fit_to_call()
         self._timer = QTimer(self)
         self._timer.setInterval(250)
         self._timer.timeout.connect(self._tick)
         if self._deadline is not None:
             self._timer.start()
             self._tick()
+
+    def _fit_to_call(self) -> None:
+        """As tall as the call needs (up to ~26 lines), no empty box under a one-line edit;
+        still resizable, and the view scrolls beyond that."""
+        lines = min(max(self.details.blockCount(), 6), 26)
+        margins = self.details.contentsMargins()
+        text = self.details.fontMetrics().lineSpacing() * lines + margins.top() + margins.bottom()
+        self.details.setMinimumHeight(int(text + 2 * self.details.document().documentMargin() + 4))
+        height = self.sizeHint().height()
+        self.details.setMinimumHeight(120)
+        self.resize(720, height)
 
     @property
     def decision(self) -> Decision | None:

@@ -1,6 +1,7 @@
 """Screenshots of the real ``omen app`` process, for docs/app.md and the README.
 
     python docs/screenshots/make_screenshots.py          # needs the apt packages of .ci/run
+    python docs/screenshots/make_screenshots.py consent  # consent.png only
 
 Launches ``omen app`` the way users do (the console script, its own HOME, config and data)
 on an X desktop of its own: Xvfb 1280x800, openbox, trayer as the tray host
@@ -279,7 +280,7 @@ def tray(shooter: Shooter) -> None:
 
 
 def consent(shooter: Shooter, home: Path) -> None:
-    asker = subprocess.Popen([sys.executable, "-c", ASK_CONSENT, str(home / "work" / "shop")], env=shooter.app.env,
+    asker = subprocess.Popen([sys.executable, "-c", ASK_CONSENT, "/home/ana/work/shop"], env=shooter.app.env,
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         shooter.window("Glyph|[Aa]llow|edit_file", OUT / "consent.png")
@@ -288,10 +289,35 @@ def consent(shooter: Shooter, home: Path) -> None:
         asker.wait(10)
 
 
+def only_consent(base: Path, desktop: XDesktop) -> None:
+    """consent.png alone (``make_screenshots.py consent``): the same app, without a minute of traffic."""
+    home = base / "consent"
+    ollama = FakeUpstream("ollama")
+    try:
+        app = AppProcess(home, write_app_config(base / "consent.toml", home / "data", ollama.url), desktop,
+                         "--minimized")
+        try:
+            serving_url(app)
+            poll(lambda: (home / "run" / "omen-local" / "consent.json").exists(), 30, "the consent channel")
+            consent(Shooter(desktop, app), home)
+        finally:
+            app.stop()
+    finally:
+        ollama.stop()
+
+
 def main() -> int:
     if missing_tools():
         print(f"needs {', '.join(missing_tools())} (apt; see .ci/run)", file=sys.stderr)
         return 1
+    if sys.argv[1:] == ["consent"]:
+        base = Path(tempfile.mkdtemp(prefix="omen-shots-"))
+        try:
+            with XDesktop() as desktop:
+                only_consent(base, desktop)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        return 0
     again = with_keyring()
     if again is not None:
         return again
