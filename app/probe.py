@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt
-from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel, QMenu, QTabBar, QTableView, QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QApplication,
+    QLabel,
+    QMenu,
+    QTabBar,
+    QTableView,
+    QWidget,
+)
 
 ENV = "OMEN_APP_PROBE"
 MAX_ROWS = 50
