@@ -55,6 +55,7 @@ from . import keys
 from .icons import app_icon
 from .rich_text import plain_tip
 from .state import NOT_SET_UP, OFF, UP, provider_detail, provider_state, short_why
+from .team_settings import TeamPage
 from .token_dialog import TokenDialog, fit
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._server_tab(), "Server")
         self.tabs.addTab(self._tokens_tab(), "Client tokens")
         self.tabs.addTab(self._glyph_tab(), "Glyph")
+        self.team_page = TeamPage(self.app.apply, self.background, self.applied, self.say)
+        self.tabs.addTab(self.team_page, "Team")
+        self.app.host.status_changed.connect(self._show_team_state)
         for button in self.findChildren(QPushButton):
             fit(button)
 
@@ -191,6 +195,12 @@ class SettingsDialog(QDialog):
         self._load_server()
         self._load_tokens()
         self._load_glyph()
+        self.team_page.load(self.config)
+        self._show_team_state()
+
+    def _show_team_state(self) -> None:
+        host = self.app.host
+        self.team_page.show_state(host.team_at_start, host.config.team if host.config else None, host.status)
 
     # ---------------------------------------------------------------- providers
 

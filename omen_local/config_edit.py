@@ -199,6 +199,23 @@ def limit(scope: str, name: str | None, values: Mapping[str, float | str | None]
     return _limit_edit("limits", scope, name, values)
 
 
+def team(database_url: str, redis_url: str = "", instance: str = "") -> Edit:
+    """``[team]`` (docs/team.md); no database URL removes the table (back to one machine), an
+    empty Redis URL or instance removes that key (local quotas; the default user@host)."""
+
+    def edit(doc: TOMLDocument) -> None:
+        if not database_url.strip():
+            if "team" in doc:
+                del doc["team"]
+            return
+        table = _table(doc, "team")
+        table["database_url"] = database_url.strip()
+        _set(table, "redis_url", redis_url.strip() or None)
+        _set(table, "instance", instance.strip() or None)
+
+    return edit
+
+
 def server(host: str | None = None, port: int | None = None) -> Edit:
     def edit(doc: TOMLDocument) -> None:
         table = _table(doc, "server")
