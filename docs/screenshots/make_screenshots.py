@@ -13,7 +13,7 @@ screen as X shows it (ImageMagick's ``import``), never a widget rendered on the 
 Writes beside this file: first-run.png (nothing reachable), dashboard.png (after a
 minute of traffic: a local model, a cloud one, a few failovers), dashboard-audit.png
 (Glyph's audit tab), tray.png (the tray icon with its menu open), settings.png and
-settings-keys.png, consent.png (a Glyph consent request through the app's real consent
+settings-keys.png, settings-team.png, consent.png (a Glyph consent request through the app's real consent
 channel), dashboard-dark.png (OMEN_APP_THEME=dark). icons.png is drawn by
 ``python -m app.icons``-style code and is not made here.
 """
@@ -276,6 +276,8 @@ def tray(shooter: Shooter) -> None:
     shooter.window("Settings", OUT / "settings.png")
     shooter.click_in("settings", "tab:API keys")
     shooter.window("Settings", OUT / "settings-keys.png")
+    shooter.click_in("settings", "tab:Team")
+    shooter.window("Settings", OUT / "settings-team.png")
     shooter.desktop.run("xdotool", "key", "Escape")
 
 
