@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QAbstractButton,
     QApplication,
     QLabel,
+    QLineEdit,
     QMenu,
     QTabBar,
     QTableView,
@@ -80,6 +81,9 @@ def window_text(window: QWidget) -> dict[str, Any]:
         "size": [window.width(), window.height()],
         "labels": [w.text() for w in window.findChildren(QLabel) if w.isVisible() and w.text()],
         "buttons": [w.text() for w in window.findChildren(QAbstractButton) if w.isVisible() and w.text()],
+        # read-only fields only (what the app shows, e.g. a new token): never what a person types
+        "fields": {w.objectName(): w.text() for w in window.findChildren(QLineEdit)
+                   if w.isVisible() and w.isReadOnly() and w.objectName()},
         "tables": {(t.objectName() or f"table{i}"): _table(t)
                    for i, t in enumerate(window.findChildren(QTableView)) if t.isVisible()},
     }

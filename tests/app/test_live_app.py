@@ -230,3 +230,56 @@ def test_consent_dialog_in_plain_words_and_remember_from_its_menu(tmp_path: Path
             if asker.poll() is None:
                 asker.kill()
                 asker.wait(10)
+
+
+def test_a_client_token_is_made_in_one_dialog_and_works(tmp_path: Path, desktop: XDesktop,
+                                                          ollama: FakeUpstream) -> None:
+    """Tray → Settings… → Client tokens → Create token…: one dialog, the token shown once, and it works."""
+    import subprocess
+
+    from tests.app.xdesktop import omen_command
+
+    home = tmp_path / "home"
+    config = write_app_config(tmp_path / "config.toml", tmp_path / "data", ollama.url)
+    with app_running(home, config, desktop, "--minimized") as app:
+        url = serving_url(app)
+
+        def click(x: int, y: int, button: int = 1) -> None:
+            desktop.run("xdotool", "mousemove", "--sync", str(x), str(y), "click", str(button))
+
+        icon = poll(lambda: app.probe()["tray"]["icon"], 20, "the tray icon on screen")
+        click(icon[0], icon[1], button=3)
+        items = poll(lambda: (d := app.probe())["tray"]["menu_open"] and d["tray"]["menu_items"], 10, "the tray menu")
+        click(*items[next(t for t in items if t.startswith("Settings"))])
+        settings = poll(lambda: window(app.probe(), "settings"), 20, "Settings")
+        click(*settings["click"]["tab:Client tokens"])
+        settings = poll(lambda: (w := window(app.probe(), "settings")) and "Create token…" in w["click"] and w,
+                        10, "the Client tokens page")
+        click(*settings["click"]["Create token…"])
+        box = poll(lambda: window(app.probe(), "token-dialog"), 10, "the token dialog")
+        assert {"Cancel", "Create token"} <= set(box["buttons"])
+        wins = desktop.windows(name="Create a client token", pid=app.proc.pid)
+        desktop.raise_window(wins[0])
+        desktop.run("xdotool", "type", "--delay", "20", "alice")  # the user field has the focus
+        desktop.run("xdotool", "key", "Tab")
+        desktop.run("xdotool", "type", "--delay", "20", "acme")
+        box = poll(lambda: (w := window(app.probe(), "token-dialog")) and w, 10, "the token dialog")
+        click(*box["click"]["Create token"])
+        shown = poll(lambda: (w := window(app.probe(), "token-dialog")) and w["fields"].get("token-value") and w,
+                     20, "the new token")
+        assert "The token for alice (workspace acme):" in shown["labels"] and "Copy" in shown["buttons"]
+        assert any("only time the token is shown" in t for t in shown["labels"])
+        token = shown["fields"]["token-value"]
+        click(*shown["click"]["Copy"])
+        poll(lambda: "Copied to the clipboard." in (window(app.probe(), "token-dialog") or {"labels": []})["labels"],
+             10, "Copied")
+        req = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(
+            {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+        listed = subprocess.run([*omen_command(), "token", "list", "--config", str(config)], env=app.env,
+                                capture_output=True, text=True, timeout=60).stdout
+        assert any("user=alice" in line and "workspace=acme" in line for line in listed.splitlines()), listed
+        text = desktop.ocr(desktop.screenshot(tmp_path / "token.png"))
+        assert re.search(r"only\s+time", text), text
