@@ -152,7 +152,7 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._glyph_tab(), "Glyph")
         self.team_page = TeamPage(self.app.apply, self.background, self.applied, self.say)
         self.tabs.addTab(self.team_page, "Team")
-        self.app.host.status_changed.connect(self._show_team_state)
+        self.app.host.status_changed.connect(self._status_changed)
         for button in self.findChildren(QPushButton):
             fit(button)
 
@@ -197,6 +197,10 @@ class SettingsDialog(QDialog):
         self._load_glyph()
         self.team_page.load(self.config)
         self._show_team_state()
+
+    def _status_changed(self) -> None:
+        if self.isVisible():  # a hidden Settings costs nothing; load() brings it up to date
+            self._show_team_state()
 
     def _show_team_state(self) -> None:
         host = self.app.host
