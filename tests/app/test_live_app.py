@@ -219,6 +219,9 @@ def test_consent_dialog_in_plain_words_and_remember_from_its_menu(tmp_path: Path
             text = desktop.ocr(desktop.screenshot(tmp_path / "consent.png"))
             assert re.search(r"wants\s+to\s+change\s+1\s+line", text), text
 
+            desktop.run("xdotool", "mousemove", "--sync", *map(str, dialog["click"]["Why am I asked?"]), "click", "1")
+            dialog = poll(lambda: (w := window(app.probe(), "glyph-consent")) and any(
+                "no rule allows it · destructive" in t for t in w["labels"]) and w, 10, "the rule words, disclosed")
             desktop.run("xdotool", "mousemove", "--sync", *map(str, dialog["click"]["Remember…"]), "click", "1")
             menu = poll(lambda: next((w for w in app.probe()["windows"] if "menu:Always allow" in w["click"]), None),
                         10, "the Remember… menu")
