@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -65,6 +65,7 @@ class AuditView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setShowGrid(False)
         self.status = QLabel("")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # a verify report quotes rows
         self.status.setObjectName("verify-status")
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)

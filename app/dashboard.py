@@ -313,6 +313,7 @@ class Dashboard(QMainWindow):
             header.addWidget(copy)
         root.addLayout(header)
         self.detail = QLabel("")
+        self.detail.setTextFormat(Qt.TextFormat.PlainText)  # provider states (names from the config)
         self.detail.setObjectName("detail")
         self.detail.setWordWrap(True)  # never widens the window
         self.detail.setVisible(False)

@@ -136,6 +136,7 @@ class SettingsDialog(QDialog):
         self.tabs = QTabWidget()
         layout.addWidget(self.tabs)
         self.status = QLabel("Changes apply at once, without a restart.")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.status.setObjectName("settings-status")
         self.status.setStyleSheet(NOTE_STYLE)
         bottom = QHBoxLayout()
@@ -228,6 +229,7 @@ class SettingsDialog(QDialog):
         self.p_enabled.setObjectName("provider-enabled")
         self.p_kind = QLabel("")
         self.p_found = QLabel("")
+        self.p_found.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.p_found.setWordWrap(True)
         self.p_found.setStyleSheet(NOTE_STYLE)
         self.p_url = QLineEdit()
@@ -383,6 +385,7 @@ class SettingsDialog(QDialog):
         page = QWidget()
         layout = QVBoxLayout(page)
         self.backend_label = QLabel("")
+        self.backend_label.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.backend_label.setObjectName("keyring-backend")
         self.backend_label.setWordWrap(True)
         layout.addWidget(self.backend_label)
@@ -431,6 +434,7 @@ class SettingsDialog(QDialog):
             remove.setObjectName(f"key-delete:{name}")
             remove.setEnabled(False)  # until the keyring says there is a key
             result = QLabel("")
+            result.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
             result.setObjectName(f"key-result:{name}")
             result.setWordWrap(True)
             save.clicked.connect(lambda _c=False, n=name: self.save_key(n))
@@ -831,6 +835,7 @@ class SettingsDialog(QDialog):
         save.setObjectName("glyph-save")
         save.clicked.connect(self._save_glyph)
         self.glyph_path = QLabel("")
+        self.glyph_path.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.glyph_path.setStyleSheet(NOTE_STYLE)
         bottom = QHBoxLayout()
         bottom.addWidget(self.glyph_path, 1)

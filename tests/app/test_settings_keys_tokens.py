@@ -153,3 +153,12 @@ def test_buttons_are_as_wide_as_their_text(running: Running) -> None:
     dialog = settings(running)
     for button in dialog.findChildren(QPushButton):
         assert button.sizePolicy().horizontalPolicy() == QSizePolicy.Policy.Maximum, button.text()
+
+
+def test_labels_that_carry_outside_text_are_plain_text(running: Running) -> None:
+    """A provider's answer to "Test", a keyring or config error: shown as text, never as HTML."""
+    dialog = settings(running)
+    plain = Qt.TextFormat.PlainText
+    assert dialog.status.textFormat() == plain and dialog.p_found.textFormat() == plain
+    assert dialog.backend_label.textFormat() == plain and dialog.glyph_path.textFormat() == plain
+    assert all(row["result"].textFormat() == plain for row in dialog.key_rows.values())
