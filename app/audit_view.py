@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -33,7 +33,9 @@ from PySide6.QtWidgets import (
 )
 
 from glyph.audit import AuditLog, VerifyReport
-from glyph.display import one_line, visible
+from glyph.display import one_line
+
+from .rich_text import plain_tip
 
 COLUMNS = ("id", "time (UTC)", "kind", "client", "server", "tool", "decision", "decided by", "outcome",
            "ms", "bytes")
@@ -63,6 +65,7 @@ class AuditView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setShowGrid(False)
         self.status = QLabel("")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # a verify report quotes rows
         self.status.setObjectName("verify-status")
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
@@ -101,7 +104,7 @@ class AuditView(QWidget):
                 tip += "\n\n" + row["detail"]
             for j, value in enumerate(values):
                 item = QTableWidgetItem(one_line(str(value)))  # names and arguments are untrusted text
-                item.setToolTip(visible(tip))
+                item.setToolTip(plain_tip(tip))  # escaped: Qt reads a tooltip as HTML when it looks like it
                 if row["decision"] == "deny":
                     item.setForeground(DENIED)
                 self.table.setItem(i, j, item)

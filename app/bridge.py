@@ -35,7 +35,7 @@ from typing import Any, TypeVar, cast
 from PySide6.QtCore import QObject, Signal
 
 from omen_local import endpoint
-from omen_local.config import Config, ConfigError, load_config
+from omen_local.config import Config, ConfigError, TeamConfig, load_config
 from omen_local.metering import MeteringError
 from omen_local.observe import AttemptProgress, AttemptStarted, Event
 from omen_local.secrets import SecretStore
@@ -168,6 +168,7 @@ class ServiceHost(QObject):
         self.relay = Relay(self)
         self.service: OmenService | None = None
         self.config: Config | None = None
+        self.team_at_start: TeamConfig | None = None  # the team stores are opened at start (docs/team.md)
         self.owner_token = ""
         self.client_token = ""  # the endpoint file's `local` client token: what the clipboard hands out
         self.status: dict[str, Any] | None = None  # refreshed on the router's loop, read by the UI
@@ -210,6 +211,7 @@ class ServiceHost(QObject):
             self._unsubscribe()
             raise
         self.service = service
+        self.team_at_start = config.team
         self.owner_token = service.tokens.owner_token
         self.client_token = await asyncio.to_thread(endpoint.client_token, service.tokens, service.secrets)
         self._refresh_status()

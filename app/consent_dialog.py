@@ -1,9 +1,9 @@
 """The tray app's consent prompt: a Qt dialog, and the Glyph prompter that shows it.
 
-The dialog shows who asks (client), the server and tool, why Glyph asks, and the full
+The dialog says in plain words what the call would do and who asks, then shows the full
 arguments in a monospace read-only view where file contents and patches are blocks and
-old/new text pairs are unified diffs (``glyph.render``). One button per scope. It fails
-closed: closing it, pressing Escape, or letting the countdown run out is a denial.
+old/new text pairs are unified diffs (``glyph.render``); why Glyph asks is one click away.
+Allow once and Deny are buttons, the remembered answers a menu. It fails closed: closing it, pressing Escape, or letting the countdown run out is a denial.
 
 :class:`QtPrompter` implements ``glyph.consent.Prompter``. It lives in the GUI thread;
 ``ask`` may be awaited on the GUI thread's loop (qasync) or from Glyph running in another
@@ -14,16 +14,17 @@ handed back to the asking loop thread-safely.
 from __future__ import annotations
 
 import asyncio
-import html
 import time
 from collections.abc import Callable
 from typing import cast
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import (
+    QAction,
     QCloseEvent,
     QColor,
     QFontDatabase,
+    QPalette,
     QSyntaxHighlighter,
     QTextCharFormat,
     QTextDocument,
@@ -32,8 +33,10 @@ from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -42,7 +45,17 @@ from glyph.consent import ConsentRequest, Decision, Scope
 from glyph.display import one_line
 from glyph.render import render_arguments
 
-SCOPE_ORDER = (Scope.ONCE, Scope.SESSION, Scope.ALWAYS, Scope.DENY, Scope.DENY_ALWAYS)
+from . import consent_words as words
+
+
+def _plain(text: str, name: str) -> QLabel:
+    """A label that shows ``text`` as it is: untrusted text is never read as rich text."""
+    label = QLabel(text)
+    label.setObjectName(name)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
 
 
 def _format(color: str) -> QTextCharFormat:
@@ -73,9 +86,20 @@ class DiffHighlighter(QSyntaxHighlighter):
 
 
 class ConsentDialog(QDialog):
-    """Allow or deny one tool call. ``decided`` fires exactly once, with the Decision."""
+    """Allow or deny one tool call. ``decided`` fires exactly once, with the Decision.
+
+    Plain words first ("Cursor wants to change 1 line in src/app.py", ``app.consent_words``),
+    the call in full below (the coloured diff), Glyph's rule language under "Why am I asked?".
+    Two primary answers, Allow once and Deny (the default: Enter denies); the remembered
+    answers (this session, always, never) sit in the "Remember…" menu. Every text that came
+    from a client, a model or a server is shown as plain text (never as rich text).
+    """
 
     decided = Signal(object)
+
+    REMEMBERED = (Scope.SESSION, Scope.ALWAYS, Scope.DENY_ALWAYS)
+    MENU_LABELS = {Scope.SESSION: "Allow for this session", Scope.ALWAYS: "Always allow",
+                   Scope.DENY_ALWAYS: "Never allow (always deny)"}
 
     def __init__(self, request: ConsentRequest, timeout_s: float | None = 120.0,
                  parent: QWidget | None = None) -> None:
@@ -83,30 +107,29 @@ class ConsentDialog(QDialog):
         self.request = request
         self._decision: Decision | None = None
         self._deadline = time.monotonic() + timeout_s if timeout_s else None
-        self.setWindowTitle(f"Glyph: allow {one_line(request.tool)}?")
+        self.setWindowTitle(f"Allow {one_line(request.tool)}? (Glyph)")
         self.setObjectName("glyph-consent")
-        self.resize(760, 560)
+        # A dialog: a title and a close button (closing denies), no minimise or maximise.
+        self.setWindowFlags(Qt.WindowType.Dialog | Qt.WindowType.CustomizeWindowHint
+                            | Qt.WindowType.WindowTitleHint | Qt.WindowType.WindowCloseButtonHint)
 
         layout = QVBoxLayout(self)
-        def e(text: str) -> str:  # untrusted: no bidi override or invisible character reaches the label
-            return html.escape(one_line(text))
+        layout.setSpacing(10)
+        self.headline = _plain(words.headline(request), "headline")
+        font = self.headline.font()
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        font.setBold(True)
+        self.headline.setFont(font)
+        layout.addWidget(self.headline)
+        sub = _plain(f"Tool {one_line(request.tool)} from the {one_line(request.server)} server"
+                     + (" · it can change or delete data" if request.destructive else ""), "subtitle")
+        sub.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        layout.addWidget(sub)
 
-        header = QLabel(
-            f"<b>{e(request.client)}</b> wants to run <b>{e(request.tool)}</b> on server "
-            f"<b>{e(request.server)}</b> <span style='color:gray'>({e(request.exposed)})</span>")
-        header.setTextFormat(Qt.TextFormat.RichText)
-        header.setWordWrap(True)
-        layout.addWidget(header)
-
-        hints = [h for h, on in (("read-only", request.read_only), ("destructive", request.destructive)) if on]
-        why = QLabel(f"Why you are asked: {e(request.reason)}" + (f" · {', '.join(hints)}" if hints else ""))
-        why.setTextFormat(Qt.TextFormat.RichText)
-        why.setWordWrap(True)
-        layout.addWidget(why)
         if request.changed is not None:
-            warning = QLabel("<b style='color:#b00020'>This tool's definition changed since it was approved."
-                             " Review the difference below.</b>")
-            warning.setTextFormat(Qt.TextFormat.RichText)
+            warning = _plain("This tool's definition changed since it was approved. Review the difference below.",
+                             "changed")
+            warning.setStyleSheet("color: #b00020; font-weight: bold")
             layout.addWidget(warning)
 
         self.details = QPlainTextEdit(render_arguments(request))
@@ -117,13 +140,41 @@ class ConsentDialog(QDialog):
         self._highlighter = DiffHighlighter(self.details.document())
         layout.addWidget(self.details, 1)
 
-        self.countdown = QLabel("")
-        self.countdown.setObjectName("countdown")
-        layout.addWidget(self.countdown)
+        self.why_toggle = QToolButton()
+        self.why_toggle.setObjectName("why")
+        self.why_toggle.setText("Why am I asked?")
+        self.why_toggle.setCheckable(True)
+        self.why_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.why_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.why_toggle.setAutoRaise(True)
+        self.why_toggle.toggled.connect(self._show_why)
+        layout.addWidget(self.why_toggle)
+        self.why = _plain(words.why(request), "why-text")
+        self.why.setContentsMargins(18, 0, 0, 0)
+        self.why.setVisible(False)
+        layout.addWidget(self.why)
 
         row = QHBoxLayout()
+        self.remember = QPushButton("Remember…")
+        self.remember.setObjectName("remember")
+        self.remember.setAutoDefault(False)
+        self.remember_menu = QMenu(self.remember)
+        self.remember_menu.setObjectName("remember-menu")
+        self._actions: dict[Scope, QAction] = {}
+        for scope in self.REMEMBERED:
+            act = self.remember_menu.addAction(self.MENU_LABELS[scope])
+            act.setObjectName(f"scope-{scope.value}")
+            act.triggered.connect(self._chooser(scope))
+            self._actions[scope] = act
+        self.remember_menu.insertSeparator(self._actions[Scope.DENY_ALWAYS])
+        self.remember.setMenu(self.remember_menu)
+        row.addWidget(self.remember)
+        self.countdown = QLabel("")
+        self.countdown.setObjectName("countdown")
+        self.countdown.setTextFormat(Qt.TextFormat.PlainText)
+        row.addWidget(self.countdown, 1, Qt.AlignmentFlag.AlignCenter)
         self._buttons: dict[Scope, QPushButton] = {}
-        for scope in SCOPE_ORDER:
+        for scope in (Scope.DENY, Scope.ONCE):  # the affirmative last (right), as platform dialogs do
             button = QPushButton(scope.label)
             button.setObjectName(f"scope-{scope.value}")
             button.setAutoDefault(False)
@@ -135,6 +186,7 @@ class ConsentDialog(QDialog):
         deny.setDefault(True)  # Enter is the safe answer
         deny.setFocus()
 
+        self._fit_to_call()
         self._timer = QTimer(self)
         self._timer.setInterval(250)
         self._timer.timeout.connect(self._tick)
@@ -142,12 +194,32 @@ class ConsentDialog(QDialog):
             self._timer.start()
             self._tick()
 
+    def _fit_to_call(self) -> None:
+        """As tall as the call needs (up to ~26 lines), no empty box under a one-line edit;
+        still resizable, and the view scrolls beyond that."""
+        lines = min(max(self.details.blockCount(), 6), 26)
+        margins = self.details.contentsMargins()
+        text = self.details.fontMetrics().lineSpacing() * lines + margins.top() + margins.bottom()
+        self.details.setMinimumHeight(int(text + 2 * self.details.document().documentMargin() + 4))
+        height = self.sizeHint().height()
+        self.details.setMinimumHeight(120)
+        self.resize(720, height)
+
     @property
     def decision(self) -> Decision | None:
         return self._decision
 
     def button(self, scope: Scope) -> QPushButton:
+        """The button for Allow once or Deny (the other answers are in the Remember… menu)."""
         return self._buttons[scope]
+
+    def action(self, scope: Scope) -> QAction:
+        """The Remember… menu's entry for session, always or never."""
+        return self._actions[scope]
+
+    def _show_why(self, shown: bool) -> None:
+        self.why.setVisible(shown)
+        self.why_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def _chooser(self, scope: Scope) -> Callable[[], None]:
         return lambda: self.finish(Decision(scope, "user:qt"))

@@ -53,6 +53,7 @@ from PySide6.QtWidgets import (
 
 from . import theme
 from .icons import COLORS, app_icon
+from .rich_text import plain_tip
 from .state import STOPPED, LiveStats, Overall, RequestRow, Step
 from .theme import Theme
 
@@ -170,6 +171,9 @@ class Card(QFrame):
                 self.bar.setStyleSheet(f"QProgressBar::chunk {{ background: {color}; border-radius: 3px; }}")
 
 
+ZERO_LABEL_PX = 8.0  # half a tick label's height, left under the zero line
+
+
 class Chart(pg.PlotWidget):  # type: ignore[misc]
     """A time chart: a clock axis, y from zero in a unit people read, a legend above the
     data, one curve per series name, and "No requests yet" instead of an invented range."""
@@ -198,6 +202,7 @@ class Chart(pg.PlotWidget):  # type: ignore[misc]
         self.empty = pg.TextItem("No requests yet", color=look.muted, anchor=(0.5, 0.5))
         self.addItem(self.empty, ignoreBounds=True)
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self._framed: tuple[float, float, float] | None = None
         self.setMinimumHeight(150)
 
     def set_unit(self, unit: str) -> None:
@@ -218,9 +223,16 @@ class Chart(pg.PlotWidget):  # type: ignore[misc]
             found = self.curves[name] = self.plot([], [], **kwargs)
         return found
 
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        framed = self.__dict__.get("_framed")  # None while PlotWidget's own __init__ resizes
+        if framed is not None:
+            self.frame(*framed)  # the room under zero is in pixels
+
     def frame(self, start: float, end: float, top: float) -> None:
         """x from ``start`` to ``end``; y from zero to above ``top`` (room for the legend), or
         the empty state when there is nothing to show."""
+        self._framed = (start, end, top)
         self.setXRange(start, end, padding=0)
         empty = not (top > 0 and math.isfinite(top))
         self.empty.setVisible(empty)
@@ -232,7 +244,11 @@ class Chart(pg.PlotWidget):  # type: ignore[misc]
             self.setYRange(0, 1, padding=0)
             self.empty.setPos((start + end) / 2, 0.5)
         else:
-            self.setYRange(0, top * 1.35, padding=0)
+            # Room below zero for half a line of text: pyqtgraph drops a tick label that would
+            # cross the plot's edge, and the 0 is the label that says where the axis starts.
+            span = top * 1.35
+            below = span * ZERO_LABEL_PX / max(self.getViewBox().height(), 60.0)
+            self.setYRange(-below, span, padding=0)
 
 
 def latency_unit(values: list[FloatArray]) -> tuple[str, float]:
@@ -297,6 +313,7 @@ class Dashboard(QMainWindow):
             header.addWidget(copy)
         root.addLayout(header)
         self.detail = QLabel("")
+        self.detail.setTextFormat(Qt.TextFormat.PlainText)  # provider states (names from the config)
         self.detail.setObjectName("detail")
         self.detail.setWordWrap(True)  # never widens the window
         self.detail.setVisible(False)
@@ -447,7 +464,7 @@ class Dashboard(QMainWindow):
         self.headline.setText(overall.headline)
         self.endpoint.setText(f"{url}/v1" if url and overall.state != STOPPED else "")
         self.detail.setText("  ·  ".join(overall.detail))
-        self.detail.setToolTip(details)  # the library's own words, for whoever wants them
+        self.detail.setToolTip(plain_tip(details))  # the library's own words (untrusted), as plain text
         self.detail.setVisible(bool(overall.detail))
 
     def set_spend(self, today: float, month: float, limits: dict[str, dict[str, float]],

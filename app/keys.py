@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from omen_local.config import ProviderConfig
-from omen_local.secrets import SERVICE
+from omen_local.secrets import SERVICE, os_keyring
 
 NO_BACKEND = (
     "No OS keyring is available, so the app cannot store API keys safely here. "
@@ -28,16 +28,14 @@ class Backend:
 
 
 def backend() -> Backend:
-    try:
-        import keyring
-        from keyring.backends import fail
+    """The OS keyring, or why there is none (a plaintext file keyring does not count)."""
+    kr = os_keyring()
+    if kr is None:
+        return Backend(False, "no OS keyring backend")
+    from keyring.backends import chainer
 
-        kr = keyring.get_keyring()
-    except Exception as exc:  # a broken backend is the same as none
-        return Backend(False, f"keyring unusable: {type(exc).__name__}")
-    if isinstance(kr, fail.Keyring):
-        return Backend(False, "no keyring backend")
-    name = getattr(kr, "name", None) or type(kr).__name__
+    first = kr.backends[0] if isinstance(kr, chainer.ChainerBackend) else kr
+    name = getattr(first, "name", None) or type(first).__name__
     return Backend(True, str(name))
 
 

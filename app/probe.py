@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt
-from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel, QTabBar, QTableView, QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QApplication,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QTabBar,
+    QTableView,
+    QWidget,
+)
 
 ENV = "OMEN_APP_PROBE"
 MAX_ROWS = 50
@@ -49,6 +58,11 @@ def clickables(window: QWidget) -> dict[str, list[int]]:
     for button in window.findChildren(QAbstractButton):
         if button.isVisible() and button.text():
             out[button.text()] = _center(button, button.width() // 2, button.height() // 2)
+    if isinstance(window, QMenu):  # a popup menu open on screen (the consent dialog's Remember…)
+        for action in window.actions():
+            if action.isVisible() and action.text() and not action.isSeparator():
+                r = window.actionGeometry(action)
+                out["menu:" + action.text()] = _center(window, r.center().x(), r.center().y())
     for bar in window.findChildren(QTabBar):
         if bar.isVisible():
             for i in range(bar.count()):
@@ -67,6 +81,9 @@ def window_text(window: QWidget) -> dict[str, Any]:
         "size": [window.width(), window.height()],
         "labels": [w.text() for w in window.findChildren(QLabel) if w.isVisible() and w.text()],
         "buttons": [w.text() for w in window.findChildren(QAbstractButton) if w.isVisible() and w.text()],
+        # read-only fields only (what the app shows, e.g. a new token): never what a person types
+        "fields": {w.objectName(): w.text() for w in window.findChildren(QLineEdit)
+                   if w.isVisible() and w.isReadOnly() and w.objectName()},
         "tables": {(t.objectName() or f"table{i}"): _table(t)
                    for i, t in enumerate(window.findChildren(QTableView)) if t.isVisible()},
     }

@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,10 +49,14 @@ from omen_local import config_edit
 from omen_local.config import UNLIMITED, Config, ConfigError, ProviderConfig
 from omen_local.probe import ProbeResult, check_provider
 from omen_local.service import OmenService
+from omen_local.tokens import ENDPOINT_LABEL
 
 from . import keys
 from .icons import app_icon
+from .rich_text import plain_tip
 from .state import NOT_SET_UP, OFF, UP, provider_detail, provider_state, short_why
+from .team_settings import TeamPage
+from .token_dialog import TokenDialog, fit
 
 if TYPE_CHECKING:
     from .controller import OmenApp
@@ -97,6 +102,23 @@ def _limit_value(text: str, where: str) -> float | str | None:
     return int(value) if value.is_integer() else value
 
 
+def token_row(entry: dict[str, str], endpoint_prefix: str) -> tuple[str, str, str, str, str]:
+    """One row of the tokens table. The endpoint file's ``local`` token is named for what it is;
+    an older one (made before the secret store lost it: a new keyring, a reset) is said to be
+    unused, so two ``local`` rows explain themselves and the stale one can be revoked."""
+    label = entry.get("label", "")
+    if entry.get("user") == "local" and label == ENDPOINT_LABEL:
+        label = ("clients on this machine (the endpoint file)" if entry.get("prefix") == endpoint_prefix
+                 else "an older endpoint-file token, no longer handed out: revoke it")
+    created = entry.get("created", "")
+    try:
+        when = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).astimezone()
+        created = when.strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        pass
+    return entry.get("user", ""), entry.get("workspace", ""), label, created, entry.get("prefix", "")
+
+
 class SettingsDialog(QDialog):
     def __init__(self, app: OmenApp) -> None:
         super().__init__()
@@ -107,11 +129,14 @@ class SettingsDialog(QDialog):
         self.resize(860, 600)
         self.config: Config | None = None
         self.key_rows: dict[str, dict[str, Any]] = {}
+        self._shown_provider: tuple[str, dict[str, Any]] = ("", {})
+        self._shown_limits: dict[tuple[str, str, str | None, str], str] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 14, 14, 14)
         self.tabs = QTabWidget()
         layout.addWidget(self.tabs)
         self.status = QLabel("Changes apply at once, without a restart.")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.status.setObjectName("settings-status")
         self.status.setStyleSheet(NOTE_STYLE)
         bottom = QHBoxLayout()
@@ -126,6 +151,11 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._server_tab(), "Server")
         self.tabs.addTab(self._tokens_tab(), "Client tokens")
         self.tabs.addTab(self._glyph_tab(), "Glyph")
+        self.team_page = TeamPage(self.app.apply, self.background, self.applied, self.say)
+        self.tabs.addTab(self.team_page, "Team")
+        self.app.host.status_changed.connect(self._status_changed)
+        for button in self.findChildren(QPushButton):
+            fit(button)
 
     # ---------------------------------------------------------------- helpers
 
@@ -166,6 +196,16 @@ class SettingsDialog(QDialog):
         self._load_server()
         self._load_tokens()
         self._load_glyph()
+        self.team_page.load(self.config)
+        self._show_team_state()
+
+    def _status_changed(self) -> None:
+        if self.isVisible():  # a hidden Settings costs nothing; load() brings it up to date
+            self._show_team_state()
+
+    def _show_team_state(self) -> None:
+        host = self.app.host
+        self.team_page.show_state(host.team_at_start, host.config.team if host.config else None, host.status)
 
     # ---------------------------------------------------------------- providers
 
@@ -189,6 +229,7 @@ class SettingsDialog(QDialog):
         self.p_enabled.setObjectName("provider-enabled")
         self.p_kind = QLabel("")
         self.p_found = QLabel("")
+        self.p_found.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.p_found.setWordWrap(True)
         self.p_found.setStyleSheet(NOTE_STYLE)
         self.p_url = QLineEdit()
@@ -256,7 +297,7 @@ class SettingsDialog(QDialog):
             self.p_found.setText("Off: OMEN does not use it.")
         else:
             self.p_found.setText(f"Not serving now: {short_why(name, status)}.")
-        self.p_found.setToolTip(provider_detail(status))
+        self.p_found.setToolTip(plain_tip(provider_detail(status)))
         configured = {m.name for m in pc.models}
         discovered = [n for n in found if n not in configured] if state == UP else []
         self.p_models.setRowCount(len(pc.models) + len(discovered))
@@ -273,6 +314,7 @@ class SettingsDialog(QDialog):
                 item.setData(Qt.ItemDataRole.UserRole, DISCOVERED)
                 item.setToolTip(f"discovered from {name}; OMEN uses it without a config entry")
                 self.p_models.setItem(i, j, item)
+        self._shown_provider = (name, self.provider_values())  # what Save compares against
 
     def _cell(self, row: int, col: int) -> str:
         item = self.p_models.item(row, col)
@@ -310,6 +352,12 @@ class SettingsDialog(QDialog):
         pc = self.config.providers[name] if self.config else None
         if pc is not None and pc.discover and not values["models"]:
             values.pop("models")  # discovered: do not pin an empty list
+        shown_name, shown = self._shown_provider
+        if shown_name == name:  # only what the user changed: no copy of the shipped models list
+            values = {k: v for k, v in values.items() if shown.get(k) != v}
+        if not values:
+            self.say(f"provider {name}: nothing changed.")
+            return
         self.app.apply(config_edit.provider_table(name, values), done=self.applied(f"provider {name}"))
 
     def _add_provider(self) -> None:
@@ -337,6 +385,7 @@ class SettingsDialog(QDialog):
         page = QWidget()
         layout = QVBoxLayout(page)
         self.backend_label = QLabel("")
+        self.backend_label.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.backend_label.setObjectName("keyring-backend")
         self.backend_label.setWordWrap(True)
         layout.addWidget(self.backend_label)
@@ -362,7 +411,7 @@ class SettingsDialog(QDialog):
             if widget is not None:
                 widget.deleteLater()
         self.key_rows = {}
-        for col, title in enumerate(("provider", "stored key", "new key", "", "", "")):
+        for col, title in enumerate(("provider", "stored key", "new key", "", "", "", "")):
             header = QLabel(f"<b>{title}</b>")
             self.keys_grid.addWidget(header, 0, col)
         row = 1
@@ -381,16 +430,23 @@ class SettingsDialog(QDialog):
             save.setObjectName(f"key-save:{name}")
             test = QPushButton("Test")
             test.setObjectName(f"key-test:{name}")
+            remove = QPushButton("Delete…")
+            remove.setObjectName(f"key-delete:{name}")
+            remove.setEnabled(False)  # until the keyring says there is a key
             result = QLabel("")
+            result.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
             result.setObjectName(f"key-result:{name}")
             result.setWordWrap(True)
             save.clicked.connect(lambda _c=False, n=name: self.save_key(n))
             test.clicked.connect(lambda _c=False, n=name: self.test_key(n))
-            for col, widget in enumerate((QLabel(name), stored, edit, save, test, result)):
+            remove.clicked.connect(lambda _c=False, n=name: self.delete_key(n))
+            for col, widget in enumerate((QLabel(name), stored, edit, save, test, remove, result)):
+                if isinstance(widget, QPushButton):
+                    fit(widget)
                 self.keys_grid.addWidget(widget, row, col)
-            self.keys_grid.setColumnStretch(5, 1)
+            self.keys_grid.setColumnStretch(6, 1)
             self.key_rows[name] = {"entry": entry, "stored": stored, "edit": edit, "save": save, "test": test,
-                                   "result": result, "pc": pc}
+                                   "delete": remove, "result": result, "pc": pc}
             row += 1
         self.background(self._read_keys, self._show_keys)
 
@@ -420,6 +476,38 @@ class SettingsDialog(QDialog):
             row["stored"].setText(keys.mask(found.get(name)) if backend.ok else "no keyring")
             row["save"].setEnabled(backend.ok)
             row["edit"].setEnabled(backend.ok)
+            row["delete"].setEnabled(backend.ok and bool(found.get(name)))
+
+    def confirm_delete_key(self, name: str) -> bool:
+        """Deleting a key needs a yes (No is the default): the keyring holds the only copy."""
+        answer = QMessageBox.question(
+            self, "Delete the key?",
+            f"Delete the {name} API key from the OS keyring? OMEN stops using {name} until a key is "
+            "stored again; the keyring holds the only copy.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def delete_key(self, name: str) -> None:
+        row = self.key_rows[name]
+        if not self.confirm_delete_key(name):
+            row["result"].setText("Kept.")
+            row["result"].setStyleSheet(NOTE_STYLE)
+            return
+        entry = row["entry"]
+        row["result"].setText("Deleting…")
+
+        def done(_r: None, exc: BaseException | None) -> None:
+            if exc is not None:
+                row["result"].setText(f"Not deleted: {exc}")
+                row["result"].setStyleSheet(BAD_STYLE)
+                return
+            row["stored"].setText(keys.mask(None))
+            row["delete"].setEnabled(False)
+            row["result"].setText("Deleted from the keyring.")
+            row["result"].setStyleSheet(OK_STYLE)
+            self.app.reload(done=self.applied(f"key for {name} deleted"))  # the provider stops using it now
+
+        self.background(lambda: keys.delete(entry), done)
 
     def save_key(self, name: str) -> None:
         row = self.key_rows[name]
@@ -437,6 +525,7 @@ class SettingsDialog(QDialog):
                 return
             row["edit"].clear()
             row["stored"].setText(keys.mask(value))
+            row["delete"].setEnabled(True)
             row["result"].setText("Stored in the keyring.")
             row["result"].setStyleSheet(OK_STYLE)
             self.app.reload(done=self.applied(f"key for {name}"))  # the provider picks the key up now
@@ -536,12 +625,15 @@ class SettingsDialog(QDialog):
             else:
                 r = c.limits.default_user if name is None else c.limits.users.get(name)
                 edit.setText(_limit_text(getattr(r, key)) if r is not None else "")
+        self._shown_limits = {where: edit.text() for where, edit in self.limit_edits.items()}
 
     def _save_limits(self) -> None:
         edits: list[config_edit.Edit] = []
         grouped: dict[tuple[str, str, str | None], dict[str, float | str | None]] = {}
         try:
             for (section, scope, name, key), edit in self.limit_edits.items():
+                if edit.text().strip() == self._shown_limits.get((section, scope, name, key), "").strip():
+                    continue  # unchanged: the file keeps what it had (no empty tables written)
                 grouped.setdefault((section, scope, name), {})[key] = _limit_value(edit.text(), key)
         except ConfigError as exc:
             self.say(str(exc), ok=False)
@@ -549,6 +641,9 @@ class SettingsDialog(QDialog):
         for (section, scope, name), values in grouped.items():
             edits.append(config_edit.quota(scope, name, values) if section == "quotas"
                          else config_edit.limit(scope, name, values))
+        if not edits:
+            self.say("quotas and limits: nothing changed.")
+            return
         self.app.apply(*edits, done=self.applied("quotas and limits"))
 
     # ---------------------------------------------------------------- server
@@ -637,16 +732,24 @@ class SettingsDialog(QDialog):
             return
         book = service.tokens
 
+        current = self.app.host.client_token[:9]
+
         def show(rows: list[dict[str, str]] | None, exc: BaseException | None) -> None:
             rows = rows or []
             self.tokens.setRowCount(len(rows))
             for i, entry in enumerate(rows):
-                for j, key in enumerate(("user", "workspace", "label", "created", "prefix")):
-                    self.tokens.setItem(i, j, QTableWidgetItem(entry.get(key, "")))
+                values = token_row(entry, current)
+                for j, value in enumerate(values):
+                    item = QTableWidgetItem(value)
+                    if j == 3:
+                        item.setToolTip(entry.get("created", ""))
+                    self.tokens.setItem(i, j, item)
+            self.tokens.resizeColumnsToContents()  # dates and prefixes whole, never cut
 
         self.background(book.list, show)
 
-    def create_token(self, user: str, workspace: str, label: str, shown: Callable[[str], None]) -> None:
+    def create_token(self, user: str, workspace: str, label: str, shown: Callable[[str], None],
+                     failed: Callable[[BaseException | None], None] | None = None) -> None:
         service = self.app.host.service
         if service is None:
             return
@@ -655,6 +758,8 @@ class SettingsDialog(QDialog):
         def done(token: str | None, exc: BaseException | None) -> None:
             if token is None:
                 self.say(f"token not created: {exc}", ok=False)
+                if failed is not None:
+                    failed(exc)
                 return
             self._load_tokens()
             shown(token)
@@ -662,22 +767,10 @@ class SettingsDialog(QDialog):
         self.background(lambda: book.create(user, workspace or None, label or None), done)
 
     def _create_token(self) -> None:
-        user, ok = QInputDialog.getText(self, "Create token", "User the token belongs to:")
-        if not ok or not user.strip():
-            return
-        workspace, _ = QInputDialog.getText(self, "Create token", "Default workspace (optional):")
-        label, _ = QInputDialog.getText(self, "Create token", "Label, e.g. the client (optional):")
-
-        def shown(token: str) -> None:
-            box = QMessageBox(QMessageBox.Icon.Information, "Token created",
-                              f"The token for {user.strip()} (shown only now):\n\n{token}", parent=self)
-            copy = box.addButton("Copy", QMessageBox.ButtonRole.AcceptRole)
-            box.addButton(QMessageBox.StandardButton.Close)
-            box.exec()
-            if box.clickedButton() is copy:
-                self.copy(token, "the token")
-
-        self.create_token(user.strip(), workspace.strip(), label.strip(), shown)
+        self.token_dialog = TokenDialog(
+            lambda user, workspace, label, done: self.create_token(
+                user, workspace, label, lambda token: done(token, None), lambda exc: done(None, exc)), self)
+        self.token_dialog.open()
 
     def _revoke_token(self) -> None:
         row = self.tokens.currentRow()
@@ -742,6 +835,7 @@ class SettingsDialog(QDialog):
         save.setObjectName("glyph-save")
         save.clicked.connect(self._save_glyph)
         self.glyph_path = QLabel("")
+        self.glyph_path.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.glyph_path.setStyleSheet(NOTE_STYLE)
         bottom = QHBoxLayout()
         bottom.addWidget(self.glyph_path, 1)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from omen_local.observe import UsageEvent
 from omen_local.providers.base import is_loopback_url
+from omen_local.visible import visible as shown
 
 WINDOW_S = 600  # the live charts' span
 MAX_PROVIDERS = 32  # providers beyond this share the "other" row (a config never has that many)
@@ -315,13 +316,9 @@ def provider_detail(p: Mapping[str, Any]) -> str:
 
 
 def visible(text: str, limit: int = 500) -> str:
-    """Untrusted text for a person: control and format characters (ANSI escapes, bidi
-    overrides, NUL...) shown as \\uXXXX instead of acting; newlines and tabs kept; bounded."""
-    import unicodedata
-
-    out = "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")
-                  else f"\\u{ord(c):04x}" for c in text[:limit])
-    return out + ("…" if len(text) > limit else "")
+    """Untrusted text for a person, bounded: ``omen_local.visible``'s rules (the one
+    neutralising function), newlines and tabs kept."""
+    return shown(text[:limit], "\n\t") + ("…" if len(text) > limit else "")
 
 
 def provider_label(name: str, info: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from glyph.display import one_line, visible
 from omen_local.config import STRATEGIES
 
 from .icons import state_icon
+from .rich_text import plain_tip
 from .state import NOT_SET_UP, STOPPED, Overall, provider_detail, provider_label, provider_state
 
 STRATEGY_LABELS = {
@@ -121,11 +122,11 @@ class Tray:
         font = head.font()
         font.setBold(True)
         head.setFont(font)
-        head.setToolTip("\n".join((status_line(overall, url), *overall.detail)))
+        head.setToolTip(plain_tip("\n".join((status_line(overall, url), *overall.detail))))
         head.triggered.connect(_call(c.open_dashboard))
         for line in overall.detail[:2]:
             extra = m.addAction(fit("    " + line, m))
-            extra.setToolTip(line)
+            extra.setToolTip(plain_tip(line))
             extra.triggered.connect(_call(c.open_dashboard))
         copy = m.addAction(fit(f"Copy endpoint and token ({url}/v1)", m) if url else "Copy endpoint and token")
         copy.setObjectName("copy")
@@ -146,7 +147,7 @@ class Tray:
                 action.setCheckable(True)
                 action.setChecked(bool(info.get("enabled")))
                 action.toggled.connect(_bind(c.set_provider_enabled, name))
-            action.setToolTip(provider_detail(info))
+            action.setToolTip(plain_tip(provider_detail(info)))
         if not providers:
             none = m.addAction("(starting…)")
             none.setEnabled(False)

@@ -123,6 +123,31 @@ def _path_of(value: dict[str, Any]) -> str | None:
     return None
 
 
+def edit_pairs(value: Any) -> Iterator[tuple[str, str]]:
+    """Every old/new text pair in a call's arguments, wherever it sits: what :func:`render_arguments`
+    shows as diffs (the tray app's consent dialog counts the changed lines from these)."""
+    if isinstance(value, list):
+        for item in value:
+            yield from edit_pairs(item)
+        return
+    if not isinstance(value, dict):
+        return
+    keys = {_norm(str(k)): k for k in value}
+    for old_key, new_key in _OLD_NEW.items():
+        if old_key in keys and new_key in keys:
+            old, new = value[keys[old_key]], value[keys[new_key]]
+            if isinstance(old, str) and isinstance(new, str):
+                yield old, new
+    for item in value.values():
+        if isinstance(item, dict | list):
+            yield from edit_pairs(item)
+
+
+def path_argument(arguments: Any) -> str | None:
+    """The file a call names at its top level (``path``, ``file_path``, ...), if any."""
+    return _path_of(arguments) if isinstance(arguments, dict) else None
+
+
 def _edit_diffs(value: Any, where: str, path: str | None = None) -> Iterator[str]:
     """A unified diff for every old/new text pair, wherever it sits in the arguments."""
     if isinstance(value, list):

@@ -147,15 +147,40 @@ def default_strategy(strategy: str) -> Edit:
 
 
 def _limit_edit(section: str, scope: str, name: str | None, values: Mapping[str, float | str | None]) -> Edit:
-    """``[section.default_user]`` (name None) or ``[section.users.NAME]``; None removes a key."""
+    """``[section.default_user]`` (name None) or ``[section.users.NAME]``; None removes a key.
+    A table left empty is removed (and its empty parents): "no limit" leaves no trace."""
 
     def edit(doc: TOMLDocument) -> None:
         keys = (section, f"default_{scope}") if name is None else (section, f"{scope}s", name)
+        if not _has(doc, keys) and all(v is None for v in values.values()):
+            return  # nothing to set, nothing to remove: do not create the table
         table = _table(doc, *keys)
         for key, value in values.items():
             _set(table, key, value)
+        _prune(doc, keys)
 
     return edit
+
+
+def _has(doc: TOMLDocument, keys: tuple[str, ...]) -> bool:
+    node: Any = doc
+    for key in keys:
+        if not hasattr(node, "keys") or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _prune(doc: TOMLDocument, keys: tuple[str, ...]) -> None:
+    """Remove the table at ``keys`` if it holds nothing, then each parent left empty."""
+    for depth in range(len(keys), 0, -1):
+        parent: Any = doc
+        for key in keys[:depth - 1]:
+            parent = parent[key]
+        node = parent[keys[depth - 1]]
+        if not hasattr(node, "keys") or len(node) > 0:
+            return
+        del parent[keys[depth - 1]]
 
 
 def quota(scope: str, name: str | None, values: Mapping[str, float | str | None]) -> Edit:
@@ -172,6 +197,23 @@ def limit(scope: str, name: str | None, values: Mapping[str, float | str | None]
     if scope == "provider" and name is None:
         raise ConfigError("a provider rate limit names the provider")
     return _limit_edit("limits", scope, name, values)
+
+
+def team(database_url: str, redis_url: str = "", instance: str = "") -> Edit:
+    """``[team]`` (docs/team.md); no database URL removes the table (back to one machine), an
+    empty Redis URL or instance removes that key (local quotas; the default user@host)."""
+
+    def edit(doc: TOMLDocument) -> None:
+        if not database_url.strip():
+            if "team" in doc:
+                del doc["team"]
+            return
+        table = _table(doc, "team")
+        table["database_url"] = database_url.strip()
+        _set(table, "redis_url", redis_url.strip() or None)
+        _set(table, "instance", instance.strip() or None)
+
+    return edit
 
 
 def server(host: str | None = None, port: int | None = None) -> Edit:

@@ -10,12 +10,31 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from . import jsonutil
 from .private_files import private_dir
 
 log = logging.getLogger(__name__)
 SERVICE = "omen-local"
+
+
+def os_keyring() -> Any | None:
+    """The keyring backend when it is the OS's (Secret Service, KWallet, Keychain, Windows);
+    None for none, a broken one, or a file keyring such as keyrings.alt's (priority < 1,
+    keyring's own "not recommended": a plaintext file that would be called a keyring)."""
+    try:
+        import keyring
+        from keyring.backends import chainer, fail
+
+        kr = keyring.get_keyring()
+        chain = list(kr.backends) if isinstance(kr, chainer.ChainerBackend) else [kr]
+    except Exception:  # a broken backend is the same as none
+        return None
+    first = chain[0] if chain else None  # where set_password writes
+    if first is None or isinstance(first, fail.Keyring) or float(getattr(first, "priority", 0)) < 1:
+        return None
+    return kr
 
 
 class SecretStore:
@@ -30,13 +49,7 @@ class SecretStore:
 
     @staticmethod
     def _probe_keyring() -> bool:
-        try:
-            import keyring
-            from keyring.backends import fail
-
-            return not isinstance(keyring.get_keyring(), fail.Keyring)
-        except Exception:  # a broken backend is the same as none
-            return False
+        return os_keyring() is not None
 
     @property
     def backend(self) -> str:

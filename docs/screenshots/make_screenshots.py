@@ -1,6 +1,7 @@
 """Screenshots of the real ``omen app`` process, for docs/app.md and the README.
 
     python docs/screenshots/make_screenshots.py          # needs the apt packages of .ci/run
+    python docs/screenshots/make_screenshots.py consent  # consent.png only
 
 Launches ``omen app`` the way users do (the console script, its own HOME, config and data)
 on an X desktop of its own: Xvfb 1280x800, openbox, trayer as the tray host
@@ -12,7 +13,7 @@ screen as X shows it (ImageMagick's ``import``), never a widget rendered on the 
 Writes beside this file: first-run.png (nothing reachable), dashboard.png (after a
 minute of traffic: a local model, a cloud one, a few failovers), dashboard-audit.png
 (Glyph's audit tab), tray.png (the tray icon with its menu open), settings.png and
-settings-keys.png, consent.png (a Glyph consent request through the app's real consent
+settings-keys.png, settings-team.png, consent.png (a Glyph consent request through the app's real consent
 channel), dashboard-dark.png (OMEN_APP_THEME=dark). icons.png is drawn by
 ``python -m app.icons``-style code and is not made here.
 """
@@ -143,11 +144,17 @@ def audit_log(path: Path) -> None:
 
 ASK_CONSENT = r"""
 import asyncio, sys
+import jsonschema
 from glyph.app_prompter import AppPrompter
 from glyph.consent import ConsentRequest
+from rune.fs import TOOLS
+spec = next(t for t in TOOLS if t.name == "edit_file")
+args = {"path": "src/billing/invoice.py",
+        "edits": [{"old_text": "TAX_RATE = 0.19\n", "new_text": "TAX_RATE = 0.21\n"}]}
+jsonschema.validate(args, spec.input_schema)  # a call the real edit_file accepts
 req = ConsentRequest(client="Cursor/0.48", server="rune", tool="edit_file", exposed="rune__edit_file",
-    arguments={"path": "src/billing/invoice.py", "old_string": "TAX_RATE = 0.19\n", "new_string": "TAX_RATE = 0.21\n"},
-    reason="no rule allows it", paths=(sys.argv[1] + "/src/billing/invoice.py",), destructive=True)
+    arguments=args, reason="no rule allows it", paths=(sys.argv[1] + "/src/billing/invoice.py",),
+    destructive=True, description=spec.description)
 print(asyncio.run(AppPrompter().ask(req)))
 """
 
@@ -269,11 +276,13 @@ def tray(shooter: Shooter) -> None:
     shooter.window("Settings", OUT / "settings.png")
     shooter.click_in("settings", "tab:API keys")
     shooter.window("Settings", OUT / "settings-keys.png")
+    shooter.click_in("settings", "tab:Team")
+    shooter.window("Settings", OUT / "settings-team.png")
     shooter.desktop.run("xdotool", "key", "Escape")
 
 
 def consent(shooter: Shooter, home: Path) -> None:
-    asker = subprocess.Popen([sys.executable, "-c", ASK_CONSENT, str(home / "work" / "shop")], env=shooter.app.env,
+    asker = subprocess.Popen([sys.executable, "-c", ASK_CONSENT, "/home/ana/work/shop"], env=shooter.app.env,
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         shooter.window("Glyph|[Aa]llow|edit_file", OUT / "consent.png")
@@ -282,10 +291,35 @@ def consent(shooter: Shooter, home: Path) -> None:
         asker.wait(10)
 
 
+def only_consent(base: Path, desktop: XDesktop) -> None:
+    """consent.png alone (``make_screenshots.py consent``): the same app, without a minute of traffic."""
+    home = base / "consent"
+    ollama = FakeUpstream("ollama")
+    try:
+        app = AppProcess(home, write_app_config(base / "consent.toml", home / "data", ollama.url), desktop,
+                         "--minimized")
+        try:
+            serving_url(app)
+            poll(lambda: (home / "run" / "omen-local" / "consent.json").exists(), 30, "the consent channel")
+            consent(Shooter(desktop, app), home)
+        finally:
+            app.stop()
+    finally:
+        ollama.stop()
+
+
 def main() -> int:
     if missing_tools():
         print(f"needs {', '.join(missing_tools())} (apt; see .ci/run)", file=sys.stderr)
         return 1
+    if sys.argv[1:] == ["consent"]:
+        base = Path(tempfile.mkdtemp(prefix="omen-shots-"))
+        try:
+            with XDesktop() as desktop:
+                only_consent(base, desktop)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        return 0
     again = with_keyring()
     if again is not None:
         return again

@@ -88,3 +88,23 @@ def test_creates_the_file_when_missing_and_removes_keys_with_none(tmp_path: Path
     assert load_config(path).quotas.default_user.daily_usd is None
     ce.set_quota(path, "workspace", "acme", {"monthly_usd": "none"})
     assert load_config(path).quotas.workspaces["acme"].monthly_usd == float("inf")
+
+
+def test_no_empty_limit_tables_are_written_or_left(tmp_path: Path) -> None:
+    """Saving "no limit" (Settings' empty fields) must not leave `[quotas.default_user]` behind."""
+    path = tmp_path / "config.toml"
+    path.write_text("# mine\n[server]\nport = 9000\n", encoding="utf-8")
+    before = path.read_text(encoding="utf-8")
+    ce.apply(path, ce.quota("user", None, {"daily_usd": None, "monthly_usd": None}),
+             ce.limit("user", None, {"rpm": None, "tpm": None}), ce.quota("user", "owner", {"daily_usd": None}))
+    assert path.read_text(encoding="utf-8") == before
+    ce.set_quota(path, "user", "owner", {"daily_usd": 2})
+    assert "[quotas.users.owner]" in path.read_text(encoding="utf-8")
+    ce.set_quota(path, "user", "owner", {"daily_usd": None})
+    text = path.read_text(encoding="utf-8")
+    assert "quotas" not in text and text.startswith("# mine\n[server]\nport = 9000")
+    ce.set_limit(path, "user", None, {"rpm": 60})
+    ce.set_quota(path, "user", "bob", {"daily_usd": 1})
+    ce.set_limit(path, "user", None, {"rpm": None})
+    text = path.read_text(encoding="utf-8")
+    assert "limits" not in text and "[quotas.users.bob]" in text

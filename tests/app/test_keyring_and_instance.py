@@ -49,7 +49,7 @@ def test_settings_store_a_key_in_gnome_keyring_and_test_it(tmp_path: Path) -> No
 
 def test_without_a_keyring_backend_settings_say_what_to_do(running: Running) -> None:
     if keys.backend().ok:
-        pytest.skip("this machine has a keyring backend")
+        pytest.skip(f"this machine has a keyring backend: {keys.backend()}")
     running.app.open_settings()
     dialog = running.app.settings
     assert dialog is not None

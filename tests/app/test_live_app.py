@@ -169,3 +169,120 @@ def test_first_run_with_nothing_reachable_guides_in_short_words(tmp_path: Path, 
         desktop.raise_window(wins[0])
         text = desktop.ocr(desktop.screenshot(tmp_path / "first-run.png"))
         assert re.search(r"Get\s+started", text), text
+
+
+ASK_EDIT = r"""
+import asyncio, json, sys
+import jsonschema
+from glyph.app_prompter import AppPrompter
+from glyph.consent import ConsentRequest
+from rune.fs import TOOLS
+args = {"path": "src/invoice.py", "edits": [{"old_text": "TAX = 0.19\n", "new_text": "TAX = 0.21\n"}]}
+jsonschema.validate(args, next(t for t in TOOLS if t.name == "edit_file").input_schema)
+req = ConsentRequest(client="Cursor/0.48", server="rune", tool="edit_file", exposed="rune__edit_file",
+    arguments=args, reason="no rule allows it", paths=(sys.argv[1] + "/src/invoice.py",), destructive=True)
+decision = asyncio.run(AppPrompter().ask(req))
+print(json.dumps({"scope": decision.scope.value, "by": decision.by}), flush=True)
+"""
+
+
+def test_consent_dialog_in_plain_words_and_remember_from_its_menu(tmp_path: Path, desktop: XDesktop,
+                                                                   ollama: FakeUpstream) -> None:
+    """An edit_file call through the consent channel, answered with the mouse: Remember… → Always allow."""
+    import subprocess
+    import sys
+
+    from tests.app.xdesktop import ROOT
+
+    home = tmp_path / "home"
+    config = write_app_config(tmp_path / "config.toml", tmp_path / "data", ollama.url)
+    with app_running(home, config, desktop, "--minimized") as app:
+        serving_url(app)
+        poll(lambda: (home / "run" / "omen-local" / "consent.json").exists(), 30, "the consent channel")
+        asker = subprocess.Popen([sys.executable, "-c", ASK_EDIT, str(tmp_path / "proj")], env=app.env, cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wins = poll(lambda: desktop.windows(name="Allow edit_file", pid=app.proc.pid), 30, "the consent dialog")
+            dialog = poll(lambda: window(app.probe(), "glyph-consent"), 10, "the dialog in the probe")
+            assert "Cursor/0.48 wants to change 1 line in src/invoice.py" in dialog["labels"]
+            assert not any("no rule allows it" in t for t in dialog["labels"])  # under "Why am I asked?"
+            assert any(re.fullmatch(r"Denied automatically in \d+ s", t) for t in dialog["labels"])
+            assert {"Allow once", "Deny", "Remember…", "Why am I asked?"} <= set(dialog["buttons"])
+            # No minimise or maximise: the window asks the window manager (Motif hints, which openbox
+            # follows for its title-bar buttons) for a title and a close button only.
+            hints = desktop.run("xprop", "-id", wins[0], "_MOTIF_WM_HINTS") or ""
+            flags, functions, decorations = (int(v, 16) for v in hints.split("=")[1].split(",")[:3])
+            assert flags & 0b11 == 0b11, hints  # functions and decorations given
+            assert not functions & 0x1 and functions & 0x20 and not functions & 0x18, hints  # close; no min/max
+            assert not decorations & 0x1 and decorations & 0x8 and not decorations & 0x60, hints  # title; no buttons
+            desktop.raise_window(wins[0])
+            text = desktop.ocr(desktop.screenshot(tmp_path / "consent.png"))
+            assert re.search(r"wants\s+to\s+change\s+1\s+line", text), text
+
+            desktop.run("xdotool", "mousemove", "--sync", *map(str, dialog["click"]["Why am I asked?"]), "click", "1")
+            dialog = poll(lambda: (w := window(app.probe(), "glyph-consent")) and any(
+                "no rule allows it · destructive" in t for t in w["labels"]) and w, 10, "the rule words, disclosed")
+            desktop.run("xdotool", "mousemove", "--sync", *map(str, dialog["click"]["Remember…"]), "click", "1")
+            menu = poll(lambda: next((w for w in app.probe()["windows"] if "menu:Always allow" in w["click"]), None),
+                        10, "the Remember… menu")
+            desktop.run("xdotool", "mousemove", "--sync", *map(str, menu["click"]["menu:Always allow"]), "click", "1")
+            out, err = asker.communicate(timeout=30)
+            assert json.loads(out) == {"scope": "always", "by": "app:user:qt"}, err
+            poll(lambda: window(app.probe(), "glyph-consent") is None, 10, "the dialog to close")
+        finally:
+            if asker.poll() is None:
+                asker.kill()
+                asker.wait(10)
+
+
+def test_a_client_token_is_made_in_one_dialog_and_works(tmp_path: Path, desktop: XDesktop,
+                                                          ollama: FakeUpstream) -> None:
+    """Tray → Settings… → Client tokens → Create token…: one dialog, the token shown once, and it works."""
+    import subprocess
+
+    from tests.app.xdesktop import omen_command
+
+    home = tmp_path / "home"
+    config = write_app_config(tmp_path / "config.toml", tmp_path / "data", ollama.url)
+    with app_running(home, config, desktop, "--minimized") as app:
+        url = serving_url(app)
+
+        def click(x: int, y: int, button: int = 1) -> None:
+            desktop.run("xdotool", "mousemove", "--sync", str(x), str(y), "click", str(button))
+
+        icon = poll(lambda: app.probe()["tray"]["icon"], 20, "the tray icon on screen")
+        click(icon[0], icon[1], button=3)
+        items = poll(lambda: (d := app.probe())["tray"]["menu_open"] and d["tray"]["menu_items"], 10, "the tray menu")
+        click(*items[next(t for t in items if t.startswith("Settings"))])
+        settings = poll(lambda: window(app.probe(), "settings"), 20, "Settings")
+        click(*settings["click"]["tab:Client tokens"])
+        settings = poll(lambda: (w := window(app.probe(), "settings")) and "Create token…" in w["click"] and w,
+                        10, "the Client tokens page")
+        click(*settings["click"]["Create token…"])
+        box = poll(lambda: window(app.probe(), "token-dialog"), 10, "the token dialog")
+        assert {"Cancel", "Create token"} <= set(box["buttons"])
+        wins = desktop.windows(name="Create a client token", pid=app.proc.pid)
+        desktop.raise_window(wins[0])
+        desktop.run("xdotool", "type", "--delay", "20", "alice")  # the user field has the focus
+        desktop.run("xdotool", "key", "Tab")
+        desktop.run("xdotool", "type", "--delay", "20", "acme")
+        box = poll(lambda: (w := window(app.probe(), "token-dialog")) and w, 10, "the token dialog")
+        click(*box["click"]["Create token"])
+        shown = poll(lambda: (w := window(app.probe(), "token-dialog")) and w["fields"].get("token-value") and w,
+                     20, "the new token")
+        assert "The token for alice (workspace acme):" in shown["labels"] and "Copy" in shown["buttons"]
+        assert any("only time the token is shown" in t for t in shown["labels"])
+        token = shown["fields"]["token-value"]
+        click(*shown["click"]["Copy"])
+        poll(lambda: "Copied to the clipboard." in (window(app.probe(), "token-dialog") or {"labels": []})["labels"],
+             10, "Copied")
+        req = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(
+            {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+        listed = subprocess.run([*omen_command(), "token", "list", "--config", str(config)], env=app.env,
+                                capture_output=True, text=True, timeout=60).stdout
+        assert any("user=alice" in line and "workspace=acme" in line for line in listed.splitlines()), listed
+        text = desktop.ocr(desktop.screenshot(tmp_path / "token.png"))
+        assert re.search(r"only\s+time", text), text

@@ -252,4 +252,16 @@ def test_provider_detail_shows_control_characters_instead_of_acting_on_them() ->
     hostile = {"last_error": "refused\x1b[2J\u202egnp.exe\x00 ok\nline two"}
     shown = provider_detail(hostile)
     assert "\x1b" not in shown and "\u202e" not in shown and "\x00" not in shown
-    assert "\\u001b[2J" in shown and "\\u202e" in shown and "\nline two" in shown
+    assert "␛[2J" in shown and "⟨U+202E⟩" in shown and "␀" in shown and "\nline two" in shown
+    assert provider_detail({"reason": "x" * 600}) == "x" * 500 + "…"
+
+
+def test_tooltips_of_untrusted_text_cannot_be_read_as_html() -> None:
+    from app.rich_text import plain_tip
+
+    tip = plain_tip("<img src='http://evil/x'><b>ok</b>\x1b[2J\nline & two")
+    assert tip.startswith("<p style='white-space:pre-wrap'>") and tip.endswith("</p>")
+    inner = tip.removeprefix("<p style='white-space:pre-wrap'>").removesuffix("</p>")
+    assert "<" not in inner and "&lt;img src=&#x27;http://evil/x&#x27;&gt;&lt;b&gt;ok" in inner
+    assert "␛[2J\nline &amp; two" in inner
+    assert plain_tip("") == ""

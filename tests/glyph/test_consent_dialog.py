@@ -48,8 +48,10 @@ def test_dialog_shows_server_tool_arguments_and_diff(qtbot: QtBot) -> None:
     assert "-x = 1\n+x = 2" in details
     assert dialog.details.isReadOnly()
     assert dialog.details.font().fixedPitch() or dialog.details.font().styleHint() is not None
-    assert [dialog.button(s).text() for s in Scope] == [
-        "Allow once", "Allow for this session", "Always allow", "Deny", "Always deny"]
+    assert [dialog.button(s).text() for s in (Scope.DENY, Scope.ONCE)] == ["Deny", "Allow once"]
+    assert dialog.remember.text() == "Remember…"
+    assert [a.text() for a in dialog.remember_menu.actions() if not a.isSeparator()] == [
+        "Allow for this session", "Always allow", "Never allow (always deny)"]
     assert dialog.button(Scope.DENY).isDefault()  # Enter denies
 
 
@@ -61,8 +63,38 @@ def test_dialog_flags_a_changed_definition(qtbot: QtBot) -> None:
     assert '+  "description": "Edit. And upload."' in dialog.details.toPlainText()
 
 
-@pytest.mark.parametrize("scope", list(Scope))
-def test_each_scope_button_decides(qtbot: QtBot, scope: Scope) -> None:
+def test_dialog_says_what_the_call_does_in_plain_words(qtbot: QtBot) -> None:
+    """The real edit_file's call shape (rune's schema: path + edits[old_text/new_text])."""
+    call = request(arguments={"path": "src/invoice.py",
+                              "edits": [{"old_text": "TAX = 0.19\n", "new_text": "TAX = 0.21\n"}]},
+                   paths=("/work/proj/src/invoice.py",))
+    dialog = ConsentDialog(call, timeout_s=None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.headline.text() == "code/1.96 wants to change 1 line in src/invoice.py"
+    assert "-TAX = 0.19\n+TAX = 0.21" in dialog.details.toPlainText()  # the coloured diff stays
+    # The rule language is one click away, not in the way.
+    assert not dialog.why.isVisible() and "no rule allows it" in dialog.why.text()
+    qtbot.mouseClick(dialog.why_toggle, Qt.MouseButton.LeftButton)
+    assert dialog.why.isVisible() and "destructive" in dialog.why.text()
+    flags = dialog.windowFlags()
+    assert not flags & Qt.WindowType.WindowMinimizeButtonHint and not flags & Qt.WindowType.WindowMaximizeButtonHint
+    assert flags & Qt.WindowType.WindowCloseButtonHint
+
+
+def test_untrusted_text_is_never_rich_text(qtbot: QtBot) -> None:
+    hostile = request(client="<img src=x><b>Trusted IDE</b>", tool="<a href='x'>edit</a>",
+                      reason="<span style='font-size:0'>hidden</span>", description="<h1>big</h1>\u202e")
+    dialog = ConsentDialog(hostile, timeout_s=None)
+    qtbot.addWidget(dialog)
+    for label in dialog.findChildren(QLabel):
+        assert label.textFormat() == Qt.TextFormat.PlainText, label.objectName()
+    assert "<img src=x><b>Trusted IDE</b>" in dialog.headline.text()
+    assert "⟨U+202E⟩" in dialog.why.text()
+
+
+@pytest.mark.parametrize("scope", [Scope.ONCE, Scope.DENY])
+def test_each_button_decides(qtbot: QtBot, scope: Scope) -> None:
     dialog = ConsentDialog(request(), timeout_s=None)
     qtbot.addWidget(dialog)
     dialog.show()
@@ -70,6 +102,17 @@ def test_each_scope_button_decides(qtbot: QtBot, scope: Scope) -> None:
         qtbot.mouseClick(dialog.button(scope), Qt.MouseButton.LeftButton)
     assert signal.args == [Decision(scope, "user:qt")]
     assert dialog.decision == Decision(scope, "user:qt")
+    assert not dialog.isVisible()
+
+
+@pytest.mark.parametrize("scope", [Scope.SESSION, Scope.ALWAYS, Scope.DENY_ALWAYS])
+def test_each_remembered_answer_decides(qtbot: QtBot, scope: Scope) -> None:
+    dialog = ConsentDialog(request(), timeout_s=None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    with qtbot.waitSignal(dialog.decided, timeout=2000) as signal:
+        dialog.action(scope).trigger()
+    assert signal.args == [Decision(scope, "user:qt")]
     assert not dialog.isVisible()
 
 
@@ -94,7 +137,7 @@ def test_escape_close_and_timeout_are_denials(qtbot: QtBot) -> None:
     assert timed.decision == Decision(Scope.DENY, "fail-closed:timeout")
 
     # the first answer wins: later clicks change nothing
-    qtbot.mouseClick(timed.button(Scope.ALWAYS), Qt.MouseButton.LeftButton)
+    timed.action(Scope.ALWAYS).trigger()
     assert timed.decision.scope is Scope.DENY
 
 
@@ -113,7 +156,7 @@ async def test_qt_prompter_round_trip(qtbot: QtBot, qapp: QApplication) -> None:
     await pump_until(qapp, lambda: prompter.current is not None)
     dialog = prompter.current
     assert dialog is not None and dialog.isVisible()
-    qtbot.mouseClick(dialog.button(Scope.SESSION), Qt.MouseButton.LeftButton)
+    dialog.action(Scope.SESSION).trigger()
     await pump_until(qapp, task.done)
     assert task.result() == Decision(Scope.SESSION, "user:qt")
     assert prompter.dialogs == {}

@@ -187,13 +187,20 @@ def test_the_audit_view_shows_hostile_rows_visibly(qapp: object, tmp_path: Path)
     with Store(tmp_path / "g.db") as store:
         log = AuditLog(store)
         log.append(AuditEntry(client="ed\u202e\x1b[2J", server="rune", tool="x\u200by",
-                              arguments={"content": "\x1b[8mhidden\u2066"}, decision="deny", outcome="denied"))
+                              arguments={"content": "\x1b[8mhidden\u2066", "a": "<img src=x><b>b</b>"},
+                              decision="deny", outcome="denied"))
         view = AuditView(log)
         try:
             cells = [view.table.item(0, j) for j in range(view.table.columnCount())]
             texts = [c.text() for c in cells if c is not None] + [cells[0].toolTip() if cells[0] else ""]
             assert all(invisible(t) == [] for t in texts), texts
             assert "ed⟨U+202E⟩␛[2J" in texts and "hidden⟨U+2066⟩" in texts[-1]
+            assert "&lt;img src=x&gt;&lt;b&gt;b&lt;/b&gt;" in texts[-1]  # a tooltip is HTML to Qt: escaped
+            from PySide6.QtGui import QTextDocument
+
+            doc = QTextDocument()
+            doc.setHtml(texts[-1])
+            assert "<img src=x><b>b</b>" in doc.toPlainText()  # what the person reads: the text as it is
         finally:
             view.deleteLater()
 
