@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import platformdirs
@@ -50,6 +50,9 @@ from .server.plumbing import RouterRef
 from .server.runner import Runner
 from .server.usage_routes import add_usage_routes
 from .tokens import TokenBook
+
+if TYPE_CHECKING:
+    from .team_tokens import TeamTokens
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ class OmenService:
         self.port = config.server.port
         self.proof_key = endpoint.new_proof_key()  # in the endpoint file; proves us to clients
         self.tls: exposure.Tls | None = None  # beyond loopback: TLS only (server/exposure.py)
+        self.team_tokens: TeamTokens | None = None  # with [team]: client tokens shared in PostgreSQL
 
     # ------------------------------------------------------------ parts made at start
 
@@ -204,6 +208,7 @@ class OmenService:
         if self._want_metering:
             self.metering = await asyncio.to_thread(Metering, self.config)
             await self.metering.start()  # replays a crashed server's journal before taking requests
+        await self._start_team_tokens()
         self.session = _http.make_session()  # every upstream request goes through it (one transport)
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
@@ -246,6 +251,17 @@ class OmenService:
         await asyncio.wait({self._first_probe}, timeout=FIRST_PROBE_WAIT_S)
         log.info("OMEN %s listening on %s", __version__, self.url)
         await asyncio.to_thread(endpoint.publish, self)  # how local clients find us (docs/clients.md)
+
+    async def _start_team_tokens(self) -> None:
+        """With [team], the team's client tokens (docs/team.md) are valid here too, after the local ones."""
+        team = self.config.team
+        if team is None or self.tokens.team is not None:
+            return
+        from .team_tokens import TeamTokens  # the [team] extra's driver, only for a team
+
+        self.team_tokens = TeamTokens(team.database_url, team.instance)
+        await self.team_tokens.start()
+        self.tokens.team = self.team_tokens
 
     async def reload(self, config: Config) -> None:
         """Apply ``config`` to the next request: providers, intents, aliases, defaults, quotas and
@@ -333,6 +349,10 @@ class OmenService:
             self.session = None
         if self.metering is not None:
             await self.metering.stop()  # after the server: in-flight requests have reported
+        if self.team_tokens is not None:
+            self.tokens.team = None
+            await self.team_tokens.stop()
+            self.team_tokens = None
 
     async def __aenter__(self) -> OmenService:
         await self.start()
@@ -482,4 +502,6 @@ class OmenService:
         }
         if self.metering is not None:
             out["metering"] = self.metering.health()
+        if self.team_tokens is not None and "team" in out.get("metering", {}):
+            out["metering"]["team"]["tokens"] = self.team_tokens.health()
         return out
