@@ -61,6 +61,10 @@ LOCAL_RETRY_S = 2.0  # how often to look again while no local model server answe
 TRUST_RECHECK_S = 1.0  # how often to ask who owns local providers' ports (a /proc read, no network)
 
 
+async def _no_wait(_provider: str) -> float:
+    return 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeReport:
     """What the first health probe found, per provider (for the start-up banner)."""
@@ -194,7 +198,7 @@ class OmenService:
             self.hub,
             self._record,
             price_for,
-            policy.provider_wait if policy is not None else (lambda _p: 0.0),
+            policy.provider_wait if policy is not None else _no_wait,
             d.first_token_timeout_s,
         )
         planner = Planner(config, catalog, self.health, self.sticky, price_for)

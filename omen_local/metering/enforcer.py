@@ -103,9 +103,9 @@ class Enforcer:
             self._grants[caller.request_id] = grant
         self._spent[caller.request_id] = [0.0, 0.0]
 
-    def provider_wait(self, provider: str) -> float:
+    async def provider_wait(self, provider: str) -> float:
         limits = self._provider.get(provider)
-        return 0.0 if limits is None else self.limiter.provider_wait(provider, limits)
+        return 0.0 if limits is None else await self.limiter.provider_wait(provider, limits)
 
     def release(self, request_id: str) -> None:
         spent = self._spent.pop(request_id, None)
