@@ -507,5 +507,9 @@ class OmenService:
         if self.metering is not None:
             out["metering"] = self.metering.health()
         if self.team_tokens is not None and "team" in out.get("metering", {}):
-            out["metering"]["team"]["tokens"] = self.team_tokens.health()
+            from .metering.meter import team_state
+
+            team = out["metering"]["team"]
+            team["tokens"] = self.team_tokens.health()
+            team.update(team_state({k: v for k, v in team.items() if isinstance(v, dict)}))
         return out

@@ -318,17 +318,15 @@ class Metering:
         ledger_health = getattr(self.ledger, "health", None)
         limiter_health = getattr(self.limiter, "health", None)
         writer = self.store.health()
-        return {
-            "team": {
-                "instance": team.instance,
-                "database": {
-                    "state": "unreachable" if writer["state"] == "failing" else writer["state"],
-                    "unreachable_since": writer["failing_since"],
-                },
-                "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
-                "rate_limits": limiter_health() if limiter_health is not None else {"state": "local"},
-            }
+        parts = {
+            "database": {
+                "state": "unreachable" if writer["state"] == "failing" else writer["state"],
+                "unreachable_since": writer["failing_since"],
+            },
+            "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
+            "rate_limits": limiter_health() if limiter_health is not None else {"state": "local"},
         }
+        return {"team": {"instance": team.instance, **team_state(parts), **parts}}
 
     # ------------------------------------------------------------ SpendSource (for the quota ledger)
 
@@ -391,3 +389,17 @@ class Metering:
             }
             for row in result["data"]
         ]
+
+
+_STORE_NAMES = {"database": "PostgreSQL", "quotas": "Redis", "rate_limits": "Redis", "tokens": "PostgreSQL"}
+
+
+def team_state(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``state`` (ok | degraded) and, when a team store is away, the one line a person reads
+    (the tray, /v1/omen/status): "team store unreachable since …" and which."""
+    down = sorted((p["unreachable_since"] or "", _STORE_NAMES.get(name, name), name)
+                  for name, p in parts.items() if p.get("state") == "unreachable")  # fmt: skip
+    if not down:
+        return {"state": "ok", "message": None}
+    stores = ", ".join(dict.fromkeys(f"{label} ({name.replace('_', ' ')})" for _, label, name in down))
+    return {"state": "degraded", "message": f"team store unreachable since {down[0][0]}: {stores}"}
