@@ -224,6 +224,8 @@ class OmenService:
             self.hub,
             metering_health=self.metering.health if self.metering is not None else None,
             providers_up=lambda: {name: self.health.provider_available(name) for name in self.config.providers},
+            known_model=lambda provider, model: model in self.catalog.models.get(provider, ()),
+            quota_use=self.metering.quota_use if self.metering is not None else None,
         )
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()

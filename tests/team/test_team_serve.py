@@ -172,6 +172,22 @@ async def test_three_instances_share_one_quota_and_one_set_of_books(
                 "database": 1.0, "quotas": 1.0, "rate_limits": 1.0,
             }  # fmt: skip
             assert team["quotas"]["state"] == "ok" and team["database"]["state"] == "ok"
+            # /metrics on each instance: its own counters, which add up to the team's rows; the quota
+            # gauge is the team's (read from Redis), the same on every instance.
+            served = 0.0
+            for base in bases:
+                deadline = asyncio.get_running_loop().time() + 15
+                while True:
+                    async with http.get(f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                        families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+                    gauge = {(s.labels["name"], s.labels["limit"]): s.value for s in families["omen_quota_used"].samples}
+                    if gauge.get(("owner", "daily_usd")) == pytest.approx(answered * EACH):
+                        break
+                    assert asyncio.get_running_loop().time() < deadline, gauge  # charges settle in the background
+                    await asyncio.sleep(0.05)
+                served += sum(s.value for s in families["omen_requests"].samples
+                              if s.name == "omen_requests_total" and s.labels["outcome"] == "ok")  # fmt: skip
+            assert served == answered
 
 
 async def test_three_instances_share_one_provider_rpm(team_db: str, team_redis: str, tmp_path: Path) -> None:
