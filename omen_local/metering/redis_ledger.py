@@ -204,6 +204,10 @@ class RedisLedger:
         self._unsent: collections.deque[tuple[str, list[Scope], float, int, float]] = collections.deque()
         self._retrying: asyncio.Task[None] | None = None
         self._loading: dict[Scope, asyncio.Future[None]] = {}
+        # Loads completed, numbered: an answer "load" sent before this instance finished loading
+        # that scope is stale (tried again, not loaded twice). Bounded like the last-seen rooms.
+        self._load_seq = 0
+        self._loaded: collections.OrderedDict[Scope, int] = collections.OrderedDict()
         self.unreachable_since: float | None = None
         self.last_error: str | None = None
         # The rule while Redis is away: what each scope had left, per limit, when last seen in
@@ -257,6 +261,7 @@ class RedisLedger:
     ) -> None:
         for _ in range(len(limited) + 2):  # each round loads at most one window
             now = self.clock()
+            sent = self._load_seq
             keys: list[str] = []
             args: list[Any] = [repr(now), key, repr(float(usd)), str(int(tokens)), repr(now + self.lease_s)]
             for scope, limits in limited:
@@ -275,7 +280,8 @@ class RedisLedger:
                 return
             scope = limited[int(answer[1])][0]
             if verdict == "load":
-                await self._load(scope, now)
+                if self._loaded.get(scope, -1) <= sent:  # else: loaded here since the script was sent
+                    await self._load(scope, now)
                 continue
             name, limit, used, held, need = (_text(v) for v in answer[2:7])
             daily = name.startswith("daily")
@@ -292,6 +298,11 @@ class RedisLedger:
         done = self._loading[scope] = asyncio.get_running_loop().create_future()
         try:
             await self._load_now(scope, now)
+            self._load_seq += 1
+            self._loaded[scope] = self._load_seq
+            self._loaded.move_to_end(scope)
+            while len(self._loaded) > MAX_SEEN:
+                self._loaded.popitem(last=False)
         finally:
             del self._loading[scope]
             done.set_result(None)
