@@ -127,6 +127,7 @@ class TeamTokens:
         # One thread: the connection is used from it alone, and at most one read is in flight.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omen-team-tokens")
         self._by_hash: dict[str, Identity] = {}
+        self.reads = 0  # reads of the book made (successful or not)
         self.read_at: float | None = None  # clock time of the last successful read
         self.unreachable_since: float | None = None  # wall time, for the status
         self.last_error: str | None = None
@@ -176,6 +177,7 @@ class TeamTokens:
 
     async def refresh(self) -> None:
         loop = asyncio.get_running_loop()
+        self.reads += 1
         try:
             book = await loop.run_in_executor(self._executor, self._read)
         except Exception as exc:
