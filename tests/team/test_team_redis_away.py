@@ -33,11 +33,12 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 OUT_PRICE = 1000.0  # USD per million output tokens: 7 tokens cost 0.007, worst case (max_tokens 7) too
 EACH = 7 * OUT_PRICE / 1e6
 DAILY = 1.0
-BEFORE = 10  # cloud requests answered before Redis stops: 1.0 - 10 * 0.007 = 0.93 left when last seen
-ALLOWED = int(0.05 * (DAILY - BEFORE * EACH) / EACH)  # 5% of 0.93 = 0.0465: 6 requests of 0.007
+BEFORE = 11  # cloud requests answered before Redis stops (10 on one instance, 1 on the other)
+LEFT = DAILY - BEFORE * EACH  # 0.923 left when last seen (each instance's local requests see it too)
+ALLOWED = int(0.05 * LEFT / EACH)  # 5% of 0.923 = 0.04615: 6 requests of 0.007 per instance
 
 
-def _config(path: Path, openai: str, ollama: str, db: str, redis_url: str) -> Path:
+def _config(path: Path, openai: str, ollama: str, db: str, redis_url: str, instance: str = "away") -> Path:
     path.mkdir(parents=True, exist_ok=True)
     config = path / "config.toml"
     config.write_text(
@@ -49,7 +50,7 @@ data_dir = "{path / 'data'}"
 [team]
 database_url = "{db}"
 redis_url = "{redis_url}"
-instance = "away"
+instance = "{instance}"
 [providers.ollama]
 base_url = "{ollama}"
 [providers.anthropic]
@@ -83,15 +84,18 @@ async def _ask(http: aiohttp.ClientSession, base: str, model: str, i: int) -> tu
 async def test_redis_stopped_under_load_follows_the_documented_rule(team_db: str, tmp_path: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="omen-redis-away-") as tmp:
         rd = start_redis(Path(tmp) / "redis")
-        proc = None
+        proc = other = None
         try:
             async with FakeOpenAI() as cloud, FakeOllama(["llama3.2:latest"]) as local:
                 proc = _serve(_config(tmp_path / "i", cloud.url, local.url, team_db, rd.url))
-                base = await _first_url(proc)
+                other = _serve(_config(tmp_path / "j", cloud.url, local.url, team_db, rd.url, "other"))
+                base, other_base = await asyncio.gather(_first_url(proc), _first_url(other))
                 async with aiohttp.ClientSession() as http:
-                    for i in range(BEFORE):
+                    for i in range(BEFORE - 1):
                         status, payload = await _ask(http, base, "openai/gpt-4o-mini", i)
                         assert status == 200, payload
+                    status, payload = await _ask(http, other_base, "openai/gpt-4o-mini", 50)  # the other one's view
+                    assert status == 200, payload
 
                     # Local load all along: before, during and after the outage.
                     stop_local = asyncio.Event()
@@ -107,6 +111,10 @@ async def test_redis_stopped_under_load_follows_the_documented_rule(team_db: str
 
                     loader = asyncio.create_task(local_load())
                     try:
+                        deadline = time.monotonic() + 30
+                        while not local_statuses:  # this instance has seen the scope after the other's request
+                            assert time.monotonic() < deadline
+                            await asyncio.sleep(0.02)
                         await asyncio.to_thread(rd.stop)
                         cloud_during: list[int] = []
                         refusal: dict[str, Any] = {}
@@ -128,7 +136,15 @@ async def test_redis_stopped_under_load_follows_the_documented_rule(team_db: str
                         assert "Redis" in team["message"]
                         assert team["quotas"]["state"] == "unreachable" and team["quotas"]["unreachable_since"]
                         allowance = team["quotas"]["allowances"]["user owner"]["daily_usd"]
-                        assert allowance["allowance"] == pytest.approx(0.05 * (DAILY - BEFORE * EACH))
+                        assert allowance["allowance"] == pytest.approx(0.05 * LEFT)
+                        # The allowance is per instance: the other one spends its own share of what it saw.
+                        other_statuses = []
+                        for i in range(ALLOWED + 5):
+                            status, payload = await _ask(http, other_base, "openai/gpt-4o-mini", 200 + i)
+                            other_statuses.append(status)
+                            if status != 200:
+                                break
+                        assert other_statuses == [200] * ALLOWED + [402], other_statuses
                         during = len(local_statuses)
                         deadline = time.monotonic() + 30
                         while len(local_statuses) < during + 5:  # local requests are still answered
@@ -146,7 +162,8 @@ async def test_redis_stopped_under_load_follows_the_documented_rule(team_db: str
                         await loader
                     assert len(local_statuses) >= 10 and set(local_statuses) == {200}
         finally:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                await asyncio.to_thread(proc.wait)
+            for p in (proc, other):
+                if p is not None and p.poll() is None:
+                    p.terminate()
+                    await asyncio.to_thread(p.wait)
             rd.stop()
