@@ -134,6 +134,7 @@ def _token(args: argparse.Namespace) -> int:
     from . import team_tokens
 
     assert team_cfg is not None
+    local = book.revoke(args.user) if action == "revoke" else 0  # this instance's, whatever PostgreSQL says
     try:
         db = _team_db(team_cfg, data_dir)
         with db.connection_context():
@@ -143,13 +144,14 @@ def _token(args: argparse.Namespace) -> int:
                 for entry in team_tokens.listing(db):
                     print("  ".join(f"{k}={v}" for k, v in entry.items() if v))
             else:
-                local = book.revoke(args.user)
                 shared = team_tokens.revoke(db, args.user, by=team_cfg.instance)
                 print(f"revoked {local + shared} token(s) ({shared} team, {local} local); every instance refuses "
                       "them within seconds")
     except Exception as exc:  # the team's database cannot be reached (or refused the change)
+        hint = {"create": "\n  --local makes a token for this instance alone",
+                "revoke": f"\n  revoked {local} local token(s); run it again for the team's when PostgreSQL answers"}
         print(f"omen token {action}: the team's token book (PostgreSQL) cannot be reached: {exc}"
-              + ("\n  --local makes a token for this instance alone" if action == "create" else ""), file=sys.stderr)
+              + hint.get(action, ""), file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

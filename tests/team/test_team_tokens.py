@@ -157,6 +157,10 @@ async def test_postgres_away_local_tokens_work_and_team_tokens_follow_the_last_k
                     # Creating a team token needs the book: a clear error, and the way to a local one.
                     code, _, err = await _cli(config, "create", "--user", "fred")
                     assert code == 1 and "cannot be reached" in err and "--local" in err
+                    # Revoking still revokes this instance's own tokens at once, and says the team's must wait.
+                    code, _, err = await _cli(config, "revoke", "--user", "erin")
+                    assert code == 1 and "revoked 1 local token(s)" in err
+                    assert await _models_status(http, base, local_token) == 401
 
                     await asyncio.to_thread(pg.start)  # back: no restart
                     code, out, err = await _cli(other, "revoke", "--user", "dana")
