@@ -10,9 +10,11 @@ team, like the in-process limiter is within one loop. Time is Redis's own clock
 asks it for each target it tries) awaits it too, on a client of its own with a short
 timeout (:data:`PROVIDER_TIMEOUT_S`): the serving loop goes on with other requests during
 the round trip, and a Redis that stopped answering delays an attempt by at most that.
-If Redis cannot be reached, provider limits fall back to this instance's own in-process
-limiter (each instance then allows the whole limit: logged, and shown in the status),
-while user and workspace limits answer 503 like quotas do (docs/team.md). Refunds and
+If Redis cannot be reached, every rate limit (provider, user, workspace) falls back to
+this instance's own in-process limiter for :data:`LOCAL_RETRY_S`, then Redis is tried
+again: each instance then allows the whole limit (logged, and shown in the status). Rate
+limits pace requests; what they may spend stays bounded by the quotas' allowance rule
+(redis_ledger.py), and a local model keeps working (docs/team.md). Refunds and
 corrections run in the background; a lost one only leaves an entry to expire with its minute.
 """
 
@@ -26,7 +28,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import OmenError
 from .ledger import Scope
 from .limits import WINDOW_S, Grant, LocalRateLimiter, RateLimited
 
@@ -172,18 +173,16 @@ class RedisRateLimiter:
             for scope, limits in scopes
             for key, limit in limits.items()
         ]
+        if time.monotonic() < self._local_until:  # Redis failed just now: this instance's count meanwhile
+            return await self.fallback.acquire(scopes, tokens)
         member = self._member()
         keys, args = self._args(member, self.window_s, windows)
         try:
             answer = await self._acquire(keys=keys, args=args)
         except Exception as exc:
             self._unreachable(exc)
-            raise OmenError(
-                503,
-                "the team's rate limits cannot be checked: its Redis is unreachable; see `metering.team` in /v1/omen/status",
-                code="rate_limits_unavailable",
-                retry_after=5,
-            ) from exc
+            self._local_until = time.monotonic() + LOCAL_RETRY_S
+            return await self.fallback.acquire(scopes, tokens)
         self._reachable()
         if int(answer[0]) == 1:
             scope, key, limit, _ = windows[int(answer[1])]
@@ -191,14 +190,18 @@ class RedisRateLimiter:
         return RedisGrant(member, [(scope, key) for scope, key, _, _ in windows])
 
     def refund(self, grant: Grant) -> None:
-        if isinstance(grant, RedisGrant) and grant.windows:
+        if not isinstance(grant, RedisGrant):  # counted here while Redis was away
+            self.fallback.refund(grant)
+        elif grant.windows:
             self._background(grant.member, [(s, k, 0.0) for s, k in grant.windows])
 
     def settle(self, grant: Grant, tokens: int) -> None:
-        if isinstance(grant, RedisGrant):
-            tpm = [(s, k, float(tokens)) for s, k in grant.windows if k == "tpm"]
-            if tpm:
-                self._background(grant.member, tpm)
+        if not isinstance(grant, RedisGrant):
+            self.fallback.settle(grant, tokens)
+            return
+        tpm = [(s, k, float(tokens)) for s, k in grant.windows if k == "tpm"]
+        if tpm:
+            self._background(grant.member, tpm)
 
     async def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
         scope: Scope = ("provider", provider)
@@ -261,7 +264,7 @@ class RedisRateLimiter:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.unreachable_since is None:
             self.unreachable_since = time.time()
-            log.error("the team's rate limits (Redis) are unreachable (%s): provider limits count on this instance only", exc)
+            log.error("the team's rate limits (Redis) are unreachable (%s): they count on this instance only meanwhile", exc)
 
     def _reachable(self) -> None:
         if self.unreachable_since is not None:
@@ -274,4 +277,5 @@ class RedisRateLimiter:
             "state": "ok" if since is None else "unreachable",
             "unreachable_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since is not None else None,
             "last_error": self.last_error,
+            **({"rule": "each rate limit counts on this instance only until Redis answers"} if since is not None else {}),
         }

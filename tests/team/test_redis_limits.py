@@ -75,3 +75,17 @@ async def test_provider_limits_fall_back_to_this_instance_when_redis_is_away(unu
     assert lim.health()["state"] == "unreachable"
     assert lim._local_until > 0  # the next ones do not wait on Redis again for a while
     await lim.aclose()
+
+
+async def test_user_limits_count_on_this_instance_while_redis_is_away(unused_tcp_port: int) -> None:
+    """Not a 503: a user's requests (a local model's too) go on, paced by this instance's own minute."""
+    lim = RedisRateLimiter(f"redis://127.0.0.1:{unused_tcp_port}/0")
+    scope = [(("user", "ann"), {"rpm": 2.0, "tpm": 1000.0})]
+    first = await lim.acquire(scope, 10)
+    await lim.acquire(scope, 10)
+    with pytest.raises(RateLimited) as info:
+        await lim.acquire(scope, 10)
+    assert info.value.key == "rpm" and lim.health()["state"] == "unreachable" and lim.health()["rule"]
+    lim.refund(first)  # the slot comes back here
+    await lim.acquire(scope, 10)
+    await lim.aclose()
