@@ -120,9 +120,8 @@ class TeamTokens:
     def __init__(self, url: str, instance: str, *, clock: Callable[[], float] = time.monotonic,
                  poll_s: float = POLL_S, offline_s: float = OFFLINE_S) -> None:
         self.db = peewee.PostgresqlDatabase(
-            url, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"omen {instance} tokens"[:63],
-            options=f"-c statement_timeout={CONNECT_TIMEOUT_S * 1000}",
-        )  # fmt: skip
+            url, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"omen {instance} tokens"[:63]
+        )
         self.clock, self.poll_s, self.offline_s = clock, poll_s, offline_s
         # One thread: the connection is used from it alone, and at most one read is in flight.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omen-team-tokens")
@@ -162,8 +161,9 @@ class TeamTokens:
         try:
             if self.db.is_closed():
                 self.db.connect()
-            rows = _sql(self.db, _LIVE).fetchall()
-            self.db.commit()  # psycopg2 opened a transaction: end it, so the next read sees new rows
+            with self.db.atomic():  # one short transaction per read: the next one sees new rows
+                _sql(self.db, f"SET LOCAL statement_timeout = {CONNECT_TIMEOUT_S * 1000}")  # a hung server
+                rows = _sql(self.db, _LIVE).fetchall()
         except Exception:
             with contextlib.suppress(Exception):
                 self.db.close()  # a new connection next time
