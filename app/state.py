@@ -244,7 +244,7 @@ class Overall:
 
 def overall(status: Mapping[str, Any] | None, quota_fractions: Mapping[str, float], running: bool) -> Overall:
     """The one state the icon shows: stopped > down (no set-up provider usable) >
-    degraded (some set-up provider down) > quota (>= 80% of a quota) > healthy.
+    degraded (some set-up provider down, or a team store unreachable) > quota (>= 80% of a quota) > healthy.
 
     A provider without its key is *not set up*, not down: an Ollama-only user is healthy.
     Headline and detail are short words; the library's own error text stays in the
@@ -257,12 +257,19 @@ def overall(status: Mapping[str, Any] | None, quota_fractions: Mapping[str, floa
     near = sorted((f for f in quota_fractions.items() if f[1] >= 0.8), key=lambda f: -f[1])
     detail = tuple(f"{n}: {short_why(n, ready[n])}" for n in down) + tuple(
         f"quota {k} at {math.floor(v * 100)}%" for k, v in near)
+    team = (status.get("metering") or {}).get("team") or {}
+    away = team.get("message")  # "team store unreachable since …: Redis (quotas)" (docs/team.md)
+    if away:
+        detail += (str(away),)
     if not ready:
         return Overall(DOWN, "Nothing set up yet", ("Start Ollama or add an API key in Settings.",))
     if len(down) == len(ready):
         return Overall(DOWN, "No provider available", detail)
     if down:
         return Overall(DEGRADED, ", ".join(down) + (" are" if len(down) > 1 else " is") + " not available", detail)
+    if away:
+        head = str(away).split(": ")[0]
+        return Overall(DEGRADED, head[:1].upper() + head[1:], detail)
     if near:
         return Overall(QUOTA, f"Quota {near[0][0]} at {math.floor(near[0][1] * 100)}%", detail)
     return Overall(HEALTHY, "Running", detail)

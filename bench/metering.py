@@ -120,7 +120,7 @@ async def hot_path(tmp: Path, n: int, stream: bool, limits: bool) -> tuple[list[
             )  # fmt: skip
             t0 = time.perf_counter_ns()
             await policy.admit(caller, bound)
-            policy.provider_wait("openai")
+            await policy.provider_wait("openai")
             if stream:
                 sink(started)
             sink(event)

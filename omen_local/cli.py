@@ -16,9 +16,11 @@ import signal
 import sys
 from pathlib import Path
 
+import peewee
+
 from . import __version__, provider_cli
 from .client import ask as ask_cli
-from .config import ConfigError, default_config_path, load_config
+from .config import ConfigError, TeamConfig, default_config_path, load_config
 from .metering import MeteringError
 from .metering import cli as metering_cli
 from .secrets import SecretStore
@@ -91,29 +93,66 @@ def _stores(args: argparse.Namespace) -> tuple[SecretStore, Path]:
     return SecretStore(config.data_dir), config.data_dir
 
 
+def _team_db(team: TeamConfig, data_dir: Path) -> peewee.Database:
+    """The team's PostgreSQL, its schema brought up to date (the token table is migration 3)."""
+    from .metering.pg_store import PgUsageStore
+
+    store = PgUsageStore(team.database_url, team.instance, data_dir)
+    store.open()
+    return store.db
+
+
 def _token(args: argparse.Namespace) -> int:
-    store, data_dir = _stores(args)
+    config = load_config(args.config)
+    store, data_dir = SecretStore(config.data_dir), config.data_dir
     book = TokenBook(data_dir, store)
     action = args.action or "show"
+    team_cfg = None if getattr(args, "local", False) else config.team
+    team = team_cfg is not None
     if action == "show":
         print(book.owner_token)
-    elif action == "create":
-        if not args.user:
-            print("omen token create: --user is required", file=sys.stderr)
-            return 2
-        if reserved_user(args.user):
-            print(f"omen token create: the user name {args.user.strip()!r} is reserved (the owner's token and the "
-                  "endpoint file's use it); choose another", file=sys.stderr)
-            return 2
-        print(book.create(args.user, args.workspace, args.label, getattr(args, "role", None)))
-    elif action == "list":
-        for entry in book.list():
-            print("  ".join(f"{k}={v}" for k, v in entry.items() if v))
-    elif action == "revoke":
-        if not args.user:
-            print("omen token revoke: name a user or token prefix with --user", file=sys.stderr)
-            return 2
-        print(f"revoked {book.revoke(args.user)} token(s)")
+        return 0
+    if action in ("create", "revoke") and not args.user:
+        print(f"omen token {action}: " + ("--user is required" if action == "create" else
+              "name a user or token prefix with --user"), file=sys.stderr)  # fmt: skip
+        return 2
+    if action == "create" and reserved_user(args.user):
+        print(f"omen token create: the user name {args.user.strip()!r} is reserved (the owner's token and the "
+              "endpoint file's use it); choose another", file=sys.stderr)
+        return 2
+    role = getattr(args, "role", None)
+    if not team or action == "list":
+        if action == "create":
+            print(book.create(args.user, args.workspace, args.label, role))
+        elif action == "list":
+            for entry in book.list():
+                print("  ".join(f"{k}={v}" for k, v in entry.items() if v))
+        else:
+            print(f"revoked {book.revoke(args.user)} token(s)")
+        if not team:
+            return 0
+    from . import team_tokens
+
+    assert team_cfg is not None
+    local = book.revoke(args.user) if action == "revoke" else 0  # this instance's, whatever PostgreSQL says
+    try:
+        db = _team_db(team_cfg, data_dir)
+        with db.connection_context():
+            if action == "create":
+                print(team_tokens.create(db, args.user, args.workspace, args.label, role, by=team_cfg.instance))
+            elif action == "list":
+                for entry in team_tokens.listing(db):
+                    print("  ".join(f"{k}={v}" for k, v in entry.items() if v))
+            else:
+                shared = team_tokens.revoke(db, args.user, by=team_cfg.instance)
+                print(f"revoked {local + shared} token(s) ({shared} team, {local} local); every instance refuses "
+                      "them within seconds")
+    except Exception as exc:  # the team's database cannot be reached (or refused the change)
+        hint = {"create": "\n  --local makes a token for this instance alone",
+                "revoke": f"\n  revoked {local} local token(s); run it again for the team's when PostgreSQL answers"}
+        print(f"omen token {action}: the team's token book (PostgreSQL) cannot be reached: {exc}"
+              + hint.get(action, ""), file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
@@ -198,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--workspace", help="default workspace for a new token")
     token.add_argument("--label", help="a note to recognise the token by (e.g. the client)")
     token.add_argument("--role", choices=["team-admin"], help="team-admin: reads every user's usage (docs/team.md)")
+    token.add_argument("--local", action="store_true",
+                       help="with [team]: a token for this instance alone (tokens.json), not the team's book")
 
     key = sub.add_parser(
         "key", help="store a provider API key in the keyring (read from the terminal or stdin)", parents=[common]

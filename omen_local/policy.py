@@ -36,8 +36,10 @@ class Policy(Protocol):
         a successful ``admit``, whatever happens to the request.
         """
 
-    def provider_wait(self, provider: str) -> float:
-        """0.0 if one more request may go to ``provider`` now (and count it), else seconds to wait."""
+    async def provider_wait(self, provider: str) -> float:
+        """0.0 if one more request may go to ``provider`` now (and count it), else seconds to wait.
+
+        Async: a team's limits are counted in Redis, a round trip the serving loop must not block on."""
 
     def release(self, request_id: str) -> None:
         """The request is over (its attempts have all reported): drop what is left of its hold."""
@@ -49,7 +51,7 @@ class NoPolicy:
     async def admit(self, caller: Caller, bound: CostBound) -> None:
         return None
 
-    def provider_wait(self, provider: str) -> float:
+    async def provider_wait(self, provider: str) -> float:
         return 0.0
 
     def release(self, request_id: str) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import platformdirs
@@ -51,11 +51,18 @@ from .server.runner import Runner
 from .server.usage_routes import add_usage_routes
 from .tokens import TokenBook
 
+if TYPE_CHECKING:
+    from .team_tokens import TeamTokens
+
 log = logging.getLogger(__name__)
 
 FIRST_PROBE_WAIT_S = 2.0
 LOCAL_RETRY_S = 2.0  # how often to look again while no local model server answers
 TRUST_RECHECK_S = 1.0  # how often to ask who owns local providers' ports (a /proc read, no network)
+
+
+async def _no_wait(_provider: str) -> float:
+    return 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,7 @@ class OmenService:
         self.port = config.server.port
         self.proof_key = endpoint.new_proof_key()  # in the endpoint file; proves us to clients
         self.tls: exposure.Tls | None = None  # beyond loopback: TLS only (server/exposure.py)
+        self.team_tokens: TeamTokens | None = None  # with [team]: client tokens shared in PostgreSQL
 
     # ------------------------------------------------------------ parts made at start
 
@@ -190,7 +198,7 @@ class OmenService:
             self.hub,
             self._record,
             price_for,
-            policy.provider_wait if policy is not None else (lambda _p: 0.0),
+            policy.provider_wait if policy is not None else _no_wait,
             d.first_token_timeout_s,
         )
         planner = Planner(config, catalog, self.health, self.sticky, price_for)
@@ -204,6 +212,7 @@ class OmenService:
         if self._want_metering:
             self.metering = await asyncio.to_thread(Metering, self.config)
             await self.metering.start()  # replays a crashed server's journal before taking requests
+        await self._start_team_tokens()
         self.session = _http.make_session()  # every upstream request goes through it (one transport)
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
@@ -215,6 +224,8 @@ class OmenService:
             self.hub,
             metering_health=self.metering.health if self.metering is not None else None,
             providers_up=lambda: {name: self.health.provider_available(name) for name in self.config.providers},
+            known_model=lambda provider, model: model in self.catalog.models.get(provider, ()),
+            quota_use=self.metering.quota_use if self.metering is not None else None,
         )
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -246,6 +257,17 @@ class OmenService:
         await asyncio.wait({self._first_probe}, timeout=FIRST_PROBE_WAIT_S)
         log.info("OMEN %s listening on %s", __version__, self.url)
         await asyncio.to_thread(endpoint.publish, self)  # how local clients find us (docs/clients.md)
+
+    async def _start_team_tokens(self) -> None:
+        """With [team], the team's client tokens (docs/team.md) are valid here too, after the local ones."""
+        team = self.config.team
+        if team is None or self.tokens.team is not None:
+            return
+        from .team_tokens import TeamTokens  # the [team] extra's driver, only for a team
+
+        self.team_tokens = TeamTokens(team.database_url, team.instance)
+        await self.team_tokens.start()
+        self.tokens.team = self.team_tokens
 
     async def reload(self, config: Config) -> None:
         """Apply ``config`` to the next request: providers, intents, aliases, defaults, quotas and
@@ -333,6 +355,10 @@ class OmenService:
             self.session = None
         if self.metering is not None:
             await self.metering.stop()  # after the server: in-flight requests have reported
+        if self.team_tokens is not None:
+            self.tokens.team = None
+            await self.team_tokens.stop()
+            self.team_tokens = None
 
     async def __aenter__(self) -> OmenService:
         await self.start()
@@ -486,4 +512,10 @@ class OmenService:
         }
         if self.metering is not None:
             out["metering"] = self.metering.health()
+        if self.team_tokens is not None and "team" in out.get("metering", {}):
+            from .metering.meter import team_state
+
+            team = out["metering"]["team"]
+            team["tokens"] = self.team_tokens.health()
+            team.update(team_state({k: v for k, v in team.items() if isinstance(v, dict)}))
         return out

@@ -15,10 +15,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import jsonutil
 from .filestamp import Stamp, WatchedFile
 from .secrets import SecretStore, write_private
+
+if TYPE_CHECKING:
+    from .team_tokens import TeamTokens
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,7 @@ class TokenBook:
         self._owner = Identity(OWNER_USER)
         self._by_hash: dict[str, Identity] = {}
         self._watch = WatchedFile(self.file)
+        self.team: TeamTokens | None = None  # a team's shared tokens (team_tokens.py), after the local ones
         self._reload()
 
     def _owner_from_store(self) -> str:
@@ -137,7 +142,16 @@ class TokenBook:
         stamp = self._watch.changed()
         if stamp is not None:
             self._reload(stamp)
-        return self._by_hash.get(_digest(token))
+        sha = _digest(token)
+        found = self._by_hash.get(sha)
+        if found is None and self.team is not None:
+            return self.team.identify(sha)
+        return found
+
+    async def team_lookup(self, token: str) -> Identity | None:
+        """A token no book knew at :meth:`identify` may be a team token just made on another
+        instance: the team's book is read again (coalesced, bounded) before it is refused."""
+        return None if self.team is None else await self.team.lookup(_digest(token))
 
     def create(self, user: str, workspace: str | None = None, label: str | None = None, role: str | None = None) -> str:
         """Make a token for ``user``; return it (it is not stored, only its hash)."""

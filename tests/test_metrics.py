@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from omen_local.metering import rollup as r
 from tests import metering_util as mu
-from tests.conftest import Stack
+from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
+from tests.fakes.fake_openai import FakeOpenAI
 
 
 async def _scrape(stack: Stack, token: str | None = None) -> tuple[int, str]:
@@ -96,3 +99,51 @@ async def test_metrics_take_the_owners_token(stack: Stack) -> None:
     client_token = stack.service.tokens.create("bob")
     code, text = await _scrape(stack, client_token)
     assert code == 403 and "metrics_forbidden" in text
+
+
+async def _models_unavailable(self: FakeOpenAI, request: web.Request) -> web.Response:
+    return web.json_response({"error": {"message": "listing unavailable", "type": "server_error"}}, status=503)
+
+
+async def test_model_labels_stay_bounded_whatever_names_clients_send(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider whose model listing fails lets explicit names through (catalog.resolve): each made-up
+    name reaches the upstream and is in the usage rows, but /metrics counts it under model="other"."""
+    monkeypatch.setattr(FakeOpenAI, "models", _models_unavailable)
+    async with FakeOpenAI() as upstream:  # an OpenAI-compatible gateway whose listing fails
+        extra = f'[providers.gateway]\nkind = "openai"\nbase_url = "{upstream.url}/v1"\nkey = ["keyring:openai"]\ndiscover = true\n'
+        async for stack in start_stack(tmp_path, extra):
+            assert "gateway" in stack.service.catalog.undiscovered
+            for i in range(5):
+                status, _, _ = await mu.post(stack, {"model": f"gateway/made-up-{i}", "messages": mu.MSG})
+                assert status == 200
+            status, _, _ = await mu.post(stack, {"model": "anthropic/claude-haiku-4-5", "messages": mu.MSG})
+            assert status == 200
+            events = await mu.usage_events(stack)
+            assert {e["model"] for e in events} == {*(f"made-up-{i}" for i in range(5)), "claude-haiku-4-5"}
+            code, text = await _scrape(stack)
+            assert code == 200 and "made-up" not in text
+            samples = _samples(text)
+            got = {(s.labels["provider"], s.labels["model"]): s.value for s in samples["omen_requests_total"]}
+            assert got == {("gateway", "other"): 5, ("anthropic", "claude-haiku-4-5"): 1}  # still equal to the rows
+            spend = sum(s.value for s in samples["omen_spend_usd_total"])
+            assert spend == pytest.approx(sum(e["cost_usd"] for e in events))
+
+
+async def test_quota_gauges(tmp_path: Path) -> None:
+    quotas = '[quotas.default_user]\ndaily_usd = 5.0\nmonthly_tokens = 100000\n[quotas.users.bob]\ndaily_usd = 1.0\n'
+    async for stack in start_stack(tmp_path, quotas):
+        for stream in (False, True):
+            status, _, _ = await mu.post(stack, {"model": "openai/gpt-4o-mini", "messages": mu.MSG, "stream": stream})
+            assert status == 200
+        events = await mu.usage_events(stack)
+        code, text = await _scrape(stack)
+        assert code == 200
+        samples = _samples(text)
+        used = {(s.labels["scope"], s.labels["name"], s.labels["limit"]): s.value for s in samples["omen_quota_used"]}
+        limit = {(s.labels["scope"], s.labels["name"], s.labels["limit"]): s.value for s in samples["omen_quota_limit"]}
+        assert limit == {("user", "owner", "daily_usd"): 5.0, ("user", "owner", "monthly_tokens"): 100000.0,
+                         ("user", "bob", "daily_usd"): 1.0, ("user", "bob", "monthly_tokens"): 100000.0}  # fmt: skip
+        spent = sum(e["cost_usd"] for e in events)
+        assert spent > 0 and used[("user", "owner", "daily_usd")] == pytest.approx(spent)
+        assert used[("user", "owner", "monthly_tokens")] == sum(e["prompt_tokens"] + e["completion_tokens"] for e in events)
+        assert used[("user", "bob", "daily_usd")] == 0.0

@@ -25,7 +25,7 @@ from ..observe import UsageEvent
 from ..policy import CostBound
 from . import rollup as r
 from .books import LimitBook, QuotaBook
-from .ledger import QuotaExceeded, QuotaLedger, Scope, SpendUnavailable
+from .ledger import AllowanceSpent, QuotaExceeded, QuotaLedger, Scope, SpendUnavailable
 from .limits import Grant, RateLimited, RateLimiter
 
 _QUOTA_LABEL = {
@@ -89,6 +89,8 @@ class Enforcer:
                 self.limiter.refund(grant)
             if isinstance(exc, QuotaExceeded):
                 raise self._quota_error(exc, bound) from None
+            if isinstance(exc, AllowanceSpent):
+                raise self._allowance_error(exc) from None
             if isinstance(exc, SpendUnavailable):
                 kind, name = exc.scope
                 raise OmenError(
@@ -103,9 +105,9 @@ class Enforcer:
             self._grants[caller.request_id] = grant
         self._spent[caller.request_id] = [0.0, 0.0]
 
-    def provider_wait(self, provider: str) -> float:
+    async def provider_wait(self, provider: str) -> float:
         limits = self._provider.get(provider)
-        return 0.0 if limits is None else self.limiter.provider_wait(provider, limits)
+        return 0.0 if limits is None else await self.limiter.provider_wait(provider, limits)
 
     def release(self, request_id: str) -> None:
         spent = self._spent.pop(request_id, None)
@@ -141,6 +143,22 @@ class Enforcer:
             code="rate_limited",
             param=f"{kind}.{exc.key}",
             retry_after=exc.retry_after,
+        )
+
+    def _allowance_error(self, exc: AllowanceSpent) -> OmenError:
+        """The team's quota store is away and this instance's share of the quota is spent (docs/team.md)."""
+        kind, name = exc.scope
+        label, _ = _QUOTA_LABEL[exc.key]
+        return OmenError(
+            402,
+            f"the team's quota store (Redis) is unreachable since {exc.since}: until it answers, this OMEN may "
+            f"spend {exc.share:.0%} of what remained of the {label} of {kind} '{name}' when it last saw it "
+            f"({_amount(exc.key, exc.allowance)}); {_amount(exc.key, exc.used)} is used or held here, and this "
+            f"request may use up to {_amount(exc.key, exc.need)}"
+            + (". Local models (free) are not affected" if exc.key.endswith("usd") else ""),
+            code="team_allowance_spent",
+            param=f"{kind}.{exc.key}",
+            retry_after=30,
         )
 
     def _quota_error(self, exc: QuotaExceeded, bound: CostBound) -> OmenError:

@@ -58,6 +58,17 @@ class SpendUnavailable(Exception):
         self.scope, self.reason = scope, reason
 
 
+class AllowanceSpent(Exception):
+    """The team's quota store is unreachable and this instance's share of ``key`` of ``scope``
+    (a fraction of what remained of it when last seen) is spent: refused until the store answers."""
+
+    def __init__(self, scope: Scope, key: str, allowance: float, used: float, need: float, share: float,
+                 since: str) -> None:
+        super().__init__(f"{scope[0]} {scope[1]}: {key} (allowance)")
+        self.scope, self.key, self.allowance, self.used, self.need = scope, key, allowance, used, need
+        self.share, self.since = share, since
+
+
 class SpendSource(Protocol):
     """Where a ledger reloads a scope's spend from, and how it knows a charge is safe there."""
 

@@ -12,7 +12,7 @@ it is dropped (from the least recently used end, a few per admission); the limit
 at most the scopes active in the last minute, whatever names clients invent.
 
 The in-process limiter is the embedded default; the protocol is async where a shared
-(Redis) limiter would need a round trip.
+(Redis) limiter needs a round trip (admission and the provider check).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class RateLimiter(Protocol):
     def settle(self, grant: Grant, tokens: int) -> None:
         """The request used ``tokens`` in all: correct its estimate."""
 
-    def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
+    async def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
         """0.0 and count one attempt if ``provider`` is under its limits, else seconds to wait."""
 
     def charge_provider(self, provider: str, tokens: int) -> None:
@@ -166,7 +166,11 @@ class LocalRateLimiter:
         for w, entry in grant.tokens:
             w.correct(entry, tokens)
 
-    def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
+    async def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
+        return self.provider_wait_now(provider, limits)
+
+    def provider_wait_now(self, provider: str, limits: Mapping[str, float]) -> float:
+        """:meth:`provider_wait` without awaiting (it never needs to here)."""
         now = self.clock()
         scope = ("provider", provider)
         rpm, tpm = limits.get("rpm"), limits.get("tpm")

@@ -37,7 +37,7 @@ from . import sanitise
 from .books import LimitBook, QuotaBook
 from .enforcer import Enforcer
 from .journal import KIND_OF, Journal, Record
-from .ledger import LocalLedger, QuotaLedger, Scope
+from .ledger import QUOTA_KEYS, LocalLedger, QuotaLedger, Scope
 from .limits import LocalRateLimiter, RateLimiter
 from .store import EventQuery, SqliteUsageStore, UsageStore, WriterError
 
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 USAGE_DB = "usage.db"
 JOURNAL_DIR = "usage-journal"
+MAX_QUOTA_SCOPES = 100  # scopes with quota gauges in /metrics
 CUT_BY_RESTART = "OMEN stopped before this stream ended; tokens estimated from what had been streamed"
 
 
@@ -318,17 +319,44 @@ class Metering:
         ledger_health = getattr(self.ledger, "health", None)
         limiter_health = getattr(self.limiter, "health", None)
         writer = self.store.health()
-        return {
-            "team": {
-                "instance": team.instance,
-                "database": {
-                    "state": "unreachable" if writer["state"] == "failing" else writer["state"],
-                    "unreachable_since": writer["failing_since"],
-                },
-                "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
-                "rate_limits": limiter_health() if limiter_health is not None else {"state": "local"},
-            }
+        parts = {
+            "database": {
+                "state": "unreachable" if writer["state"] == "failing" else writer["state"],
+                "unreachable_since": writer["failing_since"],
+            },
+            "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
+            "rate_limits": limiter_health() if limiter_health is not None else {"state": "local"},
         }
+        return {"team": {"instance": team.instance, **team_state(parts), **parts}}
+
+    # ------------------------------------------------------------ quota gauges (/metrics)
+
+    async def quota_use(self) -> list[tuple[str, str, str, float, float]]:
+        """(kind, name, limit key, used, limit) for the owner and each scope the config or
+        ``omen quota`` names (at most :data:`MAX_QUOTA_SCOPES`: the gauges' labels stay bounded;
+        users under the default quota alone are in /v1/usage). With the team's Redis, the
+        team's spend; alone, the larger of the ledger's tally and the store's committed spend."""
+        scopes = list(dict.fromkeys([("user", "owner"), *(s for s, _ in self.quotas.configured())]))
+        out: list[tuple[str, str, str, float, float]] = []
+        now = self.clock()
+        today, month = int(now // r.DAY), int(r.month_start(now) // r.DAY)
+        fetch = getattr(self.ledger, "fetch_used", None)
+        for scope in scopes[:MAX_QUOTA_SCOPES]:
+            limits = self.quotas.limits(scope)
+            if not limits:
+                continue
+            if fetch is not None:
+                used = await fetch(scope)
+            else:
+                du = mu = dt = mt = 0.0
+                for day, usd, tokens in await self.load(scope, month):
+                    mu, mt = mu + usd, mt + tokens
+                    if day == today:
+                        du, dt = du + usd, dt + tokens
+                used = tuple(max(a, b) for a, b in zip(self.ledger.used(scope), (du, mu, dt, mt), strict=True))
+            by_key = dict(zip(QUOTA_KEYS, used, strict=True))
+            out += [(scope[0], scope[1], k, float(by_key[k]), float(v)) for k, v in limits.items()]
+        return out
 
     # ------------------------------------------------------------ SpendSource (for the quota ledger)
 
@@ -391,3 +419,17 @@ class Metering:
             }
             for row in result["data"]
         ]
+
+
+_STORE_NAMES = {"database": "PostgreSQL", "quotas": "Redis", "rate_limits": "Redis", "tokens": "PostgreSQL"}
+
+
+def team_state(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``state`` (ok | degraded) and, when a team store is away, the one line a person reads
+    (the tray, /v1/omen/status): "team store unreachable since …" and which."""
+    down = sorted((p["unreachable_since"] or "", _STORE_NAMES.get(name, name), name)
+                  for name, p in parts.items() if p.get("state") == "unreachable")  # fmt: skip
+    if not down:
+        return {"state": "ok", "message": None}
+    stores = ", ".join(dict.fromkeys(f"{label} ({name.replace('_', ' ')})" for _, label, name in down))
+    return {"state": "degraded", "message": f"team store unreachable since {down[0][0]}: {stores}"}

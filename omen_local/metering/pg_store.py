@@ -88,10 +88,18 @@ def _team_columns(db: peewee.Database) -> None:
         sql(db, text)
 
 
+def _team_tokens(db: peewee.Database) -> None:
+    """The team's client tokens (team_tokens.py), hashed as tokens.json keeps them."""
+    from ..team_tokens import CREATE_TABLE
+
+    sql(db, CREATE_TABLE)
+
+
 # Numbered migrations: each runs once, in order, in one transaction with its version bump.
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "the usage tables (the SQLite store's models)", _create_models),
     (2, "instance columns, exactly-once events, the scope/day index", _team_columns),
+    (3, "the team's client tokens", _team_tokens),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -26,15 +26,21 @@ A charge Redis could not take (it was away) is kept and retried, oldest first, u
 is taken; a mark per request makes a retry charge nothing twice, and a window loaded
 from the store after the charge (Redis came back empty) does not take it again.
 
-When Redis cannot be reached, quotas cannot be checked: a request that may spend answers
-503 ``quota_unavailable`` (SpendUnavailable); a free one (a local model) under USD quotas
-only is served. That is the documented rule in docs/team.md.
+When Redis cannot be reached (the documented rule, docs/team.md): each instance goes on
+admitting against an allowance of its own, per scope and limit, :data:`ALLOWANCE_SHARE`
+of what remained of that limit (after the holds) the last time this instance saw the
+scope in Redis; a scope it never saw there gets none. Past it, requests are refused
+(AllowanceSpent: 402). A free request (a local model) under USD quotas costs nothing, so
+it is always served. While Redis is away, one admission at a time tries it again (the
+others do not wait on it); the first that succeeds ends the allowances, and the charges
+made meanwhile reach Redis (kept and retried, as above).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import math
 import time
@@ -42,7 +48,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import rollup as r
-from .ledger import QUOTA_KEYS, QuotaExceeded, Scope, SpendSource, SpendUnavailable, month_index
+from .ledger import (
+    QUOTA_KEYS,
+    AllowanceSpent,
+    QuotaExceeded,
+    Scope,
+    SpendSource,
+    SpendUnavailable,
+    month_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +65,8 @@ MAX_UNSENT = 100_000  # charges kept for Redis while it is away
 RETRY_MIN_S, RETRY_MAX_S = 0.2, 5.0
 LEASE_S = 900.0  # a reservation not settled within this long is released (its instance died)
 KEYS_PER_SCOPE = 5
+ALLOWANCE_SHARE = 0.05  # Redis away: each instance may spend this share of what remained, per limit
+MAX_SEEN = 10_000  # scopes whose last-seen room is remembered (least recently seen dropped first)
 
 # Shared by both scripts: drop leases that expired, releasing what they held.
 _PURGE = """
@@ -79,6 +95,7 @@ RESERVE = (
 local now, key, usd, tok, expiry = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local n = #KEYS / 5
 local names = {'daily_usd', 'monthly_usd', 'daily_tokens', 'monthly_tokens'}
+local seen = {'ok'}  -- per scope: used (4 limits' order) and held usd, tokens, before this request
 for i = 0, n - 1 do
   local day, month, held, holds, leases = KEYS[i*5+1], KEYS[i*5+2], KEYS[i*5+3], KEYS[i*5+4], KEYS[i*5+5]
   if redis.call('EXISTS', month) == 0 then return {'load', i} end
@@ -86,6 +103,9 @@ for i = 0, n - 1 do
   local hu, ht = num(redis.call('HGET', held, 'usd')), num(redis.call('HGET', held, 'tokens'))
   local used = {num(redis.call('HGET', day, 'usd')), num(redis.call('HGET', month, 'usd')),
                 num(redis.call('HGET', day, 'tokens')), num(redis.call('HGET', month, 'tokens'))}
+  for j = 1, 4 do table.insert(seen, fmt(used[j])) end
+  table.insert(seen, fmt(hu))
+  table.insert(seen, fmt(ht))
   for j = 1, 4 do
     local lim = ARGV[5 + i*4 + j]
     if lim ~= '' then
@@ -104,7 +124,7 @@ for i = 0, n - 1 do
   redis.call('HSET', holds, key, fmt(usd) .. ' ' .. fmt(tok))
   redis.call('ZADD', leases, expiry, key)
 end
-return {'ok'}
+return seen
 """
 )
 
@@ -184,8 +204,20 @@ class RedisLedger:
         self._unsent: collections.deque[tuple[str, list[Scope], float, int, float]] = collections.deque()
         self._retrying: asyncio.Task[None] | None = None
         self._loading: dict[Scope, asyncio.Future[None]] = {}
+        # Loads completed, numbered: an answer "load" sent before this instance finished loading
+        # that scope is stale (tried again, not loaded twice). Bounded like the last-seen rooms.
+        self._load_seq = 0
+        self._loaded: collections.OrderedDict[Scope, int] = collections.OrderedDict()
         self.unreachable_since: float | None = None
         self.last_error: str | None = None
+        # The rule while Redis is away: what each scope had left, per limit, when last seen in
+        # Redis; the allowances granted from it meanwhile ([allowance, used or held] per limit);
+        # the requests admitted against them (their scopes and what they hold).
+        self.share = ALLOWANCE_SHARE
+        self._seen: collections.OrderedDict[Scope, dict[str, float]] = collections.OrderedDict()
+        self._allowances: dict[Scope, dict[str, list[float]]] = {}
+        self._offline: dict[str, tuple[list[Scope], float, int]] = {}
+        self._probing = False
 
     # ------------------------------------------------------------ keys
 
@@ -212,8 +244,24 @@ class RedisLedger:
         limited = [(s, lim) for s, lim in scopes if lim]
         if not limited:
             return
+        if self.unreachable_since is not None:
+            if self._probing:  # another admission is asking Redis whether it is back: do not wait on it
+                self._reserve_offline(key, limited, usd, tokens)
+                return
+            self._probing = True
+        try:
+            await self._reserve_shared(key, limited, usd, tokens)
+        except _RedisDown:
+            self._reserve_offline(key, limited, usd, tokens)
+        finally:
+            self._probing = False
+
+    async def _reserve_shared(
+        self, key: str, limited: list[tuple[Scope, Mapping[str, float]]], usd: float, tokens: int
+    ) -> None:
         for _ in range(len(limited) + 2):  # each round loads at most one window
             now = self.clock()
+            sent = self._load_seq
             keys: list[str] = []
             args: list[Any] = [repr(now), key, repr(float(usd)), str(int(tokens)), repr(now + self.lease_s)]
             for scope, limits in limited:
@@ -223,17 +271,17 @@ class RedisLedger:
                 answer = await self._reserve(keys=keys, args=args)
             except Exception as exc:
                 self._unreachable(exc)
-                if usd <= 0 and all(k.endswith("_usd") for _, lim in limited for k in lim):
-                    return  # free (a local model) under USD quotas only: nothing to account for, serve it
-                raise SpendUnavailable(limited[0][0], f"the team's quota store (Redis) is unreachable: {exc}") from exc
+                raise _RedisDown from exc
             self._reachable()
             verdict = _text(answer[0])
             if verdict == "ok":
                 self._holds[key] = [s for s, _ in limited]
+                self._remember(limited, answer[1:], usd, tokens)
                 return
             scope = limited[int(answer[1])][0]
             if verdict == "load":
-                await self._load(scope, now)
+                if self._loaded.get(scope, -1) <= sent:  # else: loaded here since the script was sent
+                    await self._load(scope, now)
                 continue
             name, limit, used, held, need = (_text(v) for v in answer[2:7])
             daily = name.startswith("daily")
@@ -250,6 +298,11 @@ class RedisLedger:
         done = self._loading[scope] = asyncio.get_running_loop().create_future()
         try:
             await self._load_now(scope, now)
+            self._load_seq += 1
+            self._loaded[scope] = self._load_seq
+            self._loaded.move_to_end(scope)
+            while len(self._loaded) > MAX_SEEN:
+                self._loaded.popitem(last=False)
         finally:
             del self._loading[scope]
             done.set_result(None)
@@ -279,10 +332,57 @@ class RedisLedger:
             )
         except Exception as exc:
             self._unreachable(exc)
-            raise SpendUnavailable(scope, f"the team's quota store (Redis) is unreachable: {exc}") from exc
+            raise _RedisDown from exc
+
+    # ------------------------------------------------------------ Redis away: the allowance
+
+    def _remember(self, limited: list[tuple[Scope, Mapping[str, float]]], seen: Sequence[Any], usd: float,
+                  tokens: int) -> None:
+        """What each scope has left per limit, after this reservation (the base of its allowance)."""
+        for i, (scope, limits) in enumerate(limited):
+            du, mu, dt, mt, hu, ht = (float(_text(v)) for v in seen[i * 6:i * 6 + 6])
+            used = {"daily_usd": du + hu + usd, "monthly_usd": mu + hu + usd,
+                    "daily_tokens": dt + ht + tokens, "monthly_tokens": mt + ht + tokens}  # fmt: skip
+            self._seen[scope] = {k: max(0.0, limit - used[k]) for k, limit in limits.items()}
+            self._seen.move_to_end(scope)
+        while len(self._seen) > MAX_SEEN:
+            self._seen.popitem(last=False)
+
+    def _reserve_offline(
+        self, key: str, limited: list[tuple[Scope, Mapping[str, float]]], usd: float, tokens: int
+    ) -> None:
+        """Admit against this instance's allowances, or raise AllowanceSpent (holding nothing)."""
+        picked: list[tuple[list[float], float]] = []
+        for scope, limits in limited:
+            room = self._seen.get(scope, {})
+            allowances = self._allowances.setdefault(scope, {})
+            for k in limits:
+                slot = allowances.get(k)
+                if slot is None:  # granted once per outage, from what was left when last seen
+                    slot = allowances[k] = [self.share * room.get(k, 0.0), 0.0]
+                need = float(usd) if k.endswith("_usd") else float(tokens)
+                if need > 0 and slot[1] + need > slot[0] + 1e-12:
+                    since = r.iso(self.unreachable_since or time.time())
+                    raise AllowanceSpent(scope, k, slot[0], slot[1], need, self.share, since)
+                picked.append((slot, need))
+        for slot, need in picked:
+            slot[1] += need
+        self._holds[key] = [s for s, _ in limited]
+        self._offline[key] = ([s for s, _ in limited], float(usd), int(tokens))
+
+    def _settle_offline(self, key: str, usd: float, tokens: int) -> None:
+        """A request admitted against allowances ended: its hold there becomes what it cost."""
+        held = self._offline.pop(key, None)
+        if held is None:
+            return
+        scopes, held_usd, held_tokens = held
+        for scope in scopes:
+            for k, slot in self._allowances.get(scope, {}).items():
+                slot[1] += (usd - held_usd) if k.endswith("_usd") else float(tokens - held_tokens)
 
     def settle(self, key: str, usd: float, tokens: int) -> None:
         """Charge in the background (the protocol's settle is synchronous, on the serving loop)."""
+        self._settle_offline(key, usd, tokens)
         scopes = self._holds.pop(key, None)
         if scopes is None:
             return
@@ -366,22 +466,36 @@ class RedisLedger:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.unreachable_since is None:
             self.unreachable_since = time.time()
-            log.error("the team's quota store (Redis) is unreachable (%s); quotas answer 503 until it is back", exc)
+            log.error("the team's quota store (Redis) is unreachable (%s): until it is back, spending goes on against "
+                      "this instance's allowance (%d%% of what remained of each quota), then 402", exc, self.share * 100)
 
     def _reachable(self) -> None:
         if self.unreachable_since is not None:
-            log.warning("the team's quota store (Redis) answers again")
+            log.warning("the team's quota store (Redis) answers again: allowances end, quotas are the team's again")
             self.unreachable_since = None
+            self._allowances.clear()  # what was spent meanwhile reaches Redis as kept charges
 
     def health(self) -> dict[str, Any]:
         since = self.unreachable_since
-        return {
+        out: dict[str, Any] = {
             "state": "ok" if since is None else "unreachable",
             "unreachable_since": r.iso(since) if since is not None else None,
             "last_error": self.last_error,
             "holds": len(self._holds),
             "charges_waiting": len(self._unsent),
         }
+        if since is not None:
+            out["rule"] = (f"local models keep working; spending goes on against this instance's allowance "
+                           f"({self.share:.0%} of what remained of each quota when last seen), then 402")
+            out["allowances"] = {
+                f"{kind} {name}": {k: {"allowance": round(a, 6), "used": round(u, 6)} for k, (a, u) in limits.items()}
+                for (kind, name), limits in itertools.islice(self._allowances.items(), 20)
+            }
+        return out
+
+
+class _RedisDown(Exception):
+    """A script could not reach Redis (the allowance rule applies)."""
 
 
 def _text(v: Any) -> str:

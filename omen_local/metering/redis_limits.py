@@ -6,14 +6,16 @@ window a request touches and counts it in all of them, or in none: atomic across
 team, like the in-process limiter is within one loop. Time is Redis's own clock
 (``TIME``), so instances whose clocks disagree still share one minute.
 
-``acquire`` (users and workspaces) awaits the script. ``provider_wait`` is synchronous in
-the protocol (the dispatcher asks it while it picks a target), so it makes one blocking
-round trip on a separate synchronous connection, with a short timeout: Redis is on the
-team's network, a fraction of a millisecond away. If Redis cannot be reached,
-provider limits fall back to this instance's own in-process limiter (each instance then
-allows the whole limit: logged, and shown in the status), while user and workspace
-limits answer 503 like quotas do (docs/team.md). Refunds and corrections run in the
-background; a lost one only leaves an entry to expire with its minute.
+``acquire`` (users and workspaces) awaits the script. ``provider_wait`` (the dispatcher
+asks it for each target it tries) awaits it too, on a client of its own with a short
+timeout (:data:`PROVIDER_TIMEOUT_S`): the serving loop goes on with other requests during
+the round trip, and a Redis that stopped answering delays an attempt by at most that.
+If Redis cannot be reached, every rate limit (provider, user, workspace) falls back to
+this instance's own in-process limiter for :data:`LOCAL_RETRY_S`, then Redis is tried
+again: each instance then allows the whole limit (logged, and shown in the status). Rate
+limits pace requests; what they may spend stays bounded by the quotas' allowance rule
+(redis_ledger.py), and a local model keeps working (docs/team.md). Refunds and
+corrections run in the background; a lost one only leaves an entry to expire with its minute.
 """
 
 from __future__ import annotations
@@ -26,15 +28,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import OmenError
 from .ledger import Scope
 from .limits import WINDOW_S, Grant, LocalRateLimiter, RateLimited
 
 log = logging.getLogger(__name__)
 
 PREFIX = "{omen}:rl:"  # one hash tag: a script's keys share a Redis Cluster slot
-PROVIDER_TIMEOUT_S = 0.25  # the longest the serving loop waits on Redis for a provider limit
-SYNC_RETRY_S = 5.0  # after a failed round trip, provider limits stay local this long (no new wait)
+PROVIDER_TIMEOUT_S = 0.25  # the longest an attempt waits on Redis for its provider's limit
+LOCAL_RETRY_S = 5.0  # after a failed round trip, provider limits stay local this long (no new wait)
 
 # KEYS: 3 per window (entries zset, amounts hash, total). ARGV: member, window s, then per window:
 # kind ('rpm' | 'tpm'), limit, amount to count. Answers {0} if counted everywhere, else
@@ -118,34 +119,39 @@ class RedisGrant(Grant):
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str, *, window_s: float = WINDOW_S, client: Any = None, sync_client: Any = None) -> None:
-        import redis  # the [team] extra: imported only for a team
-        import redis.asyncio as aioredis
+    def __init__(self, url: str, *, window_s: float = WINDOW_S, client: Any = None, fast_client: Any = None) -> None:
+        import redis.asyncio as aioredis  # the [team] extra: imported only for a team
 
-        self.window_s = window_s
+        self.url, self.window_s = url, window_s
         self.client = client or aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self.sync = sync_client or redis.Redis.from_url(
+        # Provider checks: their own connections, with a short timeout (a slow Redis delays an attempt little).
+        self.fast = fast_client or aioredis.Redis.from_url(
             url, socket_timeout=PROVIDER_TIMEOUT_S, socket_connect_timeout=PROVIDER_TIMEOUT_S
         )
         self._acquire = self.client.register_script(ACQUIRE)
         self._correct = self.client.register_script(CORRECT)
-        self._acquire_sync = self.sync.register_script(ACQUIRE)
-        self._correct_sync = self.sync.register_script(CORRECT)
+        self._acquire_fast = self.fast.register_script(ACQUIRE)
         self._ids = itertools.count()
         self._prefix = os.urandom(6).hex()
         self._pending: set[asyncio.Task[None]] = set()
         self.fallback = LocalRateLimiter()  # provider limits while Redis cannot be reached
-        self._sync_skip_until = 0.0
+        self._local_until = 0.0
         self.unreachable_since: float | None = None
         self.last_error: str | None = None
 
     def warm(self) -> None:
-        """Blocking (start-up, in a thread): open the synchronous connection and load the script,
-        so that the first provider check on the serving loop is one round trip, not several."""
+        """Blocking (start-up, in a thread): load the scripts, so that the first checks on the
+        serving loop are one round trip each (EVALSHA), not a NOSCRIPT and a reload."""
+        import redis
+
+        sync = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            self.sync.script_load(ACQUIRE)
+            sync.script_load(ACQUIRE)
+            sync.script_load(CORRECT)
         except Exception as exc:
             self._unreachable(exc)
+        finally:
+            sync.close()
 
     def _member(self) -> str:
         return f"{self._prefix}.{next(self._ids)}"
@@ -167,18 +173,16 @@ class RedisRateLimiter:
             for scope, limits in scopes
             for key, limit in limits.items()
         ]
+        if time.monotonic() < self._local_until:  # Redis failed just now: this instance's count meanwhile
+            return await self.fallback.acquire(scopes, tokens)
         member = self._member()
         keys, args = self._args(member, self.window_s, windows)
         try:
             answer = await self._acquire(keys=keys, args=args)
         except Exception as exc:
             self._unreachable(exc)
-            raise OmenError(
-                503,
-                "the team's rate limits cannot be checked: its Redis is unreachable; see `metering.team` in /v1/omen/status",
-                code="rate_limits_unavailable",
-                retry_after=5,
-            ) from exc
+            self._local_until = time.monotonic() + LOCAL_RETRY_S
+            return await self.fallback.acquire(scopes, tokens)
         self._reachable()
         if int(answer[0]) == 1:
             scope, key, limit, _ = windows[int(answer[1])]
@@ -186,29 +190,33 @@ class RedisRateLimiter:
         return RedisGrant(member, [(scope, key) for scope, key, _, _ in windows])
 
     def refund(self, grant: Grant) -> None:
-        if isinstance(grant, RedisGrant) and grant.windows:
+        if not isinstance(grant, RedisGrant):  # counted here while Redis was away
+            self.fallback.refund(grant)
+        elif grant.windows:
             self._background(grant.member, [(s, k, 0.0) for s, k in grant.windows])
 
     def settle(self, grant: Grant, tokens: int) -> None:
-        if isinstance(grant, RedisGrant):
-            tpm = [(s, k, float(tokens)) for s, k in grant.windows if k == "tpm"]
-            if tpm:
-                self._background(grant.member, tpm)
+        if not isinstance(grant, RedisGrant):
+            self.fallback.settle(grant, tokens)
+            return
+        tpm = [(s, k, float(tokens)) for s, k in grant.windows if k == "tpm"]
+        if tpm:
+            self._background(grant.member, tpm)
 
-    def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
+    async def provider_wait(self, provider: str, limits: Mapping[str, float]) -> float:
         scope: Scope = ("provider", provider)
         windows = [(scope, key, limits[key], 1.0 if key == "rpm" else 0.0) for key in ("tpm", "rpm") if key in limits]
         if not windows:
             return 0.0
-        if time.monotonic() < self._sync_skip_until:  # Redis failed just now: do not block the loop again
-            return self.fallback.provider_wait(provider, limits)
+        if time.monotonic() < self._local_until:  # Redis failed just now: do not wait on it again yet
+            return self.fallback.provider_wait_now(provider, limits)
         keys, args = self._args(self._member(), self.window_s, windows)
         try:
-            answer = self._acquire_sync(keys=keys, args=args)
+            answer = await self._acquire_fast(keys=keys, args=args)
         except Exception as exc:  # this instance's own limiter meanwhile
             self._unreachable(exc)
-            self._sync_skip_until = time.monotonic() + SYNC_RETRY_S
-            return self.fallback.provider_wait(provider, limits)
+            self._local_until = time.monotonic() + LOCAL_RETRY_S
+            return self.fallback.provider_wait_now(provider, limits)
         self._reachable()
         return float(answer[2]) if int(answer[0]) == 1 else 0.0
 
@@ -248,7 +256,7 @@ class RedisRateLimiter:
     async def aclose(self) -> None:
         await self.drain()
         await self.client.aclose()
-        self.sync.close()
+        await self.fast.aclose()
 
     # ------------------------------------------------------------ health
 
@@ -256,7 +264,7 @@ class RedisRateLimiter:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.unreachable_since is None:
             self.unreachable_since = time.time()
-            log.error("the team's rate limits (Redis) are unreachable (%s): provider limits count on this instance only", exc)
+            log.error("the team's rate limits (Redis) are unreachable (%s): they count on this instance only meanwhile", exc)
 
     def _reachable(self) -> None:
         if self.unreachable_since is not None:
@@ -269,4 +277,5 @@ class RedisRateLimiter:
             "state": "ok" if since is None else "unreachable",
             "unreachable_since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since is not None else None,
             "last_error": self.last_error,
+            **({"rule": "each rate limit counts on this instance only until Redis answers"} if since is not None else {}),
         }

@@ -11,7 +11,7 @@ answers (that is the strategy).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ class Dispatcher:
         hub: Hub,
         sink: Sink,
         price_for: Callable[[str, str], Price],
-        provider_wait: Callable[[str], float],
+        provider_wait: Callable[[str], Awaitable[float]],
         first_token_timeout_s: float,
     ) -> None:
         self.providers = providers
@@ -77,9 +77,9 @@ class Dispatcher:
 
     # ------------------------------------------------------------ which targets may be tried now
 
-    def admissible(self, target: Target, errors: list[UpstreamError]) -> bool:
+    async def admissible(self, target: Target, errors: list[UpstreamError]) -> bool:
         """May one more request go to ``target`` under OMEN's own provider limits? (counts it)"""
-        wait = self._provider_wait(target.provider)
+        wait = await self._provider_wait(target.provider)
         if wait > 0:
             errors.append(
                 LimitReached(target.provider, f"{target.provider} is at its configured rate limit", status=429, retry_after=wait)
@@ -87,12 +87,12 @@ class Dispatcher:
             return False
         return True
 
-    def live(self, targets: Iterable[Target], errors: list[UpstreamError]) -> Iterator[Target]:
+    async def live(self, targets: Iterable[Target], errors: list[UpstreamError]) -> AsyncIterator[Target]:
         """``targets`` in order, skipping those that went down during this request or are over limits."""
         for i, target in enumerate(targets):
             if i > 0 and not self.health.available(target):
                 continue
-            if self.admissible(target, errors):
+            if await self.admissible(target, errors):
                 yield target
 
     def price_for(self, target: Target) -> Price:

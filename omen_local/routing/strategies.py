@@ -124,7 +124,7 @@ class Single:
 
     async def run(self, call: Call, dispatch: Dispatcher) -> Answer:
         errors: list[UpstreamError] = []
-        for target in dispatch.live(call.plan.targets, errors):
+        async for target in dispatch.live(call.plan.targets, errors):
             attempt = dispatch.attempt(call, target)
             try:
                 if call.stream:
@@ -153,14 +153,14 @@ async def first_ready(
     targets = dispatch.live(call.plan.targets, errors)
     running: dict[asyncio.Task[T], Attempt] = {}
 
-    def launch() -> None:
-        target = next(targets, None)
+    async def launch() -> None:
+        target = await anext(targets, None)
         if target is not None:
             attempt = dispatch.attempt(call, target)
             running[asyncio.create_task(run(attempt))] = attempt  # type: ignore[arg-type]
 
     for _ in range(k):
-        launch()
+        await launch()
     winner: tuple[Attempt, T] | None = None
     try:
         while running:
@@ -175,7 +175,7 @@ async def first_ready(
                 elif isinstance(exc, UpstreamError):
                     errors.append(exc)
                     if exc.retryable:  # a request the upstream calls invalid is not re-sent elsewhere
-                        launch()
+                        await launch()
                 else:
                     raise exc
             if winner is not None:
@@ -249,12 +249,12 @@ class Speculate:
         errors: list[UpstreamError] = []
         fast: Attempt | None = None
         fast_task: asyncio.Task[Any] | None = None
-        if dispatch.admissible(fast_t, errors):  # OMEN's own provider limits apply to every attempt
+        if await dispatch.admissible(fast_t, errors):  # OMEN's own provider limits apply to every attempt
             fast = dispatch.attempt(call, fast_t)
             fast_task = asyncio.create_task(run(fast))
         pending: dict[asyncio.Task[Any], Attempt] = {}
         for t in preferred_t:
-            if dispatch.admissible(t, errors):
+            if await dispatch.admissible(t, errors):
                 a = dispatch.attempt(call, t)
                 pending[asyncio.create_task(run(a))] = a
         keep_fast = keep_pending = False  # what the caller takes over; the rest is closed below
@@ -362,7 +362,7 @@ class ParallelMerge:
         plan = call.plan
         errors: list[UpstreamError] = []
         targets = dispatch.live(plan.targets, errors)
-        picked = [t for t in [next(targets, None) for _ in range(plan.k)] if t is not None]
+        picked = [t for t in [await anext(targets, None) for _ in range(plan.k)] if t is not None]
         attempts = [dispatch.attempt(call, t) for t in picked]
         if not attempts:
             raise final_error(errors)
@@ -424,7 +424,7 @@ class ParallelMerge:
     ) -> tuple[Attempt, Completion, str]:
         """The merge model's answer when one is configured and answers in time, else pick-best."""
         target = call.plan.merge_target
-        if target is not None and len(answers) >= 2 and dispatch.admissible(target, errors):
+        if target is not None and len(answers) >= 2 and await dispatch.admissible(target, errors):
             body = _merge_body(call.request.body, answers)
             capped = call.plan.body_for(call.request.body, dispatch.price_for(target))
             for key in ("max_tokens", "max_completion_tokens"):

@@ -133,7 +133,10 @@ def make_edge(tokens: TokenBook, allowed_hosts: tuple[str, ...], allowed_origins
             if remote:
                 _check_remote(request, typed)
             if request.path not in PUBLIC_PATHS:
-                ident = tokens.identify(bearer(headers.get("Authorization"), headers.get("x-api-key")))
+                presented = bearer(headers.get("Authorization"), headers.get("x-api-key"))
+                ident = tokens.identify(presented)
+                if ident is None and tokens.team is not None:  # a team token just made elsewhere
+                    ident = await tokens.team_lookup(presented)
                 if ident is None:
                     raise OmenError(
                         401,

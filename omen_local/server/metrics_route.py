@@ -12,11 +12,12 @@ providers take requests) are read when scraped. The route needs a token like eve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -25,15 +26,26 @@ from ..errors import OmenError
 from ..observe import Event, Hub, UsageEvent
 from .plumbing import IDENTITY, TOKENS
 
+log = logging.getLogger(__name__)
+
+OTHER_MODEL = "other"  # the label of a model the catalog does not list (a name a client made up)
 SERVED = ("ok", "budget_cut")  # outcomes whose latency counts (as in the usage rollups)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class Metrics:
-    """The service's Prometheus metrics, in a registry of their own."""
+QuotaUse = Sequence[tuple[str, str, str, float, float]]  # (scope kind, name, limit key, used, limit)
 
-    def __init__(self) -> None:
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own.
+
+    Label values stay bounded whatever clients send: providers are the configured ones,
+    and a model the catalog does not list is counted as ``other`` (a client naming a new
+    model on every request must not make a new series each time)."""
+
+    def __init__(self, known_model: Callable[[str, str], bool] | None = None) -> None:
+        self.known_model = known_model
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         labels = ("provider", "model", "outcome")
@@ -52,7 +64,23 @@ class Metrics:
             "omen_time_to_first_token_seconds", "Time to first token of served attempts", ("provider", "model"),
             buckets=TTFT_BUCKETS, registry=r,
         )  # fmt: skip
+        self.quota_used = Gauge(
+            "omen_quota_used", "Spent in the quota's window (USD or tokens, as the limit says), per configured scope",
+            ("scope", "name", "limit"), registry=r,
+        )  # fmt: skip
+        self.quota_limit = Gauge("omen_quota_limit", "The quota's limit", ("scope", "name", "limit"), registry=r)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def model_label(self, provider: str, model: str) -> str:
+        return model if self.known_model is None or self.known_model(provider, model) else OTHER_MODEL
+
+    def set_quotas(self, use: QuotaUse) -> None:
+        """The quota gauges as ``use`` says (scopes no longer configured disappear)."""
+        self.quota_used.clear()
+        self.quota_limit.clear()
+        for kind, name, key, used, limit in use:
+            self.quota_used.labels(kind, name, key).set(used)
+            self.quota_limit.labels(kind, name, key).set(limit)
 
     def child(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, remembered: prometheus_client validates and locks on
@@ -69,9 +97,10 @@ class Metrics:
             return
         outcome = str(event.outcome)
         child = self.child
-        child(self.attempts, event.provider, event.model, outcome).inc()
+        provider, model = event.provider, self.model_label(event.provider, event.model)
+        child(self.attempts, provider, model, outcome).inc()
         if event.attempt_id == event.request_id + ".0":
-            child(self.requests, event.provider, event.model, outcome).inc()
+            child(self.requests, provider, model, outcome).inc()
         u = event.usage
         for kind, value in (
             ("prompt", u.prompt_tokens),
@@ -80,13 +109,13 @@ class Metrics:
             ("reasoning", u.reasoning_tokens),
         ):
             if value:
-                child(self.tokens, event.provider, event.model, kind).inc(value)
+                child(self.tokens, provider, model, kind).inc(value)
         if event.cost_usd:
-            child(self.spend, event.provider, event.model).inc(event.cost_usd)
+            child(self.spend, provider, model).inc(event.cost_usd)
         if outcome in SERVED:
-            child(self.latency, event.provider, event.model).observe(event.total_ms / 1000)
+            child(self.latency, provider, model).observe(event.total_ms / 1000)
             if event.ttft_ms is not None:
-                child(self.ttft, event.provider, event.model).observe(event.ttft_ms / 1000)
+                child(self.ttft, provider, model).observe(event.ttft_ms / 1000)
 
 
 class HealthCollector(Collector):
@@ -121,6 +150,7 @@ class HealthCollector(Collector):
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+QUOTA_USE: web.AppKey[Callable[[], Awaitable[QuotaUse]]] = web.AppKey("quota_use")
 
 
 @web.middleware
@@ -149,7 +179,15 @@ async def metrics(request: web.Request) -> web.Response:
     identity = request[IDENTITY]
     if not request.app[TOKENS].reads_everyone(identity):
         raise OmenError(403, "/metrics covers every user: it takes the owner's token (or a team-admin token)", code="metrics_forbidden")
-    body = generate_latest(request.app[METRICS].registry)
+    m = request.app[METRICS]
+    quota_use = request.app.get(QUOTA_USE)
+    if quota_use is not None:
+        try:
+            m.set_quotas(await quota_use())
+        except Exception as exc:  # the team's Redis or the store away: the gauges say nothing rather than stale
+            log.warning("quota gauges not read: %s", exc)
+            m.set_quotas(())
+    body = generate_latest(m.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -159,10 +197,15 @@ def add_metrics_route(
     *,
     metering_health: Callable[[], dict[str, Any]] | None = None,
     providers_up: Callable[[], dict[str, bool]] = dict,
+    known_model: Callable[[str, str], bool] | None = None,
+    quota_use: Callable[[], Awaitable[QuotaUse]] | None = None,
 ) -> Metrics:
     """Register ``GET /metrics`` and the door counter; the hub feeds the usage counters, the
-    callables the health gauges."""
-    m = app[METRICS] = Metrics()
+    callables the health gauges, ``known_model`` which model names may be labels, and
+    ``quota_use`` (awaited at each scrape) the quota gauges."""
+    m = app[METRICS] = Metrics(known_model)
+    if quota_use is not None:
+        app[QUOTA_USE] = quota_use
     m.registry.register(HealthCollector(metering_health, providers_up))
     hub.subscribe(m.on_event)
     app.middlewares.append(count_doors)

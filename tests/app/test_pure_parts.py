@@ -115,6 +115,13 @@ def test_overall_state_order() -> None:
     assert q.state == QUOTA and "85%" in q.headline
     assert quota_fractions({"user owner": (4.0, 10.0)}, {"user owner": {"daily_usd": 5.0, "monthly_usd": math.inf}}) == {
         "user owner daily_usd": 0.8}
+    # a team store away (docs/team.md): degraded, and the tray says since when
+    away = {"providers": {"a": up}, "metering": {"team": {
+        "state": "degraded", "message": "team store unreachable since 2026-12-07T10:00:00Z: Redis (quotas)"}}}
+    team = overall(away, {}, True)
+    assert team.state == DEGRADED and team.headline == "Team store unreachable since 2026-12-07T10:00:00Z"
+    assert "team store unreachable since 2026-12-07T10:00:00Z: Redis (quotas)" in team.detail
+    assert overall({"providers": {"a": up}, "metering": {"team": {"state": "ok", "message": None}}}, {}, True).state == HEALTHY
 
 
 def test_notice_limiter_never_floods() -> None:

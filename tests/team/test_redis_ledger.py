@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from omen_local.metering import rollup as r
-from omen_local.metering.ledger import QuotaExceeded, Scope, SpendUnavailable
+from omen_local.metering.ledger import AllowanceSpent, QuotaExceeded, Scope
 from omen_local.metering.redis_ledger import RedisLedger
 
 from .servers import start_redis
@@ -115,16 +115,61 @@ async def test_windows_roll_and_names_cannot_collide(team_redis: str) -> None:
     await ledger.aclose()
 
 
-async def test_redis_away_is_a_clear_refusal(unused_tcp_port: int) -> None:
+async def test_redis_away_never_seen_scopes_get_no_allowance(unused_tcp_port: int) -> None:
     ledger = RedisLedger(f"redis://127.0.0.1:{unused_tcp_port}/0")
-    with pytest.raises(SpendUnavailable, match="unreachable"):
+    with pytest.raises(AllowanceSpent) as info:  # never seen in Redis: nothing to take a share of
         await ledger.reserve("a", [(("user", "u"), {"daily_usd": 1.0})], 0.1, 1)
+    assert info.value.allowance == 0.0 and info.value.since
     assert ledger.health()["state"] == "unreachable"
     await ledger.reserve("local", [(("user", "u"), {"daily_usd": 1.0})], 0.0, 500)  # free: served
-    with pytest.raises(SpendUnavailable):
-        await ledger.reserve("local", [(("user", "u"), {"daily_tokens": 1e6})], 0.0, 500)  # tokens count
-    ledger.settle("local", 0.0, 500)  # nothing was held: nothing to do
+    with pytest.raises(AllowanceSpent):
+        await ledger.reserve("local2", [(("user", "u"), {"daily_tokens": 1e6})], 0.0, 500)  # tokens count
+    ledger.settle("local", 0.0, 500)
     await ledger.aclose()
+
+
+async def test_redis_away_spends_a_share_of_what_was_left_then_refuses(tmp_path: Path) -> None:
+    """The rule (docs/team.md): Redis away, each instance may spend 5% of what remained of each quota
+    when it last saw it; past that, refused. Back: the team's quota again, with the charges made meanwhile."""
+    rd = start_redis(tmp_path / "redis")
+    try:
+        now = [T0]
+        ledger = RedisLedger(rd.url, lambda: now[0], source=Source({}))
+        limits = {"daily_usd": 10.0}
+        await ledger.reserve("a", [(("user", "ann"), limits)], 2.0, 1)  # seen: 10 - 2 = 8 left
+        ledger.settle("a", 2.0, 1)
+        await ledger.drain()
+        rd.stop()
+        # 5% of 8 USD = 0.4 USD for this instance while Redis is away.
+        await ledger.reserve("b", [(("user", "ann"), limits)], 0.25, 1)
+        with pytest.raises(AllowanceSpent) as info:
+            await ledger.reserve("c", [(("user", "ann"), limits)], 0.25, 1)  # 0.25 held + 0.25 > 0.4
+        assert info.value.allowance == pytest.approx(0.4) and info.value.used == pytest.approx(0.25)
+        ledger.settle("b", 0.1, 1)  # it cost less than its worst case: the rest is free again
+        await ledger.drain()
+        await ledger.reserve("c", [(("user", "ann"), limits)], 0.25, 1)  # 0.1 + 0.25 <= 0.4
+        ledger.settle("c", 0.25, 1)
+        await ledger.drain()
+        health = ledger.health()
+        assert health["state"] == "unreachable" and health["charges_waiting"] == 2
+        assert health["allowances"]["user ann"]["daily_usd"] == {"allowance": 0.4, "used": 0.35}
+        with pytest.raises(AllowanceSpent):
+            await ledger.reserve("d", [(("user", "ann"), limits)], 0.1, 1)
+        await ledger.reserve("free", [(("user", "ann"), limits)], 0.0, 99)  # a local model: served
+        ledger.settle("free", 0.0, 99)
+        rd.start()  # empty (no save): the window loads again from the store, which has every charge
+        ledger.source = Source({("user", "ann"): [(int(T0 // r.DAY), 2.35, 3)]})
+        now[0] += 5  # the window is loaded again a little after those charges
+        await ledger.reserve("e", [(("user", "ann"), limits)], 1.0, 1)  # back: the team's quota
+        assert ledger.health()["state"] == "ok" and "allowances" not in ledger.health()
+        deadline = asyncio.get_running_loop().time() + 30
+        while ledger.health()["charges_waiting"]:  # the kept charges reach Redis (a window loaded after them)
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert (await ledger.fetch_used(("user", "ann")))[0] == pytest.approx(2.35)  # nothing twice
+        await ledger.aclose()
+    finally:
+        rd.stop()
 
 
 async def test_redis_restarted_empty_reloads_the_windows_from_the_store(tmp_path: Path) -> None:
@@ -143,7 +188,7 @@ async def test_redis_restarted_empty_reloads_the_windows_from_the_store(tmp_path
         await ledger.reserve("x", [(("user", "bob"), limits)], 0.01, 1)
         rd.stop()
         ledger.settle("x", 0.01, 1)  # kept for Redis; the store gets it too (below)
-        with pytest.raises(SpendUnavailable, match="unreachable"):
+        with pytest.raises(AllowanceSpent):  # 5% of the 0.04 left when last seen: 0.002
             await ledger.reserve("b", [(("user", "bob"), limits)], 0.01, 1)
         health = ledger.health()
         assert health["state"] == "unreachable" and health["unreachable_since"]

@@ -172,6 +172,22 @@ async def test_three_instances_share_one_quota_and_one_set_of_books(
                 "database": 1.0, "quotas": 1.0, "rate_limits": 1.0,
             }  # fmt: skip
             assert team["quotas"]["state"] == "ok" and team["database"]["state"] == "ok"
+            # /metrics on each instance: its own counters, which add up to the team's rows; the quota
+            # gauge is the team's (read from Redis), the same on every instance.
+            served = 0.0
+            for base in bases:
+                deadline = asyncio.get_running_loop().time() + 15
+                while True:
+                    async with http.get(f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                        families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+                    gauge = {(s.labels["name"], s.labels["limit"]): s.value for s in families["omen_quota_used"].samples}
+                    if gauge.get(("owner", "daily_usd")) == pytest.approx(answered * EACH):
+                        break
+                    assert asyncio.get_running_loop().time() < deadline, gauge  # charges settle in the background
+                    await asyncio.sleep(0.05)
+                served += sum(s.value for s in families["omen_requests"].samples
+                              if s.name == "omen_requests_total" and s.labels["outcome"] == "ok")  # fmt: skip
+            assert served == answered
 
 
 async def test_three_instances_share_one_provider_rpm(team_db: str, team_redis: str, tmp_path: Path) -> None:
@@ -205,3 +221,43 @@ async def test_three_instances_share_one_provider_rpm(team_db: str, team_redis: 
             await asyncio.gather(*tasks)
             assert statuses.count(200) == 60, statuses  # one minute, one limit, three instances
             assert statuses.count(429) == 90
+
+
+async def test_three_instances_share_one_provider_tpm(team_db: str, team_redis: str, tmp_path: Path) -> None:
+    """A shared TPM for the provider key: requests sent one after another, round robin over the three
+    instances, are admitted until the team's minute holds the limit's tokens, then refused by every one.
+
+    Each answer costs 18 tokens (the fake's 11 prompt + 7 completion), counted in the provider's minute
+    in Redis when the attempt reports; a TPM of 180 admits 10 (the 10th brings the minute to 180). Three
+    unshared limiters would admit 30. The one request of tolerance: an instance counts an answer's tokens
+    in the background, so the next request (on another instance) may, in principle, look first.
+    """
+    fake = [sys.executable, "-m", "tests.fakes.serve", "openai", "--port", "0"]
+    limits = "[limits.providers.openai]\ntpm = 180\n"
+    async with _processes(fake) as (upstream,):
+        serve = [
+            [sys.executable, "-m", "omen_local", "serve", "--config",
+             str(_config(tmp_path / f"i{i}", upstream, team_db, team_redis, f"inst-{i}", limits)), "--log-level", "error"]
+            for i in range(3)
+        ]  # fmt: skip
+        async with _processes(*serve) as bases, aiohttp.ClientSession() as http:
+            statuses: list[int] = []
+            used = 0
+            for i in range(30):
+                body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"tpm {i}"}]}
+                async with http.post(
+                    f"{bases[i % 3]}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+                ) as resp:
+                    payload = await resp.json()
+                    statuses.append(resp.status)
+                    if resp.status == 200:
+                        used += payload["usage"]["total_tokens"]
+                    else:
+                        assert resp.status == 429, payload
+                        assert "rate limit" in payload["error"]["message"], payload
+                        assert int(resp.headers["Retry-After"]) >= 1
+            answered = statuses.count(200)
+            assert 10 <= answered <= 11, statuses  # one minute of tokens for the team, not one per instance
+            assert statuses[:answered] == [200] * answered  # then every instance refuses
+            assert used == answered * 18
+            assert statuses.count(429) == 30 - answered
