@@ -26,7 +26,7 @@ import aiohttp
 import platformdirs
 from aiohttp import web
 
-from . import __version__, endpoint, gateway, local_servers, local_trust, private_files
+from . import __version__, endpoint, gateway, local_servers, local_trust, private_files, tracing
 from .config import APP_NAME, Config, default_instance, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
@@ -220,6 +220,7 @@ class OmenService:
             metering_health=self.metering.health if self.metering is not None else None,
             providers_up=lambda: {name: self.health.provider_available(name) for name in self.config.providers},
         )
+        tracing.install(app, self.hub)  # OpenTelemetry: nothing unless configured (tracing.py)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         try:

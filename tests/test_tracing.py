@@ -1,0 +1,88 @@
+"""OpenTelemetry traces (omen_local/tracing.py): one span per request, a child per attempt.
+
+A real request path (the OpenAI SDK over HTTP to an in-process ``OmenService`` in front of
+the fake upstreams) with opentelemetry-sdk's in-memory exporter: a request that fails over
+twice before Anthropic answers is one server span with three attempt spans under it, each
+carrying its routing decision. And without OpenTelemetry configured, ``omen`` never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import start_stack
+from tests.fakes.base import Reply
+from tests.fakes.fake_anthropic import text_reply
+
+otel_sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="the [test] extra installs opentelemetry-sdk")
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+MSG = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Iterator[InMemorySpanExporter]:
+    """The process's tracer provider (set once, as a host would), exporting to memory."""
+    memory = InMemorySpanExporter()
+    provider = otel_sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        pytest.skip("another test set the process's tracer provider first")
+    yield memory
+
+
+async def test_a_request_is_one_span_and_each_attempt_a_child_with_its_routing(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    exporter.clear()
+    async for stack in start_stack(tmp_path):
+        stack.ollama.queue(Reply(status=500, error_message="out of memory"), Reply(status=500, error_message="oom"))
+        stack.anthropic.enqueue(text_reply("from claude"))
+        raw = await stack.client.chat.completions.with_raw_response.create(model="auto", messages=MSG)
+        request_id = raw.headers["x-omen-request-id"]
+        answer = raw.parse()
+    spans = exporter.get_finished_spans()
+    requests = [s for s in spans if s.name == "POST /v1/chat/completions"]
+    assert len(requests) == 1, [s.name for s in spans]
+    root = requests[0]
+    assert root.kind is trace.SpanKind.SERVER
+    assert root.attributes is not None
+    assert root.attributes["omen.request_id"] == request_id
+    assert root.attributes["http.response.status_code"] == 200
+    assert root.attributes["omen.provider"] == "anthropic" and root.attributes["omen.strategy"] == "single"
+    attempts = sorted((s for s in spans if s.name == "omen.attempt"), key=lambda s: s.start_time or 0)
+    assert len(attempts) == 3
+    for span in attempts:
+        assert span.parent is not None and span.parent.span_id == root.context.span_id
+        assert span.context.trace_id == root.context.trace_id
+        assert root.start_time is not None and span.start_time is not None and span.start_time >= root.start_time
+    decisions = [(a.attributes["omen.provider"], a.attributes["omen.outcome"]) for a in attempts if a.attributes]
+    assert decisions == [("ollama", "error"), ("ollama", "error"), ("anthropic", "ok")]
+    last = attempts[-1].attributes
+    assert last is not None and answer.usage is not None
+    assert last["omen.strategy"] == "single" and last["omen.model"] == answer.model
+    assert last["gen_ai.usage.input_tokens"] == answer.usage.prompt_tokens
+    assert last["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens
+    assert attempts[0].status.status_code is trace.StatusCode.ERROR
+
+
+def test_unconfigured_omen_never_imports_opentelemetry(tmp_path: Path) -> None:
+    """No OTEL_* variable and no host that imported it: starting the parts costs no import."""
+    code = (
+        "import sys, omen_local.cli, omen_local.service, omen_local.tracing as t\n"
+        "assert t.tracer() is None\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
+        "print('clean')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "clean", done.stderr
