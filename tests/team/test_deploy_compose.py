@@ -1,0 +1,84 @@
+"""deploy/compose.yaml agrees with OMEN's config keys (Docker is not run here: its syntax and
+names are checked, and the gateway's config is loaded by OMEN itself).
+
+The compose file names three services; the gateway's mounted config must point its
+[team] URLs at those services, with the user, database and passwords the compose file and
+env.example give them, listen where the compose file publishes it, keep its data where
+the volume is, take its keys from variables the service passes, and be a config that
+``omen serve --team`` accepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from omen_local.config import load_config
+from omen_local.gateway import refusal
+
+yaml = pytest.importorskip("yaml")
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    return data
+
+
+def _env_example() -> dict[str, str]:
+    out = {}
+    for line in (DEPLOY / "env.example").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
+
+def _mount(service: dict[str, Any], target: str) -> str:
+    for volume in service["volumes"]:
+        source, _, rest = volume.partition(":")
+        if rest.split(":")[0] == target:
+            return source
+    raise AssertionError(f"nothing mounted at {target}: {service['volumes']}")
+
+
+def test_compose_services_and_the_gateway_config_agree() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "gateway"}
+    gateway = services["gateway"]
+    command = gateway["command"]
+    assert command[:3] == ["omen", "serve", "--team"]
+    config_path = command[command.index("--config") + 1]
+    source = _mount(gateway, config_path)
+    config = load_config(DEPLOY / source)
+    assert refusal(config) is None  # `omen serve --team` starts with it
+    assert set(gateway["depends_on"]) == {"postgres", "redis"}
+
+    env = _env_example()
+    team = config.team
+    assert team is not None and team.redis_url is not None
+    db = urlsplit(team.database_url)
+    pg = services["postgres"]
+    assert db.hostname == "postgres" and f"{db.port}:{db.port}" in pg["ports"]
+    assert db.username == pg["environment"]["POSTGRES_USER"] and db.path == "/" + pg["environment"]["POSTGRES_DB"]
+    assert "${POSTGRES_PASSWORD" in pg["environment"]["POSTGRES_PASSWORD"] and db.password == env["POSTGRES_PASSWORD"]
+    rd = urlsplit(team.redis_url)
+    assert rd.hostname == "redis" and f"{rd.port}:{rd.port}" in services["redis"]["ports"]
+    assert "${REDIS_PASSWORD" in services["redis"]["environment"]["REDIS_PASSWORD"]
+    assert rd.password == env["REDIS_PASSWORD"]
+
+    assert config.server.host == "0.0.0.0" and f"{config.server.port}:{config.server.port}" in gateway["ports"]
+    assert _mount(gateway, str(config.data_dir)) in compose["volumes"]
+    passed = set(gateway["environment"])
+    for name, pc in config.providers.items():
+        if pc.enabled:
+            variables = {ref.split(":", 1)[1] for ref in pc.key if ref.startswith("env:")}
+            assert variables and variables <= passed, (name, pc.key)
+            assert variables <= set(env), (name, "env.example lists the keys")
+    assert gateway["environment"]["OMEN_SECRETS"] == "file"
+    dockerfile = (DEPLOY / gateway["build"]["dockerfile"].removeprefix("deploy/")).read_text(encoding="utf-8")
+    assert "[team]" in dockerfile and config_path in dockerfile
