@@ -50,6 +50,7 @@ from omen_local.metering import rollup as r
 from omen_local.metering.ledger import LocalLedger
 from omen_local.metering.pg_store import PgUsageStore
 from omen_local.metering.redis_ledger import RedisLedger
+from omen_local.observe import UsageEvent
 from tests.team.servers import Postgres, Redis, start_postgres, start_redis
 from tests.test_metering_store import random_events
 
@@ -79,7 +80,7 @@ T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 SPAN = 30 * r.DAY
 
 
-def _spread(events: list, n: int, i: int) -> None:
+def _spread(events: list[UsageEvent], n: int, i: int) -> None:
     for k, e in enumerate(events):  # evenly over 30 days, in order
         e.time = T0 + (i + k) / n * SPAN
 
@@ -230,7 +231,7 @@ def _first(proc: subprocess.Popen[str], pattern: str) -> str:
     line = proc.stdout.readline()
     m = re.search(pattern, line)
     if m is None:
-        raise RuntimeError(f"{proc.args}: {line!r}")
+        raise RuntimeError(f"{proc.args!r}: {line!r}")
     return m.group(1)
 
 
@@ -325,8 +326,9 @@ async def main() -> None:
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="omen-bench-team-") as tmp:
         rd = start_redis(Path(tmp) / "redis")
-        pg = start_postgres(Path(tmp) / "pg")
+        pg: Postgres | None = None
         try:
+            pg = start_postgres(Path(tmp) / "pg")
             if "admission" in only:
                 await _admission_figures(rd, args.requests)
             if "rollup" in only:
@@ -334,8 +336,8 @@ async def main() -> None:
             if "throughput" in only:
                 _throughput(pg, rd, Path(tmp), args.seconds, args.connections)
         finally:
-            rd.stop()
-            if pg.running():
+            rd.stop()  # also when PostgreSQL failed to start
+            if pg is not None and pg.running():
                 pg.stop("immediate")
 
 
