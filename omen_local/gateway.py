@@ -8,8 +8,8 @@ certificate).
 
 **A laptop** reaches it through a provider of kind ``omen-gateway``. Each request through
 it is metered exactly once, by the gateway: the gateway writes the row (user = the
-token's user, client = the laptop's instance, see :func:`client_headers`) and charges the
-team's quotas. A laptop on the same team therefore keeps such attempts out of the books
+token's user, instance = the laptop's, which it names in ``X-Omen-Instance``, see
+:func:`client_headers`) and charges the team's quotas. A laptop on the same team therefore keeps such attempts out of the books
 (:class:`RelayFilter`): it shows them (the tray, the request log) but writes and charges
 nothing for them. A laptop without ``[team]`` keeps its own books as always (they are not
 the team's, so nothing is counted twice in either).
@@ -18,6 +18,7 @@ the team's, so nothing is counted twice in either).
 from __future__ import annotations
 
 from collections.abc import Callable, Container
+from urllib.parse import quote
 
 from . import __version__
 from .config import Config, ProviderConfig
@@ -38,13 +39,18 @@ def refusal(config: Config) -> str | None:
 
 
 def client_headers(pc: ProviderConfig, instance: str) -> ProviderConfig:
-    """A gateway provider's config with the User-Agent that names this instance (the gateway
-    records it as the row's client); other providers unchanged. A User-Agent the user set wins."""
-    if pc.kind != "omen-gateway" or any(k.lower() == "user-agent" for k in pc.headers):
+    """A gateway provider's config with the headers that name this instance: the gateway
+    writes the row under it (``X-Omen-Instance``) and shows it as the client (``User-Agent``).
+    Other providers unchanged; a header the user set wins."""
+    if pc.kind != "omen-gateway":
         return pc
     from dataclasses import replace
 
-    return replace(pc, headers={**pc.headers, "User-Agent": f"omen-local/{__version__} ({instance})"})
+    sent = quote(instance, safe=" !#$&'()*+,/:;=?@[]~")  # a header is ASCII; the name may not be
+    mine = {"user-agent": f"omen-local/{__version__} ({sent})", "x-omen-instance": sent}
+    given = {k.lower() for k in pc.headers}
+    names = {"user-agent": "User-Agent", "x-omen-instance": "X-Omen-Instance"}
+    return replace(pc, headers={**{names[k]: v for k, v in mine.items() if k not in given}, **pc.headers})
 
 
 class RelayFilter:

@@ -314,12 +314,14 @@ async def test_gateway_and_laptop_meter_each_request_once(
         assert total["prompt_tokens"] == sum(u["prompt_tokens"] for u in answered)
         assert total["cost_usd"] == pytest.approx(n * EACH)
 
+        # The gateway's rows of the laptop's requests carry the laptop's instance and the token's user;
+        # its own client's request, the gateway's instance.
         rows = (await _get(http, f"{laptop}/v1/usage/instances", LAPTOP_OWNER))["data"]
         by_instance = {(row["instance"], row["user"]): row["requests"] for row in rows}
-        assert by_instance == {("gateway", "alice"): 5, ("alice-laptop", "owner"): 2}, rows
+        assert by_instance == {("alice-laptop", "alice"): 4, ("alice-laptop", "owner"): 2, ("gateway", "alice"): 1}, rows
         events = (await _get(http, f"{laptop}/v1/usage/events?provider=openai&limit=100", LAPTOP_OWNER))["data"]
         relayed = [e for e in events if e["user"] == "alice" and "(alice-laptop)" in (e.get("client") or "")]
-        assert len(relayed) == 4, events  # the gateway's rows name the laptop they came from
+        assert len(relayed) == 4, events  # shown as the client too
         assert not [e for e in events if e["provider"] == "gw"]  # the laptop wrote none of its own
 
         # A gateway whose certificate does not verify gets nothing, not even a byte of the request.
@@ -344,3 +346,22 @@ def test_serve_team_refuses_without_tls_or_team_books(tmp_path: Path) -> None:
     alone.write_text(base.replace("port = 0", 'port = 0\nhost = "0.0.0.0"'))
     done = _omen("serve", "--team", "--config", str(alone), env=_env())
     assert done.returncode == 2 and "[team]" in done.stderr, done.stderr
+
+
+def test_the_instance_header_carries_any_printable_name() -> None:
+    """``[team] instance`` may be any printable text; a header is ASCII: sent encoded, read back whole."""
+    from omen_local.config import ProviderConfig
+    from omen_local.gateway import client_headers
+    from omen_local.server.plumbing import relayed_by
+
+    pc = ProviderConfig(name="gw", kind="omen-gateway", base_url="https://gw.example/v1")
+    headers = client_headers(pc, "zoë@laptop (2)").headers
+    assert all(v.isascii() for v in headers.values()), headers
+    assert relayed_by(headers["X-Omen-Instance"]) == "zoë@laptop (2)"
+    cleaned = relayed_by("evil%1B[2Jname")
+    assert cleaned is not None and "\x1b" not in cleaned and cleaned.endswith("name")  # a label, never a control
+    own = client_headers(ProviderConfig(name="gw", kind="omen-gateway", base_url="https://gw.example/v1",
+                                        headers={"user-agent": "mine"}), "a").headers
+    assert own["user-agent"] == "mine" and "User-Agent" not in own and own["X-Omen-Instance"] == "a"
+    openai = ProviderConfig(name="o", kind="openai", base_url="https://api.openai.com/v1")
+    assert client_headers(openai, "a") is openai
