@@ -25,19 +25,21 @@ from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
+from omen_local import tracing  # noqa: E402
+
 MSG = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[InMemorySpanExporter]:
-    """The process's tracer provider (set once, as a host would), exporting to memory."""
+@pytest.fixture
+def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """OMEN's tracer from an SDK provider of this test's own, exporting to memory (the
+    process-wide provider is left alone: other tests in this process are not traced)."""
     memory = InMemorySpanExporter()
     provider = otel_sdk.TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    trace.set_tracer_provider(provider)
-    if trace.get_tracer_provider() is not provider:
-        pytest.skip("another test set the process's tracer provider first")
+    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("omen_local"))
     yield memory
+    provider.shutdown()
 
 
 async def test_a_request_is_one_span_and_each_attempt_a_child_with_its_routing(
@@ -86,3 +88,15 @@ def test_unconfigured_omen_never_imports_opentelemetry(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "clean", done.stderr
+
+
+def test_an_otel_variable_turns_tracing_on() -> None:
+    """OTEL_* in the environment (as an operator configures an exporter): OMEN gets a tracer;
+    OTEL_SDK_DISABLED=true: none."""
+    code = "import omen_local.tracing as t; print(t.tracer() is not None)"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    for extra, expected in (({"OTEL_SERVICE_NAME": "omen"}, "True"),
+                            ({"OTEL_SERVICE_NAME": "omen", "OTEL_SDK_DISABLED": "true"}, "False")):
+        done = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True,
+                              timeout=60)
+        assert done.stdout.strip() == expected, (extra, done.stderr)
