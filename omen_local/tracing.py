@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import __version__
+from .errors import OmenError
 from .observe import Event, Hub, UsageEvent
 from .server.plumbing import request_id_of
 
@@ -81,7 +82,7 @@ class Tracing:
                 self._parents.popitem(last=False)
             try:
                 response = await handler(request)
-            except web.HTTPException as exc:
+            except (web.HTTPException, OmenError) as exc:  # answered by the edge in the API's error shape
                 span.set_attribute("http.response.status_code", exc.status)
                 raise
             span.set_attribute("http.response.status_code", response.status)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.conftest import start_stack
@@ -52,10 +53,14 @@ async def test_a_request_is_one_span_and_each_attempt_a_child_with_its_routing(
         raw = await stack.client.chat.completions.with_raw_response.create(model="auto", messages=MSG)
         request_id = raw.headers["x-omen-request-id"]
         answer = raw.parse()
+        with pytest.raises(openai.APIStatusError) as refused:
+            await stack.client.chat.completions.create(model="nowhere/none", messages=MSG)
     spans = exporter.get_finished_spans()
     requests = [s for s in spans if s.name == "POST /v1/chat/completions"]
-    assert len(requests) == 1, [s.name for s in spans]
-    root = requests[0]
+    assert len(requests) == 2, [s.name for s in spans]
+    root, failed = requests
+    assert failed.attributes is not None and refused.value.status_code >= 400
+    assert failed.attributes["http.response.status_code"] == refused.value.status_code
     assert root.kind is trace.SpanKind.SERVER
     assert root.attributes is not None
     assert root.attributes["omen.request_id"] == request_id
