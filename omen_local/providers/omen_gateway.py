@@ -8,7 +8,8 @@ OpenAI-compatible adapter with three rules of its own:
 - https only, with the certificate verified (the system's CAs or ``ca_file``): the token
   goes out in the request, which aiohttp writes only after the TLS handshake verified the
   server, so a gateway that cannot prove itself never sees it;
-- always a key (the client token), never a local server;
+- always a key (the client token), never a local server; spoken to in the generic OpenAI
+  dialect (OMEN's own door), never one detected from its model listing;
 - :attr:`meters_upstream`: the gateway keeps the team's books for what passes through it
   (one row, attributed to the token's user), so a laptop on the same team does not write
   the attempt again (``omen_local/gateway.py``).
@@ -16,13 +17,22 @@ OpenAI-compatible adapter with three rules of its own:
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..provider_config import ProviderConfig
+from .dialect import GENERIC
 from .openai_compat import OpenAICompatProvider
 
 
 class OmenGatewayProvider(OpenAICompatProvider):
     kind = "omen-gateway"
     meters_upstream = True
+
+    def __init__(self, config: ProviderConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        # OMEN's door takes the whole OpenAI chat API; its /v1/models' ``owned_by`` names the
+        # gateway's providers (an "ollama" there is not this server's dialect): never detected.
+        self._fixed = GENERIC
 
     @classmethod
     def needs_key(cls, config: ProviderConfig) -> bool:
