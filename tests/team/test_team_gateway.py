@@ -32,6 +32,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from omen_local.config import ProviderConfig
+from omen_local.probe import check_provider
 from tests.fakes.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX servers")
@@ -276,6 +278,11 @@ async def test_gateway_and_laptop_meter_each_request_once(
         laptop_cfg = _laptop_config(tmp_path / "laptop", pki, gateway, trap.port, upstream, team_db, team_redis)
         laptop = await procs.start([sys.executable, "-m", "omen_local", "serve", "--config", str(laptop_cfg),
                                     "--log-level", "warning"], _env(OMEN_TOKEN=LAPTOP_OWNER, OMEN_GATEWAY_TOKEN=alice))
+
+        # `omen doctor`'s probe of the laptop's gateway provider: its CA, its token, its models.
+        probe = await check_provider(ProviderConfig(name="gw", kind="omen-gateway", base_url=f"{gateway}/v1",
+                                                    ca_file=str(pki["dir"] / "team-ca.pem")), alice)
+        assert probe.ok and "openai/gpt-4o-mini" in probe.models, probe
 
         # A wrong or missing client token: 401 from the gateway itself.
         for token in ("not-a-token", None):
