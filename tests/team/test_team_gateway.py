@@ -307,14 +307,15 @@ async def test_gateway_and_laptop_meter_each_request_once(
         # Both instances answer for the team: every request once (poll: the other's writer lingers).
         deadline = asyncio.get_running_loop().time() + 20
         while True:
-            totals = [(await _get(http, f"{laptop}/v1/usage", LAPTOP_OWNER))["total"]]
-            async with http.get(f"{gateway}/v1/usage", headers={"Authorization": f"Bearer {alice}"},
-                                ssl=gw_ctx) as resp:
-                assert resp.status == 200
-            if totals[0]["requests"] >= n or asyncio.get_running_loop().time() > deadline:
+            total = (await _get(http, f"{laptop}/v1/usage", LAPTOP_OWNER))["total"]
+            if total["requests"] >= n or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.05)
-        total = totals[0]
+        # Alice's token on the gateway reads her rows: the 4 relayed and her own 1, nobody else's.
+        async with http.get(f"{gateway}/v1/usage", headers={"Authorization": f"Bearer {alice}"}, ssl=gw_ctx) as resp:
+            assert resp.status == 200, await resp.text()
+            hers = (await resp.json())["total"]
+        assert hers["requests"] == 5 and hers["cost_usd"] == pytest.approx(5 * EACH), hers
         assert total["requests"] == n, total
         assert total["attempts"] == n, total
         assert total["completion_tokens"] == sum(u["completion_tokens"] for u in answered)
