@@ -124,7 +124,8 @@ def _load_copy(store: PgUsageStore, n: int) -> tuple[float, float]:
 
 
 async def _rollups(pg: Postgres, tmp: str, n: int, how: str) -> None:
-    store = PgUsageStore(pg.create_db("bench"), "bench", Path(tmp))
+    db_url = pg.create_db("bench")
+    store = PgUsageStore(db_url, "bench", Path(tmp))
     store.open()
     t0 = time.perf_counter()
     if how == "copy":
@@ -159,6 +160,42 @@ async def _rollups(pg: Postgres, tmp: str, n: int, how: str) -> None:
             times.append((time.perf_counter() - t0) * 1000)
         print(f"rollup, {label}: median {statistics.median(times):.1f} ms, worst {max(times):.1f} ms")
     store.close()
+    _http_rollup(db_url, Path(tmp))
+
+
+def _http_rollup(db_url: str, tmp: Path) -> None:
+    """The same day's rollup as a client gets it: GET /v1/usage from an ``omen serve`` on that database."""
+    cfg = tmp / "usage-serve" / "config.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(f"""
+[server]
+port = 0
+request_log = false
+[storage]
+data_dir = "{cfg.parent / 'data'}"
+[team]
+database_url = "{db_url}"
+instance = "bench-reader"
+[providers.ollama]
+enabled = false
+""", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMEN_")}
+    env.update(OMEN_TOKEN=TOKEN, OMEN_SECRETS="file", PYTHONPATH=str(Path(__file__).parent.parent))
+    with _procs() as procs:
+        procs.append(subprocess.Popen([sys.executable, "-m", "omen_local", "serve", "--config", str(cfg),
+                                       "--log-level", "error"], stdout=subprocess.PIPE, text=True, env=env))
+        url = _first(procs[0], r"(http://127\.0\.0\.1:\d+)")
+        query = "/v1/usage?from=2026-01-16T00:00:00Z&to=2026-01-17T00:00:00Z&group_by=user,model"
+        times, groups = [], 0
+        for _ in range(6):
+            req = urllib.request.Request(url + query, headers={"Authorization": f"Bearer {TOKEN}"})
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                groups = len(json.load(resp)["data"])
+            times.append((time.perf_counter() - t0) * 1000)
+        times = times[1:]  # the first opens the process's first connections
+        print(f"GET /v1/usage (a day by user and model, {groups} groups) from omen serve: "
+              f"median {statistics.median(times):.1f} ms, worst {max(times):.1f} ms")
 
 
 # ---------------------------------------------------------------- throughput: 1 instance against 2
