@@ -373,3 +373,17 @@ def test_the_instance_header_carries_any_printable_name() -> None:
     assert own["user-agent"] == "mine" and "User-Agent" not in own and own["X-Omen-Instance"] == "a"
     openai = ProviderConfig(name="o", kind="openai", base_url="https://api.openai.com/v1")
     assert client_headers(openai, "a") is openai
+
+
+def test_a_gateway_provider_is_https_only_and_always_needs_its_token() -> None:
+    from typing import cast
+
+    from omen_local.providers.omen_gateway import OmenGatewayProvider
+
+    session = cast(aiohttp.ClientSession, None)  # never used: nothing is sent here
+    plain = OmenGatewayProvider(ProviderConfig(name="gw", kind="omen-gateway", base_url="http://gw.example:8766/v1"),
+                                session, key="token")
+    assert "https only" in (plain.unusable_reason() or "")
+    loopback = ProviderConfig(name="gw", kind="omen-gateway", base_url="https://127.0.0.1:8766/v1")
+    assert OmenGatewayProvider.needs_key(loopback) and not OmenGatewayProvider.runs_locally(loopback)
+    assert "no API key" in (OmenGatewayProvider(loopback, session).unusable_reason() or "")
