@@ -82,3 +82,50 @@ def test_compose_services_and_the_gateway_config_agree() -> None:
     assert gateway["environment"]["OMEN_SECRETS"] == "file"
     dockerfile = (DEPLOY / gateway["build"]["dockerfile"].removeprefix("deploy/")).read_text(encoding="utf-8")
     assert "[team]" in dockerfile and config_path in dockerfile
+
+
+def test_the_redis_service_command_starts_redis_with_the_password(tmp_path: Path) -> None:
+    """The one fiddly line (YAML, compose's ``$$``, sh quoting, printf): run it with sh and a real
+    redis-server, the image's entrypoint stood in for by a script that adds a free port and a dir."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.skip("redis-server is not installed")
+    import redis
+
+    service = _compose()["services"]["redis"]
+    assert service["command"][:2] == ["sh", "-c"]
+    script = service["command"][2].replace("$$", "$").replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    shim = tmp_path / "bin" / "docker-entrypoint.sh"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "$@" --port {port} --bind 127.0.0.1 --dir {tmp_path} --save ""\n')
+    shim.chmod(0o755)
+    password = "pa ss'word$1"  # spaces, a quote and a dollar survive
+    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "REDIS_PASSWORD": password}
+    proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert client.ping()
+                break
+            except redis.ConnectionError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+                assert time.monotonic() < deadline, "redis did not answer"
+                time.sleep(0.05)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port, password="wrong", socket_timeout=2).ping()
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
