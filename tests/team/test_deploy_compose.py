@@ -123,6 +123,17 @@ def test_the_redis_service_command_starts_redis_with_the_password(tmp_path: Path
                 assert time.monotonic() < deadline, "redis did not answer"
                 time.sleep(0.05)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
+        # The healthcheck, as compose runs it (CMD-SHELL), redis-cli pointed at this port.
+        check = service["healthcheck"]["test"]
+        assert check[0] == "CMD-SHELL"
+        cli = shim.parent / "redis-cli"
+        cli.write_text(f'#!/bin/sh\nexec {shutil.which("redis-cli")} -p {port} "$@"\n')
+        cli.chmod(0o755)
+        healthy = subprocess.run(["sh", "-c", check[1].replace("$$", "$")], env=env, capture_output=True, timeout=20)
+        assert healthy.returncode == 0, healthy.stderr
+        wrong = subprocess.run(["sh", "-c", check[1].replace("$$", "$")], env={**env, "REDIS_PASSWORD": "no"},
+                               capture_output=True, timeout=20)
+        assert wrong.returncode != 0
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=port, password="wrong", socket_timeout=2).ping()
         client.close()
