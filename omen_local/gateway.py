@@ -9,10 +9,11 @@ certificate).
 **A laptop** reaches it through a provider of kind ``omen-gateway``. Each request through
 it is metered exactly once, by the gateway: the gateway writes the row (user = the
 token's user, instance = the laptop's, which it names in ``X-Omen-Instance``, see
-:func:`client_headers`) and charges the team's quotas. A laptop on the same team therefore keeps such attempts out of the books
-(:class:`RelayFilter`): it shows them (the tray, the request log) but writes and charges
-nothing for them. A laptop without ``[team]`` keeps its own books as always (they are not
-the team's, so nothing is counted twice in either).
+:func:`client_headers`) and charges the team's quotas. A laptop on the same team
+therefore keeps such attempts out of the books (:class:`RelayFilter`): it shows them (the
+tray, the request log) but writes and charges nothing for them. A laptop without
+``[team]`` keeps its own books as always (they are not the team's, so nothing is counted
+twice in either).
 """
 
 from __future__ import annotations
