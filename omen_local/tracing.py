@@ -45,6 +45,20 @@ def configured() -> bool:
     return "opentelemetry.trace" in sys.modules or any(k.startswith("OTEL_") for k in os.environ)
 
 
+def outgoing() -> dict[str, str]:
+    """The current trace as headers (W3C ``traceparent``) for a hop to another OMEN (a team
+    gateway), so its spans join this trace; {} when tracing is off or no span is current."""
+    if not configured():
+        return {}
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return {}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
 def tracer() -> Tracer | None:
     """OMEN's tracer, or None when tracing is off (not installed, or not configured)."""
     if not configured():
@@ -60,10 +74,11 @@ class Tracing:
     """The request spans (an aiohttp middleware) and the attempt spans (a hub listener)."""
 
     def __init__(self, tracer: Tracer) -> None:
-        from opentelemetry import trace
+        from opentelemetry import propagate, trace
 
         self.tracer = tracer
         self._trace = trace
+        self._propagate = propagate
         self._parents: OrderedDict[str, Span] = OrderedDict()
 
     @web.middleware  # new-style (request, handler); without it aiohttp takes it for the old style
@@ -73,8 +88,10 @@ class Tracing:
         route = request.match_info.route.resource
         name = f"{request.method} {route.canonical if route is not None else request.path}"
         request_id = request_id_of(request)
+        # A caller's trace (a laptop's OMEN through a team gateway, any traced client) is continued.
+        parent = self._propagate.extract(request.headers) if "traceparent" in request.headers else None
         with self.tracer.start_as_current_span(
-            name, kind=self._trace.SpanKind.SERVER,
+            name, context=parent, kind=self._trace.SpanKind.SERVER,
             attributes={"http.request.method": request.method, "url.path": request.path, "omen.request_id": request_id},
         ) as span:  # fmt: skip
             self._parents[request_id] = span

@@ -105,3 +105,42 @@ def test_an_otel_variable_turns_tracing_on() -> None:
         done = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True, text=True,
                               timeout=60)
         assert done.stdout.strip() == expected, (extra, done.stderr)
+
+
+async def test_a_callers_trace_is_continued(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
+    """A request carrying W3C ``traceparent`` (a laptop's OMEN through a team gateway, any traced
+    client): its span joins that trace, under that parent."""
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async for stack in start_stack(tmp_path):
+        stack.anthropic.enqueue(text_reply("hi"))
+        await stack.client.chat.completions.create(
+            model="anthropic/claude-sonnet-4-5", messages=MSG,
+            extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+        )
+    root = next(s for s in exporter.get_finished_spans() if s.name == "POST /v1/chat/completions")
+    assert f"{root.context.trace_id:032x}" == trace_id
+    assert root.parent is not None and f"{root.parent.span_id:016x}" == parent_id
+
+
+async def test_a_gateway_provider_sends_the_current_trace(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
+    """The laptop side: a request to a team gateway carries the span current in its request."""
+    import aiohttp
+
+    from omen_local.config import ProviderConfig
+    from omen_local.providers.omen_gateway import OmenGatewayProvider
+    from tests.conftest import make_test_ca
+    from tests.fakes.fake_openai import FakeOpenAI
+
+    server_ssl, ca_file = make_test_ca(tmp_path)
+    fake = FakeOpenAI()
+    fake.ssl = server_ssl
+    async with fake, aiohttp.ClientSession() as session:
+        pc = ProviderConfig(name="gw", kind="omen-gateway", base_url=f"{fake.url}/v1", ca_file=str(ca_file))
+        provider = OmenGatewayProvider(pc, session, key=FakeOpenAI.api_key)
+        with tracing.tracer().start_as_current_span("laptop request") as span:  # type: ignore[union-attr]
+            await provider.complete("gpt-4o-mini", {"messages": MSG})
+        await provider.complete("gpt-4o-mini", {"messages": MSG})  # no span current: nothing sent
+    sent = [seen.headers for seen in fake.seen]
+    assert sent[0]["traceparent"].split("-")[1:3] == [f"{span.get_span_context().trace_id:032x}",
+                                                      f"{span.get_span_context().span_id:016x}"]
+    assert "traceparent" not in sent[1]

@@ -17,9 +17,12 @@ OpenAI-compatible adapter with three rules of its own:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from .. import tracing
 from ..provider_config import ProviderConfig
+from . import _http
 from .dialect import GENERIC
 from .openai_compat import OpenAICompatProvider
 
@@ -33,6 +36,16 @@ class OmenGatewayProvider(OpenAICompatProvider):
         # OMEN's door takes the whole OpenAI chat API; its /v1/models' ``owned_by`` names the
         # gateway's providers (an "ollama" there is not this server's dialect): never detected.
         self._fixed = GENERIC
+
+    def _exchange(
+        self, path: str, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, whole: bool = False
+    ) -> _http.Exchange:
+        """Every request carries the current trace (when OpenTelemetry is on): the gateway's
+        spans continue the laptop's request (tracing.py)."""
+        trace_headers = tracing.outgoing()
+        if trace_headers:
+            headers = {**(headers or {}), **trace_headers}
+        return super()._exchange(path, body, headers=headers, whole=whole)
 
     @classmethod
     def needs_key(cls, config: ProviderConfig) -> bool:
