@@ -156,7 +156,6 @@ def pki(tmp_path: Path) -> Iterator[dict[str, Any]]:
     trap_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     other_ca.issue_cert("127.0.0.1").configure_cert(trap_ctx)
     out["trap_context"] = trap_ctx
-    out["team_ca_context"] = team_ca
     yield out
 
 
