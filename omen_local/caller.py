@@ -13,3 +13,4 @@ class Caller:
     client: str | None = None  # the User-Agent, sanitised
     session: str | None = None
     asked: str | None = None  # the model name the client sent, when [aliases] patterns mapped it
+    instance: str | None = None  # the teammate's OMEN that relayed it to a team gateway (X-Omen-Instance)

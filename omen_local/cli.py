@@ -44,6 +44,12 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["server"]["port"] = args.port
     config = load_config(args.config, overrides=overrides)
+    if getattr(args, "team", False):  # the team's shared gateway (omen_local/gateway.py)
+        from .gateway import refusal
+
+        if (why := refusal(config)) is not None:
+            print(f"omen serve --team: {why}", file=sys.stderr)
+            return 2
     service = OmenService(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,6 +69,9 @@ async def _serve(args: argparse.Namespace) -> int:
     if service.tls is not None:
         print(f"  beyond loopback: TLS only, client tokens only; certificate {service.tls.cert}", flush=True)
         print(f"  its fingerprint (compare it on the client): {service.tls.fingerprint}", flush=True)
+    if getattr(args, "team", False):
+        print("  team gateway: teammates' laptops use kind = \"omen-gateway\" with a client token from "
+              "`omen token create --user NAME` here (docs/team.md)", flush=True)
     for report in service.probe_report():
         print(f"  provider {report.provider}: {report.state} ({report.detail})", flush=True)
     ready = [r.provider for r in service.probe_report() if r.state in ("up", "not probed")]
@@ -228,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the router headless", parents=[common])
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8765; 0 picks a free one)")
+    serve.add_argument("--team", action="store_true",
+                       help="the team's shared gateway: [team] books, TLS and client tokens required (docs/team.md)")
 
     token = sub.add_parser(
         "token", help="print the owner's token, or create/list/revoke client tokens", parents=[common]

@@ -92,6 +92,7 @@ class UsageEvent:
     time: float = field(default_factory=time.time)
     intent: str | None = None  # the intent bucket the request was routed by (for the tray's table)
     asked: str | None = None  # the model name the client sent, when [aliases] patterns mapped it
+    instance: str | None = None  # a team gateway's: the laptop's OMEN that relayed it (the books' instance)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import aiohttp
 
 from . import jsonutil, local_trust
 from .config import ProviderConfig
-from .providers._http import error_message
+from .providers._http import error_message, ssl_context
 from .providers.base import env_proxy, is_loopback_url
 from .providers.registry import provider_kinds
 
@@ -76,7 +76,7 @@ def request_headers(pc: ProviderConfig, key: str | None) -> dict[str, str]:
         headers["anthropic-version"] = pc.anthropic_version
         if key:
             headers["x-api-key"] = key
-    elif pc.kind == "openai" and key:
+    elif pc.kind in ("openai", "omen-gateway") and key:  # a gateway takes its client token the same way
         headers["Authorization"] = f"Bearer {key}"
     return headers
 
@@ -159,7 +159,7 @@ async def check_provider(
     try:
         timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s)
         async with sess.get(url, headers=request_headers(pc, key), timeout=timeout, proxy=env_proxy(url),
-                            allow_redirects=False) as resp:
+                            allow_redirects=False, ssl=ssl_context(pc.ca_file) if pc.ca_file else True) as resp:
             raw = await resp.content.read(_MAX_BODY)
             status = resp.status
     except TimeoutError:

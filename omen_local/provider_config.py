@@ -17,6 +17,7 @@ KINDS: Mapping[str, bool] = {
     "anthropic": False,
     "ollama": True,  # what is pulled is what it serves
     "openai": False,
+    "omen-gateway": False,  # a team's shared OMEN (docs/team.md): its models are configured
 }
 DIALECT_NAMES = frozenset(
     {"generic", "openai", "openrouter", "groq", "vllm", "llamacpp", "llama-cpp-python", "lmstudio", "ollama"}

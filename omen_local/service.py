@@ -26,8 +26,8 @@ import aiohttp
 import platformdirs
 from aiohttp import web
 
-from . import __version__, endpoint, local_servers, local_trust, private_files
-from .config import APP_NAME, Config, load_config
+from . import __version__, endpoint, gateway, local_servers, local_trust, private_files, tracing
+from .config import APP_NAME, Config, default_instance, load_config
 from .metering import Metering
 from .observe import HealthEvent, Hub, Record
 from .providers import _http
@@ -109,6 +109,8 @@ class OmenService:
         self.proof_key = endpoint.new_proof_key()  # in the endpoint file; proves us to clients
         self.tls: exposure.Tls | None = None  # beyond loopback: TLS only (server/exposure.py)
         self.team_tokens: TeamTokens | None = None  # with [team]: client tokens shared in PostgreSQL
+        self._gateways: frozenset[str] = frozenset()  # providers a team gateway meters (gateway.py)
+        self._relay = gateway.RelayFilter(lambda: self._gateways)
 
     # ------------------------------------------------------------ parts made at start
 
@@ -154,8 +156,8 @@ class OmenService:
 
     def _record(self, record: Record) -> None:
         """The usage sink: metering first (journal, store, quotas), then whoever observes."""
-        if self.metering is not None:
-            self.metering.record(record)
+        if self.metering is not None and (self.config.team is None or self._relay.keep(record)):
+            self.metering.record(record)  # on a team, a gateway's attempts are in its books (gateway.py)
         self.hub.emit(record)
 
     def _build(self, config: Config, keys: dict[str, str | None]) -> Router:
@@ -168,10 +170,12 @@ class OmenService:
         d = config.defaults
         timeouts = Timeouts(connect=d.connect_timeout_s, idle=d.idle_timeout_s, total=d.request_timeout_s)
         kinds = provider_kinds()
+        instance = config.team.instance if config.team is not None else default_instance()
         providers: dict[str, Provider] = {
-            name: kinds[pc.kind](pc, self.session, key=keys.get(name), timeouts=timeouts)
+            name: kinds[pc.kind](gateway.client_headers(pc, instance), self.session, key=keys.get(name), timeouts=timeouts)
             for name, pc in config.providers.items()
         }
+        self._gateways = frozenset(name for name, p in providers.items() if p.meters_upstream)
         catalog = Catalog(
             config,
             {name: p.unusable_reason() for name, p in providers.items()},
@@ -227,6 +231,7 @@ class OmenService:
             known_model=lambda provider, model: model in self.catalog.models.get(provider, ()),
             quota_use=self.metering.quota_use if self.metering is not None else None,
         )
+        tracing.install(app, self.hub)  # OpenTelemetry: nothing unless configured (tracing.py)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         try:

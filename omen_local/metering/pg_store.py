@@ -144,7 +144,7 @@ class PgUsageStore(SqliteUsageStore):
         values = [_text(v) for v in event_row(e)]
         for i in _BOOL_AT:  # PostgreSQL's booleans do not take 0 and 1
             values[i] = _bool(values[i])
-        values.append(self.instance)
+        values.append(_text(e.instance) or self.instance)  # a gateway's row: the laptop it came from
         return tuple(values)
 
     def open_row(self, values: list[Any]) -> Sequence[Any]:

@@ -271,6 +271,8 @@ class Provider(ABC):
     """
 
     kind: str = ""
+    # Another OMEN (a team gateway) keeps the books for what goes through this provider.
+    meters_upstream: bool = False
 
     def __init__(
         self,

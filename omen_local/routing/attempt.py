@@ -291,6 +291,7 @@ class Attempt:
                 error=None if err is None else err.message,
                 intent=self.intent,
                 asked=self.caller.asked,
+                instance=self.caller.instance,
             )
         )
         self._reporter.ended(self, outcome, err)

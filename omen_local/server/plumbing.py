@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from ..routing.router import Router
 from ..tokens import Identity, TokenBook
 
 CLIENT_MAX_CHARS = 256  # a User-Agent longer than this is cut (it is stored with every usage event)
+INSTANCE_MAX_CHARS = 200  # an instance name, as [team] instance allows
 
 
 class RouterRef:
@@ -123,6 +125,14 @@ def request_id_of(request: web.Request) -> str:
     return rid
 
 
+def relayed_by(header: str | None) -> str | None:
+    """The teammate's instance a request came through (a team gateway's laptop, percent-encoded
+    by omen_local/gateway.py): a label for the books, cleaned like any client text."""
+    if not header:
+        return None
+    return clean_text(urllib.parse.unquote(header), INSTANCE_MAX_CHARS)
+
+
 def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:
     """A client-supplied header as text every store can keep: valid UTF-8, printable, bounded.
 
@@ -204,6 +214,7 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
         client=clean_text(request.headers.get("User-Agent")),
         session=req.hints.session,
         asked=req.asked,
+        instance=relayed_by(request.headers.get("X-Omen-Instance")),
     )
     return req, caller, caller.request_id
 

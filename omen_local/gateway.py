@@ -1,0 +1,74 @@
+"""The team gateway's rules (docs/team.md "A shared gateway"), on both sides of it.
+
+**The gateway** (``omen serve --team``) holds the team's cloud keys and serves teammates'
+laptops over the network, so it starts only where :func:`refusal` finds nothing wrong:
+it keeps the team's books (``[team]``) and it is reached over TLS with per-client tokens
+(bound beyond loopback, where ``server/exposure.py`` requires both, or given a
+certificate).
+
+**A laptop** reaches it through a provider of kind ``omen-gateway``. Each request through
+it is metered exactly once, by the gateway: the gateway writes the row (user = the
+token's user, instance = the laptop's, which it names in ``X-Omen-Instance``, see
+:func:`client_headers`) and charges the team's quotas. A laptop on the same team
+therefore keeps such attempts out of the books (:class:`RelayFilter`): it shows them (the
+tray, the request log) but writes and charges nothing for them. A laptop without
+``[team]`` keeps its own books as always (they are not the team's, so nothing is counted
+twice in either).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from urllib.parse import quote
+
+from . import __version__
+from .config import Config, ProviderConfig
+from .observe import AttemptProgress, AttemptStarted, Record
+from .server.exposure import is_loopback_bind
+
+
+def refusal(config: Config) -> str | None:
+    """Why ``omen serve --team`` must not start with ``config``, or None."""
+    if config.team is None:
+        return ("a team gateway keeps the team's books: add [team] (database_url, redis_url) to the config "
+                "(docs/team.md)")
+    server = config.server
+    if is_loopback_bind(server.host) and not server.tls_cert:
+        return ("a team gateway serves other machines: bind it beyond loopback (--host 0.0.0.0 or its address), "
+                "where OMEN serves TLS only and takes client tokens only, or give [server] tls_cert and tls_key")
+    return None
+
+
+def client_headers(pc: ProviderConfig, instance: str) -> ProviderConfig:
+    """A gateway provider's config with the headers that name this instance: the gateway
+    writes the row under it (``X-Omen-Instance``) and shows it as the client (``User-Agent``).
+    Other providers unchanged; a header the user set wins."""
+    if pc.kind != "omen-gateway":
+        return pc
+    from dataclasses import replace
+
+    sent = quote(instance, safe=" !#$&'()*+,/:;=?@[]~")  # a header is ASCII; the name may not be
+    mine = {"user-agent": f"omen-local/{__version__} ({sent})", "x-omen-instance": sent}
+    given = {k.lower() for k in pc.headers}
+    names = {"user-agent": "User-Agent", "x-omen-instance": "X-Omen-Instance"}
+    return replace(pc, headers={**{names[k]: v for k, v in mine.items() if k not in given}, **pc.headers})
+
+
+class RelayFilter:
+    """Which usage records this instance's books take: not those of attempts a team
+    gateway meters (its providers named by ``metered_elsewhere``)."""
+
+    def __init__(self, metered_elsewhere: Callable[[], Container[str]]) -> None:
+        self._elsewhere = metered_elsewhere
+        self._relayed: set[str] = set()  # attempt ids started through a gateway, until they report
+
+    def keep(self, record: Record) -> bool:
+        if isinstance(record, AttemptProgress):
+            return record.attempt_id not in self._relayed
+        if record.provider not in self._elsewhere():
+            return True
+        if isinstance(record, AttemptStarted):
+            self._relayed.add(record.attempt_id)
+        else:
+            self._relayed.discard(record.attempt_id)
+        return False

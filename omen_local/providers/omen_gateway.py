@@ -1,0 +1,61 @@
+"""A team's shared OMEN gateway (``omen serve --team``, docs/team.md) as a laptop's provider.
+
+The gateway holds the team's cloud keys; a laptop reaches it with a client token the
+gateway issued (``omen token create --user alice`` there) and asks for the gateway's
+models by their ``provider/model`` names. It speaks OMEN's own OpenAI door, so this is the
+OpenAI-compatible adapter with three rules of its own:
+
+- https only, with the certificate verified (the system's CAs or ``ca_file``): the token
+  goes out in the request, which aiohttp writes only after the TLS handshake verified the
+  server, so a gateway that cannot prove itself never sees it;
+- always a key (the client token), never a local server; spoken to in the generic OpenAI
+  dialect (OMEN's own door), never one detected from its model listing;
+- :attr:`meters_upstream`: the gateway keeps the team's books for what passes through it
+  (one row, attributed to the token's user), so a laptop on the same team does not write
+  the attempt again (``omen_local/gateway.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import tracing
+from ..provider_config import ProviderConfig
+from . import _http
+from .dialect import GENERIC
+from .openai_compat import OpenAICompatProvider
+
+
+class OmenGatewayProvider(OpenAICompatProvider):
+    kind = "omen-gateway"
+    meters_upstream = True
+
+    def __init__(self, config: ProviderConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        # OMEN's door takes the whole OpenAI chat API; its /v1/models' ``owned_by`` names the
+        # gateway's providers (an "ollama" there is not this server's dialect): never detected.
+        self._fixed = GENERIC
+
+    def _exchange(
+        self, path: str, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, whole: bool = False
+    ) -> _http.Exchange:
+        """Every request carries the current trace (when OpenTelemetry is on): the gateway's
+        spans continue the laptop's request (tracing.py)."""
+        trace_headers = tracing.outgoing()
+        if trace_headers:
+            headers = {**(headers or {}), **trace_headers}
+        return super()._exchange(path, body, headers=headers, whole=whole)
+
+    @classmethod
+    def needs_key(cls, config: ProviderConfig) -> bool:
+        return True  # the gateway's client token
+
+    @classmethod
+    def runs_locally(cls, config: ProviderConfig) -> bool:
+        return False  # cloud models, spent on the team's keys
+
+    def unusable_reason(self) -> str | None:
+        if not self.config.base_url.startswith("https://"):
+            return "an OMEN gateway is reached over https only (its client token must not travel in clear)"
+        return super().unusable_reason()

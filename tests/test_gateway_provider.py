@@ -1,0 +1,72 @@
+"""A laptop's ``omen-gateway`` provider, alone (no ``[team]``): its attempts are in its own books.
+
+The team's exactly-once rule (the gateway writes the row, a laptop on the team writes none)
+is proven with real processes in tests/team/test_team_gateway.py; here, in process, the
+other branch: a laptop without the team's books keeps what it sent through a gateway in
+its own SQLite, as any attempt. The "gateway" is the fake OpenAI server over TLS (a test
+CA), which shows what the laptop sends it: the model's gateway name, the token, and the
+headers naming the laptop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote
+
+import openai
+import pytest
+
+from omen_local.config import default_instance, load_config
+from omen_local.metering.store import EventQuery
+from omen_local.secrets import SecretStore
+from omen_local.service import OmenService
+from omen_local.tokens import TokenBook
+from tests.conftest import make_test_ca
+from tests.fakes.fake_openai import FakeOpenAI
+
+
+async def test_a_laptop_alone_keeps_gateway_attempts_in_its_own_books(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_ssl, ca_file = make_test_ca(tmp_path)
+    gateway = FakeOpenAI()
+    gateway.ssl = server_ssl
+    monkeypatch.setenv("OMEN_TEST_GATEWAY_TOKEN", FakeOpenAI.api_key)
+    async with gateway:
+        data_dir = tmp_path / "data"
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f"""
+[storage]
+data_dir = "{data_dir}"
+[defaults]
+health_interval_s = 3600
+[providers.ollama]
+enabled = false
+[providers.anthropic]
+enabled = false
+[providers.openai]
+enabled = false
+[providers.gw]
+kind = "omen-gateway"
+base_url = "{gateway.url}/v1"
+key = ["env:OMEN_TEST_GATEWAY_TOKEN"]
+ca_file = "{ca_file}"
+models = ["openai/gpt-4o-mini"]
+[intents]
+chat = ["gw/openai/gpt-4o-mini"]
+""", encoding="utf-8")
+        secrets = SecretStore(data_dir, use_keyring=False)
+        tokens = TokenBook(data_dir, secrets)
+        async with OmenService(load_config(cfg), secrets=secrets, tokens=tokens) as service:
+            client = openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key=tokens.owner_token, max_retries=0)
+            answer = await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+            await client.close()
+            assert service.metering is not None
+            events = (await service.metering.events(EventQuery()))["data"]
+    assert [(e["provider"], e["model"], e["outcome"]) for e in events] == [("gw", "openai/gpt-4o-mini", "ok")]
+    assert answer.usage is not None and events[0]["completion_tokens"] == answer.usage.completion_tokens
+    (seen,) = gateway.seen
+    assert seen.body["model"] == "openai/gpt-4o-mini"  # the gateway's provider/model name, as configured
+    assert seen.headers["Authorization"] == f"Bearer {FakeOpenAI.api_key}"
+    assert unquote(seen.headers["X-Omen-Instance"]) == default_instance()
+    assert seen.headers["User-Agent"].startswith("omen-local/")
