@@ -32,8 +32,16 @@ def private_dir(path: Path) -> Path:
             os.mkdir(folder, 0o700)
         except FileExistsError:
             pass
-    _tighten(Path(path), Path(path).stat())
+    st = Path(path).stat()
+    if not _shared_by_design(Path(path), st):
+        _tighten(Path(path), st)
     return Path(path)
+
+
+def _shared_by_design(path: Path, st: os.stat_result) -> bool:
+    """Not Glyph's to close: a sticky folder (/tmp; root tightening it breaks every other
+    account), the home folder, a root (as omen_local.private_files)."""
+    return bool(st.st_mode & stat.S_ISVTX) or path.resolve() in (Path.home().resolve(), Path(path.resolve().anchor))
 
 
 def private_file(path: Path) -> Path:

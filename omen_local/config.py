@@ -9,6 +9,7 @@ reported as a :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tomllib
 from dataclasses import dataclass, field
@@ -525,6 +526,9 @@ def default_instance() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def _team(raw: Any) -> TeamConfig | None:
     if raw is None:
         return None
@@ -536,6 +540,10 @@ def _team(raw: Any) -> TeamConfig | None:
     redis_url = _str(table, "redis_url", "team", "") or None
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("team.redis_url must be a redis://, rediss:// or unix:// URL")
+    for key, value in (("database_url", url), ("redis_url", redis_url or "")):
+        if _BAD_PERCENT.search(value):  # libpq quotes the bad token (the password) in its error
+            raise ConfigError(f"team.{key}: a '%' not followed by two hex digits; percent-encode the "
+                              "password ('%' is %25, '@' %40, '/' %2F, ':' %3A)")
     instance = _str(table, "instance", "team", "") or default_instance()
     if len(instance) > 200 or any(not c.isprintable() for c in instance):
         raise ConfigError("team.instance must be printable text of at most 200 characters")

@@ -22,6 +22,7 @@ import ipaddress
 import os
 import re
 import socket
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,8 @@ def parse_proc_net(text: str, port: int) -> set[int]:
 def _linux(port: int) -> Listeners | None:
     try:
         found = sock_diag.listeners()
-    except OSError:  # no netlink here (a sandbox, an old kernel): the /proc tables say the same
-        return _proc(port)
+    except (OSError, ValueError, struct.error):  # no netlink here (a sandbox, an old kernel), or an
+        return _proc(port)  # answer it could not read: the /proc tables say the same
     return Listeners(frozenset(s.uid for s in found if s.port == port and _reachable_from_loopback(s.address)))
 
 

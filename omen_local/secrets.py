@@ -45,11 +45,14 @@ class SecretStore:
         if use_keyring is None:
             use_keyring = os.environ.get("OMEN_SECRETS", "keyring") != "file"
         self._keyring_ok = use_keyring and self._probe_keyring()
+        self._legacy = use_keyring and not self._keyring_ok  # a file keyring may hold keys set before
         self._warned = False
 
     @staticmethod
     def _probe_keyring() -> bool:
-        return os_keyring() is not None
+        """The OS's keyring, or the backend the user chose by name (PYTHON_KEYRING_BACKEND):
+        an explicit choice, even of a file keyring, is theirs to make."""
+        return os_keyring() is not None or bool(os.environ.get("PYTHON_KEYRING_BACKEND"))
 
     @property
     def backend(self) -> str:
@@ -84,7 +87,21 @@ class SecretStore:
                 return keyring.get_password(SERVICE, name)
             except KeyringError as exc:
                 log.warning("keyring read of %r failed (%s); trying the secrets file", name, type(exc).__name__)
-        return self._read_file().get(name)
+        found = self._read_file().get(name)
+        if found is None and self._legacy:
+            found = self._legacy_get(name)
+        return found
+
+    @staticmethod
+    def _legacy_get(name: str) -> str | None:
+        """A key set while a file keyring (keyrings.alt) served as the keyring: still read, so
+        an upgrade that no longer writes there loses no key (new ones go to the file)."""
+        try:
+            import keyring
+
+            return keyring.get_password(SERVICE, name)
+        except Exception:  # no backend, or a broken one: nothing was kept there
+            return None
 
     def set(self, name: str, value: str) -> None:
         if self._keyring_ok:

@@ -108,6 +108,7 @@ class OmenService:
         self.port = config.server.port
         self.proof_key = endpoint.new_proof_key()  # in the endpoint file; proves us to clients
         self.tls: exposure.Tls | None = None  # beyond loopback: TLS only (server/exposure.py)
+        self._trust_asked = self._trust_applied = 0  # rounds of _recheck_trust: the newest answer wins
         self.team_tokens: TeamTokens | None = None  # with [team]: client tokens shared in PostgreSQL
         self._gateways: frozenset[str] = frozenset()  # providers a team gateway meters (gateway.py)
         self._relay = gateway.RelayFilter(lambda: self._gateways)
@@ -397,7 +398,12 @@ class OmenService:
         local = [p for p in providers if catalog.is_local(p.name)]
         if not local:
             return
+        self._trust_asked += 1
+        round_ = self._trust_asked
         reasons = await asyncio.to_thread(lambda: [(p.name, p.unusable_reason()) for p in local])
+        if round_ < self._trust_applied:
+            return  # a later round (the health round beside the one-second loop) answered first
+        self._trust_applied = round_
         for name, why in reasons:
             if why != catalog.usable(name):
                 if why is not None:

@@ -64,8 +64,8 @@ def _replies(sock: socket.socket, seq: int, family: int) -> list[Listener]:
         offset = 0
         while offset + _HEADER.size <= len(data):
             length, kind, _, got_seq, _ = _HEADER.unpack_from(data, offset)
-            if length < _HEADER.size:
-                raise OSError("sock_diag: a malformed reply")
+            if length < _HEADER.size or offset + length > len(data):
+                raise OSError("sock_diag: a malformed or truncated reply")
             body = offset + _HEADER.size
             offset += (length + 3) & ~3
             if got_seq != seq:

@@ -193,3 +193,24 @@ def test_netlink_and_proc_name_the_same_owner_and_proc_stands_in(
 
         monkeypatch.setattr(sock_diag, "listeners", refused)
         assert local_trust.listeners(port).uids == {os.getuid()}
+
+
+def test_an_answer_netlink_cannot_read_falls_back_to_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated or odd sock_diag reply (ValueError, struct.error) is not a crash of distrust()."""
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("not Linux")
+    import struct as _struct
+
+    from omen_local import sock_diag
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        for exc in (ValueError("short address"), _struct.error("unpack requires a buffer")):
+
+            def broken(exc: Exception = exc) -> list[sock_diag.Listener]:
+                raise exc
+
+            monkeypatch.setattr(sock_diag, "listeners", broken)
+            assert local_trust.listeners(port).uids == {os.getuid()}

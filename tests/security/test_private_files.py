@@ -206,3 +206,16 @@ def test_a_file_in_a_shared_folder_leaves_the_folder_open(tmp_path: Path) -> Non
     os.chmod(ours, 0o755)
     private_dir(ours)
     assert stat.S_IMODE(os.stat(ours).st_mode) == 0o700  # an ordinary folder of ours is still tightened
+
+
+def test_glyphs_copy_leaves_a_shared_folder_open_too(tmp_path: Path) -> None:
+    """glyph/private.py is a copy (Glyph never imports omen_local): the same rule for /tmp."""
+    from glyph.private import private_dir, private_file
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    private_file(shared / "audit.db")
+    private_dir(shared)
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+    assert stat.S_IMODE(os.stat(shared / "audit.db").st_mode) == 0o600

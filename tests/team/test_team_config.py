@@ -35,6 +35,9 @@ def test_team_section(tmp_path: Path) -> None:
         ('[team]\ndatabase_url = "postgresql://db"\nredis_url = "http://r"\n', "redis_url must be"),
         ('[team]\ndatabase_url = "postgresql://db"\ninstance = "a\\u001bb"\n', "instance must be printable"),
         ('[team]\ndatabase_url = "postgresql://db"\nbogus = 1\n', "bogus"),
+        # libpq would quote the password in its "invalid percent-encoded token" error (logs, status)
+        ('[team]\ndatabase_url = "postgresql://omen:s3cret%zz@db/omen"\n', "percent-encode the password"),
+        ('[team]\ndatabase_url = "postgresql://db"\nredis_url = "redis://:pw%@r"\n', "team.redis_url: a '%'"),
     ],
 )
 def test_bad_team_sections_say_what_is_wrong(tmp_path: Path, team: str, message: str) -> None:
