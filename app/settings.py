@@ -123,6 +123,10 @@ class SettingsDialog(QDialog):
     def __init__(self, app: OmenApp) -> None:
         super().__init__()
         self.app = app
+        # A window people keep open beside their editor, like the dashboard: a normal top-level
+        # window (its own taskbar entry, minimise, resizable so maximise too), not a dialog
+        # transient for the app that a window manager frames with buttons it then disables.
+        self.setWindowFlags(Qt.WindowType.Window)
         self.setWindowTitle("OMEN Local: Settings")
         self.setWindowIcon(app_icon())
         self.setObjectName("settings")

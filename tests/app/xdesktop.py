@@ -137,6 +137,19 @@ class XDesktop:
     def title(self, window: str) -> str:
         return (self.run("xdotool", "getwindowname", window, check=False) or "").strip()
 
+    def wm_view(self, window: str) -> dict[str, str]:
+        """What the window asks of the window manager and what the window manager allows it,
+        as ``xprop`` prints them: _MOTIF_WM_HINTS, _NET_WM_WINDOW_TYPE, WM_TRANSIENT_FOR and
+        _NET_WM_ALLOWED_ACTIONS (openbox's own statement of the functions it gives the window)."""
+        atoms = ("_MOTIF_WM_HINTS", "_NET_WM_WINDOW_TYPE", "WM_TRANSIENT_FOR", "_NET_WM_ALLOWED_ACTIONS")
+        out = self.run("xprop", "-id", window, *atoms, check=False) or ""
+        view = {atom: "" for atom in atoms}
+        for line in out.splitlines():
+            name, _, value = line.partition("(")
+            if name in view:
+                view[name] = value.split("=", 1)[1].strip() if "=" in value else value.split(":", 1)[-1].strip()
+        return view
+
     def raise_window(self, window: str) -> None:
         self.run("xdotool", "windowactivate", "--sync", window, check=False)
         self.run("xdotool", "windowraise", window, check=False)
