@@ -162,3 +162,18 @@ def test_labels_that_carry_outside_text_are_plain_text(running: Running) -> None
     assert dialog.status.textFormat() == plain and dialog.p_found.textFormat() == plain
     assert dialog.backend_label.textFormat() == plain and dialog.glyph_path.textFormat() == plain
     assert all(row["result"].textFormat() == plain for row in dialog.key_rows.values())
+
+
+def test_the_footer_is_true_for_the_page_shown(running: Running) -> None:
+    """"Changes apply at once" is not said on the Team page, whose settings need a new start."""
+    dialog = settings(running)
+    said = {}
+    for i in range(dialog.tabs.count()):
+        dialog.tabs.setCurrentIndex(i)
+        said[dialog.tabs.tabText(i)] = dialog.status.text()
+    assert said["Providers"] == said["API keys"] == said["Server"] == "Changes apply at once, without a restart."
+    assert "starts again" in said["Team"] and "at once" not in said["Team"]
+    assert "Glyph restarts" in said["Glyph"]
+    dialog.say("Team settings saved; OMEN connects to the team store when it starts again.")
+    dialog.tabs.setCurrentIndex(0)
+    assert dialog.status.text() == "Changes apply at once, without a restart."
