@@ -272,3 +272,23 @@ def test_tooltips_of_untrusted_text_cannot_be_read_as_html() -> None:
     assert "<" not in inner and "&lt;img src=&#x27;http://evil/x&#x27;&gt;&lt;b&gt;ok" in inner
     assert "␛[2J\nline &amp; two" in inner
     assert plain_tip("") == ""
+
+
+def test_the_tray_tooltip_is_escaped_where_the_host_reads_markup(qtbot: QtBot) -> None:
+    """On X11 (XEmbed's QToolTip, an SNI host) a provider's error text is shown, not obeyed;
+    on Windows and macOS, where the tooltip is plain text, it is left as written."""
+    from PySide6.QtGui import Qt, QTextDocument  # QtGui's Qt has mightBeRichText
+
+    from app.tray import RICH_TOOLTIPS, tray_tip
+
+    hostile = "OMEN Local: Degraded\nollama: <img src='http://evil/x'><a href='x'>update</a>\x1b[2J & more"
+    shown = "OMEN Local: Degraded\nollama: <img src='http://evil/x'><a href='x'>update</a>␛[2J & more"
+    rich = tray_tip(hostile, rich=True)
+    assert "<img" not in rich and "<a " not in rich and "\x1b" not in rich
+    assert Qt.mightBeRichText(rich)  # so the host parses it, and finds only text
+    doc = QTextDocument()
+    doc.setHtml(rich)
+    assert doc.toPlainText() == shown  # the line break kept, the escape made visible
+    plain = tray_tip(hostile, rich=False)
+    assert plain == shown
+    assert RICH_TOOLTIPS == (__import__("sys").platform not in ("win32", "darwin"))
