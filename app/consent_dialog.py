@@ -209,6 +209,10 @@ class ConsentDialog(QDialog):
         lines = min(max(self.details.blockCount(), 6), 26)
         height = min(metrics.lineSpacing() * lines + pad, int(screen.height() * 0.9) - 260)
         self.details.setFixedSize(width, max(height, 120))
+        for label in (self.headline, self.why, *self.findChildren(QLabel, "subtitle"), *self.findChildren(QLabel, "changed")):
+            # The call's width bounds the words above and below it: a 400-character tool name
+            # with no space to wrap at must not make the dialog wider than the screen.
+            label.setMaximumWidth(width)
         fixed_dialog(self)  # asks for a title and a close button only (closing denies)
 
     @property

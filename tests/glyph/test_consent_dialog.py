@@ -243,3 +243,22 @@ def test_pyside6_pin_holds() -> None:
 
     major, minor = (int(x) for x in PySide6.__version__.split(".")[:2])
     assert (major, minor) < (6, 12), PySide6.__version__
+
+
+def test_the_dialog_has_a_fixed_size_that_fits_the_screen_whatever_the_names(qtbot: QtBot) -> None:
+    """Fixed (a window manager then offers no maximise, app/dialog_frame.py), grown only by the
+    "Why am I asked?" text; a tool name with no space to wrap at cannot push the buttons off screen."""
+    long = "x" * 400
+    for dialog in (ConsentDialog(request(), timeout_s=None),
+                   ConsentDialog(request(tool=long, exposed=f"rune__{long}", arguments={"path": "y" * 900}),
+                                 timeout_s=None)):
+        qtbot.addWidget(dialog)
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        screen = dialog.screen().availableGeometry()
+        assert dialog.minimumSize() == dialog.maximumSize() == dialog.size(), dialog.size()
+        assert dialog.width() <= screen.width() and dialog.height() <= screen.height(), (dialog.size(), screen)
+        before = dialog.height()
+        dialog.why_toggle.setChecked(True)
+        qtbot.waitUntil(lambda d=dialog, h=before: d.height() > h)  # type: ignore[misc]
+        assert dialog.minimumSize() == dialog.maximumSize() == dialog.size()
