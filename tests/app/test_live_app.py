@@ -202,6 +202,10 @@ def assert_a_dialog_without_maximise(desktop: XDesktop, win: str, parent: str | 
     allowed = set(view["_NET_WM_ALLOWED_ACTIONS"].replace(" ", "").split(","))
     assert "_NET_WM_ACTION_CLOSE" in allowed and "_NET_WM_ACTION_MOVE" in allowed, view
     assert not allowed & {"_NET_WM_ACTION_MAXIMIZE_HORZ", "_NET_WM_ACTION_MAXIMIZE_VERT", "_NET_WM_ACTION_RESIZE"}, view
+    before = (desktop.run("xdotool", "getwindowgeometry", "--shell", win) or "").split()
+    size, state = desktop.ask_maximise(win)  # and a request to maximise it is refused
+    assert "MAXIMIZED" not in state and size == " ".join(v for v in before if v.startswith(("WIDTH", "HEIGHT"))), (
+        size, state, before)
 
 
 def test_consent_dialog_in_plain_words_and_remember_from_its_menu(tmp_path: Path, desktop: XDesktop,
@@ -305,3 +309,4 @@ def test_a_client_token_is_made_in_one_dialog_and_works(tmp_path: Path, desktop:
         assert any("user=alice" in line and "workspace=acme" in line for line in listed.splitlines()), listed
         text = desktop.ocr(desktop.screenshot(tmp_path / "token.png"))
         assert re.search(r"only\s+time", text), text
+        assert "MAXIMIZED_VERT" in desktop.ask_maximise(settings_win)[1]  # the request refused the dialogs, granted
