@@ -3,9 +3,9 @@
 Qt turns a dialog's window flags (no minimise/maximise hint) into Motif hints, which KWin,
 Mutter and xfwm4 follow. openbox does not: it ignores the Motif iconify and maximize
 functions ("dont let mwm hints kill any buttons", openbox/client.c) and takes maximise away
-only from a window it cannot resize (minimum size = maximum size). It then still draws the
-maximise button, inert and in the theme's "disabled" look, where hiding it would move the
-buttons beside it (openbox/frame.c), and keeps minimise for every normal or dialog window.
+only from a window it cannot resize (minimum size = maximum size). It then refuses to
+maximise it (the button does nothing), though it still draws the button where hiding it would
+move the buttons beside it (openbox/frame.c), and keeps minimise for every normal or dialog window.
 So a dialog that must not be maximised has a fixed size, fixed before its window is mapped:
 openbox reads a later WM_NORMAL_HINTS change into its allowed actions but does not lay out
 the title bar again (openbox/event.c).
