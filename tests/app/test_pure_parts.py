@@ -184,7 +184,7 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: QtBot, tmp_path: Pa
         log.append(AuditEntry(client="code", server="rune", tool="write_file", decision="deny", outcome="denied"))
         log.append(AuditEntry(client="cursor", server="git", tool="commit", decision="allow", outcome="ok"))
         view = AuditView(log)
-        qtbot.waitUntil(lambda: "Chain intact: 3 entries" in view.status.text())  # verified off the UI thread
+        qtbot.waitUntil(lambda: "Chain intact: 3 entries" in view.status.text(), timeout=30_000)  # verified off the UI thread
         view.filter.setText("rune")
         assert view.visible_rows() == 2
         view.decision.setCurrentText("deny")
@@ -196,16 +196,16 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: QtBot, tmp_path: Pa
         assert view.visible_rows() == 1
         log.append(AuditEntry(client="cursor", server="git", tool="push", decision="allow", outcome="ok"))
         view.refresh()  # incremental: only row 4 is walked
-        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text())
+        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text(), timeout=30_000)
         store.db.execute_sql("DROP TRIGGER audit_no_update")
         store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
         view.refresh()  # incremental: row 2 is behind the verified head, so not walked again
-        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text())
+        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text(), timeout=30_000)
         view.verify_button.click()  # a full walk finds an edit anywhere
-        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text(), timeout=30_000)
         view.close()
         fresh = AuditView(log)  # a new viewer starts with a full walk
-        qtbot.waitUntil(lambda: "TAMPERED at row 2" in fresh.status.text())
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in fresh.status.text(), timeout=30_000)
         fresh.close()
 
 
@@ -219,11 +219,11 @@ def test_audit_refresh_notices_an_edited_head(qtbot: QtBot, tmp_path: Path) -> N
         for tool in ("a", "b"):
             log.append(AuditEntry(client="c", server="s", tool=tool, decision="allow", outcome="ok"))
         view = AuditView(log)
-        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text())
+        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text(), timeout=30_000)
         store.db.execute_sql("DROP TRIGGER audit_no_update")
         store.Audit.update(outcome="edited").where(store.Audit.id == 2).execute()
         view.refresh()
-        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text(), timeout=30_000)
         view.close()
 
 

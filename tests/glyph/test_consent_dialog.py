@@ -192,12 +192,12 @@ def test_audit_view_lists_and_verifies(qtbot: QtBot, tmp_path: Path) -> None:
         assert view.table.rowCount() == 2
         assert view.table.item(0, 5).text() == "write"  # newest first
         assert "[REDACTED]" in view.table.item(0, 5).toolTip()
-        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text())  # verified off the UI thread
+        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text(), timeout=30_000)  # verified off the UI thread
         assert view.report is not None and view.report.ok
         store.db.execute_sql("DROP TRIGGER audit_no_update")  # as an attacker would
         store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
         view.verify(full=True)
-        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text(), timeout=30_000)
         assert view.report is not None and not view.report.ok
 
 
@@ -260,5 +260,5 @@ def test_the_dialog_has_a_fixed_size_that_fits_the_screen_whatever_the_names(qtb
         assert dialog.width() <= screen.width() and dialog.height() <= screen.height(), (dialog.size(), screen)
         before = dialog.height()
         dialog.why_toggle.setChecked(True)
-        qtbot.waitUntil(lambda d=dialog, h=before: d.height() > h)  # type: ignore[misc]
+        qtbot.waitUntil(lambda d=dialog, h=before: d.height() > h, timeout=20_000)  # type: ignore[misc]
         assert dialog.minimumSize() == dialog.maximumSize() == dialog.size()
