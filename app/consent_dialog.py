@@ -24,6 +24,7 @@ from PySide6.QtGui import (
     QCloseEvent,
     QColor,
     QFontDatabase,
+    QGuiApplication,
     QPalette,
     QSyntaxHighlighter,
     QTextCharFormat,
@@ -46,6 +47,7 @@ from glyph.display import one_line
 from glyph.render import render_arguments
 
 from . import consent_words as words
+from .dialog_frame import fixed_dialog
 
 
 def _plain(text: str, name: str) -> QLabel:
@@ -109,9 +111,6 @@ class ConsentDialog(QDialog):
         self._deadline = time.monotonic() + timeout_s if timeout_s else None
         self.setWindowTitle(f"Allow {one_line(request.tool)}? (Glyph)")
         self.setObjectName("glyph-consent")
-        # A dialog: a title and a close button (closing denies), no minimise or maximise.
-        self.setWindowFlags(Qt.WindowType.Dialog | Qt.WindowType.CustomizeWindowHint
-                            | Qt.WindowType.WindowTitleHint | Qt.WindowType.WindowCloseButtonHint)
 
         layout = QVBoxLayout(self)
         layout.setSpacing(10)
@@ -195,15 +194,26 @@ class ConsentDialog(QDialog):
             self._tick()
 
     def _fit_to_call(self) -> None:
-        """As tall as the call needs (up to ~26 lines), no empty box under a one-line edit;
-        still resizable, and the view scrolls beyond that."""
+        """A fixed size fitted to the call: as wide as its longest line and as tall as its lines
+        (6 to 26 lines, within 90% of the screen), so no empty box under a one-line edit; the
+        view scrolls beyond that. Fixed, like the platforms' permission prompts: a window
+        manager offers no maximise for a window it cannot resize (openbox offers it otherwise,
+        whatever the hints say: ``app.dialog_frame``). It grows when "Why am I asked?" opens."""
+        metrics = self.details.fontMetrics()
+        document = self.details.document()
+        pad = int(2 * document.documentMargin()) + 2 * self.details.frameWidth() + 4
+        screen = (self.screen() or QGuiApplication.primaryScreen()).availableGeometry()
+        widest = max((metrics.horizontalAdvance(line) for line in self.details.toPlainText().splitlines()), default=0)
+        bar = self.details.verticalScrollBar().sizeHint().width()
+        width = min(max(widest + pad + bar, 696), int(screen.width() * 0.9) - 24)
         lines = min(max(self.details.blockCount(), 6), 26)
-        margins = self.details.contentsMargins()
-        text = self.details.fontMetrics().lineSpacing() * lines + margins.top() + margins.bottom()
-        self.details.setMinimumHeight(int(text + 2 * self.details.document().documentMargin() + 4))
-        height = self.sizeHint().height()
-        self.details.setMinimumHeight(120)
-        self.resize(720, height)
+        height = min(metrics.lineSpacing() * lines + pad, int(screen.height() * 0.9) - 260)
+        self.details.setFixedSize(width, max(height, 120))
+        for label in (self.headline, self.why, *self.findChildren(QLabel, "subtitle"), *self.findChildren(QLabel, "changed")):
+            # The call's width bounds the words above and below it: a 400-character tool name
+            # with no space to wrap at must not make the dialog wider than the screen.
+            label.setMaximumWidth(width)
+        fixed_dialog(self)  # asks for a title and a close button only (closing denies)
 
     @property
     def decision(self) -> Decision | None:

@@ -2,7 +2,8 @@
 
 Every change is written to the user's config file with ``omen_local.config_edit`` (their
 comments and layout kept) and applied to the running OMEN with ``OmenService.reload``: no
-restart. Blocking work (keyring, files, HTTP) runs off the UI thread; results come back
+restart, but for the team stores (opened when OMEN starts) and Glyph (restarted with its
+settings); the footer says which for the page shown. Blocking work (keyring, files, HTTP) runs off the UI thread; results come back
 through the router thread's relay.
 """
 
@@ -102,6 +103,19 @@ def _limit_value(text: str, where: str) -> float | str | None:
     return int(value) if value.is_integer() else value
 
 
+APPLIES_AT_ONCE = "Changes apply at once, without a restart."
+FOOTER_NOTES = {
+    "Glyph": "Changes apply at once: Glyph restarts with them, OMEN keeps serving.",
+    "Team": "Team settings take effect when OMEN Local starts again (quit it, then start it).",
+}
+
+
+def footer_note(tab: str) -> str:
+    """What the footer promises about the page shown: true for that page (the team stores are
+    opened only when OMEN starts; Glyph restarts; everything else is reloaded in place)."""
+    return FOOTER_NOTES.get(tab, APPLIES_AT_ONCE)
+
+
 def token_row(entry: dict[str, str], endpoint_prefix: str) -> tuple[str, str, str, str, str]:
     """One row of the tokens table. The endpoint file's ``local`` token is named for what it is;
     an older one (made before the secret store lost it: a new keyring, a reset) is said to be
@@ -123,6 +137,10 @@ class SettingsDialog(QDialog):
     def __init__(self, app: OmenApp) -> None:
         super().__init__()
         self.app = app
+        # A window people keep open beside their editor, like the dashboard: a normal top-level
+        # window (its own taskbar entry, minimise, resizable so maximise too), not a dialog
+        # transient for the app that a window manager frames with buttons it then disables.
+        self.setWindowFlags(Qt.WindowType.Window)
         self.setWindowTitle("OMEN Local: Settings")
         self.setWindowIcon(app_icon())
         self.setObjectName("settings")
@@ -135,7 +153,7 @@ class SettingsDialog(QDialog):
         layout.setContentsMargins(14, 14, 14, 14)
         self.tabs = QTabWidget()
         layout.addWidget(self.tabs)
-        self.status = QLabel("Changes apply at once, without a restart.")
+        self.status = QLabel(APPLIES_AT_ONCE)
         self.status.setTextFormat(Qt.TextFormat.PlainText)  # may carry upstream or error text
         self.status.setObjectName("settings-status")
         self.status.setStyleSheet(NOTE_STYLE)
@@ -153,6 +171,7 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._glyph_tab(), "Glyph")
         self.team_page = TeamPage(self.app.apply, self.background, self.applied, self.say)
         self.tabs.addTab(self.team_page, "Team")
+        self.tabs.currentChanged.connect(self._tab_changed)
         self.app.host.status_changed.connect(self._status_changed)
         for button in self.findChildren(QPushButton):
             fit(button)
@@ -168,6 +187,11 @@ class SettingsDialog(QDialog):
             done(None if exc else f.result(), exc)
 
         fut.add_done_callback(lambda f: self.app.host.relay.post(deliver, f))
+
+    def _tab_changed(self, index: int) -> None:
+        """The footer speaks for the page shown; an earlier result belonged to the page it came from."""
+        self.status.setText(footer_note(self.tabs.tabText(index)))
+        self.status.setStyleSheet(NOTE_STYLE)
 
     def say(self, text: str, ok: bool = True) -> None:
         self.status.setText(text)

@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
 
 from omen_local.tokens import reserved_user
 
+from .dialog_frame import fixed_dialog
+
 Done = Callable[[str | None, BaseException | None], None]
 Create = Callable[[str, str, str, Done], None]
 NOTE_STYLE, BAD_STYLE = "color: #6b7280;", "color: #b00020;"
@@ -46,8 +48,6 @@ class TokenDialog(QDialog):
         self.token = ""
         self.setObjectName("token-dialog")
         self.setWindowTitle("Create a client token")
-        self.setWindowFlags(Qt.WindowType.Dialog | Qt.WindowType.CustomizeWindowHint
-                            | Qt.WindowType.WindowTitleHint | Qt.WindowType.WindowCloseButtonHint)
         layout = QVBoxLayout(self)
         self.pages = QStackedWidget()
         layout.addWidget(self.pages)
@@ -124,6 +124,7 @@ class TokenDialog(QDialog):
         close_row.addWidget(close)
         sl.addLayout(close_row)
         self.pages.addWidget(shown)
+        fixed_dialog(self)  # asks for a title and a close button only (app.dialog_frame)
 
     def _check(self) -> None:
         user = self.user.text().strip()

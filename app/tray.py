@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from glyph.display import one_line, visible
 from omen_local.config import STRATEGIES
+from omen_local.visible import visible as neutralised
 
 from .icons import state_icon
 from .rich_text import plain_tip
@@ -61,6 +62,20 @@ def fit(text: str, menu: QMenu, width: int = MENU_TEXT_PX) -> str:
     return QFontMetrics(menu.font()).elidedText(text, Qt.TextElideMode.ElideRight, width)
 
 
+# Where the tray host reads the tooltip as markup when it looks like markup: on X11 Qt shows
+# the XEmbed icon's tooltip with QToolTip (Qt::mightBeRichText), and a StatusNotifierItem's
+# tooltip text may carry HTML (the SNI spec; Plasma renders it). Windows and macOS show it
+# as the text it is.
+RICH_TOOLTIPS = sys.platform not in ("win32", "darwin")
+
+
+def tray_tip(text: str, rich: bool = RICH_TOOLTIPS) -> str:
+    """The tray icon's tooltip: provider details are untrusted text, so their control
+    characters are made visible (``omen_local.visible``), and where the host reads markup the
+    whole is escaped HTML (``app.rich_text.plain_tip``: shown as written, line breaks kept)."""
+    return plain_tip(text) if rich else neutralised(text, "\n")
+
+
 def tooltip(overall: Overall, url: str) -> str:
     lines = [f"OMEN Local: {overall.headline}"]
     if url and overall.state != STOPPED:
@@ -98,7 +113,7 @@ class Tray:
         if overall.state != self.state:
             self.state = overall.state
             self.icon.setIcon(state_icon(overall.state, template=self.template))
-        self.icon.setToolTip(visible(tooltip(overall, url), "\n"))  # provider details are untrusted text
+        self.icon.setToolTip(tray_tip(tooltip(overall, url)))  # provider details are untrusted text
 
     def notify(self, title: str, body: str, level: str) -> None:
         icon = {"critical": QSystemTrayIcon.MessageIcon.Critical,

@@ -186,6 +186,28 @@ print(json.dumps({"scope": decision.scope.value, "by": decision.by}), flush=True
 """
 
 
+def assert_a_dialog_without_maximise(desktop: XDesktop, win: str, parent: str | None = None) -> None:
+    """A dialog window that asks for a title and a close button only, and that the window
+    manager really may not maximise or resize. openbox keeps minimise for every dialog
+    whatever the hints say (app/dialog_frame.py), so minimise is asked against, not asserted."""
+    view = desktop.wm_view(win)
+    flags, functions, decorations = (int(v, 16) for v in view["_MOTIF_WM_HINTS"].split(",")[:3])
+    assert flags & 0b11 == 0b11, view  # functions and decorations given
+    assert not functions & 0x1 and functions & 0x20 and not functions & 0x18, view  # close; no min/max
+    assert not decorations & 0x1 and decorations & 0x8 and not decorations & 0x60, view  # title; no buttons
+    assert view["_NET_WM_WINDOW_TYPE"].startswith("_NET_WM_WINDOW_TYPE_DIALOG"), view
+    assert view["WM_TRANSIENT_FOR"], view
+    if parent is not None:
+        assert int(view["WM_TRANSIENT_FOR"].split("#")[-1], 16) == int(parent), view
+    allowed = set(view["_NET_WM_ALLOWED_ACTIONS"].replace(" ", "").split(","))
+    assert "_NET_WM_ACTION_CLOSE" in allowed and "_NET_WM_ACTION_MOVE" in allowed, view
+    assert not allowed & {"_NET_WM_ACTION_MAXIMIZE_HORZ", "_NET_WM_ACTION_MAXIMIZE_VERT", "_NET_WM_ACTION_RESIZE"}, view
+    before = (desktop.run("xdotool", "getwindowgeometry", "--shell", win) or "").split()
+    size, state = desktop.ask_maximise(win)  # and a request to maximise it is refused
+    assert "MAXIMIZED" not in state and size == " ".join(v for v in before if v.startswith(("WIDTH", "HEIGHT"))), (
+        size, state, before)
+
+
 def test_consent_dialog_in_plain_words_and_remember_from_its_menu(tmp_path: Path, desktop: XDesktop,
                                                                    ollama: FakeUpstream) -> None:
     """An edit_file call through the consent channel, answered with the mouse: Remember… → Always allow."""
@@ -208,13 +230,7 @@ def test_consent_dialog_in_plain_words_and_remember_from_its_menu(tmp_path: Path
             assert not any("no rule allows it" in t for t in dialog["labels"])  # under "Why am I asked?"
             assert any(re.fullmatch(r"Denied automatically in \d+ s", t) for t in dialog["labels"])
             assert {"Allow once", "Deny", "Remember…", "Why am I asked?"} <= set(dialog["buttons"])
-            # No minimise or maximise: the window asks the window manager (Motif hints, which openbox
-            # follows for its title-bar buttons) for a title and a close button only.
-            hints = desktop.run("xprop", "-id", wins[0], "_MOTIF_WM_HINTS") or ""
-            flags, functions, decorations = (int(v, 16) for v in hints.split("=")[1].split(",")[:3])
-            assert flags & 0b11 == 0b11, hints  # functions and decorations given
-            assert not functions & 0x1 and functions & 0x20 and not functions & 0x18, hints  # close; no min/max
-            assert not decorations & 0x1 and decorations & 0x8 and not decorations & 0x60, hints  # title; no buttons
+            assert_a_dialog_without_maximise(desktop, wins[0])
             desktop.raise_window(wins[0])
             text = desktop.ocr(desktop.screenshot(tmp_path / "consent.png"))
             assert re.search(r"wants\s+to\s+change\s+1\s+line", text), text
@@ -255,6 +271,12 @@ def test_a_client_token_is_made_in_one_dialog_and_works(tmp_path: Path, desktop:
         items = poll(lambda: (d := app.probe())["tray"]["menu_open"] and d["tray"]["menu_items"], 10, "the tray menu")
         click(*items[next(t for t in items if t.startswith("Settings"))])
         settings = poll(lambda: window(app.probe(), "settings"), 20, "Settings")
+        # Settings is a window people keep open: a normal one (minimise, maximise, close), not a dialog.
+        settings_win = poll(lambda: desktop.windows(name="OMEN Local: Settings", pid=app.proc.pid), 10, "its window")[0]
+        view = desktop.wm_view(settings_win)
+        assert view["_NET_WM_WINDOW_TYPE"] == "_NET_WM_WINDOW_TYPE_NORMAL" and not view["WM_TRANSIENT_FOR"], view
+        assert {"_NET_WM_ACTION_MINIMIZE", "_NET_WM_ACTION_MAXIMIZE_VERT", "_NET_WM_ACTION_CLOSE"} <= set(
+            view["_NET_WM_ALLOWED_ACTIONS"].replace(" ", "").split(",")), view
         click(*settings["click"]["tab:Client tokens"])
         settings = poll(lambda: (w := window(app.probe(), "settings")) and "Create token…" in w["click"] and w,
                         10, "the Client tokens page")
@@ -262,6 +284,7 @@ def test_a_client_token_is_made_in_one_dialog_and_works(tmp_path: Path, desktop:
         box = poll(lambda: window(app.probe(), "token-dialog"), 10, "the token dialog")
         assert {"Cancel", "Create token"} <= set(box["buttons"])
         wins = desktop.windows(name="Create a client token", pid=app.proc.pid)
+        assert_a_dialog_without_maximise(desktop, wins[0], parent=settings_win)
         desktop.raise_window(wins[0])
         desktop.run("xdotool", "type", "--delay", "20", "alice")  # the user field has the focus
         desktop.run("xdotool", "key", "Tab")
@@ -286,3 +309,4 @@ def test_a_client_token_is_made_in_one_dialog_and_works(tmp_path: Path, desktop:
         assert any("user=alice" in line and "workspace=acme" in line for line in listed.splitlines()), listed
         text = desktop.ocr(desktop.screenshot(tmp_path / "token.png"))
         assert re.search(r"only\s+time", text), text
+        assert "MAXIMIZED_VERT" in desktop.ask_maximise(settings_win)[1]  # the request refused the dialogs, granted

@@ -184,7 +184,7 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: QtBot, tmp_path: Pa
         log.append(AuditEntry(client="code", server="rune", tool="write_file", decision="deny", outcome="denied"))
         log.append(AuditEntry(client="cursor", server="git", tool="commit", decision="allow", outcome="ok"))
         view = AuditView(log)
-        qtbot.waitUntil(lambda: "Chain intact: 3 entries" in view.status.text())  # verified off the UI thread
+        qtbot.waitUntil(lambda: "Chain intact: 3 entries" in view.status.text(), timeout=30_000)  # verified off the UI thread
         view.filter.setText("rune")
         assert view.visible_rows() == 2
         view.decision.setCurrentText("deny")
@@ -196,16 +196,16 @@ def test_audit_view_filters_and_shows_the_chain_state(qtbot: QtBot, tmp_path: Pa
         assert view.visible_rows() == 1
         log.append(AuditEntry(client="cursor", server="git", tool="push", decision="allow", outcome="ok"))
         view.refresh()  # incremental: only row 4 is walked
-        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text())
+        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text(), timeout=30_000)
         store.db.execute_sql("DROP TRIGGER audit_no_update")
         store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
         view.refresh()  # incremental: row 2 is behind the verified head, so not walked again
-        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text())
+        qtbot.waitUntil(lambda: "Chain intact: 4 entries" in view.status.text(), timeout=30_000)
         view.verify_button.click()  # a full walk finds an edit anywhere
-        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text(), timeout=30_000)
         view.close()
         fresh = AuditView(log)  # a new viewer starts with a full walk
-        qtbot.waitUntil(lambda: "TAMPERED at row 2" in fresh.status.text())
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in fresh.status.text(), timeout=30_000)
         fresh.close()
 
 
@@ -219,11 +219,11 @@ def test_audit_refresh_notices_an_edited_head(qtbot: QtBot, tmp_path: Path) -> N
         for tool in ("a", "b"):
             log.append(AuditEntry(client="c", server="s", tool=tool, decision="allow", outcome="ok"))
         view = AuditView(log)
-        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text())
+        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text(), timeout=30_000)
         store.db.execute_sql("DROP TRIGGER audit_no_update")
         store.Audit.update(outcome="edited").where(store.Audit.id == 2).execute()
         view.refresh()
-        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text(), timeout=30_000)
         view.close()
 
 
@@ -272,3 +272,23 @@ def test_tooltips_of_untrusted_text_cannot_be_read_as_html() -> None:
     assert "<" not in inner and "&lt;img src=&#x27;http://evil/x&#x27;&gt;&lt;b&gt;ok" in inner
     assert "␛[2J\nline &amp; two" in inner
     assert plain_tip("") == ""
+
+
+def test_the_tray_tooltip_is_escaped_where_the_host_reads_markup(qtbot: QtBot) -> None:
+    """On X11 (XEmbed's QToolTip, an SNI host) a provider's error text is shown, not obeyed;
+    on Windows and macOS, where the tooltip is plain text, it is left as written."""
+    from PySide6.QtGui import Qt, QTextDocument  # QtGui's Qt has mightBeRichText
+
+    from app.tray import RICH_TOOLTIPS, tray_tip
+
+    hostile = "OMEN Local: Degraded\nollama: <img src='http://evil/x'><a href='x'>update</a>\x1b[2J & more"
+    shown = "OMEN Local: Degraded\nollama: <img src='http://evil/x'><a href='x'>update</a>␛[2J & more"
+    rich = tray_tip(hostile, rich=True)
+    assert "<img" not in rich and "<a " not in rich and "\x1b" not in rich
+    assert Qt.mightBeRichText(rich)  # so the host parses it, and finds only text
+    doc = QTextDocument()
+    doc.setHtml(rich)
+    assert doc.toPlainText() == shown  # the line break kept, the escape made visible
+    plain = tray_tip(hostile, rich=False)
+    assert plain == shown
+    assert RICH_TOOLTIPS == (__import__("sys").platform not in ("win32", "darwin"))

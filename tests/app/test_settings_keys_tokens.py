@@ -76,10 +76,13 @@ def test_a_key_is_deleted_from_the_keyring_only_after_a_yes(alt_keyring: None, r
 
     dialog.confirm_delete_key = lambda name: True  # type: ignore[method-assign]
     running.qtbot.mouseClick(row["delete"], Qt.MouseButton.LeftButton)
-    running.wait(lambda: row["result"].text() == "Deleted from the keyring.")
-    assert keyring.get_password(SERVICE, "openai") is None
-    assert row["stored"].text() == "not set" and not row["delete"].isEnabled()
+    # The reload that follows rebuilds the rows (the old widgets are deleted): read the page's
+    # final state, not the row that may be gone by the time the wait looks.
     running.wait(lambda: "deleted: saved and applied" in dialog.status.text())
+    assert keyring.get_password(SERVICE, "openai") is None
+    row = dialog.key_rows["openai"]
+    running.wait(lambda: row["stored"].text() == "not set")
+    assert not row["delete"].isEnabled()
 
 
 def test_a_token_is_made_in_one_dialog_and_shown_once_with_copy(running: Running, qtbot: QtBot) -> None:
@@ -162,3 +165,18 @@ def test_labels_that_carry_outside_text_are_plain_text(running: Running) -> None
     assert dialog.status.textFormat() == plain and dialog.p_found.textFormat() == plain
     assert dialog.backend_label.textFormat() == plain and dialog.glyph_path.textFormat() == plain
     assert all(row["result"].textFormat() == plain for row in dialog.key_rows.values())
+
+
+def test_the_footer_is_true_for_the_page_shown(running: Running) -> None:
+    """"Changes apply at once" is not said on the Team page, whose settings need a new start."""
+    dialog = settings(running)
+    said = {}
+    for i in range(dialog.tabs.count()):
+        dialog.tabs.setCurrentIndex(i)
+        said[dialog.tabs.tabText(i)] = dialog.status.text()
+    assert said["Providers"] == said["API keys"] == said["Server"] == "Changes apply at once, without a restart."
+    assert "starts again" in said["Team"] and "at once" not in said["Team"]
+    assert "Glyph restarts" in said["Glyph"]
+    dialog.say("Team settings saved; OMEN connects to the team store when it starts again.")
+    dialog.tabs.setCurrentIndex(0)
+    assert dialog.status.text() == "Changes apply at once, without a restart."

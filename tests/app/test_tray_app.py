@@ -50,6 +50,9 @@ def test_menu_shows_live_state_and_every_entry(running: Running) -> None:
                           "strategy:parallel_merge": False}
     assert tray.state == HEALTHY
     assert running.url in tray.icon.toolTip()
+    from app.tray import RICH_TOOLTIPS  # X11 here: the tooltip is escaped HTML, read as rich text
+
+    assert tray.icon.toolTip().startswith("<p style='white-space:pre-wrap'>OMEN Local: ") == RICH_TOOLTIPS
 
     actions["copy"].trigger()
     clip = QGuiApplication.clipboard().text()

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ("Xvfb", "openbox", "trayer", "xdotool", "xprop", "import", "convert", "tesseract")
+TOOLS = ("Xvfb", "openbox", "trayer", "xdotool", "xprop", "wmctrl", "import", "convert", "tesseract")
 
 
 def missing_tools() -> list[str]:
@@ -136,6 +136,33 @@ class XDesktop:
 
     def title(self, window: str) -> str:
         return (self.run("xdotool", "getwindowname", window, check=False) or "").strip()
+
+    def wm_view(self, window: str) -> dict[str, str]:
+        """What the window asks of the window manager and what the window manager allows it,
+        as ``xprop`` prints them: _MOTIF_WM_HINTS, _NET_WM_WINDOW_TYPE, WM_TRANSIENT_FOR and
+        _NET_WM_ALLOWED_ACTIONS (openbox's own statement of the functions it gives the window)."""
+        atoms = ("_MOTIF_WM_HINTS", "_NET_WM_WINDOW_TYPE", "WM_TRANSIENT_FOR", "_NET_WM_ALLOWED_ACTIONS")
+        out = self.run("xprop", "-id", window, *atoms, check=False) or ""
+        view = {atom: "" for atom in atoms}
+        for line in out.splitlines():
+            name, _, value = line.partition("(")
+            if name in view:
+                view[name] = value.split("=", 1)[1].strip() if "=" in value else value.split(":", 1)[-1].strip()
+        return view
+
+    def ask_maximise(self, window: str) -> tuple[str, str]:
+        """Ask the window manager to maximise ``window`` as a pager or a keyboard shortcut would
+        (a _NET_WM_STATE client message, ``wmctrl``); returns its geometry and state once the
+        window manager has handled the request. It handles client messages in order, so a
+        later request it always grants (keep above) showing up means the first was handled."""
+        target = hex(int(window))
+        self.run("wmctrl", "-i", "-r", target, "-b", "add,maximized_vert,maximized_horz")
+        self.run("wmctrl", "-i", "-r", target, "-b", "add,above")
+        state = poll(lambda: (out := self.run("xprop", "-id", window, "_NET_WM_STATE", check=False) or "")
+                     and "_NET_WM_STATE_ABOVE" in out and out, 10, "the window manager to handle the requests")
+        self.run("wmctrl", "-i", "-r", target, "-b", "remove,above")
+        geometry = self.run("xdotool", "getwindowgeometry", "--shell", window) or ""
+        return " ".join(line for line in geometry.split() if line.startswith(("WIDTH", "HEIGHT"))), state
 
     def raise_window(self, window: str) -> None:
         self.run("xdotool", "windowactivate", "--sync", window, check=False)

@@ -192,12 +192,12 @@ def test_audit_view_lists_and_verifies(qtbot: QtBot, tmp_path: Path) -> None:
         assert view.table.rowCount() == 2
         assert view.table.item(0, 5).text() == "write"  # newest first
         assert "[REDACTED]" in view.table.item(0, 5).toolTip()
-        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text())  # verified off the UI thread
+        qtbot.waitUntil(lambda: "Chain intact: 2 entries" in view.status.text(), timeout=30_000)  # verified off the UI thread
         assert view.report is not None and view.report.ok
         store.db.execute_sql("DROP TRIGGER audit_no_update")  # as an attacker would
         store.Audit.update(outcome="ok").where(store.Audit.id == 2).execute()
         view.verify(full=True)
-        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text())
+        qtbot.waitUntil(lambda: "TAMPERED at row 2" in view.status.text(), timeout=30_000)
         assert view.report is not None and not view.report.ok
 
 
@@ -243,3 +243,22 @@ def test_pyside6_pin_holds() -> None:
 
     major, minor = (int(x) for x in PySide6.__version__.split(".")[:2])
     assert (major, minor) < (6, 12), PySide6.__version__
+
+
+def test_the_dialog_has_a_fixed_size_that_fits_the_screen_whatever_the_names(qtbot: QtBot) -> None:
+    """Fixed (a window manager then offers no maximise, app/dialog_frame.py), grown only by the
+    "Why am I asked?" text; a tool name with no space to wrap at cannot push the buttons off screen."""
+    long = "x" * 400
+    for dialog in (ConsentDialog(request(), timeout_s=None),
+                   ConsentDialog(request(tool=long, exposed=f"rune__{long}", arguments={"path": "y" * 900}),
+                                 timeout_s=None)):
+        qtbot.addWidget(dialog)
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        screen = dialog.screen().availableGeometry()
+        assert dialog.minimumSize() == dialog.maximumSize() == dialog.size(), dialog.size()
+        assert dialog.width() <= screen.width() and dialog.height() <= screen.height(), (dialog.size(), screen)
+        before = dialog.height()
+        dialog.why_toggle.setChecked(True)
+        qtbot.waitUntil(lambda d=dialog, h=before: d.height() > h, timeout=20_000)  # type: ignore[misc]
+        assert dialog.minimumSize() == dialog.maximumSize() == dialog.size()
