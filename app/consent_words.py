@@ -14,15 +14,18 @@ import difflib
 
 from glyph.consent import ConsentRequest
 from glyph.display import one_line
-from glyph.render import edit_pairs, path_argument
+from glyph.render import edit_pairs, path_argument, text_lines
 
 MAX_PATH_CHARS = 80
 
 
 def changed_lines(old: str, new: str) -> int:
-    """Lines that differ: the larger of removed and added, so a one-line edit is 1, not 2."""
+    """Lines that differ: the larger of removed and added, so a one-line edit is 1, not 2.
+
+    Lines as the diff shows them (``glyph.render.text_lines``: split at ``\\n`` only), so two
+    texts that differ in any character differ in at least one line."""
     removed = added = 0
-    for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0):
+    for line in difflib.unified_diff(text_lines(old), text_lines(new), lineterm="", n=0):
         if line.startswith(("---", "+++", "@@")):
             continue
         removed += line.startswith("-")
@@ -59,7 +62,7 @@ def action(request: ConsentRequest) -> str:
         return f"wants to change {_lines(n)} in {where}" if n else f"wants to edit {where} (no line changes)"
     content = request.arguments.get("content") if isinstance(request.arguments, dict) else None
     if isinstance(content, str) and where:
-        return f"wants to write {_lines(len(content.splitlines()))} to {where}"
+        return f"wants to write {_lines(len(text_lines(content)))} to {where}"
     tool = one_line(request.tool)
     if request.read_only and where:
         return f"wants to read {where} (with {tool})"
@@ -78,7 +81,7 @@ def why(request: ConsentRequest) -> str:
     lines = [f"Glyph asks because: {one_line(request.reason)}" + (f" · {', '.join(hints)}" if hints else ""),
              f"Tool: {one_line(request.tool)} on server {one_line(request.server)} "
              f"(called as {one_line(request.exposed)})"]
-    about = request.description.strip().splitlines()[0][:200] if request.description.strip() else ""
+    about = request.description.strip().split("\n")[0][:200] if request.description.strip() else ""
     if about:
         lines.append(f"The server describes it as: {one_line(about)}")
     lines.append('To stop being asked, choose "Remember…", or add an allow rule to glyph.toml.')
