@@ -2,8 +2,9 @@
 
 "wants to change 1 line in src/billing/invoice.py" is read from the call itself: the
 old/new text pairs ``glyph.render`` turns into diffs (``edit_file``'s ``edits``, and the
-``old_string``/``new_string`` style of other servers), a ``content`` written to a path, or
-the read-only hint. Anything else falls back to "wants to run edit_file (rune)". Every
+``old_string``/``new_string`` style of other servers; ``replace_all`` reads "replace every
+match of …", never a count of lines), a ``content`` written to a path (a whole-file write
+says whether it creates the file or replaces its contents), or the read-only hint. Anything else falls back to "wants to run edit_file (rune)". Every
 piece comes from the model or a server: :func:`glyph.display.one_line` is applied here,
 HTML escaping is the widget's business (the dialog shows these as plain text).
 """
@@ -11,10 +12,11 @@ HTML escaping is the widget's business (the dialog shows these as plain text).
 from __future__ import annotations
 
 import difflib
+import os
 
 from glyph.consent import ConsentRequest
 from glyph.display import one_line
-from glyph.render import edit_pairs, path_argument, text_lines
+from glyph.render import EditPair, edit_pairs, path_argument, text_lines
 
 MAX_PATH_CHARS = 80
 
@@ -53,16 +55,62 @@ def target(request: ConsentRequest) -> str:
     return shown + (f" and {more} more file{'s' if more != 1 else ''}" if more > 0 else "")
 
 
+SNIPPET_CHARS = 40
+WHOLE_FILE_TOOLS = frozenset({"writefile", "write"})  # rune's and Claude Code's: create or replace it all
+
+
+def _snippet(text: str) -> str:
+    """The first non-blank line of a text to find, short and visible: “check_auth()”, “x = 1 …”."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    first = one_line(lines[0] if lines else text)
+    if len(first) > SNIPPET_CHARS:
+        first = first[:SNIPPET_CHARS - 1] + "…"
+    elif len(lines) > 1:
+        first += " …"
+    return f"“{first}”"
+
+
+def _edits(pairs: list[EditPair], where: str) -> str:
+    """"change 3 lines", "replace every match of “x”", or both: a ``replace_all`` pair changes
+    every place its text occurs (how many is known only to the file), so it is never counted
+    as the lines of one."""
+    n = sum(changed_lines(p.old, p.new) for p in pairs if not p.every)
+    every = [p for p in pairs if p.every]
+    parts = [f"change {_lines(n)}"] if n else []
+    if every:
+        more = len(every) - 1
+        parts.append(f"replace every match of {_snippet(every[0].old)}"
+                     + (f" and {more} more text{'s' if more != 1 else ''}" if more else ""))
+    if not parts:  # only when every old text equals its new one (texts split at \n only)
+        return f"wants to edit {where} (no line changes)"
+    return f"wants to {' and '.join(parts)} in {where}"
+
+
+def _write(request: ConsentRequest, content: str, where: str) -> str:
+    """A whole-file write (rune's ``write_file``: create, or replace all the contents) says which,
+    as the file is now; other tools that take a ``content`` just "write" it."""
+    n = len(text_lines(content))
+    if _norm(request.tool) not in WHOLE_FILE_TOOLS:
+        return f"wants to write {_lines(n)} to {where}"
+    exists = bool(request.paths) and os.path.lexists(request.paths[0])
+    if not exists:
+        return f"wants to create {where} with {_lines(n)}" if n else f"wants to create {where}, empty"
+    return f"wants to replace the contents of {where} with {_lines(n)}" if n else f"wants to empty {where}"
+
+
+def _norm(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
 def action(request: ConsentRequest) -> str:
     """"wants to …" (without the client's name)."""
     where = target(request)
     pairs = list(edit_pairs(request.arguments))
     if pairs and where:
-        n = sum(changed_lines(old, new) for old, new in pairs)
-        return f"wants to change {_lines(n)} in {where}" if n else f"wants to edit {where} (no line changes)"
+        return _edits(pairs, where)
     content = request.arguments.get("content") if isinstance(request.arguments, dict) else None
     if isinstance(content, str) and where:
-        return f"wants to write {_lines(len(text_lines(content)))} to {where}"
+        return _write(request, content, where)
     tool = one_line(request.tool)
     if request.read_only and where:
         return f"wants to read {where} (with {tool})"

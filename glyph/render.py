@@ -14,7 +14,7 @@ import difflib
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from glyph.consent import ConsentRequest
 from glyph.display import one_line, visible
@@ -153,7 +153,17 @@ def _path_of(value: dict[str, Any]) -> str | None:
     return None
 
 
-def edit_pairs(value: Any) -> Iterator[tuple[str, str]]:
+class EditPair(NamedTuple):
+    old: str
+    new: str
+    every: bool  # ``replace_all``: every match of ``old`` is replaced, not one
+
+
+def _every(value: dict[str, Any]) -> bool:
+    return any(_norm(str(k)) == "replaceall" and v is True for k, v in value.items())
+
+
+def edit_pairs(value: Any) -> Iterator[EditPair]:
     """Every old/new text pair in a call's arguments, wherever it sits: what :func:`render_arguments`
     shows as diffs (the tray app's consent dialog counts the changed lines from these)."""
     if isinstance(value, list):
@@ -167,7 +177,7 @@ def edit_pairs(value: Any) -> Iterator[tuple[str, str]]:
         if old_key in keys and new_key in keys:
             old, new = value[keys[old_key]], value[keys[new_key]]
             if isinstance(old, str) and isinstance(new, str):
-                yield old, new
+                yield EditPair(old, new, _every(value))
     for item in value.values():
         if isinstance(item, dict | list):
             yield from edit_pairs(item)
@@ -193,7 +203,8 @@ def _edit_diffs(value: Any, where: str, path: str | None = None) -> Iterator[str
             old, new = value[keys[old_key]], value[keys[new_key]]
             if isinstance(old, str) and isinstance(new, str):
                 label = one_line(" ".join(x for x in (path, where) if x) or "edit")
-                yield "Diff:\n" + "\n".join(text_diff(old, new, f"{label} (before)", f"{label} (after)"))
+                every = ", every match" if _every(value) else ""
+                yield "Diff:\n" + "\n".join(text_diff(old, new, f"{label} (before{every})", f"{label} (after{every})"))
     for key, item in value.items():
         if isinstance(item, dict | list):
             yield from _edit_diffs(item, f"{where}.{key}" if where else str(key), path)
