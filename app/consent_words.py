@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 
-from glyph.consent import ConsentRequest
+from glyph.consent import ConsentRequest, Scope
 from glyph.display import one_line
 from glyph.render import EditPair, edit_pairs, path_argument, text_lines
 
@@ -121,6 +121,40 @@ def action(request: ConsentRequest) -> str:
 
 def headline(request: ConsentRequest) -> str:
     return f"{one_line(request.client) or 'A client'} {action(request)}"
+
+
+def _covers(request: ConsentRequest) -> str:
+    return "on any file" if request.paths or path_argument(request.arguments) else "with any arguments"
+
+
+def remember_label(request: ConsentRequest, scope: Scope) -> str:
+    """The Remember… menu's words. Glyph remembers an answer per server and tool
+    (``glyph.decisions``), never per file, arguments or client: the label says so."""
+    tool = one_line(request.tool)
+    if scope is Scope.SESSION:
+        return f"Allow {tool} {_covers(request)} until OMEN quits"
+    if scope is Scope.ALWAYS:
+        return f"Always allow {tool} {_covers(request)}"
+    if scope is Scope.DENY_ALWAYS:
+        return f"Never allow {tool} (always deny)"
+    return scope.label
+
+
+def remember_tip(request: ConsentRequest, scope: Scope) -> str:
+    """What a remembered answer does, exactly (``glyph.decisions`` and ``glyph.gateway._settled``)."""
+    what = f"every call of {one_line(request.tool)} from the {one_line(request.server)} server"
+    forget = f"`glyph decisions --forget {one_line(request.exposed)}`"
+    if scope is Scope.SESSION:
+        return (f"Glyph stops asking about {what}: any file, any arguments, from any client, "
+                "until OMEN quits or Glyph restarts. Deny rules in glyph.toml still apply.")
+    if scope is Scope.ALWAYS:
+        return (f"Glyph stops asking about {what}: any file, any arguments, from any client, in this app "
+                "and in every `glyph serve` that shares its data folder, until the tool's definition "
+                f"changes or you run {forget}. Deny rules in glyph.toml still apply.")
+    if scope is Scope.DENY_ALWAYS:
+        return (f"Glyph refuses {what} without asking, from any client, even where a rule allows it, "
+                f"until you run {forget}.")
+    return ""
 
 
 def why(request: ConsentRequest) -> str:
