@@ -497,9 +497,11 @@ class SettingsDialog(QDialog):
         row["result"].setText("Deleting…")
 
         def done(_r: None, exc: BaseException | None) -> None:
-            if exc is not None:
+            if exc is not None:  # a copy is left (keys.delete read it back): say so, show the one left
                 row["result"].setText(f"Not deleted: {exc}")
                 row["result"].setStyleSheet(BAD_STYLE)
+                self.background(lambda: keys.get(entry), lambda value, _e: row["stored"].setText(keys.mask(value)))
+                self.say(f"key for {name}: not deleted: {exc}", ok=False)
                 return
             row["stored"].setText(keys.mask(None))
             row["delete"].setEnabled(False)

@@ -76,10 +76,32 @@ def test_a_key_is_deleted_from_the_keyring_only_after_a_yes(alt_keyring: None, r
 
     dialog.confirm_delete_key = lambda name: True  # type: ignore[method-assign]
     running.qtbot.mouseClick(row["delete"], Qt.MouseButton.LeftButton)
-    running.wait(lambda: row["result"].text() == "Deleted from the keyring.")
+    running.wait(lambda: dialog.status.text() == "key for openai deleted: saved and applied.")
     assert keyring.get_password(SERVICE, "openai") is None
-    assert row["stored"].text() == "not set" and not row["delete"].isEnabled()
-    running.wait(lambda: "deleted: saved and applied" in dialog.status.text())
+    # the reload rebuilt the tab (the row above is gone): what it shows once it has read the keyring
+    running.wait(lambda: dialog.key_rows["openai"]["stored"].text() == "not set")
+    assert not dialog.key_rows["openai"]["delete"].isEnabled()
+
+
+def test_a_key_that_survives_delete_is_not_called_deleted(alt_keyring: None, running: Running) -> None:
+    """Review of issue 20, item 6: the copy read back after a delete is reported and shown."""
+    from keyring.errors import PasswordDeleteError
+
+    keyring.set_password(SERVICE, "openai", "sk-still-here-000000009876")
+
+    def refuse(service: str, username: str) -> None:  # a keychain that refuses (locked, read-only)
+        raise PasswordDeleteError("the collection is locked")
+
+    keyring.get_keyring().delete_password = refuse  # type: ignore[method-assign]  # on this instance only
+    dialog = settings(running)
+    row = dialog.key_rows["openai"]
+    running.wait(lambda: row["stored"].text() == "••••••••9876" and row["delete"].isEnabled())
+    dialog.confirm_delete_key = lambda name: True  # type: ignore[method-assign]
+    running.qtbot.mouseClick(row["delete"], Qt.MouseButton.LeftButton)
+    running.wait(lambda: row["result"].text().startswith("Not deleted: a copy of the key is still in file PlaintextKeyring"))
+    assert "the collection is locked" in row["result"].text()
+    assert "keyring del omen-local openai" in row["result"].text() and "9876" not in row["result"].text()
+    assert row["stored"].text() == "••••••••9876"
 
 
 def test_a_token_is_made_in_one_dialog_and_shown_once_with_copy(running: Running, qtbot: QtBot) -> None:
