@@ -99,9 +99,7 @@ class ConsentDialog(QDialog):
 
     decided = Signal(object)
 
-    REMEMBERED = (Scope.SESSION, Scope.ALWAYS, Scope.DENY_ALWAYS)
-    MENU_LABELS = {Scope.SESSION: "Allow for this session", Scope.ALWAYS: "Always allow",
-                   Scope.DENY_ALWAYS: "Never allow (always deny)"}
+    REMEMBERED = (Scope.SESSION, Scope.ALWAYS, Scope.DENY_ALWAYS)  # labelled by words.remember_label
 
     def __init__(self, request: ConsentRequest, timeout_s: float | None = 120.0,
                  parent: QWidget | None = None) -> None:
@@ -161,11 +159,15 @@ class ConsentDialog(QDialog):
         self.remember_menu.setObjectName("remember-menu")
         self._actions: dict[Scope, QAction] = {}
         for scope in self.REMEMBERED:
-            act = self.remember_menu.addAction(self.MENU_LABELS[scope])
+            # Glyph remembers per tool, not per file: the label names the tool and "any file";
+            # a "&" in a server's tool name is shown, not read as a shortcut marker.
+            act = self.remember_menu.addAction(words.remember_label(request, scope).replace("&", "&&"))
+            act.setToolTip(words.remember_tip(request, scope))
             act.setObjectName(f"scope-{scope.value}")
             act.triggered.connect(self._chooser(scope))
             self._actions[scope] = act
         self.remember_menu.insertSeparator(self._actions[Scope.DENY_ALWAYS])
+        self.remember_menu.setToolTipsVisible(True)
         self.remember.setMenu(self.remember_menu)
         row.addWidget(self.remember)
         self.countdown = QLabel("")

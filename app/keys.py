@@ -9,6 +9,7 @@ Keychain): the app runs them on a worker thread.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from omen_local.config import ProviderConfig
 from omen_local.secrets import SERVICE, os_keyring
@@ -62,14 +63,44 @@ def put(name: str, value: str) -> None:
     keyring.set_password(SERVICE, name, value)
 
 
-def delete(name: str) -> None:
-    import keyring
-    from keyring.errors import PasswordDeleteError
+def _where(kr: Any) -> str:
+    """A backend as a person can find it: its name, and its file for a file keyring."""
+    name = str(getattr(kr, "name", None) or type(kr).__name__)
+    path = getattr(kr, "file_path", None)
+    return f"{name} ({path})" if isinstance(path, str) else name
 
-    try:
-        keyring.delete_password(SERVICE, name)
-    except PasswordDeleteError:
-        pass
+
+def delete(name: str) -> None:
+    """Delete the key from every backend the keyring reads, then read it back.
+
+    keyring's chainer reads from all its backends (the Secret Service, then e.g. keyrings.alt's
+    plaintext file) but deletes from the first only, and "no such entry" there said nothing
+    of a copy further down that OMEN then kept using. Raises, naming where a copy is left,
+    unless nothing is read back."""
+    import keyring
+    from keyring.backends import chainer
+
+    kr = keyring.get_keyring()
+    chain = list(kr.backends) if isinstance(kr, chainer.ChainerBackend) else [kr]
+    refused: dict[int, str] = {}
+    for i, backend_ in enumerate(chain):
+        try:
+            if backend_.get_password(SERVICE, name) is None:
+                continue
+            backend_.delete_password(SERVICE, name)
+        except Exception as exc:  # a locked or read-only backend: what is read back decides
+            refused[i] = " ".join(str(exc).split()) or type(exc).__name__
+    if keyring.get_password(SERVICE, name) is None:
+        return
+    left = []
+    for i, backend_ in enumerate(chain):
+        try:
+            if backend_.get_password(SERVICE, name) is not None:
+                left.append(_where(backend_) + (f", which said: {refused[i]}" if i in refused else ""))
+        except Exception:
+            continue
+    raise RuntimeError(f"a copy of the key is still in {'; '.join(left) or 'the keyring'}, and OMEN reads "
+                       f"it from there. Remove it there, e.g. `keyring del {SERVICE} {name}`.")
 
 
 def mask(value: str | None) -> str:

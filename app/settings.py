@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
 )
 
 from omen_local import config_edit
-from omen_local.config import UNLIMITED, Config, ConfigError, ProviderConfig
+from omen_local.config import UNLIMITED, Config, ConfigError, ModelSpec, ProviderConfig
 from omen_local.probe import ProbeResult, check_provider
 from omen_local.service import OmenService
 from omen_local.tokens import ENDPOINT_LABEL
@@ -67,6 +67,21 @@ T = TypeVar("T")
 _WORKER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="settings-io")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DISCOVERED = "discovered"
+LOADED_AS = Qt.ItemDataRole.UserRole + 1  # a configured model row's name as loaded
+
+
+def _model_keys(m: ModelSpec) -> dict[str, Any]:
+    """A loaded model as config keys, all of them (what a models edit starts from)."""
+    keys: dict[str, Any] = {"name": m.name}
+    if m.context_window is not None:
+        keys["context_window"] = m.context_window
+    if m.price is not None:
+        keys.update(input=m.price.input, output=m.price.output)
+        keys.update({k: v for k, v in (("cached_input", m.price.cached_input),
+                                       ("cache_write", m.price.cache_write)) if v is not None})
+    if m.reasoning is not None:
+        keys["reasoning"] = m.reasoning
+    return keys
 OK_STYLE, BAD_STYLE, NOTE_STYLE = "color: #1b5e20;", "color: #b00020;", "color: #6b7280;"
 
 
@@ -148,6 +163,8 @@ class SettingsDialog(QDialog):
         self.config: Config | None = None
         self.key_rows: dict[str, dict[str, Any]] = {}
         self._shown_provider: tuple[str, dict[str, Any]] = ("", {})
+        self._shown_models: dict[str, dict[str, Any]] = {}  # loaded name -> its row as shown
+        self._loaded_models: list[dict[str, Any]] = []  # every key of each loaded model
         self._shown_limits: dict[tuple[str, str, str | None, str], str] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 14, 14, 14)
@@ -329,7 +346,10 @@ class SettingsDialog(QDialog):
             values = (m.name, "" if m.context_window is None else f"{m.context_window:,}",
                       "" if m.price is None else f"{m.price.input:g}", "" if m.price is None else f"{m.price.output:g}")
             for j, v in enumerate(values):
-                self.p_models.setItem(i, j, QTableWidgetItem(v))
+                cell = QTableWidgetItem(v)
+                if j == 0:
+                    cell.setData(LOADED_AS, m.name)  # which model the row is, even once renamed
+                self.p_models.setItem(i, j, cell)
         for i, model in enumerate(discovered, start=len(pc.models)):
             for j in range(self.p_models.columnCount()):  # shown, read-only, never written to the config
                 item = QTableWidgetItem(model if j == 0 else "")
@@ -339,29 +359,56 @@ class SettingsDialog(QDialog):
                 item.setToolTip(f"discovered from {name}; OMEN uses it without a config entry")
                 self.p_models.setItem(i, j, item)
         self._shown_provider = (name, self.provider_values())  # what Save compares against
+        self._shown_models = {m.name: self._row_entry(i) or {"name": m.name} for i, m in enumerate(pc.models)}
+        self._loaded_models = [_model_keys(m) for m in pc.models]
 
     def _cell(self, row: int, col: int) -> str:
         item = self.p_models.item(row, col)
         return item.text().strip() if item is not None else ""
 
+    def _row_entry(self, r: int) -> dict[str, Any] | None:
+        """Row ``r`` as the config keys the table shows; None for a discovered or nameless row."""
+        name = self._cell(r, 0)
+        first = self.p_models.item(r, 0)
+        if not name or (first is not None and first.data(Qt.ItemDataRole.UserRole) == DISCOVERED):
+            return None
+        entry: dict[str, Any] = {"name": name}
+        for col, key, cast in ((1, "context_window", int), (2, "input", float), (3, "output", float)):
+            text = self._cell(r, col).replace(",", "")
+            if text:
+                try:
+                    entry[key] = cast(text)
+                except ValueError:
+                    raise ConfigError(f"model {name}: {key} must be a number") from None
+        return entry
+
     def provider_values(self) -> dict[str, Any]:
         """The form as config keys (models with their price overrides)."""
         models: list[Any] = []
         for r in range(self.p_models.rowCount()):
-            name = self._cell(r, 0)
-            first = self.p_models.item(r, 0)
-            if not name or (first is not None and first.data(Qt.ItemDataRole.UserRole) == DISCOVERED):
-                continue
-            entry: dict[str, Any] = {"name": name}
-            for col, key, cast in ((1, "context_window", int), (2, "input", float), (3, "output", float)):
-                text = self._cell(r, col).replace(",", "")
-                if text:
-                    try:
-                        entry[key] = cast(text)
-                    except ValueError:
-                        raise ConfigError(f"model {name}: {key} must be a number") from None
-            models.append(entry if len(entry) > 1 else name)
+            entry = self._row_entry(r)
+            if entry is not None:
+                models.append(entry if len(entry) > 1 else entry["name"])
         return {"enabled": self.p_enabled.isChecked(), "base_url": self.p_url.text().strip(), "models": models}
+
+    def model_rows(self) -> list[config_edit.ModelRow]:
+        """The models table as edits: each row names the model it was loaded as and carries only
+        the cells the user changed, so keys the table does not show (cached_input, cache_write,
+        reasoning) and the file's comments are kept (``config_edit.provider_models``)."""
+        rows: list[config_edit.ModelRow] = []
+        for r in range(self.p_models.rowCount()):
+            entry = self._row_entry(r)
+            if entry is None:
+                continue
+            first = self.p_models.item(r, 0)
+            loaded = first.data(LOADED_AS) if first is not None else None
+            if not isinstance(loaded, str) or loaded not in self._shown_models:
+                rows.append((None, entry))
+                continue
+            before = self._shown_models[loaded]
+            rows.append((loaded, {k: entry.get(k) for k in ("name", "context_window", "input", "output")
+                                  if entry.get(k) != before.get(k)}))
+        return rows
 
     def _save_provider(self) -> None:
         item = self.provider_list.currentItem()
@@ -382,7 +429,13 @@ class SettingsDialog(QDialog):
         if not values:
             self.say(f"provider {name}: nothing changed.")
             return
-        self.app.apply(config_edit.provider_table(name, values), done=self.applied(f"provider {name}"))
+        edits = []
+        if "models" in values:  # only the cells changed, over the models as they are
+            values.pop("models")
+            edits.append(config_edit.provider_models(name, self.model_rows(), self._loaded_models))
+        if values:
+            edits.insert(0, config_edit.provider_table(name, values))
+        self.app.apply(*edits, done=self.applied(f"provider {name}"))
 
     def _add_provider(self) -> None:
         name, ok = QInputDialog.getText(self, "Add provider", "Name (e.g. groq, openrouter, lmstudio):")
@@ -521,9 +574,11 @@ class SettingsDialog(QDialog):
         row["result"].setText("Deleting…")
 
         def done(_r: None, exc: BaseException | None) -> None:
-            if exc is not None:
+            if exc is not None:  # a copy is left (keys.delete read it back): say so, show the one left
                 row["result"].setText(f"Not deleted: {exc}")
                 row["result"].setStyleSheet(BAD_STYLE)
+                self.background(lambda: keys.get(entry), lambda value, _e: row["stored"].setText(keys.mask(value)))
+                self.say(f"key for {name}: not deleted: {exc}", ok=False)
                 return
             row["stored"].setText(keys.mask(None))
             row["delete"].setEnabled(False)

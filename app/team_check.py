@@ -1,6 +1,7 @@
 """The Team page's pure parts: URLs shown without their passwords, and "Test connection".
 
-The ``[team]`` URLs carry passwords (docs/team.md). Settings shows them with the password
+The ``[team]`` URLs carry passwords (docs/team.md), in ``user:password@`` or in the query
+(``?password=``, which libpq and redis-py both accept). Settings shows them with each password
 replaced by a stand-in and puts the stored one back when the stand-in comes back
 unchanged, so a password is never on screen. The connection test opens one connection
 to each store with the drivers OMEN itself uses (psycopg2, redis-py: the ``team`` extra),
@@ -11,12 +12,18 @@ line with no password in it. It blocks: the app runs it on a worker thread.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from omen_local.visible import visible
 
 HIDDEN = "••••••"
 TIMEOUT_S = 5
+
+
+# Query parameters that carry a secret: libpq takes ``password`` (and ``sslpassword``, the
+# client key's passphrase) in a URI's query, percent-decoding keys and values; redis-py passes
+# every query argument on to its connection, ``password`` included.
+SECRET_KEYS = frozenset({"password", "sslpassword"})
 
 
 def _password(url: str) -> str | None:
@@ -26,23 +33,82 @@ def _password(url: str) -> str | None:
         return None
 
 
+def _query(url: str) -> str:
+    try:
+        return urlsplit(url).query
+    except ValueError:
+        return ""
+
+
+def _is_secret(key: str) -> bool:
+    return unquote_plus(key) in SECRET_KEYS
+
+
+def _query_secrets(url: str) -> list[tuple[str, str]]:
+    """(decoded key, raw value) of every secret query parameter, in order."""
+    found = []
+    for part in _query(url).split("&"):
+        key, eq, value = part.partition("=")
+        if eq and value and _is_secret(key):
+            found.append((unquote_plus(key), value))
+    return found
+
+
+def _secrets(url: str) -> list[str]:
+    """Every password in ``url``, as written and percent-decoded (a driver may echo either)."""
+    raw = [p for p in (_password(url), *(v for _, v in _query_secrets(url))) if p]
+    return [*raw, *(unquote(p) for p in raw), *(unquote_plus(p) for p in raw)]
+
+
+def _hide_query(query: str) -> str:
+    parts = []
+    for part in query.split("&"):
+        key, eq, value = part.partition("=")
+        parts.append(f"{key}={HIDDEN}" if eq and value and _is_secret(key) else part)
+    return "&".join(parts)
+
+
 def redact(url: str) -> str:
-    """``postgresql://omen:s3cret@db/omen`` -> ``postgresql://omen:••••••@db/omen``."""
-    secret = _password(url)
-    if not secret:
+    """``postgresql://omen:s3cret@db/omen`` -> ``postgresql://omen:••••••@db/omen``; a
+    ``?password=`` (or ``sslpassword=``) in the query is hidden the same way."""
+    if not _password(url) and not _query_secrets(url):
         return url
     parts = urlsplit(url)
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:{HIDDEN}@{host}"))
+    netloc = parts.netloc
+    if _password(url):
+        netloc = f"{parts.username or ''}:{HIDDEN}@{netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc, query=_hide_query(parts.query)))
 
 
 def restore(edited: str, stored: str) -> str:
-    """The URL to save: ``edited``, with the stored password put back where the stand-in is."""
+    """The URL to save: ``edited``, with the stored passwords put back where the stand-ins are
+    (the userinfo's; each secret query parameter's, matched by key); a stand-in with nothing
+    stored behind it is dropped, never saved."""
     if HIDDEN not in edited:
         return edited
-    secret = _password(stored)
-    return edited.replace(HIDDEN, secret, 1) if secret else edited.replace(f":{HIDDEN}", "", 1)
+    try:
+        parts = urlsplit(edited)
+    except ValueError:
+        return edited
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    netloc = parts.netloc
+    if at and colon and password == HIDDEN:
+        secret = _password(stored)
+        netloc = f"{user}:{secret}@{host}" if secret else f"{user}@{host}"
+    stored_values: dict[str, list[str]] = {}
+    for key, value in _query_secrets(stored):
+        stored_values.setdefault(key, []).append(value)
+    query = []
+    for part in parts.query.split("&") if parts.query else []:
+        key, eq, value = part.partition("=")
+        if eq and value == HIDDEN and _is_secret(key):
+            kept = stored_values.get(unquote_plus(key), [])
+            if not kept:
+                continue  # nothing stored: no stand-in is saved as a password
+            part = f"{key}={kept.pop(0)}"
+        query.append(part)
+    return urlunsplit(parts._replace(netloc=netloc, query="&".join(query)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +121,7 @@ class Check:
 def _said(exc: BaseException, url: str) -> str:
     """A driver's error in one visible line, the password (if it shows up) blanked."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    secret = _password(url)
-    if secret:
+    for secret in sorted(set(_secrets(url)), key=len, reverse=True):  # "s3cr%40t" before "s3cr"
         text = text.replace(secret, HIDDEN)
     return visible(text[:300])
 

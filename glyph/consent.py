@@ -160,7 +160,8 @@ def refusal_message(server: str, tool: str, exposed: str, decision: Decision, ti
 
 
 _KEYS = {"o": Scope.ONCE, "s": Scope.SESSION, "a": Scope.ALWAYS, "d": Scope.DENY, "n": Scope.DENY_ALWAYS}
-_MENU = "[o] allow once  [s] this session  [a] always  [d] deny  [n] never (deny always)"
+_MENU = ("[o] allow once  [s] this session (the tool, any file)  [a] always (the tool, any file)  "
+         "[d] deny  [n] never (deny the tool always)")
 
 
 class TerminalPrompter:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import textwrap
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from glyph.consent import ConsentRequest
 from glyph.display import one_line, visible
@@ -82,9 +81,35 @@ def render_summary(request: ConsentRequest) -> str:
 
 
 def definition_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
-    a = json.dumps(old, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
-    b = json.dumps(new, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
-    return visible("\n".join(difflib.unified_diff(a, b, "approved", "now", lineterm="")))
+    a = json.dumps(old, indent=2, sort_keys=True, ensure_ascii=False)
+    b = json.dumps(new, indent=2, sort_keys=True, ensure_ascii=False)
+    return visible("\n".join(text_diff(a, b, "approved", "now")))
+
+
+def text_lines(text: str) -> list[str]:
+    """``text`` in lines as a file holds them: split at ``\n`` only, each line keeping its ``\n``.
+
+    Not ``str.splitlines``: it also breaks at \\x0b, \\x0c, \\x1c-\\x1e, \\x85, U+2028 and U+2029,
+    so an edit that turns a newline into one of those would compare equal, line for line, and
+    show no diff while it changes the file (a check folded into the comment above it)."""
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+
+
+def text_diff(old: str, new: str, old_label: str = "", new_label: str = "") -> list[str]:
+    """A unified diff of two texts, one output line per element: texts that differ in any
+    character give a non-empty diff. Where only one of them ends with a newline, its last
+    line without one says so, as ``diff`` does (fragments without one, the usual edit, do not)."""
+    marked = old.endswith("\n") != new.endswith("\n")
+    out: list[str] = []
+    for line in difflib.unified_diff(text_lines(old), text_lines(new), old_label, new_label, lineterm=""):
+        if line.endswith("\n"):
+            out.append(line[:-1])
+        else:
+            out.append(line)
+            if marked and not line.startswith(("+++", "---", "@@")):
+                out.append("\\ No newline at end of text")
+    return out
 
 
 def _render_value(value: Any, depth: int) -> str:
@@ -95,7 +120,7 @@ def _render_value(value: Any, depth: int) -> str:
             key = one_line(str(raw_key))
             if isinstance(item, str) and "\n" in item and _norm(str(raw_key)) not in _PATH_KEYS:
                 lines.append(f"{pad}{key}: |")
-                lines.append(textwrap.indent(item.rstrip("\n"), pad + "  ", lambda _: True))
+                lines.append(_indent(item, pad + "  "))
             elif isinstance(item, dict | list) and item:
                 lines.append(f"{pad}{key}:")
                 lines.append(_render_value(item, depth + 1))
@@ -109,8 +134,13 @@ def _render_value(value: Any, depth: int) -> str:
             lines.append(f"{pad}- {body}")
         return "\n".join(lines)
     if isinstance(value, str) and "\n" in value:
-        return "|\n" + textwrap.indent(value.rstrip("\n"), pad + "  ", lambda _: True)
+        return "|\n" + _indent(value, pad + "  ")
     return pad + json.dumps(value, ensure_ascii=False)
+
+
+def _indent(text: str, pad: str) -> str:
+    """A block indented at each ``\n`` (``textwrap.indent`` would also indent after a \\x0c)."""
+    return "\n".join(pad + line for line in text.rstrip("\n").split("\n"))
 
 
 _PATH_KEYS = frozenset({"path", "filepath", "file", "filename", "source", "destination"})  # one line each
@@ -123,7 +153,17 @@ def _path_of(value: dict[str, Any]) -> str | None:
     return None
 
 
-def edit_pairs(value: Any) -> Iterator[tuple[str, str]]:
+class EditPair(NamedTuple):
+    old: str
+    new: str
+    every: bool  # ``replace_all``: every match of ``old`` is replaced, not one
+
+
+def _every(value: dict[str, Any]) -> bool:
+    return any(_norm(str(k)) == "replaceall" and v is True for k, v in value.items())
+
+
+def edit_pairs(value: Any) -> Iterator[EditPair]:
     """Every old/new text pair in a call's arguments, wherever it sits: what :func:`render_arguments`
     shows as diffs (the tray app's consent dialog counts the changed lines from these)."""
     if isinstance(value, list):
@@ -137,7 +177,7 @@ def edit_pairs(value: Any) -> Iterator[tuple[str, str]]:
         if old_key in keys and new_key in keys:
             old, new = value[keys[old_key]], value[keys[new_key]]
             if isinstance(old, str) and isinstance(new, str):
-                yield old, new
+                yield EditPair(old, new, _every(value))
     for item in value.values():
         if isinstance(item, dict | list):
             yield from edit_pairs(item)
@@ -163,9 +203,8 @@ def _edit_diffs(value: Any, where: str, path: str | None = None) -> Iterator[str
             old, new = value[keys[old_key]], value[keys[new_key]]
             if isinstance(old, str) and isinstance(new, str):
                 label = one_line(" ".join(x for x in (path, where) if x) or "edit")
-                diff = difflib.unified_diff(
-                    old.splitlines(), new.splitlines(), f"{label} (before)", f"{label} (after)", lineterm="")
-                yield "Diff:\n" + "\n".join(diff)
+                every = ", every match" if _every(value) else ""
+                yield "Diff:\n" + "\n".join(text_diff(old, new, f"{label} (before{every})", f"{label} (after{every})"))
     for key, item in value.items():
         if isinstance(item, dict | list):
             yield from _edit_diffs(item, f"{where}.{key}" if where else str(key), path)

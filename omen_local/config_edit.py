@@ -10,12 +10,12 @@ Only what differs from the shipped defaults is written.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import Table, Whitespace
+from tomlkit.items import Array, InlineTable, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from .config import STRATEGIES, Config, ConfigError, load_config
@@ -134,6 +134,66 @@ def _models_array(models: list[Any]) -> Any:
         else:
             array.append(m)
     return array
+
+
+ModelRow = tuple[str | None, Mapping[str, Any]]
+
+
+def provider_models(name: str, rows: Sequence[ModelRow], current: Sequence[Mapping[str, Any]]) -> Edit:
+    """``[providers.NAME].models`` as edited in a table that shows some of each model's keys.
+
+    ``rows`` are the table's rows in order: (the model's name as loaded, or None for a new row;
+    the keys the user changed, a None value removing that key). Every other key of a model
+    (``cached_input``, ``cache_write``, ``reasoning``) and the array's comments stay as they
+    were; a model no row names is removed; new rows are appended. Where the file lists no
+    models yet, ``current`` (the models as loaded, the shipped ones included) is the start,
+    so nothing the loaded config priced is lost by saving one cell.
+    """
+
+    def edit(doc: TOMLDocument) -> None:
+        table = _table(doc, "providers", name)
+        existing = table.get("models")
+        array = existing if isinstance(existing, Array) else _models_array(
+            [dict(m) if set(m) != {"name"} else m["name"] for m in current])
+        kept = {orig for orig, _ in rows if orig is not None}
+        for i in reversed(range(len(array))):
+            if _model_name(array[i]) not in kept:
+                del array[i]
+        index = {_model_name(item): i for i, item in enumerate(array)}
+        for orig, changes in rows:
+            if orig is None:
+                values = {k: v for k, v in changes.items() if v is not None}
+                if values.get("name"):
+                    array.append(_model_item(values))
+                continue
+            at = index.get(orig)
+            if at is None or not changes:
+                continue
+            item = array[at]
+            if not isinstance(item, InlineTable):  # a plain name gets a key: an inline table
+                array[at] = _model_item({"name": _model_name(item)}, inline=True)
+                item = array[at]
+            for key, value in changes.items():
+                _set(item, key, value)
+        table["models"] = array
+
+    return edit
+
+
+def _model_name(item: Any) -> str | None:
+    if isinstance(item, str):
+        return str(item)
+    if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+        return str(item["name"])
+    return None
+
+
+def _model_item(values: Mapping[str, Any], inline: bool = False) -> Any:
+    if not inline and set(values) == {"name"}:
+        return values["name"]
+    table = tomlkit.inline_table()
+    table.update(values)
+    return table
 
 
 def default_strategy(strategy: str) -> Edit:

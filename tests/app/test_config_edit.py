@@ -108,3 +108,49 @@ def test_no_empty_limit_tables_are_written_or_left(tmp_path: Path) -> None:
     ce.set_limit(path, "user", None, {"rpm": None})
     text = path.read_text(encoding="utf-8")
     assert "limits" not in text and "[quotas.users.bob]" in text
+
+
+MODELS_FILE = """\
+[providers.openai]
+models = [
+  # priced by hand: cached input is a quarter
+  { name = "gpt-4o-mini", context_window = 128000, input = 0.15, output = 0.6, cached_input = 0.0375, cache_write = 0.3 },
+  "gpt-4o",  # shipped price
+  { name = "o3", input = 2.0, output = 8.0, reasoning = true },  # the thinker
+  { name = "old-model", input = 1.0 },
+]
+"""
+
+
+def test_a_models_edit_changes_only_the_columns_given(tmp_path: Path) -> None:
+    """Review of issue 20, item 5: Settings rebuilt models from the four columns it shows and
+    dropped cached_input, cache_write, reasoning and the array's comments."""
+    path = tmp_path / "config.toml"
+    path.write_text(MODELS_FILE + f'\n[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    rows: list[tuple[str | None, dict[str, object]]] = [
+        ("gpt-4o-mini", {"input": 0.2, "context_window": None}),  # one price edited, one cell emptied
+        ("gpt-4o", {"output": 10.0}),  # a plain name gets a column
+        ("o3", {"name": "o3-pro"}),  # renamed
+        (None, {"name": "gpt-5", "input": 1.25}),  # a new row; "old-model" has no row: removed
+    ]
+    ce.apply(path, ce.provider_models("openai", rows, []))
+    text = path.read_text(encoding="utf-8")
+    assert "# priced by hand: cached input is a quarter" in text and "# the thinker" in text
+    models = {m.name: m for m in load_config(path).providers["openai"].models}
+    assert list(models) == ["gpt-4o-mini", "gpt-4o", "o3-pro", "gpt-5"]
+    mini = models["gpt-4o-mini"]
+    assert mini.price is not None and (mini.price.input, mini.price.output) == (0.2, 0.6)
+    assert (mini.price.cached_input, mini.price.cache_write, mini.context_window) == (0.0375, 0.3, None)
+    assert models["o3-pro"].reasoning is True and models["o3-pro"].price is not None
+    assert models["o3-pro"].price.output == 8.0
+    assert models["gpt-4o"].price is not None and models["gpt-4o"].price.output == 10.0
+
+
+def test_a_models_edit_starts_from_the_loaded_models_when_the_file_has_none(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    current = [{"name": "a", "input": 1.0, "output": 2.0, "cached_input": 0.5}, {"name": "b", "reasoning": True}]
+    ce.apply(path, ce.provider_models("openai", [("a", {"output": 3.0}), ("b", {})], current))
+    models = {m.name: m for m in load_config(path).providers["openai"].models}
+    assert models["a"].price is not None and (models["a"].price.output, models["a"].price.cached_input) == (3.0, 0.5)
+    assert models["b"].reasoning is True

@@ -19,6 +19,7 @@ from tests.app.conftest import Running
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).resolve().parent / "keyring_settings_script.py"
+DELETE_SCRIPT = Path(__file__).resolve().parent / "keyring_delete_script.py"
 HAVE_KEYRING_DAEMON = bool(shutil.which("dbus-run-session") and shutil.which("gnome-keyring-daemon"))
 
 
@@ -45,6 +46,59 @@ def test_settings_store_a_key_in_gnome_keyring_and_test_it(tmp_path: Path) -> No
     assert r["after"] is True  # applied without a restart
     assert r["test_good"].startswith("OK: the key works"), r
     assert "key was refused (HTTP 401" in r["test_bad"], r
+
+
+@pytest.mark.skipif(not HAVE_KEYRING_DAEMON, reason="needs dbus-run-session and gnome-keyring (.ci/run installs them)")
+def test_delete_removes_every_copy_the_keyring_reads_back(tmp_path: Path) -> None:
+    """Review of issue 20, item 6: a key in keyrings.alt's file behind the Secret Service was read
+    back after "Deleted" (the chainer deletes from one backend; "no such entry" was swallowed)."""
+    r = _in_gnome_keyring(tmp_path, DELETE_SCRIPT)
+    assert r["backend_ok"] is True and r["chain"][0] == "Keyring" and "PlaintextKeyring" in r["chain"], r
+    assert r["read_before"] == "sk-new-secret-service"
+    assert (r["said_both"], r["read_after_both"]) == ("deleted", None), r
+    assert (r["said_plain_only"], r["read_after_plain_only"]) == ("deleted", None), r
+    assert r["said_none"] == "deleted"
+
+
+def test_a_copy_that_survives_the_delete_is_reported(tmp_path: Path) -> None:
+    """A backend that refuses to delete (a locked keychain): the copy is read back, and said."""
+    import keyring
+    from keyring.errors import PasswordDeleteError
+    from keyrings.alt.file import PlaintextKeyring
+
+    ring = PlaintextKeyring()  # an instance, not a subclass: nothing joins keyring's registry
+    ring.file_path = str(tmp_path / "keyring_pass.cfg")  # type: ignore[misc]
+    ring.set_password("omen-local", "openai", "sk-still-here")
+
+    def refuse(service: str, username: str) -> None:
+        raise PasswordDeleteError("the collection is locked")
+
+    ring.delete_password = refuse  # type: ignore[method-assign]
+    before = keyring.get_keyring()
+    keyring.set_keyring(ring)
+    try:
+        with pytest.raises(RuntimeError, match=r"still in file PlaintextKeyring .*keyring del omen-local openai") as err:
+            keys.delete("openai")
+        assert "sk-still-here" not in str(err.value) and "the collection is locked" in str(err.value)
+        assert str(tmp_path / "keyring_pass.cfg") in str(err.value)  # where to find it
+    finally:
+        keyring.set_keyring(before)
+
+
+def _in_gnome_keyring(tmp_path: Path, script: Path) -> dict[str, object]:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "OMEN_SECRETS", "PYTHON_KEYRING"))}
+    env.update(HOME=str(home), XDG_DATA_HOME=str(home / ".local/share"), XDG_CONFIG_HOME=str(home / ".config"),
+               PYTHONPATH=str(ROOT), QT_QPA_PLATFORM="offscreen")
+    shell = ('echo -n "keyring-test-password" | gnome-keyring-daemon --unlock --components=secrets >/dev/null '
+             f'&& exec "{sys.executable}" "{script}" "{tmp_path}"')
+    out = subprocess.run(["dbus-run-session", "--", "sh", "-c", shell], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert out.returncode == 0 and lines, out.stdout[-2000:] + out.stderr[-3000:]
+    result: dict[str, object] = json.loads(lines[-1][7:])
+    return result
 
 
 def test_without_a_keyring_backend_settings_say_what_to_do(running: Running) -> None:

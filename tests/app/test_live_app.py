@@ -210,7 +210,8 @@ def assert_a_dialog_without_maximise(desktop: XDesktop, win: str, parent: str | 
 
 def test_consent_dialog_in_plain_words_and_remember_from_its_menu(tmp_path: Path, desktop: XDesktop,
                                                                    ollama: FakeUpstream) -> None:
-    """An edit_file call through the consent channel, answered with the mouse: Remember… → Always allow."""
+    """An edit_file call through the consent channel, answered with the mouse: Remember… → Always allow
+    edit_file on any file."""
     import subprocess
     import sys
 
@@ -239,9 +240,10 @@ def test_consent_dialog_in_plain_words_and_remember_from_its_menu(tmp_path: Path
             dialog = poll(lambda: (w := window(app.probe(), "glyph-consent")) and any(
                 "no rule allows it · destructive" in t for t in w["labels"]) and w, 10, "the rule words, disclosed")
             desktop.run("xdotool", "mousemove", "--sync", *map(str, dialog["click"]["Remember…"]), "click", "1")
-            menu = poll(lambda: next((w for w in app.probe()["windows"] if "menu:Always allow" in w["click"]), None),
+            always = "menu:Always allow edit_file on any file"  # Glyph remembers per tool, not per file
+            menu = poll(lambda: next((w for w in app.probe()["windows"] if always in w["click"]), None),
                         10, "the Remember… menu")
-            desktop.run("xdotool", "mousemove", "--sync", *map(str, menu["click"]["menu:Always allow"]), "click", "1")
+            desktop.run("xdotool", "mousemove", "--sync", *map(str, menu["click"][always]), "click", "1")
             out, err = asker.communicate(timeout=30)
             assert json.loads(out) == {"scope": "always", "by": "app:user:qt"}, err
             poll(lambda: window(app.probe(), "glyph-consent") is None, 10, "the dialog to close")

@@ -17,9 +17,10 @@ from PySide6.QtWidgets import QPushButton, QSizePolicy
 from pytestqt.qtbot import QtBot
 
 from app.settings import SettingsDialog, token_row
+from omen_local.config import load_config
 from omen_local.secrets import SERVICE
 from omen_local.tokens import ENDPOINT_LABEL
-from tests.app.conftest import Running
+from tests.app.conftest import Running, Upstreams, make_config, start_app
 
 keyrings_alt = pytest.importorskip("keyrings.alt.file")
 
@@ -76,13 +77,64 @@ def test_a_key_is_deleted_from_the_keyring_only_after_a_yes(alt_keyring: None, r
 
     dialog.confirm_delete_key = lambda name: True  # type: ignore[method-assign]
     running.qtbot.mouseClick(row["delete"], Qt.MouseButton.LeftButton)
-    # The reload that follows rebuilds the rows (the old widgets are deleted): read the page's
-    # final state, not the row that may be gone by the time the wait looks.
-    running.wait(lambda: "deleted: saved and applied" in dialog.status.text())
+    running.wait(lambda: dialog.status.text() == "key for openai deleted: saved and applied.")
     assert keyring.get_password(SERVICE, "openai") is None
+    # the reload rebuilt the tab (the row above is gone): what it shows once it has read the keyring
+    running.wait(lambda: dialog.key_rows["openai"]["stored"].text() == "not set")
+    assert not dialog.key_rows["openai"]["delete"].isEnabled()
+
+
+def test_a_key_that_survives_delete_is_not_called_deleted(alt_keyring: None, running: Running) -> None:
+    """Review of issue 20, item 6: the copy read back after a delete is reported and shown."""
+    from keyring.errors import PasswordDeleteError
+
+    keyring.set_password(SERVICE, "openai", "sk-still-here-000000009876")
+
+    def refuse(service: str, username: str) -> None:  # a keychain that refuses (locked, read-only)
+        raise PasswordDeleteError("the collection is locked")
+
+    keyring.get_keyring().delete_password = refuse  # type: ignore[method-assign]  # on this instance only
+    dialog = settings(running)
     row = dialog.key_rows["openai"]
-    running.wait(lambda: row["stored"].text() == "not set")
-    assert not row["delete"].isEnabled()
+    running.wait(lambda: row["stored"].text() == "••••••••9876" and row["delete"].isEnabled())
+    dialog.confirm_delete_key = lambda name: True  # type: ignore[method-assign]
+    running.qtbot.mouseClick(row["delete"], Qt.MouseButton.LeftButton)
+    running.wait(lambda: row["result"].text().startswith("Not deleted: a copy of the key is still in file PlaintextKeyring"))
+    assert "the collection is locked" in row["result"].text()
+    assert "keyring del omen-local openai" in row["result"].text() and "9876" not in row["result"].text()
+    assert row["stored"].text() == "••••••••9876"
+
+
+def test_saving_a_provider_keeps_the_model_fields_settings_does_not_show(
+        qtbot: QtBot, tmp_path: Path, upstreams: Upstreams) -> None:
+    """Review of issue 20, item 5: edit one cell, save: cached_input, cache_write, reasoning and
+    the comments in the models list are still in the file."""
+    config = make_config(tmp_path, upstreams)
+    text = config.read_text(encoding="utf-8").replace('key = ["keyring:openai"]\n', 'key = ["keyring:openai"]\n'
+        "models = [\n"
+        "  # priced by hand\n"
+        '  { name = "gpt-4o-mini", context_window = 128000, input = 0.15, output = 0.6, cached_input = 0.075, '
+        "cache_write = 0.3 },\n"
+        '  { name = "o3", input = 2.0, output = 8.0, reasoning = true },  # the thinker\n'
+        "]\n", 1)
+    config.write_text(text, encoding="utf-8")
+    r = start_app(qtbot, config)
+    try:
+        dialog = settings(r)
+        dialog.provider_list.setCurrentRow(1)  # openai
+        assert dialog.p_models.item(0, 0).text() == "gpt-4o-mini"
+        dialog.p_models.item(0, 2).setText("0.2")  # one cell: the input price
+        dialog._save_provider()
+        r.wait(lambda: "provider openai: saved and applied" in dialog.status.text())
+        saved = config.read_text(encoding="utf-8")
+        assert "# priced by hand" in saved and "# the thinker" in saved
+        models = {m.name: m for m in load_config(config).providers["openai"].models}
+        mini, o3 = models["gpt-4o-mini"], models["o3"]
+        assert mini.price is not None and (mini.price.input, mini.price.output) == (0.2, 0.6)
+        assert (mini.price.cached_input, mini.price.cache_write, mini.context_window) == (0.075, 0.3, 128000)
+        assert o3.reasoning is True and o3.price is not None and o3.price.output == 8.0
+    finally:
+        r.app.quit()
 
 
 def test_a_token_is_made_in_one_dialog_and_shown_once_with_copy(running: Running, qtbot: QtBot) -> None:

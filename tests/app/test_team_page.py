@@ -28,6 +28,39 @@ def test_urls_are_shown_without_their_passwords_and_saved_with_them() -> None:
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
+QUERY_PASSWORDS = [
+    # libpq takes password= (and sslpassword=) in the query; its keys and values are percent-decoded
+    ("postgresql://omen@db.lan/omen?sslmode=require&password=s3cr%40t", "s3cr%40t",
+     f"postgresql://omen@db.lan/omen?sslmode=require&password={HIDDEN}"),
+    ("postgresql://omen@db.lan/omen?pass%77ord=s3cr%40t", "s3cr%40t", f"postgresql://omen@db.lan/omen?pass%77ord={HIDDEN}"),
+    ("postgresql://omen:pw-one@db.lan/omen?sslpassword=key-pass", "key-pass",
+     f"postgresql://omen:{HIDDEN}@db.lan/omen?sslpassword={HIDDEN}"),
+    # redis-py passes any query argument on, password= included
+    ("redis://db.lan:6379/0?password=s3cr%40t", "s3cr%40t", f"redis://db.lan:6379/0?password={HIDDEN}"),
+]
+
+
+@pytest.mark.parametrize(("url", "secret", "shown"), QUERY_PASSWORDS)
+def test_a_password_in_the_query_is_hidden_and_put_back(url: str, secret: str, shown: str) -> None:
+    """Review of issue 20, item 4: ``?password=`` showed in clear in the Settings fields."""
+    assert redact(url) == shown
+    assert secret not in redact(url) and "s3cr@t" not in redact(url)
+    assert restore(redact(url), url) == url
+    assert restore(redact(url).replace("db.lan", "db2.lan"), url) == url.replace("db.lan", "db2.lan")
+    # a stand-in where the stored URL has no password: the key goes, no "••••••" is saved
+    assert HIDDEN not in restore(shown, "postgresql://omen@db.lan/omen")
+
+
+def test_a_driver_error_never_shows_a_query_password() -> None:
+    """libpq echoes a malformed token back: "invalid percent-encoded token: "<the password>""."""
+    port = _closed_port()
+    for url in (f"postgresql://omen@127.0.0.1:{port}/omen?password=sec%zzret-9",
+                f"postgresql://omen@127.0.0.1:{port}/omen?pass%77ord=sec%zzret-9"):
+        [check] = check_team(url, "")
+        assert not check.ok and "percent-encoded" in check.message, check.message
+        assert "sec%zzret" not in check.message and HIDDEN in check.message
+
+
 def test_state_words() -> None:
     team = TeamConfig("postgresql://x@h/db", "redis://h", "alice-laptop")
     assert team_state(None, None, None) == [
@@ -66,6 +99,19 @@ def test_connection_test_against_real_servers(postgres: Postgres, redis_server: 
     assert "password" in said.lower() and "wrong-password" not in said  # what failed, never the password
     closed = check_team(f"postgresql://omen:x@127.0.0.1:{_closed_port()}/omen", "")
     assert not closed[0].ok and "cannot connect" in closed[0].message
+
+
+@pytest.mark.timeout(120)
+def test_query_passwords_against_real_servers(postgres: Postgres, redis_server: Redis) -> None:  # noqa: F811
+    """The drivers do take ``?password=``: the form is real, so it is hidden like the other."""
+    pg = postgres.url().replace(f":{postgres.password}@", "@") + f"?password={postgres.password}"
+    rd = redis_server.url.replace(f":{redis_server.password}@", "") + f"?password={redis_server.password}"
+    assert [c.ok for c in check_team(pg, rd)] == [True, True]
+    assert postgres.password not in redact(pg) and redis_server.password not in redact(rd)
+    assert [c.ok for c in check_team(restore(redact(pg), pg), restore(redact(rd), rd))] == [True, True]
+    bad = check_team(pg.replace(postgres.password, "wrong-password-123"),
+                     rd.replace(redis_server.password, "wrong-password-456"))
+    assert [c.ok for c in bad] == [False, False] and "wrong-password" not in " ".join(c.message for c in bad)
 
 
 def _closed_port() -> int:

@@ -51,7 +51,8 @@ def test_dialog_shows_server_tool_arguments_and_diff(qtbot: QtBot) -> None:
     assert [dialog.button(s).text() for s in (Scope.DENY, Scope.ONCE)] == ["Deny", "Allow once"]
     assert dialog.remember.text() == "Remember…"
     assert [a.text() for a in dialog.remember_menu.actions() if not a.isSeparator()] == [
-        "Allow for this session", "Always allow", "Never allow (always deny)"]
+        "Allow edit_file on any file until OMEN quits", "Always allow edit_file on any file",
+        "Never allow edit_file (always deny)"]
     assert dialog.button(Scope.DENY).isDefault()  # Enter denies
 
 
@@ -262,3 +263,21 @@ def test_the_dialog_has_a_fixed_size_that_fits_the_screen_whatever_the_names(qtb
         dialog.why_toggle.setChecked(True)
         qtbot.waitUntil(lambda d=dialog, h=before: d.height() > h, timeout=20_000)  # type: ignore[misc]
         assert dialog.minimumSize() == dialog.maximumSize() == dialog.size()
+
+
+def test_remembered_answers_say_they_cover_the_tool_on_any_file(qtbot: QtBot) -> None:
+    """Review of issue 20, item 3: "Always allow" read like this call; Glyph keeps it for the tool
+    (server + tool: any file, any client; tests/glyph/test_gateway.py shows it)."""
+    dialog = ConsentDialog(request(), timeout_s=None)
+    qtbot.addWidget(dialog)
+    texts = {scope: dialog.action(scope).text() for scope in ConsentDialog.REMEMBERED}
+    assert texts == {Scope.SESSION: "Allow edit_file on any file until OMEN quits",
+                     Scope.ALWAYS: "Always allow edit_file on any file",
+                     Scope.DENY_ALWAYS: "Never allow edit_file (always deny)"}
+    assert dialog.remember_menu.toolTipsVisible()
+    always = dialog.action(Scope.ALWAYS).toolTip()
+    assert "every call of edit_file from the rune server" in always and "any client" in always
+    assert "glyph decisions --forget rune__edit_file" in always
+    no_path = ConsentDialog(request(tool="ping&pong", arguments={"n": 1}, paths=()), timeout_s=None)
+    qtbot.addWidget(no_path)
+    assert no_path.action(Scope.ALWAYS).text() == "Always allow ping&&pong with any arguments"  # && shows one &

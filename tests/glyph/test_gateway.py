@@ -362,3 +362,22 @@ async def test_a_tool_with_an_invalid_schema_cannot_be_called(tmp_path: Path) ->
         result = await r.call("fake__status")
         assert result.is_error and "schema is invalid" in r.text(result)
         assert fake.calls == []
+
+
+async def test_a_remembered_allow_covers_the_tool_on_any_file_from_any_client(tmp_path: Path) -> None:
+    """What the tray dialog's Remember… labels promise (review of issue 20, item 3): "session" and
+    "always" are kept per server and tool, not per file or client."""
+    from mcp import Client
+
+    from glyph.server import build_server
+
+    for scope in (Scope.SESSION, Scope.ALWAYS):
+        prompter = ScriptedPrompter(scope)
+        (tmp_path / scope.value).mkdir()
+        async with rig(make_config(tmp_path / scope.value), prompter) as r:
+            assert not (await r.call("fake__write_file", {"path": "a.txt", "content": "x"})).is_error
+            other = types.Implementation(name="another-editor", version="9")
+            async with Client(build_server(r.gateway), cache=None, client_info=other) as second:
+                result = await second.call_tool("fake__write_file", {"path": "deep/other.py", "content": "y"})
+            assert not result.is_error and len(prompter.requests) == 1
+            assert r.last_audit()["decided_by"] == f"remembered:{scope.value}"

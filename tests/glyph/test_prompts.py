@@ -50,6 +50,9 @@ async def test_terminal_prompter_reads_a_scope() -> None:
         decision = await TerminalPrompter(io.StringIO(answer + "\n"), out).ask(request())
         assert decision.scope is scope and decision.by == "user:terminal"
     assert "-    return 1" in out.getvalue() and "[a] always" in out.getvalue()
+    # remembered answers are kept per tool (glyph/decisions.py): the menu says they cover any file
+    assert "[s] this session (the tool, any file)" in out.getvalue()
+    assert "[a] always (the tool, any file)" in out.getvalue()
 
 
 async def test_terminal_prompter_denies_on_eof_and_nonsense() -> None:
