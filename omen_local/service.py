@@ -429,7 +429,10 @@ class OmenService:
         probes = [
             self._probe(p, catalog)
             for p in router.dispatcher.providers.values()
-            if p.config.enabled and p.config.discover and not (catalog.is_local(p.name) and catalog.usable(p.name))
+            # Never a provider OMEN will not use (no key, another user's port, an omen-gateway
+            # over plain http): its probe would carry the key where requests may not go. One that
+            # becomes usable (a key set, a config fixed) is probed after the reload that rebuilds it.
+            if p.config.enabled and p.config.discover and catalog.usable(p.name) is None
         ]
         if probes:
             await asyncio.gather(*probes)
