@@ -77,6 +77,22 @@ def _identity(user: str, workspace: str, label: str, role: str) -> Identity | No
 
 # ---------------------------------------------------------------- the CLI's side (blocking)
 
+ADMIN_URL_ENV = "OMEN_TEAM_ADMIN_URL"  # the team admin's URL for `omen token create/revoke`
+
+
+def admin_db(url: str) -> peewee.Database:
+    """The team admin's connection, which alone may write the book (docs/team.md: instances'
+    role reads it only, so a teammate cannot make themselves a token for another user or role).
+    No migrations from here: tables made by the admin's role would not be the instances'."""
+    return peewee.PostgresqlDatabase(url, connect_timeout=CONNECT_TIMEOUT_S, application_name="omen token admin")
+
+
+def insufficient_privilege(exc: BaseException) -> bool:
+    """PostgreSQL refused a write for lack of privilege (SQLSTATE 42501)."""
+    cause = exc.__cause__ or exc.__context__ or exc
+    return getattr(cause, "pgcode", None) == "42501" or getattr(exc, "pgcode", None) == "42501"
+
+
 
 def create(db: peewee.Database, user: str, workspace: str | None, label: str | None, role: str | None,
            by: str) -> str:
