@@ -110,8 +110,6 @@ class OmenService:
         self.tls: exposure.Tls | None = None  # beyond loopback: TLS only (server/exposure.py)
         self._trust_asked = self._trust_applied = 0  # rounds of _recheck_trust: the newest answer wins
         self.team_tokens: TeamTokens | None = None  # with [team]: client tokens shared in PostgreSQL
-        self._gateways: frozenset[str] = frozenset()  # providers a team gateway meters (gateway.py)
-        self._relay = gateway.RelayFilter(lambda: self._gateways)
 
     # ------------------------------------------------------------ parts made at start
 
@@ -157,7 +155,7 @@ class OmenService:
 
     def _record(self, record: Record) -> None:
         """The usage sink: metering first (journal, store, quotas), then whoever observes."""
-        if self.metering is not None and (self.config.team is None or self._relay.keep(record)):
+        if self.metering is not None and (self.config.team is None or gateway.metered_here(record)):
             self.metering.record(record)  # on a team, a gateway's attempts are in its books (gateway.py)
         self.hub.emit(record)
 
@@ -176,7 +174,6 @@ class OmenService:
             name: kinds[pc.kind](gateway.client_headers(pc, instance), self.session, key=keys.get(name), timeouts=timeouts)
             for name, pc in config.providers.items()
         }
-        self._gateways = frozenset(name for name, p in providers.items() if p.meters_upstream)
         catalog = Catalog(
             config,
             {name: p.unusable_reason() for name, p in providers.items()},
