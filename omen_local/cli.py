@@ -50,7 +50,7 @@ async def _serve(args: argparse.Namespace) -> int:
         if (why := refusal(config)) is not None:
             print(f"omen serve --team: {why}", file=sys.stderr)
             return 2
-    service = OmenService(config)
+    service = OmenService(config, team_gateway=bool(getattr(args, "team", False)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -83,6 +83,7 @@ class OmenService:
         tokens: TokenBook | None = None,
         hub: Hub | None = None,
         metering: bool = True,
+        team_gateway: bool = False,
     ) -> None:
         self.base_config = config  # the user's; ``config`` adds the servers found running here
         self.config = config
@@ -92,6 +93,7 @@ class OmenService:
         self._secrets = secrets
         self._tokens = tokens
         self._want_metering = metering
+        self.team_gateway = team_gateway  # ``omen serve --team``: takes X-Omen-Instance from client tokens
         self.metering: Metering | None = None
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
         self.reprober = Reprober(self.health, self._local_urls, distrust=self._local_distrust)
@@ -218,7 +220,8 @@ class OmenService:
         self.session = _http.make_session()  # every upstream request goes through it (one transport)
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
-                       functools.partial(endpoint.hello_answer, self), lambda: self.config.server)
+                       functools.partial(endpoint.hello_answer, self), lambda: self.config.server,
+                       relays=self.team_gateway)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         add_metrics_route(

@@ -150,3 +150,43 @@ ca_file = "{ca_file}"
             assert "later" not in service.catalog.undiscovered
             assert "gw" in service.catalog.undiscovered
     assert trap.requests == 0 and trap.authorizations == []
+
+
+@pytest.mark.parametrize("team_gateway", [False, True])
+async def test_x_omen_instance_is_taken_only_by_a_team_gateway_from_a_client_token(
+    tmp_path: Path, team_gateway: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's instance is a relaying laptop's only on `omen serve --team` and only from a
+    client token; anywhere else the header is ignored (the instance is this one's name)."""
+    monkeypatch.setenv("OMEN_TEST_UPSTREAM_KEY", FakeOpenAI.api_key)
+    async with FakeOpenAI() as upstream:
+        data_dir = tmp_path / "data"
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f"""
+[storage]
+data_dir = "{data_dir}"
+[defaults]
+health_interval_s = 3600
+[providers.ollama]
+enabled = false
+[providers.anthropic]
+enabled = false
+[providers.openai]
+base_url = "{upstream.url}/v1"
+key = ["env:OMEN_TEST_UPSTREAM_KEY"]
+models = ["gpt-4o-mini"]
+[intents]
+chat = ["openai/gpt-4o-mini"]
+""", encoding="utf-8")
+        secrets = SecretStore(data_dir, use_keyring=False)
+        tokens = TokenBook(data_dir, secrets)
+        alice = tokens.create("alice")
+        async with OmenService(load_config(cfg), secrets=secrets, tokens=tokens, team_gateway=team_gateway) as service:
+            for token in (alice, tokens.owner_token):
+                client = openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key=token, max_retries=0,
+                                            default_headers={"X-Omen-Instance": "somebody-else"})
+                await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+                await client.close()
+            instances = {(e.user, e.instance) for e in service.hub.recent}
+    expected = "somebody-else" if team_gateway else None
+    assert instances == {("alice", expected), ("owner", None)}

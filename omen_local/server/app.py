@@ -31,6 +31,7 @@ from .plumbing import (
     CLIENT_MAX_CHARS,
     HELLO,
     IDENTITY,
+    RELAYS,
     RELOAD,
     REQUEST_ID,
     ROUTER,
@@ -270,7 +271,7 @@ async def hello(request: web.Request) -> web.Response:
 
 def make_app(
     router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None,
-    hello_fn: Any = None, server_fn: Callable[[], ServerConfig] | None = None,
+    hello_fn: Any = None, server_fn: Callable[[], ServerConfig] | None = None, relays: bool = False,
 ) -> web.Application:
     edge = make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes,
                      server_fn or (lambda: server))
@@ -294,6 +295,7 @@ def make_app(
     app[STATUS] = status_fn
     app[RELOAD] = reload_fn
     app[HELLO] = hello_fn
+    app[RELAYS] = relays
     app.router.add_post("/v1/chat/completions", chat_completions)
     if reload_fn is not None:
         app.router.add_post("/v1/omen/reload", reload)
