@@ -157,9 +157,14 @@ class OmenService:
 
     def _record(self, record: Record) -> None:
         """The usage sink: metering first (journal, store, quotas), then whoever observes."""
-        if self.metering is not None and (self.config.team is None or gateway.metered_here(record)):
-            self.metering.record(record)  # on a team, a gateway's attempts are in its books (gateway.py)
+        if self.metering is not None and self._metered_here(record):
+            self.metering.record(record)
         self.hub.emit(record)
+
+    def _metered_here(self, record: Record) -> bool:
+        """This instance's books (and /metrics' counters) take ``record``: on a team, not the
+        attempts a team gateway meters (gateway.py)."""
+        return self.config.team is None or gateway.metered_here(record)
 
     def _build(self, config: Config, keys: dict[str, str | None]) -> Router:
         """Providers, catalog, planner, dispatcher and strategies for ``config`` (no I/O).
@@ -231,6 +236,7 @@ class OmenService:
             providers_up=lambda: {name: self.health.provider_available(name) for name in self.config.providers},
             known_model=lambda provider, model: model in self.catalog.models.get(provider, ()),
             quota_use=self.metering.quota_use if self.metering is not None else None,
+            counted=self._metered_here,
         )
         tracing.install(app, self.hub)  # OpenTelemetry: nothing unless configured (tracing.py)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)

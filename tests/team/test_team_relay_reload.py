@@ -1,6 +1,7 @@
 """A laptop on a team reloads its config while a stream through its gateway runs: the
 attempt's records follow the decision made at its start (relayed: the gateway meters it),
-so it is neither written by the laptop when it ends nor left open in the team's books.
+so it is neither written by the laptop when it ends nor left open in the team's books,
+and the laptop's /metrics count what its books keep (not the gateway's attempts).
 In process, on the team's real PostgreSQL; the "gateway" is the fake OpenAI server over
 TLS (a test CA), streaming slowly enough that the reload lands mid-stream (checked)."""
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from omen_local.config import load_config
 from omen_local.metering.store import EventQuery
@@ -80,7 +83,14 @@ async def test_a_reload_mid_stream_neither_meters_twice_nor_leaves_the_attempt_o
             events = (await service.metering.events(EventQuery()))["data"]
             store = service.metering.store
             open_attempts = store.open_attempts()
+            async with aiohttp.ClientSession() as http, http.get(
+                f"{service.url}/metrics", headers={"Authorization": f"Bearer {tokens.owner_token}"}
+            ) as resp:
+                metrics = await resp.text()
     assert len(chunks) > 2
     relayed = before == "omen-gateway"
     assert [e["provider"] for e in events] == ([] if relayed else ["gw"])  # the attempt as it started
     assert open_attempts == []
+    attempts = [s.value for f in text_string_to_metric_families(metrics) for s in f.samples
+                if s.name == "omen_attempts_total"]  # fmt: skip
+    assert sum(attempts) == len(events)  # /metrics counts what the books keep: the gateway counts the relayed
