@@ -244,7 +244,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.Response(body=jsonutil.dumps(request.app[STATUS]()), content_type="application/json")
+    body = request.app[STATUS]()
+    if not request.app[TOKENS].reads_everyone(request[IDENTITY]):
+        # Redis away: the allowances name every user's and workspace's spend; a client token
+        # reads its own usage only (/v1/usage), so not them either.
+        quotas = body.get("metering", {}).get("team", {}).get("quotas")
+        if isinstance(quotas, dict):
+            quotas.pop("allowances", None)
+    return web.Response(body=jsonutil.dumps(body), content_type="application/json")
 
 
 async def reload(request: web.Request) -> web.Response:
