@@ -357,8 +357,13 @@ class RedisLedger:
         """Admit against this instance's allowances, or raise AllowanceSpent (holding nothing)."""
         picked: list[tuple[list[float], float]] = []
         for scope, limits in limited:
-            room = self._seen.get(scope, {})
-            allowances = self._allowances.setdefault(scope, {})
+            room = self._seen.get(scope)
+            allowances = self._allowances.get(scope)
+            if allowances is None:
+                allowances = {}
+                if room is not None:  # kept for scopes seen in Redis only: bounded like _seen, not by clients' names
+                    self._allowances[scope] = allowances
+            room = room or {}
             for k in limits:
                 slot = allowances.get(k)
                 if slot is None:  # granted once per outage, from what was left when last seen
