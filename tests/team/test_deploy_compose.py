@@ -50,7 +50,7 @@ def _interpolate(value: str, env: dict[str, str]) -> str:
     """Compose's ``${NAME}``, ``${NAME:?msg}`` and ``${NAME:-default}`` with ``env``'s values."""
     def one(m: re.Match[str]) -> str:
         name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
-        if name in env and env[name]:
+        if env.get(name):
             return env[name]
         assert op != ":?", f"compose would refuse: {name} unset"
         return arg
