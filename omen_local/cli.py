@@ -158,22 +158,24 @@ def _token(args: argparse.Namespace) -> int:
                 shared = team_tokens.revoke(db, args.user, by=team_cfg.instance)
                 print(f"revoked {local + shared} token(s) ({shared} team, {local} local); every instance refuses "
                       "them within seconds")
-    except peewee.ProgrammingError as exc:
+    except Exception as exc:  # the team's database cannot be reached, or refused the change
         if not team_tokens.insufficient_privilege(exc):
-            raise
+            return _book_unreachable(action, local, exc)
         print(f"omen token {action}: this role may not write the team's token book ({exc}".rstrip() + ");\n"
               f"  fix: run it with --admin-url postgresql://<team admin>@… (or set {team_tokens.ADMIN_URL_ENV}); "
               "instances' own database role only reads the book (docs/team.md, \"Team tokens\")", file=sys.stderr)
         if action == "revoke":
             print(f"  revoked {local} local token(s)", file=sys.stderr)
         return 1
-    except Exception as exc:  # the team's database cannot be reached (or refused the change)
-        hint = {"create": "\n  --local makes a token for this instance alone",
-                "revoke": f"\n  revoked {local} local token(s); run it again for the team's when PostgreSQL answers"}
-        print(f"omen token {action}: the team's token book (PostgreSQL) cannot be reached: {exc}"
-              + hint.get(action, ""), file=sys.stderr)  # fmt: skip
-        return 1
     return 0
+
+
+def _book_unreachable(action: str, local: int, exc: BaseException) -> int:
+    hint = {"create": "\n  --local makes a token for this instance alone",
+            "revoke": f"\n  revoked {local} local token(s); run it again for the team's when PostgreSQL answers"}
+    print(f"omen token {action}: the team's token book (PostgreSQL) cannot be reached: {exc}"
+          + hint.get(action, ""), file=sys.stderr)  # fmt: skip
+    return 1
 
 
 def _key(args: argparse.Namespace) -> int:
