@@ -58,7 +58,7 @@ async def test_a_reload_mid_stream_neither_meters_twice_nor_leaves_the_attempt_o
     server_ssl, ca_file = make_test_ca(tmp_path)
     upstream = FakeOpenAI()
     upstream.ssl = server_ssl
-    upstream.default = Reply(text="one two three four five six seven eight", pieces=8, chunk_delay_s=0.3)
+    upstream.default = Reply(text="one two three four five six seven eight " * 2, pieces=16, chunk_delay_s=0.3)
     monkeypatch.setenv("OMEN_TEST_GATEWAY_TOKEN", FakeOpenAI.api_key)
     async with upstream:
         data_dir, cfg = tmp_path / "data", tmp_path / "config.toml"
