@@ -50,7 +50,7 @@ async def _serve(args: argparse.Namespace) -> int:
         if (why := refusal(config)) is not None:
             print(f"omen serve --team: {why}", file=sys.stderr)
             return 2
-    service = OmenService(config)
+    service = OmenService(config, team_gateway=bool(getattr(args, "team", False)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -144,8 +144,10 @@ def _token(args: argparse.Namespace) -> int:
 
     assert team_cfg is not None
     local = book.revoke(args.user) if action == "revoke" else 0  # this instance's, whatever PostgreSQL says
+    admin_url = getattr(args, "admin_url", None) or os.environ.get(team_tokens.ADMIN_URL_ENV) or None
     try:
-        db = _team_db(team_cfg, data_dir)
+        # Writing the book takes the team admin's role; instances' role reads it only (docs/team.md).
+        db = team_tokens.admin_db(admin_url) if admin_url and action != "list" else _team_db(team_cfg, data_dir)
         with db.connection_context():
             if action == "create":
                 print(team_tokens.create(db, args.user, args.workspace, args.label, role, by=team_cfg.instance))
@@ -156,13 +158,24 @@ def _token(args: argparse.Namespace) -> int:
                 shared = team_tokens.revoke(db, args.user, by=team_cfg.instance)
                 print(f"revoked {local + shared} token(s) ({shared} team, {local} local); every instance refuses "
                       "them within seconds")
-    except Exception as exc:  # the team's database cannot be reached (or refused the change)
-        hint = {"create": "\n  --local makes a token for this instance alone",
-                "revoke": f"\n  revoked {local} local token(s); run it again for the team's when PostgreSQL answers"}
-        print(f"omen token {action}: the team's token book (PostgreSQL) cannot be reached: {exc}"
-              + hint.get(action, ""), file=sys.stderr)  # fmt: skip
+    except Exception as exc:  # the team's database cannot be reached, or refused the change
+        if not team_tokens.insufficient_privilege(exc):
+            return _book_unreachable(action, local, exc)
+        print(f"omen token {action}: this role may not write the team's token book ({exc}".rstrip() + ");\n"
+              f"  fix: run it with --admin-url postgresql://<team admin>@… (or set {team_tokens.ADMIN_URL_ENV}); "
+              "instances' own database role only reads the book (docs/team.md, \"Team tokens\")", file=sys.stderr)
+        if action == "revoke":
+            print(f"  revoked {local} local token(s)", file=sys.stderr)
         return 1
     return 0
+
+
+def _book_unreachable(action: str, local: int, exc: BaseException) -> int:
+    hint = {"create": "\n  --local makes a token for this instance alone",
+            "revoke": f"\n  revoked {local} local token(s); run it again for the team's when PostgreSQL answers"}
+    print(f"omen token {action}: the team's token book (PostgreSQL) cannot be reached: {exc}"
+          + hint.get(action, ""), file=sys.stderr)  # fmt: skip
+    return 1
 
 
 def _key(args: argparse.Namespace) -> int:
@@ -248,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--workspace", help="default workspace for a new token")
     token.add_argument("--label", help="a note to recognise the token by (e.g. the client)")
     token.add_argument("--role", choices=["team-admin"], help="team-admin: reads every user's usage (docs/team.md)")
+    token.add_argument("--admin-url", metavar="URL",
+                       help="with [team], create/revoke: the team admin's PostgreSQL URL, the role that may write the "
+                            "token book (default: $OMEN_TEAM_ADMIN_URL; never kept in a config file)")
     token.add_argument("--local", action="store_true",
                        help="with [team]: a token for this instance alone (tokens.json), not the team's book")
 

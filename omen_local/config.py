@@ -529,15 +529,27 @@ def default_instance() -> str:
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+def _team_url(value: str, key: str) -> str:
+    """``env:NAME``: the URL (with its password) from the environment, so a config file that
+    can be shared or mounted world-readable need not hold it (deploy/compose.yaml)."""
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    found = os.environ.get(name)
+    if not found:
+        raise ConfigError(f"team.{key} = {value!r}: the environment variable {name} is not set")
+    return found
+
+
 def _team(raw: Any) -> TeamConfig | None:
     if raw is None:
         return None
     table = _table(raw, "team")
     _check_keys(table, {"database_url", "redis_url", "instance"}, "team")
-    url = _str(table, "database_url", "team", "")
+    url = _team_url(_str(table, "database_url", "team", ""), "database_url")
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("team.database_url must be a postgresql:// URL (the team's usage store)")
-    redis_url = _str(table, "redis_url", "team", "") or None
+    redis_url = _team_url(_str(table, "redis_url", "team", ""), "redis_url") or None
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("team.redis_url must be a redis://, rediss:// or unix:// URL")
     for key, value in (("database_url", url), ("redis_url", redis_url or "")):

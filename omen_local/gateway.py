@@ -10,7 +10,7 @@ certificate).
 it is metered exactly once, by the gateway: the gateway writes the row (user = the
 token's user, instance = the laptop's, which it names in ``X-Omen-Instance``, see
 :func:`client_headers`) and charges the team's quotas. A laptop on the same team
-therefore keeps such attempts out of the books (:class:`RelayFilter`): it shows them (the
+therefore keeps such attempts out of the books (:func:`metered_here`): it shows them (the
 tray, the request log) but writes and charges nothing for them. A laptop without
 ``[team]`` keeps its own books as always (they are not the team's, so nothing is counted
 twice in either).
@@ -18,12 +18,11 @@ twice in either).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
 from urllib.parse import quote
 
 from . import __version__
 from .config import Config, ProviderConfig
-from .observe import AttemptProgress, AttemptStarted, Record
+from .observe import Record
 from .server.exposure import is_loopback_bind
 
 
@@ -54,21 +53,9 @@ def client_headers(pc: ProviderConfig, instance: str) -> ProviderConfig:
     return replace(pc, headers={**{names[k]: v for k, v in mine.items() if k not in given}, **pc.headers})
 
 
-class RelayFilter:
-    """Which usage records this instance's books take: not those of attempts a team
-    gateway meters (its providers named by ``metered_elsewhere``)."""
-
-    def __init__(self, metered_elsewhere: Callable[[], Container[str]]) -> None:
-        self._elsewhere = metered_elsewhere
-        self._relayed: set[str] = set()  # attempt ids started through a gateway, until they report
-
-    def keep(self, record: Record) -> bool:
-        if isinstance(record, AttemptProgress):
-            return record.attempt_id not in self._relayed
-        if record.provider not in self._elsewhere():
-            return True
-        if isinstance(record, AttemptStarted):
-            self._relayed.add(record.attempt_id)
-        else:
-            self._relayed.discard(record.attempt_id)
-        return False
+def metered_here(record: Record) -> bool:
+    """Whether this instance's books (on a team) take ``record``: not an attempt through a team
+    gateway, which meters it. Decided per attempt, at its start, from its own provider
+    (``relayed``, carried on each of its records), so a reload mid-stream cannot meter an
+    attempt twice or leave it open."""
+    return not record.relayed

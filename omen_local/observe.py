@@ -51,6 +51,7 @@ class AttemptStarted:
     strategy: str
     prompt_tokens: int
     time: float = field(default_factory=time.time)
+    relayed: bool = False  # through a team gateway, which meters it (gateway.py): decided at the attempt's start
 
 
 @dataclass
@@ -64,6 +65,7 @@ class AttemptProgress:
     attempt_id: str
     output_chars: int
     time: float = field(default_factory=time.time)
+    relayed: bool = False  # as its AttemptStarted
 
 
 PROGRESS_CHARS = 512  # about 128 tokens between progress notes
@@ -93,6 +95,7 @@ class UsageEvent:
     intent: str | None = None  # the intent bucket the request was routed by (for the tray's table)
     asked: str | None = None  # the model name the client sent, when [aliases] patterns mapped it
     instance: str | None = None  # a team gateway's: the laptop's OMEN that relayed it (the books' instance)
+    relayed: bool = False  # as its AttemptStarted: the same decision on every record of an attempt
 
 
 @dataclass(frozen=True, slots=True)

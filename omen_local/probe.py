@@ -149,6 +149,9 @@ async def check_provider(
         return ProbeResult(pc.name, DISABLED, explain(pc, DISABLED))
     if needs_key(pc) and not key:
         return ProbeResult(pc.name, NO_KEY, explain(pc, NO_KEY))
+    if pc.kind == "omen-gateway" and not pc.base_url.startswith("https://"):  # its client token: never in clear
+        return ProbeResult(pc.name, ERROR, ("an OMEN gateway is reached over https only (its client token must not "
+                                            'travel in clear); nothing was sent; fix: base_url = "https://…"'))
     distrusted = local_trust.distrust(pc.base_url, pc.trust_owner)
     if distrusted is not None:  # asking it for models would tell it nothing, but OMEN will not use it
         return ProbeResult(pc.name, UNTRUSTED, f"{distrusted}; OMEN sends it nothing")

@@ -83,6 +83,7 @@ class OmenService:
         tokens: TokenBook | None = None,
         hub: Hub | None = None,
         metering: bool = True,
+        team_gateway: bool = False,
     ) -> None:
         self.base_config = config  # the user's; ``config`` adds the servers found running here
         self.config = config
@@ -92,6 +93,7 @@ class OmenService:
         self._secrets = secrets
         self._tokens = tokens
         self._want_metering = metering
+        self.team_gateway = team_gateway  # ``omen serve --team``: takes X-Omen-Instance from client tokens
         self.metering: Metering | None = None
         self.health = HealthBook(config.defaults.failure_cooldown_s, breaker_failures=config.defaults.breaker_failures)
         self.reprober = Reprober(self.health, self._local_urls, distrust=self._local_distrust)
@@ -110,8 +112,6 @@ class OmenService:
         self.tls: exposure.Tls | None = None  # beyond loopback: TLS only (server/exposure.py)
         self._trust_asked = self._trust_applied = 0  # rounds of _recheck_trust: the newest answer wins
         self.team_tokens: TeamTokens | None = None  # with [team]: client tokens shared in PostgreSQL
-        self._gateways: frozenset[str] = frozenset()  # providers a team gateway meters (gateway.py)
-        self._relay = gateway.RelayFilter(lambda: self._gateways)
 
     # ------------------------------------------------------------ parts made at start
 
@@ -157,9 +157,14 @@ class OmenService:
 
     def _record(self, record: Record) -> None:
         """The usage sink: metering first (journal, store, quotas), then whoever observes."""
-        if self.metering is not None and (self.config.team is None or self._relay.keep(record)):
-            self.metering.record(record)  # on a team, a gateway's attempts are in its books (gateway.py)
+        if self.metering is not None and self._metered_here(record):
+            self.metering.record(record)
         self.hub.emit(record)
+
+    def _metered_here(self, record: Record) -> bool:
+        """This instance's books (and /metrics' counters) take ``record``: on a team, not the
+        attempts a team gateway meters (gateway.py)."""
+        return self.config.team is None or gateway.metered_here(record)
 
     def _build(self, config: Config, keys: dict[str, str | None]) -> Router:
         """Providers, catalog, planner, dispatcher and strategies for ``config`` (no I/O).
@@ -176,7 +181,6 @@ class OmenService:
             name: kinds[pc.kind](gateway.client_headers(pc, instance), self.session, key=keys.get(name), timeouts=timeouts)
             for name, pc in config.providers.items()
         }
-        self._gateways = frozenset(name for name, p in providers.items() if p.meters_upstream)
         catalog = Catalog(
             config,
             {name: p.unusable_reason() for name, p in providers.items()},
@@ -221,7 +225,8 @@ class OmenService:
         self.session = _http.make_session()  # every upstream request goes through it (one transport)
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
-                       functools.partial(endpoint.hello_answer, self), lambda: self.config.server)
+                       functools.partial(endpoint.hello_answer, self), lambda: self.config.server,
+                       relays=self.team_gateway)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         add_metrics_route(
@@ -231,6 +236,7 @@ class OmenService:
             providers_up=lambda: {name: self.health.provider_available(name) for name in self.config.providers},
             known_model=lambda provider, model: model in self.catalog.models.get(provider, ()),
             quota_use=self.metering.quota_use if self.metering is not None else None,
+            counted=self._metered_here,
         )
         tracing.install(app, self.hub)  # OpenTelemetry: nothing unless configured (tracing.py)
         self._runner = Runner(app, handler_cancellation=True, access_log=None)
@@ -429,7 +435,10 @@ class OmenService:
         probes = [
             self._probe(p, catalog)
             for p in router.dispatcher.providers.values()
-            if p.config.enabled and p.config.discover and not (catalog.is_local(p.name) and catalog.usable(p.name))
+            # Never a provider OMEN will not use (no key, another user's port, an omen-gateway
+            # over plain http): its probe would carry the key where requests may not go. One that
+            # becomes usable (a key set, a config fixed) is probed after the reload that rebuilds it.
+            if p.config.enabled and p.config.discover and catalog.usable(p.name) is None
         ]
         if probes:
             await asyncio.gather(*probes)

@@ -15,7 +15,11 @@ database at most a few reads a second, never one per request.
 
 PostgreSQL unreachable: the last tokens read stay valid for :data:`OFFLINE_S` (the
 documented last-known-good rule, docs/team.md), then team tokens are refused until it
-answers again; local tokens (the owner's, ``tokens.json``) never depend on it.
+answers again; local tokens (the owner's, ``tokens.json``) never depend on it. A read
+that hangs (a stopped backend, a half-open connection: the server's statement_timeout
+cannot fire) is abandoned after :data:`READ_TIMEOUT_S`: its socket is shut down, which
+wakes the book's thread, and the next read opens a new connection; TCP keepalives and
+``tcp_user_timeout`` bound a dead peer on the kernel's side too.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +44,12 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often the book is read again: a revocation takes effect within about this
 MIN_GAP_S = 0.2  # reads asked for by unknown tokens are at least this far apart
 LOOKUP_WAIT_S = 3.0  # the longest a request with an unknown token waits for that read
-OFFLINE_S = 900.0  # PostgreSQL away: the last tokens read stay valid this long, then are refused
+OFFLINE_S = 60.0  # PostgreSQL away: the last tokens read stay valid this long, then are refused
 CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 2.0 * CONNECT_TIMEOUT_S  # a read not answered by then is abandoned (a hung backend)
+# libpq's TCP settings: a peer gone silent is noticed in seconds, not the kernel's two hours.
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3,
+              "tcp_user_timeout": 5000}
 
 # The table (pg_store's migration 3 creates it, under the migration lock).
 CREATE_TABLE = """
@@ -76,6 +86,22 @@ def _identity(user: str, workspace: str, label: str, role: str) -> Identity | No
 
 
 # ---------------------------------------------------------------- the CLI's side (blocking)
+
+ADMIN_URL_ENV = "OMEN_TEAM_ADMIN_URL"  # the team admin's URL for `omen token create/revoke`
+
+
+def admin_db(url: str) -> peewee.Database:
+    """The team admin's connection, which alone may write the book (docs/team.md: instances'
+    role reads it only, so a teammate cannot make themselves a token for another user or role).
+    No migrations from here: tables made by the admin's role would not be the instances'."""
+    return peewee.PostgresqlDatabase(url, connect_timeout=CONNECT_TIMEOUT_S, application_name="omen token admin")
+
+
+def insufficient_privilege(exc: BaseException) -> bool:
+    """PostgreSQL refused a write for lack of privilege (SQLSTATE 42501)."""
+    cause = exc.__cause__ or exc.__context__ or exc
+    return getattr(cause, "pgcode", None) == "42501" or getattr(exc, "pgcode", None) == "42501"
+
 
 
 def create(db: peewee.Database, user: str, workspace: str | None, label: str | None, role: str | None,
@@ -120,7 +146,7 @@ class TeamTokens:
     def __init__(self, url: str, instance: str, *, clock: Callable[[], float] = time.monotonic,
                  poll_s: float = POLL_S, offline_s: float = OFFLINE_S) -> None:
         self.db = peewee.PostgresqlDatabase(
-            url, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"omen {instance} tokens"[:63]
+            url, connect_timeout=CONNECT_TIMEOUT_S, application_name=f"omen {instance} tokens"[:63], **KEEPALIVES
         )
         self.clock, self.poll_s, self.offline_s = clock, poll_s, offline_s
         # One thread: the connection is used from it alone, and at most one read is in flight.
@@ -133,6 +159,9 @@ class TeamTokens:
         self._waiters: list[asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[dict[str, Identity]] | None = None  # the read in flight
+        self._socket: int | None = None  # its connection's socket (set on the book's thread)
+        self._stopped = False
 
     # ------------------------------------------------------------ lookups (serving loop)
 
@@ -161,10 +190,12 @@ class TeamTokens:
         try:
             if self.db.is_closed():
                 self.db.connect()
+                self._socket = self.db.connection().fileno()  # type: ignore[no-untyped-call]
             with self.db.atomic():  # one short transaction per read: the next one sees new rows
                 _sql(self.db, f"SET LOCAL statement_timeout = {CONNECT_TIMEOUT_S * 1000}")  # a hung server
                 rows = _sql(self.db, _LIVE).fetchall()
         except Exception:
+            self._socket = None
             with contextlib.suppress(Exception):
                 self.db.close()  # a new connection next time
             raise
@@ -178,14 +209,20 @@ class TeamTokens:
     async def refresh(self) -> None:
         loop = asyncio.get_running_loop()
         self.reads += 1
+        self._reading = reading = loop.run_in_executor(self._executor, self._read)
+        reading.add_done_callback(lambda f: f.cancelled() or f.exception())  # abandoned, its error is still seen
         try:
-            book = await loop.run_in_executor(self._executor, self._read)
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                book = await asyncio.shield(reading)
         except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"no answer within {READ_TIMEOUT_S:g} s")
+                self._abandon()  # the thread returns; the next read connects again
             self.last_error = f"{type(exc).__name__}: {exc}"
             if self.unreachable_since is None:
                 self.unreachable_since = time.time()
                 log.error("the team's token book (PostgreSQL) cannot be read (%s): team tokens read before stay "
-                          "valid for %d minutes, local tokens are not affected", exc, self.offline_s // 60)
+                          "valid for %d s, local tokens are not affected", exc, self.offline_s)
             return
         if self.unreachable_since is not None:
             log.warning("the team's token book (PostgreSQL) is read again")
@@ -219,17 +256,31 @@ class TeamTokens:
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name="omen-team-tokens")
 
+    def _abandon(self) -> None:
+        """Wake the book's thread from a read that hangs: shut its socket down (the thread then
+        sees a closed connection, closes it and is free). Only while that read is in flight."""
+        fd = self._socket
+        if fd is None or self._reading is None or self._reading.done():
+            return
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
     async def stop(self) -> None:
+        """Never waits on PostgreSQL: a read in flight is abandoned, the close runs behind it."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close)
+        if self._stopped:
+            return
+        self._stopped = True
+        self._abandon()
+        self._executor.submit(self._close)
         self._executor.shutdown(wait=False)
 
     def _close(self) -> None:
+        self._socket = None
         with contextlib.suppress(Exception):
             self.db.close()
 

@@ -137,6 +137,8 @@ class TokenBook:
     def identify(self, token: str) -> Identity | None:
         """The identity for ``token``, or None. Tokens the CLI adds or revokes while we run
         count from the next request on (one ``stat`` per client-token request)."""
+        if not token.isascii():  # tokens are ASCII; a header's bytes that are not UTF-8 arrive as surrogates
+            return None
         if hmac.compare_digest(token.encode(), self.owner_token.encode()):
             return self._owner
         stamp = self._watch.changed()
@@ -151,7 +153,7 @@ class TokenBook:
     async def team_lookup(self, token: str) -> Identity | None:
         """A token no book knew at :meth:`identify` may be a team token just made on another
         instance: the team's book is read again (coalesced, bounded) before it is refused."""
-        return None if self.team is None else await self.team.lookup(_digest(token))
+        return None if self.team is None or not token.isascii() else await self.team.lookup(_digest(token))
 
     def create(self, user: str, workspace: str | None = None, label: str | None = None, role: str | None = None) -> str:
         """Make a token for ``user``; return it (it is not stored, only its hash)."""

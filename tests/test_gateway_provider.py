@@ -15,9 +15,12 @@ from urllib.parse import unquote
 
 import openai
 import pytest
+from aiohttp import web
 
 from omen_local.config import default_instance, load_config
 from omen_local.metering.store import EventQuery
+from omen_local.probe import check_provider
+from omen_local.provider_config import ProviderConfig
 from omen_local.secrets import SecretStore
 from omen_local.service import OmenService
 from omen_local.tokens import TokenBook
@@ -70,3 +73,120 @@ chat = ["gw/openai/gpt-4o-mini"]
     assert seen.headers["Authorization"] == f"Bearer {FakeOpenAI.api_key}"
     assert unquote(seen.headers["X-Omen-Instance"]) == default_instance()
     assert seen.headers["User-Agent"].startswith("omen-local/")
+
+
+class _PlainTrap:
+    """A plain-http server that records every Authorization header it is sent."""
+
+    def __init__(self) -> None:
+        self.authorizations: list[str | None] = []
+        self.requests = 0
+
+    async def __aenter__(self) -> _PlainTrap:
+        async def anything(request: web.Request) -> web.Response:
+            self.requests += 1
+            self.authorizations.append(request.headers.get("Authorization"))
+            return web.json_response({"object": "list", "data": [{"id": "openai/gpt-4o-mini", "object": "model"}]})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", anything)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+
+async def test_a_gateway_over_plain_http_is_never_sent_its_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither the health probe nor `omen doctor`/Settings' Test sends the client token in clear;
+    a gateway that becomes usable later (its token set, then a reload) is still probed."""
+    server_ssl, ca_file = make_test_ca(tmp_path)
+    gateway = FakeOpenAI()
+    gateway.ssl = server_ssl
+    monkeypatch.setenv("OMEN_TEST_GATEWAY_TOKEN", "omen-client-token-secret")
+    monkeypatch.delenv("OMEN_TEST_LATER_TOKEN", raising=False)
+    async with _PlainTrap() as trap, gateway:
+        probe = await check_provider(ProviderConfig(name="gw", kind="omen-gateway", base_url=f"{trap.url}/v1"),
+                                     "omen-client-token-secret")
+        assert not probe.ok and "https only" in probe.message, probe
+        data_dir = tmp_path / "data"
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f"""
+[storage]
+data_dir = "{data_dir}"
+[defaults]
+health_interval_s = 3600
+[providers.ollama]
+enabled = false
+[providers.anthropic]
+enabled = false
+[providers.openai]
+enabled = false
+[providers.gw]
+kind = "omen-gateway"
+base_url = "{trap.url}/v1"
+key = ["env:OMEN_TEST_GATEWAY_TOKEN"]
+discover = true
+[providers.later]
+kind = "omen-gateway"
+base_url = "{gateway.url}/v1"
+key = ["env:OMEN_TEST_LATER_TOKEN"]
+discover = true
+ca_file = "{ca_file}"
+""", encoding="utf-8")
+        secrets = SecretStore(data_dir, use_keyring=False)
+        tokens = TokenBook(data_dir, secrets)
+        async with OmenService(load_config(cfg), secrets=secrets, tokens=tokens) as service:
+            await service._probe_all()  # a whole round, whatever the first one did
+            assert "later" in service.catalog.undiscovered  # no token yet: not probed either
+            monkeypatch.setenv("OMEN_TEST_LATER_TOKEN", FakeOpenAI.api_key)
+            await service.reload(load_config(cfg))  # the token is set: usable, so probed
+            assert "later" not in service.catalog.undiscovered
+            assert "gw" in service.catalog.undiscovered
+    assert trap.requests == 0 and trap.authorizations == []
+
+
+@pytest.mark.parametrize("team_gateway", [False, True])
+async def test_x_omen_instance_is_taken_only_by_a_team_gateway_from_a_client_token(
+    tmp_path: Path, team_gateway: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's instance is a relaying laptop's only on `omen serve --team` and only from a
+    client token; anywhere else the header is ignored (the instance is this one's name)."""
+    monkeypatch.setenv("OMEN_TEST_UPSTREAM_KEY", FakeOpenAI.api_key)
+    async with FakeOpenAI() as upstream:
+        data_dir = tmp_path / "data"
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f"""
+[storage]
+data_dir = "{data_dir}"
+[defaults]
+health_interval_s = 3600
+[providers.ollama]
+enabled = false
+[providers.anthropic]
+enabled = false
+[providers.openai]
+base_url = "{upstream.url}/v1"
+key = ["env:OMEN_TEST_UPSTREAM_KEY"]
+models = ["gpt-4o-mini"]
+[intents]
+chat = ["openai/gpt-4o-mini"]
+""", encoding="utf-8")
+        secrets = SecretStore(data_dir, use_keyring=False)
+        tokens = TokenBook(data_dir, secrets)
+        alice = tokens.create("alice")
+        async with OmenService(load_config(cfg), secrets=secrets, tokens=tokens, team_gateway=team_gateway) as service:
+            for token in (alice, tokens.owner_token):
+                client = openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key=token, max_retries=0,
+                                            default_headers={"X-Omen-Instance": "somebody-else"})
+                await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+                await client.close()
+            instances = {(e.user, e.instance) for e in service.hub.recent}
+    expected = "somebody-else" if team_gateway else None
+    assert instances == {("alice", expected), ("owner", None)}

@@ -395,3 +395,17 @@ def test_negative_usage_from_an_upstream_counts_as_zero() -> None:
         "completion_tokens_details": {"reasoning_tokens": -1},
     })  # fmt: skip
     assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens) == (0, 0, 0, 0, 0)
+
+
+async def test_a_token_that_is_not_utf8_is_a_401_in_each_doors_shape(stack: Stack) -> None:
+    """Header bytes that are not UTF-8 reach the token check as surrogates: refused as any wrong token."""
+    for header in (b"Authorization: Bearer omen-\xff\xfe", b"Authorization: Bearer \xc3(", b"x-api-key: sk-\xff"):
+        status, body = await _raw(stack, b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                                         + header + b"\r\n\r\n")  # fmt: skip
+        assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key", body
+    payload = json.dumps({"model": "ollama/llama3.2", "max_tokens": 5, "messages": MSG}).encode()
+    status, body = await _raw(stack, b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                                     b"x-api-key: \xff\xfe\r\nanthropic-version: 2023-06-01\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n", payload)  # fmt: skip
+    assert status == 401 and json.loads(body)["type"] == "error", body  # Anthropic's shape
+    assert (await stack.client.models.list()).data  # and the server keeps serving

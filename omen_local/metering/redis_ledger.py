@@ -32,8 +32,11 @@ of what remained of that limit (after the holds) the last time this instance saw
 scope in Redis; a scope it never saw there gets none. Past it, requests are refused
 (AllowanceSpent: 402). A free request (a local model) under USD quotas costs nothing, so
 it is always served. While Redis is away, one admission at a time tries it again (the
-others do not wait on it); the first that succeeds ends the allowances, and the charges
-made meanwhile reach Redis (kept and retried, as above).
+others do not wait on it); the first that succeeds ends the outage. The allowances end
+only once every charge made against them reached Redis (and no request admitted against
+them is still running): until then Redis's figures miss that spend, so a Redis that
+flaps does not grant a fresh allowance per outage; and a charge that reaches Redis late
+is taken off the room last seen for its scopes, the base of the next outage's allowance.
 """
 
 from __future__ import annotations
@@ -354,8 +357,13 @@ class RedisLedger:
         """Admit against this instance's allowances, or raise AllowanceSpent (holding nothing)."""
         picked: list[tuple[list[float], float]] = []
         for scope, limits in limited:
-            room = self._seen.get(scope, {})
-            allowances = self._allowances.setdefault(scope, {})
+            room = self._seen.get(scope)
+            allowances = self._allowances.get(scope)
+            if allowances is None:
+                allowances = {}
+                if room is not None:  # kept for scopes seen in Redis only: bounded like _seen, not by clients' names
+                    self._allowances[scope] = allowances
+            room = room or {}
             for k in limits:
                 slot = allowances.get(k)
                 if slot is None:  # granted once per outage, from what was left when last seen
@@ -423,10 +431,20 @@ class RedisLedger:
                 if not await self._settle_now(key, scopes, usd, tokens, at):
                     break
                 self._unsent.popleft()
+                self._charged_late(scopes, usd, tokens)
+                self._end_allowances()
                 pause = RETRY_MIN_S
             else:
                 return
             pause = min(RETRY_MAX_S, pause * 2)
+
+    def _charged_late(self, scopes: list[Scope], usd: float, tokens: int) -> None:
+        """A kept charge reached Redis: the room last seen for its scopes did not count it."""
+        for scope in scopes:
+            room = self._seen.get(scope)
+            for k in room or {}:
+                assert room is not None
+                room[k] = max(0.0, room[k] - (float(usd) if k.endswith("_usd") else float(tokens)))
 
     async def drain(self) -> None:
         """Wait for background charges (tests, shutdown)."""
@@ -473,7 +491,12 @@ class RedisLedger:
         if self.unreachable_since is not None:
             log.warning("the team's quota store (Redis) answers again: allowances end, quotas are the team's again")
             self.unreachable_since = None
-            self._allowances.clear()  # what was spent meanwhile reaches Redis as kept charges
+        self._end_allowances()
+
+    def _end_allowances(self) -> None:
+        """Forget this outage's allowances once Redis has all they admitted (see the module's docstring)."""
+        if self._allowances and self.unreachable_since is None and not self._unsent and not self._offline:
+            self._allowances.clear()
 
     def health(self) -> dict[str, Any]:
         since = self.unreachable_since

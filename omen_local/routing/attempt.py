@@ -64,6 +64,8 @@ class Attempt:
         self.id, self.caller, self.strategy = attempt_id, caller, strategy
         self.intent = intent  # the bucket the plan used, reported with the usage (the tray's table)
         self.target, self.provider, self.price, self.body = target, provider, price, body
+        # Decided once, from this attempt's own provider: a reload mid-stream cannot split its records.
+        self.relayed = provider.meters_upstream
         self.prompt_estimate = prompt_estimate
         self._reporter = reporter
         self.op = op
@@ -180,7 +182,7 @@ class Attempt:
         self.output_chars = chars
         if self._progress_at is not None and chars >= self._progress_at:
             self._progress_at = chars + PROGRESS_CHARS
-            self._reporter.record(AttemptProgress(self.id, chars))
+            self._reporter.record(AttemptProgress(self.id, chars, relayed=self.relayed))
 
     def account_chunk(self, chunk: Chunk) -> None:
         """:meth:`_account` for one chunk (a budgeted stream checks its spend after each)."""
@@ -230,6 +232,7 @@ class Attempt:
             "provider": self.target.provider,
             "model": self.target.model,
             "strategy": self.strategy,
+            "relayed": self.relayed,
         }
 
     def usage_so_far(self) -> Usage:

@@ -31,6 +31,7 @@ from .plumbing import (
     CLIENT_MAX_CHARS,
     HELLO,
     IDENTITY,
+    RELAYS,
     RELOAD,
     REQUEST_ID,
     ROUTER,
@@ -243,7 +244,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.Response(body=jsonutil.dumps(request.app[STATUS]()), content_type="application/json")
+    body = request.app[STATUS]()
+    if not request.app[TOKENS].reads_everyone(request[IDENTITY]):
+        # Redis away: the allowances name every user's and workspace's spend; a client token
+        # reads its own usage only (/v1/usage), so not them either.
+        quotas = body.get("metering", {}).get("team", {}).get("quotas")
+        if isinstance(quotas, dict):
+            quotas.pop("allowances", None)
+    return web.Response(body=jsonutil.dumps(body), content_type="application/json")
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -270,7 +278,7 @@ async def hello(request: web.Request) -> web.Response:
 
 def make_app(
     router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None,
-    hello_fn: Any = None, server_fn: Callable[[], ServerConfig] | None = None,
+    hello_fn: Any = None, server_fn: Callable[[], ServerConfig] | None = None, relays: bool = False,
 ) -> web.Application:
     edge = make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes,
                      server_fn or (lambda: server))
@@ -294,6 +302,7 @@ def make_app(
     app[STATUS] = status_fn
     app[RELOAD] = reload_fn
     app[HELLO] = hello_fn
+    app[RELAYS] = relays
     app.router.add_post("/v1/chat/completions", chat_completions)
     if reload_fn is not None:
         app.router.add_post("/v1/omen/reload", reload)

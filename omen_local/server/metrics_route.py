@@ -44,8 +44,10 @@ class Metrics:
     and a model the catalog does not list is counted as ``other`` (a client naming a new
     model on every request must not make a new series each time)."""
 
-    def __init__(self, known_model: Callable[[str, str], bool] | None = None) -> None:
+    def __init__(self, known_model: Callable[[str, str], bool] | None = None,
+                 counted: Callable[[UsageEvent], bool] | None = None) -> None:
         self.known_model = known_model
+        self.counted = counted  # which attempts this instance's books keep (not a team gateway's relays)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         labels = ("provider", "model", "outcome")
@@ -93,8 +95,8 @@ class Metrics:
 
     def on_event(self, event: Event) -> None:
         """A hub listener: quick, on the serving loop."""
-        if not isinstance(event, UsageEvent):
-            return
+        if not isinstance(event, UsageEvent) or (self.counted is not None and not self.counted(event)):
+            return  # a laptop's attempt through its team's gateway: the gateway counts it (docs/team.md)
         outcome = str(event.outcome)
         child = self.child
         provider, model = event.provider, self.model_label(event.provider, event.model)
@@ -199,11 +201,13 @@ def add_metrics_route(
     providers_up: Callable[[], dict[str, bool]] = dict,
     known_model: Callable[[str, str], bool] | None = None,
     quota_use: Callable[[], Awaitable[QuotaUse]] | None = None,
+    counted: Callable[[UsageEvent], bool] | None = None,
 ) -> Metrics:
     """Register ``GET /metrics`` and the door counter; the hub feeds the usage counters, the
     callables the health gauges, ``known_model`` which model names may be labels, and
-    ``quota_use`` (awaited at each scrape) the quota gauges."""
-    m = app[METRICS] = Metrics(known_model)
+    ``quota_use`` (awaited at each scrape) the quota gauges, ``counted`` which attempts the
+    usage counters take (those the usage rows take, so the two stay equal)."""
+    m = app[METRICS] = Metrics(known_model, counted)
     if quota_use is not None:
         app[QUOTA_USE] = quota_use
     m.registry.register(HealthCollector(metering_health, providers_up))

@@ -28,7 +28,7 @@ from ..requestlog import RequestNote
 from ..routing.catalog import Target
 from ..routing.planner import Plan
 from ..routing.router import Router
-from ..tokens import Identity, TokenBook
+from ..tokens import Identity, TokenBook, reserved_user
 
 CLIENT_MAX_CHARS = 256  # a User-Agent longer than this is cut (it is stored with every usage event)
 INSTANCE_MAX_CHARS = 200  # an instance name, as [team] instance allows
@@ -60,6 +60,8 @@ STATUS: web.AppKey[Any] = web.AppKey("status", object)
 RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
 
 HELLO: web.AppKey[Any] = web.AppKey("hello", object)
+# A team gateway (``omen serve --team``): it takes ``X-Omen-Instance`` from teammates' laptops.
+RELAYS: web.AppKey[bool] = web.AppKey("relays", bool)
 
 
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
@@ -131,6 +133,13 @@ def relayed_by(header: str | None) -> str | None:
     if not header:
         return None
     return clean_text(urllib.parse.unquote(header), INSTANCE_MAX_CHARS)
+
+
+def relays_for(request: web.Request, identity: Identity) -> bool:
+    """Whether ``X-Omen-Instance`` names the books' instance: only on a team gateway and only
+    from a client token (a teammate's laptop); elsewhere, and for the owner or the endpoint
+    file's token, the row's instance is this instance's own name."""
+    return RELAYS in request.app and request.app[RELAYS] and not reserved_user(identity.user)
 
 
 def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:
@@ -214,7 +223,7 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
         client=clean_text(request.headers.get("User-Agent")),
         session=req.hints.session,
         asked=req.asked,
-        instance=relayed_by(request.headers.get("X-Omen-Instance")),
+        instance=relayed_by(request.headers.get("X-Omen-Instance")) if relays_for(request, identity) else None,
     )
     return req, caller, caller.request_id
 

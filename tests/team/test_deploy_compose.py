@@ -10,6 +10,7 @@ the volume is, take its keys from variables the service passes, and be a config 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,7 +46,29 @@ def _mount(service: dict[str, Any], target: str) -> str:
     raise AssertionError(f"nothing mounted at {target}: {service['volumes']}")
 
 
-def test_compose_services_and_the_gateway_config_agree() -> None:
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${NAME}``, ``${NAME:?msg}`` and ``${NAME:-default}`` with ``env``'s values."""
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
+        if env.get(name):
+            return env[name]
+        assert op != ":?", f"compose would refuse: {name} unset"
+        return arg
+
+    return re.sub(r"\$\{(\w+)(:\?|:-)?([^}]*)\}", one, value)
+
+
+def _published(ports: list[str], env: dict[str, str]) -> set[tuple[str, str]]:
+    """(address, port) of each published port: every one bound to a stated address."""
+    out = set()
+    for spec in ports:
+        address, host_port, container_port = _interpolate(spec, env).split(":")
+        assert host_port == container_port
+        out.add((address, host_port))
+    return out
+
+
+def test_compose_services_and_the_gateway_config_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     compose = _compose()
     services = compose["services"]
     assert set(services) == {"postgres", "redis", "gateway"}
@@ -54,24 +77,30 @@ def test_compose_services_and_the_gateway_config_agree() -> None:
     assert command[:3] == ["omen", "serve", "--team"]
     config_path = command[command.index("--config") + 1]
     source = _mount(gateway, config_path)
+    env = _env_example()
+    text = (DEPLOY / source).read_text(encoding="utf-8")
+    assert env["POSTGRES_PASSWORD"] not in text and env["REDIS_PASSWORD"] not in text  # no secret in the file
+    for name, value in gateway["environment"].items():  # the gateway's environment, as compose makes it
+        monkeypatch.setenv(name, _interpolate(str(value), env))
     config = load_config(DEPLOY / source)
     assert refusal(config) is None  # `omen serve --team` starts with it
     assert set(gateway["depends_on"]) == {"postgres", "redis"}
+    address = env["TEAM_ADDRESS"]
+    assert address not in ("", "0.0.0.0", "::")
 
-    env = _env_example()
     team = config.team
     assert team is not None and team.redis_url is not None
     db = urlsplit(team.database_url)
     pg = services["postgres"]
-    assert db.hostname == "postgres" and f"{db.port}:{db.port}" in pg["ports"]
+    assert db.hostname == "postgres" and _published(pg["ports"], env) == {(address, str(db.port))}
     assert db.username == pg["environment"]["POSTGRES_USER"] and db.path == "/" + pg["environment"]["POSTGRES_DB"]
     assert "${POSTGRES_PASSWORD" in pg["environment"]["POSTGRES_PASSWORD"] and db.password == env["POSTGRES_PASSWORD"]
     rd = urlsplit(team.redis_url)
-    assert rd.hostname == "redis" and f"{rd.port}:{rd.port}" in services["redis"]["ports"]
+    assert rd.hostname == "redis" and _published(services["redis"]["ports"], env) == {(address, str(rd.port))}
     assert "${REDIS_PASSWORD" in services["redis"]["environment"]["REDIS_PASSWORD"]
     assert rd.password == env["REDIS_PASSWORD"]
 
-    assert config.server.host == "0.0.0.0" and f"{config.server.port}:{config.server.port}" in gateway["ports"]
+    assert config.server.host == "0.0.0.0" and _published(gateway["ports"], env) == {(address, str(config.server.port))}
     assert _mount(gateway, str(config.data_dir)) in compose["volumes"]
     passed = set(gateway["environment"])
     for name, pc in config.providers.items():

@@ -125,6 +125,14 @@ async def test_redis_away_never_seen_scopes_get_no_allowance(unused_tcp_port: in
     with pytest.raises(AllowanceSpent):
         await ledger.reserve("local2", [(("user", "u"), {"daily_tokens": 1e6})], 0.0, 500)  # tokens count
     ledger.settle("local", 0.0, 500)
+    # Workspace names are the clients' choice: never-seen scopes leave nothing behind.
+    for i in range(300):
+        ws = [(("workspace", f"made-up-{i}"), {"daily_usd": 1.0})]
+        await ledger.reserve(f"free{i}", ws, 0.0, 1)
+        ledger.settle(f"free{i}", 0.0, 1)
+        with pytest.raises(AllowanceSpent):
+            await ledger.reserve(f"paid{i}", ws, 0.1, 1)
+    assert len(ledger.health().get("allowances", {})) == 0
     await ledger.aclose()
 
 

@@ -86,3 +86,20 @@ def test_omen_usage_reads_the_teams_books(team_db: str, tmp_path: Path) -> None:
     import json
 
     assert json.loads(out.stdout)["total"]["attempts"] == 40
+
+
+def test_team_urls_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`env:NAME` keeps the passwords out of the file (deploy/gateway.toml); unset is a clear error."""
+    team = '[team]\ndatabase_url = "env:T_DB_URL"\nredis_url = "env:T_REDIS_URL"\n'
+    monkeypatch.delenv("T_DB_URL", raising=False)
+    with pytest.raises(ConfigError, match="T_DB_URL is not set"):
+        _load(tmp_path, team)
+    monkeypatch.setenv("T_DB_URL", "postgresql://omen:s3cret@db:5432/omen")
+    monkeypatch.setenv("T_REDIS_URL", "redis://:pw@redis:6379/0")
+    config = _load(tmp_path, team)
+    assert config.team is not None  # type: ignore[attr-defined]
+    assert config.team.database_url == "postgresql://omen:s3cret@db:5432/omen"  # type: ignore[attr-defined]
+    assert config.team.redis_url == "redis://:pw@redis:6379/0"  # type: ignore[attr-defined]
+    monkeypatch.setenv("T_DB_URL", "mysql://nope")
+    with pytest.raises(ConfigError, match="postgresql://"):
+        _load(tmp_path, team)

@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from omen_local.secrets import SecretStore
+from omen_local.tokens import TokenBook
 from tests.fakes.fake_ollama import FakeOllama
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.test_metering_crash import TOKEN
@@ -73,8 +75,8 @@ rpm = 100000
     return config
 
 
-async def _team(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with http.get(f"{base}/v1/omen/status", headers=HEADERS) as resp:
+async def _team(http: aiohttp.ClientSession, base: str, token: str = TOKEN) -> dict[str, Any]:
+    async with http.get(f"{base}/v1/omen/status", headers={"Authorization": f"Bearer {token}"}) as resp:
         body: dict[str, Any] = await resp.json()
         return body["metering"]["team"]
 
@@ -91,7 +93,10 @@ async def test_redis_stopped_under_load_follows_the_documented_rule(team_db: str
         proc = other = None
         try:
             async with FakeOpenAI() as cloud, FakeOllama(["llama3.2:latest"]) as local:
-                proc = _serve(_config(tmp_path / "i", cloud.url, local.url, team_db, rd.url))
+                config = _config(tmp_path / "i", cloud.url, local.url, team_db, rd.url)
+                data_dir = tmp_path / "i" / "data"
+                bob = TokenBook(data_dir, SecretStore(data_dir, use_keyring=False), owner_token=TOKEN).create("bob")
+                proc = _serve(config)
                 other = _serve(_config(tmp_path / "j", cloud.url, local.url, team_db, rd.url, "other"))
                 base, other_base = await asyncio.gather(_first_url(proc), _first_url(other))
                 async with aiohttp.ClientSession() as http:
@@ -142,6 +147,9 @@ async def test_redis_stopped_under_load_follows_the_documented_rule(team_db: str
                         assert team["rate_limits"]["state"] == "unreachable" and team["rate_limits"]["rule"]
                         allowance = team["quotas"]["allowances"]["user owner"]["daily_usd"]
                         assert allowance["allowance"] == pytest.approx(0.05 * LEFT)
+                        # A client token sees the rule, not every user's allowance.
+                        bobs = await _team(http, base, bob)
+                        assert bobs["quotas"]["state"] == "unreachable" and "allowances" not in bobs["quotas"]
                         # The allowance is per instance: the other one spends its own share of what it saw.
                         other_statuses = []
                         for i in range(ALLOWED + 5):

@@ -11,6 +11,11 @@ import peewee
 from omen_local import team_tokens
 from omen_local.metering.pg_store import PgUsageStore
 
+from .servers import Postgres
+from .test_team_tokens import _cli
+
+_roles = iter(range(1, 1_000_000))
+
 
 def _book_db(url: str, tmp_path: Path) -> peewee.Database:
     store = PgUsageStore(url, "cli", tmp_path)
@@ -68,5 +73,67 @@ async def test_the_last_known_good_rule_ends(team_db: str, tmp_path: Path) -> No
         assert book.identify(sha) is not None
         now[0] += 2  # no read succeeded for longer than the rule allows
         assert book.identify(sha) is None and book.health()["tokens"] == 0
+    finally:
+        await book.stop()
+
+
+def _run(url: str, *statements: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+async def test_only_the_admin_role_writes_the_book_and_instances_honour_what_it_writes(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """The privilege split of docs/team.md, with two real roles: every laptop's role reads the
+    book only, so `omen token create` there fails with the fix named; the admin's URL writes it,
+    and instances read and honour (and stop honouring) what it wrote."""
+    n = next(_roles)
+    inst, admin, dbname = f"omen_inst{n}", f"omen_admin{n}", f"omen_split{n}"
+    _run(postgres.url(), f"CREATE ROLE {inst} LOGIN PASSWORD 'inst-pw'", f"CREATE ROLE {admin} LOGIN PASSWORD 'admin-pw'",
+         f"CREATE DATABASE {dbname} OWNER {admin}")  # fmt: skip
+    superuser = postgres.url(dbname)
+    _run(superuser, f"GRANT CONNECT ON DATABASE {dbname} TO {inst}", f"GRANT USAGE, CREATE ON SCHEMA public TO {inst}")
+    inst_url = f"postgresql://{inst}:inst-pw@127.0.0.1:{postgres.port}/{dbname}"
+    admin_url = f"postgresql://{admin}:admin-pw@127.0.0.1:{postgres.port}/{dbname}"
+    _book_db(inst_url, tmp_path / "first")  # the first instance's start: its migrations make the tables
+    _run(superuser, f"ALTER TABLE team_token OWNER TO {admin}", f"REVOKE ALL ON team_token FROM {inst}",
+         f"GRANT SELECT ON team_token TO {inst}")  # the docs' SQL, after the first start  # fmt: skip
+    config = tmp_path / "laptop" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "laptop" / "data"}"\n'
+                      f'[team]\ndatabase_url = "{inst_url}"\ninstance = "eve-laptop"\n', encoding="utf-8")  # fmt: skip
+
+    code, out, err = await _cli(config, "create", "--user", "ceo", "--role", "team-admin")
+    assert code == 1 and out.strip() == "", out
+    assert "may not write the team's token book" in err and "--admin-url" in err and "OMEN_TEAM_ADMIN_URL" in err, err
+    code, _, err = await _cli(config, "create", "--user", "bob", "--admin-url", admin_url)
+    assert code == 0, err
+    code, out, err = await _cli(config, "create", "--user", "carol", env={"OMEN_TEAM_ADMIN_URL": admin_url})
+    assert code == 0, err
+    carol = out.strip().splitlines()[-1]
+    code, out, _ = await _cli(config, "list")  # instances still read the book
+    assert code == 0 and "user=bob" in out and "user=carol" in out and "user=ceo" not in out
+
+    book = team_tokens.TeamTokens(inst_url, "eve-laptop", poll_s=3600)
+    await book.start()
+    try:
+        ident = await book.lookup(team_tokens.digest(carol))
+        assert ident is not None and ident.user == "carol"
+        code, _, err = await _cli(config, "revoke", "--user", "carol")  # a teammate cannot revoke either
+        assert code == 1 and "--admin-url" in err, err
+        assert book.identify(team_tokens.digest(carol)) is not None
+        code, _, err = await _cli(config, "revoke", "--user", "carol", "--admin-url", admin_url)
+        assert code == 0, err
+        await book.refresh()
+        assert book.identify(team_tokens.digest(carol)) is None
     finally:
         await book.stop()

@@ -34,10 +34,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX servers")
 REVOKE_WITHIN_S = 5.0
 
 
-async def _cli(config: Path, *args: str) -> tuple[int, str, str]:
+async def _cli(config: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """The real ``omen token`` command, as a user runs it (its own process)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMEN_CONFIG"}
-    env.update(OMEN_TOKEN=TOKEN, OMEN_SECRETS="file")
+    extra = env or {}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMEN_CONFIG", "OMEN_TEAM_ADMIN_URL")}
+    env.update(OMEN_TOKEN=TOKEN, OMEN_SECRETS="file", **extra)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "omen_local", "token", *args, "--config", str(config),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
