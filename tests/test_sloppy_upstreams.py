@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply
-from tests.waiting import until
+from tests.waiting import DEADLINE_S, until
 
 MSG = [{"role": "user", "content": "hello"}]
 CLOUD = {"omen": {"intent": "cloud"}}
@@ -179,7 +179,7 @@ async def test_a_stream_whose_event_never_ends_is_cut_and_reported_not_held_in_m
                     async for part in stream:
                         got.append(part.choices[0].delta.content)
             assert got == ["hi"] and "more than 1048576 bytes" in caught.value.message
-            await asyncio.wait_for(closed.wait(), 5)
+            await asyncio.wait_for(closed.wait(), DEADLINE_S)  # bounds a failure only
             assert sent < 16 * 1024 * 1024  # stopped at the limit, not at the upstream's end
             await until(lambda s=stack: s.service.hub.recent, "the usage event of the refused stream")
             assert [(e.provider, e.outcome) for e in stack.service.hub.recent] == [("endless", "error")]

@@ -38,7 +38,7 @@ from tests.conftest import Stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply
 from tests.fakes.fake_ollama import FakeOllama
-from tests.waiting import until
+from tests.waiting import DEADLINE_S, until
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 LLAMA = "llama3.2:latest"
@@ -212,7 +212,7 @@ async def test_degraded_when_omen_is_stopped_and_back_when_it_returns(stack: Sta
         await again.start()
         try:
             stack.openai.queue(Reply(text="from OMEN"))
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + DEADLINE_S
             while True:
                 answer = await omen.chat(MSG, model="openai/gpt-4o-mini")
                 if not answer.degraded or time.monotonic() > deadline:
