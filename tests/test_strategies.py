@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply
-from tests.waiting import ManualClock, until
+from tests.waiting import DEADLINE_S, ManualClock, until
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 LLAMA, QWEN = "llama3.2:latest", "qwen2.5-coder:7b"
@@ -247,7 +247,9 @@ async def test_parallel_merge_is_bounded_by_max_latency(stack: Stack) -> None:
     done = await stack.client.chat.completions.create(
         model="auto", messages=MSG, extra_body=hints(strategy="parallel_merge", providers=["ollama"], max_latency_ms=300)
     )
-    assert 0.25 < time.perf_counter() - t0 < 1.0
+    # At the deadline, not before; well before merge_wait_ms (60 s), the only other bound on the
+    # hanging model (the upper bound only tells "cut at the deadline" from "waited for it").
+    assert 0.25 < time.perf_counter() - t0 < DEADLINE_S
     assert done.choices[0].message.content == "in time"
     await stack.ollama.wait_closed(stack.ollama.seen[-1] if stack.ollama.seen[-1].body["model"] == QWEN else stack.ollama.seen[-2])
     assert ("ollama", QWEN, "cancelled") in events(stack)
@@ -263,8 +265,8 @@ async def test_deadline_fails_with_504_instead_of_hanging(stack: Stack) -> None:
         await stack.client.chat.completions.create(
             model="auto", messages=MSG, stream=True, extra_body=hints(max_latency_ms=200, providers=["ollama"])
         )
-    assert err.value.status_code == 504 and err.value.code == "deadline_exceeded"
-    assert time.perf_counter() - t0 < 1.0
+    assert err.value.status_code == 504 and err.value.code == "deadline_exceeded"  # the deadline's doing
+    assert time.perf_counter() - t0 < DEADLINE_S  # the hanging upstream ends only with the test
     tried = sum(1 for seen in stack.ollama.seen if seen.body is not None)  # not the probes' GETs
     assert tried >= 1
     await until(lambda: len(stack.service.hub.recent) >= tried, "a usage event for each attempt")
