@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import http_error, text_reply
+from tests.waiting import ManualClock
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -56,6 +57,7 @@ async def test_streamed_failover_is_invisible_to_the_client(stack: Stack) -> Non
 
 
 async def test_429_pauses_the_model_for_retry_after_and_moves_on(stack: Stack) -> None:
+    stack.service.health.clock = ManualClock()  # the breakers' injected clock: Retry-After exactly
     stack.ollama.queue_for("llama3.2:latest", Reply(status=429, headers={"Retry-After": "120"}))
     stack.ollama.queue_for("qwen2.5-coder:7b", Reply(status=503, headers={"Retry-After": "60"}))
     stack.anthropic.enqueue(text_reply("a"), text_reply("b"))
@@ -64,8 +66,8 @@ async def test_429_pauses_the_model_for_retry_after_and_moves_on(stack: Stack) -
     # Rate limits and load shedding are per model: the provider stays up, each model rests.
     assert health["state"] == "up" or health["retry_in_s"] == 0
     models = health["model_health"]
-    assert models["llama3.2:latest"]["breaker"] == "open" and 115 < models["llama3.2:latest"]["retry_in_s"] <= 120
-    assert models["qwen2.5-coder:7b"]["breaker"] == "open" and 55 < models["qwen2.5-coder:7b"]["retry_in_s"] <= 60
+    assert models["llama3.2:latest"]["breaker"] == "open" and models["llama3.2:latest"]["retry_in_s"] == 120
+    assert models["qwen2.5-coder:7b"]["breaker"] == "open" and models["qwen2.5-coder:7b"]["retry_in_s"] == 60
     # The next request skips both paused models while their Retry-After runs.
     n = len(stack.ollama.seen)
     await stack.client.chat.completions.create(model="auto", messages=MSG)

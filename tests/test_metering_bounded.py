@@ -15,7 +15,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from omen_local.policy import CostBound
 from omen_local.providers.base import Usage
 from tests import metering_util as mu
 from tests.conftest import Stack
+from tests.waiting import ManualClock
 
 T0 = 1_767_225_600.0 + 3600  # 2026-01-01T01:00:00Z
 
@@ -239,10 +239,18 @@ async def test_quota_file_is_looked_at_a_few_times_a_second_not_per_request(
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "stat", counting)
-    started = time.monotonic()
-    await asyncio.gather(*(stack.client.chat.completions.create(model="openai/gpt-4o-mini", messages=mu.MSG) for _ in range(40)))  # type: ignore[arg-type]
-    elapsed = time.monotonic() - started
-    assert len(stats) <= 2 + elapsed / REFRESH_S  # not 40
+    assert stack.service.metering is not None
+    clock = stack.service.metering.quotas.clock = ManualClock()  # the book's injected clock
+
+    async def forty() -> None:
+        await asyncio.gather(*(stack.client.chat.completions.create(model="openai/gpt-4o-mini", messages=mu.MSG) for _ in range(40)))  # type: ignore[arg-type]
+
+    await forty()
+    assert len(stats) <= 1  # not 40: at most the look that was due already
+    before = len(stats)
+    clock.advance(REFRESH_S)
+    await forty()
+    assert len(stats) == before + 1  # REFRESH_S later: one look, for all forty
 
 
 async def test_omen_quota_set_from_another_process_applies_within_the_delay(stack: Stack) -> None:

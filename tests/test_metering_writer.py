@@ -30,6 +30,7 @@ from omen_local.policy import CostBound
 from omen_local.providers.base import Usage
 from tests import metering_util as mu
 from tests.conftest import Stack
+from tests.waiting import until
 
 FULL = "database or disk is full"
 
@@ -156,10 +157,7 @@ async def test_a_dead_writer_fails_flushes_and_the_journal_keeps_the_rest(tmp_pa
         await metering.flush()
         store._gather = boom  # type: ignore[method-assign]
         metering.record(_event(1))  # wakes the writer; its next look at the queue kills it
-        for _ in range(100):
-            if store._thread is None or not store._thread.is_alive():
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: store._thread is None or not store._thread.is_alive(), "the writer thread to die")
         with pytest.raises(OmenError) as err:
             await metering.flush()
         assert err.value.status == 503 and "stopped" in err.value.message

@@ -1078,7 +1078,7 @@ async def test_closing_the_stream_closes_the_upstream(
     assert first.delta == {"content": "w0 "}
     await stream.aclose()  # type: ignore[attr-defined]
     seen = fake.last
-    await fake.wait_closed(seen, within=1.0)
+    await fake.wait_closed(seen)
     assert not seen.finished
 
 

@@ -14,13 +14,14 @@ from omen_local.requestlog import FILE_NAME, format_line, log_dir, parse_line
 from tests import door_util as du
 from tests.conftest import Stack
 from tests.fakes.base import Reply
+from tests.waiting import DEADLINE_S
 
 
 async def _lines_for(request_id: str) -> list[dict[str, str]]:
     """Poll the file (lines reach it in batches, from the loop to the writer thread) without
     blocking the loop the in-process server runs on."""
     path = log_dir() / FILE_NAME
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         rows = [parse_line(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
         found = [r for r in rows if r.get("request_id") == request_id]

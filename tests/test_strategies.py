@@ -3,6 +3,7 @@ deadlines, stickiness and the circuit breaker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import pytest
 from tests.conftest import Stack, start_stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply
-from tests.waiting import ManualClock, until
+from tests.waiting import DEADLINE_S, ManualClock, until
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 LLAMA, QWEN = "llama3.2:latest", "qwen2.5-coder:7b"
@@ -157,16 +158,21 @@ async def short_window(tmp_path: Path) -> AsyncIterator[Stack]:
 
 async def test_speculate_keeps_the_fast_answer_when_the_preferred_is_late(short_window: Stack) -> None:
     stack = short_window
-    stack.ollama.queue_for(LLAMA, Reply(text="fast answer " * 6, pieces=6, chunk_delay_s=0.1))
-    stack.anthropic.enqueue(text_reply("late", delay=2.0))
+    stack.ollama.queue_for(LLAMA, Reply(text="fast answer " * 6, pieces=6, chunk_delay_s=0.2))
+    stack.anthropic.enqueue(text_reply("late", delay=60.0))
     t0 = time.perf_counter()
-    _, frames, raw = await sse(
+    answer = asyncio.ensure_future(sse(
         stack, {"model": "auto", "messages": MSG, "omen": {"strategy": "speculate_k", "providers": ["ollama", "anthropic"]}}
-    )
+    ))
+    await until(lambda: stack.anthropic.requests or answer.done(), "the late candidate to reach Anthropic")
+    closed = await stack.anthropic.wait_closed(stack.anthropic.last)
+    fast = [s for s in stack.ollama.seen if s.body is not None][-1]
+    # Dropped when the window (300 ms) closed, not at the end: the fast stream (6 x 200 ms, on
+    # the same event loop's timers) was still running. An order of events, not a timing.
+    assert closed - t0 > 0.25 and not fast.finished
+    _, frames, raw = await answer
     assert not [f for f in frames if "omen" in f]
     assert text_of(frames) == "fast answer " * 6 and raw.endswith(b"data: [DONE]\n\n")
-    closed = await stack.anthropic.wait_closed(stack.anthropic.last)
-    assert 0.25 < closed - t0 < 0.6  # dropped when the window closed, not at the end
     assert {(p, o) for p, _, o in events(stack)} == {("ollama", "ok"), ("anthropic", "cancelled")}
 
 
@@ -247,7 +253,9 @@ async def test_parallel_merge_is_bounded_by_max_latency(stack: Stack) -> None:
     done = await stack.client.chat.completions.create(
         model="auto", messages=MSG, extra_body=hints(strategy="parallel_merge", providers=["ollama"], max_latency_ms=300)
     )
-    assert 0.25 < time.perf_counter() - t0 < 1.0
+    # At the deadline, not before; well before merge_wait_ms (60 s), the only other bound on the
+    # hanging model (the upper bound only tells "cut at the deadline" from "waited for it").
+    assert 0.25 < time.perf_counter() - t0 < DEADLINE_S
     assert done.choices[0].message.content == "in time"
     await stack.ollama.wait_closed(stack.ollama.seen[-1] if stack.ollama.seen[-1].body["model"] == QWEN else stack.ollama.seen[-2])
     assert ("ollama", QWEN, "cancelled") in events(stack)
@@ -263,8 +271,8 @@ async def test_deadline_fails_with_504_instead_of_hanging(stack: Stack) -> None:
         await stack.client.chat.completions.create(
             model="auto", messages=MSG, stream=True, extra_body=hints(max_latency_ms=200, providers=["ollama"])
         )
-    assert err.value.status_code == 504 and err.value.code == "deadline_exceeded"
-    assert time.perf_counter() - t0 < 1.0
+    assert err.value.status_code == 504 and err.value.code == "deadline_exceeded"  # the deadline's doing
+    assert time.perf_counter() - t0 < DEADLINE_S  # the hanging upstream ends only with the test
     tried = sum(1 for seen in stack.ollama.seen if seen.body is not None)  # not the probes' GETs
     assert tried >= 1
     await until(lambda: len(stack.service.hub.recent) >= tried, "a usage event for each attempt")

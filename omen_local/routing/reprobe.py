@@ -63,15 +63,18 @@ class Reprober:
         distrust: Callable[[str], str | None] | None = None,
         first_s: float = FIRST_S,
         max_s: float = MAX_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``local_urls()``: the base URL of each local provider, as the current config says;
-        ``distrust(provider)``: why its listener must not get requests (another user's), or None."""
+        ``distrust(provider)``: why its listener must not get requests (another user's), or None;
+        ``sleep``: the wait between probes (a test observes the backoff through it)."""
         self.health = health
         self._distrust = distrust
         self.local_urls = local_urls
         self._probe = probe
         self.first_s = first_s
         self.max_s = max_s
+        self._sleep = sleep
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def watch(self, provider: str) -> None:
@@ -107,7 +110,7 @@ class Reprober:
     async def _run(self, provider: str, host: str, port: int) -> None:
         delay = self.first_s
         while not self.health.provider_available(provider):
-            await asyncio.sleep(delay)  # backoff between probes, not synchronisation
+            await self._sleep(delay)  # backoff between probes, not synchronisation
             if self.health.provider_available(provider):
                 return  # the cool-down ended or a request got through meanwhile
             if await self._connects(host, port) and await self._trusted(provider):

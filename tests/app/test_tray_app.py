@@ -18,6 +18,7 @@ from app.state import HEALTHY
 from omen_local.config import load_config
 from tests.app.conftest import Running, Upstreams, make_config, start_app, wait_port_closed
 from tests.fakes.base import Reply
+from tests.waiting import DEADLINE_S
 
 
 def test_menu_shows_live_state_and_every_entry(running: Running) -> None:
@@ -110,18 +111,19 @@ def test_dashboard_updates_from_new_usage_events(running: Running) -> None:
 
 
 def test_a_blocked_ui_thread_does_not_delay_streams(running: Running, upstreams: Upstreams) -> None:
-    """Block the UI thread for 2 s while streamed requests run from another thread."""
+    """Block the UI thread (no Qt events at all) until five streamed requests, one after the
+    other from another thread, have finished meanwhile: a stream that needed the UI thread
+    would hold up the ones behind it, and the count would never be reached. Counted, not timed."""
     upstreams.ollama.default = Reply(text="a streamed answer in several pieces", pieces=6, chunk_delay_s=0.02)
     running.ask(stream=True)  # warm: connections, discovery
-    done: list[tuple[float, float]] = []  # (start, end) per request, perf_counter
+    done: list[float] = []  # when each request finished, perf_counter
     errors: list[BaseException] = []
-    go = threading.Event()
+    go, stop = threading.Event(), threading.Event()
 
     def client() -> None:
         go.wait()
         with running.client() as c:
-            while time.perf_counter() < deadline - 0.3:
-                t0 = time.perf_counter()
+            while not stop.is_set():
                 try:
                     stream = c.chat.completions.create(
                         model="auto", stream=True, messages=[{"role": "user", "content": "hi"}])
@@ -130,22 +132,20 @@ def test_a_blocked_ui_thread_does_not_delay_streams(running: Running, upstreams:
                 except BaseException as exc:
                     errors.append(exc)
                     return
-                done.append((t0, time.perf_counter()))
+                done.append(time.perf_counter())
 
     thread = threading.Thread(target=client)
     thread.start()
-    block_start = time.perf_counter()
-    deadline = block_start + 2.0
+    deadline = time.perf_counter() + DEADLINE_S  # bounds a failure only
     go.set()
-    while time.perf_counter() < deadline:  # the UI thread is busy: no Qt events at all
+    while len(done) < 5 and not errors and time.perf_counter() < deadline:  # the UI thread is busy
         time.sleep(0.01)
     block_end = time.perf_counter()
-    thread.join(10)
+    stop.set()
+    thread.join(DEADLINE_S)
     assert not errors, errors
-    during = [(a, b) for a, b in done if b <= block_end]
+    during = [t for t in done if t <= block_end]
     assert len(during) >= 5, f"only {len(during)} streams completed while the UI was blocked"
-    worst = max(b - a for a, b in during)
-    assert worst < 1.0, f"a stream took {worst:.3f} s while the UI thread was blocked"
     # the events queued meanwhile reach the dashboard once the UI runs again
     running.wait(lambda: running.app.stats.events_seen >= len(done) + 1)
 

@@ -38,7 +38,7 @@ from tests.conftest import Stack
 from tests.fakes.base import Reply
 from tests.fakes.fake_anthropic import text_reply
 from tests.fakes.fake_ollama import FakeOllama
-from tests.waiting import until
+from tests.waiting import DEADLINE_S, until
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 LLAMA = "llama3.2:latest"
@@ -193,11 +193,10 @@ async def test_degraded_when_omen_is_stopped_and_back_when_it_returns(stack: Sta
     stack.ollama.queue_for(LLAMA, Reply(text="local answer", pieces=2))
     async with kit(stack) as omen:
         await stack.service.stop()
-        started = time.perf_counter()
         answer = await omen.chat(MSG, model="auto-fast", hints=Hints(budget_usd=0.01, providers=("ollama", "openai")))
-        assert time.perf_counter() - started < 1.0
         assert answer.degraded and answer.text == "local answer" and answer.cost_usd == 0.0
         assert answer.banner is not None and "degraded mode" in answer.banner and "\n" not in answer.banner
+        assert "did not answer within" not in answer.banner  # at once: no connect timeout ran out
         assert (answer.route.provider, answer.route.model) == ("ollama", LLAMA)
         hints = {u.hint for u in answer.unhonoured}
         assert hints == {"strategy", "k", "budget_usd", "providers"}  # auto-fast is race, k=2
@@ -212,7 +211,7 @@ async def test_degraded_when_omen_is_stopped_and_back_when_it_returns(stack: Sta
         await again.start()
         try:
             stack.openai.queue(Reply(text="from OMEN"))
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + DEADLINE_S
             while True:
                 answer = await omen.chat(MSG, model="openai/gpt-4o-mini")
                 if not answer.degraded or time.monotonic() > deadline:
@@ -308,7 +307,7 @@ async def test_no_answer_to_connect_within_the_timeout_means_degraded(tmp_path: 
                 answer = await omen.chat(MSG)
                 took = time.perf_counter() - started
         assert answer.degraded and answer.banner is not None and "did not answer within 0.3 s" in answer.banner
-        assert took < 2.0  # generous: the connect timeout is 0.3 s
+        assert took < DEADLINE_S  # the connect timeout (0.3 s) ended it, not the read timeout (600 s)
     finally:
         for s in fillers:
             s.close()

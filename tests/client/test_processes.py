@@ -117,11 +117,11 @@ async def test_kit_degrades_and_returns_to_omen_by_itself(world: World) -> None:
         # killed: its endpoint file stays behind, naming a dead pid
         await world.stop_omen(signal.SIGKILL)
         assert endpoint.path_for(world.data_dir).exists()
-        started = time.perf_counter()
         answer = await kit.chat(MSG)
-        took = time.perf_counter() - started
-        assert answer.degraded and took < 1.0, took
-        assert answer.banner is not None and "stale endpoint file" in answer.banner
+        # At once: the pid check decided, no connection was tried and timed out (the reason
+        # says which; a wall-clock bound would only measure how loaded the machine is).
+        assert answer.degraded and answer.banner is not None and "did not answer within" not in answer.banner
+        assert "stale endpoint file" in answer.banner
         assert answer.text == "Hello from the fake upstream." and answer.route.provider == "ollama"
         openai_calls = len(world.openai.seen)
 
@@ -134,10 +134,9 @@ async def test_kit_degrades_and_returns_to_omen_by_itself(world: World) -> None:
         # stopped cleanly: the file is gone, the kit degrades again, and comes back again
         await world.stop_omen()
         assert not endpoint.path_for(world.data_dir).exists()
-        started = time.perf_counter()
         answer = await kit.chat(MSG)
-        assert answer.degraded and time.perf_counter() - started < 1.0
-        assert answer.banner is not None and "no endpoint file" in answer.banner
+        assert answer.degraded and answer.banner is not None and "did not answer within" not in answer.banner
+        assert "no endpoint file" in answer.banner
         await world.start_omen()
         answer = await kit.chat(MSG)
         assert not answer.degraded

@@ -35,6 +35,8 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.waiting import DEADLINE_S
+
 DEFAULT_KEY = "sk-ant-test-123"
 
 # Documented error type per status, with a typical message.
@@ -407,8 +409,9 @@ class FakeAnthropic:
             "input": block.input if complete else {},
         }
 
-    async def wait_closed(self, seen: Received, within: float = 2.0) -> float:
-        """Wait until ``seen``'s connection went away; return when that happened."""
+    async def wait_closed(self, seen: Received, within: float = DEADLINE_S) -> float:
+        """Wait until ``seen``'s connection went away; return when that happened (``within``
+        only bounds a failure: a test that needs "at once" compares the time returned)."""
         deadline = time.perf_counter() + within
         while seen.closed_at is None and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)

@@ -39,7 +39,14 @@ def http(url: str, token: str, body: dict[str, Any] | None = None) -> tuple[int,
         return err.code, json.loads(err.read() or b"{}")
 
 
-def wait_for(check: Any, timeout: float = 15.0) -> Any:
+# Bounds a failure only (a pass returns as soon as ``check`` holds). OMEN looks for local
+# servers every 2 s while none answers, then every health_interval_s (15 s): LM Studio, up a
+# moment after Ollama, may be found only by the next 15 s scan, later still on a loaded machine.
+WAIT_S = 60.0
+
+
+def wait_for(check: Any, timeout: float = WAIT_S) -> Any:
+    """``check()``'s first truthy value, polled; its last (falsy) value after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()

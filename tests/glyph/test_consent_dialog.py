@@ -20,6 +20,7 @@ from app.consent_dialog import ConsentDialog, QtPrompter
 from glyph.audit import AuditEntry, AuditLog
 from glyph.consent import ConsentRequest, Decision, DefinitionChange, Scope, ask_fail_closed
 from glyph.db import Store
+from tests.waiting import DEADLINE_S
 
 
 def request(**over: object) -> ConsentRequest:
@@ -99,7 +100,7 @@ def test_each_button_decides(qtbot: QtBot, scope: Scope) -> None:
     dialog = ConsentDialog(request(), timeout_s=None)
     qtbot.addWidget(dialog)
     dialog.show()
-    with qtbot.waitSignal(dialog.decided, timeout=2000) as signal:
+    with qtbot.waitSignal(dialog.decided, timeout=int(DEADLINE_S * 1000)) as signal:
         qtbot.mouseClick(dialog.button(scope), Qt.MouseButton.LeftButton)
     assert signal.args == [Decision(scope, "user:qt")]
     assert dialog.decision == Decision(scope, "user:qt")
@@ -134,7 +135,7 @@ def test_escape_close_and_timeout_are_denials(qtbot: QtBot) -> None:
     qtbot.addWidget(timed)
     timed.show()
     assert "Denied automatically in 1 s" in timed.countdown.text()
-    qtbot.waitUntil(lambda: timed.decision is not None, timeout=3000)
+    qtbot.waitUntil(lambda: timed.decision is not None, timeout=int(DEADLINE_S * 1000))
     assert timed.decision == Decision(Scope.DENY, "fail-closed:timeout")
 
     # the first answer wins: later clicks change nothing
@@ -142,7 +143,7 @@ def test_escape_close_and_timeout_are_denials(qtbot: QtBot) -> None:
     assert timed.decision.scope is Scope.DENY
 
 
-async def pump_until(qapp: QApplication, done: Callable[[], bool], limit_s: float = 5.0) -> None:
+async def pump_until(qapp: QApplication, done: Callable[[], bool], limit_s: float = DEADLINE_S) -> None:
     """Run Qt events while the asyncio test loop runs (the tray app uses qasync for this)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + limit_s

@@ -164,7 +164,7 @@ class Omen:
         return [parse_line(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def omen_config(tmp: Path, chat_url: str, embed_url: str, *, extra: str = "") -> Path:
+def omen_config(tmp: Path, chat_url: str, embed_url: str, *, extra: str = "", cooldown_s: int = 10) -> Path:
     cfg = tmp / "config.toml"
     cfg.write_text(
         f"""
@@ -173,7 +173,7 @@ data_dir = "{tmp / 'data'}"
 [discovery]
 local = false
 [defaults]
-failure_cooldown_s = 10
+failure_cooldown_s = {cooldown_s}
 [providers.ollama]
 base_url = "http://127.0.0.1:9"
 enabled = false
