@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import shiboken6
 from PySide6.QtCore import QObject, Signal
 
 from omen_local import endpoint
@@ -113,9 +114,17 @@ class Relay(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self._closed = False
         self._deliver.connect(self._run)
 
+    def close(self) -> None:
+        """No more posts: a worker finishing after its host stopped (a Settings read, a status
+        refresh) must not emit on a QObject Qt is destroying; that crashed, not raised."""
+        self._closed = True
+
     def post(self, fn: Callable[[Any], None], arg: Any) -> None:
+        if self._closed or not shiboken6.isValid(self):
+            return
         self._deliver.emit((fn, arg))
 
     def _run(self, payload: object) -> None:
@@ -257,6 +266,7 @@ class ServiceHost(QObject):
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop OMEN (flushing usage to the store) and the router thread. Blocks: for quitting."""
+        self.relay.close()
         ok = True
         if self.router_thread.running:
             try:

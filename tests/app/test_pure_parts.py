@@ -292,3 +292,25 @@ def test_the_tray_tooltip_is_escaped_where_the_host_reads_markup(qtbot: QtBot) -
     plain = tray_tip(hostile, rich=False)
     assert plain == shown
     assert RICH_TOOLTIPS == (__import__("sys").platform not in ("win32", "darwin"))
+
+
+def test_a_relay_takes_no_posts_once_closed_or_deleted(qtbot: QtBot) -> None:
+    """A worker finishing after its app quit (the Settings worker is shared) posts to a Relay
+    whose QObject is going away: nothing is emitted (that crashed the suite, not raised)."""
+    import shiboken6
+    from PySide6.QtCore import QCoreApplication
+
+    from app.bridge import Relay
+
+    got: list[int] = []
+    live = Relay()
+    live.post(got.append, 1)
+    qtbot.waitUntil(lambda: got == [1])
+    live.close()
+    live.post(got.append, 2)
+    QCoreApplication.processEvents()
+    gone = Relay()
+    shiboken6.delete(gone)
+    gone.post(got.append, 3)  # no emit on a deleted QObject, no exception
+    QCoreApplication.processEvents()
+    assert got == [1]
