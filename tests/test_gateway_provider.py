@@ -28,6 +28,23 @@ from tests.conftest import make_test_ca
 from tests.fakes.fake_openai import FakeOpenAI
 
 
+def _config(tmp_path: Path, data_dir: Path, providers: str) -> Path:
+    """A laptop's config: its data dir, no health rounds, the shipped local and Anthropic
+    providers off, then ``providers`` (the tables the test is about)."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"""
+[storage]
+data_dir = "{data_dir}"
+[defaults]
+health_interval_s = 3600
+[providers.ollama]
+enabled = false
+[providers.anthropic]
+enabled = false
+{providers}""", encoding="utf-8")
+    return cfg
+
+
 async def test_a_laptop_alone_keeps_gateway_attempts_in_its_own_books(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -37,16 +54,7 @@ async def test_a_laptop_alone_keeps_gateway_attempts_in_its_own_books(
     monkeypatch.setenv("OMEN_TEST_GATEWAY_TOKEN", FakeOpenAI.api_key)
     async with gateway:
         data_dir = tmp_path / "data"
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(f"""
-[storage]
-data_dir = "{data_dir}"
-[defaults]
-health_interval_s = 3600
-[providers.ollama]
-enabled = false
-[providers.anthropic]
-enabled = false
+        cfg = _config(tmp_path, data_dir, f"""
 [providers.openai]
 enabled = false
 [providers.gw]
@@ -57,7 +65,7 @@ ca_file = "{ca_file}"
 models = ["openai/gpt-4o-mini"]
 [intents]
 chat = ["gw/openai/gpt-4o-mini"]
-""", encoding="utf-8")
+""")
         secrets = SecretStore(data_dir, use_keyring=False)
         tokens = TokenBook(data_dir, secrets)
         async with OmenService(load_config(cfg), secrets=secrets, tokens=tokens) as service:
@@ -116,16 +124,7 @@ async def test_a_gateway_over_plain_http_is_never_sent_its_token(
                                      "omen-client-token-secret")
         assert not probe.ok and "https only" in probe.message, probe
         data_dir = tmp_path / "data"
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(f"""
-[storage]
-data_dir = "{data_dir}"
-[defaults]
-health_interval_s = 3600
-[providers.ollama]
-enabled = false
-[providers.anthropic]
-enabled = false
+        cfg = _config(tmp_path, data_dir, f"""
 [providers.openai]
 enabled = false
 [providers.gw]
@@ -139,7 +138,7 @@ base_url = "{gateway.url}/v1"
 key = ["env:OMEN_TEST_LATER_TOKEN"]
 discover = true
 ca_file = "{ca_file}"
-""", encoding="utf-8")
+""")
         secrets = SecretStore(data_dir, use_keyring=False)
         tokens = TokenBook(data_dir, secrets)
         async with OmenService(load_config(cfg), secrets=secrets, tokens=tokens) as service:
@@ -161,23 +160,14 @@ async def test_x_omen_instance_is_taken_only_by_a_team_gateway_from_a_client_tok
     monkeypatch.setenv("OMEN_TEST_UPSTREAM_KEY", FakeOpenAI.api_key)
     async with FakeOpenAI() as upstream:
         data_dir = tmp_path / "data"
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(f"""
-[storage]
-data_dir = "{data_dir}"
-[defaults]
-health_interval_s = 3600
-[providers.ollama]
-enabled = false
-[providers.anthropic]
-enabled = false
+        cfg = _config(tmp_path, data_dir, f"""
 [providers.openai]
 base_url = "{upstream.url}/v1"
 key = ["env:OMEN_TEST_UPSTREAM_KEY"]
 models = ["gpt-4o-mini"]
 [intents]
 chat = ["openai/gpt-4o-mini"]
-""", encoding="utf-8")
+""")
         secrets = SecretStore(data_dir, use_keyring=False)
         tokens = TokenBook(data_dir, secrets)
         alice = tokens.create("alice")

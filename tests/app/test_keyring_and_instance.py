@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytestqt.qtbot import QtBot
@@ -25,18 +26,7 @@ HAVE_KEYRING_DAEMON = bool(shutil.which("dbus-run-session") and shutil.which("gn
 
 @pytest.mark.skipif(not HAVE_KEYRING_DAEMON, reason="needs dbus-run-session and gnome-keyring (.ci/run installs them)")
 def test_settings_store_a_key_in_gnome_keyring_and_test_it(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "OMEN_SECRETS", "PYTHON_KEYRING"))}
-    env.update(HOME=str(home), XDG_DATA_HOME=str(home / ".local/share"), XDG_CONFIG_HOME=str(home / ".config"),
-               PYTHONPATH=str(ROOT), QT_QPA_PLATFORM="offscreen")
-    shell = ('echo -n "keyring-test-password" | gnome-keyring-daemon --unlock --components=secrets >/dev/null '
-             f'&& exec "{sys.executable}" "{SCRIPT}" "{tmp_path}"')
-    out = subprocess.run(["dbus-run-session", "--", "sh", "-c", shell], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    assert out.returncode == 0 and lines, out.stdout[-2000:] + out.stderr[-3000:]
-    r = json.loads(lines[-1][7:])
+    r = _in_gnome_keyring(tmp_path, SCRIPT)
     assert r["backend_ok"] is True and "Secret" in r["backend"], r
     assert r["ready"] is True
     assert r["before"].startswith("no API key")  # anthropic needs one
@@ -85,7 +75,7 @@ def test_a_copy_that_survives_the_delete_is_reported(tmp_path: Path) -> None:
         keyring.set_keyring(before)
 
 
-def _in_gnome_keyring(tmp_path: Path, script: Path) -> dict[str, object]:
+def _in_gnome_keyring(tmp_path: Path, script: Path) -> dict[str, Any]:
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "OMEN_SECRETS", "PYTHON_KEYRING"))}
@@ -97,7 +87,7 @@ def _in_gnome_keyring(tmp_path: Path, script: Path) -> dict[str, object]:
                          text=True, timeout=120)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     assert out.returncode == 0 and lines, out.stdout[-2000:] + out.stderr[-3000:]
-    result: dict[str, object] = json.loads(lines[-1][7:])
+    result: dict[str, Any] = json.loads(lines[-1][7:])
     return result
 
 
