@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     instance.activated.connect(controller.open_dashboard)
     _quit_on_signals(controller)
     controller.start()
+    from omen_local import gc_tuning
+
+    gc_tuning.settle()  # OMEN and the widgets are built: out of the collector's walks (gc_tuning.py)
     code = 0
     with loop:
         quit_event = asyncio.Event()

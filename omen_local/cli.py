@@ -18,7 +18,7 @@ from pathlib import Path
 
 import peewee
 
-from . import __version__, provider_cli
+from . import __version__, gc_tuning, provider_cli
 from .client import ask as ask_cli
 from .config import ConfigError, TeamConfig, default_config_path, load_config
 from .metering import MeteringError
@@ -64,6 +64,7 @@ async def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"omen: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    gc_tuning.settle()  # start-up's objects out of the collector's walks (gc_tuning.py)
     print(f"OMEN {__version__} serving the OpenAI API at {service.url}/v1", flush=True)
     print(f"  token: run `omen token` (secrets: {service.secrets.backend})", flush=True)
     if service.tls is not None:
