@@ -64,6 +64,7 @@ class Options:
     consent_channel: bool = True
     single_instance: bool = True
     quit_app: bool = True  # quit() ends the Qt application (tests keep theirs)
+    settle_gc: bool = False  # once serving, tune the process's collector (omen_local/gc_tuning.py; the real app only)
 
 
 def _read_or_none(path: Path) -> bytes | None:
@@ -239,6 +240,10 @@ class OmenApp(QObject):
         self.started_ok = True
         self.url = url
         log.info("OMEN serving at %s/v1 (%.0f ms after start)", url, (time.perf_counter() - self.host.started_at) * 1000)
+        if self.options.settle_gc:
+            from omen_local import gc_tuning
+
+            gc_tuning.settle()  # what start-up made (OMEN, the tray) out of the collector's walks
         if self.host.status is not None:
             self.stats.set_providers(self.host.status.get("providers", {}))
         self._on_status()

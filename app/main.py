@@ -155,14 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     loop = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(loop)
     options = Options(config_path=args.config, tray=False if args.no_tray else True if args.assume_tray else None, minimized=args.minimized,
-                      glyph=not args.no_glyph, glyph_config=args.glyph_config)
+                      glyph=not args.no_glyph, glyph_config=args.glyph_config, settle_gc=True)
     controller = OmenApp(options, qapp, host=host)
     instance.activated.connect(controller.open_dashboard)
     _quit_on_signals(controller)
     controller.start()
-    from omen_local import gc_tuning
-
-    gc_tuning.settle()  # OMEN and the widgets are built: out of the collector's walks (gc_tuning.py)
     code = 0
     with loop:
         quit_event = asyncio.Event()

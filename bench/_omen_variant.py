@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from omen_local import gc_tuning
 from omen_local.config import load_config
 from omen_local.service import OmenService
 
@@ -21,6 +22,7 @@ from omen_local.service import OmenService
 async def main(config: str, metering: bool) -> None:
     service = OmenService(load_config(config), metering=metering)
     await service.start()
+    gc_tuning.settle()  # as `omen serve` does once it serves
     print(f"READY {service.port}", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

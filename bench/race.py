@@ -23,6 +23,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from omen_local import gc_tuning
 from omen_local.config import load_config
 from omen_local.observe import UsageEvent
 from omen_local.secrets import SecretStore
@@ -91,6 +92,7 @@ chat = ["slow/gpt-4o-mini", "fast/gpt-4o-mini"]
         store = SecretStore(tmp / "data", use_keyring=False)
         service = OmenService(load_config(cfg), secrets=store, tokens=TokenBook(tmp / "data", store))
         await service.start()
+        gc_tuning.settle()  # as `omen serve` does once it serves
         events: list[UsageEvent] = []
         service.hub.subscribe(lambda e: events.append(e) if isinstance(e, UsageEvent) else None)
         url = f"{service.url}/v1/chat/completions"

@@ -1,41 +1,40 @@
-"""The garbage collector's settings for a process that serves OMEN (``omen serve``, the app).
+"""The garbage collector's setting for a process that serves OMEN (``omen serve``, the app).
 
-Why: a routed request allocates a few hundred container objects (the parsed body, the
-plan, coroutines and futures, the usage record), so CPython's default (a young collection
-every 700 net allocations) runs one or more collections per request, and every hundredth
-one walks the whole old generation: every object alive since start-up (modules, the
-config, the catalog, prices), a pause on the serving loop that grows with the heap.
-:func:`settle`, called once the service is up, freezes what start-up made (it lives as
-long as the process: ``gc.freeze``, the documented way for long-running servers) and
-collects the young generation less often. Cycles made later are still collected; only
-the objects alive at the call are exempt (issue 22: CPU per request and loop-lag p99).
+Why: CPython's full collections walk every object the process holds, and most of those
+were made at start-up and live until exit (modules, the config, the catalog, Qt's
+wrappers in the app). Under load such a walk is a pause of tens of milliseconds on the
+serving loop: the tail of its loop lag (docs/performance.md, issue 22). :func:`settle`,
+called once the service serves, exempts what start-up made from every later collection
+(``gc.freeze``). The thresholds stay CPython's: a young generation collected more rarely
+made each young pause longer and the process's memory higher (measured, same page).
+
+What is frozen is never collected, so objects alive at the call that later become cyclic
+garbage stay (the start-up router a reload replaces, for one): a bounded, one-time cost,
+since :func:`settle` runs once per process. Cycles made afterwards are collected as usual.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 
-YOUNG_THRESHOLD = 10_000
-"""Net container allocations between young collections (CPython's default is 700): a few
-dozen requests' worth, so a busy loop collects every few dozen requests, not every one."""
-OLDER_THRESHOLDS = (50, 100)
-"""Young collections per middle one, middle ones per full one (defaults 10 and 10): with
-start-up frozen, what reaches the old generation is little, so it is walked rarely."""
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _settled = False
 
 
 def settle() -> bool:
-    """Freeze the objects alive now and set the thresholds; once per process (True if this
-    call did it). Later calls do nothing: a restarted service's objects stay collectable."""
+    """Freeze the objects alive now; once per process (True if this call did it). Later calls
+    do nothing, so what a restarted service makes stays collectable."""
     global _settled
     with _lock:
         if _settled:
             return False
         _settled = True
-    gc.collect()  # what start-up left as garbage goes now, not into the frozen set
+    gc.collect()  # start-up's garbage goes now, not into the frozen set
     gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+    gc.collect()  # resets the long-lived count, or the first full collection waits for a quarter of start-up's worth
+    log.info("collector settled: %d start-up objects frozen", gc.get_freeze_count())
     return True

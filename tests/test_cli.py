@@ -158,3 +158,21 @@ def test_provider_add_keeps_comments_and_a_running_server_uses_it(env: dict[str,
         for p in (proc, fake):
             p.terminate()
             p.wait(timeout=10)
+
+
+def test_serve_settles_the_collector_once_it_serves(env: dict[str, str]) -> None:
+    """`omen serve` freezes start-up's objects out of the collector's walks (gc_tuning.py)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omen_local", "--log-level", "info", "serve", "--port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "serving the OpenAI API" in proc.stdout.readline()  # settle() runs before this line
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert re.search(r"collector settled: \d+ start-up objects frozen", err), err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

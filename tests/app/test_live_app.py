@@ -98,6 +98,7 @@ def test_dashboard_counts_requests_when_a_provider_answered_before_the_ui(
             return None
 
         dash = poll(dashboard_shows_three, 20, "the dashboard to show the 3 requests", every_s=0.5)
+        assert re.search(r"collector settled: \d+ start-up objects frozen", app.log()), app.log()[-2000:]
         header = dash["tables"]["recent"]["header"]
         provider_col = [h.lower() for h in header].index("provider")
         assert {row[provider_col] for row in dash["tables"]["recent"]["rows"]} == {"ollama"}
