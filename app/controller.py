@@ -240,16 +240,16 @@ class OmenApp(QObject):
         self.started_ok = True
         self.url = url
         log.info("OMEN serving at %s/v1 (%.0f ms after start)", url, (time.perf_counter() - self.host.started_at) * 1000)
-        if self.options.settle_gc:
-            from omen_local import gc_tuning
-
-            gc_tuning.settle()  # what start-up made (OMEN, the tray) out of the collector's walks
         if self.host.status is not None:
             self.stats.set_providers(self.host.status.get("providers", {}))
         self._on_status()
         self.refresh_spend()
         self._start_glyph()
         self._watch_glyph_config()
+        if self.options.settle_gc:  # what start-up made (OMEN, the tray, Glyph) out of the collector's walks
+            from omen_local import gc_tuning
+
+            gc_tuning.settle()
         # Start-up's garbage (imports, discovery, the first status) leaves freed pages in
         # glibc's arenas: hand them back once the app has settled (tray-only RSS).
         QTimer.singleShot(3000, _trim_heap)

@@ -161,17 +161,26 @@ def test_provider_add_keeps_comments_and_a_running_server_uses_it(env: dict[str,
 
 
 def test_serve_settles_the_collector_once_it_serves(env: dict[str, str]) -> None:
-    """`omen serve` freezes start-up's objects out of the collector's walks (gc_tuning.py)."""
+    """`omen serve` freezes start-up's objects out of the collector's walks (gc_tuning.py),
+    once it serves and before it says so."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "omen_local", "--log-level", "info", "serve", "--port", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        assert "serving the OpenAI API" in proc.stdout.readline()  # settle() runs before this line
+        before_banner: list[str] = []
+        for line in proc.stdout:  # the log and the banner in the order written
+            if "serving the OpenAI API" in line:
+                break
+            before_banner.append(line)
+        else:
+            raise AssertionError(f"omen serve ended before serving: {before_banner}")
+        settled = [line for line in before_banner if re.search(r"collector settled: \d+ start-up objects frozen in \d+ ms", line)]
+        assert len(settled) == 1, before_banner
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        assert re.search(r"collector settled: \d+ start-up objects frozen", err), err
+        rest, _ = proc.communicate(timeout=30)
+        assert "collector settled" not in rest  # once
     finally:
         if proc.poll() is None:
             proc.kill()

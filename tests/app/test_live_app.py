@@ -98,7 +98,9 @@ def test_dashboard_counts_requests_when_a_provider_answered_before_the_ui(
             return None
 
         dash = poll(dashboard_shows_three, 20, "the dashboard to show the 3 requests", every_s=0.5)
-        assert re.search(r"collector settled: \d+ start-up objects frozen", app.log()), app.log()[-2000:]
+        log_text = app.log()
+        settled = re.search(r"collector settled: \d+ start-up objects frozen", log_text)
+        assert settled and settled.start() > log_text.index("OMEN serving at"), log_text[-2000:]
         header = dash["tables"]["recent"]["header"]
         provider_col = [h.lower() for h in header].index("provider")
         assert {row[provider_col] for row in dash["tables"]["recent"]["rows"]} == {"ollama"}
@@ -134,6 +136,7 @@ def test_port_taken_shows_a_dialog_and_says_so_in_the_log(tmp_path: Path, deskto
             assert f"127.0.0.1:{port}" in said and "in use" in said.lower()
             assert {"Retry", "Quit"} <= set(box["buttons"])
             assert re.search(rf"cannot listen on 127\.0\.0\.1:{port}", app.log()), app.log()[-2000:]
+            assert "collector settled" not in app.log()  # only a start that serves settles the collector
             desktop.raise_window(wins[0])
             text = desktop.ocr(desktop.screenshot(tmp_path / "port.png"))
             assert re.search(r"in\s+use", text), text
