@@ -42,7 +42,6 @@ FLUSH_S = 0.1  # under load, how long a line may wait on the loop before it goes
 FIELDS = ("time", "door", "method", "path", "status", "client", "asked", "alias", "provider", "model",
           "strategy", "latency_ms", "request_id", "ignored", "translated")  # fmt: skip
 _PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
-_PLAIN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]*$")  # printable ASCII without space, quote, backslash
 
 
 def log_dir() -> Path:
@@ -62,13 +61,19 @@ class RequestNote:
 
 
 def _value(raw: object) -> str:
+    """``raw`` bare when it is printable ASCII without a space, quote or backslash, else JSON-quoted.
+    (String tests rather than a regular expression: every field of every request passes here.)"""
+    if type(raw) is int:
+        return str(raw)
     text = "" if raw is None else str(raw)
-    return text if text and _PLAIN.match(text) else json.dumps(text)
+    if text and text.isascii() and text.isprintable() and " " not in text and '"' not in text and "\\" not in text:
+        return text
+    return json.dumps(text)
 
 
 def format_line(values: dict[str, object]) -> str:
     """``key=value`` pairs in FIELDS order; empty values left out."""
-    return " ".join(f"{k}={_value(values[k])}" for k in FIELDS if values.get(k) not in (None, "", []))
+    return " ".join([f"{k}={_value(v)}" for k in FIELDS if (v := values.get(k)) is not None and v != "" and v != []])
 
 
 def parse_line(line: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from ..errors import OmenError
 from ..observe import Event, Hub, UsageEvent
 from .plumbing import IDENTITY, TOKENS
+from .usage_metrics import Family, UsageCounters
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,16 @@ OTHER_MODEL = "other"  # the label of a model the catalog does not list (a name 
 SERVED = ("ok", "budget_cut")  # outcomes whose latency counts (as in the usage rollups)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_ATTEMPT = ("provider", "model", "outcome")
+USAGE_FAMILIES = (
+    Family("omen_requests", "Requests routed (counted once, at their first attempt)", _ATTEMPT),
+    Family("omen_attempts", "Upstream attempts (failovers and races add attempts)", _ATTEMPT),
+    Family("omen_http_requests", "Requests answered, per door and status class", ("door", "status")),
+    Family("omen_tokens", "Tokens used, per kind", ("provider", "model", "kind")),
+    Family("omen_spend_usd", "Spend in USD (estimated where the upstream did not say)", ("provider", "model")),
+    Family("omen_attempt_latency_seconds", "Total latency of served attempts", ("provider", "model"), LATENCY_BUCKETS),
+    Family("omen_time_to_first_token_seconds", "Time to first token of served attempts", ("provider", "model"), TTFT_BUCKETS),
+)  # fmt: skip
 
 
 QuotaUse = Sequence[tuple[str, str, str, float, float]]  # (scope kind, name, limit key, used, limit)
@@ -50,28 +61,13 @@ class Metrics:
         self.counted = counted  # which attempts this instance's books keep (not a team gateway's relays)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        labels = ("provider", "model", "outcome")
-        self.requests = Counter(
-            "omen_requests", "Requests routed (counted once, at their first attempt)", labels, registry=r
-        )
-        self.attempts = Counter("omen_attempts", "Upstream attempts (failovers and races add attempts)", labels, registry=r)
-        self.http = Counter("omen_http_requests", "Requests answered, per door and status class", ("door", "status"), registry=r)
-        self.tokens = Counter("omen_tokens", "Tokens used, per kind", ("provider", "model", "kind"), registry=r)
-        self.spend = Counter("omen_spend_usd", "Spend in USD (estimated where the upstream did not say)", ("provider", "model"), registry=r)
-        self.latency = Histogram(
-            "omen_attempt_latency_seconds", "Total latency of served attempts", ("provider", "model"),
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.ttft = Histogram(
-            "omen_time_to_first_token_seconds", "Time to first token of served attempts", ("provider", "model"),
-            buckets=TTFT_BUCKETS, registry=r,
-        )  # fmt: skip
+        self.usage = UsageCounters(USAGE_FAMILIES)
+        r.register(self.usage)
         self.quota_used = Gauge(
             "omen_quota_used", "Spent in the quota's window (USD or tokens, as the limit says), per configured scope",
             ("scope", "name", "limit"), registry=r,
         )  # fmt: skip
         self.quota_limit = Gauge("omen_quota_limit", "The quota's limit", ("scope", "name", "limit"), registry=r)
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     def model_label(self, provider: str, model: str) -> str:
         return model if self.known_model is None or self.known_model(provider, model) else OTHER_MODEL
@@ -84,25 +80,17 @@ class Metrics:
             self.quota_used.labels(kind, name, key).set(used)
             self.quota_limit.labels(kind, name, key).set(limit)
 
-    def child(self, metric: Any, *values: str) -> Any:
-        """``metric.labels(*values)``, remembered: prometheus_client validates and locks on
-        every ``labels`` call, which cost the serving loop ~20 us a request (issue 22)."""
-        key = (metric, values)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*values)
-        return found
-
     def on_event(self, event: Event) -> None:
         """A hub listener: quick, on the serving loop."""
         if not isinstance(event, UsageEvent) or (self.counted is not None and not self.counted(event)):
             return  # a laptop's attempt through its team's gateway: the gateway counts it (docs/team.md)
         outcome = str(event.outcome)
-        child = self.child
+        usage = self.usage
         provider, model = event.provider, self.model_label(event.provider, event.model)
-        child(self.attempts, provider, model, outcome).inc()
+        key = (provider, model, outcome)
+        usage.add("omen_attempts", key)
         if event.attempt_id == event.request_id + ".0":
-            child(self.requests, provider, model, outcome).inc()
+            usage.add("omen_requests", key)
         u = event.usage
         for kind, value in (
             ("prompt", u.prompt_tokens),
@@ -111,13 +99,14 @@ class Metrics:
             ("reasoning", u.reasoning_tokens),
         ):
             if value:
-                child(self.tokens, provider, model, kind).inc(value)
+                usage.add("omen_tokens", (provider, model, kind), value)
+        pair = (provider, model)
         if event.cost_usd:
-            child(self.spend, provider, model).inc(event.cost_usd)
+            usage.add("omen_spend_usd", pair, event.cost_usd)
         if outcome in SERVED:
-            child(self.latency, provider, model).observe(event.total_ms / 1000)
+            usage.observe("omen_attempt_latency_seconds", pair, event.total_ms / 1000)
             if event.ttft_ms is not None:
-                child(self.ttft, provider, model).observe(event.ttft_ms / 1000)
+                usage.observe("omen_time_to_first_token_seconds", pair, event.ttft_ms / 1000)
 
 
 class HealthCollector(Collector):
@@ -173,8 +162,7 @@ async def count_doors(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method == "POST":
             route = request.match_info.route.resource
             door = route.canonical if route is not None else "unmatched"
-            metrics = request.app[METRICS]
-            metrics.child(metrics.http, door, outcome).inc()
+            request.app[METRICS].usage.add("omen_http_requests", (door, outcome))
 
 
 async def metrics(request: web.Request) -> web.Response:
