@@ -60,20 +60,28 @@ class RequestNote:
     translated: list[str] = field(default_factory=list)
 
 
-def _value(raw: object) -> str:
-    """``raw`` bare when it is printable ASCII without a space, quote or backslash, else JSON-quoted.
-    (String tests rather than a regular expression: every field of every request passes here.)"""
-    if type(raw) is int:
-        return str(raw)
-    text = "" if raw is None else str(raw)
-    if text and text.isascii() and text.isprintable() and " " not in text and '"' not in text and "\\" not in text:
-        return text
-    return json.dumps(text)
+def _plain(text: str) -> bool:
+    """Printable ASCII without a space, quote or backslash: written bare, else JSON-quoted.
+    (String tests, not a regular expression: every field of every request passes here.)"""
+    return text.isascii() and text.isprintable() and " " not in text and '"' not in text and "\\" not in text
 
 
 def format_line(values: dict[str, object]) -> str:
-    """``key=value`` pairs in FIELDS order; empty values left out."""
-    return " ".join([f"{k}={_value(v)}" for k in FIELDS if (v := values.get(k)) is not None and v != "" and v != []])
+    """``key=value`` pairs in FIELDS order; empty values (None, "", []) left out."""
+    out: list[str] = []
+    for key in FIELDS:
+        raw = values.get(key)
+        if raw is None:
+            continue
+        kind = type(raw)
+        if kind is int:  # status, latency: digits
+            out.append(f"{key}={raw}")
+            continue
+        if (kind is str or kind is list) and not raw:
+            continue
+        text = str(raw)
+        out.append(f"{key}={text}" if _plain(text) else f"{key}={json.dumps(text)}")
+    return " ".join(out)
 
 
 def parse_line(line: str) -> dict[str, str]:

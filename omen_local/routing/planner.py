@@ -106,8 +106,9 @@ class Planner:
         k = hints.k or d.k
         fanout = self._fanout(strategy, k)
         prompt = PROMPT_ESTIMATE[req.op](req.body)
-        targets, too_small = self._fitting(req, targets, prompt)
-        targets, bound, budget = self._afford(req, targets, prompt, fanout)
+        requested = None if req.op is Operation.EMBED else budgets.requested_output_cap(req.body)
+        targets, too_small = self._fitting(req, targets, prompt, requested or 0)
+        targets, bound, budget = self._afford(req, targets, prompt, fanout, requested)
         merge = self._merge_target() if strategy is StrategyName.PARALLEL_MERGE else None
         return Plan(
             strategy,
@@ -314,7 +315,9 @@ class Planner:
             return [held, *[t for t in targets if t != held]], True
         return targets, True
 
-    def _fitting(self, req: ChatRequest, targets: list[Target], prompt: int) -> tuple[list[Target], tuple[str, ...]]:
+    def _fitting(
+        self, req: ChatRequest, targets: list[Target], prompt: int, requested: int
+    ) -> tuple[list[Target], tuple[str, ...]]:
         """Drop candidates whose context window cannot hold the request (returned, with their
         sizes, for the answer to name); a 400 naming each when none can.
 
@@ -322,9 +325,9 @@ class Planner:
         only dropped when even ``FIT_MARGIN`` of the estimate does not fit: a prompt near
         the edge goes to the server, whose refusal (with its own count) is the request's
         fault, not the model's. The requested output counts too, except on local servers,
-        which cut the output to what their context has left instead of refusing.
+        which cut the output to what their context has left instead of refusing. ``requested``:
+        the request's own output cap (0 when it gives none).
         """
-        requested = 0 if req.op is Operation.EMBED else budgets.requested_output_cap(req.body) or 0
         window = self.catalog.context_window
         fits, skipped, named = [], [], []
         for t in targets:
@@ -361,11 +364,11 @@ class Planner:
         return k
 
     def _afford(
-        self, req: ChatRequest, targets: list[Target], prompt: int, fanout: int
+        self, req: ChatRequest, targets: list[Target], prompt: int, fanout: int, requested: int | None
     ) -> tuple[list[Target], CostBound, float | None]:
-        """Keep the candidates the budget covers; the request's worst case for quotas."""
+        """Keep the candidates the budget covers; the request's worst case for quotas.
+        ``requested``: the request's own output cap, if it gives one."""
         d = self.config.defaults
-        requested = budgets.requested_output_cap(req.body)
         cap = 0 if req.op is Operation.EMBED else requested or d.assumed_output_tokens
         budget = req.hints.budget_usd if req.hints.budget_usd is not None else d.budget_usd
         price_for = self.price_for

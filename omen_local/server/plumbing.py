@@ -250,4 +250,6 @@ def omen_headers_of(request_id: str, target: Target, plan: Plan, alias: str | No
 def header_text(text: str) -> str:
     """``text`` as a header value: printable ASCII only (a model name comes from a server's
     listing, and a header must never carry a line break or bytes a client cannot decode)."""
+    if text.isascii() and text.isprintable():  # what every name is: nothing to replace
+        return text
     return "".join(ch if " " <= ch <= "~" else "?" for ch in text)

@@ -276,11 +276,16 @@ def without_anthropic_extensions(body: dict[str, Any]) -> dict[str, Any]:
     (``cache_control``, thinking blocks); the same object when it has none."""
     messages = body.get("messages")
     listed: list[Any] = messages if isinstance(messages, list) else []
-    cleaned = [_clean_message(m) for m in listed]
-    changed = any(a is not b for a, b in zip(cleaned, listed, strict=True))
-    if not changed and not any(k in body for k in BODY_EXTENSIONS):
+    cleaned: list[Any] | None = None  # made at the first message that changes (most requests: none)
+    for i, m in enumerate(listed):
+        c = _clean_message(m)
+        if c is not m and cleaned is None:
+            cleaned = listed[:i]
+        if cleaned is not None:
+            cleaned.append(c)
+    if cleaned is None and not any(k in body for k in BODY_EXTENSIONS):
         return body
     out = {k: v for k, v in body.items() if k not in BODY_EXTENSIONS}
-    if changed:
+    if cleaned is not None:
         out["messages"] = cleaned
     return out
