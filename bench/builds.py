@@ -3,10 +3,11 @@ by *any* build on this machine, and what did the changes since a reference build
 
 Ratios to the thin proxy move with the machine (a shared VM's speed varies by 2x within an
 afternoon), so a target stated as a ratio means little unless the build it was derived
-from is measured beside it. This runs, pinned to one core each and one at a time, the thin
-aiohttp proxy and every ``--build`` (a checkout with its own virtualenv: ``DIR/.venv/bin/python
--m omen_local serve``), rounds interleaved, and prints each build's median rps as a share
-of the proxy's and of the first build's, with CPU per request.
+from is measured beside it. This starts the thin aiohttp proxy and every ``--build`` (a
+checkout with its own virtualenv: ``DIR/.venv/bin/python -m omen_local serve``) pinned to
+one core (``--omen-cpu``), loads them one at a time from the other, rounds interleaved, and
+prints each build's rps as a share of the proxy's (the median of the rounds' ratios) and of
+the first build's, with CPU per request and any error answers (which would not be throughput).
 
     git worktree add /tmp/ref <commit> && python3 -m venv /tmp/ref/.venv \\
         && /tmp/ref/.venv/bin/pip install -e /tmp/ref
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -60,6 +62,9 @@ class Build:
     env: dict[str, str]
 
 
+LABEL = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def parse_builds(specs: list[str], envs: list[str]) -> list[Build]:
     """``LABEL=DIR`` specs (default: this checkout as ``now``) with their ``LABEL:NAME=VALUE`` variables."""
     extra: dict[str, dict[str, str]] = {}
@@ -72,7 +77,7 @@ def parse_builds(specs: list[str], envs: list[str]) -> list[Build]:
     builds = []
     for spec in specs or [f"now={HERE.parent}"]:
         label, eq, where = spec.partition("=")
-        if not label or not eq or label in ("thin", "upstream"):
+        if not eq or not LABEL.fullmatch(label) or label in ("thin", "upstream"):
             raise SystemExit(f"--build {spec!r}: expected LABEL=DIR (a label other than thin/upstream)")
         checkout = Path(where).resolve()
         venv = checkout / ".venv" / "bin" / "python"
@@ -89,14 +94,19 @@ def parse_builds(specs: list[str], envs: list[str]) -> list[Build]:
     return builds
 
 
-def check_source(build: Build, env: dict[str, str]) -> None:
-    """Refuse to measure a build whose interpreter would import another checkout's omen_local."""
-    code = "import omen_local, os; print(os.path.dirname(os.path.abspath(omen_local.__file__)))"
+def check_source(build: Build) -> None:
+    """Refuse to measure a build whose interpreter would import another checkout's omen_local
+    (or none): each row must be the code its label names."""
+    env = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"} | build.env
+    code = "import omen_local; print(omen_local.__file__)"
     out = subprocess.run([str(build.python), "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=60)
-    where = Path(out.stdout.strip()).resolve() if out.returncode == 0 else None
+    found = out.stdout.strip()
+    if out.returncode != 0 or found in ("", "None"):  # None: a folder without __init__.py (a namespace package)
+        last = (out.stderr.strip().splitlines() or ["no omen_local package there"])[-1]
+        raise SystemExit(f"build {build.label}: {build.python} cannot import omen_local from {build.checkout}: {last}")
+    where = Path(found).resolve().parent
     if where != build.checkout / "omen_local":
-        raise SystemExit(f"build {build.label}: {build.python} imports omen_local from {where or out.stderr.strip()[-300:]}, "
-                         f"not from {build.checkout}")
+        raise SystemExit(f"build {build.label}: {build.python} imports omen_local from {where}, not from {build.checkout}")
 
 
 def start(args: argparse.Namespace, builds: list[Build], tmp: Path, procs: Processes) -> tuple[dict[str, Endpoint], dict[str, int], dict[int, int]]:
@@ -126,8 +136,7 @@ def start(args: argparse.Namespace, builds: list[Build], tmp: Path, procs: Proce
         benv = {**env, "OMEN_TOKEN": token, "OMEN_SECRETS": "file", "BENCH_KEY": UPSTREAM_KEY,
                 "OMEN_LOG_DIR": str(tmp / f"log-{build.label}"), **build.env}
         if "PYTHONPATH" not in build.env:
-            benv.pop("PYTHONPATH", None)  # each build imports its own omen_local
-        check_source(build, benv)
+            benv.pop("PYTHONPATH", None)  # each build imports its own omen_local (check_source)
         proc, m = procs.start(
             build.label,
             [str(build.python), "-m", "omen_local", "--config", str(cfg), "--log-level", "warning", "serve", "--port", "0"],
@@ -155,25 +164,29 @@ def run(args: argparse.Namespace, builds: list[Build], tmp: Path, procs: Process
         for label in order:
             rounds[label].append(bench.load(label, args.stream, conns))
         print(f"round {r + 1}: " + ", ".join(f"{label} {rounds[label][-1].rps or 0:.0f} rps" for label in labels), flush=True)
-    thin = typical(rounds["thin"])
     first = builds[0].label
+    medians = {label: typical(rounds[label]) for label in labels}
     rows = []
     for label in labels:
-        lat = typical(rounds[label])
-        share = [(x.rps or 0) / (t.rps or 1) for x, t in zip(rounds[label], rounds["thin"], strict=True)]
-        of_first = (lat.rps or 0) / (typical(rounds[first]).rps or 1)
-        cpu = lat.cpu_us
+        lat = medians[label]
+        share = [(x.rps or 0) / t.rps for x, t in zip(rounds[label], rounds["thin"], strict=True) if t.rps]
+        base = medians[first].rps
+        cpu, thin_cpu = lat.cpu_us, medians["thin"].cpu_us
         rows.append([
             label,
             f"{lat.rps or 0:.0f}",
-            f"{statistics.median(share):.0%} [{', '.join(f'{s:.2f}' for s in share)}]",
-            f"{of_first:.2f}" if label != "thin" else "-",
+            f"{statistics.median(share):.0%} [{', '.join(f'{x:.2f}' for x in share)}]" if share else "-",
+            f"{(lat.rps or 0) / base:.2f}" if label != "thin" and base else "-",
             f"{cpu:.0f}" if cpu is not None else "-",
-            f"{cpu / thin.cpu_us:.2f}x" if cpu is not None and thin.cpu_us else "-",
+            f"{cpu / thin_cpu:.2f}x" if cpu is not None and thin_cpu else "-",
+            str(sum(x.errors for x in rounds[label])),
         ])  # fmt: skip
     kind = f"streamed (c={conns}, {args.chunks} chunks)" if args.stream else f"non-streamed (c={conns})"
     print(f"\n{kind}, {args.rounds} rounds of {args.duration:g} s; medians, every round's share of the proxy in brackets")
-    print(render(["target", "rps", "of the proxy", f"of {first}", "CPU us/req", "CPU vs proxy"], rows))
+    print(render(["target", "rps", "of the proxy", f"of {first}", "CPU us/req", "CPU vs proxy", "errors"], rows))
+    failed = [row[0] for row in rows if row[-1] != "0"]
+    if failed:
+        print(f"WARNING: error answers from {', '.join(failed)}: their rps is not throughput (see the logs in the temp dir)")
     for build in builds:
         print(f"{build.label}: {build.checkout} ({build.python}){' ' + str(build.env) if build.env else ''}")
     return 0
@@ -191,6 +204,12 @@ def main() -> int:
     parser.add_argument("--load-cpu", type=int, default=1, help="core for the upstream and the load (default 1)")
     args = parser.parse_args()
     builds = parse_builds(args.build, args.env)
+    if args.rounds < 1 or args.duration <= 0:
+        parser.error("--rounds must be at least 1 and --duration above 0")
+    if args.omen_cpu == args.load_cpu:
+        parser.error("--omen-cpu and --load-cpu must differ (the load must not share the servers' core)")
+    for build in builds:
+        check_source(build)
     if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
         print("needs taskset and two cores (the builds on one, the load on the other)", file=sys.stderr)
         return 2

@@ -77,7 +77,7 @@ def format_line(values: dict[str, object]) -> str:
         if kind is int:  # status, latency: digits
             out.append(f"{key}={raw}")
             continue
-        if (kind is str or kind is list) and not raw:
+        if not raw and isinstance(raw, str | list):
             continue
         text = str(raw)
         out.append(f"{key}={text}" if _plain(text) else f"{key}={json.dumps(text)}")

@@ -37,7 +37,7 @@ def test_two_builds_and_the_proxy_in_one_table() -> None:
     rows = {
         m.group(1): m
         for m in re.finditer(
-            r"^(thin|a|b)\s+(\d+)\s+(\d+)% \[([\d., ]+)\]\s+(-|[\d.]+)\s+(-|\d+)\s+(-|[\d.]+x)$", out.stdout, re.M
+            r"^(thin|a|b)\s+(\d+)\s+(\d+)% \[([\d., ]+)\]\s+(-|[\d.]+)\s+(-|\d+)\s+(-|[\d.]+x)\s+0$", out.stdout, re.M
         )
     }
     assert set(rows) == {"thin", "a", "b"}, out.stdout
@@ -50,14 +50,28 @@ def test_two_builds_and_the_proxy_in_one_table() -> None:
     assert rows["a"].group(5) == "1.00"  # the first build is the yardstick of the others
     assert rows["thin"].group(3) == "100"
     assert f"b: {ROOT} " in out.stdout and "OMEN_BENCH_MARK" in out.stdout
+    assert "WARNING" not in out.stdout  # every answer was a 200
 
 
-def test_a_build_that_would_import_another_checkout_is_refused(tmp_path: Path) -> None:
-    fake = tmp_path / "not-omen"
-    (fake / "omen_local").mkdir(parents=True)  # looks like a checkout, but holds no package
-    out = _run("--build", f"x={fake}", "--rounds", "1", "--duration", "0.5")
-    assert out.returncode != 0
-    assert "imports omen_local from" in out.stderr and str(fake) in out.stderr
+def test_a_build_whose_interpreter_imports_other_code_is_refused(tmp_path: Path) -> None:
+    """Each row must be the code its label names: a checkout whose interpreter finds another
+    omen_local (or none) is refused before anything starts."""
+    empty = tmp_path / "empty"
+    (empty / "omen_local").mkdir(parents=True)  # looks like a checkout, holds no package
+    out = _run("--build", f"x={empty}")
+    assert out.returncode != 0 and f"cannot import omen_local from {empty}" in out.stderr, out.stderr
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "omen_local").mkdir(parents=True)
+    (elsewhere / "omen_local" / "__init__.py").write_text("")
+    (elsewhere / ".venv" / "bin").mkdir(parents=True)  # its "virtualenv" is this interpreter, which imports this checkout
+    python = elsewhere / ".venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    out = _run("--build", f"y={elsewhere}")
+    import omen_local  # where this interpreter finds it
+
+    mine = Path(omen_local.__file__).resolve().parent
+    assert out.returncode != 0 and f"imports omen_local from {mine}, not from {elsewhere}" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize(
@@ -69,6 +83,9 @@ def test_a_build_that_would_import_another_checkout_is_refused(tmp_path: Path) -
         (["--build", f"a={ROOT}", "--env", "b:X=1"], "--env names builds that are not given: b"),
         (["--build", f"a={ROOT}", "--env", "a:novalue"], "expected LABEL:NAME=VALUE"),
         (["--build", f"a={ROOT}", "--build", f"a={ROOT}"], "labels must differ"),
+        (["--build", "a/b=."], "expected LABEL=DIR"),
+        (["--build", f"a={ROOT}", "--rounds", "0"], "--rounds must be at least 1"),
+        (["--build", f"a={ROOT}", "--omen-cpu", "1", "--load-cpu", "1"], "must differ"),
     ],
 )
 def test_bad_arguments_say_what_is_wrong(args: list[str], says: str) -> None:

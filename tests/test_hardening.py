@@ -397,6 +397,22 @@ def test_negative_usage_from_an_upstream_counts_as_zero() -> None:
     assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens) == (0, 0, 0, 0, 0)
 
 
+def test_negative_usage_from_ollama_or_anthropic_counts_as_zero() -> None:
+    """The same rule for the other two wire formats' counts."""
+    from omen_local.providers.ollama import _usage
+    from omen_local.wire.anthropic import usage_from_anthropic
+
+    ollama = _usage({"prompt_eval_count": -100000, "eval_count": -5})
+    assert (ollama.prompt_tokens, ollama.completion_tokens) == (0, 0)
+    anthropic = usage_from_anthropic({
+        "input_tokens": -100000, "output_tokens": -5, "cache_read_input_tokens": -3,
+        "cache_creation_input_tokens": -2, "output_tokens_details": {"thinking_tokens": -1},
+    })  # fmt: skip
+    assert (anthropic.prompt_tokens, anthropic.completion_tokens, anthropic.cached_tokens,
+            anthropic.cache_write_tokens, anthropic.reasoning_tokens) == (0, 0, 0, 0, 0)  # fmt: skip
+    assert usage_from_anthropic({"input_tokens": 7, "output_tokens": 3}).completion_tokens == 3  # real counts kept
+
+
 async def test_a_token_that_is_not_utf8_is_a_401_in_each_doors_shape(stack: Stack) -> None:
     """Header bytes that are not UTF-8 reach the token check as surrogates: refused as any wrong token."""
     for header in (b"Authorization: Bearer omen-\xff\xfe", b"Authorization: Bearer \xc3(", b"x-api-key: sk-\xff"):

@@ -63,6 +63,15 @@ async def test_one_line_per_request_without_bodies_or_keys(stack: Stack) -> None
     assert "omen-not-a-token-zq81" not in (log_dir() / FILE_NAME).read_text(encoding="utf-8")
 
 
+async def test_a_path_with_an_encoded_newline_stays_on_its_line(stack: Stack) -> None:
+    """aiohttp decodes ``%0A`` in the path; the line quotes it, so no request can split the log."""
+    got, headers, _ = await du.post(stack, "/v1/chat/completions%0A", {"model": "auto", "messages": []})
+    assert got == 404
+    (row,) = await _lines_for(headers["x-omen-request-id"])
+    assert row["path"] == "/v1/chat/completions\n" and row["status"] == "404"
+    assert all(line.startswith("time=") for line in (log_dir() / FILE_NAME).read_text(encoding="utf-8").splitlines())
+
+
 def test_format_and_parse_round_trip() -> None:
     line = format_line({"time": "t", "door": "chat", "client": 'a "b" c', "status": 200, "ignored": ""})
     assert line == 'time=t door=chat status=200 client="a \\"b\\" c"'
@@ -70,6 +79,10 @@ def test_format_and_parse_round_trip() -> None:
     # A client's control characters never reach a terminal that shows the log.
     hostile = format_line({"client": "x\x1b[31m\x07\r\ny=1"})
     assert hostile == 'client="x\\u001b[31m\\u0007\\r\\ny=1"' and parse_line(hostile) == {"client": "x\x1b[31m\x07\r\ny=1"}
+    # A value ending in a newline is quoted like any other (a regular expression's ``$`` once let it through).
+    assert format_line({"path": "/v1/x\n", "status": 404}) == 'path="/v1/x\\n" status=404'
+    # Empty values are left out, whatever their type; zero is a value.
+    assert format_line({"door": "", "ignored": [], "alias": None, "latency_ms": 0}) == "latency_ms=0"
 
 
 def test_omen_logs_prints_the_last_lines(tmp_path: Path) -> None:

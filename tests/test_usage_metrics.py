@@ -4,9 +4,11 @@ bound's bucket), ``_created`` series for each."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,8 +22,8 @@ FAMILIES = (
 
 
 def _values(text: str) -> list[str]:
-    """The exposition's lines, ``_created`` values blanked (they are clock readings)."""
-    return sorted(re.sub(r"(_created\{[^}]*\}) .*", r"\1", line) for line in text.splitlines())
+    """The exposition's lines in their order, ``_created`` values blanked (clock readings)."""
+    return [re.sub(r"(_created\{[^}]*\}) .*", r"\1", line) for line in text.splitlines()]
 
 
 def test_the_same_text_as_the_librarys_own_counter_and_histogram() -> None:
@@ -70,3 +72,24 @@ def test_created_is_when_a_series_first_appears() -> None:
         ("t_latency_seconds_created", (("provider", "a"),)): 200.0,
     }
     assert ours.value("t_requests", ("a", "ok")) == 2 and ours.value("t_requests", ("c", "ok")) == 0
+
+
+def test_names_are_registered_so_a_clash_is_refused() -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(UsageCounters(FAMILIES))
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Counter("t_requests", "the same name again", registry=registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Histogram("t_latency_seconds", "the same name again", registry=registry)
+
+
+def test_a_counter_never_goes_down_and_nan_is_no_observation() -> None:
+    ours = UsageCounters(FAMILIES)
+    ours.add("t_requests", ("a", "ok"), 3)
+    ours.add("t_requests", ("a", "ok"), -100)  # an upstream's broken count
+    assert ours.value("t_requests", ("a", "ok")) == 3
+    ours.observe("t_latency_seconds", ("a",), math.nan)
+    ours.observe("t_latency_seconds", ("a",), 0.07)
+    (hist,) = [f for f in ours.collect() if f.name == "t_latency_seconds"]
+    count = [s.value for s in hist.samples if s.name == "t_latency_seconds_count"]
+    assert count == [1]

@@ -168,8 +168,8 @@ def _tool_calls(raw: Any, start: int) -> list[dict[str, Any]]:
 
 def _usage(data: dict[str, Any]) -> Usage:
     return Usage(
-        prompt_tokens=int(data.get("prompt_eval_count") or 0),
-        completion_tokens=int(data.get("eval_count") or 0),
+        prompt_tokens=max(0, int(data.get("prompt_eval_count") or 0)),  # never negative: no quota credited back
+        completion_tokens=max(0, int(data.get("eval_count") or 0)),
     )
 
 

@@ -106,8 +106,8 @@ class Planner:
         k = hints.k or d.k
         fanout = self._fanout(strategy, k)
         prompt = PROMPT_ESTIMATE[req.op](req.body)
-        requested = None if req.op is Operation.EMBED else budgets.requested_output_cap(req.body)
-        targets, too_small = self._fitting(req, targets, prompt, requested or 0)
+        requested = budgets.requested_output_cap(req.body)
+        targets, too_small = self._fitting(req, targets, prompt, 0 if req.op is Operation.EMBED else requested or 0)
         targets, bound, budget = self._afford(req, targets, prompt, fanout, requested)
         merge = self._merge_target() if strategy is StrategyName.PARALLEL_MERGE else None
         return Plan(

@@ -62,7 +62,10 @@ class UsageCounters(Collector):
         self._hists: dict[str, dict[Labels, _Buckets]] = {f.name: {} for f in families if f.buckets}
 
     def add(self, name: str, labels: Labels, amount: float = 1.0) -> None:
-        """A counter's series ``labels`` grows by ``amount`` (never negative)."""
+        """A counter's series ``labels`` grows by ``amount``; a negative amount (an upstream's
+        broken count) is ignored, as a counter must never go down."""
+        if amount < 0:
+            return
         series = self._counts[name]
         if labels in series:
             series[labels] += amount
@@ -71,7 +74,9 @@ class UsageCounters(Collector):
             self._created[name, labels] = self.clock()
 
     def observe(self, name: str, labels: Labels, value: float) -> None:
-        """One observation in a histogram's series ``labels`` (``le``: at most the bound)."""
+        """One observation in a histogram's series ``labels`` (``le``: at most the bound); NaN is dropped."""
+        if value != value:  # NaN: in no bucket
+            return
         series = self._hists[name]
         found = series.get(labels)
         bounds = self.families[name].buckets

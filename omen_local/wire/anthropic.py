@@ -61,8 +61,8 @@ def stop_reason(finish: Any) -> str:
 
 
 def _int(raw: dict[str, Any], key: str) -> int:
-    value = raw.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    value = raw.get(key)  # a count: never negative, so no quota is credited back
+    return max(0, value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def usage_from_anthropic(raw: Any) -> Usage:
