@@ -49,6 +49,7 @@ from overhead import (  # the sibling module, found through the path set above
     Processes,
     clean_env,
     render,
+    start_upstream,
     typical,
     write_config,
 )
@@ -111,14 +112,7 @@ def check_source(build: Build) -> None:
 
 def start(args: argparse.Namespace, builds: list[Build], tmp: Path, procs: Processes) -> tuple[dict[str, Endpoint], dict[str, int], dict[int, int]]:
     env = clean_env()
-    up, m = procs.start(
-        "upstream",
-        [sys.executable, str(HERE / "_upstream.py"), "--chunks", str(args.chunks)],
-        cpu=args.load_cpu,
-        env=env,
-        ready=r"READY (\d+)",
-    )
-    up_port = int(m.group(1))
+    up, up_port = start_upstream(procs, args.chunks, args.load_cpu)
     thin, m = procs.start(
         "thin",
         [sys.executable, str(HERE / "_thinproxy.py"), "--upstream", f"http://{HOST}:{up_port}/v1"],

@@ -804,19 +804,24 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model or platform.processor() or 'unknown CPU'}), Linux {platform.release()}"
 
 
+def start_upstream(procs: Processes, chunks: int, cpu: int) -> tuple[subprocess.Popen[bytes], int]:
+    """The fake upstream (``_upstream.py``) pinned to ``cpu``: the process and its port."""
+    up, m = procs.start(
+        "upstream",
+        [sys.executable, str(HERE / "_upstream.py"), "--chunks", str(chunks)],
+        cpu=cpu,
+        env=clean_env(),
+        ready=r"READY (\d+)",
+    )
+    return up, int(m.group(1))
+
+
 def start_targets(
     args: argparse.Namespace, tmp: Path, procs: Processes
 ) -> tuple[dict[str, Endpoint], dict[str, int], dict[int, int]]:
     """Start the upstream, OMEN and the thin proxy; return endpoints, server pids by label, and pid -> core."""
     env = clean_env()
-    up, m = procs.start(
-        "upstream",
-        [sys.executable, str(HERE / "_upstream.py"), "--chunks", str(args.chunks)],
-        cpu=args.load_cpu,
-        env=env,
-        ready=r"READY (\d+)",
-    )
-    up_port = int(m.group(1))
+    up, up_port = start_upstream(procs, args.chunks, args.load_cpu)
     cfg = tmp / "config.toml"
     write_config(cfg, tmp / "data", up_port)
     token = "omen-bench-" + secrets.token_urlsafe(24)
