@@ -85,9 +85,13 @@ def parse_builds(specs: list[str], envs: list[str]) -> list[Build]:
         if not (checkout / "omen_local").is_dir():
             raise SystemExit(f"--build {spec!r}: {checkout} is not an OMEN checkout")
         env = extra.pop(label, {})
-        if not venv.exists():  # this interpreter, with the checkout first on the path
-            env = {"PYTHONPATH": str(checkout), **env}
-        builds.append(Build(label, checkout, venv if venv.exists() else Path(sys.executable), env))
+        if venv.exists():
+            builds.append(Build(label, checkout, venv, env))
+        elif checkout == HERE.parent:  # this checkout: this interpreter, the checkout first on the path
+            builds.append(Build(label, checkout, Path(sys.executable), {"PYTHONPATH": str(checkout), **env}))
+        else:  # another checkout needs its own environment (its resources, its dependencies)
+            raise SystemExit(f"--build {spec!r}: {checkout} has no .venv/bin/python; make one: python3 -m venv "
+                             f"{checkout}/.venv && {checkout}/.venv/bin/pip install -e {checkout}")
     if extra:
         raise SystemExit(f"--env names builds that are not given: {', '.join(sorted(extra))}")
     if len({b.label for b in builds}) != len(builds):
@@ -100,8 +104,11 @@ def check_source(build: Build) -> None:
     (or none): each row must be the code its label names."""
     env = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"} | build.env
     code = "import omen_local; print(omen_local.__file__)"
-    out = subprocess.run([str(build.python), "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=60)
-    found = out.stdout.strip()
+    try:
+        out = subprocess.run([str(build.python), "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SystemExit(f"build {build.label}: {build.python} cannot be run: {exc}") from None
+    found = (out.stdout.strip().splitlines() or [""])[-1]  # the last line: a .pth may print before it
     if out.returncode != 0 or found in ("", "None"):  # None: a folder without __init__.py (a namespace package)
         last = (out.stderr.strip().splitlines() or ["no omen_local package there"])[-1]
         raise SystemExit(f"build {build.label}: {build.python} cannot import omen_local from {build.checkout}: {last}")

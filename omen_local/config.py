@@ -254,7 +254,7 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 
 def _num(table: dict[str, Any], key: str, where: str, default: float, *, minimum: float = 0.0) -> float:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:  # NaN too
         raise ConfigError(f"{where}.{key} must be a number >= {minimum:g}")
     return float(value)
 

@@ -56,8 +56,14 @@ def test_two_builds_and_the_proxy_in_one_table() -> None:
 def test_a_build_whose_interpreter_imports_other_code_is_refused(tmp_path: Path) -> None:
     """Each row must be the code its label names: a checkout whose interpreter finds another
     omen_local (or none) is refused before anything starts."""
+    bare = tmp_path / "bare"
+    (bare / "omen_local").mkdir(parents=True)  # another checkout without its own environment
+    out = _run("--build", f"x={bare}")
+    assert out.returncode != 0 and f"{bare} has no .venv/bin/python" in out.stderr, out.stderr
     empty = tmp_path / "empty"
-    (empty / "omen_local").mkdir(parents=True)  # looks like a checkout, holds no package
+    (empty / "omen_local").mkdir(parents=True)  # a checkout holding no package, with an "environment"
+    (empty / ".venv" / "bin").mkdir(parents=True)
+    (empty / ".venv" / "bin" / "python").symlink_to("/bin/false")
     out = _run("--build", f"x={empty}")
     assert out.returncode != 0 and f"cannot import omen_local from {empty}" in out.stderr, out.stderr
     elsewhere = tmp_path / "elsewhere"

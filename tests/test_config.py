@@ -67,6 +67,8 @@ output = 2.0
         ("[intents]\nchat = ['nowhere/model']", "intents.chat"),
         ("[defaults]\nintent = 'poetry'", "defaults.intent"),
         ("[pricing.'m']\ninput = -1", "pricing.m.input"),
+        ("[pricing.'m']\noutput = nan", "pricing.m.output"),  # NaN compares false with everything
+        ("[defaults]\nrequest_timeout_s = nan", "defaults.request_timeout_s"),
         ("this is not toml", "c.toml"),
     ],
 )

@@ -413,6 +413,19 @@ def test_negative_usage_from_ollama_or_anthropic_counts_as_zero() -> None:
     assert usage_from_anthropic({"input_tokens": 7, "output_tokens": 3}).completion_tokens == 3  # real counts kept
 
 
+async def test_negative_embedding_count_from_ollama_counts_as_zero() -> None:
+    from omen_local.provider_config import ProviderConfig
+    from omen_local.providers.ollama import OllamaProvider
+
+    class Answering(OllamaProvider):
+        async def _exchange_json(self, path: str, body: dict[str, Any], **kw: Any) -> Any:
+            return {"model": "nomic-embed-text", "embeddings": [[0.1, 0.2]], "prompt_eval_count": -100000}
+
+    provider = Answering(ProviderConfig(name="ollama", kind="ollama", base_url="http://127.0.0.1:11434"), None)  # type: ignore[arg-type]
+    answer = await provider.embed("nomic-embed-text", {"input": "hi"})
+    assert answer.usage is not None and answer.usage.prompt_tokens == 0
+
+
 async def test_a_token_that_is_not_utf8_is_a_401_in_each_doors_shape(stack: Stack) -> None:
     """Header bytes that are not UTF-8 reach the token check as surrogates: refused as any wrong token."""
     for header in (b"Authorization: Bearer omen-\xff\xfe", b"Authorization: Bearer \xc3(", b"x-api-key: sk-\xff"):

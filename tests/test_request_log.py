@@ -84,6 +84,14 @@ def test_format_and_parse_round_trip() -> None:
     # Empty values are left out, whatever their type; zero is a value.
     assert format_line({"door": "", "ignored": [], "alias": None, "latency_ms": 0}) == "latency_ms=0"
 
+    class Name(str):
+        pass
+
+    class Names(list[str]):
+        pass
+
+    assert format_line({"door": Name(""), "ignored": Names(), "model": Name("m")}) == "model=m"
+
 
 def test_omen_logs_prints_the_last_lines(tmp_path: Path) -> None:
     logs = tmp_path / "logs"

@@ -382,7 +382,7 @@ class OllamaProvider(Provider):
         if vectors is None:
             raise ProtocolError(self.name, f"{self.name} sent no {count} embeddings")
         tokens = data.get("prompt_eval_count")
-        usage = Usage(prompt_tokens=tokens) if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+        usage = Usage(prompt_tokens=max(0, tokens)) if isinstance(tokens, int) and not isinstance(tokens, bool) else None
         return Embeddings(vectors, data.get("model") or model, usage)
 
     async def complete_text(self, model: str, body: dict[str, Any]) -> Completion:

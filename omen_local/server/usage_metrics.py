@@ -62,9 +62,9 @@ class UsageCounters(Collector):
         self._hists: dict[str, dict[Labels, _Buckets]] = {f.name: {} for f in families if f.buckets}
 
     def add(self, name: str, labels: Labels, amount: float = 1.0) -> None:
-        """A counter's series ``labels`` grows by ``amount``; a negative amount (an upstream's
-        broken count) is ignored, as a counter must never go down."""
-        if amount < 0:
+        """A counter's series ``labels`` grows by ``amount``; a negative or NaN amount (an
+        upstream's broken count) is ignored, as a counter must never go down or stop counting."""
+        if not amount >= 0:
             return
         series = self._counts[name]
         if labels in series:
