@@ -209,8 +209,13 @@ def test_journal_rotates_replays_and_skips_a_torn_line(tmp_path: Path) -> None:
         assert j.append("u", _event(i)) == i + 1
     segments = sorted((tmp_path / "j").iterdir())
     assert len(segments) > 3
-    with segments[-1].open("ab") as f:
-        f.write(b'[31, "u", {"attempt_id": "cut')  # a write cut by kill -9
+    for finished in segments[:-1]:  # cut to their records
+        assert finished.read_bytes().endswith(b"}]\n")
+    live = segments[-1].read_bytes()
+    assert len(live) == 2000 and live.endswith(b"\0")  # reserved ahead, zeros where nothing is written yet
+    with segments[-1].open("r+b") as f:  # a copy cut by kill -9: the tail landed, a hole in the middle
+        f.seek(live.index(0))
+        f.write(b'[31,"u",{"attempt_id":"cut' + bytes(40) + b'}]\n')
     replayed = list(Journal(tmp_path / "j").replay(after=10))
     assert [seq for seq, _, _ in replayed] == list(range(11, 31))
     assert replayed[0][2] == _event(10)

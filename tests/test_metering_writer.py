@@ -9,6 +9,7 @@ rows in usage.db are counted against the events emitted.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import sqlite3
 import time
@@ -221,31 +222,33 @@ async def test_a_record_sqlite_refuses_is_cleaned_without_blocking_the_batch(tmp
         await metering.stop()
 
 
-async def test_a_disk_full_journal_write_is_cut_back_and_still_recorded(
+async def test_a_full_disk_fails_the_next_segment_loudly_and_the_records_are_still_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    metering, _ = await _metering(tmp_path)
-    real = journal_mod.os.write
-    failing = [True]
+    metering, _ = await _metering(tmp_path, segment_bytes=64)  # every record needs a segment of its own
+    real = journal_mod.os.posix_fallocate
+    failing = [False]
 
-    def short(fd: int, data: bytes) -> int:  # ENOSPC mid-line: half is written
+    def reserve(fd: int, offset: int, size: int) -> None:  # the disk's blocks are reserved here, or not
         if failing[0]:
-            return real(fd, data[: len(data) // 2])
-        return real(fd, data)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, offset, size)
 
-    monkeypatch.setattr(journal_mod.os, "write", short)
+    monkeypatch.setattr(journal_mod.os, "posix_fallocate", reserve)
     try:
         metering.record(_event(0))
+        failing[0] = True
         metering.record(_event(1))
-        logged = [r for r in caplog.records if "cannot write the usage journal" in r.getMessage()]
-        assert len(logged) == 1 and "short write" in logged[0].getMessage()  # loud, once per episode
-        failing[0] = False
         metering.record(_event(2))
+        logged = [r for r in caplog.records if "cannot write the usage journal" in r.getMessage()]
+        assert len(logged) == 1 and "No space left" in logged[0].getMessage()  # loud, once per episode
+        failing[0] = False
+        metering.record(_event(3))
         await metering.flush()
-        assert len(_rows(tmp_path)) == 3  # memory kept what the journal could not
-        segment = next((tmp_path / JOURNAL_DIR).iterdir())
-        lines = segment.read_bytes().splitlines(keepends=True)
-        assert len(lines) == 1 and lines[0].endswith(b"\n") and b'"r2.0"' in lines[0]  # no torn line left
+        assert [row[0] for row in _rows(tmp_path)] == ["r0.0", "r1.0", "r2.0", "r3.0"]  # memory kept the rest
+        (segment,) = (tmp_path / JOURNAL_DIR).iterdir()  # the failed ones left nothing; r0's was released
+        assert [(seq, record.attempt_id) for seq, _, record in metering.journal.replay(0)] == [(2, "r3.0")]
+        assert segment.name == f"{2:020d}.jsonl"
         health = metering.health()["journal"]
         assert health["state"] == "ok" and health["failures"] == 2 and health["unjournaled"] == 2
     finally:
