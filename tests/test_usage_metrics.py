@@ -9,7 +9,14 @@ import random
 import re
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from omen_local.server.usage_metrics import Family, UsageCounters
@@ -50,6 +57,27 @@ def test_the_same_text_as_the_librarys_own_counter_and_histogram() -> None:
     parsed = {f.name: f for f in text_string_to_metric_families(mine)}
     assert parsed["t_requests"].type == "counter" and parsed["t_latency_seconds"].type == "histogram"
     assert ours.value("t_requests", ("openai", "ok")) == counter.labels("openai", "ok")._value.get()
+
+
+def test_no_created_series_when_the_librarys_switch_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+    ours_registry = CollectorRegistry(auto_describe=True)
+    ours = UsageCounters(FAMILIES)
+    ours_registry.register(ours)
+    theirs = CollectorRegistry()
+    disable_created_metrics()  # what the variable does to the library's own metrics (read at its import)
+    try:
+        counter = Counter("t_requests", "Requests", ("provider", "outcome"), registry=theirs)
+        hist = Histogram("t_latency_seconds", "Latency", ("provider",), buckets=BOUNDS, registry=theirs)
+        for v in (0.01, 0.1, 3.0):
+            counter.labels("openai", "ok").inc()
+            ours.add("t_requests", ("openai", "ok"))
+            hist.labels("openai").observe(v)
+            ours.observe("t_latency_seconds", ("openai",), v)
+        mine, lib = generate_latest(ours_registry).decode(), generate_latest(theirs).decode()
+    finally:
+        enable_created_metrics()
+    assert mine == lib and "_created" not in mine and "t_latency_seconds_count" in mine
 
 
 def test_created_is_when_a_series_first_appears() -> None:

@@ -8,7 +8,8 @@ loop, the only thread that adds or reads them, and the metric families are built
 scrape time through prometheus_client's documented custom-collector API
 (``CounterMetricFamily``, ``HistogramMetricFamily``), so the text format is still the
 library's and the series are the ones ``Counter``/``Histogram`` would expose (``_total``,
-``_created``, ``_bucket``/``_count``/``_sum``).
+``_created``, ``_bucket``/``_count``/``_sum``), ``_created`` left out as the library leaves
+it out when ``PROMETHEUS_DISABLE_CREATED_SERIES`` is set.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +31,11 @@ from prometheus_client.utils import floatToGoString
 _go_float = cast(Callable[[float], str], floatToGoString)  # the library's own label text for a bound (untyped)
 
 Labels = tuple[str, ...]
+
+
+def created_series_wanted() -> bool:
+    """prometheus_client's documented switch (``PROMETHEUS_DISABLE_CREATED_SERIES``), parsed as it does."""
+    return os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,12 @@ class UsageCounters(Collector):
     """Counters and histograms whose series are added on one thread (the serving loop) and
     read there too (``/metrics`` renders on the loop)."""
 
-    def __init__(self, families: Sequence[Family], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, families: Sequence[Family], clock: Callable[[], float] = time.time, created: bool | None = None
+    ) -> None:
         self.families = {f.name: f for f in families}
         self.clock = clock
+        self.created = created_series_wanted() if created is None else created
         self._counts: dict[str, dict[Labels, float]] = {f.name: {} for f in families if not f.buckets}
         self._created: dict[tuple[str, Labels], float] = {}
         self._hists: dict[str, dict[Labels, _Buckets]] = {f.name: {} for f in families if f.buckets}
@@ -99,12 +109,13 @@ class UsageCounters(Collector):
             if not f.buckets:
                 counter = CounterMetricFamily(f.name, f.doc, labels=f.labels)
                 for labels, value in self._counts[f.name].items():
-                    counter.add_metric(labels, value, created=self._created[f.name, labels])
+                    counter.add_metric(labels, value, created=self._created[f.name, labels] if self.created else None)
                 yield counter
                 continue
             hist = HistogramMetricFamily(f.name, f.doc, labels=f.labels)
             les = [_go_float(b) for b in (*f.buckets, math.inf)]
             for labels, series in self._hists[f.name].items():
                 hist.add_metric(labels, list(zip(les, itertools.accumulate(series.counts), strict=True)), series.total)
-                hist.samples.append(Sample(f"{f.name}_created", dict(zip(f.labels, labels, strict=True)), series.created))
+                if self.created:
+                    hist.samples.append(Sample(f"{f.name}_created", dict(zip(f.labels, labels, strict=True)), series.created))
             yield hist
