@@ -141,3 +141,25 @@ async def test_the_configured_default_budget_applies_without_a_hint(strict_defau
         model="openai/gpt-4o-mini", messages=MSG, extra_body={"omen": {"budget_usd": 1.0}}  # type: ignore[arg-type]
     )
     assert reply.choices[0].message.content
+
+
+@pytest.fixture
+async def embedding_stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async for s in start_stack(tmp_path, providers={"openai": {"models": ["gpt-4o-mini", "text-embedding-3-small"]}}):
+        yield s
+
+
+async def test_an_embedding_whose_input_the_budget_cannot_cover_is_402_naming_the_input(embedding_stack: Stack) -> None:
+    stack, text = embedding_stack, "the quick brown fox " * 50
+    with pytest.raises(openai.APIStatusError) as err:
+        await stack.client.embeddings.create(
+            model="openai/text-embedding-3-small", input=text, extra_body={"omen": {"budget_usd": 1e-9}}
+        )
+    assert err.value.status_code == 402 and err.value.code == "budget_exceeded"
+    message: str = err.value.body["message"]  # type: ignore[index]
+    assert "the input (about" in message and "output" not in message, message
+    assert stack.openai.seen == []  # nothing was sent
+    served = await stack.client.embeddings.create(
+        model="openai/text-embedding-3-small", input=text, extra_body={"omen": {"budget_usd": 1e-4}}
+    )
+    assert len(served.data) == 1 and "dimensions" not in stack.openai.seen[-1].body

@@ -378,7 +378,11 @@ class Planner:
         prices = {t: price_for(t.provider, t.model) for t in targets}
         worst = {t: budgets.worst_cost(prices[t], prompt, cap) for t in targets}
         if budget is not None:
-            if requested is not None:  # the client's own output cap: its worst case must fit
+            if req.op is Operation.EMBED:  # no output: the input must fit
+                need = worst
+                what = f"the input (about {prompt} tokens)"
+                fits = [t for t in targets if worst[t] <= budget]
+            elif requested is not None:  # the client's own output cap: its worst case must fit
                 need = worst
                 what = f"the prompt (about {prompt} tokens) plus max_tokens {requested}"
                 fits = [t for t in targets if worst[t] <= budget]
