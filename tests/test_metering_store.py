@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from omen_local.config import load_config
-from omen_local.metering import Metering, MeteringError
+from omen_local.metering import Metering, MeteringError, segment
 from omen_local.metering import rollup as r
 from omen_local.metering.journal import Journal
 from omen_local.metering.meter import JOURNAL_DIR, USAGE_DB
@@ -202,8 +204,9 @@ def _event(i: int, **kw: Any) -> UsageEvent:
     return UsageEvent(**base)
 
 
-def test_journal_rotates_replays_and_skips_a_torn_line(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "j", segment_bytes=2000)
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "written"])
+def test_journal_rotates_replays_and_skips_a_torn_line(tmp_path: Path, mapped: bool, caplog: pytest.LogCaptureFixture) -> None:
+    j = Journal(tmp_path / "j", segment_bytes=2000, mapped=mapped)
     j.start(1)
     for i in range(30):
         assert j.append("u", _event(i)) == i + 1
@@ -212,18 +215,67 @@ def test_journal_rotates_replays_and_skips_a_torn_line(tmp_path: Path) -> None:
     for finished in segments[:-1]:  # cut to their records
         assert finished.read_bytes().endswith(b"}]\n")
     live = segments[-1].read_bytes()
-    assert len(live) == 2000 and live.endswith(b"\0")  # reserved ahead, zeros where nothing is written yet
-    with segments[-1].open("r+b") as f:  # a copy cut by kill -9: the tail landed, a hole in the middle
-        f.seek(live.index(0))
-        f.write(b'[31,"u",{"attempt_id":"cut' + bytes(40) + b'}]\n')
+    if mapped:
+        assert len(live) == 2000 and live.endswith(b"\0")  # reserved ahead, zeros where nothing is written yet
+        torn = b'[31,"u",{"attempt_id":"cut' + bytes(40) + b'}]\n'  # a copy cut by kill -9: a hole in the middle
+    else:
+        torn = b'[31,"u",{"attempt_id":"cut'  # a write cut by kill -9
+    with segments[-1].open("r+b") as f:
+        f.seek(live.index(0) if mapped else len(live))
+        f.write(torn)
+    caplog.clear()
     replayed = list(Journal(tmp_path / "j").replay(after=10))
     assert [seq for seq, _, _ in replayed] == list(range(11, 31))
     assert replayed[0][2] == _event(10)
+    assert len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1  # the torn line; zeros are not lines
     j.release(15)  # segments wholly at or below 15 go; the rest stay
     first, _, _ = next(iter(Journal(tmp_path / "j").replay(after=0)))
     assert 1 < first <= 16
     j.close(committed=30)
-    assert list((tmp_path / "j").iterdir()) == []
+    (left,) = (tmp_path / "j").iterdir()  # an empty segment named for the next number
+    assert left.name == f"{31:020d}.jsonl" and left.read_bytes() == b"" and left.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "written"])
+def test_a_record_larger_than_a_segment_first_in_a_fresh_one_is_kept(tmp_path: Path, mapped: bool) -> None:
+    j = Journal(tmp_path / "j", segment_bytes=600, mapped=mapped)
+    j.start(5)
+    big = _event(5, error="x" * 2000)
+    assert j.append("u", big) == 5  # larger than the segment opened at start
+    assert j.append("u", _event(6)) == 6 and j.append("u", _event(7)) == 7
+    j.release(4)  # nothing is committed past what came before: every record stays
+    assert [(seq, r.attempt_id) for seq, _, r in j.replay(0)] == [(5, "r5.0"), (6, "r6.0"), (7, "r7.0")]
+    assert [seq for seq, _, _ in j.read(4, 7)] == [5, 6, 7]
+    j.close(committed=4)
+    assert [seq for seq, _, _ in Journal(tmp_path / "j").replay(0)] == [5, 6, 7]
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "written"])
+def test_after_a_clean_stop_a_resumed_journal_goes_on_numbering(tmp_path: Path, mapped: bool) -> None:
+    # A team server whose store is unreachable at start resumes: its store has committed up
+    # to 5 already, so numbers must not start again at 1 (the store would skip them as done).
+    j = Journal(tmp_path / "j", mapped=mapped)
+    j.start(1)
+    for i in range(5):
+        j.append("u", _event(i))
+    j.close(committed=5)
+    again = Journal(tmp_path / "j", mapped=mapped)
+    assert again.resume() == 5
+    assert again.append("u", _event(5)) == 6
+    assert [seq for seq, _, _ in again.read(5, 6)] == [6]
+    again.release(5)
+    assert [seq for seq, _, _ in again.replay(0)] == [6]
+
+
+def test_segments_are_mapped_only_where_a_full_disk_cannot_fault(tmp_path: Path) -> None:
+    if not sys.platform.startswith("linux"):
+        assert not segment.mappable(tmp_path)
+        return
+    named = subprocess.run(["stat", "-f", "-c", "%t", str(tmp_path)], capture_output=True, text=True, check=True)
+    magic = int(named.stdout.strip(), 16)
+    assert segment.fs_magic(tmp_path) == magic  # statfs read right, checked against coreutils
+    assert segment.mappable(tmp_path) == (magic in segment.IN_PLACE)
+    assert 0x9123683E not in segment.IN_PLACE  # btrfs: copy-on-write, a store into a map can SIGBUS on a full disk
 
 
 async def test_restart_replays_the_journal_and_charges_cut_streams(tmp_path: Path) -> None:
@@ -281,7 +333,7 @@ async def test_clean_shutdown_commits_everything_and_empties_the_journal(stack: 
     events = store.events(EventQuery(limit=100))["data"]
     assert len(events) == 6 and all(e["outcome"] == "ok" for e in events)
     assert store.open_attempts() == []
-    assert list((stack.data_dir / JOURNAL_DIR).iterdir()) == []
+    assert [p.read_bytes() for p in (stack.data_dir / JOURNAL_DIR).iterdir()] == [b""]  # only the next number's empty segment
     store.close()
 
 

@@ -23,7 +23,7 @@ from omen_local.caller import Caller
 from omen_local.config import Config, load_config
 from omen_local.errors import OmenError
 from omen_local.metering import Metering
-from omen_local.metering import journal as journal_mod
+from omen_local.metering import segment as segment_mod
 from omen_local.metering.meter import JOURNAL_DIR, USAGE_DB
 from omen_local.metering.store import REJECTED_FILE, SqliteUsageStore
 from omen_local.observe import AttemptStarted, UsageEvent
@@ -66,11 +66,14 @@ def _config(tmp_path: Path) -> Config:
     return load_config(None, overrides={"storage": {"data_dir": str(tmp_path)}})
 
 
-async def _metering(tmp_path: Path, max_queue: int = 50, segment_bytes: int | None = None) -> tuple[Metering, FlakyStore]:
+async def _metering(
+    tmp_path: Path, max_queue: int = 50, segment_bytes: int | None = None, mapped: bool | None = None
+) -> tuple[Metering, FlakyStore]:
     store = FlakyStore(tmp_path / USAGE_DB, max_queue=max_queue)
     metering = Metering(_config(tmp_path), store=store)
     if segment_bytes is not None:
         metering.journal.segment_bytes = segment_bytes
+    metering.journal.mapped = mapped
     await metering.start()
     return metering, store
 
@@ -127,7 +130,7 @@ async def test_a_failing_store_is_bounded_loud_and_loses_nothing(
     await again.start()
     await again.stop()
     assert len(_rows(tmp_path)) == emitted
-    assert list((tmp_path / JOURNAL_DIR).iterdir()) == []
+    assert [p.read_bytes() for p in (tmp_path / JOURNAL_DIR).iterdir()] == [b""]  # only the next number's empty segment
 
 
 async def test_stopping_while_the_store_fails_leaves_everything_to_the_journal(tmp_path: Path) -> None:
@@ -222,35 +225,71 @@ async def test_a_record_sqlite_refuses_is_cleaned_without_blocking_the_batch(tmp
         await metering.stop()
 
 
-async def test_a_full_disk_fails_the_next_segment_loudly_and_the_records_are_still_recorded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    metering, _ = await _metering(tmp_path, segment_bytes=64)  # every record needs a segment of its own
-    real = journal_mod.os.posix_fallocate
-    failing = [False]
+class _FullDisk:
+    """posix_fallocate (mapped segments) and write (written ones) while the disk is full:
+    no block for a new segment; a write cut mid-line."""
 
-    def reserve(fd: int, offset: int, size: int) -> None:  # the disk's blocks are reserved here, or not
-        if failing[0]:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = False
+        self._fallocate = getattr(segment_mod.os, "posix_fallocate", None)
+        self._write = segment_mod.os.write
+        monkeypatch.setattr(segment_mod.os, "posix_fallocate", self.fallocate, raising=False)
+        monkeypatch.setattr(segment_mod.os, "write", self.write)
+
+    def fallocate(self, fd: int, offset: int, size: int) -> None:
+        if self.full or self._fallocate is None:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(fd, offset, size)
+        self._fallocate(fd, offset, size)
 
-    monkeypatch.setattr(journal_mod.os, "posix_fallocate", reserve)
+    def write(self, fd: int, data: bytes) -> int:
+        return self._write(fd, data[: len(data) // 2] if self.full else data)
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "written"])
+async def test_a_full_disk_is_loud_and_the_records_are_still_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mapped: bool
+) -> None:
+    disk = _FullDisk(monkeypatch)
+    # Mapped: every record needs a segment of its own, so the full disk shows at once.
+    metering, _ = await _metering(tmp_path, segment_bytes=64 if mapped else None, mapped=mapped)
     try:
         metering.record(_event(0))
-        failing[0] = True
+        disk.full = True
         metering.record(_event(1))
         metering.record(_event(2))
         logged = [r for r in caplog.records if "cannot write the usage journal" in r.getMessage()]
-        assert len(logged) == 1 and "No space left" in logged[0].getMessage()  # loud, once per episode
-        failing[0] = False
+        assert len(logged) == 1  # loud, once per episode
+        assert ("No space left" if mapped else "short write") in logged[0].getMessage()
+        disk.full = False
         metering.record(_event(3))
         await metering.flush()
         assert [row[0] for row in _rows(tmp_path)] == ["r0.0", "r1.0", "r2.0", "r3.0"]  # memory kept the rest
-        (segment,) = (tmp_path / JOURNAL_DIR).iterdir()  # the failed ones left nothing; r0's was released
-        assert [(seq, record.attempt_id) for seq, _, record in metering.journal.replay(0)] == [(2, "r3.0")]
-        assert segment.name == f"{2:020d}.jsonl"
+        # No torn line and no empty segment left; r0's segment may be released (committed).
+        lines = [line for path in (tmp_path / JOURNAL_DIR).iterdir() for line in path.read_bytes().splitlines(keepends=True)]
+        assert all(line.endswith(b"\n") and b"\0" not in line for line in lines) and b'"r3.0"' in lines[-1]
+        assert [(seq, r.attempt_id) for seq, _, r in metering.journal.replay(1)] == [(2, "r3.0")]
         health = metering.health()["journal"]
         assert health["state"] == "ok" and health["failures"] == 2 and health["unjournaled"] == 2
+    finally:
+        await metering.stop()
+
+
+async def test_a_full_disk_at_start_still_serves_and_journals_once_there_is_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = _FullDisk(monkeypatch)
+    disk.full = True
+    metering, _ = await _metering(tmp_path, mapped=True)  # starts: the first segment waits
+    try:
+        assert any("cannot open the usage journal" in r.getMessage() for r in caplog.records)
+        metering.record(_event(0))
+        assert metering.health()["journal"]["unjournaled"] == 1
+        disk.full = False
+        metering.record(_event(1))
+        await metering.flush()
+        assert [row[0] for row in _rows(tmp_path)] == ["r0.0", "r1.0"]
+        assert metering.health()["journal"]["state"] == "ok"
+        assert [r.attempt_id for _, _, r in metering.journal.replay(0)] == ["r1.0"]
     finally:
         await metering.stop()
 

@@ -2,22 +2,15 @@
 
 The hub listener appends each record (a UsageEvent, an AttemptStarted, an
 AttemptProgress) on the serving loop, before the response or the stream's first byte
-goes out, by copying its line into the open segment, a shared memory map of the file.
-A killed process loses its memory, not the OS page cache, so the record is on disk;
-SQLite gets it a few milliseconds later from the writer thread. Records carry a sequence
-number; the store commits the highest one it has applied with each batch, and the
-journal drops segments that lie wholly below it. At start, records after the committed
-number are replayed. (A power cut may lose the last records: the journal is not fsynced,
-which would cost a disk flush per request.)
-
-Why a map and not ``os.write``: a write releases the GIL, and under load the writer
-thread takes it each time, so the loop waited ~14 us per record for a 1 us syscall (5% of
-the throughput, measured with bench/builds.py). A segment's disk blocks are reserved
-when it is created (``posix_fallocate``, or zeros written where that is missing), so a
-full disk shows as an error there, never as SIGBUS on a store into the map. Bytes not yet
-written are zeros, which JSON lines never contain: the first zero ends a segment's
-records, and a line with one is not written yet (or was cut by a crash). A finished
-segment is cut to its length.
+goes out: copied into the open segment's memory map, or written with one ``os.write``
+where a map could fault (segment.py says which and why). A killed process loses its
+memory, not the OS page cache, so the record is on disk; SQLite gets it a few
+milliseconds later from the writer thread. Records carry a sequence number; the store
+commits the highest one it has applied with each batch, and the journal drops segments
+that lie wholly below it. At start, records after the committed number are replayed. (A
+power cut may lose the last records: the journal is not fsynced, which would cost a disk
+flush per request.) A clean stop leaves one empty segment named for the next number, so
+that a start that cannot reach its store (a team's) goes on numbering where it stopped.
 
 The journal is also where records wait when the writer's in-memory queue is full (SQLite
 failing or slow): the writer reads them back with :meth:`Journal.read`.
@@ -25,9 +18,7 @@ failing or slow): the writer reads them back with :meth:`Journal.read`.
 
 from __future__ import annotations
 
-import errno
 import logging
-import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -40,6 +31,7 @@ import orjson
 from ..observe import AttemptProgress, AttemptStarted, UsageEvent
 from ..private_files import private_dir
 from ..providers.base import Usage
+from .segment import Appended, Mapped, Segment, mappable, records
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +39,6 @@ Record = UsageEvent | AttemptStarted | AttemptProgress
 KIND_OF: dict[type, str] = {UsageEvent: "u", AttemptStarted: "s", AttemptProgress: "p"}
 SEGMENT_BYTES = 1 << 20
 _SUFFIX = ".jsonl"
-_ZEROS = bytes(1 << 16)
-
-
-def _records(path: Path) -> list[bytes]:
-    """The segment's lines up to its first zero byte (the part never written)."""
-    with path.open("rb") as f:
-        data = f.read()
-    end = data.find(0)
-    return (data if end < 0 else data[:end]).splitlines(keepends=True)
-
-
-def _reserve(fd: int, size: int) -> None:
-    """Give the file ``size`` bytes of allocated zeros, so stores into its map cannot fault."""
-    if hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(fd, 0, size)
-            return
-        except OSError as exc:  # ENOSPC is the answer; a file system without it gets the zeros written
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-    written = 0  # macOS and Windows have no posix_fallocate: write the zeros
-    while written < size:
-        written += os.write(fd, _ZEROS[: min(len(_ZEROS), size - written)])
-
 
 def _build(cls: type[Any], data: dict[str, Any]) -> Any:
     names = {f.name for f in fields(cls)}
@@ -91,13 +59,14 @@ def decode(kind: str, data: dict[str, Any]) -> Record:
 class Journal:
     """Append-only segments ``<first seq>.jsonl`` in one directory; each line ``[seq, kind, record]``."""
 
-    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES, *, mapped: bool | None = None) -> None:
+        """``mapped``: write through memory maps (None: where the file system allows, segment.py)."""
         self.dir = directory
         self.segment_bytes = segment_bytes
+        self.mapped = mapped
         self.seq = 0
-        self._fd: int | None = None
-        self._map: mmap.mmap | None = None
-        self._size = 0  # bytes of records in the open segment
+        self._segment: Segment | None = None  # the open one; None after a failed open (retried)
+        self._started = False
         self._segments: list[tuple[int, Path]] = []  # (first seq, path), oldest first; the last is open
         self._lock = threading.Lock()  # segments list: appended on the loop, trimmed by the writer
 
@@ -113,7 +82,7 @@ class Journal:
     def replay(self, after: int) -> Iterator[tuple[int, str, Record]]:
         """Records with a sequence number above ``after``, oldest first; torn lines are skipped."""
         for _, path in self._existing():
-            for n, line in enumerate(_records(path), 1):
+            for n, line in enumerate(records(path), 1):
                 try:
                     seq, kind, data = orjson.loads(line)
                     if seq > after:
@@ -131,7 +100,7 @@ class Journal:
             if i + 1 < len(segments) and segments[i + 1][0] <= after + 1:
                 continue  # wholly at or below ``after``
             try:
-                lines = _records(path)
+                lines = records(path)
             except FileNotFoundError:  # released meanwhile
                 continue
             for n, line in enumerate(lines, 1):
@@ -155,62 +124,62 @@ class Journal:
         for _, path in self._existing():
             path.unlink(missing_ok=True)
         self.seq = next_seq - 1
-        self._open(next_seq)
+        self._begin()
 
     def resume(self) -> int:
         """Begin appending after the records already here, keeping them (their store is not
-        reachable yet: they are read back and released once it is); return the last seq found."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        last = 0
+        reachable yet: they are read back and released once it is); return the last seq found.
+        An empty segment counts too: its name is the number after the last one used."""
+        private_dir(self.dir)
+        existing = self._existing()
+        last = max((first - 1 for first, _ in existing), default=0)
         for seq, _, _ in self.replay(0):
             last = max(last, seq)
-        existing = [(first, path) for first, path in self._existing() if first <= last]
         with self._lock:
-            self._segments = existing
+            self._segments = [(first, path) for first, path in existing if first <= last]
         self.seq = last
-        self._open(last + 1)
+        self._begin()
         return last
 
-    def _open(self, first: int, size: int = 0) -> None:
-        """Create the segment for records from ``first`` on, ``size`` bytes (at least a segment's)."""
-        size = max(size, self.segment_bytes)
-        path = self.dir / f"{first:020d}{_SUFFIX}"  # a name above every record on disk: truncating loses nothing
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    def _begin(self) -> None:
+        """Open the first segment; if the disk is full, records wait in memory and each append tries again."""
+        self._started = True
+        if self.mapped is None:
+            self.mapped = mappable(self.dir)
         try:
-            _reserve(fd, size)
-            view = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
-        except BaseException:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        self._fd, self._map, self._size = fd, view, 0
+            self._open(self.seq + 1)
+        except OSError as exc:
+            log.warning("cannot open the usage journal (%s); records stay in memory until it can be written", exc)
+
+    def _open(self, first: int, size: int = 0) -> None:
+        """Open the segment for records from ``first`` on, at least ``size`` bytes long."""
+        path = self.dir / f"{first:020d}{_SUFFIX}"
+        kind = Mapped if self.mapped else Appended
+        self._segment = kind(path, max(size, self.segment_bytes))
         with self._lock:
-            self._segments.append((first, path))
+            if self._segments and self._segments[-1][0] == first:  # reopened larger, still empty
+                self._segments[-1] = (first, path)
+            else:
+                self._segments.append((first, path))
 
     def _finish(self) -> None:
-        """Unmap the open segment and cut it to the records it holds."""
-        view, fd, self._map, self._fd = self._map, self._fd, None, None  # never keep a closed one
-        if view is not None:
-            view.close()
-        if fd is not None:
+        segment, self._segment = self._segment, None  # never keep a closed one
+        if segment is not None:
             try:
-                os.ftruncate(fd, self._size)
+                segment.finish()
             except OSError as exc:  # harmless: readers stop at the zeros
                 log.warning("cannot trim a usage journal segment (%s)", exc)
-            finally:
-                os.close(fd)
 
     def append(self, kind: str, record: Record) -> int:
-        """Copy one record into the open segment; return its sequence number. Runs on the serving loop."""
+        """Write one record; return its sequence number. Runs on the serving loop."""
         line = orjson.dumps([self.seq + 1, kind, record], option=orjson.OPT_APPEND_NEWLINE)
-        end = self._size + len(line)
-        if self._map is None or end > len(self._map):  # full, or a rotation failed (ENOSPC, EMFILE): retry
+        segment = self._segment
+        if segment is None or not segment.fits(len(line)):  # full, or an open failed (ENOSPC, EMFILE): retry
             self._finish()
             self._open(self.seq + 1, len(line))
-            end = len(line)
-        assert self._map is not None
-        self._map[self._size : end] = line
-        self._size = end
+            segment = self._segment
+            assert segment is not None
+        segment.put(line)
         self.seq += 1
         return self.seq
 
@@ -222,10 +191,15 @@ class Journal:
                 path.unlink(missing_ok=True)
 
     def close(self, committed: int) -> None:
-        """Stop appending; if everything was committed, leave no segment behind."""
+        """Stop appending; if everything was committed, leave only an empty segment named
+        for the next number (what :meth:`resume` goes on from)."""
         self._finish()
-        if committed >= self.seq:
+        if committed >= self.seq and self._started:
             with self._lock:
                 for _, path in self._segments:
                     path.unlink(missing_ok=True)
                 self._segments.clear()
+            try:  # the next number, for a start without its store (resume)
+                os.close(os.open(self.dir / f"{self.seq + 1:020d}{_SUFFIX}", os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError as exc:
+                log.warning("cannot leave the usage journal's next number (%s)", exc)

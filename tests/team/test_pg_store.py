@@ -7,6 +7,7 @@ import concurrent.futures
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,6 +141,18 @@ def test_postgres_away_keeps_records_and_ships_them_once_back(tmp_path: Path) ->
                 pg.stop("immediate")
 
 
+async def _flushed(m: Any) -> None:
+    """Flush once PostgreSQL answers again (a flush fails while the writer's attempts fail)."""
+    loop_deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        try:
+            await m.flush()
+            return
+        except Exception:
+            assert asyncio.get_running_loop().time() < loop_deadline
+            await asyncio.sleep(0.1)  # polling the store's own retry: no event to wait on across processes
+
+
 async def test_postgres_away_at_start_serves_and_ships_the_journal_when_back(tmp_path: Path) -> None:
     """An instance starts while PostgreSQL is down: usage is journaled, then shipped once, without a restart."""
     from omen_local.config import load_config
@@ -152,7 +165,7 @@ async def test_postgres_away_at_start_serves_and_ships_the_journal_when_back(tmp
             pg.stop()
             cfg = tmp_path / "config.toml"
             cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[team]\ndatabase_url = "{url}"\ninstance = "late"\n')
-            events = random_events(120, seed=8)
+            events = random_events(140, seed=8)
             # First run: PostgreSQL never answers; it stops with everything in its journal.
             m = Metering(load_config(cfg))
             await m.start()
@@ -164,23 +177,30 @@ async def test_postgres_away_at_start_serves_and_ships_the_journal_when_back(tmp
             # Second run, still down at start; PostgreSQL comes back while it serves.
             m = Metering(load_config(cfg))
             await m.start()
-            for e in events[60:]:
+            for e in events[60:120]:
                 m.record(e)
             pg.start()
-            loop_deadline = asyncio.get_running_loop().time() + 60
-            while True:  # flushes fail while the writer's attempts fail; poll until one succeeds
-                try:
-                    await m.flush()
-                    break
-                except Exception:
-                    assert asyncio.get_running_loop().time() < loop_deadline
-                    await asyncio.sleep(0.1)
+            await _flushed(m)
             total = (await m.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY)))["total"]
             assert total["attempts"] == 120
-            assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
+            assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events[:120]))
             assert m.health()["team"]["database"]["state"] == "ok"
             await m.stop()
-            assert not list((tmp_path / "data" / "usage-journal").glob("*.jsonl"))  # all shipped, released
+            journal = tmp_path / "data" / "usage-journal"
+            assert [p.read_bytes() for p in journal.glob("*.jsonl")] == [b""]  # all shipped; the next number kept
+            # Third run after that clean stop, PostgreSQL away again: the numbers go on from
+            # where they stopped (were they to start at 1 again, the store would skip them as shipped).
+            pg.stop()
+            m = Metering(load_config(cfg))
+            await m.start()
+            for e in events[120:]:
+                m.record(e)
+            pg.start()
+            await _flushed(m)
+            total = (await m.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY)))["total"]
+            assert total["attempts"] == 140
+            assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
+            await m.stop()
         finally:
             if pg.running():
                 pg.stop("immediate")
