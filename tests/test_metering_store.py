@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
+import os
 import random
 import subprocess
 import sys
@@ -267,15 +269,90 @@ def test_after_a_clean_stop_a_resumed_journal_goes_on_numbering(tmp_path: Path, 
     assert [seq for seq, _, _ in again.replay(0)] == [6]
 
 
-def test_segments_are_mapped_only_where_a_full_disk_cannot_fault(tmp_path: Path) -> None:
-    if not sys.platform.startswith("linux"):
-        assert not segment.mappable(tmp_path)
-        return
-    named = subprocess.run(["stat", "-f", "-c", "%t", str(tmp_path)], capture_output=True, text=True, check=True)
-    magic = int(named.stdout.strip(), 16)
-    assert segment.fs_magic(tmp_path) == magic  # statfs read right, checked against coreutils
-    assert segment.mappable(tmp_path) == (magic in segment.IN_PLACE)
-    assert 0x9123683E not in segment.IN_PLACE  # btrfs: copy-on-write, a store into a map can SIGBUS on a full disk
+def test_segments_are_mapped_only_where_a_full_disk_cannot_fault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if sys.platform.startswith("linux"):
+        named = subprocess.run(["stat", "-f", "-c", "%t", str(tmp_path)], capture_output=True, text=True, check=True)
+        magic = int(named.stdout.strip(), 16)
+        assert segment.fs_magic(tmp_path) == magic  # statfs read right, checked against coreutils
+        assert segment.mappable(tmp_path) == (magic in segment.IN_PLACE)
+    for found in (0x9123683E, 0x2FC12FC1, None):  # btrfs, ZFS (copy-on-write: SIGBUS on a full disk), unreadable
+        monkeypatch.setattr(segment, "fs_magic", lambda path, found=found: found)
+        j = Journal(tmp_path / f"j{found}")
+        j.start(1)
+        assert j.mapped is False
+        assert [p.stat().st_size for p in (tmp_path / f"j{found}").iterdir()] == [0]  # no space reserved ahead
+        j.append("u", _event(1))
+        assert [seq for seq, _, _ in j.replay(0)] == [1]
+        j.close(committed=1)
+
+
+class _NoSpace:
+    """posix_fallocate as on a full disk, or as on a file system that cannot reserve (musl on ext3)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, errno_: int = errno.ENOSPC) -> None:
+        self.on, self.errno = False, errno_
+        monkeypatch.setattr(segment.os, "posix_fallocate", self, raising=False)
+
+    def __call__(self, fd: int, offset: int, size: int) -> None:
+        if self.on:
+            raise OSError(self.errno, os.strerror(self.errno))
+        os.ftruncate(fd, offset + size)  # (the blocks of a test file: nothing to reserve)
+
+
+def test_a_full_disk_never_loses_the_next_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    full = _NoSpace(monkeypatch)
+    j = Journal(tmp_path / "j", mapped=True)
+    j.start(1)
+    for i in range(3):
+        j.append("u", _event(i))
+    j.close(committed=3)
+    full.on = True
+    for _ in range(2):  # started again and again on the full disk, nothing appended
+        again = Journal(tmp_path / "j", mapped=True)
+        assert again.resume() == 3 and again.open_error is not None
+        again.close(committed=3)
+    left = list((tmp_path / "j").iterdir())
+    assert [(p.name, p.read_bytes()) for p in left] == [(f"{4:020d}.jsonl", b"")]
+    again = Journal(tmp_path / "j", mapped=True)
+    again.start(4)  # the SQLite start on the full disk: the number stays on disk
+    assert [p.name for p in (tmp_path / "j").iterdir()] == [f"{4:020d}.jsonl"]
+
+
+def test_a_file_system_that_cannot_reserve_gets_written_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _NoSpace(monkeypatch, errno.EOPNOTSUPP).on = True
+    j = Journal(tmp_path / "j", mapped=True)
+    j.start(1)
+    assert j.mapped is False and j.open_error is None
+    assert j.append("u", _event(1)) == 1
+    assert [seq for seq, _, _ in Journal(tmp_path / "j").replay(0)] == [1]
+
+
+def test_a_leftover_segment_is_cleared_before_records_go_in(tmp_path: Path) -> None:
+    # A kill -9 right after a rotation leaves the next mapped segment: 1 MiB of zeros. A
+    # written journal that resumes there must not append after the zeros (readers stop at them).
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / f"{4:020d}.jsonl").write_bytes(bytes(1 << 20))
+    j = Journal(tmp_path / "j", mapped=False)
+    assert j.resume() == 3
+    assert j.append("u", _event(4)) == 4
+    assert [seq for seq, _, _ in Journal(tmp_path / "j").replay(0)] == [4]
+
+
+def test_a_start_that_cannot_write_the_new_number_keeps_the_old_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = Journal(tmp_path / "j")
+    j.start(1)
+    j.append("u", _event(1))
+    j.close(committed=0)
+
+    def no_files(*args: Any, **kw: Any) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(segment.os, "open", no_files)
+    again = Journal(tmp_path / "j")
+    again.start(2)  # record 1 is committed; but with nothing new on disk, its segment is what says "2"
+    assert again.open_error is not None
+    monkeypatch.undo()
+    assert Journal(tmp_path / "j").resume() == 1
 
 
 async def test_restart_replays_the_journal_and_charges_cut_streams(tmp_path: Path) -> None:

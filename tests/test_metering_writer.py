@@ -282,6 +282,7 @@ async def test_a_full_disk_at_start_still_serves_and_journals_once_there_is_room
     metering, _ = await _metering(tmp_path, mapped=True)  # starts: the first segment waits
     try:
         assert any("cannot open the usage journal" in r.getMessage() for r in caplog.records)
+        assert metering.health()["journal"]["state"] == "failing"  # at once, not at the first record
         metering.record(_event(0))
         assert metering.health()["journal"]["unjournaled"] == 1
         disk.full = False

@@ -18,6 +18,7 @@ failing or slow): the writer reads them back with :meth:`Journal.read`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -67,6 +68,7 @@ class Journal:
         self.seq = 0
         self._segment: Segment | None = None  # the open one; None after a failed open (retried)
         self._started = False
+        self.open_error: str | None = None  # why the first segment could not be opened (retried by append)
         self._segments: list[tuple[int, Path]] = []  # (first seq, path), oldest first; the last is open
         self._lock = threading.Lock()  # segments list: appended on the loop, trimmed by the writer
 
@@ -121,10 +123,14 @@ class Journal:
     def start(self, next_seq: int) -> None:
         """Begin appending at ``next_seq``; older segments must be committed already (they are removed)."""
         private_dir(self.dir)
-        for _, path in self._existing():
-            path.unlink(missing_ok=True)
+        old = self._existing()
         self.seq = next_seq - 1
         self._begin()
+        first = self._path(next_seq)
+        if first.exists():  # the new number is on disk (a segment, or its empty file): the rest may go
+            for _, path in old:
+                if path != first:
+                    path.unlink(missing_ok=True)
 
     def resume(self) -> int:
         """Begin appending after the records already here, keeping them (their store is not
@@ -149,13 +155,26 @@ class Journal:
         try:
             self._open(self.seq + 1)
         except OSError as exc:
+            self.open_error = f"{type(exc).__name__}: {exc}"
             log.warning("cannot open the usage journal (%s); records stay in memory until it can be written", exc)
+
+    def _path(self, first: int) -> Path:
+        return self.dir / f"{first:020d}{_SUFFIX}"
 
     def _open(self, first: int, size: int = 0) -> None:
         """Open the segment for records from ``first`` on, at least ``size`` bytes long."""
-        path = self.dir / f"{first:020d}{_SUFFIX}"
-        kind = Mapped if self.mapped else Appended
-        self._segment = kind(path, max(size, self.segment_bytes))
+        path, size = self._path(first), max(size, self.segment_bytes)
+        segment: Segment | None = None
+        if self.mapped:
+            try:
+                segment = Mapped(path, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                log.warning("the usage journal's file system cannot reserve space (%s): segments are written, not mapped", exc)
+                self.mapped = False
+        self._segment = segment or Appended(path, size)
+        self.open_error = None
         with self._lock:
             if self._segments and self._segments[-1][0] == first:  # reopened larger, still empty
                 self._segments[-1] = (first, path)
@@ -194,12 +213,16 @@ class Journal:
         """Stop appending; if everything was committed, leave only an empty segment named
         for the next number (what :meth:`resume` goes on from)."""
         self._finish()
-        if committed >= self.seq and self._started:
-            with self._lock:
-                for _, path in self._segments:
+        if committed < self.seq or not self._started:
+            return
+        marker = self._path(self.seq + 1)  # the next number first, for a start without its store (resume)
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        except OSError as exc:  # the committed segments stay: their numbers say the same
+            log.warning("cannot leave the usage journal's next number (%s); its segments stay", exc)
+            return
+        with self._lock:
+            for _, path in self._segments:
+                if path != marker:
                     path.unlink(missing_ok=True)
-                self._segments.clear()
-            try:  # the next number, for a start without its store (resume)
-                os.close(os.open(self.dir / f"{self.seq + 1:020d}{_SUFFIX}", os.O_WRONLY | os.O_CREAT, 0o600))
-            except OSError as exc:
-                log.warning("cannot leave the usage journal's next number (%s)", exc)
+            self._segments.clear()

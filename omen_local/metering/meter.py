@@ -161,11 +161,19 @@ class Metering:
         if isinstance(self.ledger, LocalLedger) and self.ledger.source is None:  # no source to load from later
             self.ledger.load(self.store.spend(int(r.month_start(self.clock()) // r.DAY)))
         self.journal.start(max(last, self.store.committed) + 1)
+        self._journal_opened()
+
+    def _journal_opened(self) -> None:
+        """A journal that could not open its first segment (a full disk) shows in health at once."""
+        if self.journal.open_error is not None:
+            self.journal_error = self.journal.open_error
+            self.journal_failures += 1
 
     def _defer(self, exc: BaseException) -> None:
         """The team's store is unreachable at start: serve anyway, journaling here; the writer
         ships the earlier journal (and charges cut streams) once the store answers."""
         last = self.journal.resume()
+        self._journal_opened()
         log.error(
             "the team's usage store is unreachable at start (%s): usage is kept in the journal here "
             "and shipped when it answers",
@@ -173,6 +181,15 @@ class Metering:
         )
 
         def recover() -> None:
+            if self.store.committed > last:  # this journal was lost or restored: its new numbers are below the store's
+                log.error(
+                    "the team's usage store holds this instance's records up to number %d, but its journal here "
+                    "ends at %d (deleted or restored from a backup?); the records from %d on are shipped",
+                    self.store.committed,
+                    last,
+                    last + 1,
+                )
+                self.store.committed = last
             batch = []
             for seq, kind, record in self.journal.read(self.store.committed, last):
                 batch.append((kind, seq, record))

@@ -9,7 +9,8 @@ the process gets SIGBUS. So a segment is mapped only where ``posix_fallocate`` r
 reserves the blocks and later stores go to them in place: Linux on ext2/3/4, XFS or tmpfs
 (:func:`mappable`). Copy-on-write file systems (btrfs, ZFS, APFS) allocate anew on every
 write, so a full disk there would crash the process (confirmed on btrfs); they, unknown
-file systems and other systems get one ``os.write`` per record, as before.
+file systems and other systems get one ``os.write`` per record, as before; so does a file
+system that cannot reserve blocks after all (EOPNOTSUPP: ext2/3 under musl's libc).
 
 A mapped segment's unwritten part is zeros, which JSON lines never hold: readers stop at
 the first zero byte (:func:`records`). A finished segment is cut to its records.
@@ -17,6 +18,7 @@ the first zero byte (:func:`records`). A finished segment is cut to its records.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -68,14 +70,15 @@ class Mapped:
     """A segment of ``size`` reserved bytes, written through a shared mapping."""
 
     def __init__(self, path: Path, size: int) -> None:
-        # A fresh name, above every record on disk (Journal), so truncating loses nothing.
+        # A name above every record on disk (Journal), so truncating loses nothing.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.posix_fallocate(fd, 0, size)
             self._view = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
         except BaseException:
+            with contextlib.suppress(OSError):  # left empty: its name still says the next number
+                os.ftruncate(fd, 0)
             os.close(fd)
-            path.unlink(missing_ok=True)
             raise
         self._fd = fd
         self.used = 0
@@ -101,9 +104,11 @@ class Appended:
     """A segment written with one ``os.write`` per record; full past ``size`` bytes."""
 
     def __init__(self, path: Path, size: int) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Truncated as a mapped one is: a leftover (zeros of a mapped segment, a torn line)
+        # would hide the records written after it.
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         self._size = size
-        self.used = os.fstat(self._fd).st_size
+        self.used = 0
 
     def fits(self, size: int) -> bool:
         return self.used == 0 or self.used + size <= self._size  # a record larger than a segment goes alone
