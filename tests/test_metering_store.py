@@ -318,6 +318,25 @@ def test_a_full_disk_never_loses_the_next_number(tmp_path: Path, monkeypatch: py
     assert [p.name for p in (tmp_path / "j").iterdir()] == [f"{4:020d}.jsonl"]
 
 
+def test_a_stop_that_cannot_write_the_next_number_keeps_the_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = Journal(tmp_path / "j")
+    j.start(1)
+    for i in range(3):
+        j.append("u", _event(i))
+    real_open = os.open
+    marker = str(tmp_path / "j" / f"{4:020d}.jsonl")
+
+    def refuse_marker(path: Any, *args: Any, **kw: Any) -> int:
+        if str(path) == marker:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", refuse_marker)
+    j.close(committed=3)  # all committed, but the number could not be written: the segments keep it
+    monkeypatch.undo()
+    assert Journal(tmp_path / "j").resume() == 3
+
+
 def test_a_file_system_that_cannot_reserve_gets_written_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _NoSpace(monkeypatch, errno.EOPNOTSUPP).on = True
     j = Journal(tmp_path / "j", mapped=True)

@@ -40,6 +40,7 @@ Record = UsageEvent | AttemptStarted | AttemptProgress
 KIND_OF: dict[type, str] = {UsageEvent: "u", AttemptStarted: "s", AttemptProgress: "p"}
 SEGMENT_BYTES = 1 << 20
 _SUFFIX = ".jsonl"
+UNNUMBERED = "unnumbered"  # a journal begun from nothing while its store was away (resume)
 
 def _build(cls: type[Any], data: dict[str, Any]) -> Any:
     names = {f.name for f in fields(cls)}
@@ -120,8 +121,23 @@ class Journal:
                     continue
                 yield seq, kind, record
 
+    @property
+    def unnumbered(self) -> bool:
+        """Whether this journal was begun without its store's numbers (resumed from nothing):
+        if the store then holds higher numbers for this instance, the journal folder was lost,
+        and none of its records has reached the store."""
+        return (self.dir / UNNUMBERED).exists()
+
+    def last_number(self) -> int:
+        """The highest number used here: a record's, or one below an (empty) segment's name."""
+        last = max((first - 1 for first, _ in self._existing()), default=0)
+        for seq, _, _ in self.replay(0):
+            last = max(last, seq)
+        return last
+
     def start(self, next_seq: int) -> None:
-        """Begin appending at ``next_seq``; older segments must be committed already (they are removed)."""
+        """Begin appending at ``next_seq`` (the store's numbers known); older segments must be
+        committed already (they are removed)."""
         private_dir(self.dir)
         old = self._existing()
         self.seq = next_seq - 1
@@ -131,6 +147,7 @@ class Journal:
             for _, path in old:
                 if path != first:
                     path.unlink(missing_ok=True)
+            (self.dir / UNNUMBERED).unlink(missing_ok=True)
 
     def resume(self) -> int:
         """Begin appending after the records already here, keeping them (their store is not
@@ -138,9 +155,9 @@ class Journal:
         An empty segment counts too: its name is the number after the last one used."""
         private_dir(self.dir)
         existing = self._existing()
-        last = max((first - 1 for first, _ in existing), default=0)
-        for seq, _, _ in self.replay(0):
-            last = max(last, seq)
+        if not existing:  # nothing says where the numbers stand
+            os.close(os.open(self.dir / UNNUMBERED, os.O_WRONLY | os.O_CREAT, 0o600))
+        last = self.last_number()
         with self._lock:
             self._segments = [(first, path) for first, path in existing if first <= last]
         self.seq = last

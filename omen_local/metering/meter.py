@@ -147,8 +147,16 @@ class Metering:
     def _recover(self) -> None:
         """Replay the journal past what SQLite has, charge cut streams, load the ledger."""
         committed = self.store.open()
+        since = committed
+        if self.journal.unnumbered and committed > self.journal.last_number():
+            since = 0  # a journal begun from nothing while the store was away: none of it is there
+            log.error(
+                "the usage store holds this instance's records up to number %d, but its journal here was begun "
+                "anew (the folder deleted?) and ends below that: all of its records are stored",
+                committed,
+            )
         last, batch = committed, []
-        for seq, kind, record in self.journal.replay(committed):
+        for seq, kind, record in self.journal.replay(since):
             batch.append((kind, seq, record))
             last = seq
             if len(batch) >= 5000:
@@ -181,15 +189,18 @@ class Metering:
         )
 
         def recover() -> None:
-            if self.store.committed > last:  # this journal was lost or restored: its new numbers are below the store's
+            if self.store.committed > last:  # this journal was lost or restored: its numbers are below the store's
+                # Begun from nothing (lost): none of its records is there. Else (restored) the
+                # ones up to ``last`` may be: only the newer ones are shipped, never one twice.
+                since = 0 if self.journal.unnumbered else last
                 log.error(
                     "the team's usage store holds this instance's records up to number %d, but its journal here "
-                    "ends at %d (deleted or restored from a backup?); the records from %d on are shipped",
+                    "ends at %d (deleted or restored from a backup?); its records from %d on are shipped",
                     self.store.committed,
                     last,
-                    last + 1,
+                    since + 1,
                 )
-                self.store.committed = last
+                self.store.committed = since
             batch = []
             for seq, kind, record in self.journal.read(self.store.committed, last):
                 batch.append((kind, seq, record))

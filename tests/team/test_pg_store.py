@@ -220,3 +220,47 @@ async def test_postgres_away_at_start_serves_and_ships_the_journal_when_back(tmp
         finally:
             if pg.running():
                 pg.stop("immediate")
+
+
+@pytest.mark.parametrize("store_at_next_start", ["up", "away"])
+async def test_a_lost_journal_whose_run_never_reached_postgres_is_shipped_later(tmp_path: Path, store_at_next_start: str) -> None:
+    """The journal folder is lost, a run with PostgreSQL away numbers its records from 1 and
+    stops before PostgreSQL returns; PostgreSQL holds higher numbers for the instance. The
+    next start (PostgreSQL up, or away and back later) still ships every one of them."""
+    from omen_local.config import load_config
+    from omen_local.metering import Metering
+
+    with tempfile.TemporaryDirectory(prefix="omen-pg-lost-") as tmp:
+        pg = start_postgres(Path(tmp) / "pg")
+        try:
+            url = pg.create_db("lost")
+            cfg = tmp_path / "config.toml"
+            cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[team]\ndatabase_url = "{url}"\ninstance = "lost"\n')
+            events = random_events(25, seed=9)
+            m = Metering(load_config(cfg))
+            await m.start()
+            for e in events[:20]:
+                m.record(e)
+            await _flushed(m)
+            await m.stop()
+            shutil.rmtree(tmp_path / "data" / "usage-journal")
+            pg.stop()
+            m = Metering(load_config(cfg))
+            await m.start()  # away: the journal begins anew, numbered from 1
+            for e in events[20:]:
+                m.record(e)
+            await m.stop()  # before PostgreSQL is back
+            if store_at_next_start == "up":
+                pg.start()
+            m = Metering(load_config(cfg))
+            await m.start()
+            if store_at_next_start == "away":
+                pg.start()
+            await _flushed(m)
+            total = (await m.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY)))["total"]
+            assert total["attempts"] == 25
+            assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
+            await m.stop()
+        finally:
+            if pg.running():
+                pg.stop("immediate")
