@@ -123,10 +123,17 @@ class Journal:
 
     @property
     def unnumbered(self) -> bool:
-        """Whether this journal was begun without its store's numbers (resumed from nothing):
-        if the store then holds higher numbers for this instance, the journal folder was lost,
-        and none of its records has reached the store."""
+        """Whether this journal was begun without its store's numbers (resumed from nothing,
+        its folder lost or new): none of its records has reached the store yet, whatever
+        numbers the store holds for this instance."""
         return (self.dir / UNNUMBERED).exists()
+
+    def numbered(self) -> None:
+        """The store has this journal's records and numbers now: drop the mark."""
+        try:
+            (self.dir / UNNUMBERED).unlink(missing_ok=True)
+        except OSError as exc:  # the next recovery ships the journal again; events are stored once
+            log.warning("cannot remove the usage journal's mark (%s)", exc)
 
     def last_number(self) -> int:
         """The highest number used here: a record's, or one below an (empty) segment's name."""
@@ -147,7 +154,7 @@ class Journal:
             for _, path in old:
                 if path != first:
                     path.unlink(missing_ok=True)
-            (self.dir / UNNUMBERED).unlink(missing_ok=True)
+            self.numbered()
 
     def resume(self) -> int:
         """Begin appending after the records already here, keeping them (their store is not

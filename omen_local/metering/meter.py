@@ -148,13 +148,14 @@ class Metering:
         """Replay the journal past what SQLite has, charge cut streams, load the ledger."""
         committed = self.store.open()
         since = committed
-        if self.journal.unnumbered and committed > self.journal.last_number():
-            since = 0  # a journal begun from nothing while the store was away: none of it is there
-            log.error(
-                "the usage store holds this instance's records up to number %d, but its journal here was begun "
-                "anew (the folder deleted?) and ends below that: all of its records are stored",
-                committed,
-            )
+        if self.journal.unnumbered:  # begun from nothing while the store was away: none of it is there yet
+            since = 0
+            if committed:
+                log.error(
+                    "the usage store holds this instance's records up to number %d, but its journal here was begun "
+                    "anew (its folder deleted?): every record of the journal is stored now",
+                    committed,
+                )
         last, batch = committed, []
         for seq, kind, record in self.journal.replay(since):
             batch.append((kind, seq, record))
@@ -189,17 +190,20 @@ class Metering:
         )
 
         def recover() -> None:
-            if self.store.committed > last:  # this journal was lost or restored: its numbers are below the store's
-                # Begun from nothing (lost): none of its records is there. Else (restored) the
-                # ones up to ``last`` may be: only the newer ones are shipped, never one twice.
-                since = 0 if self.journal.unnumbered else last
-                log.error(
-                    "the team's usage store holds this instance's records up to number %d, but its journal here "
-                    "ends at %d (deleted or restored from a backup?); its records from %d on are shipped",
-                    self.store.committed,
-                    last,
-                    since + 1,
-                )
+            # A journal begun from nothing while the store was away (the mark): none of its
+            # records is there, whatever the numbers say. One behind the store without the mark
+            # (restored from a backup) may have shipped those up to ``last``: only newer ones go.
+            unnumbered = self.journal.unnumbered
+            if unnumbered or self.store.committed > last:
+                since = 0 if unnumbered else last
+                if self.store.committed > last:
+                    log.error(
+                        "the team's usage store holds this instance's records up to number %d, but its journal here "
+                        "ends at %d (deleted or restored from a backup?); its records from %d on are shipped",
+                        self.store.committed,
+                        last,
+                        since + 1,
+                    )
                 self.store.committed = since
             batch = []
             for seq, kind, record in self.journal.read(self.store.committed, last):
@@ -208,6 +212,8 @@ class Metering:
                     self.store.commit(batch)
             if batch:
                 self.store.commit(batch)
+            if unnumbered:  # shipped: from now on the journal's numbers are the store's
+                self.journal.numbered()
             self.recovered = self._charge_cut_streams()
 
         defer = getattr(self.store, "defer_open")  # noqa: B009 (only the team's store has it)

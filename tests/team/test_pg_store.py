@@ -154,6 +154,25 @@ async def _flushed(m: Any) -> None:
             await asyncio.sleep(0.1)  # polling the store's own retry: no event to wait on across processes
 
 
+async def _run_while_away(cfg: Path, pg: Any, events: list[UsageEvent], start: int, end: int) -> None:
+    """A run that starts with PostgreSQL away and records ``events[start:end]``; PostgreSQL
+    comes back; then every event up to ``end`` is in the store, each once."""
+    from omen_local.config import load_config
+    from omen_local.metering import Metering
+
+    pg.stop()
+    m = Metering(load_config(cfg))
+    await m.start()
+    for e in events[start:end]:
+        m.record(e)
+    pg.start()
+    await _flushed(m)
+    total = (await m.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY)))["total"]
+    assert total["attempts"] == end
+    assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events[:end]))
+    await m.stop()
+
+
 async def test_postgres_away_at_start_serves_and_ships_the_journal_when_back(tmp_path: Path) -> None:
     """An instance starts while PostgreSQL is down: usage is journaled, then shipped once, without a restart."""
     from omen_local.config import load_config
@@ -191,42 +210,26 @@ async def test_postgres_away_at_start_serves_and_ships_the_journal_when_back(tmp
             assert [p.read_bytes() for p in journal.glob("*.jsonl")] == [b""]  # all shipped; the next number kept
             # Third run after that clean stop, PostgreSQL away again: the numbers go on from
             # where they stopped (were they to start at 1 again, the store would skip them as shipped).
-            pg.stop()
-            m = Metering(load_config(cfg))
-            await m.start()
-            for e in events[120:140]:
-                m.record(e)
-            pg.start()
-            await _flushed(m)
-            total = (await m.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY)))["total"]
-            assert total["attempts"] == 140
-            assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events[:140]))
-            await m.stop()
+            await _run_while_away(cfg, pg, events, 120, 140)
             # Fourth run: the journal folder is gone (deleted, or a backup without it), PostgreSQL
             # away at start. Its numbers start below what PostgreSQL holds for this instance: the
             # new records are shipped all the same, and the mismatch is logged.
             shutil.rmtree(journal)
-            pg.stop()
-            m = Metering(load_config(cfg))
-            await m.start()
-            for e in events[140:]:
-                m.record(e)
-            pg.start()
-            await _flushed(m)
-            total = (await m.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY)))["total"]
-            assert total["attempts"] == 160
-            assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
-            await m.stop()
+            await _run_while_away(cfg, pg, events, 140, 160)
         finally:
             if pg.running():
                 pg.stop("immediate")
 
 
+@pytest.mark.parametrize("lost_run", [5, 30], ids=["fewer-than-shipped", "more-than-shipped"])
 @pytest.mark.parametrize("store_at_next_start", ["up", "away"])
-async def test_a_lost_journal_whose_run_never_reached_postgres_is_shipped_later(tmp_path: Path, store_at_next_start: str) -> None:
+async def test_a_lost_journal_whose_run_never_reached_postgres_is_shipped_later(
+    tmp_path: Path, store_at_next_start: str, lost_run: int
+) -> None:
     """The journal folder is lost, a run with PostgreSQL away numbers its records from 1 and
-    stops before PostgreSQL returns; PostgreSQL holds higher numbers for the instance. The
-    next start (PostgreSQL up, or away and back later) still ships every one of them."""
+    stops before PostgreSQL returns; PostgreSQL holds numbers up to 20 for the instance. The
+    next start (PostgreSQL up, or away and back later) ships every one of them, whether the
+    lost run's numbers stayed below 20 or went past."""
     from omen_local.config import load_config
     from omen_local.metering import Metering
 
@@ -236,7 +239,7 @@ async def test_a_lost_journal_whose_run_never_reached_postgres_is_shipped_later(
             url = pg.create_db("lost")
             cfg = tmp_path / "config.toml"
             cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[team]\ndatabase_url = "{url}"\ninstance = "lost"\n')
-            events = random_events(25, seed=9)
+            events = random_events(20 + lost_run, seed=9)
             m = Metering(load_config(cfg))
             await m.start()
             for e in events[:20]:
@@ -258,8 +261,9 @@ async def test_a_lost_journal_whose_run_never_reached_postgres_is_shipped_later(
                 pg.start()
             await _flushed(m)
             total = (await m.rollup(r.RollupQuery(T0 - r.DAY, T0 + 10 * r.DAY)))["total"]
-            assert total["attempts"] == 25
+            assert total["attempts"] == 20 + lost_run
             assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
+            assert not m.journal.unnumbered  # shipped: the journal's numbers are the store's again
             await m.stop()
         finally:
             if pg.running():
