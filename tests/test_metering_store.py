@@ -337,6 +337,25 @@ def test_a_stop_that_cannot_write_the_next_number_keeps_the_segments(tmp_path: P
     assert Journal(tmp_path / "j").resume() == 3
 
 
+def test_a_journal_begun_anew_is_marked_and_a_full_disk_does_not_stop_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = Journal(tmp_path / "j")
+    assert j.resume() == 0 and j.unnumbered  # nothing says where the numbers stand
+    j.append("u", _event(1))
+    j.close(committed=0)
+    assert Journal(tmp_path / "j").resume() == 1 and Journal(tmp_path / "j").unnumbered  # kept until shipped
+    real_open = os.open
+
+    def no_mark(path: Any, *args: Any, **kw: Any) -> int:
+        if str(path).endswith("unnumbered"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", no_mark)
+    k = Journal(tmp_path / "k")
+    assert k.resume() == 0 and not k.unnumbered  # logged; it serves
+    assert k.append("u", _event(1)) == 1
+
+
 def test_a_file_system_that_cannot_reserve_gets_written_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _NoSpace(monkeypatch, errno.EOPNOTSUPP).on = True
     j = Journal(tmp_path / "j", mapped=True)

@@ -163,7 +163,11 @@ class Journal:
         private_dir(self.dir)
         existing = self._existing()
         if not existing:  # nothing says where the numbers stand
-            os.close(os.open(self.dir / UNNUMBERED, os.O_WRONLY | os.O_CREAT, 0o600))
+            try:
+                os.close(os.open(self.dir / UNNUMBERED, os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError as exc:  # serve anyway, as with a journal that cannot open
+                log.error("cannot mark the usage journal as begun anew (%s): if its folder was lost, "
+                          "records numbered below the store's may be skipped", exc)
         last = self.last_number()
         with self._lock:
             self._segments = [(first, path) for first, path in existing if first <= last]
