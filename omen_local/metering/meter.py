@@ -274,7 +274,7 @@ class Metering:
     # ------------------------------------------------------------ the usage sink (serving loop)
 
     def record(self, event: Record) -> None:
-        """Journal (a copy into the mapped segment, before the client hears more), queue for SQLite, charge the policy."""
+        """Journal (before the client hears more), queue for SQLite, charge the policy."""
         kind = KIND_OF[type(event)]
         try:
             seq = self.journal.append(kind, event)

@@ -2,7 +2,8 @@
 
 A record copied into a shared mapping costs no system call. ``os.write`` releases the GIL,
 and under load the usage writer thread took it each time: the loop waited ~14 us per
-record for a 1 us call, 4-5% of the throughput (bench/builds.py, docs/performance.md).
+record for a 1 us call: up to 5% of the throughput, about 2% typically (bench/builds.py,
+docs/performance.md).
 
 A store into a mapping cannot fail politely: if the file system has no block for the page,
 the process gets SIGBUS. So a segment is mapped only where ``posix_fallocate`` really
