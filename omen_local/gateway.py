@@ -14,15 +14,22 @@ therefore keeps such attempts out of the books (:func:`metered_here`): it shows 
 tray, the request log) but writes and charges nothing for them. A laptop without
 ``[team]`` keeps its own books as always (they are not the team's, so nothing is counted
 twice in either).
+
+"The same team" is checked, not assumed: a laptop names its books' id (``X-Omen-Team``,
+:func:`name_books`) on every request through a gateway, and a gateway that keeps other books
+refuses it (``server/plumbing.other_books``), since served, the request would be in neither
+the laptop's team's books nor the laptop's own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 from . import __version__
 from .config import Config, ProviderConfig
 from .observe import Record
+from .providers.base import Provider
 from .server.exposure import is_loopback_bind
 
 
@@ -51,6 +58,16 @@ def client_headers(pc: ProviderConfig, instance: str) -> ProviderConfig:
     given = {k.lower() for k in pc.headers}
     names = {"user-agent": "User-Agent", "x-omen-instance": "X-Omen-Instance"}
     return replace(pc, headers={**{names[k]: v for k, v in mine.items() if k not in given}, **pc.headers})
+
+
+def name_books(providers: Iterable[Provider], books: Callable[[], str | None]) -> None:
+    """Have each gateway provider name this instance's team books (``books()``, None until
+    known or without ``[team]``) on every request it sends."""
+    from .providers.omen_gateway import OmenGatewayProvider
+
+    for provider in providers:
+        if isinstance(provider, OmenGatewayProvider):
+            provider.books = books
 
 
 def metered_here(record: Record) -> bool:

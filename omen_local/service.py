@@ -166,6 +166,10 @@ class OmenService:
         attempts a team gateway meters (gateway.py)."""
         return self.config.team is None or gateway.metered_here(record)
 
+    def _books(self) -> str | None:
+        """The id of the team books this instance writes, once it has opened them (gateway.py)."""
+        return self.metering.books() if self.metering is not None else None
+
     def _build(self, config: Config, keys: dict[str, str | None]) -> Router:
         """Providers, catalog, planner, dispatcher and strategies for ``config`` (no I/O).
 
@@ -181,6 +185,7 @@ class OmenService:
             name: kinds[pc.kind](gateway.client_headers(pc, instance), self.session, key=keys.get(name), timeouts=timeouts)
             for name, pc in config.providers.items()
         }
+        gateway.name_books(providers.values(), self._books)
         catalog = Catalog(
             config,
             {name: p.unusable_reason() for name, p in providers.items()},
@@ -226,7 +231,7 @@ class OmenService:
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
                        functools.partial(endpoint.hello_answer, self), lambda: self.config.server,
-                       relays=self.team_gateway)
+                       relays=self.team_gateway, books=self._books)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         add_metrics_route(

@@ -319,6 +319,11 @@ class Metering:
         self.journal_error = f"{type(exc).__name__}: {exc}"
         return event, 0
 
+    def books(self) -> str | None:
+        """The team's books' id (``usage_meta.team_id``) once this instance has opened them;
+        None without ``[team]``, or while PostgreSQL has not answered since the start."""
+        return self.store.team_id
+
     def recording_blocked(self) -> str | None:
         """Why a new request would go unrecorded (journal failing and the writer's queue full), or None."""
         if self.journal_error is not None and self.store.backlog_full():
@@ -361,7 +366,7 @@ class Metering:
             "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
             "rate_limits": limiter_health() if limiter_health is not None else {"state": "local"},
         }
-        return {"team": {"instance": team.instance, **team_state(parts), **parts}}
+        return {"team": {"instance": team.instance, "books": self.store.team_id, **team_state(parts), **parts}}
 
     # ------------------------------------------------------------ quota gauges (/metrics)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 # Advisory lock keys (64-bit, PostgreSQL's namespace is per database).
 MIGRATION_LOCK = zlib.crc32(b"omen-usage-migrate")
 WRITE_LOCK = zlib.crc32(b"omen-usage-write")
+TEAM_KEY = "team_id"  # usage_meta's row naming these books (made once, by whichever instance opens them first)
 
 
 def _create_models(db: peewee.Database) -> None:
@@ -245,6 +247,7 @@ class PgUsageStore(SqliteUsageStore):
                 self._migrate_all()
             finally:
                 sql(self.db, "SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            self.team_id = self._team_id()
             self.committed = self._meta(self.seq_key)
             self.rolled_id = self._meta("rolled_id")
             self.last_id = sql(self.db, "SELECT COALESCE(MAX(id), 0) FROM usage_event").fetchone()[0]
@@ -252,6 +255,13 @@ class PgUsageStore(SqliteUsageStore):
                 a for (a,) in sql(self.db, "SELECT attempt_id FROM usage_open_attempt WHERE instance = %s", (self.instance,))
             }
         return self.committed
+
+    def _team_id(self) -> str:
+        """The books' identity: a random id the first instance to open them wrote, read by
+        every other (a laptop and a team gateway compare theirs, docs/team.md)."""
+        sql(self.db, "INSERT INTO usage_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+            (TEAM_KEY, secrets.token_hex(16)))
+        return str(sql(self.db, "SELECT value FROM usage_meta WHERE key = %s", (TEAM_KEY,)).fetchone()[0])
 
     def schema_version(self) -> int:
         if "usage_meta" not in self.db.get_tables():

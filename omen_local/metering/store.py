@@ -318,6 +318,7 @@ class UsageStore(Protocol):
 
     committed: int
     path: Path
+    team_id: str | None  # the books' identity, shared by every instance writing them (pg_store.py)
 
     def open(self) -> int: ...
     def hold(self) -> contextlib.AbstractContextManager[Any]: ...
@@ -343,6 +344,7 @@ class SqliteUsageStore:
     event_columns: tuple[str, ...] = EVENT_COLUMNS
     open_columns: tuple[str, ...] = OPEN_COLUMNS
     on_duplicate_event = ""  # one process appends: an event cannot arrive twice
+    team_id: str | None = None  # this instance's own books: no team
 
     def __init__(self, path: Path, *, max_queue: int = MAX_QUEUE, db: Database | None = None) -> None:
         self.path = path

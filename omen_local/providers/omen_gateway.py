@@ -12,12 +12,14 @@ OpenAI-compatible adapter with three rules of its own:
   dialect (OMEN's own door), never one detected from its model listing;
 - :attr:`meters_upstream`: the gateway keeps the team's books for what passes through it
   (one row, attributed to the token's user), so a laptop on the same team does not write
-  the attempt again (``omen_local/gateway.py``).
+  the attempt again (``omen_local/gateway.py``). That holds only if it is the same team:
+  each request names the laptop's books (``X-Omen-Team``, :attr:`books`), and a gateway
+  keeping other books refuses it rather than meter it where the laptop's team never sees it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import tracing
@@ -25,6 +27,12 @@ from ..provider_config import ProviderConfig
 from . import _http
 from .dialect import GENERIC
 from .openai_compat import OpenAICompatProvider
+
+TEAM_HEADER = "X-Omen-Team"
+
+
+def _no_books() -> str | None:
+    return None
 
 
 class OmenGatewayProvider(OpenAICompatProvider):
@@ -36,15 +44,21 @@ class OmenGatewayProvider(OpenAICompatProvider):
         # OMEN's door takes the whole OpenAI chat API; its /v1/models' ``owned_by`` names the
         # gateway's providers (an "ollama" there is not this server's dialect): never detected.
         self._fixed = GENERIC
+        # The laptop's team books' id, once known (the service sets it; gateway.py): sent with
+        # every request, so that a gateway keeping other books refuses instead of metering.
+        self.books: Callable[[], str | None] = _no_books
 
     def _exchange(
         self, path: str, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, whole: bool = False
     ) -> _http.Exchange:
-        """Every request carries the current trace (when OpenTelemetry is on): the gateway's
-        spans continue the laptop's request (tracing.py)."""
-        trace_headers = tracing.outgoing()
-        if trace_headers:
-            headers = {**(headers or {}), **trace_headers}
+        """Every request carries the current trace (when OpenTelemetry is on: the gateway's
+        spans continue the laptop's request, tracing.py) and the laptop's books, when known."""
+        extra = tracing.outgoing()
+        books = self.books()
+        if books is not None:
+            extra = {**extra, TEAM_HEADER: books}
+        if extra:
+            headers = {**(headers or {}), **extra}
         return super()._exchange(path, body, headers=headers, whole=whole)
 
     @classmethod

@@ -28,6 +28,7 @@ from .door_kit import Turn, answer
 from .exposure import is_loopback_peer, typed_hosts
 from .messages_door import add_messages_routes
 from .plumbing import (
+    BOOKS,
     CLIENT_MAX_CHARS,
     HELLO,
     IDENTITY,
@@ -279,6 +280,7 @@ async def hello(request: web.Request) -> web.Response:
 def make_app(
     router: RouterRef, server: ServerConfig, tokens: TokenBook, status_fn: Any, reload_fn: Any = None,
     hello_fn: Any = None, server_fn: Callable[[], ServerConfig] | None = None, relays: bool = False,
+    books: Callable[[], str | None] | None = None,
 ) -> web.Application:
     edge = make_edge(tokens, server.allowed_hosts, server.allowed_origins, server.max_body_bytes,
                      server_fn or (lambda: server))
@@ -303,6 +305,8 @@ def make_app(
     app[RELOAD] = reload_fn
     app[HELLO] = hello_fn
     app[RELAYS] = relays
+    if books is not None:
+        app[BOOKS] = books
     app.router.add_post("/v1/chat/completions", chat_completions)
     if reload_fn is not None:
         app.router.add_post("/v1/omen/reload", reload)

@@ -62,6 +62,8 @@ RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
 HELLO: web.AppKey[Any] = web.AppKey("hello", object)
 # A team gateway (``omen serve --team``): it takes ``X-Omen-Instance`` from teammates' laptops.
 RELAYS: web.AppKey[bool] = web.AppKey("relays", bool)
+# The id of the books this instance writes (PostgreSQL's ``usage_meta.team_id``), once known.
+BOOKS: web.AppKey[Callable[[], str | None]] = web.AppKey("books")
 
 
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
@@ -142,6 +144,27 @@ def relays_for(request: web.Request, identity: Identity) -> bool:
     return RELAYS in request.app and request.app[RELAYS] and not reserved_user(identity.user)
 
 
+def other_books(request: web.Request) -> OmenError | None:
+    """A team gateway's refusal of a laptop that keeps another team's books (``X-Omen-Team``):
+    the laptop leaves what it sends here to the gateway's books, so served, the request
+    would be in the gateway's team's books and never in the laptop's. Unchecked while
+    either side does not know its books yet (its PostgreSQL has not answered since its start)."""
+    theirs = request.headers.get("X-Omen-Team")
+    books = request.app.get(BOOKS)
+    ours = books() if books is not None and theirs else None
+    if ours is None or theirs == ours:
+        return None
+    return OmenError(
+        409,
+        "this OMEN gateway keeps another team's usage books than the OMEN that sent the request "
+        "(their [team] database_url differ): served here, the request would never be in that OMEN's "
+        "team's books. Send through your own team's gateway, or use this one from an OMEN without "
+        "[team] (docs/team.md)",
+        code="team_mismatch",
+        type="invalid_request_error",
+    )
+
+
 def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:
     """A client-supplied header as text every store can keep: valid UTF-8, printable, bounded.
 
@@ -216,6 +239,9 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
             code="workspace_not_allowed",
             param="omen.workspace",
         )
+    relayed = relays_for(request, identity)
+    if relayed and (refused := other_books(request)) is not None:
+        raise refused
     caller = Caller(
         request_id=request_id_of(request),
         user=identity.user,
@@ -223,7 +249,7 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
         client=clean_text(request.headers.get("User-Agent")),
         session=req.hints.session,
         asked=req.asked,
-        instance=relayed_by(request.headers.get("X-Omen-Instance")) if relays_for(request, identity) else None,
+        instance=relayed_by(request.headers.get("X-Omen-Instance")) if relayed else None,
     )
     return req, caller, caller.request_id
 

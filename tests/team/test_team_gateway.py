@@ -10,6 +10,8 @@ at it with a client token; both on one team (real PostgreSQL and Redis). Proven:
   ``/v1/usage`` totals equal what clients were answered; the gateway's rows name the
   laptop's instance (their client) and the token's user;
 - a wrong or missing client token gets 401 from the gateway;
+- a laptop on another team (another PostgreSQL database) is refused by the gateway, since
+  the request would be in neither team's books; without ``[team]`` it is served;
 - the laptop sends nothing to a gateway whose certificate does not verify (a trap server
   records every byte it decrypts: none), while the same trap, trusted, receives the token.
 """
@@ -340,6 +342,75 @@ async def test_gateway_and_laptop_meter_each_request_once(
         status, err = await _chat(http, laptop, LAPTOP_OWNER, "trusted-trap/openai/gpt-4o-mini")
         assert status >= 500, err
         assert any(f"Bearer {alice}".encode() in data for data in trap.received), trap.received
+
+
+def _books_of(url: str) -> str:
+    """The books' id a database holds (written by the first instance that opened it)."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT value FROM usage_meta WHERE key = 'team_id'")
+            return str(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def _usage_of(http: aiohttp.ClientSession, base: str, token: str, ssl_ctx: ssl.SSLContext) -> Any:
+    async with http.get(f"{base}/v1/usage", headers={"Authorization": f"Bearer {token}"}, ssl=ssl_ctx) as resp:
+        assert resp.status == 200, await resp.text()
+        return (await resp.json())["total"]
+
+
+async def test_a_laptop_on_another_team_is_refused_by_the_gateway(
+    team_db: str, team_redis: str, postgres: Any, tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    """A laptop leaves what it sends through a gateway to the gateway's books. Pointed at
+    another team's gateway it would be in neither team's books: the gateway refuses it, with
+    the reason, and spends nothing upstream. The same laptop without ``[team]`` keeps its own
+    books and is served."""
+    other_db = postgres.create_db(f"omen_other_{os.getpid()}_{_free_port()}")
+    gw_ctx = ssl.create_default_context(cafile=str(pki["dir"] / "team-ca.pem"))
+    async with _processes() as procs, _Trap(pki["trap_context"]) as trap, aiohttp.ClientSession() as http:
+        upstream = await procs.start([sys.executable, "-m", "tests.fakes.serve", "openai", "--port", "0"], _env())
+        gw_cfg = _gateway_config(tmp_path / "gw", pki, _free_port(), upstream, team_db, team_redis)
+        gw_env = _env(OMEN_TOKEN=GW_OWNER)
+        made = _omen("token", "create", "--user", "alice", "--config", str(gw_cfg), env=gw_env)
+        assert made.returncode == 0, made.stderr
+        alice = made.stdout.strip().splitlines()[-1]
+        gateway = await procs.start([sys.executable, "-m", "omen_local", "serve", "--team", "--config", str(gw_cfg),
+                                     "--log-level", "warning"], gw_env)
+        laptop_env = _env(OMEN_TOKEN=LAPTOP_OWNER, OMEN_GATEWAY_TOKEN=alice)
+        other_cfg = _laptop_config(tmp_path / "other", pki, gateway, trap.port, upstream, other_db, team_redis)
+        other = await procs.start([sys.executable, "-m", "omen_local", "serve", "--config", str(other_cfg),
+                                   "--log-level", "warning"], laptop_env)
+        status_of_other = await _get(http, f"{other}/v1/omen/status", LAPTOP_OWNER)
+        assert status_of_other["metering"]["team"]["books"] == _books_of(other_db) != _books_of(team_db)
+
+        status, err = await _chat(http, other, LAPTOP_OWNER, "gw/openai/gpt-4o-mini")
+        assert status >= 400, err
+        assert "another team's usage books" in err["error"]["message"] and "409" in err["error"]["message"], err
+        gw_total = await _usage_of(http, gateway, alice, gw_ctx)
+        assert gw_total["requests"] == 0, gw_total  # refused before any routing: nothing spent, nothing metered
+
+        # The same laptop without [team]: its own books, which the gateway cannot confuse with its own.
+        alone_cfg = tmp_path / "alone" / "config.toml"
+        alone_cfg.parent.mkdir()
+        alone_cfg.write_text(other_cfg.read_text().replace(_team(other_db, team_redis, "alice-laptop"), "")
+                             .replace(str(tmp_path / "other" / "data"), str(tmp_path / "alone" / "data")))
+        assert "[team]" not in alone_cfg.read_text()
+        alone = await procs.start([sys.executable, "-m", "omen_local", "serve", "--config", str(alone_cfg),
+                                   "--log-level", "warning"], laptop_env)
+        status, usage = await _chat(http, alone, LAPTOP_OWNER, "gw/openai/gpt-4o-mini")
+        assert status == 200 and usage["completion_tokens"] == 7, usage
+        own = (await _get(http, f"{alone}/v1/usage", LAPTOP_OWNER))["total"]
+        assert own["requests"] == 1, own
+        deadline = asyncio.get_running_loop().time() + 20
+        while (gw_total := await _usage_of(http, gateway, alice, gw_ctx))["requests"] < 1:
+            assert asyncio.get_running_loop().time() < deadline, gw_total
+            await asyncio.sleep(0.05)
+        assert gw_total["requests"] == 1, gw_total
 
 
 def test_serve_team_refuses_without_tls_or_team_books(tmp_path: Path) -> None:
