@@ -60,14 +60,15 @@ def client_headers(pc: ProviderConfig, instance: str) -> ProviderConfig:
     return replace(pc, headers={**{names[k]: v for k, v in mine.items() if k not in given}, **pc.headers})
 
 
-def name_books(providers: Iterable[Provider], books: Callable[[], str | None]) -> None:
-    """Have each gateway provider name this instance's team books (``books()``, None until
-    known or without ``[team]``) on every request it sends."""
+def name_books(providers: Iterable[Provider], books: Callable[[], str | None], *, on_team: bool) -> None:
+    """Have each gateway provider name this instance's team books (``books()``) on every
+    request it sends; ``on_team``: this instance leaves such requests to the gateway's books,
+    so it sends none while it does not know its own (the gateway could keep other books)."""
     from .providers.omen_gateway import OmenGatewayProvider
 
     for provider in providers:
         if isinstance(provider, OmenGatewayProvider):
-            provider.books = books
+            provider.books, provider.on_team = books, on_team
 
 
 def metered_here(record: Record) -> bool:

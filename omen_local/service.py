@@ -161,14 +161,30 @@ class OmenService:
             self.metering.record(record)
         self.hub.emit(record)
 
+    def _on_team(self) -> bool:
+        """Whether this instance writes a team's books (``[team]`` as it was at start, which
+        chose the store: a reload that adds or drops it applies at the next start)."""
+        return self.metering is not None and self.metering.team_books
+
+    def _instance(self, config: Config) -> str:
+        """This instance's name in the books (as at start, like the store), else ``user@host``."""
+        if self.metering is not None:
+            return self.metering.instance or default_instance()
+        return config.team.instance if config.team is not None else default_instance()
+
     def _metered_here(self, record: Record) -> bool:
         """This instance's books (and /metrics' counters) take ``record``: on a team, not the
         attempts a team gateway meters (gateway.py)."""
-        return self.config.team is None or gateway.metered_here(record)
+        return not self._on_team() or gateway.metered_here(record)
 
     def _books(self) -> str | None:
-        """The id of the team books this instance writes, once it has opened them (gateway.py)."""
+        """The id of the team books this instance writes; None while not known (gateway.py)."""
         return self.metering.books() if self.metering is not None else None
+
+    def _books_here(self) -> str | None:
+        """What a request naming its books is checked against (server/plumbing.other_books):
+        the team books' id, "" when this instance keeps no team's books, None while not known."""
+        return self._books() if self._on_team() else ""
 
     def _build(self, config: Config, keys: dict[str, str | None]) -> Router:
         """Providers, catalog, planner, dispatcher and strategies for ``config`` (no I/O).
@@ -180,12 +196,12 @@ class OmenService:
         d = config.defaults
         timeouts = Timeouts(connect=d.connect_timeout_s, idle=d.idle_timeout_s, total=d.request_timeout_s)
         kinds = provider_kinds()
-        instance = config.team.instance if config.team is not None else default_instance()
+        instance = self._instance(config)
         providers: dict[str, Provider] = {
             name: kinds[pc.kind](gateway.client_headers(pc, instance), self.session, key=keys.get(name), timeouts=timeouts)
             for name, pc in config.providers.items()
         }
-        gateway.name_books(providers.values(), self._books)
+        gateway.name_books(providers.values(), self._books, on_team=self._on_team())
         catalog = Catalog(
             config,
             {name: p.unusable_reason() for name, p in providers.items()},
@@ -231,7 +247,7 @@ class OmenService:
         self.router_ref.set(self._build(self.config, keys))
         app = make_app(self.router_ref, self.config.server, self.tokens, self.status, self.reload_source,
                        functools.partial(endpoint.hello_answer, self), lambda: self.config.server,
-                       relays=self.team_gateway, books=self._books)
+                       relays=self.team_gateway, books=self._books_here)
         if self.metering is not None:
             add_usage_routes(app, self.metering)
         add_metrics_route(

@@ -98,6 +98,10 @@ class Metering:
 
             store = PgUsageStore(team.database_url, team.instance, data_dir)
         self.store: UsageStore = store or SqliteUsageStore(data_dir / USAGE_DB)
+        # The team's books or this machine's, chosen at start: a reload that adds or drops [team]
+        # applies at the next start (as the store does), so every decision follows the store.
+        self.team_books = team is not None
+        self.instance = team.instance if team is not None else None  # the books' name for this instance
         self.journal = Journal(data_dir / JOURNAL_DIR)
         self.quotas = QuotaBook(config.quotas, data_dir)
         self.limits = LimitBook(config.limits)
@@ -320,8 +324,8 @@ class Metering:
         return event, 0
 
     def books(self) -> str | None:
-        """The team's books' id (``usage_meta.team_id``) once this instance has opened them;
-        None without ``[team]``, or while PostgreSQL has not answered since the start."""
+        """The team's books' id (``usage_meta.team_id``): read when the store opens them, or
+        as last read (pg_store.py); None without ``[team]``, or if never read yet."""
         return self.store.team_id
 
     def recording_blocked(self) -> str | None:
@@ -352,8 +356,7 @@ class Metering:
 
     def _team_health(self) -> dict[str, Any]:
         """The team stores at a glance (docs/team.md): which instance, and whether each store answers."""
-        team = self.config.team
-        if team is None:
+        if not self.team_books:  # as at start: the stores stay those of the start
             return {}
         ledger_health = getattr(self.ledger, "health", None)
         limiter_health = getattr(self.limiter, "health", None)
@@ -366,7 +369,7 @@ class Metering:
             "quotas": ledger_health() if ledger_health is not None else {"state": "local"},
             "rate_limits": limiter_health() if limiter_health is not None else {"state": "local"},
         }
-        return {"team": {"instance": team.instance, "books": self.store.team_id, **team_state(parts), **parts}}
+        return {"team": {"instance": self.instance, "books": self.store.team_id, **team_state(parts), **parts}}
 
     # ------------------------------------------------------------ quota gauges (/metrics)
 

@@ -23,7 +23,10 @@ concurrently written database needs:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import secrets
 import zlib
 from collections.abc import Callable, Sequence
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK = zlib.crc32(b"omen-usage-migrate")
 WRITE_LOCK = zlib.crc32(b"omen-usage-write")
 TEAM_KEY = "team_id"  # usage_meta's row naming these books (made once, by whichever instance opens them first)
+BOOKS_FILE = "team-books.json"  # the books' id as last read, for a start while PostgreSQL is away
 
 
 def _create_models(db: peewee.Database) -> None:
@@ -139,6 +143,9 @@ class PgUsageStore(SqliteUsageStore):
         self.seq_key = f"journal_seq:{instance}"
         # ``path`` names the store in logs and messages; its parent receives usage-rejected.jsonl.
         super().__init__(data_dir / "team-usage", max_queue=max_queue, db=db)
+        self._books_file = data_dir / BOOKS_FILE
+        self._books_key = hashlib.sha256(url.encode()).hexdigest()  # the whole URL (query included), unreadable
+        self.team_id = self._last_books()
 
     # ------------------------------------------------------------ what differs from SQLite
 
@@ -257,11 +264,34 @@ class PgUsageStore(SqliteUsageStore):
         return self.committed
 
     def _team_id(self) -> str:
-        """The books' identity: a random id the first instance to open them wrote, read by
-        every other (a laptop and a team gateway compare theirs, docs/team.md)."""
+        """The books' id: a random id the first instance to open them wrote, read by every
+        other (a laptop and a team gateway compare theirs, docs/team.md); kept in the data dir
+        for a start while PostgreSQL is away (:meth:`_last_books`)."""
         sql(self.db, "INSERT INTO usage_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
             (TEAM_KEY, secrets.token_hex(16)))
-        return str(sql(self.db, "SELECT value FROM usage_meta WHERE key = %s", (TEAM_KEY,)).fetchone()[0])
+        books = str(sql(self.db, "SELECT value FROM usage_meta WHERE key = %s", (TEAM_KEY,)).fetchone()[0])
+        if books != self.team_id:
+            try:
+                tmp = self._books_file.with_suffix(".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"database": self.url, "url_sha256": self._books_key, "books": books}, f)
+                os.replace(tmp, self._books_file)
+            except OSError as exc:  # a start with PostgreSQL away will not know them: said then
+                log.warning("cannot keep the team books' id in %s: %s", self._books_file, exc)
+        return books
+
+    def _last_books(self) -> str | None:
+        """The books' id last read through the same ``database_url`` (its SHA-256; the file also
+        names the database without its password, for people), so that a start while
+        PostgreSQL is away still names them; else None."""
+        try:
+            kept = json.loads(self._books_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if isinstance(kept, dict) and kept.get("url_sha256") == self._books_key and isinstance(kept.get("books"), str):
+            return str(kept["books"])
+        return None
 
     def schema_version(self) -> int:
         if "usage_meta" not in self.db.get_tables():

@@ -26,9 +26,20 @@ from .. import tracing
 from ..provider_config import ProviderConfig
 from . import _http
 from .dialect import GENERIC
+from .errors import Blame, HTTPStatusError, Unsupported, UpstreamError
 from .openai_compat import OpenAICompatProvider
 
 TEAM_HEADER = "X-Omen-Team"
+
+
+class OtherTeamsBooks(HTTPStatusError):
+    """The gateway keeps another team's books and refused the request: the whole provider
+    is blamed (it rests, and says why in the status) and another candidate may answer."""
+
+    def __init__(self, provider: str, message: str, *, status: int, retry_after: float | None = None) -> None:
+        super().__init__(provider, message, status=status, retry_after=retry_after)
+        self.blame = Blame.PROVIDER
+        self.retryable = True
 
 
 def _no_books() -> str | None:
@@ -44,9 +55,10 @@ class OmenGatewayProvider(OpenAICompatProvider):
         # OMEN's door takes the whole OpenAI chat API; its /v1/models' ``owned_by`` names the
         # gateway's providers (an "ollama" there is not this server's dialect): never detected.
         self._fixed = GENERIC
-        # The laptop's team books' id, once known (the service sets it; gateway.py): sent with
+        # The laptop's team books' id, once known (the service sets both; gateway.py): sent with
         # every request, so that a gateway keeping other books refuses instead of metering.
         self.books: Callable[[], str | None] = _no_books
+        self.on_team = False  # this OMEN leaves what it sends here to the gateway's books
 
     def _exchange(
         self, path: str, body: dict[str, Any], *, headers: Mapping[str, str] | None = None, whole: bool = False
@@ -57,9 +69,24 @@ class OmenGatewayProvider(OpenAICompatProvider):
         books = self.books()
         if books is not None:
             extra = {**extra, TEAM_HEADER: books}
+        elif self.on_team:
+            raise Unsupported(
+                self.name,
+                f"{self.name} is a team gateway and this OMEN has not read its team's books yet (PostgreSQL "
+                "has not answered since the first start): nothing goes through a gateway until then, since "
+                "one that keeps another team's books would leave the request out of yours",
+            )
         if extra:
             headers = {**(headers or {}), **extra}
         return super()._exchange(path, body, headers=headers, whole=whole)
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        """A gateway that keeps another team's books (409 ``team_mismatch``) rests like a
+        refused key: each request would be refused the same way until the config changes."""
+        err = super().classify(status, headers, body)
+        if status == 409 and b'"team_mismatch"' in body:
+            return OtherTeamsBooks(self.name, err.message, status=status)
+        return err
 
     @classmethod
     def needs_key(cls, config: ProviderConfig) -> bool:

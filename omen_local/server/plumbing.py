@@ -145,21 +145,22 @@ def relays_for(request: web.Request, identity: Identity) -> bool:
 
 
 def other_books(request: web.Request) -> OmenError | None:
-    """A team gateway's refusal of a laptop that keeps another team's books (``X-Omen-Team``):
-    the laptop leaves what it sends here to the gateway's books, so served, the request
-    would be in the gateway's team's books and never in the laptop's. Unchecked while
-    either side does not know its books yet (its PostgreSQL has not answered since its start)."""
+    """The refusal of a request from an OMEN on a team (``X-Omen-Team``: its books' id) when
+    this instance keeps other books (another team's, or only its own: ``BOOKS`` gives "").
+    That OMEN leaves what it sends through a gateway to the gateway's books, so served here,
+    the request would never be in its team's books. Unchecked while this instance does not
+    know its books yet (it started while PostgreSQL was away and never read them)."""
     theirs = request.headers.get("X-Omen-Team")
     books = request.app.get(BOOKS)
     ours = books() if books is not None and theirs else None
     if ours is None or theirs == ours:
         return None
+    kept = "keeps another team's usage books" if ours else "keeps no team's usage books (it has no [team])"
     return OmenError(
         409,
-        "this OMEN gateway keeps another team's usage books than the OMEN that sent the request "
-        "(their [team] database_url differ): served here, the request would never be in that OMEN's "
-        "team's books. Send through your own team's gateway, or use this one from an OMEN without "
-        "[team] (docs/team.md)",
+        f"this OMEN {kept}, and the OMEN that sent the request is on a team: served here, the request "
+        "would never be in that team's books. Send through your own team's gateway, or use this one "
+        "from an OMEN without [team] (docs/team.md)",
         code="team_mismatch",
         type="invalid_request_error",
     )
@@ -239,9 +240,10 @@ def with_hints(req: ChatRequest, request: web.Request, config: Config) -> tuple[
             code="workspace_not_allowed",
             param="omen.workspace",
         )
-    relayed = relays_for(request, identity)
-    if relayed and (refused := other_books(request)) is not None:
+    refused = other_books(request)
+    if refused is not None:
         raise refused
+    relayed = relays_for(request, identity)
     caller = Caller(
         request_id=request_id_of(request),
         user=identity.user,

@@ -9,6 +9,7 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -101,6 +102,33 @@ def test_a_journal_shipped_twice_counts_once(team_db: str, tmp_path: Path) -> No
     assert total["cost_usd"] == pytest.approx(sum(e.cost_usd for e in events))
     store.close()
     again.close()
+
+
+def test_the_books_are_named_once_and_remembered_for_a_start_while_postgres_is_away(
+    team_db: str, postgres: Any, tmp_path: Path
+) -> None:
+    """Every instance opening the same database reads the same books id (the first wrote it,
+    whoever that was); each keeps it, user-only, for a start while PostgreSQL is away, and
+    only for that database."""
+    racers = [PgUsageStore(team_db, f"inst-{i}", tmp_path / f"d{i}") for i in range(4)]
+    for i in range(4):
+        (tmp_path / f"d{i}").mkdir()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda s: s.open(), racers))
+    ids = {s.team_id for s in racers}
+    assert len(ids) == 1 and None not in ids, ids
+    kept = tmp_path / "d0" / "team-books.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    password = urlsplit(team_db).password
+    assert password and password not in kept.read_text()  # the URL kept without it
+    later = PgUsageStore(team_db, "inst-0", tmp_path / "d0")  # not opened: as when PostgreSQL is away
+    assert later.team_id == racers[0].team_id
+    other = PgUsageStore(postgres.create_db(f"omen_books_{id(later)}"), "inst-0", tmp_path / "d0")
+    assert other.team_id is None  # another database: its books are not known until it answers
+    other.open()
+    assert other.team_id not in (None, racers[0].team_id)
+    for store in (*racers, other):
+        store.close()
 
 
 def test_postgres_away_keeps_records_and_ships_them_once_back(tmp_path: Path) -> None:

@@ -333,6 +333,23 @@ async def test_gateway_and_laptop_meter_each_request_once(
         assert len(relayed) == 4, events  # shown as the client too
         assert not [e for e in events if e["provider"] == "gw"]  # the laptop wrote none of its own
 
+        # A reload that drops [team] applies at the next start, as the store does: the laptop
+        # still writes the team's books and leaves its gateway requests to the gateway's.
+        laptop_cfg.write_text(laptop_cfg.read_text().replace(_team(team_db, team_redis, "alice-laptop"), ""))
+        async with http.post(f"{laptop}/v1/omen/reload", headers={"Authorization": f"Bearer {LAPTOP_OWNER}"}) as resp:
+            assert resp.status == 200, await resp.text()
+        status, usage = await _chat(http, laptop, LAPTOP_OWNER, "auto")
+        assert status == 200, usage
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:  # until the gateway's row is in the books (a laptop's own would be there at once)
+            rows = (await _get(http, f"{laptop}/v1/usage/instances", LAPTOP_OWNER))["data"]
+            if {(r["instance"], r["user"]): r["requests"] for r in rows}.get(("alice-laptop", "alice")) == 5:
+                break
+            assert asyncio.get_running_loop().time() < deadline, rows
+            await asyncio.sleep(0.05)
+        total = (await _get(http, f"{laptop}/v1/usage", LAPTOP_OWNER))["total"]
+        assert total["requests"] == n + 1, (total, rows)  # once: the gateway's row, not the laptop's too
+
         # A gateway whose certificate does not verify gets nothing, not even a byte of the request.
         status, err = await _chat(http, laptop, LAPTOP_OWNER, "untrusted/openai/gpt-4o-mini")
         assert status >= 500 and "certificate" in json.dumps(err).lower(), err
@@ -366,33 +383,62 @@ async def _usage_of(http: aiohttp.ClientSession, base: str, token: str, ssl_ctx:
 async def test_a_laptop_on_another_team_is_refused_by_the_gateway(
     team_db: str, team_redis: str, postgres: Any, tmp_path: Path, pki: dict[str, Any]
 ) -> None:
-    """A laptop leaves what it sends through a gateway to the gateway's books. Pointed at
-    another team's gateway it would be in neither team's books: the gateway refuses it, with
-    the reason, and spends nothing upstream. The same laptop without ``[team]`` keeps its own
-    books and is served."""
+    """A laptop on a team leaves what it sends through a gateway to the gateway's books.
+    Pointed at an OMEN that keeps other books (another team's, with or without --team, or
+    only its own) it would be in neither: that OMEN refuses it, with the reason, and spends
+    nothing upstream. The same laptop without ``[team]`` keeps its own books and is served."""
     other_db = postgres.create_db(f"omen_other_{os.getpid()}_{_free_port()}")
     gw_ctx = ssl.create_default_context(cafile=str(pki["dir"] / "team-ca.pem"))
+    gw_env = _env(OMEN_TOKEN=GW_OWNER)
+    gw_cfg = _gateway_config(tmp_path / "gw", pki, _free_port(), "http://127.0.0.1:9", team_db, team_redis)
+    # Two more OMENs on the LAN: one on team A without --team, one with its own books only.
+    plain = _gateway_config(tmp_path / "plain", pki, _free_port(), "http://127.0.0.1:9", team_db, team_redis)
+    solo = _gateway_config(tmp_path / "solo", pki, _free_port(), "http://127.0.0.1:9", team_db, team_redis)
+    plain.write_text(plain.read_text().replace('instance = "gateway"', 'instance = "plain-a"'))
+    solo.write_text(solo.read_text().replace(_team(team_db, team_redis, "gateway"), ""))
+    tokens = {}
+    for name, cfg in (("alice", gw_cfg), ("solo", solo)):
+        made = _omen("token", "create", "--user", "alice", "--config", str(cfg), env=gw_env)
+        assert made.returncode == 0, made.stderr
+        tokens[name] = made.stdout.strip().splitlines()[-1]
+    alice = tokens["alice"]  # a team token: good on every OMEN of team A
     async with _processes() as procs, _Trap(pki["trap_context"]) as trap, aiohttp.ClientSession() as http:
         upstream = await procs.start([sys.executable, "-m", "tests.fakes.serve", "openai", "--port", "0"], _env())
-        gw_cfg = _gateway_config(tmp_path / "gw", pki, _free_port(), upstream, team_db, team_redis)
-        gw_env = _env(OMEN_TOKEN=GW_OWNER)
-        made = _omen("token", "create", "--user", "alice", "--config", str(gw_cfg), env=gw_env)
-        assert made.returncode == 0, made.stderr
-        alice = made.stdout.strip().splitlines()[-1]
-        gateway = await procs.start([sys.executable, "-m", "omen_local", "serve", "--team", "--config", str(gw_cfg),
-                                     "--log-level", "warning"], gw_env)
-        laptop_env = _env(OMEN_TOKEN=LAPTOP_OWNER, OMEN_GATEWAY_TOKEN=alice)
+        urls = {}
+        for name, cfg, team_flag in (("gw", gw_cfg, ["--team"]), ("plain", plain, []), ("solo", solo, [])):
+            cfg.write_text(cfg.read_text().replace("http://127.0.0.1:9", upstream))
+            urls[name] = await procs.start([sys.executable, "-m", "omen_local", "serve", *team_flag, "--config",
+                                            str(cfg), "--log-level", "warning"], gw_env)
+        gateway = urls["gw"]
+        laptop_env = _env(OMEN_TOKEN=LAPTOP_OWNER, OMEN_GATEWAY_TOKEN=alice, OMEN_PLAIN_TOKEN=alice,
+                          OMEN_SOLO_TOKEN=tokens["solo"])
         other_cfg = _laptop_config(tmp_path / "other", pki, gateway, trap.port, upstream, other_db, team_redis)
+        other_cfg.write_text(other_cfg.read_text() + "".join(f"""
+[providers.{name}]
+kind = "omen-gateway"
+key = ["env:OMEN_{name.upper()}_TOKEN"]
+models = ["openai/gpt-4o-mini"]
+base_url = "{urls[name]}/v1"
+ca_file = "{pki['dir'] / 'team-ca.pem'}"
+""" for name in ("plain", "solo")))
         other = await procs.start([sys.executable, "-m", "omen_local", "serve", "--config", str(other_cfg),
                                    "--log-level", "warning"], laptop_env)
         status_of_other = await _get(http, f"{other}/v1/omen/status", LAPTOP_OWNER)
         assert status_of_other["metering"]["team"]["books"] == _books_of(other_db) != _books_of(team_db)
+        kept = json.loads((tmp_path / "other" / "data" / "team-books.json").read_text())
+        assert kept["books"] == _books_of(other_db) and kept["database"].startswith("postgresql://")
+        assert (tmp_path / "other" / "data" / "team-books.json").stat().st_mode & 0o077 == 0
 
-        status, err = await _chat(http, other, LAPTOP_OWNER, "gw/openai/gpt-4o-mini")
-        assert status >= 400, err
-        assert "another team's usage books" in err["error"]["message"] and "409" in err["error"]["message"], err
-        gw_total = await _usage_of(http, gateway, alice, gw_ctx)
-        assert gw_total["requests"] == 0, gw_total  # refused before any routing: nothing spent, nothing metered
+        for name, why in (("gw", "another team's usage books"), ("plain", "another team's usage books"),
+                          ("solo", "no team's usage books")):
+            status, err = await _chat(http, other, LAPTOP_OWNER, f"{name}/openai/gpt-4o-mini")
+            assert status >= 400, (name, err)
+            message = err["error"]["message"]
+            assert why in message and "409" in message, (name, err)
+        # Refused before any routing: nothing spent, nothing metered, on any of them.
+        for name in ("gw", "plain"):
+            assert (await _usage_of(http, urls[name], alice, gw_ctx))["requests"] == 0, name
+        assert (await _usage_of(http, urls["solo"], tokens["solo"], gw_ctx))["requests"] == 0
 
         # The same laptop without [team]: its own books, which the gateway cannot confuse with its own.
         alone_cfg = tmp_path / "alone" / "config.toml"
@@ -457,3 +503,28 @@ def test_a_gateway_provider_is_https_only_and_always_needs_its_token() -> None:
     loopback = ProviderConfig(name="gw", kind="omen-gateway", base_url="https://127.0.0.1:8766/v1")
     assert OmenGatewayProvider.needs_key(loopback) and not OmenGatewayProvider.runs_locally(loopback)
     assert "no API key" in (OmenGatewayProvider(loopback, session).unusable_reason() or "")
+
+
+def test_a_laptop_on_a_team_sends_nothing_through_a_gateway_before_it_knows_its_books() -> None:
+    """Unknown books (a first start while PostgreSQL is away): the attempt is refused before
+    anything is sent, as a limit of this provider (another candidate may answer); a gateway's
+    team_mismatch rests the whole provider, like a refused key."""
+    from typing import cast
+
+    from omen_local.gateway import name_books
+    from omen_local.providers.errors import Blame, Unsupported
+    from omen_local.providers.omen_gateway import OmenGatewayProvider, OtherTeamsBooks
+
+    session = cast(aiohttp.ClientSession, None)  # never used: nothing is sent
+    gw = OmenGatewayProvider(ProviderConfig(name="gw", kind="omen-gateway", base_url="https://gw.example/v1"),
+                             session, key="token")
+    name_books([gw], lambda: None, on_team=True)
+    with pytest.raises(Unsupported, match="has not read its team's books yet") as refused:
+        gw._exchange("/chat/completions", {"model": "m", "messages": []})
+    assert refused.value.retryable and refused.value.blame is Blame.NOBODY and not refused.value.billed
+    body = json.dumps({"error": {"message": "this OMEN keeps another team's usage books", "code": "team_mismatch"}})
+    err = gw.classify(409, {}, body.encode())
+    assert isinstance(err, OtherTeamsBooks) and err.blame is Blame.PROVIDER and err.retryable
+    assert "another team's usage books" in err.message
+    plain = gw.classify(409, {}, b'{"error": {"message": "conflict", "code": "other"}}')
+    assert not isinstance(plain, OtherTeamsBooks) and plain.blame is Blame.NOBODY
