@@ -23,20 +23,19 @@ concurrently written database needs:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import secrets
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import peewee
 
 from ..observe import UsageEvent
+from ..secrets import write_private
 from . import rollup as r
 from .store import (
     _SCHEMA_LOCK,
@@ -130,6 +129,16 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{parts.username + '@' if parts.username else ''}{host}{port}{parts.path}"
 
 
+IDENTITY_PARAMS = ("host", "hostaddr", "port", "dbname", "user", "service")  # libpq's, naming the database
+
+
+def database_of(url: str) -> str:
+    """Which database ``url`` names, without its password or options (``connect_timeout``,
+    ``sslmode``...), so that a changed password or option still finds the books' id kept."""
+    query = sorted((k, v) for k, v in parse_qsl(urlsplit(url).query) if k in IDENTITY_PARAMS)
+    return redact(url) + ("?" + urlencode(query) if query else "")
+
+
 class PgUsageStore(SqliteUsageStore):
     event_columns = (*EVENT_COLUMNS, "instance")
     open_columns = (*OPEN_COLUMNS, "instance")
@@ -144,7 +153,7 @@ class PgUsageStore(SqliteUsageStore):
         # ``path`` names the store in logs and messages; its parent receives usage-rejected.jsonl.
         super().__init__(data_dir / "team-usage", max_queue=max_queue, db=db)
         self._books_file = data_dir / BOOKS_FILE
-        self._books_key = hashlib.sha256(url.encode()).hexdigest()  # the whole URL (query included), unreadable
+        self._books_key = database_of(url)
         self.team_id = self._last_books()
 
     # ------------------------------------------------------------ what differs from SQLite
@@ -272,24 +281,19 @@ class PgUsageStore(SqliteUsageStore):
         books = str(sql(self.db, "SELECT value FROM usage_meta WHERE key = %s", (TEAM_KEY,)).fetchone()[0])
         if books != self.team_id:
             try:
-                tmp = self._books_file.with_suffix(".tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"database": self.url, "url_sha256": self._books_key, "books": books}, f)
-                os.replace(tmp, self._books_file)
+                write_private(self._books_file, json.dumps({"database": self._books_key, "books": books}).encode())
             except OSError as exc:  # a start with PostgreSQL away will not know them: said then
                 log.warning("cannot keep the team books' id in %s: %s", self._books_file, exc)
         return books
 
     def _last_books(self) -> str | None:
-        """The books' id last read through the same ``database_url`` (its SHA-256; the file also
-        names the database without its password, for people), so that a start while
-        PostgreSQL is away still names them; else None."""
+        """The books' id last read from the same database (:func:`database_of`), so that a
+        start while PostgreSQL is away still names them; else None."""
         try:
             kept = json.loads(self._books_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if isinstance(kept, dict) and kept.get("url_sha256") == self._books_key and isinstance(kept.get("books"), str):
+        if isinstance(kept, dict) and kept.get("database") == self._books_key and isinstance(kept.get("books"), str):
             return str(kept["books"])
         return None
 

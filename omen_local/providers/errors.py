@@ -27,6 +27,7 @@ class ErrorKind(StrEnum):
     UNSUPPORTED = "unsupported"  # this provider cannot take this request; another may
     LIMIT = "limit"  # OMEN's own provider rate limit kept the request from being sent
     REQUEST = "request"  # the request cannot be sent as it is (not the upstream's fault)
+    BOOKS = "books"  # a team's books not read yet: nothing goes through a team gateway (gateway.py)
 
 
 class Blame(StrEnum):
@@ -148,6 +149,16 @@ class Unsupported(UpstreamError):
 
 class LimitReached(UpstreamError):
     kind = ErrorKind.LIMIT
+    blame = Blame.NOBODY
+    billed = False
+
+
+class TeamBooksUnknown(UpstreamError):
+    """This OMEN is on a team and has not read its team's books yet (PostgreSQL has not
+    answered since it first started): nothing goes through a team gateway, which could keep
+    other books. Passing: another candidate may answer, and the client is told to retry."""
+
+    kind = ErrorKind.BOOKS
     blame = Blame.NOBODY
     billed = False
 

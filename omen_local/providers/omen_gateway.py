@@ -26,7 +26,7 @@ from .. import tracing
 from ..provider_config import ProviderConfig
 from . import _http
 from .dialect import GENERIC
-from .errors import Blame, HTTPStatusError, Unsupported, UpstreamError
+from .errors import Blame, HTTPStatusError, TeamBooksUnknown, UpstreamError
 from .openai_compat import OpenAICompatProvider
 
 TEAM_HEADER = "X-Omen-Team"
@@ -70,11 +70,11 @@ class OmenGatewayProvider(OpenAICompatProvider):
         if books is not None:
             extra = {**extra, TEAM_HEADER: books}
         elif self.on_team:
-            raise Unsupported(
+            raise TeamBooksUnknown(
                 self.name,
                 f"{self.name} is a team gateway and this OMEN has not read its team's books yet (PostgreSQL "
-                "has not answered since the first start): nothing goes through a gateway until then, since "
-                "one that keeps another team's books would leave the request out of yours",
+                "has not answered since [team] was set up here): nothing goes through a gateway until then, "
+                "since one that keeps another team's books would leave the request out of yours",
             )
         if extra:
             headers = {**(headers or {}), **extra}

@@ -144,26 +144,35 @@ def relays_for(request: web.Request, identity: Identity) -> bool:
     return RELAYS in request.app and request.app[RELAYS] and not reserved_user(identity.user)
 
 
+BOOKS_RETRY_S = 5.0  # this instance has not read its books yet: when the sender may try again
+
+
 def other_books(request: web.Request) -> OmenError | None:
     """The refusal of a request from an OMEN on a team (``X-Omen-Team``: its books' id) when
-    this instance keeps other books (another team's, or only its own: ``BOOKS`` gives "").
+    this instance keeps other books (another team's, or only its own: ``BOOKS`` gives ""), or
+    does not know its own yet (a first start while PostgreSQL is away: ``BOOKS`` gives None).
     That OMEN leaves what it sends through a gateway to the gateway's books, so served here,
-    the request would never be in its team's books. Unchecked while this instance does not
-    know its books yet (it started while PostgreSQL was away and never read them)."""
+    the request would never be in its team's books."""
     theirs = request.headers.get("X-Omen-Team")
     books = request.app.get(BOOKS)
-    ours = books() if books is not None and theirs else None
-    if ours is None or theirs == ours:
+    if not theirs or books is None:
         return None
-    kept = "keeps another team's usage books" if ours else "keeps no team's usage books (it has no [team])"
-    return OmenError(
-        409,
-        f"this OMEN {kept}, and the OMEN that sent the request is on a team: served here, the request "
-        "would never be in that team's books. Send through your own team's gateway, or use this one "
-        "from an OMEN without [team] (docs/team.md)",
-        code="team_mismatch",
-        type="invalid_request_error",
-    )
+    ours = books()
+    if ours == theirs:
+        return None
+    if ours is None:
+        return OmenError(503, "this OMEN has not read its team's usage books yet (PostgreSQL has not answered "
+                              "since it started): it cannot tell whether they are yours; try again shortly",
+                         code="team_books_unknown", retry_after=BOOKS_RETRY_S)
+    if ours:
+        why = ("this OMEN keeps another team's usage books, and the OMEN that sent the request is on a team: "
+               "served here, the request would never be in that team's books. Send through your own team's "
+               "gateway, or use this one from an OMEN without [team]")
+    else:
+        why = ("this OMEN keeps no team's usage books (it has no [team]), and the OMEN that sent the request "
+               "is on a team and leaves what it sends through a gateway to the gateway's books. To use it from "
+               'there, configure it as kind = "openai" with dialect = "generic" (that OMEN then meters it)')
+    return OmenError(409, why + " (docs/team.md)", code="team_mismatch", type="invalid_request_error")
 
 
 def clean_text(value: str | None, limit: int = CLIENT_MAX_CHARS) -> str | None:

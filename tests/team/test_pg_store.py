@@ -123,6 +123,8 @@ def test_the_books_are_named_once_and_remembered_for_a_start_while_postgres_is_a
     assert password and password not in kept.read_text()  # the URL kept without it
     later = PgUsageStore(team_db, "inst-0", tmp_path / "d0")  # not opened: as when PostgreSQL is away
     assert later.team_id == racers[0].team_id
+    optioned = PgUsageStore(team_db + "?connect_timeout=7&sslmode=disable", "inst-0", tmp_path / "d0")
+    assert optioned.team_id == racers[0].team_id  # another option, the same database
     other = PgUsageStore(postgres.create_db(f"omen_books_{id(later)}"), "inst-0", tmp_path / "d0")
     assert other.team_id is None  # another database: its books are not known until it answers
     other.open()

@@ -440,6 +440,22 @@ ca_file = "{pki['dir'] / 'team-ca.pem'}"
             assert (await _usage_of(http, urls[name], alice, gw_ctx))["requests"] == 0, name
         assert (await _usage_of(http, urls["solo"], tokens["solo"], gw_ctx))["requests"] == 0
 
+        # A laptop on a team whose PostgreSQL has never answered: nothing through the gateway,
+        # and its client is told to retry (503, Retry-After), not that its request was wrong.
+        away_cfg = tmp_path / "away" / "config.toml"
+        away_cfg.parent.mkdir()
+        away_cfg.write_text(other_cfg.read_text().replace(other_db, f"postgresql://omen:x@127.0.0.1:{_free_port()}/omen")
+                            .replace(str(tmp_path / "other" / "data"), str(tmp_path / "away" / "data")))
+        away = await procs.start([sys.executable, "-m", "omen_local", "serve", "--config", str(away_cfg),
+                                  "--log-level", "error"], laptop_env)
+        async with http.post(f"{away}/v1/chat/completions", headers={"Authorization": f"Bearer {LAPTOP_OWNER}"},
+                             json={"model": "gw/openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+                             ) as resp:
+            body = await resp.json()
+            assert resp.status == 503 and resp.headers.get("Retry-After") == "5", (resp.status, body)
+        assert body["error"]["code"] == "team_books_unknown", body
+        assert (await _usage_of(http, gateway, alice, gw_ctx))["requests"] == 0
+
         # The same laptop without [team]: its own books, which the gateway cannot confuse with its own.
         alone_cfg = tmp_path / "alone" / "config.toml"
         alone_cfg.parent.mkdir()
@@ -512,19 +528,50 @@ def test_a_laptop_on_a_team_sends_nothing_through_a_gateway_before_it_knows_its_
     from typing import cast
 
     from omen_local.gateway import name_books
-    from omen_local.providers.errors import Blame, Unsupported
+    from omen_local.providers.errors import Blame, TeamBooksUnknown
     from omen_local.providers.omen_gateway import OmenGatewayProvider, OtherTeamsBooks
+    from omen_local.routing.strategies import final_error
 
     session = cast(aiohttp.ClientSession, None)  # never used: nothing is sent
     gw = OmenGatewayProvider(ProviderConfig(name="gw", kind="omen-gateway", base_url="https://gw.example/v1"),
                              session, key="token")
     name_books([gw], lambda: None, on_team=True)
-    with pytest.raises(Unsupported, match="has not read its team's books yet") as refused:
+    with pytest.raises(TeamBooksUnknown, match="has not read its team's books yet") as refused:
         gw._exchange("/chat/completions", {"model": "m", "messages": []})
     assert refused.value.retryable and refused.value.blame is Blame.NOBODY and not refused.value.billed
+    answered = final_error([refused.value])  # the only candidate: the client is told to retry, not that it erred
+    assert (answered.status, answered.code, answered.retry_after) == (503, "team_books_unknown", 5.0)
+    name_books([gw], lambda: None, on_team=False)  # an OMEN without [team] keeps its own books: sent unnamed
+    assert gw._exchange("/chat/completions", {"model": "m", "messages": []}) is not None
     body = json.dumps({"error": {"message": "this OMEN keeps another team's usage books", "code": "team_mismatch"}})
     err = gw.classify(409, {}, body.encode())
     assert isinstance(err, OtherTeamsBooks) and err.blame is Blame.PROVIDER and err.retryable
     assert "another team's usage books" in err.message
     plain = gw.classify(409, {}, b'{"error": {"message": "conflict", "code": "other"}}')
     assert not isinstance(plain, OtherTeamsBooks) and plain.blame is Blame.NOBODY
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "status"),
+    [("a1", "a1", None), ("a1", "b2", 409), ("", "b2", 409), (None, "b2", 503), (None, None, None), ("", None, None)],
+)
+def test_what_an_omen_answers_a_request_that_names_its_books(ours: str | None, theirs: str | None,
+                                                            status: int | None) -> None:
+    """Its own books: served. Other books (a team's, or only its own: ""): 409. Its own not read
+    yet (None): 503 with Retry-After, so the sender tries elsewhere. Unnamed: served, as before."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from omen_local.server.plumbing import BOOKS, other_books
+
+    app = web.Application()
+    app[BOOKS] = lambda: ours
+    request = make_mocked_request("POST", "/v1/chat/completions", app=app,
+                                  headers={"X-Omen-Team": theirs} if theirs is not None else {})
+    refused = other_books(request)
+    assert (refused.status if refused is not None else None) == status
+    if status == 409:
+        assert refused is not None and refused.code == "team_mismatch"
+        assert ('dialect = "generic"' in refused.message) == (ours == "")
+    if status == 503:
+        assert refused is not None and refused.code == "team_books_unknown" and refused.retry_after == 5.0
