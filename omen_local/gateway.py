@@ -16,9 +16,9 @@ tray, the request log) but writes and charges nothing for them. A laptop without
 twice in either).
 
 "The same team" is checked, not assumed: a laptop names its books' id (``X-Omen-Team``,
-:func:`name_books`) on every request through a gateway, and a gateway that keeps other books
-refuses it (``server/plumbing.other_books``), since served, the request would be in neither
-the laptop's team's books nor the laptop's own.
+:func:`name_books`) on every request through a gateway, and an OMEN that keeps other books
+(another team's, or no team's) refuses it (``server/plumbing.other_books``), since served,
+the request would be in neither the laptop's team's books nor the laptop's own.
 """
 
 from __future__ import annotations

@@ -161,6 +161,7 @@ class TeamBooksUnknown(UpstreamError):
     kind = ErrorKind.BOOKS
     blame = Blame.NOBODY
     billed = False
+    RETRY_S: ClassVar[float] = 5.0  # what a client is told to wait (they are read once PostgreSQL answers)
 
 
 class RequestRejected(UpstreamError):

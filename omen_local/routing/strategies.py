@@ -48,7 +48,6 @@ from .dispatch import Call, Dispatcher
 from .session import CompletedSession, SpeculativeSession, StreamSession
 
 T = TypeVar("T")
-BOOKS_RETRY_S = 5.0  # a team's books not read yet (TeamBooksUnknown): when a client may try again
 
 
 @dataclass(slots=True)  # not frozen: made per request, see observe.AttemptStarted
@@ -76,7 +75,8 @@ def final_error(errors: list[UpstreamError]) -> OmenError:
     summary = "; ".join(e.message for e in errors)
     last = errors[-1]
     if all(isinstance(e, TeamBooksUnknown) for e in errors):
-        return OmenError(503, f"not yet: {summary}", code="team_books_unknown", retry_after=BOOKS_RETRY_S)
+        return OmenError(503, f"not yet: {summary}", code="team_books_unknown",
+                         retry_after=TeamBooksUnknown.RETRY_S)
     if all(isinstance(e, LimitReached) for e in errors):
         waits = [e.retry_after for e in errors if e.retry_after is not None]
         return OmenError(429, f"rate limited: {summary}", code="rate_limited", retry_after=min(waits) if waits else None)

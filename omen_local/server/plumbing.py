@@ -24,6 +24,7 @@ from ..api.request import ChatRequest, parse_chat_request
 from ..caller import Caller
 from ..config import Config
 from ..errors import OmenError, invalid
+from ..providers.errors import TeamBooksUnknown
 from ..requestlog import RequestNote
 from ..routing.catalog import Target
 from ..routing.planner import Plan
@@ -62,7 +63,8 @@ RELOAD: web.AppKey[Any] = web.AppKey("reload", object)
 HELLO: web.AppKey[Any] = web.AppKey("hello", object)
 # A team gateway (``omen serve --team``): it takes ``X-Omen-Instance`` from teammates' laptops.
 RELAYS: web.AppKey[bool] = web.AppKey("relays", bool)
-# The id of the books this instance writes (PostgreSQL's ``usage_meta.team_id``), once known.
+# The id of the team books this instance writes (PostgreSQL's ``usage_meta.team_id``); "" when
+# it keeps no team's books, None while it has not read them (other_books).
 BOOKS: web.AppKey[Callable[[], str | None]] = web.AppKey("books")
 
 
@@ -144,9 +146,6 @@ def relays_for(request: web.Request, identity: Identity) -> bool:
     return RELAYS in request.app and request.app[RELAYS] and not reserved_user(identity.user)
 
 
-BOOKS_RETRY_S = 5.0  # this instance has not read its books yet: when the sender may try again
-
-
 def other_books(request: web.Request) -> OmenError | None:
     """The refusal of a request from an OMEN on a team (``X-Omen-Team``: its books' id) when
     this instance keeps other books (another team's, or only its own: ``BOOKS`` gives ""), or
@@ -163,7 +162,7 @@ def other_books(request: web.Request) -> OmenError | None:
     if ours is None:
         return OmenError(503, "this OMEN has not read its team's usage books yet (PostgreSQL has not answered "
                               "since it started): it cannot tell whether they are yours; try again shortly",
-                         code="team_books_unknown", retry_after=BOOKS_RETRY_S)
+                         code="team_books_unknown", retry_after=TeamBooksUnknown.RETRY_S)
     if ours:
         why = ("this OMEN keeps another team's usage books, and the OMEN that sent the request is on a team: "
                "served here, the request would never be in that team's books. Send through your own team's "
