@@ -98,10 +98,9 @@ class Metering:
 
             store = PgUsageStore(team.database_url, team.instance, data_dir)
         self.store: UsageStore = store or SqliteUsageStore(data_dir / USAGE_DB)
-        # The team's books or this machine's, chosen at start: a reload that adds or drops [team]
-        # applies at the next start (as the store does), so every decision follows the store.
-        self.team_books = team is not None
-        self.instance = team.instance if team is not None else None  # the books' name for this instance
+        # This instance's name in the team's books, None for this machine's: chosen at start, as the
+        # store is (a reload that adds or drops [team] applies at the next start).
+        self.instance = team.instance if team is not None else None
         self.journal = Journal(data_dir / JOURNAL_DIR)
         self.quotas = QuotaBook(config.quotas, data_dir)
         self.limits = LimitBook(config.limits)
@@ -322,6 +321,11 @@ class Metering:
             )
         self.journal_error = f"{type(exc).__name__}: {exc}"
         return event, 0
+
+    @property
+    def team_books(self) -> bool:
+        """Whether the books are a team's (``[team]`` as it was at start)."""
+        return self.instance is not None
 
     def books(self) -> str | None:
         """The team's books' id (``usage_meta.team_id``): read when the store opens them, or

@@ -152,7 +152,7 @@ def other_books(request: web.Request) -> OmenError | None:
     does not know its own yet (a first start while PostgreSQL is away: ``BOOKS`` gives None).
     That OMEN leaves what it sends through a gateway to the gateway's books, so served here,
     the request would never be in its team's books."""
-    theirs = request.headers.get("X-Omen-Team")
+    theirs = request.headers.get("X-Omen-Team")  # providers/omen_gateway.TEAM_HEADER (imported, a cycle)
     books = request.app.get(BOOKS)
     if not theirs or books is None:
         return None
